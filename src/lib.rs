@@ -1,1 +1,30 @@
-//! secmon
+//! secmon: Microsoft 365 security alerts from Microsoft Graph (`/security/alerts_v2`), told to the right
+//! people and closed when a reviewed rule proves them benign, with an audit trail.
+//!
+//! # Layout
+//! In pipeline order:
+//! - [`alert`]: the alerts_v2 model; tolerant of everything Graph may add.
+//! - [`config`]: the one YAML config, validated at load with file, line and field in every error.
+//! - [`graph`]: Microsoft Graph: auth, alerts, mail; one retry policy.
+//! - [`intake`]: how alerts come in: `poll` (timer), `webhook` (change notifications, doorbells),
+//!   `subscriptions`; all end as a [`intake::Message`] on the queue.
+//! - [`rules`]: known-benign close rules and routes; pure evaluation.
+//! - [`respond`]: one message through decide → claim → act → record.
+//! - [`notify`]: receivers: Teams, e-mail, signed webhook.
+//! - [`store`]: state, claims, audit streams and the queue behind one contract; SQLite and Azure.
+//! - [`host`]: how functions are invoked: Azure custom handler, standalone.
+//! - [`app`], [`clock`], [`redact`]: the shared state, time as an input, and secret hygiene.
+#![warn(missing_docs)]
+
+pub mod alert;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod graph;
+pub mod host;
+pub mod intake;
+pub mod notify;
+pub mod redact;
+pub mod respond;
+pub mod rules;
+pub mod store;

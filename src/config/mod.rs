@@ -1,0 +1,584 @@
+//! One YAML config file, validated at load, every error with its file, line and field.
+//!
+//! Loading: read the file → YAML to JSON with locations ([`yaml`]) → replace `${NAME}` in string values
+//! from the environment (so secrets stay out of the file; every substituted value is registered with
+//! [`crate::redact`]) → apply environment overrides (`SECMON_GRAPH_URL`) → typed deserialization (unknown
+//! fields are errors) → [`Config::validate`] (cross-references, rule expressions, templates).
+//!
+//! Each section's type lives with the stage that uses it: `graph` (cloud, credentials), `intake`
+//! (poll, subscriptions, webhook), `rules` (close rules, routes), `notify` (receivers).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::graph::{Cloud, CredentialConfig};
+use crate::intake::poll::PollConfig;
+use crate::intake::subscriptions::SubscriptionConfig;
+use crate::intake::webhook::WebhookConfig;
+use crate::notify::ReceiverConfig;
+use crate::rules::{CloseRuleConfig, RouteConfig};
+
+pub mod duration;
+pub mod yaml;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which Microsoft cloud: `global`, `usgov` (GCC High, L4) or `usgovdod` (DoD, L5).
+    #[serde(default)]
+    pub cloud: Cloud,
+    /// Graph base URL; defaults to the cloud's (`https://graph.microsoft.com`). `SECMON_GRAPH_URL` wins.
+    #[serde(default)]
+    pub graph_url: Option<String>,
+    /// Login authority; defaults to the cloud's (`https://login.microsoftonline.com`).
+    /// `SECMON_AUTHORITY_URL` wins.
+    #[serde(default)]
+    pub authority_url: Option<String>,
+    /// Where state lives in standalone mode. In Azure the store comes from the environment.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The tenants to watch.
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    /// Polling.
+    #[serde(default)]
+    pub poll: PollConfig,
+    /// Known-benign rules that close alerts; first match wins, in file order.
+    #[serde(default)]
+    pub close_rules: Vec<CloseRuleConfig>,
+    /// Where alerts that were not closed go; first match wins unless `continue: true`.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Named notification receivers.
+    #[serde(default)]
+    pub receivers: BTreeMap<String, ReceiverConfig>,
+    /// Graph change-notification subscriptions (doorbells that trigger a poll).
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionConfig>,
+    /// The webhook and doorbell endpoints.
+    #[serde(default)]
+    pub webhook: WebhookConfig,
+}
+
+/// Standalone state.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite file (created if missing).
+    pub sqlite: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            sqlite: PathBuf::from("./secmon.db"),
+        }
+    }
+}
+
+/// One watched tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Entra tenant id (a GUID) or a verified domain.
+    pub id: String,
+    /// Short name used in logs, keys and routes (`alert.tenant`); unique.
+    pub name: String,
+    /// How to get a token for this tenant; when absent, chosen from the environment.
+    #[serde(default)]
+    pub credential: Option<CredentialConfig>,
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// The config cannot be used.
+    Error,
+    /// Usable, but probably not what was meant (an expired rule).
+    Warning,
+}
+
+/// One finding of validation, located by its path in the document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Issue {
+    /// Error or warning.
+    pub level: Level,
+    /// The field, e.g. `routes[1].receivers[0]`.
+    pub path: String,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl Issue {
+    /// An error at `path`.
+    pub fn error(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            level: Level::Error,
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A warning at `path`.
+    pub fn warning(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            level: Level::Warning,
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What section validators may look at besides their own section.
+#[derive(Debug, Clone)]
+pub struct ValidationContext<'a> {
+    /// The whole config.
+    pub config: &'a Config,
+    /// The time the config is judged at (expiry of rules).
+    pub now: DateTime<Utc>,
+}
+
+impl Config {
+    /// Every finding, errors and warnings, in document order of sections.
+    pub fn validate(&self, now: DateTime<Utc>) -> Vec<Issue> {
+        let cx = ValidationContext { config: self, now };
+        let mut out = Vec::new();
+        self.cloud.validate("cloud", &mut out);
+        for (field, url) in [
+            ("graph_url", &self.graph_url),
+            ("authority_url", &self.authority_url),
+        ] {
+            if let Some(u) = url {
+                match url::Url::parse(u) {
+                    Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => {}
+                    _ => out.push(Issue::error(field, format!("not an http(s) URL: {u:?}"))),
+                }
+            }
+        }
+        if self.tenants.is_empty() {
+            out.push(Issue::error("tenants", "at least one tenant is required"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let path = format!("tenants[{i}]");
+            if t.id.trim().is_empty() {
+                out.push(Issue::error(format!("{path}.id"), "tenant id is empty"));
+            }
+            if !is_name(&t.name) {
+                out.push(Issue::error(
+                    format!("{path}.name"),
+                    "a tenant name uses letters, digits, '-' and '_' only (it becomes part of storage keys)",
+                ));
+            }
+            if !names.insert(t.name.as_str()) {
+                out.push(Issue::error(
+                    format!("{path}.name"),
+                    format!("duplicate tenant name {:?}", t.name),
+                ));
+            }
+            if let Some(c) = &t.credential {
+                c.validate(&format!("{path}.credential"), &mut out);
+            }
+        }
+        self.poll.validate("poll", &mut out);
+        crate::rules::validate_close_rules(&self.close_rules, &cx, &mut out);
+        crate::rules::validate_routes(&self.routes, &cx, &mut out);
+        for (name, r) in &self.receivers {
+            if !is_name(name) {
+                out.push(Issue::error(
+                    format!("receivers.{name}"),
+                    "a receiver name uses letters, digits, '-' and '_' only",
+                ));
+            }
+            r.validate(&format!("receivers.{name}"), &cx, &mut out);
+        }
+        for (i, s) in self.subscriptions.iter().enumerate() {
+            s.validate(&format!("subscriptions[{i}]"), &cx, &mut out);
+        }
+        self.webhook.validate("webhook", &cx, &mut out);
+        out
+    }
+
+    /// The tenant with this name.
+    pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+
+    /// The Graph base URL in force.
+    pub fn graph_base(&self) -> String {
+        self.graph_url
+            .clone()
+            .unwrap_or_else(|| self.cloud.graph_url().to_string())
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The login authority in force.
+    pub fn authority(&self) -> String {
+        self.authority_url
+            .clone()
+            .unwrap_or_else(|| self.cloud.authority_url().to_string())
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The JSON Schema of the config file.
+    pub fn json_schema() -> Value {
+        serde_json::to_value(schemars::schema_for!(Config)).expect("schema serializes")
+    }
+}
+
+/// True for names usable in keys and URLs: `[A-Za-z0-9_-]+`.
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// A config that loaded, with what is needed to point at its lines.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The config.
+    pub config: Config,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The parsed document, for locations.
+    pub source: yaml::Located,
+    /// Warnings found at load (errors make loading fail).
+    pub warnings: Vec<Issue>,
+}
+
+impl Loaded {
+    /// `file:line:col: level: path: message`.
+    pub fn render(&self, issue: &Issue) -> String {
+        render(&self.file, Some(&self.source), issue)
+    }
+}
+
+fn render(file: &Path, source: Option<&yaml::Located>, issue: &Issue) -> String {
+    let level = match issue.level {
+        Level::Error => "error",
+        Level::Warning => "warning",
+    };
+    // An unknown field is best shown at its key; anything else at its value.
+    let key_first = issue.message.starts_with("unknown field");
+    let place = source
+        .and_then(|s| {
+            if key_first {
+                s.key_locations.get(&issue.path).copied()
+            } else {
+                None
+            }
+            .or_else(|| s.locate(&issue.path))
+        })
+        .map(|l| format!("{}:{}:{}", file.display(), l.line, l.column))
+        .unwrap_or_else(|| file.display().to_string());
+    let field = if issue.path.is_empty() {
+        String::new()
+    } else {
+        format!("{}: ", issue.path)
+    };
+    crate::redact::redact(&format!("{place}: {level}: {field}{}", issue.message))
+}
+
+/// Why a config could not be loaded. Its text names the file, line and field of each problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read config: {source}")]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file has problems; each line is one, located.
+    #[error("{}", .lines.join("\n"))]
+    Invalid {
+        /// Rendered findings (errors first, then warnings).
+        lines: Vec<String>,
+        /// The findings.
+        issues: Vec<Issue>,
+    },
+}
+
+/// Looks up environment variables; a trait object so tests need not touch the process environment.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Loads and validates the config at `file` with the process environment.
+pub fn load(file: &Path, now: DateTime<Utc>) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    load_str(&text, file, &|k| std::env::var(k).ok(), now)
+}
+
+/// Loads and validates config text; `file` is only used in messages.
+pub fn load_str(
+    text: &str,
+    file: &Path,
+    env: EnvLookup<'_>,
+    now: DateTime<Utc>,
+) -> Result<Loaded, ConfigError> {
+    let invalid = |issues: Vec<Issue>, source: Option<&yaml::Located>| {
+        let lines = issues.iter().map(|i| render(file, source, i)).collect();
+        ConfigError::Invalid { lines, issues }
+    };
+    let mut source = match yaml::parse(text) {
+        Ok(s) => s,
+        Err(e) => {
+            let issue = Issue::error("", format!("YAML syntax: {}", e.message));
+            let line = crate::redact::redact(&format!(
+                "{}:{}:{}: error: YAML syntax: {}",
+                file.display(),
+                e.location.line,
+                e.location.column,
+                e.message
+            ));
+            return Err(ConfigError::Invalid {
+                lines: vec![line],
+                issues: vec![issue],
+            });
+        }
+    };
+    if !source.value.is_object() {
+        return Err(invalid(
+            vec![Issue::error("", "the config must be a mapping of sections")],
+            Some(&source),
+        ));
+    }
+
+    let mut issues = Vec::new();
+    substitute_env(&mut source.value, "", env, &mut issues);
+    if !issues.is_empty() {
+        return Err(invalid(issues, Some(&source)));
+    }
+    if let Some(url) = env("SECMON_GRAPH_URL").filter(|u| !u.is_empty()) {
+        source.value["graph_url"] = Value::String(url);
+    }
+    if let Some(url) = env("SECMON_AUTHORITY_URL").filter(|u| !u.is_empty()) {
+        source.value["authority_url"] = Value::String(url);
+    }
+
+    let config: Config = match serde_path_to_error::deserialize(&source.value) {
+        Ok(c) => c,
+        Err(e) => {
+            let mut path = path_string(e.path());
+            let message = e.inner().to_string();
+            // serde names an unknown field in words only; point at the field's own line.
+            if let Some(name) = message
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split('`').next())
+            {
+                if !path.ends_with(name) {
+                    path = yaml::join_key(&path, name);
+                }
+            }
+            return Err(invalid(vec![Issue::error(path, message)], Some(&source)));
+        }
+    };
+
+    let findings = config.validate(now);
+    let (errors, warnings): (Vec<_>, Vec<_>) =
+        findings.into_iter().partition(|i| i.level == Level::Error);
+    if !errors.is_empty() {
+        let mut all = errors;
+        all.extend(warnings);
+        return Err(invalid(all, Some(&source)));
+    }
+    Ok(Loaded {
+        config,
+        file: file.to_path_buf(),
+        source,
+        warnings,
+    })
+}
+
+/// Prints paths the way [`yaml`] records them: `a.b[2].c`.
+fn path_string(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            serde_path_to_error::Segment::Seq { index } => out = yaml::join_index(&out, *index),
+            serde_path_to_error::Segment::Map { key } => out = yaml::join_key(&out, key),
+            serde_path_to_error::Segment::Enum { variant } => out = yaml::join_key(&out, variant),
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// Replaces `${NAME}` in every string value; `$${` stands for a literal `${`.
+fn substitute_env(value: &mut Value, path: &str, env: EnvLookup<'_>, issues: &mut Vec<Issue>) {
+    match value {
+        Value::String(s) if s.contains("${") => match expand(s, env) {
+            Ok(expanded) => *s = expanded,
+            Err(message) => issues.push(Issue::error(path, message)),
+        },
+        Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                substitute_env(v, &yaml::join_index(path, i), env, issues);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                substitute_env(v, &yaml::join_key(path, k), env, issues);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn expand(s: &str, env: EnvLookup<'_>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        rest = &rest[pos..];
+        if let Some(after) = rest.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix("${") {
+            let end = after.find('}').ok_or("unterminated ${ in value")?;
+            let name = &after[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "invalid environment variable name {name:?} in ${{...}}"
+                ));
+            }
+            let value =
+                env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+            crate::redact::global().add(&value);
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "TEAMS_URL" => Some("https://example.invalid/workflows/x?sig=SECRETSIG123".into()),
+            _ => None,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-26T00:00:00Z".parse().unwrap()
+    }
+
+    const GOOD: &str =
+        "tenants:\n  - id: 11111111-2222-3333-4444-555555555555\n    name: contoso\n";
+
+    #[test]
+    fn a_minimal_config_loads_with_defaults() {
+        let loaded = load_str(GOOD, Path::new("c.yaml"), &env, now()).unwrap();
+        assert_eq!(loaded.config.tenants[0].name, "contoso");
+        assert_eq!(loaded.config.graph_base(), "https://graph.microsoft.com");
+    }
+
+    #[test]
+    fn unknown_fields_name_file_line_and_field() {
+        let text = format!("{GOOD}poll:\n  overlapp: 10m\n");
+        let err = load_str(&text, Path::new("c.yaml"), &env, now())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("c.yaml:5:3: error: poll.overlapp: unknown field `overlapp`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn env_substitution_and_missing_variables() {
+        let text = format!("{GOOD}graph_url: \"${{MISSING_VAR}}\"\n");
+        let err = load_str(&text, Path::new("c.yaml"), &env, now())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.yaml:4:12:") && err.contains("MISSING_VAR is not set"),
+            "{err}"
+        );
+        assert_eq!(
+            expand("a$${b}c ${TEAMS_URL}", &env).unwrap(),
+            "a${b}c https://example.invalid/workflows/x?sig=SECRETSIG123"
+        );
+    }
+
+    #[test]
+    fn substituted_secrets_never_reach_error_text() {
+        let text = format!("{GOOD}graph_url: 5\nauthority_url: \"${{TEAMS_URL}}x\"\ncloud: moon\n");
+        let err = load_str(&text, Path::new("c.yaml"), &env, now())
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("SECRETSIG123"), "{err}");
+    }
+
+    #[test]
+    fn tenants_are_checked() {
+        let text =
+            "tenants:\n  - {id: a, name: x}\n  - {id: b, name: x}\n  - {id: c, name: 'bad name'}\n";
+        let err = load_str(text, Path::new("c.yaml"), &env, now()).unwrap_err();
+        let ConfigError::Invalid { lines, .. } = err else {
+            panic!()
+        };
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("c.yaml:3:") && l.contains("duplicate tenant name")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("c.yaml:4:") && l.contains("tenants[2].name")),
+            "{lines:?}"
+        );
+        let empty = load_str("{}", Path::new("c.yaml"), &env, now())
+            .unwrap_err()
+            .to_string();
+        assert!(empty.contains("at least one tenant"), "{empty}");
+    }
+
+    #[test]
+    fn the_schema_describes_every_section() {
+        let schema = Config::json_schema();
+        let props = schema["properties"].as_object().unwrap();
+        for key in [
+            "cloud",
+            "tenants",
+            "poll",
+            "close_rules",
+            "routes",
+            "receivers",
+            "subscriptions",
+            "webhook",
+        ] {
+            assert!(props.contains_key(key), "{key}");
+        }
+    }
+}

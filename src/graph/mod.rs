@@ -1,0 +1,201 @@
+//! Microsoft Graph: the operations secmon uses, behind one trait, with one retry policy.
+//!
+//! [`Graph`] is the edge; the real implementation talks HTTP to Graph (or to the emulator in tests).
+//! Every call carries `Prefer: include-unknown-enum-members`, so evolvable enum values arrive as
+//! themselves rather than as `unknownFutureValue`.
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Issue;
+
+/// A Microsoft cloud (national clouds have their own Graph and login hosts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Cloud {
+    /// Global service (and M365 GCC).
+    #[default]
+    Global,
+    /// US Government L4 (GCC High).
+    Usgov,
+    /// US Government L5 (DoD).
+    Usgovdod,
+    /// China (21Vianet): accepted in the file only to say clearly that it cannot work.
+    China,
+}
+
+impl Cloud {
+    /// Graph root.
+    pub fn graph_url(self) -> &'static str {
+        match self {
+            Cloud::Global => "https://graph.microsoft.com",
+            Cloud::Usgov => "https://graph.microsoft.us",
+            Cloud::Usgovdod => "https://dod-graph.microsoft.us",
+            Cloud::China => "https://microsoftgraph.chinacloudapi.cn",
+        }
+    }
+
+    /// Token authority.
+    pub fn authority_url(self) -> &'static str {
+        match self {
+            Cloud::Global => "https://login.microsoftonline.com",
+            Cloud::Usgov | Cloud::Usgovdod => "https://login.microsoftonline.us",
+            Cloud::China => "https://login.chinacloudapi.cn",
+        }
+    }
+
+    /// Checks the cloud can serve alerts_v2.
+    pub fn validate(self, path: &str, out: &mut Vec<Issue>) {
+        if self == Cloud::China {
+            out.push(Issue::error(
+                path,
+                "Microsoft Graph in China (21Vianet) has no security alerts_v2 or incidents API; secmon cannot watch tenants there",
+            ));
+        }
+    }
+}
+
+/// How to authenticate to one tenant. Absent fields are taken from the environment.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// Which kind: `managed_identity`, `client_secret`, `client_certificate`, `workload_identity`,
+    /// `azure_cli`. Default: `client_secret` when a secret is given, else chosen from the environment.
+    #[serde(default)]
+    pub kind: Option<CredentialKind>,
+    /// App (client) id; for a user-assigned managed identity, its client id.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Client secret; write `${NAME}` to take it from the environment.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Path of a PEM or PKCS#12 certificate with its private key.
+    #[serde(default)]
+    pub certificate: Option<String>,
+}
+
+/// The credential kinds secmon supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// App Service / Functions managed identity (`IDENTITY_ENDPOINT`), system- or user-assigned.
+    ManagedIdentity,
+    /// App registration with a client secret.
+    ClientSecret,
+    /// App registration with a certificate.
+    ClientCertificate,
+    /// Workload identity federation (`AZURE_FEDERATED_TOKEN_FILE`).
+    WorkloadIdentity,
+    /// The signed-in Azure CLI user (local development only).
+    AzureCli,
+}
+
+impl CredentialConfig {
+    /// Checks the fields fit the kind.
+    pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
+        match self.kind {
+            Some(CredentialKind::ClientSecret) | None if self.client_secret.is_some() => {
+                if self.client_id.is_none() {
+                    out.push(Issue::error(
+                        format!("{path}.client_id"),
+                        "a client secret needs a client_id",
+                    ));
+                }
+            }
+            Some(CredentialKind::ClientSecret) => out.push(Issue::error(
+                format!("{path}.client_secret"),
+                "kind client_secret needs client_secret",
+            )),
+            Some(CredentialKind::ClientCertificate)
+                if self.certificate.is_none() || self.client_id.is_none() =>
+            {
+                out.push(Issue::error(
+                    format!("{path}.certificate"),
+                    "kind client_certificate needs client_id and certificate",
+                ))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One page of `GET /security/alerts_v2`.
+#[derive(Debug, Clone, Default)]
+pub struct AlertPage {
+    /// The alerts as Graph sent them (raw, so nothing is lost on the way to the queue).
+    pub alerts: Vec<Value>,
+    /// The next page, as an opaque absolute URL.
+    pub next_link: Option<String>,
+}
+
+/// The updatable properties of an alert (`PATCH /security/alerts_v2/{id}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertUpdate {
+    /// New status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// New classification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classification: Option<String>,
+    /// New determination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub determination: Option<String>,
+    /// New owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assigned_to: Option<String>,
+}
+
+/// Whether retrying a failed call can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A retry may succeed (throttling, 5xx, timeouts, dropped connections).
+    Retryable,
+    /// It will not (4xx other than 408/429, bad payloads we sent).
+    Permanent,
+}
+
+/// A failed Graph or token call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation}: {message}")]
+pub struct GraphError {
+    /// What was being done, e.g. `list alerts for contoso`.
+    pub operation: String,
+    /// HTTP status, when there was a response.
+    pub status: Option<u16>,
+    /// Graph's error code, e.g. `InvalidRequestBody`.
+    pub code: Option<String>,
+    /// What happened (redacted).
+    pub message: String,
+    /// Whether a retry helps.
+    pub retry: Retry,
+}
+
+/// The Microsoft Graph operations secmon performs, per tenant (by tenant name).
+#[async_trait]
+pub trait Graph: Send + Sync {
+    /// First page of alerts updated at or after `since`; `next` pages come from [`Graph::next_alerts`].
+    async fn list_alerts(&self, tenant: &str, filter: &str) -> Result<AlertPage, GraphError>;
+    /// The page at an `@odata.nextLink`.
+    async fn next_alerts(&self, tenant: &str, next_link: &str) -> Result<AlertPage, GraphError>;
+    /// One alert.
+    async fn get_alert(&self, tenant: &str, id: &str) -> Result<Value, GraphError>;
+    /// Updates an alert; returns the updated alert.
+    async fn update_alert(
+        &self,
+        tenant: &str,
+        id: &str,
+        update: &AlertUpdate,
+    ) -> Result<Value, GraphError>;
+    /// Adds a comment to an alert.
+    async fn add_comment(&self, tenant: &str, id: &str, comment: &str) -> Result<(), GraphError>;
+    /// Sends a mail as `sender` (`POST /users/{sender}/sendMail`); `message` is Graph's `message` object.
+    async fn send_mail(
+        &self,
+        tenant: &str,
+        sender: &str,
+        message: &Value,
+    ) -> Result<(), GraphError>;
+}

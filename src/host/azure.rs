@@ -1,0 +1,519 @@
+//! The Azure Functions custom-handler protocol.
+//!
+//! The host starts `secmon serve`, polls `GET /` until anything answers, then for each invocation
+//! `POST /<FunctionName>` with `{"Data": {...}, "Metadata": {...}}` and reads back
+//! `{"Outputs": {...}, "Logs": [...], "ReturnValue": ...}`. Any non-2xx marks the invocation failed
+//! (a queue message is retried, then poisoned) and the host discards the `Logs` of such a response,
+//! so failures are also logged to stdout.
+//!
+//! The host's quirks are tolerated here, once: values JSON-encoded twice (`"Id": "\"4e77…\""`),
+//! numbers as strings (`"DequeueCount": "1"`), `ScheduleStatus: null`, `IsPastDue` as a string,
+//! `Query` as a JSON-encoded string, and queue text that is JSON, a JSON string, or base64.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{HTTP_FUNCTIONS, HttpRequest, HttpResponse};
+use crate::app::App;
+
+/// The invocation envelope: the trigger's data, the host's metadata, and the invocation id.
+#[derive(Debug, Clone)]
+pub struct Invocation<T> {
+    /// The trigger payload (`Data.<binding name>`).
+    pub data: T,
+    /// Trigger metadata, normalised.
+    pub metadata: Metadata,
+    /// `X-Azure-Functions-InvocationId`.
+    pub invocation_id: Option<String>,
+}
+
+/// Trigger metadata with the host's encodings undone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metadata {
+    /// Queue: how many times the message was dequeued (1 on the first try).
+    pub dequeue_count: Option<u32>,
+    /// Queue: message id.
+    pub id: Option<String>,
+    /// `sys.UtcNow`.
+    pub utc_now: Option<String>,
+    /// Everything, as sent.
+    pub raw: Map<String, Value>,
+}
+
+/// What a function returns to the host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Output bindings by name (`res` for HTTP).
+    pub outputs: Map<String, Value>,
+    /// Lines for the invocation log (Application Insights), all at Information level.
+    pub logs: Vec<String>,
+    /// `$return` output.
+    pub return_value: Value,
+}
+
+impl Outcome {
+    fn to_json(&self) -> Value {
+        json!({"Outputs": self.outputs, "Logs": self.logs, "ReturnValue": self.return_value})
+    }
+}
+
+/// Timer trigger data (`Data.timer`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TimerInfo {
+    /// The run is late (the host was down at its time).
+    pub is_past_due: bool,
+    /// `ScheduleStatus.Last`, when the host tracks it (null when monitoring is off).
+    pub last: Option<String>,
+    /// `ScheduleStatus.Next`.
+    pub next: Option<String>,
+}
+
+/// Why an invocation body was refused (answered 400).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InvocationError {
+    /// Not JSON, or not an object with `Data`.
+    #[error("invocation body: {0}")]
+    Body(String),
+    /// `Data` lacks the binding the function needs.
+    #[error("invocation Data has no {0:?} binding")]
+    MissingBinding(&'static str),
+    /// The binding is there but malformed.
+    #[error("invocation Data.{binding}: {reason}")]
+    BadBinding {
+        /// Binding name.
+        binding: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Strips one layer of JSON-string encoding if the host added one (`"\"abc\""` → `abc`).
+pub fn unquote(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::String(inner)) => Some(inner),
+            _ => Some(s.clone()),
+        },
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// Reads a number that may arrive as a number or a string (possibly JSON-quoted).
+pub fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        other => unquote(other)?.trim().parse().ok(),
+    }
+}
+
+fn boolean(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        other => unquote(other)?.trim().to_ascii_lowercase().parse().ok(),
+    }
+}
+
+/// Splits a raw invocation body into `Data` and normalised [`Metadata`].
+pub fn parse_envelope(body: &[u8]) -> Result<(Map<String, Value>, Metadata), InvocationError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| InvocationError::Body(format!("not JSON: {e}")))?;
+    let Value::Object(mut top) = value else {
+        return Err(InvocationError::Body("not a JSON object".into()));
+    };
+    let data = match top.remove("Data") {
+        Some(Value::Object(d)) => d,
+        Some(Value::Null) | None => return Err(InvocationError::Body("no Data object".into())),
+        Some(_) => return Err(InvocationError::Body("Data is not an object".into())),
+    };
+    let raw = match top.remove("Metadata") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let metadata = Metadata {
+        dequeue_count: raw.get("DequeueCount").and_then(number).map(|n| n as u32),
+        id: raw.get("Id").and_then(unquote),
+        utc_now: raw
+            .get("sys")
+            .and_then(|s| s.get("UtcNow"))
+            .and_then(unquote),
+        raw,
+    };
+    Ok((data, metadata))
+}
+
+/// Reads `Data.<binding>` of a timer trigger.
+pub fn timer_info(
+    data: &Map<String, Value>,
+    binding: &'static str,
+) -> Result<TimerInfo, InvocationError> {
+    let v = data
+        .get(binding)
+        .ok_or(InvocationError::MissingBinding(binding))?;
+    let v = match v {
+        Value::String(s) => serde_json::from_str(s).map_err(|e| InvocationError::BadBinding {
+            binding,
+            reason: format!("not JSON: {e}"),
+        })?,
+        other => other.clone(),
+    };
+    if !v.is_object() {
+        return Err(InvocationError::BadBinding {
+            binding,
+            reason: "not an object".into(),
+        });
+    }
+    let status = v.get("ScheduleStatus").filter(|s| s.is_object());
+    Ok(TimerInfo {
+        is_past_due: v.get("IsPastDue").and_then(boolean).unwrap_or(false),
+        last: status.and_then(|s| s.get("Last")).and_then(unquote),
+        next: status.and_then(|s| s.get("Next")).and_then(unquote),
+    })
+}
+
+/// Reads `Data.<binding>` of a queue trigger as the message bytes.
+pub fn queue_item(
+    data: &Map<String, Value>,
+    binding: &'static str,
+) -> Result<Vec<u8>, InvocationError> {
+    match data.get(binding) {
+        None | Some(Value::Null) => Err(InvocationError::MissingBinding(binding)),
+        // The host passes JSON messages either as text or already parsed.
+        Some(Value::String(s)) => Ok(s.clone().into_bytes()),
+        Some(other) => Ok(other.to_string().into_bytes()),
+    }
+}
+
+/// Reads `Data.<binding>` of an HTTP trigger (default mode, no forwarding) into an [`HttpRequest`].
+pub fn http_request(
+    data: &Map<String, Value>,
+    binding: &'static str,
+) -> Result<HttpRequest, InvocationError> {
+    let req = data
+        .get(binding)
+        .ok_or(InvocationError::MissingBinding(binding))?;
+    let bad = |reason: &str| InvocationError::BadBinding {
+        binding,
+        reason: reason.to_string(),
+    };
+    let req = req.as_object().ok_or_else(|| bad("not an object"))?;
+    let method = req
+        .get("Method")
+        .and_then(unquote)
+        .unwrap_or_else(|| "POST".into())
+        .to_ascii_uppercase();
+    let mut query = Vec::new();
+    // `Query` is a map, or that map JSON-encoded as a string ("{}").
+    let q = match req.get("Query") {
+        Some(Value::String(s)) => {
+            serde_json::from_str(s).map_err(|_| bad("Query is not a JSON object"))?
+        }
+        Some(v) => v.clone(),
+        None => Value::Null,
+    };
+    if let Value::Object(map) = q {
+        for (k, v) in map {
+            match v {
+                Value::Array(items) => {
+                    query.extend(items.iter().filter_map(unquote).map(|s| (k.clone(), s)))
+                }
+                other => query.extend(unquote(&other).map(|s| (k.clone(), s))),
+            }
+        }
+    }
+    // When the map is missing, fall back to the URL's own query string.
+    if query.is_empty() {
+        if let Some(u) = req
+            .get("Url")
+            .and_then(unquote)
+            .and_then(|u| url::Url::parse(&u).ok())
+        {
+            query.extend(
+                u.query_pairs()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned())),
+            );
+        }
+    }
+    let mut headers = BTreeMap::new();
+    if let Some(Value::Object(h)) = req.get("Headers") {
+        for (k, v) in h {
+            let value = match v {
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(unquote)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                other => unquote(other).unwrap_or_default(),
+            };
+            headers.insert(k.to_ascii_lowercase(), value);
+        }
+    }
+    let body = match req.get("Body") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s.clone().into_bytes(),
+        Some(other) => other.to_string().into_bytes(),
+    };
+    Ok(HttpRequest {
+        method,
+        query,
+        headers,
+        body,
+    })
+}
+
+/// The `Outputs.res` value the host turns into the HTTP response.
+pub fn http_output(resp: &HttpResponse) -> Value {
+    json!({
+        "statusCode": resp.status,
+        "body": resp.body,
+        "headers": {"Content-Type": resp.content_type},
+    })
+}
+
+/// The handler's router: `GET /` for readiness, `POST /<FunctionName>` for invocations.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(|| async { "secmon ready" }))
+        .route("/{function}", post(invoke))
+        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
+        .with_state(app)
+}
+
+async fn invoke(
+    State(app): State<App>,
+    Path(function): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let invocation_id = headers
+        .get("x-azure-functions-invocationid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let span = tracing::info_span!("invocation", function = %function, invocation_id = invocation_id.as_deref().unwrap_or("-"));
+    let _enter = span.enter();
+    let (data, metadata) = match parse_envelope(&body) {
+        Ok(parts) => parts,
+        Err(e) => return failure(StatusCode::BAD_REQUEST, &function, &e.to_string()),
+    };
+    let result = dispatch(&app, &function, data, metadata, invocation_id).await;
+    match result {
+        Ok(outcome) => (StatusCode::OK, axum::Json(outcome.to_json())).into_response(),
+        Err(Failure::BadRequest(message)) => failure(StatusCode::BAD_REQUEST, &function, &message),
+        Err(Failure::NotFound) => failure(StatusCode::NOT_FOUND, &function, "no such function"),
+        Err(Failure::Failed(message)) => {
+            failure(StatusCode::INTERNAL_SERVER_ERROR, &function, &message)
+        }
+    }
+}
+
+/// How an invocation failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The invocation itself was malformed (400).
+    BadRequest(String),
+    /// No such function (404).
+    NotFound,
+    /// The function failed; the host should retry (500).
+    Failed(String),
+}
+
+impl From<InvocationError> for Failure {
+    fn from(e: InvocationError) -> Self {
+        Failure::BadRequest(e.to_string())
+    }
+}
+
+fn failure(status: StatusCode, function: &str, message: &str) -> Response {
+    let message = crate::redact::redact(message);
+    // The host drops the Logs of a non-2xx answer: stdout is the only place this is seen.
+    tracing::error!(
+        function,
+        status = status.as_u16(),
+        "invocation failed: {message}"
+    );
+    (status, axum::Json(json!({"Outputs": {}, "Logs": [format!("{function} failed: {message}")], "ReturnValue": null, "error": message})))
+        .into_response()
+}
+
+/// Runs one function; the core of [`router`], also used by tests and the Lambda adapter.
+pub async fn dispatch(
+    app: &App,
+    function: &str,
+    data: Map<String, Value>,
+    metadata: Metadata,
+    invocation_id: Option<String>,
+) -> Result<Outcome, Failure> {
+    let now = app.clock.now();
+    match function {
+        "poll-alerts" => {
+            let timer = timer_info(&data, "timer")?;
+            let inv = Invocation {
+                data: timer,
+                metadata,
+                invocation_id,
+            };
+            crate::intake::poll::on_timer(app, inv, now).await
+        }
+        "graph-subscriptions" => {
+            let timer = timer_info(&data, "timer")?;
+            let inv = Invocation {
+                data: timer,
+                metadata,
+                invocation_id,
+            };
+            crate::intake::subscriptions::on_timer(app, inv, now).await
+        }
+        "respond" => {
+            let body = queue_item(&data, "message")?;
+            let inv = Invocation {
+                data: body,
+                metadata,
+                invocation_id,
+            };
+            crate::respond::on_queue(app, inv).await
+        }
+        name if HTTP_FUNCTIONS.contains(&name) => {
+            let req = http_request(&data, "req")?;
+            let resp = crate::intake::webhook::handle(app, name, req).await;
+            let mut outputs = Map::new();
+            outputs.insert("res".into(), http_output(&resp));
+            Ok(Outcome {
+                outputs,
+                ..Default::default()
+            })
+        }
+        _ => Err(Failure::NotFound),
+    }
+}
+
+/// Deserialize helper so callers can read `Data` into their own types.
+pub fn data_as<T: for<'de> Deserialize<'de>>(
+    data: &Map<String, Value>,
+    binding: &'static str,
+) -> Result<T, InvocationError> {
+    let v = data
+        .get(binding)
+        .ok_or(InvocationError::MissingBinding(binding))?;
+    serde_json::from_value(v.clone()).map_err(|e| InvocationError::BadBinding {
+        binding,
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/samples/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn documented_queue_request_parses() {
+        let (data, meta) = parse_envelope(&sample("functions-queue-request.json")).unwrap();
+        assert_eq!(meta.dequeue_count, Some(1));
+        assert_eq!(
+            meta.id.as_deref(),
+            Some("800ae4b3-bdd2-4c08-badd-f08e5a34b865")
+        );
+        assert_eq!(
+            queue_item(&data, "myQueueItem").unwrap(),
+            b"{ message: \"Message sent\" }"
+        );
+    }
+
+    #[test]
+    fn observed_queue_request_with_double_encoding_parses() {
+        let (data, meta) =
+            parse_envelope(&sample("functions-queue-request-observed.json")).unwrap();
+        assert_eq!(meta.dequeue_count, Some(1), "\"1\" as a string");
+        assert_eq!(
+            meta.id.as_deref(),
+            Some("4e773554-f6b7-4ea2-b07d-4c5fd5aba741"),
+            "quotes stripped"
+        );
+        assert_eq!(meta.utc_now.as_deref(), Some("2023-10-12T20:13:49.640002Z"));
+        assert_eq!(
+            queue_item(&data, "queue").unwrap(),
+            br#"{"message":"hello","number":2}"#
+        );
+    }
+
+    #[test]
+    fn timer_requests_parse_with_and_without_status() {
+        let (data, _) = parse_envelope(&sample("functions-timer-request.json")).unwrap();
+        let t = timer_info(&data, "timer").unwrap();
+        assert!(!t.is_past_due);
+        assert_eq!(t.last.as_deref(), Some("2023-10-12T20:13:49.640002Z"));
+        let body = br#"{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":null,"IsPastDue":"True"}},"Metadata":{}}"#;
+        let (data, _) = parse_envelope(body).unwrap();
+        let t = timer_info(&data, "timer").unwrap();
+        assert!(t.is_past_due);
+        assert_eq!(t.last, None);
+        let info: Value = serde_json::from_slice(&sample("functions-timer-info.json")).unwrap();
+        let mut d = Map::new();
+        d.insert("timer".into(), info);
+        assert_eq!(
+            timer_info(&d, "timer").unwrap().next.as_deref(),
+            Some("2016-10-04T10:20:00+00:00")
+        );
+    }
+
+    #[test]
+    fn documented_http_request_parses() {
+        let (data, _) = parse_envelope(&sample("functions-http-request.json")).unwrap();
+        let req = http_request(&data, "req").unwrap();
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.header("content-type"), Some("application/json"));
+        assert_eq!(req.body, br#"{"id":1005,"quantity":2,"color":"black"}"#);
+        assert!(req.query.is_empty());
+    }
+
+    #[test]
+    fn http_query_from_map_or_url() {
+        let body = json!({"Data": {"req": {"Method": "POST", "Url": "https://x/api/graph-webhook?validationToken=a%20b%3Cc&code=K",
+            "Query": "{\"validationToken\":\"a b<c\"}", "Headers": {"Content-Type": ["text/plain; charset=utf-8"]}}}});
+        let (data, _) = parse_envelope(body.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            http_request(&data, "req")
+                .unwrap()
+                .query_param("validationToken"),
+            Some("a b<c")
+        );
+        let body = json!({"Data": {"req": {"Method": "post", "Url": "https://x/api/graph-webhook?validationToken=a%20b"}}});
+        let (data, _) = parse_envelope(body.to_string().as_bytes()).unwrap();
+        let req = http_request(&data, "req").unwrap();
+        assert_eq!(req.query_param("validationToken"), Some("a b"));
+        assert_eq!(req.method, "POST");
+    }
+
+    #[test]
+    fn malformed_envelopes_are_refused_with_a_reason() {
+        for (body, want) in [
+            (&b"not json"[..], "not JSON"),
+            (b"[1,2]", "not a JSON object"),
+            (b"{\"Metadata\":{}}", "no Data"),
+            (b"{\"Data\":5}", "Data is not an object"),
+        ] {
+            let e = parse_envelope(body).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        let (data, _) = parse_envelope(b"{\"Data\":{}}").unwrap();
+        assert_eq!(
+            timer_info(&data, "timer").unwrap_err(),
+            InvocationError::MissingBinding("timer")
+        );
+    }
+}

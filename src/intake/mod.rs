@@ -1,0 +1,196 @@
+//! How alerts come in: [`poll`] (the timer), [`webhook`] (Graph change notifications and doorbells),
+//! [`subscriptions`] (keeping Graph subscriptions alive). Both paths end in a [`Message`] on the queue.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::store::{Queue, Store, StoreError};
+
+pub mod poll;
+pub mod subscriptions;
+pub mod webhook;
+
+/// Azure Storage Queue holds 64 KiB, 48 KiB of it after base64; bigger alerts travel through the store.
+pub const MAX_INLINE_MESSAGE: usize = 45 * 1024;
+
+/// What travels on the `alerts` queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Message {
+    /// One alert version, as Graph returned it.
+    Alert {
+        /// Tenant name.
+        tenant: String,
+        /// The alert JSON.
+        alert: Value,
+    },
+    /// One alert version too large for a queue message, kept in the store under `key`.
+    AlertRef {
+        /// Tenant name.
+        tenant: String,
+        /// Store key of the alert JSON.
+        key: String,
+    },
+    /// Poll this tenant now (a doorbell rang).
+    Poll {
+        /// Tenant name.
+        tenant: String,
+        /// What rang, for the logs (a subscription's resource, `doorbell`, `lifecycle:missed`).
+        reason: String,
+    },
+    /// Fetch this alert now and process it.
+    Lookup {
+        /// Tenant name.
+        tenant: String,
+        /// Alert id.
+        alert_id: String,
+    },
+}
+
+/// Why a queue message could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// Not a message secmon understands: it goes to the poison queue, it is never dropped.
+    #[error("unreadable queue message: {0}")]
+    Malformed(String),
+    /// The store failed; retry.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Message {
+    /// The tenant the message is about.
+    pub fn tenant(&self) -> &str {
+        match self {
+            Message::Alert { tenant, .. }
+            | Message::AlertRef { tenant, .. }
+            | Message::Poll { tenant, .. }
+            | Message::Lookup { tenant, .. } => tenant,
+        }
+    }
+
+    /// Parses a queue body: JSON, tolerating one extra layer of JSON-string encoding and base64
+    /// (the forms the Functions host and Storage clients produce).
+    pub fn parse(body: &[u8]) -> Result<Message, MessageError> {
+        use base64::Engine;
+        let text = std::str::from_utf8(body)
+            .map_err(|e| MessageError::Malformed(format!("not UTF-8: {e}")))?;
+        let text = text.trim();
+        let try_json = |t: &str| -> Option<Message> {
+            match serde_json::from_str::<Value>(t).ok()? {
+                Value::String(inner) => serde_json::from_str(&inner).ok(),
+                v => serde_json::from_value(v).ok(),
+            }
+        };
+        if let Some(m) = try_json(text) {
+            return Ok(m);
+        }
+        if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(text) {
+            if let Some(m) = std::str::from_utf8(&decoded).ok().and_then(try_json) {
+                return Ok(m);
+            }
+        }
+        let detail = match serde_json::from_str::<Message>(text) {
+            Err(e) => e.to_string(),
+            Ok(_) => "unexpected".into(),
+        };
+        Err(MessageError::Malformed(detail))
+    }
+
+    /// Puts the message on the alerts queue, moving a large alert into the store first.
+    pub async fn send(&self, store: &dyn Store, queue: &dyn Queue) -> Result<(), StoreError> {
+        let body = serde_json::to_vec(self).expect("messages serialize");
+        if body.len() <= MAX_INLINE_MESSAGE {
+            return queue.send(crate::store::ALERTS_QUEUE, &body).await;
+        }
+        let Message::Alert { tenant, alert } = self else {
+            return queue.send(crate::store::ALERTS_QUEUE, &body).await;
+        };
+        use sha2::Digest;
+        let alert_bytes = serde_json::to_vec(alert).expect("alerts serialize");
+        let digest = hex::encode(sha2::Sha256::digest(&alert_bytes));
+        let key = format!("alerts/{tenant}/{digest}");
+        store.put(&key, &alert_bytes).await?;
+        let reference = Message::AlertRef {
+            tenant: tenant.clone(),
+            key,
+        };
+        queue
+            .send(
+                crate::store::ALERTS_QUEUE,
+                &serde_json::to_vec(&reference).expect("serializes"),
+            )
+            .await
+    }
+
+    /// Resolves an [`Message::AlertRef`] into the alert it points at; other messages are returned as is.
+    pub async fn resolve(self, store: &dyn Store) -> Result<Message, MessageError> {
+        match self {
+            Message::AlertRef { tenant, key } => {
+                let stored = store.get(&key).await?.ok_or_else(|| {
+                    MessageError::Malformed(format!("alert reference {key} not in the store"))
+                })?;
+                let alert = serde_json::from_slice(&stored.value)
+                    .map_err(|e| MessageError::Malformed(format!("stored alert {key}: {e}")))?;
+                Ok(Message::Alert { tenant, alert })
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use base64::Engine;
+    use serde_json::json;
+
+    #[test]
+    fn parses_plain_double_encoded_and_base64() {
+        let m = Message::Poll {
+            tenant: "contoso".into(),
+            reason: "doorbell".into(),
+        };
+        let plain = serde_json::to_string(&m).unwrap();
+        let double = serde_json::to_string(&plain).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&plain);
+        for body in [plain, double, b64] {
+            assert_eq!(Message::parse(body.as_bytes()).unwrap(), m);
+        }
+        assert!(matches!(
+            Message::parse(b"{\"kind\":\"nope\"}"),
+            Err(MessageError::Malformed(_))
+        ));
+        assert!(matches!(
+            Message::parse(&[0xff, 0xfe]),
+            Err(MessageError::Malformed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn large_alerts_travel_through_the_store() {
+        let s = SqliteStore::in_memory().unwrap();
+        let alert = json!({"id": "big", "description": "x".repeat(60_000)});
+        let m = Message::Alert {
+            tenant: "contoso".into(),
+            alert: alert.clone(),
+        };
+        m.send(&s, &s).await.unwrap();
+        let got = s
+            .receive(
+                crate::store::ALERTS_QUEUE,
+                1,
+                std::time::Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        assert!(
+            got[0].body.len() < 1000,
+            "the queue carries a reference only"
+        );
+        let parsed = Message::parse(&got[0].body).unwrap();
+        assert!(matches!(parsed, Message::AlertRef { .. }));
+        assert_eq!(parsed.resolve(&s).await.unwrap(), m);
+    }
+}

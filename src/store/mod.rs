@@ -1,0 +1,147 @@
+//! State and queue behind one small contract, so the pipeline runs the same on every backend.
+//!
+//! - [`Store::get`] / [`Store::put_if`]: versioned values with ETags (watermarks, subscription records);
+//! - [`Store::claim`] / [`Store::complete`] / [`Store::release`]: the idempotency key of every side
+//!   effect: claim first, act, then complete; a crash between claim and complete lets a retry claim
+//!   again once the lease runs out, so work is repeated, never skipped;
+//! - [`Store::append`]: append-only record streams (the audit trail);
+//! - [`Queue`]: at-least-once messages with a visibility timeout, a dequeue count, and a poison queue.
+//!
+//! Backends: [`sqlite`] (embedded, standalone mode); the Azure backend lives in `store::azure`.
+//! [`contract`] is the test suite every backend must pass.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub mod contract;
+pub mod sqlite;
+
+/// An opaque version tag of a stored value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Etag(pub String);
+
+/// A stored value with its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The bytes.
+    pub value: Vec<u8>,
+    /// The version they carry.
+    pub etag: Etag,
+}
+
+/// The condition of a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Only if the key has no value (create).
+    Absent,
+    /// Only if the current version is this one (compare-and-swap).
+    Matches(Etag),
+}
+
+/// The answer to [`Store::claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller owns the key now: perform the effect, then [`Store::complete`] or [`Store::release`].
+    Acquired,
+    /// The effect was already performed: skip it.
+    Done,
+    /// Someone else holds an unexpired lease: try again later (do not skip, do not act).
+    Held,
+}
+
+/// What went wrong in a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost: the value changed (or exists) since it was read.
+    #[error("conflict: {key} changed since it was read")]
+    Conflict {
+        /// The key.
+        key: String,
+    },
+    /// A key or stream name the backend cannot hold.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The backend failed; retrying may help.
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+/// Result type of the store.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Versioned state, claims and append-only streams.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The value and its version, or `None`.
+    async fn get(&self, key: &str) -> StoreResult<Option<Versioned>>;
+    /// Writes `value` if `cond` holds; returns the new version or [`StoreError::Conflict`].
+    async fn put_if(&self, key: &str, value: &[u8], cond: Precondition) -> StoreResult<Etag>;
+    /// Writes `value` unconditionally.
+    async fn put(&self, key: &str, value: &[u8]) -> StoreResult<Etag>;
+    /// Removes a key (no error if absent).
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// Keys that start with `prefix`, sorted.
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>>;
+    /// Claims `key` for one effect, with a lease of `lease` while the effect runs.
+    async fn claim(&self, key: &str, lease: Duration) -> StoreResult<Claim>;
+    /// Marks a claimed effect as performed, for good.
+    async fn complete(&self, key: &str) -> StoreResult<()>;
+    /// Gives a claim back after a failed effect, so that a retry can claim it at once.
+    async fn release(&self, key: &str) -> StoreResult<()>;
+    /// Appends a record to a stream.
+    async fn append(&self, stream: &str, record: &[u8]) -> StoreResult<()>;
+    /// Every record of a stream, in append order.
+    async fn read_stream(&self, stream: &str) -> StoreResult<Vec<Vec<u8>>>;
+    /// Stream names that start with `prefix`, sorted.
+    async fn list_streams(&self, prefix: &str) -> StoreResult<Vec<String>>;
+}
+
+/// A message received from a [`Queue`]; delete it when done, or let it reappear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Message id.
+    pub id: String,
+    /// The token that proves this receiver holds it (changes on every receive).
+    pub receipt: String,
+    /// The body.
+    pub body: Vec<u8>,
+    /// How many times it has been received, this time included.
+    pub dequeue_count: u32,
+}
+
+/// An at-least-once queue with visibility timeouts and a poison queue (`<name>-poison`).
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Puts a message on `queue`.
+    async fn send(&self, queue: &str, body: &[u8]) -> StoreResult<()>;
+    /// Takes up to `max` visible messages, hiding each for `visibility`. A message already received
+    /// [`Queue::max_dequeue`] times is moved to the poison queue instead of being returned.
+    async fn receive(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+    ) -> StoreResult<Vec<Received>>;
+    /// Deletes a received message; a stale receipt is an error ([`StoreError::Conflict`]).
+    async fn delete(&self, queue: &str, msg: &Received) -> StoreResult<()>;
+    /// Moves a received message to `<queue>-poison` now (it cannot be processed).
+    async fn poison(&self, queue: &str, msg: &Received) -> StoreResult<()>;
+    /// Approximate number of messages on `queue`, visible or not.
+    async fn len(&self, queue: &str) -> StoreResult<usize>;
+    /// After this many receives a message is poison.
+    fn max_dequeue(&self) -> u32;
+}
+
+/// The name of the poison queue of `queue`.
+pub fn poison_name(queue: &str) -> String {
+    format!("{queue}-poison")
+}
+
+/// The queue every alert version and doorbell travels on.
+pub const ALERTS_QUEUE: &str = "alerts";

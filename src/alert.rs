@@ -205,18 +205,12 @@ impl Timestamp {
     /// Parses RFC 3339 text such as `2021-04-27T12:19:27.7211305Z`.
     pub fn parse(text: &str) -> Result<Self, chrono::ParseError> {
         let instant = DateTime::parse_from_rfc3339(text)?.with_timezone(&Utc);
-        Ok(Self {
-            text: text.to_string(),
-            instant,
-        })
+        Ok(Self { text: text.to_string(), instant })
     }
 
     /// A timestamp for an instant, written the way Graph writes them (UTC, `Z`).
     pub fn from_instant(instant: DateTime<Utc>) -> Self {
-        Self {
-            text: instant.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-            instant,
-        }
+        Self { text: instant.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true), instant }
     }
 
     /// The instant.
@@ -262,8 +256,7 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        Timestamp::parse(&text)
-            .map_err(|e| serde::de::Error::custom(format!("invalid timestamp {text:?}: {e}")))
+        Timestamp::parse(&text).map_err(|e| serde::de::Error::custom(format!("invalid timestamp {text:?}: {e}")))
     }
 }
 
@@ -292,11 +285,7 @@ pub struct Alert {
     /// The alert id, e.g. `da637551227677560813_-961444813`. The only required property.
     pub id: String,
     /// `@odata.type`, normally `#microsoft.graph.security.alert`.
-    #[serde(
-        rename = "@odata.type",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "@odata.type", default, skip_serializing_if = "Option::is_none")]
     pub odata_type: Option<String>,
     /// The id in the product that raised it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -452,18 +441,10 @@ impl Alert {
             }
         }
         // Unreachable in practice; keep everything rather than fail.
-        let id = map
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let id = map.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
         let mut other = map;
         other.extend(set_aside);
-        Ok(Alert {
-            id,
-            other,
-            ..Default::default()
-        })
+        Ok(Alert { id, other, ..Default::default() })
     }
 
     /// The alert as Graph JSON (lossless for what [`Alert::from_value`] read).
@@ -473,10 +454,7 @@ impl Alert {
 
     /// The version key: `lastUpdateDateTime` as Graph wrote it, or `""` when absent.
     pub fn version(&self) -> &str {
-        self.last_update_date_time
-            .as_ref()
-            .map(Timestamp::as_str)
-            .unwrap_or("")
+        self.last_update_date_time.as_ref().map(Timestamp::as_str).unwrap_or("")
     }
 
     /// Severity, `unknown` when absent.
@@ -505,11 +483,7 @@ impl Alert {
 #[serde(rename_all = "camelCase")]
 pub struct EvidenceCommon {
     /// `@odata.type`, e.g. `#microsoft.graph.security.ipEvidence`.
-    #[serde(
-        rename = "@odata.type",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "@odata.type", default, skip_serializing_if = "Option::is_none")]
     pub odata_type: Option<String>,
     /// When the evidence was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -750,6 +724,9 @@ evidence_struct!(
 ///
 /// A known type whose body does not match the model (Graph has sent a numeric `verdict`) falls back to
 /// [`Evidence::Other`] rather than failing the alert, so nothing is ever dropped.
+// Variants differ in size, but evidence lists are short and matching on plain variants reads better
+// than boxes everywhere.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Evidence {
@@ -794,10 +771,7 @@ impl Evidence {
             .and_then(Value::as_str)
             .map(|t| t.rsplit('.').next().unwrap_or(t).to_ascii_lowercase())
             .unwrap_or_default();
-        fn typed<T: serde::de::DeserializeOwned>(
-            v: &Value,
-            wrap: fn(T) -> Evidence,
-        ) -> Option<Evidence> {
+        fn typed<T: serde::de::DeserializeOwned>(v: &Value, wrap: fn(T) -> Evidence) -> Option<Evidence> {
             serde_json::from_value(v.clone()).ok().map(wrap)
         }
         let parsed = match kind.as_str() {
@@ -820,14 +794,10 @@ impl Evidence {
     /// The short type name, e.g. `ipEvidence` (`unknown` when there is no `@odata.type`).
     pub fn type_name(&self) -> String {
         let raw = match self {
-            Evidence::Other(v) => v
-                .get("@odata.type")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            Evidence::Other(v) => v.get("@odata.type").and_then(Value::as_str).map(str::to_string),
             _ => self.common().and_then(|c| c.odata_type.clone()),
         };
-        raw.map(|t| t.rsplit('.').next().unwrap_or(&t).to_string())
-            .unwrap_or_else(|| "unknown".to_string())
+        raw.map(|t| t.rsplit('.').next().unwrap_or(&t).to_string()).unwrap_or_else(|| "unknown".to_string())
     }
 
     /// The shared fields, for typed variants.
@@ -852,22 +822,12 @@ impl Evidence {
     /// nothing worth showing.
     pub fn summary(&self) -> Option<(&'static str, String)> {
         match self {
-            Evidence::Device(e) => e
-                .device_dns_name
-                .clone()
-                .or_else(|| e.host_name.clone())
-                .map(|s| ("device", s)),
+            Evidence::Device(e) => e.device_dns_name.clone().or_else(|| e.host_name.clone()).map(|s| ("device", s)),
             Evidence::File(e) => file_label(e.file_details.as_ref()).map(|s| ("file", s)),
-            Evidence::Process(e) => e
-                .process_command_line
-                .clone()
-                .or_else(|| file_label(e.image_file.as_ref()))
-                .map(|s| ("process", s)),
-            Evidence::User(e) => e
-                .user_account
-                .as_ref()
-                .and_then(UserAccount::label)
-                .map(|s| ("user", s)),
+            Evidence::Process(e) => {
+                e.process_command_line.clone().or_else(|| file_label(e.image_file.as_ref())).map(|s| ("process", s))
+            }
+            Evidence::User(e) => e.user_account.as_ref().and_then(UserAccount::label).map(|s| ("user", s)),
             Evidence::Ip(e) => e.ip_address.clone().map(|s| ("ip", s)),
             Evidence::Url(e) => e.url.clone().map(|s| ("url", s)),
             Evidence::Mailbox(e) => e.primary_address.clone().map(|s| ("mailbox", s)),
@@ -904,11 +864,7 @@ pub fn alerts_from_json(value: Value) -> Vec<Result<Alert, (usize, AlertError)>>
         },
         other => vec![other],
     };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| Alert::from_value(v).map_err(|e| (i, e)))
-        .collect()
+    items.into_iter().enumerate().map(|(i, v)| Alert::from_value(v).map_err(|e| (i, e))).collect()
 }
 
 #[cfg(test)]
@@ -919,10 +875,7 @@ mod tests {
     fn strip_nulls(v: &Value) -> Value {
         match v {
             Value::Object(m) => Value::Object(
-                m.iter()
-                    .filter(|(_, v)| !v.is_null())
-                    .map(|(k, v)| (k.clone(), strip_nulls(v)))
-                    .collect(),
+                m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), strip_nulls(v))).collect(),
             ),
             Value::Array(a) => Value::Array(a.iter().map(strip_nulls).collect()),
             other => other.clone(),
@@ -947,29 +900,17 @@ mod tests {
     fn documented_samples_parse_typed_and_round_trip() {
         for raw in samples() {
             let alert = Alert::from_value(raw.clone()).unwrap();
-            assert!(
-                alert.other.is_empty(),
-                "unexpected leftovers {:?}",
-                alert.other.keys()
-            );
+            assert!(alert.other.is_empty(), "unexpected leftovers {:?}", alert.other.keys());
             assert_eq!(strip_nulls(&alert.to_value()), strip_nulls(&raw));
             assert!(alert.severity.is_some() && alert.service_source.is_some());
         }
         let first = Alert::from_value(samples()[0].clone()).unwrap();
         assert_eq!(first.version(), SAMPLE_VERSION);
-        assert_eq!(
-            first.service_source,
-            Some(ServiceSource::MicrosoftDefenderForEndpoint)
-        );
+        assert_eq!(first.service_source, Some(ServiceSource::MicrosoftDefenderForEndpoint));
         let kinds: Vec<String> = first.evidence().iter().map(Evidence::type_name).collect();
         assert!(kinds.contains(&"deviceEvidence".to_string()));
         assert!(matches!(first.evidence()[0], Evidence::Device(_)));
-        assert!(
-            first
-                .evidence()
-                .iter()
-                .any(|e| matches!(e, Evidence::Process(_)))
-        );
+        assert!(first.evidence().iter().any(|e| matches!(e, Evidence::Process(_))));
     }
 
     #[test]
@@ -981,10 +922,7 @@ mod tests {
         let alert = Alert::from_value(raw.clone()).unwrap();
         assert_eq!(alert.severity, Some(Severity::Other("catastrophic".into())));
         assert_eq!(alert.severity().rank(), 5);
-        assert_eq!(
-            alert.service_source.as_ref().unwrap().as_str(),
-            "microsoftThreatIntelligence"
-        );
+        assert_eq!(alert.service_source.as_ref().unwrap().as_str(), "microsoftThreatIntelligence");
         assert_eq!(alert.other["brandNewProperty"], json!({"x": [1, 2]}));
         assert_eq!(alert.to_value(), raw);
     }
@@ -997,44 +935,25 @@ mod tests {
         });
         let alert = Alert::from_value(raw.clone()).unwrap();
         assert_eq!(alert.status, Some(AlertStatus::New));
-        assert!(
-            alert.title.is_none()
-                && alert.severity.is_none()
-                && alert.last_update_date_time.is_none()
-        );
+        assert!(alert.title.is_none() && alert.severity.is_none() && alert.last_update_date_time.is_none());
         assert_eq!(alert.other.len(), 4);
         assert_eq!(alert.to_value(), raw);
     }
 
     #[test]
     fn only_non_objects_and_missing_ids_are_errors() {
-        assert!(matches!(
-            Alert::from_value(json!([1])),
-            Err(AlertError::NotAnObject)
-        ));
-        assert!(matches!(
-            Alert::from_value(json!({"title": "x"})),
-            Err(AlertError::NoId)
-        ));
-        assert!(matches!(
-            Alert::from_value(json!({"id": 7})),
-            Err(AlertError::NoId)
-        ));
+        assert!(matches!(Alert::from_value(json!([1])), Err(AlertError::NotAnObject)));
+        assert!(matches!(Alert::from_value(json!({"title": "x"})), Err(AlertError::NoId)));
+        assert!(matches!(Alert::from_value(json!({"id": 7})), Err(AlertError::NoId)));
     }
 
     #[test]
     fn evidence_falls_back_to_other_and_keeps_everything() {
         let odd = json!({"@odata.type": "#microsoft.graph.security.ipEvidence", "verdict": 5, "ipAddress": "10.0.0.1"});
-        let new_kind =
-            json!({"@odata.type": "#microsoft.graph.security.aiAgentEvidence", "agentName": "x"});
+        let new_kind = json!({"@odata.type": "#microsoft.graph.security.aiAgentEvidence", "agentName": "x"});
         let untyped = json!({"ipAddress": "10.0.0.2"});
         let nulls = json!(null);
-        for v in [
-            odd.clone(),
-            new_kind.clone(),
-            untyped.clone(),
-            nulls.clone(),
-        ] {
+        for v in [odd.clone(), new_kind.clone(), untyped.clone(), nulls.clone()] {
             let e = Evidence::from_value(v.clone());
             assert!(matches!(e, Evidence::Other(_)), "{v}");
             assert_eq!(serde_json::to_value(&e).unwrap(), v);
@@ -1043,10 +962,7 @@ mod tests {
             json!({"@odata.type": "#microsoft.graph.security.ipEvidence", "ipAddress": "203.0.113.9", "roles": ["attacker", "somethingNew"]}),
         );
         assert_eq!(ip.summary(), Some(("ip", "203.0.113.9".into())));
-        assert_eq!(
-            ip.common().unwrap().roles.as_ref().unwrap()[1],
-            EvidenceRole::Other("somethingNew".into())
-        );
+        assert_eq!(ip.common().unwrap().roles.as_ref().unwrap()[1], EvidenceRole::Other("somethingNew".into()));
     }
 
     #[test]
@@ -1062,14 +978,9 @@ mod tests {
     fn alerts_from_json_accepts_the_three_shapes() {
         let one = json!({"id": "x"});
         assert_eq!(alerts_from_json(one).len(), 1);
-        assert_eq!(
-            alerts_from_json(json!([{"id": "x"}, {"id": "y"}, 3])).len(),
-            3
-        );
-        let page = serde_json::from_str(include_str!(
-            "../tests/fixtures/samples/alerts_v2-list-response.json"
-        ))
-        .unwrap();
+        assert_eq!(alerts_from_json(json!([{"id": "x"}, {"id": "y"}, 3])).len(), 3);
+        let page =
+            serde_json::from_str(include_str!("../tests/fixtures/samples/alerts_v2-list-response.json")).unwrap();
         let parsed = alerts_from_json(page);
         assert!(parsed.iter().all(Result::is_ok));
     }

@@ -26,8 +26,6 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App")
-            .field("tenants", &self.config.tenants.len())
-            .finish_non_exhaustive()
+        f.debug_struct("App").field("tenants", &self.config.tenants.len()).finish_non_exhaustive()
     }
 }

@@ -11,13 +11,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "secmon", version, about, long_about = None)]
 struct Cli {
     /// The YAML config file.
-    #[arg(
-        long,
-        short,
-        global = true,
-        env = "SECMON_CONFIG",
-        default_value = "secmon.yaml"
-    )]
+    #[arg(long, short, global = true, env = "SECMON_CONFIG", default_value = "secmon.yaml")]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -36,11 +30,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig => check_config(&cli.config),
         Command::ConfigSchema => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&secmon::config::Config::json_schema())
-                    .expect("schema")
-            );
+            println!("{}", serde_json::to_string_pretty(&secmon::config::Config::json_schema()).expect("schema"));
             ExitCode::SUCCESS
         }
     }

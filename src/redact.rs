@@ -13,22 +13,9 @@ pub const MASK: &str = "***";
 pub fn redact(text: &str) -> String {
     let mut out = mask_params(
         text,
-        &[
-            "sig",
-            "code",
-            "client_secret",
-            "client_assertion",
-            "access_token",
-            "sv",
-            "se",
-            "sp",
-            "skoid",
-            "sktid",
-        ],
+        &["sig", "code", "client_secret", "client_assertion", "access_token", "sv", "se", "sp", "skoid", "sktid"],
     );
-    out = mask_after(&out, "Bearer ", |c: char| {
-        c.is_ascii_alphanumeric() || "-._~+/=".contains(c)
-    });
+    out = mask_after(&out, "Bearer ", |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c));
     out = mask_after(&out, "\"access_token\":\"", |c: char| c != '"');
     out = global().mask(&out);
     out
@@ -40,11 +27,7 @@ fn mask_params(text: &str, names: &[&str]) -> String {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < text.len() {
-        let at_boundary = i == 0
-            || matches!(
-                bytes[i - 1],
-                b'?' | b'&' | b' ' | b'"' | b'\'' | b'(' | b'\n' | b';'
-            );
+        let at_boundary = i == 0 || matches!(bytes[i - 1], b'?' | b'&' | b' ' | b'"' | b'\'' | b'(' | b'\n' | b';');
         let hit = at_boundary
             .then(|| {
                 names.iter().find(|n| {
@@ -57,11 +40,7 @@ fn mask_params(text: &str, names: &[&str]) -> String {
             out.push_str(&text[i..i + name.len() + 1]);
             out.push_str(MASK);
             i += name.len() + 1;
-            while i < text.len()
-                && !matches!(
-                    bytes[i],
-                    b'&' | b' ' | b'"' | b'\'' | b')' | b'\n' | b';' | b'<' | b'>'
-                )
+            while i < text.len() && !matches!(bytes[i], b'&' | b' ' | b'"' | b'\'' | b')' | b'\n' | b';' | b'<' | b'>')
             {
                 i += 1;
             }
@@ -137,22 +116,10 @@ mod tests {
         assert!(!out.contains("AbCdEf123"), "{out}");
         assert!(out.contains("api-version=2016-06-01"));
         let f = redact("https://app.azurewebsites.net/api/graph-webhook?code=KEY123456==&x=1");
-        assert_eq!(
-            f,
-            "https://app.azurewebsites.net/api/graph-webhook?code=***&x=1"
-        );
-        assert_eq!(
-            redact("Authorization: Bearer eyJ0eXAi.abc-def_g"),
-            "Authorization: Bearer ***"
-        );
-        assert_eq!(
-            redact("client_id=a&client_secret=s3cr3t!&scope=x"),
-            "client_id=a&client_secret=***&scope=x"
-        );
-        assert_eq!(
-            redact(r#"{"access_token":"tok.en"}"#),
-            r#"{"access_token":"***"}"#
-        );
+        assert_eq!(f, "https://app.azurewebsites.net/api/graph-webhook?code=***&x=1");
+        assert_eq!(redact("Authorization: Bearer eyJ0eXAi.abc-def_g"), "Authorization: Bearer ***");
+        assert_eq!(redact("client_id=a&client_secret=s3cr3t!&scope=x"), "client_id=a&client_secret=***&scope=x");
+        assert_eq!(redact(r#"{"access_token":"tok.en"}"#), r#"{"access_token":"***"}"#);
         // Words that merely contain a parameter name are left alone.
         assert_eq!(redact("barcode=1 unicode=2"), "barcode=1 unicode=2");
     }

@@ -7,11 +7,8 @@ use serde::{Deserialize, Deserializer, Serializer};
 /// Deserializes a human duration.
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration {text:?} ({e}); write e.g. 90s, 10m, 24h"
-        ))
-    })
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. 90s, 10m, 24h")))
 }
 
 /// Serializes a duration the same way.

@@ -77,9 +77,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self {
-            sqlite: PathBuf::from("./secmon.db"),
-        }
+        Self { sqlite: PathBuf::from("./secmon.db") }
     }
 }
 
@@ -120,20 +118,12 @@ pub struct Issue {
 impl Issue {
     /// An error at `path`.
     pub fn error(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            level: Level::Error,
-            path: path.into(),
-            message: message.into(),
-        }
+        Self { level: Level::Error, path: path.into(), message: message.into() }
     }
 
     /// A warning at `path`.
     pub fn warning(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            level: Level::Warning,
-            path: path.into(),
-            message: message.into(),
-        }
+        Self { level: Level::Warning, path: path.into(), message: message.into() }
     }
 }
 
@@ -152,10 +142,7 @@ impl Config {
         let cx = ValidationContext { config: self, now };
         let mut out = Vec::new();
         self.cloud.validate("cloud", &mut out);
-        for (field, url) in [
-            ("graph_url", &self.graph_url),
-            ("authority_url", &self.authority_url),
-        ] {
+        for (field, url) in [("graph_url", &self.graph_url), ("authority_url", &self.authority_url)] {
             if let Some(u) = url {
                 match url::Url::parse(u) {
                     Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => {}
@@ -179,10 +166,7 @@ impl Config {
                 ));
             }
             if !names.insert(t.name.as_str()) {
-                out.push(Issue::error(
-                    format!("{path}.name"),
-                    format!("duplicate tenant name {:?}", t.name),
-                ));
+                out.push(Issue::error(format!("{path}.name"), format!("duplicate tenant name {:?}", t.name)));
             }
             if let Some(c) = &t.credential {
                 c.validate(&format!("{path}.credential"), &mut out);
@@ -214,11 +198,7 @@ impl Config {
 
     /// The Graph base URL in force.
     pub fn graph_base(&self) -> String {
-        self.graph_url
-            .clone()
-            .unwrap_or_else(|| self.cloud.graph_url().to_string())
-            .trim_end_matches('/')
-            .to_string()
+        self.graph_url.clone().unwrap_or_else(|| self.cloud.graph_url().to_string()).trim_end_matches('/').to_string()
     }
 
     /// The login authority in force.
@@ -238,10 +218,7 @@ impl Config {
 
 /// True for names usable in keys and URLs: `[A-Za-z0-9_-]+`.
 pub fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// A config that loaded, with what is needed to point at its lines.
@@ -273,20 +250,11 @@ fn render(file: &Path, source: Option<&yaml::Located>, issue: &Issue) -> String 
     let key_first = issue.message.starts_with("unknown field");
     let place = source
         .and_then(|s| {
-            if key_first {
-                s.key_locations.get(&issue.path).copied()
-            } else {
-                None
-            }
-            .or_else(|| s.locate(&issue.path))
+            if key_first { s.key_locations.get(&issue.path).copied() } else { None }.or_else(|| s.locate(&issue.path))
         })
         .map(|l| format!("{}:{}:{}", file.display(), l.line, l.column))
         .unwrap_or_else(|| file.display().to_string());
-    let field = if issue.path.is_empty() {
-        String::new()
-    } else {
-        format!("{}: ", issue.path)
-    };
+    let field = if issue.path.is_empty() { String::new() } else { format!("{}: ", issue.path) };
     crate::redact::redact(&format!("{place}: {level}: {field}{}", issue.message))
 }
 
@@ -316,20 +284,12 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Loads and validates the config at `file` with the process environment.
 pub fn load(file: &Path, now: DateTime<Utc>) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
-        file: file.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io { file: file.to_path_buf(), source })?;
     load_str(&text, file, &|k| std::env::var(k).ok(), now)
 }
 
 /// Loads and validates config text; `file` is only used in messages.
-pub fn load_str(
-    text: &str,
-    file: &Path,
-    env: EnvLookup<'_>,
-    now: DateTime<Utc>,
-) -> Result<Loaded, ConfigError> {
+pub fn load_str(text: &str, file: &Path, env: EnvLookup<'_>, now: DateTime<Utc>) -> Result<Loaded, ConfigError> {
     let invalid = |issues: Vec<Issue>, source: Option<&yaml::Located>| {
         let lines = issues.iter().map(|i| render(file, source, i)).collect();
         ConfigError::Invalid { lines, issues }
@@ -345,17 +305,11 @@ pub fn load_str(
                 e.location.column,
                 e.message
             ));
-            return Err(ConfigError::Invalid {
-                lines: vec![line],
-                issues: vec![issue],
-            });
+            return Err(ConfigError::Invalid { lines: vec![line], issues: vec![issue] });
         }
     };
     if !source.value.is_object() {
-        return Err(invalid(
-            vec![Issue::error("", "the config must be a mapping of sections")],
-            Some(&source),
-        ));
+        return Err(invalid(vec![Issue::error("", "the config must be a mapping of sections")], Some(&source)));
     }
 
     let mut issues = Vec::new();
@@ -376,32 +330,23 @@ pub fn load_str(
             let mut path = path_string(e.path());
             let message = e.inner().to_string();
             // serde names an unknown field in words only; point at the field's own line.
-            if let Some(name) = message
-                .strip_prefix("unknown field `")
-                .and_then(|m| m.split('`').next())
+            if let Some(name) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next())
+                && !path.ends_with(name)
             {
-                if !path.ends_with(name) {
-                    path = yaml::join_key(&path, name);
-                }
+                path = yaml::join_key(&path, name);
             }
             return Err(invalid(vec![Issue::error(path, message)], Some(&source)));
         }
     };
 
     let findings = config.validate(now);
-    let (errors, warnings): (Vec<_>, Vec<_>) =
-        findings.into_iter().partition(|i| i.level == Level::Error);
+    let (errors, warnings): (Vec<_>, Vec<_>) = findings.into_iter().partition(|i| i.level == Level::Error);
     if !errors.is_empty() {
         let mut all = errors;
         all.extend(warnings);
         return Err(invalid(all, Some(&source)));
     }
-    Ok(Loaded {
-        config,
-        file: file.to_path_buf(),
-        source,
-        warnings,
-    })
+    Ok(Loaded { config, file: file.to_path_buf(), source, warnings })
 }
 
 /// Prints paths the way [`yaml`] records them: `a.b[2].c`.
@@ -452,12 +397,9 @@ fn expand(s: &str, env: EnvLookup<'_>) -> Result<String, String> {
             let end = after.find('}').ok_or("unterminated ${ in value")?;
             let name = &after[..end];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!(
-                    "invalid environment variable name {name:?} in ${{...}}"
-                ));
+                return Err(format!("invalid environment variable name {name:?} in ${{...}}"));
             }
-            let value =
-                env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+            let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
             crate::redact::global().add(&value);
             out.push_str(&value);
             rest = &after[end + 1..];
@@ -491,8 +433,7 @@ mod tests {
         "2026-11-26T00:00:00Z".parse().unwrap()
     }
 
-    const GOOD: &str =
-        "tenants:\n  - id: 11111111-2222-3333-4444-555555555555\n    name: contoso\n";
+    const GOOD: &str = "tenants:\n  - id: 11111111-2222-3333-4444-555555555555\n    name: contoso\n";
 
     #[test]
     fn a_minimal_config_loads_with_defaults() {
@@ -504,25 +445,15 @@ mod tests {
     #[test]
     fn unknown_fields_name_file_line_and_field() {
         let text = format!("{GOOD}poll:\n  overlapp: 10m\n");
-        let err = load_str(&text, Path::new("c.yaml"), &env, now())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("c.yaml:5:3: error: poll.overlapp: unknown field `overlapp`"),
-            "{err}"
-        );
+        let err = load_str(&text, Path::new("c.yaml"), &env, now()).unwrap_err().to_string();
+        assert!(err.starts_with("c.yaml:5:3: error: poll.overlapp: unknown field `overlapp`"), "{err}");
     }
 
     #[test]
     fn env_substitution_and_missing_variables() {
         let text = format!("{GOOD}graph_url: \"${{MISSING_VAR}}\"\n");
-        let err = load_str(&text, Path::new("c.yaml"), &env, now())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("c.yaml:4:12:") && err.contains("MISSING_VAR is not set"),
-            "{err}"
-        );
+        let err = load_str(&text, Path::new("c.yaml"), &env, now()).unwrap_err().to_string();
+        assert!(err.contains("c.yaml:4:12:") && err.contains("MISSING_VAR is not set"), "{err}");
         assert_eq!(
             expand("a$${b}c ${TEAMS_URL}", &env).unwrap(),
             "a${b}c https://example.invalid/workflows/x?sig=SECRETSIG123"
@@ -532,35 +463,18 @@ mod tests {
     #[test]
     fn substituted_secrets_never_reach_error_text() {
         let text = format!("{GOOD}graph_url: 5\nauthority_url: \"${{TEAMS_URL}}x\"\ncloud: moon\n");
-        let err = load_str(&text, Path::new("c.yaml"), &env, now())
-            .unwrap_err()
-            .to_string();
+        let err = load_str(&text, Path::new("c.yaml"), &env, now()).unwrap_err().to_string();
         assert!(!err.contains("SECRETSIG123"), "{err}");
     }
 
     #[test]
     fn tenants_are_checked() {
-        let text =
-            "tenants:\n  - {id: a, name: x}\n  - {id: b, name: x}\n  - {id: c, name: 'bad name'}\n";
+        let text = "tenants:\n  - {id: a, name: x}\n  - {id: b, name: x}\n  - {id: c, name: 'bad name'}\n";
         let err = load_str(text, Path::new("c.yaml"), &env, now()).unwrap_err();
-        let ConfigError::Invalid { lines, .. } = err else {
-            panic!()
-        };
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.contains("c.yaml:3:") && l.contains("duplicate tenant name")),
-            "{lines:?}"
-        );
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.contains("c.yaml:4:") && l.contains("tenants[2].name")),
-            "{lines:?}"
-        );
-        let empty = load_str("{}", Path::new("c.yaml"), &env, now())
-            .unwrap_err()
-            .to_string();
+        let ConfigError::Invalid { lines, .. } = err else { panic!() };
+        assert!(lines.iter().any(|l| l.contains("c.yaml:3:") && l.contains("duplicate tenant name")), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains("c.yaml:4:") && l.contains("tenants[2].name")), "{lines:?}");
+        let empty = load_str("{}", Path::new("c.yaml"), &env, now()).unwrap_err().to_string();
         assert!(empty.contains("at least one tenant"), "{empty}");
     }
 
@@ -568,16 +482,7 @@ mod tests {
     fn the_schema_describes_every_section() {
         let schema = Config::json_schema();
         let props = schema["properties"].as_object().unwrap();
-        for key in [
-            "cloud",
-            "tenants",
-            "poll",
-            "close_rules",
-            "routes",
-            "receivers",
-            "subscriptions",
-            "webhook",
-        ] {
+        for key in ["cloud", "tenants", "poll", "close_rules", "routes", "receivers", "subscriptions", "webhook"] {
             assert!(props.contains_key(key), "{key}");
         }
     }

@@ -36,11 +36,7 @@ impl Located {
     pub fn locate(&self, path: &str) -> Option<Location> {
         let mut p = path.to_string();
         loop {
-            if let Some(l) = self
-                .locations
-                .get(&p)
-                .or_else(|| self.key_locations.get(&p))
-            {
+            if let Some(l) = self.locations.get(&p).or_else(|| self.key_locations.get(&p)) {
                 return Some(*l);
             }
             let cut = p.rfind(['.', '['])?;
@@ -61,11 +57,7 @@ pub struct SyntaxError {
 
 /// Joins a path and a map key the way errors print paths.
 pub fn join_key(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
 /// Joins a path and a sequence index.
@@ -74,17 +66,8 @@ pub fn join_index(path: &str, index: usize) -> String {
 }
 
 enum Frame {
-    Seq {
-        path: String,
-        items: Vec<Value>,
-        anchor: usize,
-    },
-    Map {
-        path: String,
-        map: Map<String, Value>,
-        pending_key: Option<(String, Location)>,
-        anchor: usize,
-    },
+    Seq { path: String, items: Vec<Value>, anchor: usize },
+    Map { path: String, map: Map<String, Value>, pending_key: Option<(String, Location)>, anchor: usize },
 }
 
 #[derive(Default)]
@@ -98,10 +81,7 @@ struct Builder {
 }
 
 fn loc(mark: Marker) -> Location {
-    Location {
-        line: mark.line(),
-        column: mark.col() + 1,
-    }
+    Location { line: mark.line(), column: mark.col() + 1 }
 }
 
 fn scalar_value(text: String, style: TScalarStyle) -> Value {
@@ -112,12 +92,9 @@ fn scalar_value(text: String, style: TScalarStyle) -> Value {
         Yaml::Null => Value::Null,
         Yaml::Boolean(b) => Value::Bool(b),
         Yaml::Integer(i) => Value::Number(i.into()),
-        Yaml::Real(r) => r
-            .parse::<f64>()
-            .ok()
-            .and_then(Number::from_f64)
-            .map(Value::Number)
-            .unwrap_or(Value::String(r)),
+        Yaml::Real(r) => {
+            r.parse::<f64>().ok().and_then(Number::from_f64).map(Value::Number).unwrap_or(Value::String(r))
+        }
         _ => Value::String(text),
     }
 }
@@ -128,23 +105,14 @@ impl Builder {
         match self.stack.last() {
             None => (String::new(), false),
             Some(Frame::Seq { path, items, .. }) => (join_index(path, items.len()), false),
-            Some(Frame::Map {
-                path,
-                pending_key: Some((k, _)),
-                ..
-            }) => (join_key(path, k), false),
-            Some(Frame::Map {
-                pending_key: None, ..
-            }) => (String::new(), true),
+            Some(Frame::Map { path, pending_key: Some((k, _)), .. }) => (join_key(path, k), false),
+            Some(Frame::Map { pending_key: None, .. }) => (String::new(), true),
         }
     }
 
     fn fail(&mut self, message: String, at: Marker) {
         if self.error.is_none() {
-            self.error = Some(SyntaxError {
-                message,
-                location: loc(at),
-            });
+            self.error = Some(SyntaxError { message, location: loc(at) });
         }
     }
 
@@ -155,12 +123,7 @@ impl Builder {
         match self.stack.last_mut() {
             None => self.root = Some(value),
             Some(Frame::Seq { items, .. }) => items.push(value),
-            Some(Frame::Map {
-                map,
-                pending_key,
-                path,
-                ..
-            }) => {
+            Some(Frame::Map { map, pending_key, path, .. }) => {
                 if let Some((k, _)) = pending_key.take() {
                     map.insert(k, value);
                 } else {
@@ -185,10 +148,7 @@ impl MarkedEventReceiver for Builder {
                         Some(Frame::Map { path, .. }) => join_key(path, &text),
                         _ => text.clone(),
                     };
-                    if let Some(Frame::Map {
-                        map, pending_key, ..
-                    }) = self.stack.last_mut()
-                    {
+                    if let Some(Frame::Map { map, pending_key, .. }) = self.stack.last_mut() {
                         if map.contains_key(&text) {
                             self.fail(format!("duplicate key `{text}`"), mark);
                             return;
@@ -207,20 +167,11 @@ impl MarkedEventReceiver for Builder {
             }
             Event::SequenceStart(anchor, _) => {
                 self.locations.insert(path.clone(), loc(mark));
-                self.stack.push(Frame::Seq {
-                    path,
-                    items: Vec::new(),
-                    anchor,
-                });
+                self.stack.push(Frame::Seq { path, items: Vec::new(), anchor });
             }
             Event::MappingStart(anchor, _) => {
                 self.locations.insert(path.clone(), loc(mark));
-                self.stack.push(Frame::Map {
-                    path,
-                    map: Map::new(),
-                    pending_key: None,
-                    anchor,
-                });
+                self.stack.push(Frame::Map { path, map: Map::new(), pending_key: None, anchor });
             }
             Event::SequenceEnd => {
                 if let Some(Frame::Seq { items, anchor, .. }) = self.stack.pop() {
@@ -245,11 +196,7 @@ impl MarkedEventReceiver for Builder {
                     None => self.fail("unknown alias".into(), mark),
                 }
             }
-            Event::Nothing
-            | Event::StreamStart
-            | Event::StreamEnd
-            | Event::DocumentStart
-            | Event::DocumentEnd => {}
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart | Event::DocumentEnd => {}
         }
     }
 }
@@ -262,10 +209,7 @@ pub fn parse(text: &str) -> Result<Located, SyntaxError> {
         let m = e.marker();
         return Err(SyntaxError {
             message: e.info().to_string(),
-            location: Location {
-                line: m.line(),
-                column: m.col() + 1,
-            },
+            location: Location { line: m.line(), column: m.col() + 1 },
         });
     }
     if let Some(e) = builder.error {
@@ -275,11 +219,7 @@ pub fn parse(text: &str) -> Result<Located, SyntaxError> {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(v) => v,
     };
-    Ok(Located {
-        value,
-        locations: builder.locations,
-        key_locations: builder.key_locations,
-    })
+    Ok(Located { value, locations: builder.locations, key_locations: builder.key_locations })
 }
 
 #[cfg(test)]
@@ -291,17 +231,8 @@ mod tests {
     fn converts_and_locates() {
         let text = "a: 1\nb:\n  - x\n  - {c: true, d: \"2\"}\nempty:\nf: 1.5\n";
         let doc = parse(text).unwrap();
-        assert_eq!(
-            doc.value,
-            json!({"a": 1, "b": ["x", {"c": true, "d": "2"}], "empty": null, "f": 1.5})
-        );
-        assert_eq!(
-            doc.locate("b[1].d"),
-            Some(Location {
-                line: 4,
-                column: 18
-            })
-        );
+        assert_eq!(doc.value, json!({"a": 1, "b": ["x", {"c": true, "d": "2"}], "empty": null, "f": 1.5}));
+        assert_eq!(doc.locate("b[1].d"), Some(Location { line: 4, column: 18 }));
         assert_eq!(doc.locate("b[0]").unwrap().line, 3);
         assert_eq!(doc.key_locations["b"].line, 2);
         // A missing child falls back to its parent.
@@ -311,10 +242,7 @@ mod tests {
     #[test]
     fn quoted_scalars_stay_strings_and_aliases_resolve() {
         let doc = parse("x: &a {k: 'true'}\ny: *a\nz: '10'\n").unwrap();
-        assert_eq!(
-            doc.value,
-            json!({"x": {"k": "true"}, "y": {"k": "true"}, "z": "10"})
-        );
+        assert_eq!(doc.value, json!({"x": {"k": "true"}, "y": {"k": "true"}, "z": "10"}));
     }
 
     #[test]

@@ -96,26 +96,18 @@ impl CredentialConfig {
     /// Checks the fields fit the kind.
     pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
         match self.kind {
-            Some(CredentialKind::ClientSecret) | None if self.client_secret.is_some() => {
-                if self.client_id.is_none() {
-                    out.push(Issue::error(
-                        format!("{path}.client_id"),
-                        "a client secret needs a client_id",
-                    ));
-                }
+            Some(CredentialKind::ClientSecret) | None if self.client_secret.is_some() && self.client_id.is_none() => {
+                out.push(Issue::error(format!("{path}.client_id"), "a client secret needs a client_id"))
             }
-            Some(CredentialKind::ClientSecret) => out.push(Issue::error(
-                format!("{path}.client_secret"),
-                "kind client_secret needs client_secret",
-            )),
-            Some(CredentialKind::ClientCertificate)
-                if self.certificate.is_none() || self.client_id.is_none() =>
-            {
-                out.push(Issue::error(
+            Some(CredentialKind::ClientSecret) | None if self.client_secret.is_some() => {}
+            Some(CredentialKind::ClientSecret) => {
+                out.push(Issue::error(format!("{path}.client_secret"), "kind client_secret needs client_secret"))
+            }
+            Some(CredentialKind::ClientCertificate) if self.certificate.is_none() || self.client_id.is_none() => out
+                .push(Issue::error(
                     format!("{path}.certificate"),
                     "kind client_certificate needs client_id and certificate",
-                ))
-            }
+                )),
             _ => {}
         }
     }
@@ -183,19 +175,9 @@ pub trait Graph: Send + Sync {
     /// One alert.
     async fn get_alert(&self, tenant: &str, id: &str) -> Result<Value, GraphError>;
     /// Updates an alert; returns the updated alert.
-    async fn update_alert(
-        &self,
-        tenant: &str,
-        id: &str,
-        update: &AlertUpdate,
-    ) -> Result<Value, GraphError>;
+    async fn update_alert(&self, tenant: &str, id: &str, update: &AlertUpdate) -> Result<Value, GraphError>;
     /// Adds a comment to an alert.
     async fn add_comment(&self, tenant: &str, id: &str, comment: &str) -> Result<(), GraphError>;
     /// Sends a mail as `sender` (`POST /users/{sender}/sendMail`); `message` is Graph's `message` object.
-    async fn send_mail(
-        &self,
-        tenant: &str,
-        sender: &str,
-        message: &Value,
-    ) -> Result<(), GraphError>;
+    async fn send_mail(&self, tenant: &str, sender: &str, message: &Value) -> Result<(), GraphError>;
 }

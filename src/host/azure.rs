@@ -124,8 +124,7 @@ fn boolean(value: &Value) -> Option<bool> {
 
 /// Splits a raw invocation body into `Data` and normalised [`Metadata`].
 pub fn parse_envelope(body: &[u8]) -> Result<(Map<String, Value>, Metadata), InvocationError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| InvocationError::Body(format!("not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| InvocationError::Body(format!("not JSON: {e}")))?;
     let Value::Object(mut top) = value else {
         return Err(InvocationError::Body("not a JSON object".into()));
     };
@@ -141,35 +140,22 @@ pub fn parse_envelope(body: &[u8]) -> Result<(Map<String, Value>, Metadata), Inv
     let metadata = Metadata {
         dequeue_count: raw.get("DequeueCount").and_then(number).map(|n| n as u32),
         id: raw.get("Id").and_then(unquote),
-        utc_now: raw
-            .get("sys")
-            .and_then(|s| s.get("UtcNow"))
-            .and_then(unquote),
+        utc_now: raw.get("sys").and_then(|s| s.get("UtcNow")).and_then(unquote),
         raw,
     };
     Ok((data, metadata))
 }
 
 /// Reads `Data.<binding>` of a timer trigger.
-pub fn timer_info(
-    data: &Map<String, Value>,
-    binding: &'static str,
-) -> Result<TimerInfo, InvocationError> {
-    let v = data
-        .get(binding)
-        .ok_or(InvocationError::MissingBinding(binding))?;
+pub fn timer_info(data: &Map<String, Value>, binding: &'static str) -> Result<TimerInfo, InvocationError> {
+    let v = data.get(binding).ok_or(InvocationError::MissingBinding(binding))?;
     let v = match v {
-        Value::String(s) => serde_json::from_str(s).map_err(|e| InvocationError::BadBinding {
-            binding,
-            reason: format!("not JSON: {e}"),
-        })?,
+        Value::String(s) => serde_json::from_str(s)
+            .map_err(|e| InvocationError::BadBinding { binding, reason: format!("not JSON: {e}") })?,
         other => other.clone(),
     };
     if !v.is_object() {
-        return Err(InvocationError::BadBinding {
-            binding,
-            reason: "not an object".into(),
-        });
+        return Err(InvocationError::BadBinding { binding, reason: "not an object".into() });
     }
     let status = v.get("ScheduleStatus").filter(|s| s.is_object());
     Ok(TimerInfo {
@@ -180,10 +166,7 @@ pub fn timer_info(
 }
 
 /// Reads `Data.<binding>` of a queue trigger as the message bytes.
-pub fn queue_item(
-    data: &Map<String, Value>,
-    binding: &'static str,
-) -> Result<Vec<u8>, InvocationError> {
+pub fn queue_item(data: &Map<String, Value>, binding: &'static str) -> Result<Vec<u8>, InvocationError> {
     match data.get(binding) {
         None | Some(Value::Null) => Err(InvocationError::MissingBinding(binding)),
         // The host passes JSON messages either as text or already parsed.
@@ -193,64 +176,37 @@ pub fn queue_item(
 }
 
 /// Reads `Data.<binding>` of an HTTP trigger (default mode, no forwarding) into an [`HttpRequest`].
-pub fn http_request(
-    data: &Map<String, Value>,
-    binding: &'static str,
-) -> Result<HttpRequest, InvocationError> {
-    let req = data
-        .get(binding)
-        .ok_or(InvocationError::MissingBinding(binding))?;
-    let bad = |reason: &str| InvocationError::BadBinding {
-        binding,
-        reason: reason.to_string(),
-    };
+pub fn http_request(data: &Map<String, Value>, binding: &'static str) -> Result<HttpRequest, InvocationError> {
+    let req = data.get(binding).ok_or(InvocationError::MissingBinding(binding))?;
+    let bad = |reason: &str| InvocationError::BadBinding { binding, reason: reason.to_string() };
     let req = req.as_object().ok_or_else(|| bad("not an object"))?;
-    let method = req
-        .get("Method")
-        .and_then(unquote)
-        .unwrap_or_else(|| "POST".into())
-        .to_ascii_uppercase();
+    let method = req.get("Method").and_then(unquote).unwrap_or_else(|| "POST".into()).to_ascii_uppercase();
     let mut query = Vec::new();
     // `Query` is a map, or that map JSON-encoded as a string ("{}").
     let q = match req.get("Query") {
-        Some(Value::String(s)) => {
-            serde_json::from_str(s).map_err(|_| bad("Query is not a JSON object"))?
-        }
+        Some(Value::String(s)) => serde_json::from_str(s).map_err(|_| bad("Query is not a JSON object"))?,
         Some(v) => v.clone(),
         None => Value::Null,
     };
     if let Value::Object(map) = q {
         for (k, v) in map {
             match v {
-                Value::Array(items) => {
-                    query.extend(items.iter().filter_map(unquote).map(|s| (k.clone(), s)))
-                }
+                Value::Array(items) => query.extend(items.iter().filter_map(unquote).map(|s| (k.clone(), s))),
                 other => query.extend(unquote(&other).map(|s| (k.clone(), s))),
             }
         }
     }
     // When the map is missing, fall back to the URL's own query string.
-    if query.is_empty() {
-        if let Some(u) = req
-            .get("Url")
-            .and_then(unquote)
-            .and_then(|u| url::Url::parse(&u).ok())
-        {
-            query.extend(
-                u.query_pairs()
-                    .map(|(k, v)| (k.into_owned(), v.into_owned())),
-            );
-        }
+    if query.is_empty()
+        && let Some(u) = req.get("Url").and_then(unquote).and_then(|u| url::Url::parse(&u).ok())
+    {
+        query.extend(u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())));
     }
     let mut headers = BTreeMap::new();
     if let Some(Value::Object(h)) = req.get("Headers") {
         for (k, v) in h {
             let value = match v {
-                Value::Array(items) => items
-                    .iter()
-                    .filter_map(unquote)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                Value::Array(items) => items.iter().filter_map(unquote).collect::<Vec<_>>().join(", "),
                 other => unquote(other).unwrap_or_default(),
             };
             headers.insert(k.to_ascii_lowercase(), value);
@@ -261,12 +217,7 @@ pub fn http_request(
         Some(Value::String(s)) => s.clone().into_bytes(),
         Some(other) => other.to_string().into_bytes(),
     };
-    Ok(HttpRequest {
-        method,
-        query,
-        headers,
-        body,
-    })
+    Ok(HttpRequest { method, query, headers, body })
 }
 
 /// The `Outputs.res` value the host turns into the HTTP response.
@@ -287,16 +238,8 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-async fn invoke(
-    State(app): State<App>,
-    Path(function): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let invocation_id = headers
-        .get("x-azure-functions-invocationid")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+async fn invoke(State(app): State<App>, Path(function): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let invocation_id = headers.get("x-azure-functions-invocationid").and_then(|v| v.to_str().ok()).map(str::to_string);
     let span = tracing::info_span!("invocation", function = %function, invocation_id = invocation_id.as_deref().unwrap_or("-"));
     let _enter = span.enter();
     let (data, metadata) = match parse_envelope(&body) {
@@ -308,9 +251,7 @@ async fn invoke(
         Ok(outcome) => (StatusCode::OK, axum::Json(outcome.to_json())).into_response(),
         Err(Failure::BadRequest(message)) => failure(StatusCode::BAD_REQUEST, &function, &message),
         Err(Failure::NotFound) => failure(StatusCode::NOT_FOUND, &function, "no such function"),
-        Err(Failure::Failed(message)) => {
-            failure(StatusCode::INTERNAL_SERVER_ERROR, &function, &message)
-        }
+        Err(Failure::Failed(message)) => failure(StatusCode::INTERNAL_SERVER_ERROR, &function, &message),
     }
 }
 
@@ -334,11 +275,7 @@ impl From<InvocationError> for Failure {
 fn failure(status: StatusCode, function: &str, message: &str) -> Response {
     let message = crate::redact::redact(message);
     // The host drops the Logs of a non-2xx answer: stdout is the only place this is seen.
-    tracing::error!(
-        function,
-        status = status.as_u16(),
-        "invocation failed: {message}"
-    );
+    tracing::error!(function, status = status.as_u16(), "invocation failed: {message}");
     (status, axum::Json(json!({"Outputs": {}, "Logs": [format!("{function} failed: {message}")], "ReturnValue": null, "error": message})))
         .into_response()
 }
@@ -355,29 +292,17 @@ pub async fn dispatch(
     match function {
         "poll-alerts" => {
             let timer = timer_info(&data, "timer")?;
-            let inv = Invocation {
-                data: timer,
-                metadata,
-                invocation_id,
-            };
+            let inv = Invocation { data: timer, metadata, invocation_id };
             crate::intake::poll::on_timer(app, inv, now).await
         }
         "graph-subscriptions" => {
             let timer = timer_info(&data, "timer")?;
-            let inv = Invocation {
-                data: timer,
-                metadata,
-                invocation_id,
-            };
+            let inv = Invocation { data: timer, metadata, invocation_id };
             crate::intake::subscriptions::on_timer(app, inv, now).await
         }
         "respond" => {
             let body = queue_item(&data, "message")?;
-            let inv = Invocation {
-                data: body,
-                metadata,
-                invocation_id,
-            };
+            let inv = Invocation { data: body, metadata, invocation_id };
             crate::respond::on_queue(app, inv).await
         }
         name if HTTP_FUNCTIONS.contains(&name) => {
@@ -385,10 +310,7 @@ pub async fn dispatch(
             let resp = crate::intake::webhook::handle(app, name, req).await;
             let mut outputs = Map::new();
             outputs.insert("res".into(), http_output(&resp));
-            Ok(Outcome {
-                outputs,
-                ..Default::default()
-            })
+            Ok(Outcome { outputs, ..Default::default() })
         }
         _ => Err(Failure::NotFound),
     }
@@ -399,13 +321,8 @@ pub fn data_as<T: for<'de> Deserialize<'de>>(
     data: &Map<String, Value>,
     binding: &'static str,
 ) -> Result<T, InvocationError> {
-    let v = data
-        .get(binding)
-        .ok_or(InvocationError::MissingBinding(binding))?;
-    serde_json::from_value(v.clone()).map_err(|e| InvocationError::BadBinding {
-        binding,
-        reason: e.to_string(),
-    })
+    let v = data.get(binding).ok_or(InvocationError::MissingBinding(binding))?;
+    serde_json::from_value(v.clone()).map_err(|e| InvocationError::BadBinding { binding, reason: e.to_string() })
 }
 
 #[cfg(test)]
@@ -413,42 +330,24 @@ mod tests {
     use super::*;
 
     fn sample(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/samples/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
+        std::fs::read(format!("{}/tests/fixtures/samples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
     #[test]
     fn documented_queue_request_parses() {
         let (data, meta) = parse_envelope(&sample("functions-queue-request.json")).unwrap();
         assert_eq!(meta.dequeue_count, Some(1));
-        assert_eq!(
-            meta.id.as_deref(),
-            Some("800ae4b3-bdd2-4c08-badd-f08e5a34b865")
-        );
-        assert_eq!(
-            queue_item(&data, "myQueueItem").unwrap(),
-            b"{ message: \"Message sent\" }"
-        );
+        assert_eq!(meta.id.as_deref(), Some("800ae4b3-bdd2-4c08-badd-f08e5a34b865"));
+        assert_eq!(queue_item(&data, "myQueueItem").unwrap(), b"{ message: \"Message sent\" }");
     }
 
     #[test]
     fn observed_queue_request_with_double_encoding_parses() {
-        let (data, meta) =
-            parse_envelope(&sample("functions-queue-request-observed.json")).unwrap();
+        let (data, meta) = parse_envelope(&sample("functions-queue-request-observed.json")).unwrap();
         assert_eq!(meta.dequeue_count, Some(1), "\"1\" as a string");
-        assert_eq!(
-            meta.id.as_deref(),
-            Some("4e773554-f6b7-4ea2-b07d-4c5fd5aba741"),
-            "quotes stripped"
-        );
+        assert_eq!(meta.id.as_deref(), Some("4e773554-f6b7-4ea2-b07d-4c5fd5aba741"), "quotes stripped");
         assert_eq!(meta.utc_now.as_deref(), Some("2023-10-12T20:13:49.640002Z"));
-        assert_eq!(
-            queue_item(&data, "queue").unwrap(),
-            br#"{"message":"hello","number":2}"#
-        );
+        assert_eq!(queue_item(&data, "queue").unwrap(), br#"{"message":"hello","number":2}"#);
     }
 
     #[test]
@@ -465,10 +364,7 @@ mod tests {
         let info: Value = serde_json::from_slice(&sample("functions-timer-info.json")).unwrap();
         let mut d = Map::new();
         d.insert("timer".into(), info);
-        assert_eq!(
-            timer_info(&d, "timer").unwrap().next.as_deref(),
-            Some("2016-10-04T10:20:00+00:00")
-        );
+        assert_eq!(timer_info(&d, "timer").unwrap().next.as_deref(), Some("2016-10-04T10:20:00+00:00"));
     }
 
     #[test]
@@ -486,13 +382,9 @@ mod tests {
         let body = json!({"Data": {"req": {"Method": "POST", "Url": "https://x/api/graph-webhook?validationToken=a%20b%3Cc&code=K",
             "Query": "{\"validationToken\":\"a b<c\"}", "Headers": {"Content-Type": ["text/plain; charset=utf-8"]}}}});
         let (data, _) = parse_envelope(body.to_string().as_bytes()).unwrap();
-        assert_eq!(
-            http_request(&data, "req")
-                .unwrap()
-                .query_param("validationToken"),
-            Some("a b<c")
-        );
-        let body = json!({"Data": {"req": {"Method": "post", "Url": "https://x/api/graph-webhook?validationToken=a%20b"}}});
+        assert_eq!(http_request(&data, "req").unwrap().query_param("validationToken"), Some("a b<c"));
+        let body =
+            json!({"Data": {"req": {"Method": "post", "Url": "https://x/api/graph-webhook?validationToken=a%20b"}}});
         let (data, _) = parse_envelope(body.to_string().as_bytes()).unwrap();
         let req = http_request(&data, "req").unwrap();
         assert_eq!(req.query_param("validationToken"), Some("a b"));
@@ -511,9 +403,6 @@ mod tests {
             assert!(e.contains(want), "{e}");
         }
         let (data, _) = parse_envelope(b"{\"Data\":{}}").unwrap();
-        assert_eq!(
-            timer_info(&data, "timer").unwrap_err(),
-            InvocationError::MissingBinding("timer")
-        );
+        assert_eq!(timer_info(&data, "timer").unwrap_err(), InvocationError::MissingBinding("timer"));
     }
 }

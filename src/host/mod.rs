@@ -23,10 +23,7 @@ pub struct HttpRequest {
 impl HttpRequest {
     /// First query parameter called `name`.
     pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// Header value by lower-case name.
@@ -49,20 +46,12 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// A plain-text response.
     pub fn text(status: u16, body: impl Into<String>) -> Self {
-        Self {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.into(),
-        }
+        Self { status, content_type: "text/plain; charset=utf-8", body: body.into() }
     }
 
     /// A JSON response.
     pub fn json(status: u16, body: &serde_json::Value) -> Self {
-        Self {
-            status,
-            content_type: "application/json",
-            body: body.to_string(),
-        }
+        Self { status, content_type: "application/json", body: body.to_string() }
     }
 }
 

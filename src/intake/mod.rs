@@ -73,8 +73,7 @@ impl Message {
     /// (the forms the Functions host and Storage clients produce).
     pub fn parse(body: &[u8]) -> Result<Message, MessageError> {
         use base64::Engine;
-        let text = std::str::from_utf8(body)
-            .map_err(|e| MessageError::Malformed(format!("not UTF-8: {e}")))?;
+        let text = std::str::from_utf8(body).map_err(|e| MessageError::Malformed(format!("not UTF-8: {e}")))?;
         let text = text.trim();
         let try_json = |t: &str| -> Option<Message> {
             match serde_json::from_str::<Value>(t).ok()? {
@@ -111,25 +110,18 @@ impl Message {
         let digest = hex::encode(sha2::Sha256::digest(&alert_bytes));
         let key = format!("alerts/{tenant}/{digest}");
         store.put(&key, &alert_bytes).await?;
-        let reference = Message::AlertRef {
-            tenant: tenant.clone(),
-            key,
-        };
-        queue
-            .send(
-                crate::store::ALERTS_QUEUE,
-                &serde_json::to_vec(&reference).expect("serializes"),
-            )
-            .await
+        let reference = Message::AlertRef { tenant: tenant.clone(), key };
+        queue.send(crate::store::ALERTS_QUEUE, &serde_json::to_vec(&reference).expect("serializes")).await
     }
 
     /// Resolves an [`Message::AlertRef`] into the alert it points at; other messages are returned as is.
     pub async fn resolve(self, store: &dyn Store) -> Result<Message, MessageError> {
         match self {
             Message::AlertRef { tenant, key } => {
-                let stored = store.get(&key).await?.ok_or_else(|| {
-                    MessageError::Malformed(format!("alert reference {key} not in the store"))
-                })?;
+                let stored = store
+                    .get(&key)
+                    .await?
+                    .ok_or_else(|| MessageError::Malformed(format!("alert reference {key} not in the store")))?;
                 let alert = serde_json::from_slice(&stored.value)
                     .map_err(|e| MessageError::Malformed(format!("stored alert {key}: {e}")))?;
                 Ok(Message::Alert { tenant, alert })
@@ -148,47 +140,25 @@ mod tests {
 
     #[test]
     fn parses_plain_double_encoded_and_base64() {
-        let m = Message::Poll {
-            tenant: "contoso".into(),
-            reason: "doorbell".into(),
-        };
+        let m = Message::Poll { tenant: "contoso".into(), reason: "doorbell".into() };
         let plain = serde_json::to_string(&m).unwrap();
         let double = serde_json::to_string(&plain).unwrap();
         let b64 = base64::engine::general_purpose::STANDARD.encode(&plain);
         for body in [plain, double, b64] {
             assert_eq!(Message::parse(body.as_bytes()).unwrap(), m);
         }
-        assert!(matches!(
-            Message::parse(b"{\"kind\":\"nope\"}"),
-            Err(MessageError::Malformed(_))
-        ));
-        assert!(matches!(
-            Message::parse(&[0xff, 0xfe]),
-            Err(MessageError::Malformed(_))
-        ));
+        assert!(matches!(Message::parse(b"{\"kind\":\"nope\"}"), Err(MessageError::Malformed(_))));
+        assert!(matches!(Message::parse(&[0xff, 0xfe]), Err(MessageError::Malformed(_))));
     }
 
     #[tokio::test]
     async fn large_alerts_travel_through_the_store() {
         let s = SqliteStore::in_memory().unwrap();
         let alert = json!({"id": "big", "description": "x".repeat(60_000)});
-        let m = Message::Alert {
-            tenant: "contoso".into(),
-            alert: alert.clone(),
-        };
+        let m = Message::Alert { tenant: "contoso".into(), alert: alert.clone() };
         m.send(&s, &s).await.unwrap();
-        let got = s
-            .receive(
-                crate::store::ALERTS_QUEUE,
-                1,
-                std::time::Duration::from_secs(30),
-            )
-            .await
-            .unwrap();
-        assert!(
-            got[0].body.len() < 1000,
-            "the queue carries a reference only"
-        );
+        let got = s.receive(crate::store::ALERTS_QUEUE, 1, std::time::Duration::from_secs(30)).await.unwrap();
+        assert!(got[0].body.len() < 1000, "the queue carries a reference only");
         let parsed = Message::parse(&got[0].body).unwrap();
         assert!(matches!(parsed, Message::AlertRef { .. }));
         assert_eq!(parsed.resolve(&s).await.unwrap(), m);

@@ -76,16 +76,10 @@ impl PollConfig {
             ));
         }
         if self.max_requests_per_minute == 0 {
-            out.push(Issue::error(
-                format!("{path}.max_requests_per_minute"),
-                "must be at least 1",
-            ));
+            out.push(Issue::error(format!("{path}.max_requests_per_minute"), "must be at least 1"));
         }
         if let Some(0) = self.page_size {
-            out.push(Issue::error(
-                format!("{path}.page_size"),
-                "must be at least 1",
-            ));
+            out.push(Issue::error(format!("{path}.page_size"), "must be at least 1"));
         }
     }
 }
@@ -116,10 +110,7 @@ pub async fn poll_tenant(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<PollReport, PollError> {
     let _ = (app, now);
-    Err(PollError {
-        tenant: tenant.into(),
-        message: "polling is not built yet".into(),
-    })
+    Err(PollError { tenant: tenant.into(), message: "polling is not built yet".into() })
 }
 
 /// The timer function `poll-alerts`.
@@ -129,7 +120,5 @@ pub async fn on_timer(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<crate::host::azure::Outcome, crate::host::azure::Failure> {
     let _ = (app, inv, now);
-    Err(crate::host::azure::Failure::Failed(
-        "polling is not built yet".into(),
-    ))
+    Err(crate::host::azure::Failure::Failed("polling is not built yet".into()))
 }

@@ -26,23 +26,14 @@ impl SubscriptionConfig {
     /// Checks the tenant exists and the resource is relative.
     pub fn validate(&self, path: &str, cx: &ValidationContext<'_>, out: &mut Vec<Issue>) {
         if cx.config.tenant(&self.tenant).is_none() {
-            out.push(Issue::error(
-                format!("{path}.tenant"),
-                format!("unknown tenant {:?}", self.tenant),
-            ));
+            out.push(Issue::error(format!("{path}.tenant"), format!("unknown tenant {:?}", self.tenant)));
         }
         if self.resource.starts_with("http") {
-            out.push(Issue::error(
-                format!("{path}.resource"),
-                "write the resource without the Graph base URL",
-            ));
+            out.push(Issue::error(format!("{path}.resource"), "write the resource without the Graph base URL"));
         }
         for ct in self.change_type.split(',') {
             if !matches!(ct.trim(), "created" | "updated" | "deleted") {
-                out.push(Issue::error(
-                    format!("{path}.change_type"),
-                    format!("unknown change type {ct:?}"),
-                ));
+                out.push(Issue::error(format!("{path}.change_type"), format!("unknown change type {ct:?}")));
             }
         }
     }
@@ -55,7 +46,5 @@ pub async fn on_timer(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<crate::host::azure::Outcome, crate::host::azure::Failure> {
     let _ = (app, inv, now);
-    Err(crate::host::azure::Failure::Failed(
-        "subscriptions are not built yet".into(),
-    ))
+    Err(crate::host::azure::Failure::Failed("subscriptions are not built yet".into()))
 }

@@ -31,29 +31,19 @@ impl WebhookConfig {
                     if p.scheme() == "https"
                         || p.host_str() == Some("127.0.0.1")
                         || p.host_str() == Some("localhost") => {}
-                _ => out.push(Issue::error(
-                    format!("{path}.public_url"),
-                    "Graph only calls https notification URLs",
-                )),
+                _ => out.push(Issue::error(format!("{path}.public_url"), "Graph only calls https notification URLs")),
             }
         }
-        if let Some(s) = &self.doorbell_secret {
-            if s.len() < 16 {
-                out.push(Issue::error(
-                    format!("{path}.doorbell_secret"),
-                    "use at least 16 characters",
-                ));
-            }
+        if let Some(s) = &self.doorbell_secret
+            && s.len() < 16
+        {
+            out.push(Issue::error(format!("{path}.doorbell_secret"), "use at least 16 characters"));
         }
     }
 }
 
 /// Handles one HTTP function (`graph-webhook`, `graph-lifecycle`, `doorbell`, `health`).
-pub async fn handle(
-    app: &crate::app::App,
-    function: &str,
-    req: crate::host::HttpRequest,
-) -> crate::host::HttpResponse {
+pub async fn handle(app: &crate::app::App, function: &str, req: crate::host::HttpRequest) -> crate::host::HttpResponse {
     let _ = (app, req);
     crate::host::HttpResponse::text(501, format!("{function} is not built yet"))
 }

@@ -51,13 +51,12 @@ impl ReceiverConfig {
     /// Checks the receiver's settings.
     pub fn validate(&self, path: &str, _cx: &ValidationContext<'_>, out: &mut Vec<Issue>) {
         match self {
-            ReceiverConfig::Teams(t) if url::Url::parse(&t.webhook_url).is_err() => out.push(
-                Issue::error(format!("{path}.teams.webhook_url"), "not a URL"),
-            ),
-            ReceiverConfig::Email(e) if e.to.is_empty() => out.push(Issue::error(
-                format!("{path}.email.to"),
-                "at least one recipient",
-            )),
+            ReceiverConfig::Teams(t) if url::Url::parse(&t.webhook_url).is_err() => {
+                out.push(Issue::error(format!("{path}.teams.webhook_url"), "not a URL"))
+            }
+            ReceiverConfig::Email(e) if e.to.is_empty() => {
+                out.push(Issue::error(format!("{path}.email.to"), "at least one recipient"))
+            }
             ReceiverConfig::Webhook(w) if url::Url::parse(&w.url).is_err() => {
                 out.push(Issue::error(format!("{path}.webhook.url"), "not a URL"))
             }

@@ -33,24 +33,17 @@ impl From<MessageError> for RespondError {
 /// The queue-trigger function: handles one message body.
 pub async fn on_queue(app: &App, inv: Invocation<Vec<u8>>) -> Result<Outcome, Failure> {
     match handle_body(app, &inv.data).await {
-        Ok(summary) => Ok(Outcome {
-            logs: vec![summary],
-            ..Default::default()
-        }),
+        Ok(summary) => Ok(Outcome { logs: vec![summary], ..Default::default() }),
         Err(RespondError::Malformed(reason)) => {
             // Retrying cannot help; the host would retry five times and then poison it anyway.
             // Set it aside now, and succeed so the host deletes the original.
             app.queue
                 .send(&poison_name(ALERTS_QUEUE), &inv.data)
                 .await
-                .map_err(|e| {
-                    Failure::Failed(format!("could not poison an unreadable message: {e}"))
-                })?;
+                .map_err(|e| Failure::Failed(format!("could not poison an unreadable message: {e}")))?;
             tracing::error!("message moved to {}: {reason}", poison_name(ALERTS_QUEUE));
             Ok(Outcome {
-                logs: vec![format!(
-                    "unreadable message moved to the poison queue: {reason}"
-                )],
+                logs: vec![format!("unreadable message moved to the poison queue: {reason}")],
                 ..Default::default()
             })
         }
@@ -72,37 +65,22 @@ pub async fn process(app: &App, message: Message) -> Result<String, RespondError
             let report = crate::intake::poll::poll_tenant(app, &tenant, now)
                 .await
                 .map_err(|e| RespondError::Retry(e.to_string()))?;
-            Ok(format!(
-                "polled {tenant} ({reason}): {} new alert versions",
-                report.queued
-            ))
+            Ok(format!("polled {tenant} ({reason}): {} new alert versions", report.queued))
         }
         Message::Lookup { tenant, alert_id } => {
-            let alert =
-                app.graph
-                    .get_alert(&tenant, &alert_id)
-                    .await
-                    .map_err(|e| match e.retry {
-                        crate::graph::Retry::Retryable => RespondError::Retry(e.to_string()),
-                        crate::graph::Retry::Permanent => RespondError::Malformed(e.to_string()),
-                    })?;
+            let alert = app.graph.get_alert(&tenant, &alert_id).await.map_err(|e| match e.retry {
+                crate::graph::Retry::Retryable => RespondError::Retry(e.to_string()),
+                crate::graph::Retry::Permanent => RespondError::Malformed(e.to_string()),
+            })?;
             process_alert(app, &tenant, alert).await
         }
         Message::Alert { tenant, alert } => process_alert(app, &tenant, alert).await,
-        Message::AlertRef { key, .. } => Err(RespondError::Malformed(format!(
-            "unresolved alert reference {key}"
-        ))),
+        Message::AlertRef { key, .. } => Err(RespondError::Malformed(format!("unresolved alert reference {key}"))),
     }
 }
 
 /// Decides and acts on one alert version.
-pub async fn process_alert(
-    app: &App,
-    tenant: &str,
-    alert: serde_json::Value,
-) -> Result<String, RespondError> {
+pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) -> Result<String, RespondError> {
     let _ = (app, tenant, alert);
-    Err(RespondError::Retry(
-        "alert processing is not built yet".into(),
-    ))
+    Err(RespondError::Retry("alert processing is not built yet".into()))
 }

@@ -79,31 +79,18 @@ pub struct RouteConfig {
 }
 
 /// Validates the close rules section.
-pub fn validate_close_rules(
-    rules: &[CloseRuleConfig],
-    _cx: &ValidationContext<'_>,
-    out: &mut Vec<Issue>,
-) {
+pub fn validate_close_rules(rules: &[CloseRuleConfig], _cx: &ValidationContext<'_>, out: &mut Vec<Issue>) {
     let mut ids = std::collections::HashSet::new();
     for (i, r) in rules.iter().enumerate() {
         let path = format!("close_rules[{i}]");
         if !ids.insert(r.id.as_str()) {
-            out.push(Issue::error(
-                format!("{path}.id"),
-                format!("duplicate rule id {:?}", r.id),
-            ));
+            out.push(Issue::error(format!("{path}.id"), format!("duplicate rule id {:?}", r.id)));
         }
         if r.owner.is_none() {
-            out.push(Issue::error(
-                format!("{path}.owner"),
-                "every close rule needs an owner",
-            ));
+            out.push(Issue::error(format!("{path}.owner"), "every close rule needs an owner"));
         }
         if r.expires.is_none() {
-            out.push(Issue::error(
-                format!("{path}.expires"),
-                "every close rule needs an expiry date (YYYY-MM-DD)",
-            ));
+            out.push(Issue::error(format!("{path}.expires"), "every close rule needs an expiry date (YYYY-MM-DD)"));
         }
     }
 }
@@ -113,10 +100,7 @@ pub fn validate_routes(routes: &[RouteConfig], cx: &ValidationContext<'_>, out: 
     for (i, r) in routes.iter().enumerate() {
         for (j, name) in r.receivers.iter().enumerate() {
             if !cx.config.receivers.contains_key(name) {
-                out.push(Issue::error(
-                    format!("routes[{i}].receivers[{j}]"),
-                    format!("unknown receiver {name:?}"),
-                ));
+                out.push(Issue::error(format!("routes[{i}].receivers[{j}]"), format!("unknown receiver {name:?}")));
             }
         }
     }

@@ -9,10 +9,7 @@ use std::time::Duration;
 use super::{Claim, Precondition, Queue, Store, StoreError, poison_name};
 
 fn prefix() -> String {
-    format!(
-        "contract-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
+    format!("contract-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
 /// Checks get / put_if / put / delete / list, claims and streams.
@@ -21,36 +18,19 @@ pub async fn store_contract(store: &dyn Store) {
     let key = format!("{p}/watermark/contoso");
 
     // Versioned values: create-only, compare-and-swap, and the loser of a race gets Conflict.
+    assert!(store.get(&key).await.unwrap().is_none(), "fresh key must be absent");
+    let e1 = store.put_if(&key, b"one", Precondition::Absent).await.unwrap();
     assert!(
-        store.get(&key).await.unwrap().is_none(),
-        "fresh key must be absent"
-    );
-    let e1 = store
-        .put_if(&key, b"one", Precondition::Absent)
-        .await
-        .unwrap();
-    assert!(
-        matches!(
-            store.put_if(&key, b"dup", Precondition::Absent).await,
-            Err(StoreError::Conflict { .. })
-        ),
+        matches!(store.put_if(&key, b"dup", Precondition::Absent).await, Err(StoreError::Conflict { .. })),
         "create-only on an existing key must conflict"
     );
     let got = store.get(&key).await.unwrap().unwrap();
     assert_eq!(got.value, b"one");
     assert_eq!(got.etag, e1);
-    let e2 = store
-        .put_if(&key, b"two", Precondition::Matches(e1.clone()))
-        .await
-        .unwrap();
+    let e2 = store.put_if(&key, b"two", Precondition::Matches(e1.clone())).await.unwrap();
     assert_ne!(e1, e2, "a write must change the etag");
     assert!(
-        matches!(
-            store
-                .put_if(&key, b"stale", Precondition::Matches(e1))
-                .await,
-            Err(StoreError::Conflict { .. })
-        ),
+        matches!(store.put_if(&key, b"stale", Precondition::Matches(e1)).await, Err(StoreError::Conflict { .. })),
         "a stale etag must conflict"
     );
     assert_eq!(store.get(&key).await.unwrap().unwrap().value, b"two");
@@ -59,19 +39,10 @@ pub async fn store_contract(store: &dyn Store) {
     assert_eq!(store.get(&key).await.unwrap().unwrap().etag, e3);
 
     // Listing by prefix is exact and sorted.
-    store
-        .put(&format!("{p}/watermark/fabrikam"), b"x")
-        .await
-        .unwrap();
+    store.put(&format!("{p}/watermark/fabrikam"), b"x").await.unwrap();
     store.put(&format!("{p}/other/z"), b"x").await.unwrap();
     let listed = store.list(&format!("{p}/watermark/")).await.unwrap();
-    assert_eq!(
-        listed,
-        vec![
-            format!("{p}/watermark/contoso"),
-            format!("{p}/watermark/fabrikam")
-        ]
-    );
+    assert_eq!(listed, vec![format!("{p}/watermark/contoso"), format!("{p}/watermark/fabrikam")]);
     store.delete(&key).await.unwrap();
     store.delete(&key).await.unwrap();
     assert!(store.get(&key).await.unwrap().is_none());
@@ -79,19 +50,10 @@ pub async fn store_contract(store: &dyn Store) {
     // Claims: first caller wins; a completed claim is done for good; a released one is free again;
     // an abandoned one (crash between claim and complete) is free once its lease runs out.
     let c = format!("{p}/claim/a");
-    assert_eq!(
-        store.claim(&c, Duration::from_secs(60)).await.unwrap(),
-        Claim::Acquired
-    );
-    assert_eq!(
-        store.claim(&c, Duration::from_secs(60)).await.unwrap(),
-        Claim::Held
-    );
+    assert_eq!(store.claim(&c, Duration::from_secs(60)).await.unwrap(), Claim::Acquired);
+    assert_eq!(store.claim(&c, Duration::from_secs(60)).await.unwrap(), Claim::Held);
     store.complete(&c).await.unwrap();
-    assert_eq!(
-        store.claim(&c, Duration::from_secs(60)).await.unwrap(),
-        Claim::Done
-    );
+    assert_eq!(store.claim(&c, Duration::from_secs(60)).await.unwrap(), Claim::Done);
     store.release(&c).await.unwrap();
     assert_eq!(
         store.claim(&c, Duration::from_secs(60)).await.unwrap(),
@@ -100,21 +62,12 @@ pub async fn store_contract(store: &dyn Store) {
     );
 
     let r = format!("{p}/claim/b");
-    assert_eq!(
-        store.claim(&r, Duration::from_secs(60)).await.unwrap(),
-        Claim::Acquired
-    );
+    assert_eq!(store.claim(&r, Duration::from_secs(60)).await.unwrap(), Claim::Acquired);
     store.release(&r).await.unwrap();
-    assert_eq!(
-        store.claim(&r, Duration::from_secs(60)).await.unwrap(),
-        Claim::Acquired
-    );
+    assert_eq!(store.claim(&r, Duration::from_secs(60)).await.unwrap(), Claim::Acquired);
 
     let l = format!("{p}/claim/c");
-    assert_eq!(
-        store.claim(&l, Duration::from_secs(1)).await.unwrap(),
-        Claim::Acquired
-    );
+    assert_eq!(store.claim(&l, Duration::from_secs(1)).await.unwrap(), Claim::Acquired);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(
         store.claim(&l, Duration::from_secs(60)).await.unwrap(),
@@ -125,40 +78,17 @@ pub async fn store_contract(store: &dyn Store) {
     // Concurrent claims: exactly one winner.
     let race = format!("{p}/claim/race");
     let results = futures_join(store, &race).await;
-    assert_eq!(
-        results.iter().filter(|c| **c == Claim::Acquired).count(),
-        1,
-        "{results:?}"
-    );
+    assert_eq!(results.iter().filter(|c| **c == Claim::Acquired).count(), 1, "{results:?}");
 
     // Streams: append-only, in order, listed by prefix.
     let s = format!("{p}/audit/contoso/2026-11-26");
     for i in 0..5u8 {
         store.append(&s, &[i]).await.unwrap();
     }
-    store
-        .append(&format!("{p}/audit/fabrikam/2026-11-26"), b"f")
-        .await
-        .unwrap();
-    assert_eq!(
-        store.read_stream(&s).await.unwrap(),
-        (0..5u8).map(|i| vec![i]).collect::<Vec<_>>()
-    );
-    assert!(
-        store
-            .read_stream(&format!("{p}/audit/none"))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        store
-            .list_streams(&format!("{p}/audit/"))
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    store.append(&format!("{p}/audit/fabrikam/2026-11-26"), b"f").await.unwrap();
+    assert_eq!(store.read_stream(&s).await.unwrap(), (0..5u8).map(|i| vec![i]).collect::<Vec<_>>());
+    assert!(store.read_stream(&format!("{p}/audit/none")).await.unwrap().is_empty());
+    assert_eq!(store.list_streams(&format!("{p}/audit/")).await.unwrap().len(), 2);
 }
 
 async fn futures_join(store: &dyn Store, key: &str) -> Vec<Claim> {
@@ -189,13 +119,7 @@ pub async fn queue_contract(queue: &dyn Queue) {
     assert_eq!(bodies, vec![b"first".to_vec(), b"second".to_vec()]);
     assert!(got.iter().all(|m| m.dequeue_count == 1));
     // Hidden while being processed.
-    assert!(
-        queue
-            .receive(&q, 10, Duration::from_secs(1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(queue.receive(&q, 10, Duration::from_secs(1)).await.unwrap().is_empty());
 
     // Delete one; the other reappears after the visibility timeout (at-least-once), counted again.
     let done = got.iter().find(|m| m.body == b"first").unwrap();
@@ -207,10 +131,7 @@ pub async fn queue_contract(queue: &dyn Queue) {
     assert_eq!(again[0].dequeue_count, 2);
     // A stale receipt cannot delete.
     let stale = got.iter().find(|m| m.body == b"second").unwrap();
-    assert!(
-        queue.delete(&q, stale).await.is_err(),
-        "a stale receipt must not delete"
-    );
+    assert!(queue.delete(&q, stale).await.is_err(), "a stale receipt must not delete");
 
     // Keep failing it: after max receives it moves to the poison queue, never lost.
     let mut count = again[0].dequeue_count;
@@ -221,17 +142,8 @@ pub async fn queue_contract(queue: &dyn Queue) {
         count = m[0].dequeue_count;
     }
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert!(
-        queue
-            .receive(&q, 10, Duration::from_secs(1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let poison = queue
-        .receive(&poison_name(&q), 10, Duration::from_secs(30))
-        .await
-        .unwrap();
+    assert!(queue.receive(&q, 10, Duration::from_secs(1)).await.unwrap().is_empty());
+    let poison = queue.receive(&poison_name(&q), 10, Duration::from_secs(30)).await.unwrap();
     assert_eq!(poison.len(), 1, "the message must be in the poison queue");
     assert_eq!(poison[0].body, b"second");
 

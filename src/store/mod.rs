@@ -122,12 +122,7 @@ pub trait Queue: Send + Sync {
     async fn send(&self, queue: &str, body: &[u8]) -> StoreResult<()>;
     /// Takes up to `max` visible messages, hiding each for `visibility`. A message already received
     /// [`Queue::max_dequeue`] times is moved to the poison queue instead of being returned.
-    async fn receive(
-        &self,
-        queue: &str,
-        max: usize,
-        visibility: Duration,
-    ) -> StoreResult<Vec<Received>>;
+    async fn receive(&self, queue: &str, max: usize, visibility: Duration) -> StoreResult<Vec<Received>>;
     /// Deletes a received message; a stale receipt is an error ([`StoreError::Conflict`]).
     async fn delete(&self, queue: &str, msg: &Received) -> StoreResult<()>;
     /// Moves a received message to `<queue>-poison` now (it cannot be processed).

@@ -10,9 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{
-    Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, poison_name,
-};
+use super::{Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, poison_name};
 use crate::clock::{Clock, SystemClock};
 
 const SCHEMA: &str = "
@@ -37,9 +35,7 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("max_dequeue", &self.max_dequeue)
-            .finish()
+        f.debug_struct("SqliteStore").field("max_dequeue", &self.max_dequeue).finish()
     }
 }
 
@@ -51,8 +47,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref();
-        let conn = Connection::open(path)
-            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        let conn = Connection::open(path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         Self::with_connection(conn)
     }
 
@@ -62,14 +57,9 @@ impl SqliteStore {
     }
 
     fn with_connection(conn: Connection) -> StoreResult<Self> {
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(backend)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            clock: Arc::new(SystemClock),
-            max_dequeue: 5,
-        })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), clock: Arc::new(SystemClock), max_dequeue: 5 })
     }
 
     /// Uses `clock` for leases and visibility timeouts.
@@ -95,9 +85,7 @@ impl SqliteStore {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Backend("sqlite connection poisoned".into()))?;
+            let mut guard = conn.lock().map_err(|_| StoreError::Backend("sqlite connection poisoned".into()))?;
             f(&mut guard)
         })
         .await
@@ -107,25 +95,16 @@ impl SqliteStore {
 
 fn check_key(key: &str) -> StoreResult<()> {
     if key.is_empty() {
-        return Err(StoreError::InvalidKey {
-            key: key.into(),
-            reason: "empty",
-        });
+        return Err(StoreError::InvalidKey { key: key.into(), reason: "empty" });
     }
     if key.len() > 1024 {
-        return Err(StoreError::InvalidKey {
-            key: key.into(),
-            reason: "longer than 1024 bytes",
-        });
+        return Err(StoreError::InvalidKey { key: key.into(), reason: "longer than 1024 bytes" });
     }
     Ok(())
 }
 
 fn prefix_pattern(prefix: &str) -> String {
-    let escaped = prefix
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
+    let escaped = prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
     format!("{escaped}%")
 }
 
@@ -134,16 +113,9 @@ impl Store for SqliteStore {
     async fn get(&self, key: &str) -> StoreResult<Option<super::Versioned>> {
         let key = key.to_string();
         self.run(move |c| {
-            c.query_row(
-                "SELECT value, version FROM kv WHERE key = ?1",
-                params![key],
-                |r| {
-                    Ok(super::Versioned {
-                        value: r.get(0)?,
-                        etag: Etag(r.get::<_, i64>(1)?.to_string()),
-                    })
-                },
-            )
+            c.query_row("SELECT value, version FROM kv WHERE key = ?1", params![key], |r| {
+                Ok(super::Versioned { value: r.get(0)?, etag: Etag(r.get::<_, i64>(1)?.to_string()) })
+            })
             .optional()
             .map_err(backend)
         })
@@ -156,9 +128,7 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let tx = c.transaction().map_err(backend)?;
             let current: Option<i64> = tx
-                .query_row("SELECT version FROM kv WHERE key = ?1", params![key], |r| {
-                    r.get(0)
-                })
+                .query_row("SELECT version FROM kv WHERE key = ?1", params![key], |r| r.get(0))
                 .optional()
                 .map_err(backend)?;
             let ok = match (&cond, current) {
@@ -202,23 +172,15 @@ impl Store for SqliteStore {
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
         let key = key.to_string();
-        self.run(move |c| {
-            c.execute("DELETE FROM kv WHERE key = ?1", params![key])
-                .map(|_| ())
-                .map_err(backend)
-        })
-        .await
+        self.run(move |c| c.execute("DELETE FROM kv WHERE key = ?1", params![key]).map(|_| ()).map_err(backend)).await
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
         let pattern = prefix_pattern(prefix);
         self.run(move |c| {
-            let mut stmt = c
-                .prepare("SELECT key FROM kv WHERE key LIKE ?1 ESCAPE '\\' ORDER BY key")
-                .map_err(backend)?;
-            let rows = stmt
-                .query_map(params![pattern], |r| r.get(0))
-                .map_err(backend)?;
+            let mut stmt =
+                c.prepare("SELECT key FROM kv WHERE key LIKE ?1 ESCAPE '\\' ORDER BY key").map_err(backend)?;
+            let rows = stmt.query_map(params![pattern], |r| r.get(0)).map_err(backend)?;
             rows.collect::<Result<Vec<String>, _>>().map_err(backend)
         })
         .await
@@ -273,12 +235,7 @@ impl Store for SqliteStore {
     async fn release(&self, key: &str) -> StoreResult<()> {
         let key = key.to_string();
         self.run(move |c| {
-            c.execute(
-                "DELETE FROM claims WHERE key = ?1 AND done = 0",
-                params![key],
-            )
-            .map(|_| ())
-            .map_err(backend)
+            c.execute("DELETE FROM claims WHERE key = ?1 AND done = 0", params![key]).map(|_| ()).map_err(backend)
         })
         .await
     }
@@ -301,12 +258,8 @@ impl Store for SqliteStore {
     async fn read_stream(&self, stream: &str) -> StoreResult<Vec<Vec<u8>>> {
         let stream = stream.to_string();
         self.run(move |c| {
-            let mut stmt = c
-                .prepare("SELECT record FROM streams WHERE stream = ?1 ORDER BY seq")
-                .map_err(backend)?;
-            let rows = stmt
-                .query_map(params![stream], |r| r.get(0))
-                .map_err(backend)?;
+            let mut stmt = c.prepare("SELECT record FROM streams WHERE stream = ?1 ORDER BY seq").map_err(backend)?;
+            let rows = stmt.query_map(params![stream], |r| r.get(0)).map_err(backend)?;
             rows.collect::<Result<Vec<Vec<u8>>, _>>().map_err(backend)
         })
         .await
@@ -343,12 +296,7 @@ impl Queue for SqliteStore {
         .await
     }
 
-    async fn receive(
-        &self,
-        queue: &str,
-        max: usize,
-        visibility: Duration,
-    ) -> StoreResult<Vec<Received>> {
+    async fn receive(&self, queue: &str, max: usize, visibility: Duration) -> StoreResult<Vec<Received>> {
         let queue = queue.to_string();
         let now = self.now_ms();
         let hidden_until = now + visibility.as_millis() as i64;
@@ -399,15 +347,10 @@ impl Queue for SqliteStore {
         let (queue, id, receipt) = (queue.to_string(), msg.id.clone(), msg.receipt.clone());
         self.run(move |c| {
             let n = c
-                .execute(
-                    "DELETE FROM queue WHERE id = ?1 AND queue = ?2 AND receipt = ?3",
-                    params![id, queue, receipt],
-                )
+                .execute("DELETE FROM queue WHERE id = ?1 AND queue = ?2 AND receipt = ?3", params![id, queue, receipt])
                 .map_err(backend)?;
             if n == 0 {
-                return Err(StoreError::Conflict {
-                    key: format!("{queue}/{id}"),
-                });
+                return Err(StoreError::Conflict { key: format!("{queue}/{id}") });
             }
             Ok(())
         })
@@ -435,13 +378,9 @@ impl Queue for SqliteStore {
     async fn len(&self, queue: &str) -> StoreResult<usize> {
         let queue = queue.to_string();
         self.run(move |c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM queue WHERE queue = ?1",
-                params![queue],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as usize)
-            .map_err(backend)
+            c.query_row("SELECT COUNT(*) FROM queue WHERE queue = ?1", params![queue], |r| r.get::<_, i64>(0))
+                .map(|n| n as usize)
+                .map_err(backend)
         })
         .await
     }
@@ -478,9 +417,6 @@ mod tests {
         }
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.get("k").await.unwrap().unwrap().value, b"v");
-        assert_eq!(
-            s.receive("q", 10, Duration::from_secs(30)).await.unwrap()[0].body,
-            b"m"
-        );
+        assert_eq!(s.receive("q", 10, Duration::from_secs(30)).await.unwrap()[0].body, b"m");
     }
 }

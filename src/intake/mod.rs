@@ -84,10 +84,10 @@ impl Message {
         if let Some(m) = try_json(text) {
             return Ok(m);
         }
-        if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(text) {
-            if let Some(m) = std::str::from_utf8(&decoded).ok().and_then(try_json) {
-                return Ok(m);
-            }
+        if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(text)
+            && let Some(m) = std::str::from_utf8(&decoded).ok().and_then(try_json)
+        {
+            return Ok(m);
         }
         let detail = match serde_json::from_str::<Message>(text) {
             Err(e) => e.to_string(),

@@ -180,4 +180,14 @@ pub trait Graph: Send + Sync {
     async fn add_comment(&self, tenant: &str, id: &str, comment: &str) -> Result<(), GraphError>;
     /// Sends a mail as `sender` (`POST /users/{sender}/sendMail`); `message` is Graph's `message` object.
     async fn send_mail(&self, tenant: &str, sender: &str, message: &Value) -> Result<(), GraphError>;
+    /// Creates a subscription (`POST /subscriptions`, body as documented); returns Graph's subscription.
+    async fn create_subscription(&self, tenant: &str, body: &Value) -> Result<Value, GraphError>;
+    /// Sets a subscription's new expiry (`PATCH /subscriptions/{id}`).
+    async fn renew_subscription(&self, tenant: &str, id: &str, expiration: &str) -> Result<Value, GraphError>;
+    /// Reauthorizes a subscription (`POST /subscriptions/{id}/reauthorize`).
+    async fn reauthorize_subscription(&self, tenant: &str, id: &str) -> Result<(), GraphError>;
+    /// Deletes a subscription (`DELETE /subscriptions/{id}`); an absent one is not an error.
+    async fn delete_subscription(&self, tenant: &str, id: &str) -> Result<(), GraphError>;
+    /// Lists the app's subscriptions in the tenant (`GET /subscriptions`).
+    async fn list_subscriptions(&self, tenant: &str) -> Result<Vec<Value>, GraphError>;
 }

@@ -5,6 +5,8 @@
 //! store before it is performed, so a redelivered message never closes or notifies twice, and audited
 //! after it.
 
+pub mod deliver;
+
 use crate::app::App;
 use crate::host::azure::{Failure, Invocation, Outcome};
 use crate::intake::{Message, MessageError};

@@ -41,17 +41,25 @@ pub struct HttpResponse {
     pub content_type: &'static str,
     /// Body.
     pub body: String,
+    /// Extra response headers (`X-Content-Type-Options`, `Retry-After`), names as sent.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl HttpResponse {
     /// A plain-text response.
     pub fn text(status: u16, body: impl Into<String>) -> Self {
-        Self { status, content_type: "text/plain; charset=utf-8", body: body.into() }
+        Self { status, content_type: "text/plain; charset=utf-8", body: body.into(), headers: Vec::new() }
     }
 
     /// A JSON response.
     pub fn json(status: u16, body: &serde_json::Value) -> Self {
-        Self { status, content_type: "application/json", body: body.to_string() }
+        Self { status, content_type: "application/json", body: body.to_string(), headers: Vec::new() }
+    }
+
+    /// The same response with one more header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 }
 

@@ -13,6 +13,21 @@
 //! - [`faults`]: status, delay, dropped-connection and garbage faults for any route.
 //! - `server`: routing, request recording, the accept loop, TLS.
 //! - `generate`: the documented sample alerts and deterministic generated ones.
+//!
+//! # Choices where Graph's behaviour is undocumented
+//! - **Paging.** The first list page snapshots the ordered ids of all matching alerts; `@odata.nextLink`
+//!   carries an opaque `$skiptoken` into that snapshot, and later pages return the alerts' *current*
+//!   state. Every alert matching at the first page is returned exactly once even if alerts are updated
+//!   between pages. Real Graph's doc example shows offset paging (`$top`/`$skip`), which can repeat or
+//!   skip an alert under concurrent updates, so clients must still dedupe and poll with an overlap.
+//!   `$top` is the page size (1..=2000); `$skip` and `$count=true` work on the first page;
+//!   other `$` options (`$orderby`, `$select`, …) answer 400.
+//! - **Comments bump `lastUpdateDateTime`**, like PATCH does: the harder case for a poller.
+//! - **Enums are strict.** Filter literals are case-sensitive (`status eq 'New'` is "Invalid filter
+//!   clause"); PATCH rejects `benignPositive` and the stale determination names (`compromisedUser`, …).
+//! - **Entra errors** follow Entra: an unknown client id is 400 `unauthorized_client` (AADSTS700016);
+//!   a wrong secret or a malformed assertion is 401 `invalid_client`.
+//! - **Subscriptions** accept plain-http notification URLs only on loopback, so tests can receive them.
 #![warn(missing_docs)]
 // Handlers bail out early with a ready `Response` (`Result<_, Response>`), the usual axum idiom;
 // boxing it only to shrink the error variant would buy nothing on this cold path.
@@ -200,7 +215,7 @@ impl Emulator {
         );
     }
 
-    /// Inserts alerts into a tenant, replacing any with the same `id`.
+    /// Inserts alerts into a tenant, replacing any with the same `id` (alerts without an `id` are ignored).
     pub fn seed_alerts(&self, tenant: &str, alerts: Vec<Value>) {
         let mut inner = self.state.lock();
         let store = inner.alerts.entry(tenant.to_string()).or_default();

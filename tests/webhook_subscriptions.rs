@@ -67,6 +67,32 @@ async fn sync_renews_well_before_expiry() {
 }
 
 #[tokio::test]
+async fn a_refused_expiry_is_retried_with_half_the_lifetime() {
+    // Graph answers 400 to an expiry it finds too far out (a clock of ours running ahead of Graph's).
+    let h = harness();
+    h.graph.fail_once("create", 400);
+    let report = subscriptions::sync(&h.app, t0()).await;
+    assert_eq!(report.count("created"), 2, "{report:?}");
+    let ids = h.graph.ids("contoso");
+    let half = t0() + max_lifetime(MAILBOX) / 2;
+    let first = h.graph.expiry_of(&ids[0]);
+    assert_eq!(first, half, "the retried creation asked for half the lifetime");
+
+    h.graph.fail_once("renew", 400);
+    let later = t0() + chrono::Duration::days(3);
+    let report = subscriptions::sync(&h.app, later).await;
+    // Only the short-lived one is due; its renewal is refused once, then granted.
+    assert_eq!(report.count("renewed"), 1, "{report:?}");
+    assert!(!report.has_failures());
+
+    // A 400 that persists is reported, not hidden (both are due again by now).
+    h.graph.fail("renew", 400);
+    let report = subscriptions::sync(&h.app, later + chrono::Duration::days(3)).await;
+    assert_eq!(report.count("failed"), 2, "{report:?}");
+    assert!(report.actions.iter().all(|a| a.action == "failed" && a.detail.as_deref().unwrap().starts_with("renew")));
+}
+
+#[tokio::test]
 async fn sync_recreates_what_vanished_and_what_renewal_finds_gone() {
     let h = harness();
     subscriptions::sync(&h.app, t0()).await;

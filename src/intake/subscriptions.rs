@@ -94,6 +94,11 @@ pub fn requested_expiry(resource: &str, now: DateTime<Utc>) -> DateTime<Utc> {
     now + max_lifetime(resource) - chrono::Duration::minutes(EXPIRY_MARGIN_MINUTES)
 }
 
+/// The expiry asked for when Graph refused [`requested_expiry`] (a clock ahead of Graph's): half the lifetime.
+fn fallback_expiry(resource: &str, now: DateTime<Utc>) -> String {
+    (now + max_lifetime(resource) / 2).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
 /// True once less than half of the resource's lifetime remains. Half a week for mailboxes (the timer runs
 /// every six hours), so a few failed timer runs in a row still leave days before anything lapses.
 pub fn needs_renewal(record: &SubscriptionRecord, now: DateTime<Utc>) -> bool {
@@ -588,7 +593,15 @@ async fn create(
         "clientState": client_state,
         "latestSupportedTlsVersion": "v1_2",
     });
-    let created = app.graph.create_subscription(tenant, &body).await?;
+    let created = match app.graph.create_subscription(tenant, &body).await {
+        Err(e) if e.status == Some(400) => {
+            // Most likely our clock is ahead of Graph's and the expiry looks too far out: ask for less.
+            let mut shorter = body.clone();
+            shorter["expirationDateTime"] = json!(fallback_expiry(&want.resource, now));
+            app.graph.create_subscription(tenant, &shorter).await.map_err(|_| e)?
+        }
+        other => other?,
+    };
     let id = created.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
     if !valid_id(&id) {
         return Err(OpError::Other(format!("Graph answered a subscription without a usable id: {id:?}")));
@@ -637,10 +650,18 @@ async fn recreate(
 /// Sets a new expiry at Graph and in the record.
 async fn renew(app: &App, record: &SubscriptionRecord, now: DateTime<Utc>) -> Result<SubscriptionRecord, OpError> {
     let expiry = requested_expiry(&record.resource, now);
-    let answer = app
+    let answer = match app
         .graph
         .renew_subscription(&record.tenant, &record.id, &expiry.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .await?;
+        .await
+    {
+        Err(e) if e.status == Some(400) => app
+            .graph
+            .renew_subscription(&record.tenant, &record.id, &fallback_expiry(&record.resource, now))
+            .await
+            .map_err(|_| e)?,
+        other => other?,
+    };
     let expiration = answer
         .get("expirationDateTime")
         .and_then(Value::as_str)

@@ -134,14 +134,23 @@ pub struct FakeGraph {
     pub subs: Mutex<BTreeMap<String, (String, Value)>>,
     pub calls: Mutex<Vec<String>>,
     /// Operation names (`create`, `renew`, `reauthorize`, `delete`, `list`) that fail, with the status.
-    pub failing: Mutex<BTreeMap<String, u16>>,
+    pub failing: Mutex<BTreeMap<String, (u16, Option<u32>)>>,
     next_id: Mutex<u32>,
 }
 
 impl FakeGraph {
     fn check(&self, op: &str, tenant: &str) -> Result<(), GraphError> {
         self.calls.lock().unwrap().push(format!("{op} {tenant}"));
-        match self.failing.lock().unwrap().get(op) {
+        let mut failing = self.failing.lock().unwrap();
+        let hit = match failing.get_mut(op) {
+            Some((status, None)) => Some(*status),
+            Some((status, Some(n))) if *n > 0 => {
+                *n -= 1;
+                Some(*status)
+            }
+            _ => None,
+        };
+        match hit.as_ref() {
             Some(status) => Err(GraphError {
                 operation: format!("{op} subscription for {tenant}"),
                 status: Some(*status),
@@ -154,7 +163,16 @@ impl FakeGraph {
     }
 
     pub fn fail(&self, op: &str, status: u16) {
-        self.failing.lock().unwrap().insert(op.into(), status);
+        self.failing.lock().unwrap().insert(op.into(), (status, None));
+    }
+
+    pub fn fail_once(&self, op: &str, status: u16) {
+        self.failing.lock().unwrap().insert(op.into(), (status, Some(1)));
+    }
+
+    pub fn expiry_of(&self, id: &str) -> chrono::DateTime<chrono::Utc> {
+        let sub = self.sub(id).unwrap();
+        chrono::DateTime::parse_from_rfc3339(sub["expirationDateTime"].as_str().unwrap()).unwrap().into()
     }
 
     pub fn heal(&self) {

@@ -416,10 +416,16 @@ async fn notifications(app: &App, function: &str, body: &[u8], now: DateTime<Utc
         }
         out.queued += 1;
     }
-    // Everything durable is done; what follows only saves the timer some work.
-    for (record, needs) in lifecycle_work {
-        let done = subscriptions::act_on_lifecycle(app, &record, needs, now).await;
-        tracing::info!(tenant = %record.tenant, id = %record.id, "lifecycle {needs:?}: {done}");
+    // Everything durable is done; what follows only saves the timer some work, so all of it together
+    // gets one inline budget (each record's mark stays until its action succeeds).
+    let inline = async {
+        for (record, needs) in lifecycle_work {
+            let done = subscriptions::act_on_lifecycle(app, &record, needs, now).await;
+            tracing::info!(tenant = %record.tenant, id = %record.id, "lifecycle {needs:?}: {done}");
+        }
+    };
+    if tokio::time::timeout(subscriptions::INLINE_BUDGET, inline).await.is_err() {
+        tracing::info!(function, "lifecycle work left for the graph-subscriptions timer");
     }
     if out.rejected > 0 {
         tracing::warn!(

@@ -39,6 +39,9 @@ param configPath string = 'secmon.yaml'
 @description('Teams Workflows webhook URL, stored in Key Vault as teams-webhook-url. Empty = keep the current secret.')
 param teamsWebhookUrl string = ''
 
+@description('Grant the Graph app roles (SecurityAlert.ReadWrite.All, Mail.Send) to the identity. Needs a Privileged Role Administrator deployer; false = an admin grants them separately (docs/deploy.md).')
+param grantGraphPermissions bool = true
+
 // ---- scale -----------------------------------------------------------------------------------
 @minValue(0)
 @maxValue(20)
@@ -147,7 +150,7 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
-module graphPermissions 'app/graph-permissions.bicep' = {
+module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermissions) {
   name: 'graph-permissions'
   scope: rg
   params: {

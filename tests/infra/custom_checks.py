@@ -25,6 +25,9 @@ Rules:
                         keyVaultReferenceIdentity while using Key Vault references
   KEYVAULT_MODE         vault without RBAC, soft delete or purge protection
   APPINSIGHTS_LOCAL_AUTH  Application Insights without DisableLocalAuth: true
+  MODULE_WIRING         a module given a parameter its file does not declare, not given a required
+                        one, or `<module>.outputs.X` where the file has no output X (the one class of
+                        undefined names checked offline)
 """
 import json
 import re
@@ -55,10 +58,16 @@ class File:
         self.root = parse(self.src).root_node
         self.secure_params = set()
         self.params = set()
+        self.required_params = set()
+        self.outputs = set()
         for node in self.root.children:
+            if node.type == "output_declaration":
+                self.outputs.add(self.text(node.children[1]))
             if node.type == "parameter_declaration":
                 name = self.text(node.children[1])
                 self.params.add(name)
+                if not any(c.type == "=" for c in node.children):
+                    self.required_params.add(name)
                 prev = node.prev_sibling
                 if prev is not None and prev.type == "decorators" and "@secure()" in self.text(prev).replace(" ", ""):
                     self.secure_params.add(name)
@@ -219,11 +228,24 @@ def check(directory: Path):
             if prev is not None and prev.type == "decorators" and "@secure()" in f.text(prev).replace(" ", ""):
                 report("SECURE_OUTPUT", f, out, "@secure() output (azd and deployment history still expose it to readers)")
 
-        # Secure values only flow into secure module parameters.
+        # Module wiring, and secure values only flow into secure module parameters.
         for mod in f.walk("module_declaration"):
             target = (f.path.parent / (f.string_value(mod.children[2]) or "")).resolve()
             params = f.prop(next(f.walk("object", mod), None), "params")
-            if target not in files or params is None:
+            if target not in files:
+                report("MODULE_WIRING", f, mod, f"module file {f.string_value(mod.children[2])} not found")
+                continue
+            given = {f.text(p.children[0]) for p in (params.children if params else []) if p.type == "object_property"}
+            for name in sorted(given - files[target].params):
+                report("MODULE_WIRING", f, mod, f"parameter {name} is not declared in {target.name}")
+            for name in sorted(files[target].required_params - given):
+                report("MODULE_WIRING", f, mod, f"required parameter {name} of {target.name} is not given")
+            symbol = f.text(mod.children[1])
+            for ref in re.finditer(rf"\b{re.escape(symbol)}\.outputs\.(\w+)", f.src.decode()):
+                if ref.group(1) not in files[target].outputs:
+                    line = f.src.decode().count("\n", 0, ref.start()) + 1
+                    findings.append(f"MODULE_WIRING {f.path}:{line}: {target.name} has no output {ref.group(1)}")
+            if params is None:
                 continue
             for p in params.children:
                 if p.type != "object_property":

@@ -31,6 +31,7 @@ EXPECTED = {
     "APPINSIGHTS_LOCAL_AUTH": ["DisableLocalAuth"],
     "SECURE_OUTPUT": ["teamsWebhookUrl", "list*()"],
     "SECURE_FLOW": ["non-secure parameter url"],
+    "MODULE_WIRING": ["parameter typo is not declared", "required parameter url2", "has no output missing"],
     "GRAPH_EXTENSION": ["extension microsoftGraphV1", "bicepconfig.json"],
     "GRAPH_ROLES": ["SecurityAlert.ReadWrite.All", "Mail.Send", "filter(graphSp.appRoles"],
 }

@@ -42,7 +42,7 @@ echo "package: static binary for $TARGET ($(ldd "$BIN" 2>&1 | head -1 | sed 's/^
 
 cd "${SECMON_PACKAGE_SRC:-$ROOT}"
 
-[ -f host.json ] || { echo "package: host.json missing at the repo root" >&2; exit 1; }
+[ -f host.json ] || { echo "package: host.json missing in $PWD" >&2; exit 1; }
 shopt -s nullglob
 function_jsons=(functions/*/function.json)
 [ ${#function_jsons[@]} -gt 0 ] || { echo "package: no functions/*/function.json" >&2; exit 1; }

@@ -9,6 +9,7 @@ are written to a temporary directory (never into the repo).
 """
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -75,10 +76,20 @@ def main() -> int:
             for info in infos.values():
                 os.chmod(out / info.filename, (info.external_attr >> 16) & 0o777)
 
+        # Where Debian's unzip is installed, check the bit survives a real unzip too.
+        if shutil.which("unzip"):
+            real = tmp / "unzip"
+            subprocess.run(["unzip", "-q", str(dist / "secmon.zip"), "-d", str(real)], check=True)
+            if not os.access(real / "secmon", os.X_OK):
+                errors.append("secmon is not executable after unzip")
+            out = real
+
         version = subprocess.run([str(out / "secmon"), "--version"], capture_output=True, text=True, cwd=out)
         print(f"test_package: ./secmon --version -> exit {version.returncode}, {version.stdout.strip()!r}")
         if version.returncode != 0:
             errors.append(f"./secmon --version failed: {version.stderr.strip()}")
+        elif not version.stdout.strip():
+            print("test_package: note: --version printed nothing (is src/main.rs still a stub?)")
         host = json.loads((out / "host.json").read_text())
         if host.get("customHandler", {}).get("description", {}).get("defaultExecutablePath") != "secmon":
             errors.append("host.json: customHandler.description.defaultExecutablePath is not 'secmon'")

@@ -158,7 +158,7 @@ module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermission
   }
 }
 
-module function 'app/function.bicep' = {
+module functionApp 'app/function.bicep' = {
   name: 'function'
   scope: rg
   // The host needs its storage and Key Vault roles when it first starts.
@@ -207,8 +207,8 @@ module alerts 'app/alerts.bicep' = {
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
-output AZURE_FUNCTION_APP_NAME string = function.outputs.name
-output SECMON_FUNCTION_HOST string = function.outputs.defaultHostName
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SECMON_FUNCTION_HOST string = functionApp.outputs.defaultHostName
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output SECMON_BLOB_URL string = storage.outputs.blobEndpoint
 output SECMON_QUEUE_URL string = storage.outputs.queueEndpoint

@@ -3,11 +3,11 @@
 # seeded with the documented payloads. Works on stable Rust (RUSTC_BOOTSTRAP=1 lets cargo-fuzz use the
 # sanitizer flags). Exit status is non-zero on any crash; the input is left in fuzz/artifacts/.
 #
-#   scripts/fuzz.sh            200000 runs
+#   scripts/fuzz.sh            1000000 runs (about half a minute once built)
 #   FUZZ_RUNS=N scripts/fuzz.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${FUZZ_RUNS:-200000}
+RUNS=${FUZZ_RUNS:-1000000}
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi

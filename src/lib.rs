@@ -13,7 +13,8 @@
 //! - [`notify`]: receivers: Teams, e-mail, signed webhook.
 //! - [`store`]: state, claims, audit streams and the queue behind one contract; SQLite and Azure.
 //! - [`host`]: how functions are invoked: Azure custom handler, standalone.
-//! - [`app`], [`clock`], [`redact`]: the shared state, time as an input, and secret hygiene.
+//! - [`app`], [`setup`], [`clock`], [`redact`]: the shared state and how commands build it, time as an
+//!   input, and secret hygiene.
 #![warn(missing_docs)]
 
 pub mod alert;
@@ -27,4 +28,5 @@ pub mod notify;
 pub mod redact;
 pub mod respond;
 pub mod rules;
+pub mod setup;
 pub mod store;

@@ -168,21 +168,26 @@ pub fn choose(tenant: &TenantConfig, env: &dyn Fn(&str) -> Option<String>) -> Re
 }
 
 /// Turns an `azure_core` error into a [`GraphError`] that says whether a retry helps.
+///
+/// The credentials wrap every failure as `Credential` ("… authentication failed"); the cause
+/// underneath decides: an HTTP status, a garbled answer, or a credential that cannot work as set up.
 pub fn token_error(tenant: &str, e: &azure_core::Error) -> GraphError {
     use azure_core::error::ErrorKind;
-    let (status, retry) = match e.kind() {
-        ErrorKind::HttpResponse { status, .. } => {
+    let mut cause = e;
+    while matches!(cause.kind(), ErrorKind::Credential)
+        && let Some(inner) = std::error::Error::source(cause).and_then(|s| s.downcast_ref::<azure_core::Error>())
+    {
+        cause = inner;
+    }
+    let (status, code, retry) = match cause.kind() {
+        ErrorKind::HttpResponse { status, error_code, .. } => {
             let s = u16::from(*status);
-            (Some(s), super::retry::RetryPolicy::classify(s))
+            (Some(s), error_code.clone(), super::retry::RetryPolicy::classify(s))
         }
         // A credential that cannot work as configured (missing file, unsupported identity source).
-        ErrorKind::Credential => (None, Retry::Permanent),
+        ErrorKind::Credential => (None, None, Retry::Permanent),
         // I/O, a token endpoint answering garbage, anything else: worth another try.
-        _ => (None, Retry::Retryable),
-    };
-    let code = match e.kind() {
-        ErrorKind::HttpResponse { error_code: Some(c), .. } => Some(c.clone()),
-        _ => None,
+        _ => (None, None, Retry::Retryable),
     };
     GraphError {
         operation: format!("get a Graph token for {tenant}"),

@@ -35,6 +35,9 @@ use crate::config::{Config, TenantConfig};
 /// Refresh a cached token this long before it expires.
 const REFRESH_MARGIN: azure_core::time::Duration = azure_core::time::Duration::minutes(5);
 
+/// Reads an environment variable; injectable so tests need not touch the process environment.
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// The credential chosen for one tenant.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Choice {
@@ -209,7 +212,7 @@ pub struct Auth {
     scope: String,
     tenants: HashMap<String, TenantConfig>,
     http: reqwest::Client,
-    env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    env: Env,
     credentials: Mutex<HashMap<String, Arc<dyn TokenCredential>>>,
     cache: tokio::sync::Mutex<HashMap<String, Cached>>,
 }
@@ -228,11 +231,7 @@ impl Auth {
     }
 
     /// As [`Auth::new`], reading the environment through `env`.
-    pub fn with_env(
-        config: &Config,
-        http: reqwest::Client,
-        env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
-    ) -> Self {
+    pub fn with_env(config: &Config, http: reqwest::Client, env: Env) -> Self {
         for t in &config.tenants {
             if let Some(s) = t.credential.as_ref().and_then(|c| c.client_secret.as_deref()) {
                 crate::redact::global().add(s);
@@ -282,7 +281,6 @@ impl Auth {
                 ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
                     user_assigned_id: client_id.map(UserAssignedId::ClientId),
                     client_options: self.client_options(),
-                    ..Default::default()
                 }))
                 .map(|c| c as Arc<dyn TokenCredential>)
             }
@@ -302,7 +300,6 @@ impl Auth {
                     client_id: Some(client_id),
                     tenant_id: Some(t.id.clone()),
                     token_file_path: Some(token_file.into()),
-                    ..Default::default()
                 }))
                 .map(|c| c as Arc<dyn TokenCredential>)
             }

@@ -201,10 +201,10 @@ mod tests {
     #[test]
     fn retry_after_is_honoured_and_capped() {
         let p = RetryPolicy::default();
-        let seven = Some(Duration::from_secs(7));
-        assert_eq!(p.next(1, Retry::Retryable, seven, 0.5), Next::RetryAfter { wait: seven.unwrap(), throttled: true });
+        let seven = Duration::from_secs(7);
+        assert_eq!(p.next(1, Retry::Retryable, Some(seven), 0.5), Next::RetryAfter { wait: seven, throttled: true });
         assert_eq!(p.next(1, Retry::Retryable, Some(Duration::from_secs(3600)), 0.5), Next::GiveUp);
-        assert_eq!(p.next(1, Retry::Permanent, seven, 0.5), Next::GiveUp);
+        assert_eq!(p.next(1, Retry::Permanent, Some(seven), 0.5), Next::GiveUp);
         assert_eq!(p.next(p.max_attempts, Retry::Retryable, None, 0.5), Next::GiveUp);
     }
 

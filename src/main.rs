@@ -40,6 +40,12 @@ enum Command {
     },
     /// Print each tenant's last successful poll as JSON (exit 1 when any tenant is unhealthy).
     Status,
+    /// Azure Functions custom handler: serve every function on 127.0.0.1, JSON logs on stdout.
+    Serve {
+        /// The port the Functions host chose.
+        #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
+        port: u16,
+    },
 }
 
 fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -68,6 +74,28 @@ fn main() -> ExitCode {
         }
         Command::Backfill { since, tenant } => with_app(&cli.config, move |app| backfill(app, since, tenant)),
         Command::Status => with_app(&cli.config, status),
+        Command::Serve { port } => serve(&cli.config, port),
+    }
+}
+
+fn serve(file: &std::path::Path, port: u16) -> ExitCode {
+    secmon::logging::init(secmon::logging::Format::Json);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        let loaded = secmon::config::load(file, chrono::Utc::now())?;
+        for w in &loaded.warnings {
+            tracing::warn!("{}", loaded.render(w));
+        }
+        let app = secmon::setup::app_from_config(loaded.config).await?;
+        secmon::host::azure::serve(app, port).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Before the host's first invocation stdout is the only place this can be seen.
+            tracing::error!("secmon serve: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -77,12 +105,9 @@ where
     F: FnOnce(secmon::app::App) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "secmon=info,warn".into()),
-        )
-        .init();
+    // Logs go to stderr: stdout carries the command's JSON.
+    let logs = secmon::logging::subscriber(secmon::logging::Format::Text, secmon::logging::Redacting(std::io::stderr));
+    let _ = tracing::subscriber::set_global_default(logs);
     let loaded = match secmon::config::load(file, chrono::Utc::now()) {
         Ok(l) => l,
         Err(e) => {
@@ -92,7 +117,7 @@ where
     };
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(async { f(secmon::setup::app_from_config(&loaded)?).await }));
+        .and_then(|rt| rt.block_on(async { f(secmon::setup::app_from_config(loaded.config).await?).await }));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -236,6 +236,10 @@ fn overlap(app: &App) -> chrono::Duration {
 pub async fn poll_tenant(app: &App, tenant: &str, now: DateTime<Utc>) -> Result<PollReport, PollError> {
     let result = walk(app, tenant, None, now, &|_| {}).await;
     super::health::record(app, tenant, now, &result).await;
+    if let Ok(r) = &result {
+        crate::metrics::count(crate::metrics::Counter::AlertsPulled, tenant, r.queued as u64);
+        crate::metrics::poll_succeeded(tenant, r.queued);
+    }
     result
 }
 

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod contract;
 pub mod sqlite;
 

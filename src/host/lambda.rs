@@ -1,0 +1,293 @@
+//! AWS Lambda: the same functions on `lambda_runtime`, for organisations that host on AWS.
+//!
+//! One binary serves every function. Lambda starts it with `AWS_LAMBDA_RUNTIME_API` set (that is how
+//! it knows where it runs) and `_HANDLER` set to the function's `Handler` from the SAM template, which
+//! names the secmon function it serves:
+//!
+//! | `Handler` | trigger | calls |
+//! |---|---|---|
+//! | `poll-alerts` | EventBridge schedule | [`crate::intake::poll::on_timer`] |
+//! | `graph-subscriptions` | EventBridge schedule | [`crate::intake::subscriptions::on_timer`] |
+//! | `respond` | SQS (`alerts`), `ReportBatchItemFailures` | [`crate::respond::on_queue`] per record |
+//! | `http` | Function URL (`lambda_http`) | [`router`]: `/api/{function}` → [`crate::intake::webhook::handle`] |
+//!
+//! A record that fails in a way a retry may fix is listed in `batchItemFailures`, so SQS redelivers it
+//! alone and, after the redrive policy's `maxReceiveCount`, moves it to `alerts-poison`. A record that
+//! can never be processed is moved to `alerts-poison` at once by the same logic as the Functions queue
+//! trigger. Nothing is dropped.
+
+use std::collections::BTreeMap;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::{Map, Value, json};
+
+use super::azure::{Failure, Invocation, Metadata, Outcome, TimerInfo};
+use super::{HTTP_FUNCTIONS, HttpRequest, HttpResponse};
+use crate::app::App;
+
+/// The secmon function one Lambda function serves, named by its `Handler`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// `poll-alerts`: the polling timer.
+    PollAlerts,
+    /// `graph-subscriptions`: the subscription-keeping timer.
+    GraphSubscriptions,
+    /// `respond`: the `alerts` queue.
+    Respond,
+    /// `http`: the webhook, lifecycle, doorbell and health endpoints behind a Function URL.
+    Http,
+}
+
+impl Function {
+    /// The function named by a Lambda `Handler` (`_HANDLER`).
+    pub fn from_handler(handler: &str) -> Result<Self, String> {
+        match handler.trim() {
+            "poll-alerts" => Ok(Function::PollAlerts),
+            "graph-subscriptions" => Ok(Function::GraphSubscriptions),
+            "respond" => Ok(Function::Respond),
+            "http" => Ok(Function::Http),
+            other => Err(format!(
+                "_HANDLER is {other:?}; set the Lambda function's Handler to one of poll-alerts, graph-subscriptions, respond, http"
+            )),
+        }
+    }
+
+    /// The secmon function name, as in Azure (`poll-alerts`, `respond`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::PollAlerts => "poll-alerts",
+            Function::GraphSubscriptions => "graph-subscriptions",
+            Function::Respond => "respond",
+            Function::Http => "http",
+        }
+    }
+}
+
+/// Whether this process was started by Lambda (the Runtime API address is in the environment).
+pub fn in_lambda(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    env("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty())
+}
+
+/// A failed invocation, as reported to the Runtime API (`errorType`, `errorMessage`); redacted.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LambdaFailure(String);
+
+impl LambdaFailure {
+    fn new(message: &str) -> Self {
+        Self(crate::redact::redact(message))
+    }
+}
+
+impl From<LambdaFailure> for lambda_runtime::Diagnostic {
+    fn from(f: LambdaFailure) -> Self {
+        lambda_runtime::Diagnostic { error_type: "secmon::Failure".into(), error_message: f.0 }
+    }
+}
+
+/// Serves `function` from the Lambda Runtime API until the process is stopped.
+pub async fn run(app: App, function: Function) -> Result<(), lambda_runtime::Error> {
+    tracing::info!(function = function.name(), "secmon on AWS Lambda");
+    match function {
+        Function::Http => lambda_http::run(router(app)).await,
+        Function::Respond => {
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+                let app = app.clone();
+                async move { Ok::<_, LambdaFailure>(on_sqs(&app, event.payload).await) }
+            }))
+            .await
+        }
+        Function::PollAlerts | Function::GraphSubscriptions => {
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent<Value>>| {
+                let app = app.clone();
+                async move { on_schedule(&app, function, event.payload, Some(event.context.request_id)).await }
+            }))
+            .await
+        }
+    }
+}
+
+/// Runs a timer function for one EventBridge scheduled event; a failure is reported to Lambda, which
+/// retries the asynchronous invocation (and the next schedule polls again from the same watermark).
+pub async fn on_schedule(
+    app: &App,
+    function: Function,
+    event: EventBridgeEvent<Value>,
+    request_id: Option<String>,
+) -> Result<Value, LambdaFailure> {
+    let now = app.clock.now();
+    let mut raw = Map::new();
+    raw.insert("source".into(), json!(event.source));
+    raw.insert("detail-type".into(), json!(event.detail_type));
+    raw.insert("resources".into(), json!(event.resources));
+    let metadata =
+        Metadata { dequeue_count: None, id: event.id.clone(), utc_now: event.time.map(|t| t.to_rfc3339()), raw };
+    // EventBridge has no "past due": a schedule that could not invoke is retried, then dropped by
+    // EventBridge; the watermark makes the next run catch up either way.
+    let inv = Invocation { data: TimerInfo::default(), metadata, invocation_id: request_id };
+    let result = match function {
+        Function::PollAlerts => crate::intake::poll::on_timer(app, inv, now).await,
+        Function::GraphSubscriptions => crate::intake::subscriptions::on_timer(app, inv, now).await,
+        other => return Err(LambdaFailure::new(&format!("{} is not a timer function", other.name()))),
+    };
+    match result {
+        Ok(outcome) => Ok(outcome_json(&outcome)),
+        Err(failure) => {
+            let message = failure_message(&failure);
+            tracing::error!(function = function.name(), "invocation failed: {message}");
+            Err(LambdaFailure::new(&message))
+        }
+    }
+}
+
+fn outcome_json(outcome: &Outcome) -> Value {
+    json!({"logs": outcome.logs, "outputs": outcome.outputs, "returnValue": outcome.return_value})
+}
+
+fn failure_message(failure: &Failure) -> String {
+    match failure {
+        Failure::BadRequest(m) | Failure::Failed(m) => m.clone(),
+        Failure::NotFound => "no such function".into(),
+    }
+}
+
+/// The bytes that were queued, from one SQS record (undoing the store's base64 for binary bodies).
+pub fn record_body(record: &SqsMessage) -> Result<Vec<u8>, String> {
+    let encoding =
+        record.message_attributes.get(crate::store::aws::ENCODING_ATTRIBUTE).and_then(|a| a.string_value.as_deref());
+    crate::store::aws::decode_body(record.body.as_deref().unwrap_or_default(), encoding).map_err(|e| e.to_string())
+}
+
+/// Runs `respond` for every record of an SQS batch and lists the records to retry.
+///
+/// Records are independent: one failure never fails the batch. A record that can never be processed
+/// (including one whose body cannot be decoded) is moved to the poison queue and counts as handled.
+pub async fn on_sqs(app: &App, event: SqsEvent) -> SqsBatchResponse {
+    let mut failures = Vec::new();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let dequeue_count = record.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok());
+        // An undecodable body is still kept whole: `respond` sees the raw text, cannot parse it, and
+        // poisons it.
+        let body = record_body(&record).unwrap_or_else(|reason| {
+            tracing::warn!(message_id = %id, "record body: {reason}");
+            record.body.clone().unwrap_or_default().into_bytes()
+        });
+        let metadata = Metadata { dequeue_count, id: Some(id.clone()), ..Default::default() };
+        let inv = Invocation { data: body, metadata, invocation_id: Some(id.clone()) };
+        match crate::respond::on_queue(app, inv).await {
+            Ok(outcome) => {
+                for line in &outcome.logs {
+                    tracing::info!(message_id = %id, "{line}");
+                }
+            }
+            Err(failure) => {
+                let message = crate::redact::redact(&failure_message(&failure));
+                tracing::error!(message_id = %id, dequeue_count, "record failed, SQS will redeliver it: {message}");
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                failures.push(failure);
+            }
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures;
+    response
+}
+
+/// The Function URL's router: `/api/{function}` for the HTTP functions, the same paths as the Functions
+/// host and standalone mode.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/api/{function}", any(invoke))
+        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
+        .with_state(app)
+}
+
+async fn invoke(
+    State(app): State<App>,
+    Path(function): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !HTTP_FUNCTIONS.contains(&function.as_str()) {
+        return (StatusCode::NOT_FOUND, "no such function").into_response();
+    }
+    let req = http_request(&method, &uri, &headers, body.to_vec());
+    let resp = crate::intake::webhook::handle(&app, &function, req).await;
+    http_response(resp)
+}
+
+/// The function's view of a request that came through the Function URL.
+pub fn http_request(method: &Method, uri: &Uri, headers: &HeaderMap, body: Vec<u8>) -> HttpRequest {
+    let query = uri
+        .query()
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+        .unwrap_or_default();
+    let mut merged: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        merged
+            .entry(name.as_str().to_ascii_lowercase())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    HttpRequest { method: method.as_str().to_ascii_uppercase(), query, headers: merged, body }
+}
+
+/// The HTTP response for a function's answer.
+pub fn http_response(resp: HttpResponse) -> Response {
+    let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(axum::http::header::CONTENT_TYPE, resp.content_type)], resp.body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handlers_name_the_functions() {
+        for f in [Function::PollAlerts, Function::GraphSubscriptions, Function::Respond, Function::Http] {
+            assert_eq!(Function::from_handler(f.name()), Ok(f));
+        }
+        let err = Function::from_handler("bootstrap").unwrap_err();
+        assert!(err.contains("bootstrap") && err.contains("poll-alerts"), "{err}");
+    }
+
+    #[test]
+    fn lambda_is_detected_from_the_runtime_api_variable() {
+        assert!(in_lambda(&|k| (k == "AWS_LAMBDA_RUNTIME_API").then(|| "127.0.0.1:9001".into())));
+        assert!(!in_lambda(&|_| None));
+        assert!(!in_lambda(&|_| Some(String::new())));
+    }
+
+    #[test]
+    fn requests_keep_query_order_and_join_repeated_headers() {
+        let uri: Uri = "/api/graph-webhook?validationToken=a%2Bb%20c&x=1&x=2".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append("X-Thing", "one".parse().unwrap());
+        headers.append("x-thing", "two".parse().unwrap());
+        let req = http_request(&Method::POST, &uri, &headers, b"{}".to_vec());
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.query_param("validationToken"), Some("a+b c"));
+        assert_eq!(
+            req.query,
+            vec![("validationToken".into(), "a+b c".into()), ("x".into(), "1".into()), ("x".into(), "2".into())]
+        );
+        assert_eq!(req.header("x-thing"), Some("one, two"));
+        assert_eq!(req.body, b"{}");
+    }
+}

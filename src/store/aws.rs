@@ -177,6 +177,11 @@ impl S3Store {
         }
     }
 
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
     /// Uses `clock` for claim leases.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;

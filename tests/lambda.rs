@@ -290,10 +290,12 @@ async fn function_url_request_with_a_base64_body_reaches_the_webhook() {
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
-    let mut headers = HeaderMap::new();
-    headers.insert("content-type", "application/json".parse().unwrap());
-    let req =
-        lambda::http_request(&axum::http::Method::POST, &"/api/graph-webhook".parse().unwrap(), &headers, notification);
+    let req = secmon::host::HttpRequest {
+        method: "POST".into(),
+        query: Vec::new(),
+        headers: [("content-type".to_string(), "application/json".to_string())].into(),
+        body: notification,
+    };
     let app = test_app(&dir.path().join("direct.db"));
     let expected = secmon::intake::webhook::handle(&app, "graph-webhook", req).await;
 

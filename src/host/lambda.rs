@@ -9,28 +9,19 @@
 //! | `poll-alerts` | EventBridge schedule | [`crate::intake::poll::on_timer`] |
 //! | `graph-subscriptions` | EventBridge schedule | [`crate::intake::subscriptions::on_timer`] |
 //! | `respond` | SQS (`alerts`), `ReportBatchItemFailures` | [`crate::respond::on_queue`] per record |
-//! | `http` | Function URL (`lambda_http`) | [`router`]: `/api/{function}` → [`crate::intake::webhook::handle`] |
+//! | `http` | Function URL (`lambda_http`) | [`super::standalone::http_router`]: `/api/{function}` → [`crate::intake::webhook::handle`] |
 //!
 //! A record that fails in a way a retry may fix is listed in `batchItemFailures`, so SQS redelivers it
 //! alone and, after the redrive policy's `maxReceiveCount`, moves it to `alerts-poison`. A record that
 //! can never be processed is moved to `alerts-poison` at once by the same logic as the Functions queue
 //! trigger. Nothing is dropped.
 
-use std::collections::BTreeMap;
-
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Map, Value, json};
 
 use super::azure::{Failure, Invocation, Metadata, Outcome, TimerInfo};
-use super::{HTTP_FUNCTIONS, HttpRequest, HttpResponse};
 use crate::app::App;
 
 /// The secmon function one Lambda function serves, named by its `Handler`.
@@ -97,7 +88,9 @@ impl From<LambdaFailure> for lambda_runtime::Diagnostic {
 pub async fn run(app: App, function: Function) -> Result<(), lambda_runtime::Error> {
     tracing::info!(function = function.name(), "secmon on AWS Lambda");
     match function {
-        Function::Http => lambda_http::run(router(app)).await,
+        // The same routes as standalone mode; lambda_http turns the Function URL event (base64 body
+        // included) into a plain HTTP request for them.
+        Function::Http => lambda_http::run(super::standalone::http_router(app)).await,
         Function::Respond => {
             lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
                 let app = app.clone();
@@ -203,57 +196,6 @@ pub async fn on_sqs(app: &App, event: SqsEvent) -> SqsBatchResponse {
     response
 }
 
-/// The Function URL's router: `/api/{function}` for the HTTP functions, the same paths as the Functions
-/// host and standalone mode.
-pub fn router(app: App) -> Router {
-    Router::new()
-        .route("/api/{function}", any(invoke))
-        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
-        .with_state(app)
-}
-
-async fn invoke(
-    State(app): State<App>,
-    Path(function): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if !HTTP_FUNCTIONS.contains(&function.as_str()) {
-        return (StatusCode::NOT_FOUND, "no such function").into_response();
-    }
-    let req = http_request(&method, &uri, &headers, body.to_vec());
-    let resp = crate::intake::webhook::handle(&app, &function, req).await;
-    http_response(resp)
-}
-
-/// The function's view of a request that came through the Function URL.
-pub fn http_request(method: &Method, uri: &Uri, headers: &HeaderMap, body: Vec<u8>) -> HttpRequest {
-    let query = uri
-        .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
-        .unwrap_or_default();
-    let mut merged: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        merged
-            .entry(name.as_str().to_ascii_lowercase())
-            .and_modify(|v| {
-                v.push_str(", ");
-                v.push_str(&value);
-            })
-            .or_insert(value);
-    }
-    HttpRequest { method: method.as_str().to_ascii_uppercase(), query, headers: merged, body }
-}
-
-/// The HTTP response for a function's answer.
-pub fn http_response(resp: HttpResponse) -> Response {
-    let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(axum::http::header::CONTENT_TYPE, resp.content_type)], resp.body).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,22 +214,5 @@ mod tests {
         assert!(in_lambda(&|k| (k == "AWS_LAMBDA_RUNTIME_API").then(|| "127.0.0.1:9001".into())));
         assert!(!in_lambda(&|_| None));
         assert!(!in_lambda(&|_| Some(String::new())));
-    }
-
-    #[test]
-    fn requests_keep_query_order_and_join_repeated_headers() {
-        let uri: Uri = "/api/graph-webhook?validationToken=a%2Bb%20c&x=1&x=2".parse().unwrap();
-        let mut headers = HeaderMap::new();
-        headers.append("X-Thing", "one".parse().unwrap());
-        headers.append("x-thing", "two".parse().unwrap());
-        let req = http_request(&Method::POST, &uri, &headers, b"{}".to_vec());
-        assert_eq!(req.method, "POST");
-        assert_eq!(req.query_param("validationToken"), Some("a+b c"));
-        assert_eq!(
-            req.query,
-            vec![("validationToken".into(), "a+b c".into()), ("x".into(), "1".into()), ("x".into(), "2".into())]
-        );
-        assert_eq!(req.header("x-thing"), Some("one, two"));
-        assert_eq!(req.body, b"{}");
     }
 }

@@ -18,11 +18,19 @@
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Map, Value, json};
 
 use super::azure::{Failure, Invocation, Metadata, Outcome, TimerInfo};
 use crate::app::App;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::graph::Graph;
+use crate::store::aws::AwsSettings;
 
 /// The secmon function one Lambda function serves, named by its `Handler`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +114,52 @@ pub async fn run(app: App, function: Function) -> Result<(), lambda_runtime::Err
             .await
         }
     }
+}
+
+/// Reads the secret `arn` from Secrets Manager: a JSON object of `NAME: value` pairs that the config's
+/// `${NAME}` references may use (Graph client secrets, the Teams URL, HMAC keys). Every value is
+/// registered with [`crate::redact`], so none reaches a log.
+pub async fn secrets_from_manager(arn: &str) -> Result<HashMap<String, String>, String> {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let out = aws_sdk_secretsmanager::Client::new(&sdk)
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| format!("read secret {arn}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))?;
+    let text = out.secret_string().ok_or_else(|| format!("secret {arn} has no SecretString"))?;
+    let map: HashMap<String, String> = serde_json::from_str(text)
+        .map_err(|e| format!("secret {arn} must be a JSON object of string values (NAME: value): {e}"))?;
+    for value in map.values() {
+        crate::redact::global().add(value);
+    }
+    Ok(map)
+}
+
+/// Builds the state from the Lambda environment: `SECMON_CONFIG` (with `${NAME}` taken from the secret
+/// `SECMON_SECRETS_ARN` first, then the environment), the S3 + SQS store ([`AwsSettings`]), and the
+/// Graph client `make_graph` builds from the config.
+pub async fn app_from_env(make_graph: impl FnOnce(&Config) -> Result<Arc<dyn Graph>, String>) -> Result<App, String> {
+    let secrets = match std::env::var("SECMON_SECRETS_ARN") {
+        Ok(arn) if !arn.is_empty() => secrets_from_manager(&arn).await?,
+        _ => HashMap::new(),
+    };
+    let env = |name: &str| secrets.get(name).cloned().or_else(|| std::env::var(name).ok());
+    let file = PathBuf::from(env("SECMON_CONFIG").unwrap_or_else(|| "secmon.yaml".into()));
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let loaded = crate::config::load_str(&text, &file, &env, chrono::Utc::now()).map_err(|e| e.to_string())?;
+    for w in &loaded.warnings {
+        tracing::warn!("{}", loaded.render(w));
+    }
+    match env("SECMON_STORE").as_deref() {
+        None | Some("aws") => {}
+        Some(other) => return Err(format!("SECMON_STORE is {other:?}; on AWS Lambda only \"aws\" is supported")),
+    }
+    let settings = AwsSettings::from_env(&env)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (store, queue) = settings.connect(clock.clone()).await;
+    let graph = make_graph(&loaded.config)?;
+    Ok(App { config: Arc::new(loaded.config), store, queue, graph, http: reqwest::Client::new(), clock })
 }
 
 /// Runs a timer function for one EventBridge scheduled event; a failure is reported to Lambda, which

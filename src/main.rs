@@ -23,6 +23,12 @@ enum Command {
     CheckConfig,
     /// Print the JSON Schema of the config file.
     ConfigSchema,
+    /// Azure Functions custom handler: serve every function on 127.0.0.1, JSON logs on stdout.
+    Serve {
+        /// The port the Functions host chose.
+        #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
+        port: u16,
+    },
 }
 
 fn main() -> ExitCode {
@@ -32,6 +38,28 @@ fn main() -> ExitCode {
         Command::ConfigSchema => {
             println!("{}", serde_json::to_string_pretty(&secmon::config::Config::json_schema()).expect("schema"));
             ExitCode::SUCCESS
+        }
+        Command::Serve { port } => serve(&cli.config, port),
+    }
+}
+
+fn serve(file: &std::path::Path, port: u16) -> ExitCode {
+    secmon::logging::init(secmon::logging::Format::Json);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        let loaded = secmon::config::load(file, chrono::Utc::now())?;
+        for w in &loaded.warnings {
+            tracing::warn!("{}", loaded.render(w));
+        }
+        let app = secmon::setup::app_from_config(loaded.config).await?;
+        secmon::host::azure::serve(app, port).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Before the host's first invocation stdout is the only place this can be seen.
+            tracing::error!("secmon serve: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

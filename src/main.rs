@@ -17,12 +17,42 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum Command {
     /// Validate the config and print every problem with its file, line and field (exit 1 on errors).
     CheckConfig,
     /// Print the JSON Schema of the config file.
     ConfigSchema,
+    /// Poll every tenant's alerts and print a JSON summary per tenant.
+    Poll {
+        /// One poll cycle, then exit (the only mode; `secmon run` polls on the schedule).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Queue every alert version updated since DATE that was not queued before, with a progress bar.
+    Backfill {
+        /// RFC 3339 time or a date (`2026-11-01`, midnight UTC).
+        #[arg(long, value_parser = parse_since)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// Only this tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Print each tenant's last successful poll as JSON (exit 1 when any tenant is unhealthy).
+    Status,
+    /// Standalone daemon: poll on the schedule, serve the webhook routes, work the queue (embedded store).
+    Run {
+        /// Where the HTTP routes (`/api/graph-webhook`, `/api/doorbell`, `/api/health`, ...) listen;
+        /// none when absent.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Azure Functions custom handler: serve every function on 127.0.0.1, JSON logs on stdout.
+    Serve {
+        /// The port the Functions host chose.
+        #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
+        port: u16,
+    },
     /// Graph change-notification subscriptions (the doorbells).
     Subscriptions {
         #[command(subcommand)]
@@ -30,7 +60,7 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone, Copy)]
 enum SubscriptionsAction {
     /// Print the stored subscriptions (without their secrets) as JSON.
     List,
@@ -38,19 +68,72 @@ enum SubscriptionsAction {
     Sync,
 }
 
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"))
+}
+
 fn main() -> ExitCode {
+    #[cfg(feature = "aws")]
+    if secmon::host::lambda::in_lambda(&|k| std::env::var(k).ok()) {
+        return lambda();
+    }
     let cli = Cli::parse();
-    match cli.command {
+    match cli.command.clone() {
         Command::CheckConfig => check_config(&cli.config),
         Command::ConfigSchema => {
             println!("{}", serde_json::to_string_pretty(&secmon::config::Config::json_schema()).expect("schema"));
             ExitCode::SUCCESS
         }
-        Command::Subscriptions { action } => subscriptions(&cli.config, action),
+        Command::Poll { once } => {
+            if !once {
+                eprintln!("secmon poll needs --once (use `secmon run` to poll on the schedule)");
+                return ExitCode::from(2);
+            }
+            with_app(&cli.config, poll_once)
+        }
+        Command::Backfill { since, tenant } => with_app(&cli.config, move |app| backfill(app, since, tenant)),
+        Command::Status => with_app(&cli.config, status),
+        Command::Serve { port } => serve(&cli.config, port),
+        Command::Run { listen } => with_app(&cli.config, move |app| run(app, listen)),
+        Command::Subscriptions { action } => with_app(&cli.config, move |app| subscriptions(app, action)),
     }
 }
 
-fn subscriptions(file: &std::path::Path, action: SubscriptionsAction) -> ExitCode {
+fn serve(file: &std::path::Path, port: u16) -> ExitCode {
+    secmon::logging::init(secmon::logging::Format::Json);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        let loaded = secmon::config::load(file, chrono::Utc::now())?;
+        for w in &loaded.warnings {
+            tracing::warn!("{}", loaded.render(w));
+        }
+        let app = secmon::setup::app_from_config(loaded.config).await?;
+        secmon::host::azure::serve(app, port).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Before the host's first invocation stdout is the only place this can be seen.
+            tracing::error!("secmon serve: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Loads the config, builds the app and runs `f` on a Tokio runtime.
+fn with_app<F, Fut>(file: &std::path::Path, f: F) -> ExitCode
+where
+    F: FnOnce(secmon::app::App) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    // Logs go to stderr: stdout carries the command's JSON.
+    let logs = secmon::logging::subscriber(secmon::logging::Format::Text, secmon::logging::Redacting(std::io::stderr));
+    let _ = tracing::subscriber::set_global_default(logs);
     let loaded = match secmon::config::load(file, chrono::Utc::now()) {
         Ok(l) => l,
         Err(e) => {
@@ -58,105 +141,120 @@ fn subscriptions(file: &std::path::Path, action: SubscriptionsAction) -> ExitCod
             return ExitCode::from(1);
         }
     };
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(async {
-        let app = match local::app_from_config(&loaded) {
-            Ok(app) => app,
-            Err(e) => {
-                eprintln!("{}", secmon::redact::redact(&format!("{e:#}")));
-                return ExitCode::from(1);
-            }
-        };
-        let now = chrono::Utc::now();
-        match action {
-            SubscriptionsAction::List => match secmon::intake::subscriptions::list(&app, now).await {
-                Ok(list) => {
-                    println!("{}", serde_json::to_string_pretty(&list).expect("json"));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("reading subscription records: {e}");
-                    ExitCode::from(1)
-                }
-            },
-            SubscriptionsAction::Sync => {
-                let report = secmon::intake::subscriptions::sync(&app, now).await;
-                println!("{}", serde_json::to_string_pretty(&report).expect("json"));
-                eprintln!("subscriptions: {}", report.summary());
-                if report.has_failures() { ExitCode::from(1) } else { ExitCode::SUCCESS }
-            }
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(async { f(secmon::setup::app_from_config(loaded.config).await?).await }));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", secmon::redact::redact(&format!("{e:#}")));
+            ExitCode::from(1)
         }
-    })
+    }
 }
 
-/// Builds the App until `secmon::setup::app_from_config` (the real Graph client) is on this branch:
-/// the store from the config, and a Graph that says it is not there.
-mod local {
-    use std::sync::Arc;
+async fn run(app: secmon::app::App, listen: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
+    secmon::host::standalone::run(app, listen, secmon::host::standalone::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
 
-    use secmon::graph::{AlertPage, AlertUpdate, Graph, GraphError, Retry};
-    use serde_json::Value;
-
-    pub fn app_from_config(loaded: &secmon::config::Loaded) -> anyhow::Result<secmon::app::App> {
-        let store = Arc::new(secmon::store::sqlite::SqliteStore::open(&loaded.config.store.sqlite)?);
-        Ok(secmon::app::App {
-            config: Arc::new(loaded.config.clone()),
-            store: store.clone(),
-            queue: store,
-            graph: Arc::new(NoGraph),
-            http: reqwest::Client::new(),
-            clock: Arc::new(secmon::clock::SystemClock),
+/// AWS Lambda: the runtime chooses the function through `_HANDLER` (set from the SAM template).
+#[cfg(feature = "aws")]
+fn lambda() -> ExitCode {
+    use secmon::host::lambda;
+    secmon::logging::init(secmon::logging::Format::Json);
+    let handler = std::env::var("_HANDLER").unwrap_or_default();
+    let function = match lambda::Function::from_handler(&handler) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        let http = secmon::setup::http_client().map_err(|e| e.to_string())?;
+        let app = lambda::app_from_env(|config| {
+            secmon::graph::client::GraphClient::new(config, http)
+                .map(|g| std::sync::Arc::new(g) as std::sync::Arc<dyn secmon::graph::Graph>)
         })
-    }
-
-    struct NoGraph;
-
-    fn missing() -> GraphError {
-        GraphError {
-            operation: "Graph".into(),
-            status: None,
-            code: None,
-            message: "this build has no Graph client yet (secmon::setup)".into(),
-            retry: Retry::Permanent,
+        .await?;
+        lambda::run(app, function).await.map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("secmon on Lambda: {}", secmon::redact::redact(&e));
+            ExitCode::from(1)
         }
     }
+}
 
-    #[async_trait::async_trait]
-    impl Graph for NoGraph {
-        async fn list_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
-            Err(missing())
+async fn subscriptions(app: secmon::app::App, action: SubscriptionsAction) -> anyhow::Result<ExitCode> {
+    let now = app.clock.now();
+    match action {
+        SubscriptionsAction::List => {
+            let list = secmon::intake::subscriptions::list(&app, now).await?;
+            println!("{}", serde_json::to_string_pretty(&list)?);
+            Ok(ExitCode::SUCCESS)
         }
-        async fn next_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
-            Err(missing())
-        }
-        async fn get_alert(&self, _: &str, _: &str) -> Result<Value, GraphError> {
-            Err(missing())
-        }
-        async fn update_alert(&self, _: &str, _: &str, _: &AlertUpdate) -> Result<Value, GraphError> {
-            Err(missing())
-        }
-        async fn add_comment(&self, _: &str, _: &str, _: &str) -> Result<(), GraphError> {
-            Err(missing())
-        }
-        async fn send_mail(&self, _: &str, _: &str, _: &Value) -> Result<(), GraphError> {
-            Err(missing())
-        }
-        async fn create_subscription(&self, _: &str, _: &Value) -> Result<Value, GraphError> {
-            Err(missing())
-        }
-        async fn renew_subscription(&self, _: &str, _: &str, _: &str) -> Result<Value, GraphError> {
-            Err(missing())
-        }
-        async fn reauthorize_subscription(&self, _: &str, _: &str) -> Result<(), GraphError> {
-            Err(missing())
-        }
-        async fn delete_subscription(&self, _: &str, _: &str) -> Result<(), GraphError> {
-            Err(missing())
-        }
-        async fn list_subscriptions(&self, _: &str) -> Result<Vec<Value>, GraphError> {
-            Err(missing())
+        SubscriptionsAction::Sync => {
+            let report = secmon::intake::subscriptions::sync(&app, now).await;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprintln!("subscriptions: {}", report.summary());
+            Ok(if report.has_failures() { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
     }
+}
+
+async fn poll_once(app: secmon::app::App) -> anyhow::Result<ExitCode> {
+    let outcomes = secmon::intake::poll::poll_all(&app, app.clock.now()).await;
+    println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    Ok(if outcomes.iter().any(|o| o.error.is_some()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+async fn backfill(
+    app: secmon::app::App,
+    since: chrono::DateTime<chrono::Utc>,
+    only: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let now = app.clock.now();
+    let tenants: Vec<String> = match only {
+        Some(t) if app.config.tenant(&t).is_none() => anyhow::bail!("no tenant named {t:?} in the config"),
+        Some(t) => vec![t],
+        None => app.config.tenants.iter().map(|t| t.name.clone()).collect(),
+    };
+    let mut failed = false;
+    for tenant in tenants {
+        // Pages come most recent first, so the oldest time seen so far measures the way back to `since`.
+        let total = (now - since).num_seconds().max(1) as u64;
+        let bar = indicatif::ProgressBar::new(total).with_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {percent}% {msg}")?.progress_chars("=> "),
+        );
+        bar.set_prefix(tenant.clone());
+        let progress = |p: &secmon::intake::poll::Progress| {
+            if let Some(oldest) = p.oldest {
+                bar.set_position(((now - oldest).num_seconds().max(0) as u64).min(total));
+            }
+            bar.set_message(format!("{} pages, {} alerts, {} queued", p.pages, p.alerts_seen, p.queued));
+        };
+        let result = secmon::intake::poll::backfill(&app, &tenant, since, now, &progress).await;
+        bar.finish();
+        match result {
+            Ok(report) => println!("{}", serde_json::to_string(&report)?),
+            Err(e) => {
+                failed = true;
+                eprintln!("{e}");
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+async fn status(app: secmon::app::App) -> anyhow::Result<ExitCode> {
+    let s = secmon::intake::health::status(&app, app.clock.now()).await?;
+    println!("{}", serde_json::to_string_pretty(&s)?);
+    Ok(if s.healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {

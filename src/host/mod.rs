@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 
 pub mod azure;
+#[cfg(feature = "aws")]
+pub mod lambda;
 pub mod standalone;
 
 /// An HTTP request as the functions see it, whatever carried it.

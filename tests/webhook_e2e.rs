@@ -3,8 +3,9 @@
 //! emulated mailbox, the emulator sends the change notification, and secmon queues "poll contoso now".
 //! Lifecycle events take the same road back.
 //!
-//! The Graph client here is a small test-local one for the subscription calls (the real client lives in
-//! `secmon::graph`, owned elsewhere); the emulator, the handshake and the HTTP path are the real ones.
+//! The first test uses a small test-local Graph for the subscription calls, so that the lifecycle and
+//! renewal paths are checked independently of the real client; the second runs the whole road with the
+//! real client (client-secret credential over TLS) through to the poll that queues the new alerts.
 #![cfg(feature = "demo")]
 
 mod webhook_support;
@@ -153,4 +154,63 @@ async fn subscription_mail_notification_poll() {
     let app = App { graph, ..app };
     let report = subscriptions::sync(&app, later).await;
     assert_eq!(report.count("renewed"), 1, "{report:?}");
+}
+
+/// The whole road with the real Graph client (client-secret credential, TLS): subscription created →
+/// e-mail arrives → notification → `Poll` queued → `respond::process` polls → the new alerts are queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_notification_polls_and_queues_the_new_alerts_with_the_real_client() {
+    const CLIENT_ID: &str = "6731de76-14a6-49ae-97bc-6eba6914391e";
+    const CLIENT_SECRET: &str = "s3cr3t~value-for-tests";
+    let emulator = Emulator::start(Options { tls: true, ..Options::default() }).await.unwrap();
+    emulator.add_client(TENANT_ID, CLIENT_ID, CLIENT_SECRET);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = load_config(
+        &config_yaml(&public).replace("  - { tenant: fabrikam, resource: \"users/soc@fabrikam.com/messages\" }\n", ""),
+    );
+    config.graph_url = Some(emulator.graph_url());
+    config.authority_url = Some(emulator.authority_url());
+    config.tenants[0].credential = Some(secmon::graph::CredentialConfig {
+        client_id: Some(CLIENT_ID.into()),
+        client_secret: Some(CLIENT_SECRET.into()),
+        ..Default::default()
+    });
+    let ca = reqwest::Certificate::from_pem(emulator.ca_pem().unwrap().as_bytes()).unwrap();
+    let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let graph = secmon::graph::client::GraphClient::new(&config, http).unwrap();
+    let h = Harness::new(config);
+    h.clock.set(emulator.now());
+    let app = App { graph: Arc::new(graph), ..h.app.clone() };
+    let router = secmon::intake::webhook::routes(app.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let report = subscriptions::sync(&app, app.clock.now()).await;
+    assert_eq!(report.count("created"), 1, "{report:?}");
+
+    // Defender raises three alerts and mails the mailbox about them.
+    emulator.generate_alerts(TENANT_ID, 3, 11, app.clock.now() - chrono::Duration::hours(1));
+    let deliveries = emulator.deliver_mail(TENANT_ID, "alerts@contoso.com", "Defender XDR: 3 new alerts").await;
+    assert_eq!(deliveries.iter().map(|d| d.status).collect::<Vec<_>>(), vec![Some(202)]);
+    let poll = Message::Poll { tenant: "contoso".into(), reason: MAILBOX.into() };
+    assert_eq!(h.queued().await, vec![poll.clone()]);
+
+    // The queue worker takes the doorbell and polls at once.
+    let summary = secmon::respond::process(&app, poll).await.unwrap();
+    assert!(summary.contains("contoso"), "{summary}");
+    let queued = h.queued().await;
+    let alerts: Vec<&str> = queued
+        .iter()
+        .filter_map(|m| match m {
+            Message::Alert { alert, .. } => alert["id"].as_str(),
+            _ => None,
+        })
+        .collect();
+    let mut want: Vec<String> =
+        emulator.alerts(TENANT_ID).iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+    want.sort();
+    assert_eq!(want.len(), 3);
+    let mut got: Vec<String> = alerts.iter().map(|s| s.to_string()).collect();
+    got.sort();
+    assert_eq!(got, want, "every new alert is on its way to respond");
 }

@@ -1,1 +1,371 @@
-pub fn placeholder() {}
+//! A local stand-in for the parts of Microsoft Graph and Entra ID that secmon uses, with per-test
+//! fault injection. Wire formats follow the documented samples in `tests/fixtures/samples/`.
+//!
+//! # Layout
+//! - [`Emulator`]: start a server on 127.0.0.1 (http, or https with a generated test CA), seed it,
+//!   inspect what clients sent.
+//! - `entra`: `POST /{tenant}/oauth2/v2.0/token` (client credentials) and `GET /msi/token`
+//!   (App Service managed identity).
+//! - `alerts`: `/v1.0/security/alerts_v2` list (filter, paging), get, PATCH, comments.
+//! - `mail`: `/v1.0/users/{sender}/sendMail`.
+//! - `subscriptions`: `/v1.0/subscriptions` with the validation handshake; change and lifecycle notifications.
+//! - `sinks`: a Teams Workflows trigger and a generic webhook sink.
+//! - [`faults`]: status, delay, dropped-connection and garbage faults for any route.
+//! - `server`: routing, request recording, the accept loop, TLS.
+//! - `generate`: the documented sample alerts and deterministic generated ones.
+//!
+//! # Choices where Graph's behaviour is undocumented
+//! - **Paging.** The first list page snapshots the ordered ids of all matching alerts; `@odata.nextLink`
+//!   carries an opaque `$skiptoken` into that snapshot, and later pages return the alerts' *current*
+//!   state. Every alert matching at the first page is returned exactly once even if alerts are updated
+//!   between pages. Real Graph's doc example shows offset paging (`$top`/`$skip`), which can repeat or
+//!   skip an alert under concurrent updates, so clients must still dedupe and poll with an overlap.
+//!   `$top` is the page size (1..=2000); `$skip` and `$count=true` work on the first page;
+//!   other `$` options (`$orderby`, `$select`, …) answer 400.
+//! - **Comments bump `lastUpdateDateTime`**, like PATCH does: the harder case for a poller.
+//! - **Enums are strict.** Filter literals are case-sensitive (`status eq 'New'` is "Invalid filter
+//!   clause"); PATCH rejects `benignPositive` and the stale determination names (`compromisedUser`, …).
+//! - **Entra errors** follow Entra: an unknown client id is 400 `unauthorized_client` (AADSTS700016);
+//!   a wrong secret or a malformed assertion is 401 `invalid_client`.
+//! - **Subscriptions** accept plain-http notification URLs only on loopback, so tests can receive them.
+#![warn(missing_docs)]
+// Handlers bail out early with a ready `Response` (`Result<_, Response>`), the usual axum idiom;
+// boxing it only to shrink the error variant would buy nothing on this cold path.
+#![allow(clippy::result_large_err)]
+
+mod alerts;
+mod entra;
+pub mod faults;
+mod generate;
+mod mail;
+mod server;
+mod sinks;
+mod state;
+mod subscriptions;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+pub use faults::{Fault, FaultKind, Faults};
+pub use state::{CommentShape, Recorded};
+pub use subscriptions::Delivery;
+
+use state::{Inner, Shared, Workflow, random_string};
+
+/// How to start an [`Emulator`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Serve https with a certificate from a generated test CA (see [`Emulator::ca_pem`]).
+    pub tls: bool,
+    /// Default number of alerts per list page (`$top` overrides it per request).
+    pub page_size: usize,
+    /// The tenant that managed-identity tokens belong to.
+    pub default_tenant: String,
+    /// Port to listen on at 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Which body shapes the comments endpoint accepts.
+    pub comment_shape: CommentShape,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            tls: false,
+            page_size: 100,
+            default_tenant: "00000000-0000-0000-0000-000000000001".to_string(),
+            port: 0,
+            comment_shape: CommentShape::Both,
+        }
+    }
+}
+
+/// A running emulator; dropping it (or [`Emulator::shutdown`]) stops the server.
+pub struct Emulator {
+    state: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+    addr: SocketAddr,
+    ca_pem: Option<String>,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Emulator {
+    /// Binds 127.0.0.1 and starts serving in the background on the current Tokio runtime.
+    pub async fn start(opts: Options) -> anyhow::Result<Emulator> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await?;
+        let addr = listener.local_addr()?;
+        let (tls, ca_pem) = if opts.tls {
+            let (acceptor, pem) = server::tls_acceptor()?;
+            (Some(acceptor), Some(pem))
+        } else {
+            (None, None)
+        };
+        let scheme = if opts.tls { "https" } else { "http" };
+        // Outgoing calls (validation handshakes, notifications) go to test receivers, often self-signed.
+        let http = reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(true)
+            .build()?;
+        let state = Arc::new(Shared {
+            base_url: format!("{scheme}://{addr}"),
+            identity_header: random_string(32),
+            mi_client_id: uuid::Uuid::new_v4().to_string(),
+            default_tenant: opts.default_tenant,
+            page_size: opts.page_size.clamp(1, alerts::MAX_TOP),
+            faults: Faults::default(),
+            http,
+            inner: Mutex::new(Inner {
+                comment_shape: opts.comment_shape,
+                ..Inner::default()
+            }),
+        });
+        let task = server::spawn(listener, tls, state.clone());
+        Ok(Emulator {
+            state,
+            task,
+            addr,
+            ca_pem,
+        })
+    }
+
+    /// Stops the server and waits until its socket is closed.
+    pub async fn shutdown(mut self) {
+        self.task.abort();
+        // The accept loop owns the listener and the connection tasks; awaiting it frees both.
+        let _ = (&mut self.task).await;
+    }
+
+    /// The server's root, e.g. `http://127.0.0.1:PORT` (`https` when TLS is on).
+    pub fn base_url(&self) -> String {
+        self.state.base_url.clone()
+    }
+
+    /// The Graph root: `base_url() + "/v1.0"`.
+    pub fn graph_url(&self) -> String {
+        self.state.graph_url()
+    }
+
+    /// The Entra authority: tokens are at `{authority}/{tenant}/oauth2/v2.0/token`.
+    pub fn authority_url(&self) -> String {
+        self.base_url()
+    }
+
+    /// The App Service managed-identity endpoint (`IDENTITY_ENDPOINT`).
+    pub fn identity_endpoint(&self) -> String {
+        format!("{}/msi/token", self.base_url())
+    }
+
+    /// The secret expected in `x-identity-header` (`IDENTITY_HEADER`).
+    pub fn identity_header(&self) -> String {
+        self.state.identity_header.clone()
+    }
+
+    /// The client id reported for the system-assigned managed identity.
+    pub fn managed_identity_client_id(&self) -> String {
+        self.state.mi_client_id.clone()
+    }
+
+    /// The test CA's certificate in PEM, when TLS is on.
+    pub fn ca_pem(&self) -> Option<String> {
+        self.ca_pem.clone()
+    }
+
+    /// The socket address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A Workflows-like trigger URL for a named Teams channel (created on first call, stable after).
+    pub fn teams_webhook_url(&self, name: &str) -> String {
+        let sig = {
+            let mut inner = self.state.lock();
+            inner
+                .workflows
+                .entry(name.to_string())
+                .or_insert_with(|| Workflow {
+                    sig: random_string(43),
+                    messages: Vec::new(),
+                })
+                .sig
+                .clone()
+        };
+        format!(
+            "{}/workflows/{name}/triggers/manual/paths/invoke?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig={sig}",
+            self.base_url()
+        )
+    }
+
+    /// A generic JSON sink URL that records headers and body of every POST.
+    pub fn webhook_sink_url(&self, name: &str) -> String {
+        format!("{}/sink/{name}", self.base_url())
+    }
+
+    /// Accepts these client credentials for a tenant (a secret, or any JWT-shaped assertion).
+    pub fn add_client(&self, tenant: &str, client_id: &str, client_secret: &str) {
+        self.state.lock().clients.insert(
+            (tenant.to_string(), client_id.to_string()),
+            client_secret.to_string(),
+        );
+    }
+
+    /// Inserts alerts into a tenant, replacing any with the same `id` (alerts without an `id` are ignored).
+    pub fn seed_alerts(&self, tenant: &str, alerts: Vec<Value>) {
+        let mut inner = self.state.lock();
+        let store = inner.alerts.entry(tenant.to_string()).or_default();
+        for alert in alerts {
+            if let Some(id) = alert.get("id").and_then(Value::as_str) {
+                store.insert(id.to_string(), alert);
+            }
+        }
+    }
+
+    /// Seeds the documented sample alerts (list and Sentinel examples) with `tenantId` set to `tenant`.
+    pub fn seed_samples(&self, tenant: &str) {
+        self.seed_alerts(tenant, generate::samples(tenant));
+    }
+
+    /// Seeds `n` realistic, varied alerts, deterministic from `seed`, updated progressively after `start`.
+    pub fn generate_alerts(&self, tenant: &str, n: usize, seed: u64, start: DateTime<Utc>) {
+        self.seed_alerts(tenant, generate::alerts(tenant, n, seed, start));
+    }
+
+    /// Simulates an update to an alert by setting its lastUpdateDateTime; false if there is no such alert.
+    pub fn touch_alert(&self, tenant: &str, id: &str, at: DateTime<Utc>) -> bool {
+        let mut inner = self.state.lock();
+        match inner.alerts.get_mut(tenant).and_then(|m| m.get_mut(id)) {
+            Some(alert) => {
+                alert["lastUpdateDateTime"] = json!(state::fmt_time(at));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A tenant's alerts as stored, most recent first.
+    pub fn alerts(&self, tenant: &str) -> Vec<Value> {
+        let inner = self.state.lock();
+        let mut list: Vec<&Value> = inner
+            .alerts
+            .get(tenant)
+            .map(|m| m.values().collect())
+            .unwrap_or_default();
+        alerts::sort_recent_first(&mut list);
+        list.into_iter().cloned().collect()
+    }
+
+    /// One alert as stored.
+    pub fn alert(&self, tenant: &str, id: &str) -> Option<Value> {
+        self.state
+            .lock()
+            .alerts
+            .get(tenant)
+            .and_then(|m| m.get(id))
+            .cloned()
+    }
+
+    /// Every request received so far, in the order their handling finished.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().requests.clone()
+    }
+
+    /// Accepted alert PATCHes: (tenant, alert id, body).
+    pub fn patches(&self) -> Vec<(String, String, Value)> {
+        self.state.lock().patches.clone()
+    }
+
+    /// Accepted alert comments: (tenant, alert id, comment text).
+    pub fn comments(&self) -> Vec<(String, String, String)> {
+        self.state.lock().comments.clone()
+    }
+
+    /// Accepted sendMail calls: (tenant, sender from the path, sendMail body).
+    pub fn mails(&self) -> Vec<(String, String, Value)> {
+        self.state.lock().mails.clone()
+    }
+
+    /// Messages accepted by a named Teams Workflows trigger.
+    pub fn teams_messages(&self, name: &str) -> Vec<Value> {
+        self.state
+            .lock()
+            .workflows
+            .get(name)
+            .map(|w| w.messages.clone())
+            .unwrap_or_default()
+    }
+
+    /// Deliveries to a named webhook sink: (headers with lower-case names, raw body).
+    pub fn webhook_deliveries(&self, name: &str) -> Vec<(HashMap<String, String>, Vec<u8>)> {
+        self.state
+            .lock()
+            .sinks
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The handle to inject faults.
+    pub fn faults(&self) -> Faults {
+        self.state.faults.clone()
+    }
+
+    /// Which comment body shapes are accepted from now on.
+    pub fn set_comment_shape(&self, shape: CommentShape) {
+        self.state.lock().comment_shape = shape;
+    }
+
+    /// The emulator's clock: the time set by [`Emulator::set_now`], else the wall clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.state.now()
+    }
+
+    /// Fixes the emulator's clock (token expiry, PATCH times, subscription lifetimes); `None` follows the wall clock.
+    pub fn set_now(&self, now: Option<DateTime<Utc>>) {
+        self.state.lock().now = now;
+    }
+
+    /// Issues a Graph access token for a tenant directly, bypassing the token endpoint.
+    pub fn issue_token(&self, tenant: &str, client_id: &str) -> String {
+        self.state.issue_token(tenant, client_id, 3599).0
+    }
+
+    /// Puts a message in a mailbox and notifies every live subscription on its messages.
+    pub async fn deliver_mail(
+        &self,
+        tenant: &str,
+        mailbox_upn: &str,
+        subject: &str,
+    ) -> Vec<Delivery> {
+        subscriptions::deliver_mail(&self.state, tenant, mailbox_upn, subject).await
+    }
+
+    /// Messages delivered to a mailbox with [`Emulator::deliver_mail`]: `{id, subject, receivedDateTime}`.
+    pub fn mailbox(&self, tenant: &str, mailbox_upn: &str) -> Vec<Value> {
+        self.state
+            .lock()
+            .mailboxes
+            .get(&(tenant.to_string(), mailbox_upn.to_ascii_lowercase()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Posts a lifecycle notification (`reauthorizationRequired`, `subscriptionRemoved`, `missed`).
+    pub async fn send_lifecycle(
+        &self,
+        subscription_id: &str,
+        event: &str,
+    ) -> anyhow::Result<Delivery> {
+        subscriptions::send_lifecycle(&self.state, subscription_id, event).await
+    }
+
+    /// Posts any JSON body to a URL as Graph posts notifications; returns the status, `None` on failure.
+    pub async fn post_notification_raw(&self, url: &str, body: &Value) -> Option<u16> {
+        subscriptions::post_json(&self.state, url, body).await
+    }
+}

@@ -1,0 +1,248 @@
+//! The emulator's shared state and the small helpers every route uses (errors, time, tokens).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::faults::Faults;
+
+/// One request as the emulator saw it, with secrets redacted.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// HTTP method (`GET`, `POST`, …).
+    pub method: String,
+    /// Request path without the query (`/v1.0/security/alerts_v2`).
+    pub path: String,
+    /// Raw query string, with any `sig=` value redacted.
+    pub query: Option<String>,
+    /// Request headers (lower-case names); `authorization` and `x-identity-header` values are redacted.
+    pub headers: BTreeMap<String, String>,
+    /// Request body; `client_secret` and `client_assertion` form fields are redacted.
+    pub body: Vec<u8>,
+    /// Status returned, or `None` when an injected fault dropped the connection.
+    pub status: Option<u16>,
+    /// Whether an injected fault hit this request.
+    pub faulted: bool,
+    /// When the request arrived (Tokio clock, so it follows paused test time).
+    pub at: tokio::time::Instant,
+}
+
+/// Which body shapes `POST /security/alerts_v2/{id}/comments` accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CommentShape {
+    /// Both the documented single object and an array of alertComment objects.
+    #[default]
+    Both,
+    /// Only the documented single object `{"@odata.type":…,"comment":…}`.
+    ObjectOnly,
+    /// Only an array of alertComment objects (what the generated Go SDK sends).
+    ArrayOnly,
+}
+
+/// One delivery to a webhook sink: headers (lower-case names) and the raw body.
+pub(crate) type SinkDelivery = (HashMap<String, String>, Vec<u8>);
+
+/// What an access token stands for.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenInfo {
+    pub tenant: String,
+    pub client_id: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A server-side snapshot of the alert ids matching a list query, walked by `$skiptoken`.
+pub(crate) struct Cursor {
+    pub tenant: String,
+    pub ids: Vec<String>,
+    pub page: usize,
+    pub created: std::time::Instant,
+}
+
+/// A Teams Workflows trigger: its signature and the messages it accepted.
+pub(crate) struct Workflow {
+    pub sig: String,
+    pub messages: Vec<Value>,
+}
+
+/// A change-notification subscription and the tenant that owns it.
+pub(crate) struct Subscription {
+    pub tenant: String,
+    pub body: Value,
+}
+
+/// Everything mutable, behind one lock that is never held across an await.
+#[derive(Default)]
+pub(crate) struct Inner {
+    pub now: Option<DateTime<Utc>>,
+    pub comment_shape: CommentShape,
+    pub clients: HashMap<(String, String), String>,
+    pub tokens: HashMap<String, TokenInfo>,
+    pub alerts: HashMap<String, HashMap<String, Value>>,
+    pub cursors: HashMap<String, Cursor>,
+    pub requests: Vec<Recorded>,
+    pub patches: Vec<(String, String, Value)>,
+    pub comments: Vec<(String, String, String)>,
+    pub mails: Vec<(String, String, Value)>,
+    pub workflows: HashMap<String, Workflow>,
+    pub sinks: HashMap<String, Vec<SinkDelivery>>,
+    pub subscriptions: BTreeMap<String, Subscription>,
+    pub mailboxes: HashMap<(String, String), Vec<Value>>,
+}
+
+/// State shared by the server task and the `Emulator` handle.
+pub(crate) struct Shared {
+    pub base_url: String,
+    pub identity_header: String,
+    pub mi_client_id: String,
+    pub default_tenant: String,
+    pub page_size: usize,
+    pub faults: Faults,
+    pub http: reqwest::Client,
+    pub inner: Mutex<Inner>,
+}
+
+pub(crate) type AppState = Arc<Shared>;
+
+impl Shared {
+    /// Locks the mutable state.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().expect("emulator state lock")
+    }
+
+    /// The emulator's notion of now: a fixed time set by the test, else the wall clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.lock().now.unwrap_or_else(Utc::now)
+    }
+
+    /// The Graph root, `{base}/v1.0`.
+    pub fn graph_url(&self) -> String {
+        format!("{}/v1.0", self.base_url)
+    }
+
+    /// Issues an opaque access token for a tenant and app, valid for `lifetime` seconds.
+    pub fn issue_token(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        lifetime: i64,
+    ) -> (String, DateTime<Utc>) {
+        let token = format!("emu.{}", random_string(48));
+        let expires_at = self.now() + chrono::Duration::seconds(lifetime);
+        self.lock().tokens.insert(
+            token.clone(),
+            TokenInfo {
+                tenant: tenant.to_string(),
+                client_id: client_id.to_string(),
+                expires_at,
+            },
+        );
+        (token, expires_at)
+    }
+
+    /// Checks `Authorization: Bearer …` the way Graph does and returns what the token stands for.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<TokenInfo, Response> {
+        let unauthorized = |message: &str| {
+            graph_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                message,
+            )
+        };
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if value.is_empty() {
+            return Err(unauthorized("Access token is empty."));
+        }
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| unauthorized("Access token validation failure. Invalid audience."))?;
+        let now = self.now();
+        let info = self
+            .lock()
+            .tokens
+            .get(token.trim())
+            .cloned()
+            .ok_or_else(|| {
+                unauthorized("IDX14100: JWT is not well formed, there are no dots (.).")
+            })?;
+        if info.expires_at <= now {
+            return Err(unauthorized(
+                "Lifetime validation failed, the token is expired.",
+            ));
+        }
+        Ok(info)
+    }
+}
+
+/// A Graph error response: `{"error":{"code","message","innerError":{…}}}`.
+pub(crate) fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let body = json!({
+        "error": {
+            "code": code,
+            "message": message,
+            "innerError": {
+                "date": fmt_seconds(Utc::now()),
+                "request-id": request_id,
+                "client-request-id": request_id,
+            }
+        }
+    });
+    json_response(status, &body)
+}
+
+/// A JSON response with the content type Graph uses.
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"),
+    );
+    resp
+}
+
+/// Formats a time the way Graph does for alerts: UTC with seven fractional digits.
+pub(crate) fn fmt_time(t: DateTime<Utc>) -> String {
+    format!(
+        "{}.{:07}Z",
+        t.format("%Y-%m-%dT%H:%M:%S"),
+        t.timestamp_subsec_nanos() / 100
+    )
+}
+
+/// Formats a time with whole seconds (`2026-11-26T10:00:00Z`).
+pub(crate) fn fmt_seconds(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Parses an ISO 8601 / RFC 3339 time.
+pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The time stored in an alert field, if present and well formed.
+pub(crate) fn alert_time(alert: &Value, field: &str) -> Option<DateTime<Utc>> {
+    alert
+        .get(field)
+        .and_then(Value::as_str)
+        .and_then(parse_time)
+}
+
+/// A random URL-safe string.
+pub(crate) fn random_string(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}

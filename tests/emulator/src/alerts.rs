@@ -21,8 +21,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::state::{
-    AppState, CommentShape, Cursor, alert_time, fmt_time, graph_error, json_response, parse_time,
-    random_string,
+    AppState, CommentShape, Cursor, alert_time, fmt_time, graph_error, json_response, parse_time, random_string,
 };
 
 /// Largest `$top` accepted.
@@ -30,28 +29,10 @@ pub(crate) const MAX_TOP: usize = 2000;
 /// Snapshots older than this are forgotten (their skiptokens then answer 400).
 const CURSOR_TTL: Duration = Duration::from_secs(3600);
 
-pub(crate) const STATUS: &[&str] = &[
-    "unknown",
-    "new",
-    "inProgress",
-    "resolved",
-    "unknownFutureValue",
-];
-pub(crate) const SEVERITY: &[&str] = &[
-    "unknown",
-    "informational",
-    "low",
-    "medium",
-    "high",
-    "unknownFutureValue",
-];
-pub(crate) const CLASSIFICATION: &[&str] = &[
-    "unknown",
-    "falsePositive",
-    "truePositive",
-    "informationalExpectedActivity",
-    "unknownFutureValue",
-];
+pub(crate) const STATUS: &[&str] = &["unknown", "new", "inProgress", "resolved", "unknownFutureValue"];
+pub(crate) const SEVERITY: &[&str] = &["unknown", "informational", "low", "medium", "high", "unknownFutureValue"];
+pub(crate) const CLASSIFICATION: &[&str] =
+    &["unknown", "falsePositive", "truePositive", "informationalExpectedActivity", "unknownFutureValue"];
 /// Determination values as the v1.0 metadata sends them (not the stale names on the PATCH page).
 pub(crate) const DETERMINATION: &[&str] = &[
     "unknown",
@@ -85,8 +66,7 @@ pub(crate) const SERVICE_SOURCE: &[&str] = &[
     "unknownFutureValue",
 ];
 /// The evolvable serviceSource members of v1.0.
-pub(crate) const SERVICE_SOURCE_EVOLVABLE: &[&str] =
-    &["microsoftDefenderForCloud", "microsoftSentinel"];
+pub(crate) const SERVICE_SOURCE_EVOLVABLE: &[&str] = &["microsoftDefenderForCloud", "microsoftSentinel"];
 /// detectionSource members up to `unknownFutureValue`; anything else is evolvable.
 const DETECTION_SOURCE: &[&str] = &[
     "unknown",
@@ -109,25 +89,16 @@ const DETECTION_SOURCE: &[&str] = &[
     "unknownFutureValue",
 ];
 /// Evidence remediationStatus members up to `unknownFutureValue`.
-const REMEDIATION_STATUS: &[&str] = &[
-    "none",
-    "remediated",
-    "prevented",
-    "blocked",
-    "notFound",
-    "unknownFutureValue",
-];
+const REMEDIATION_STATUS: &[&str] = &["none", "remediated", "prevented", "blocked", "notFound", "unknownFutureValue"];
 
 const PREFER_UNKNOWN_ENUMS: &str = "include-unknown-enum-members";
 
 /// Whether the request sent `Prefer: include-unknown-enum-members` (possibly among other preferences).
 fn wants_unknown_enums(headers: &HeaderMap) -> bool {
-    headers.get_all("prefer").iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|p| p.trim().eq_ignore_ascii_case(PREFER_UNKNOWN_ENUMS))
-        })
-    })
+    headers
+        .get_all("prefer")
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case(PREFER_UNKNOWN_ENUMS))))
 }
 
 /// Replaces evolvable enum members by `unknownFutureValue`, as Graph does without the Prefer header.
@@ -160,35 +131,20 @@ fn present(alert: &Value, headers: &HeaderMap) -> Value {
 /// Adds `Preference-Applied` when the request asked for unknown enum members.
 fn with_preference(mut resp: Response, headers: &HeaderMap) -> Response {
     if wants_unknown_enums(headers) {
-        resp.headers_mut().insert(
-            "preference-applied",
-            HeaderValue::from_static(PREFER_UNKNOWN_ENUMS),
-        );
+        resp.headers_mut().insert("preference-applied", HeaderValue::from_static(PREFER_UNKNOWN_ENUMS));
     }
     resp
 }
 
 fn bad_filter() -> Response {
-    graph_error(
-        StatusCode::BAD_REQUEST,
-        "BadRequest",
-        "Invalid filter clause",
-    )
+    graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid filter clause")
 }
 
 /// One comparison of a `$filter`.
 #[derive(Debug)]
 enum Clause {
-    Time {
-        field: String,
-        op: String,
-        at: DateTime<Utc>,
-    },
-    Str {
-        field: String,
-        negate: bool,
-        value: Option<String>,
-    },
+    Time { field: String, op: String, at: DateTime<Utc> },
+    Str { field: String, negate: bool, value: Option<String> },
 }
 
 impl Clause {
@@ -207,11 +163,7 @@ impl Clause {
                     _ => t != *at,
                 }
             }
-            Clause::Str {
-                field,
-                negate,
-                value,
-            } => {
+            Clause::Str { field, negate, value } => {
                 let actual = alert.get(field).and_then(Value::as_str);
                 (actual == value.as_deref()) != *negate
             }
@@ -269,14 +221,9 @@ fn parse_filter(filter: &str) -> Option<Vec<Clause>> {
                 if *quoted || !["ge", "gt", "le", "lt", "eq", "ne"].contains(&op.as_str()) {
                     return None;
                 }
-                Clause::Time {
-                    field: field.clone(),
-                    op: op.clone(),
-                    at: parse_time(value)?,
-                }
+                Clause::Time { field: field.clone(), op: op.clone(), at: parse_time(value)? }
             }
-            "status" | "severity" | "serviceSource" | "classification" | "determination"
-            | "assignedTo" => {
+            "status" | "severity" | "serviceSource" | "classification" | "determination" | "assignedTo" => {
                 let negate = match op.as_str() {
                     "eq" => false,
                     "ne" => true,
@@ -303,11 +250,7 @@ fn parse_filter(filter: &str) -> Option<Vec<Clause>> {
                 {
                     return None;
                 }
-                Clause::Str {
-                    field: field.clone(),
-                    negate,
-                    value,
-                }
+                Clause::Str { field: field.clone(), negate, value }
             }
             _ => return None,
         };
@@ -345,29 +288,19 @@ fn decode_skiptoken(token: &str) -> Option<(String, usize)> {
 }
 
 /// `GET /v1.0/security/alerts_v2`.
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
+pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let token = match state.authenticate(&headers) {
         Ok(t) => t,
         Err(resp) => return resp,
     };
     let params: HashMap<String, String> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     for key in params.keys() {
-        if key.starts_with('$')
-            && !["$filter", "$top", "$skip", "$skiptoken", "$count"].contains(&key.as_str())
-        {
+        if key.starts_with('$') && !["$filter", "$top", "$skip", "$skiptoken", "$count"].contains(&key.as_str()) {
             return graph_error(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
-                &format!(
-                    "Query option '{key}' is not allowed. Supported: $count, $filter, $skip, $top."
-                ),
+                &format!("Query option '{key}' is not allowed. Supported: $count, $filter, $skip, $top."),
             );
         }
     }
@@ -398,122 +331,82 @@ pub(crate) async fn list(
     }
     let graph = state.graph_url();
     let mut body = Map::new();
-    body.insert(
-        "@odata.context".into(),
-        json!(format!("{graph}/$metadata#security/alerts_v2")),
-    );
+    body.insert("@odata.context".into(), json!(format!("{graph}/$metadata#security/alerts_v2")));
 
-    let (page_ids, next): (Vec<String>, Option<String>) =
-        if let Some(skiptoken) = params.get("$skiptoken") {
-            let mut inner = state.lock();
-            let found = decode_skiptoken(skiptoken).and_then(|(c, o)| {
-                let cursor = inner.cursors.get(&c)?;
-                (cursor.tenant == token.tenant && o <= cursor.ids.len()).then_some((c, o))
-            });
-            let Some((cursor_id, offset)) = found else {
-                drop(inner);
-                return graph_error(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "The $skiptoken is invalid or has expired.",
-                );
-            };
-            let cursor = &inner.cursors[&cursor_id];
-            let end = (offset + cursor.page).min(cursor.ids.len());
-            let ids = cursor.ids[offset..end].to_vec();
-            let next = (end < cursor.ids.len()).then(|| encode_skiptoken(&cursor_id, end));
-            if next.is_none() {
-                inner.cursors.remove(&cursor_id);
-            }
-            (ids, next)
-        } else {
-            let clauses = match params.get("$filter") {
-                Some(f) => match parse_filter(f) {
-                    Some(c) => c,
-                    None => return bad_filter(),
-                },
-                None => Vec::new(),
-            };
-            let page = top.unwrap_or(state.page_size).max(1);
-            let mut inner = state.lock();
-            let ids: Vec<String> = {
-                let mut matching: Vec<&Value> = inner
-                    .alerts
-                    .get(&token.tenant)
-                    .map(|m| {
-                        m.values()
-                            .filter(|a| clauses.iter().all(|c| c.matches(a)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                sort_recent_first(&mut matching);
-                matching.iter().map(|a| id_of(a).to_string()).collect()
-            };
-            if params.get("$count").is_some_and(|c| c == "true") {
-                body.insert("@odata.count".into(), json!(ids.len()));
-            }
-            let ids: Vec<String> = ids.into_iter().skip(skip).collect();
-            if ids.len() <= page {
-                (ids, None)
-            } else {
-                inner
-                    .cursors
-                    .retain(|_, c| c.created.elapsed() < CURSOR_TTL);
-                let cursor_id = random_string(16);
-                let first = ids[..page].to_vec();
-                inner.cursors.insert(
-                    cursor_id.clone(),
-                    Cursor {
-                        tenant: token.tenant.clone(),
-                        ids,
-                        page,
-                        created: Instant::now(),
-                    },
-                );
-                (first, Some(encode_skiptoken(&cursor_id, page)))
-            }
+    let (page_ids, next): (Vec<String>, Option<String>) = if let Some(skiptoken) = params.get("$skiptoken") {
+        let mut inner = state.lock();
+        let found = decode_skiptoken(skiptoken).and_then(|(c, o)| {
+            let cursor = inner.cursors.get(&c)?;
+            (cursor.tenant == token.tenant && o <= cursor.ids.len()).then_some((c, o))
+        });
+        let Some((cursor_id, offset)) = found else {
+            drop(inner);
+            return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "The $skiptoken is invalid or has expired.");
         };
+        let cursor = &inner.cursors[&cursor_id];
+        let end = (offset + cursor.page).min(cursor.ids.len());
+        let ids = cursor.ids[offset..end].to_vec();
+        let next = (end < cursor.ids.len()).then(|| encode_skiptoken(&cursor_id, end));
+        if next.is_none() {
+            inner.cursors.remove(&cursor_id);
+        }
+        (ids, next)
+    } else {
+        let clauses = match params.get("$filter") {
+            Some(f) => match parse_filter(f) {
+                Some(c) => c,
+                None => return bad_filter(),
+            },
+            None => Vec::new(),
+        };
+        let page = top.unwrap_or(state.page_size).max(1);
+        let mut inner = state.lock();
+        let ids: Vec<String> = {
+            let mut matching: Vec<&Value> = inner
+                .alerts
+                .get(&token.tenant)
+                .map(|m| m.values().filter(|a| clauses.iter().all(|c| c.matches(a))).collect())
+                .unwrap_or_default();
+            sort_recent_first(&mut matching);
+            matching.iter().map(|a| id_of(a).to_string()).collect()
+        };
+        if params.get("$count").is_some_and(|c| c == "true") {
+            body.insert("@odata.count".into(), json!(ids.len()));
+        }
+        let ids: Vec<String> = ids.into_iter().skip(skip).collect();
+        if ids.len() <= page {
+            (ids, None)
+        } else {
+            inner.cursors.retain(|_, c| c.created.elapsed() < CURSOR_TTL);
+            let cursor_id = random_string(16);
+            let first = ids[..page].to_vec();
+            inner
+                .cursors
+                .insert(cursor_id.clone(), Cursor { tenant: token.tenant.clone(), ids, page, created: Instant::now() });
+            (first, Some(encode_skiptoken(&cursor_id, page)))
+        }
+    };
 
     let values: Vec<Value> = {
         let inner = state.lock();
         let alerts = inner.alerts.get(&token.tenant);
-        page_ids
-            .iter()
-            .filter_map(|id| alerts.and_then(|m| m.get(id)))
-            .map(|a| present(a, &headers))
-            .collect()
+        page_ids.iter().filter_map(|id| alerts.and_then(|m| m.get(id))).map(|a| present(a, &headers)).collect()
     };
     body.insert("value".into(), Value::Array(values));
     if let Some(next) = next {
-        body.insert(
-            "@odata.nextLink".into(),
-            json!(format!("{graph}/security/alerts_v2?$skiptoken={next}")),
-        );
+        body.insert("@odata.nextLink".into(), json!(format!("{graph}/security/alerts_v2?$skiptoken={next}")));
     }
-    with_preference(
-        json_response(StatusCode::OK, &Value::Object(body)),
-        &headers,
-    )
+    with_preference(json_response(StatusCode::OK, &Value::Object(body)), &headers)
 }
 
 fn not_found(id: &str) -> Response {
-    graph_error(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        &format!("Alert '{id}' was not found."),
-    )
+    graph_error(StatusCode::NOT_FOUND, "NotFound", &format!("Alert '{id}' was not found."))
 }
 
 /// The alert with `@odata.context` first, as Graph writes a single entity.
 fn entity(state: &AppState, alert: Value, headers: &HeaderMap) -> Response {
     let mut body = Map::new();
-    body.insert(
-        "@odata.context".into(),
-        json!(format!(
-            "{}/$metadata#security/alerts_v2/$entity",
-            state.graph_url()
-        )),
-    );
+    body.insert("@odata.context".into(), json!(format!("{}/$metadata#security/alerts_v2/$entity", state.graph_url())));
     if let Value::Object(fields) = present(&alert, headers) {
         body.extend(fields);
     }
@@ -521,21 +414,12 @@ fn entity(state: &AppState, alert: Value, headers: &HeaderMap) -> Response {
 }
 
 /// `GET /v1.0/security/alerts_v2/{id}`.
-pub(crate) async fn get(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let token = match state.authenticate(&headers) {
         Ok(t) => t,
         Err(resp) => return resp,
     };
-    let alert = state
-        .lock()
-        .alerts
-        .get(&token.tenant)
-        .and_then(|m| m.get(&id))
-        .cloned();
+    let alert = state.lock().alerts.get(&token.tenant).and_then(|m| m.get(&id)).cloned();
     match alert {
         Some(a) => entity(&state, a, &headers),
         None => not_found(&id),
@@ -548,9 +432,7 @@ fn invalid_body(message: &str) -> Response {
 
 /// Checks a PATCH body: only the four documented properties, with valid enum members.
 fn validate_patch(body: &Value) -> Result<&Map<String, Value>, String> {
-    let fields = body
-        .as_object()
-        .ok_or_else(|| "The request body must be a JSON object.".to_string())?;
+    let fields = body.as_object().ok_or_else(|| "The request body must be a JSON object.".to_string())?;
     if fields.is_empty() {
         return Err("The request body has no updatable property.".into());
     }
@@ -571,15 +453,11 @@ fn validate_patch(body: &Value) -> Result<&Map<String, Value>, String> {
                 ));
             }
         };
-        let ok = value
-            .as_str()
-            .is_some_and(|v| v != "unknownFutureValue" && members.contains(&v));
+        let ok = value.as_str().is_some_and(|v| v != "unknownFutureValue" && members.contains(&v));
         if !ok {
             return Err(format!(
                 "Requested value '{}' is not a valid value for property '{key}'.",
-                value
-                    .as_str()
-                    .map_or_else(|| value.to_string(), str::to_string)
+                value.as_str().map_or_else(|| value.to_string(), str::to_string)
             ));
         }
     }
@@ -598,11 +476,7 @@ pub(crate) async fn patch(
         Err(resp) => return resp,
     };
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "Unable to read JSON request payload.",
-        );
+        return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Unable to read JSON request payload.");
     };
     let fields = match validate_patch(&body) {
         Ok(f) => f.clone(),
@@ -610,11 +484,7 @@ pub(crate) async fn patch(
     };
     let now = fmt_time(state.now());
     let mut inner = state.lock();
-    let Some(alert) = inner
-        .alerts
-        .get_mut(&token.tenant)
-        .and_then(|m| m.get_mut(&id))
-    else {
+    let Some(alert) = inner.alerts.get_mut(&token.tenant).and_then(|m| m.get_mut(&id)) else {
         drop(inner);
         return not_found(&id);
     };
@@ -638,9 +508,7 @@ pub(crate) async fn patch(
 
 /// Validates one alertComment object and returns its text.
 fn comment_text(v: &Value) -> Result<String, String> {
-    let fields = v
-        .as_object()
-        .ok_or_else(|| "An alertComment must be a JSON object.".to_string())?;
+    let fields = v.as_object().ok_or_else(|| "An alertComment must be a JSON object.".to_string())?;
     for (key, value) in fields {
         match key.as_str() {
             "comment" => {}
@@ -675,17 +543,11 @@ pub(crate) async fn add_comments(
         Err(resp) => return resp,
     };
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "Unable to read JSON request payload.",
-        );
+        return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Unable to read JSON request payload.");
     };
     let shape = state.lock().comment_shape;
     let items: Vec<&Value> = match (&body, shape) {
-        (Value::Array(items), CommentShape::Both | CommentShape::ArrayOnly)
-            if !items.is_empty() =>
-        {
+        (Value::Array(items), CommentShape::Both | CommentShape::ArrayOnly) if !items.is_empty() => {
             items.iter().collect()
         }
         (Value::Object(_), CommentShape::Both | CommentShape::ObjectOnly) => vec![&body],
@@ -697,20 +559,14 @@ pub(crate) async fn add_comments(
     };
     let now = state.now();
     let mut inner = state.lock();
-    let Some(alert) = inner
-        .alerts
-        .get_mut(&token.tenant)
-        .and_then(|m| m.get_mut(&id))
-    else {
+    let Some(alert) = inner.alerts.get_mut(&token.tenant).and_then(|m| m.get_mut(&id)) else {
         drop(inner);
         return not_found(&id);
     };
     if !alert.get("comments").is_some_and(Value::is_array) {
         alert["comments"] = json!([]);
     }
-    let list = alert["comments"]
-        .as_array_mut()
-        .expect("comments is an array");
+    let list = alert["comments"].as_array_mut().expect("comments is an array");
     for text in &texts {
         list.push(json!({
             "comment": text,
@@ -723,9 +579,7 @@ pub(crate) async fn add_comments(
     // a poller (its own comment makes the alert look updated), so the emulator does it.
     alert["lastUpdateDateTime"] = json!(fmt_time(now));
     for text in texts {
-        inner
-            .comments
-            .push((token.tenant.clone(), id.clone(), text));
+        inner.comments.push((token.tenant.clone(), id.clone(), text));
     }
     drop(inner);
     json_response(
@@ -746,10 +600,8 @@ mod tests {
     fn filter_parses_documented_and_range_forms() {
         let c = parse_filter("serviceSource eq 'microsoftSentinel'").unwrap();
         assert_eq!(c.len(), 1);
-        let c = parse_filter(
-            "lastUpdateDateTime ge 2026-11-26T00:00:00Z and status eq 'new' and severity ne 'low'",
-        )
-        .unwrap();
+        let c = parse_filter("lastUpdateDateTime ge 2026-11-26T00:00:00Z and status eq 'new' and severity ne 'low'")
+            .unwrap();
         assert_eq!(c.len(), 3);
         assert!(parse_filter("assignedTo eq 'o''brien@contoso.com'").is_some());
     }
@@ -789,10 +641,8 @@ mod tests {
         assert!(validate_patch(&json!({"customDetails": {}})).is_err());
         assert!(validate_patch(&json!({})).is_err());
         assert!(
-            validate_patch(
-                &json!({"status": "resolved", "classification": "informationalExpectedActivity",
-            "determination": "securityTesting", "assignedTo": null})
-            )
+            validate_patch(&json!({"status": "resolved", "classification": "informationalExpectedActivity",
+            "determination": "securityTesting", "assignedTo": null}))
             .is_ok()
         );
     }

@@ -38,11 +38,7 @@ fn entra_error(status: StatusCode, error: &str, code: u32, description: &str) ->
 }
 
 /// `POST /{tenant}/oauth2/v2.0/token` with `grant_type=client_credentials`.
-pub(crate) async fn token(
-    State(state): State<AppState>,
-    Path(tenant): Path<String>,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn token(State(state): State<AppState>, Path(tenant): Path<String>, body: Bytes) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let missing = |name: &str| {
         entra_error(
@@ -79,20 +75,14 @@ pub(crate) async fn token(
             ),
         );
     }
-    let secret = state
-        .lock()
-        .clients
-        .get(&(tenant.clone(), client_id.clone()))
-        .cloned();
+    let secret = state.lock().clients.get(&(tenant.clone(), client_id.clone())).cloned();
     let Some(secret) = secret else {
         // Entra answers an unknown application id with 400 unauthorized_client, not 401.
         return entra_error(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
             700016,
-            &format!(
-                "Application with identifier '{client_id}' was not found in the directory '{tenant}'."
-            ),
+            &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
         );
     };
     let accepted = match (form.get("client_secret"), form.get("client_assertion")) {
@@ -128,12 +118,7 @@ pub(crate) async fn token(
         }
     };
     if !accepted {
-        return entra_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            50027,
-            "JWT token is invalid or is malformed.",
-        );
+        return entra_error(StatusCode::UNAUTHORIZED, "invalid_client", 50027, "JWT token is invalid or is malformed.");
     }
     let (access_token, _) = state.issue_token(&tenant, client_id, TOKEN_LIFETIME);
     json_response(
@@ -168,30 +153,19 @@ pub(crate) async fn managed_identity(
     RawQuery(query): RawQuery,
 ) -> Response {
     let params: HashMap<String, String> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     let error = |status: StatusCode, message: &str| {
         json_response(
             status,
             &json!({"statusCode": status.as_u16(), "message": message, "correlationId": uuid::Uuid::new_v4().to_string()}),
         )
     };
-    match headers
-        .get("x-identity-header")
-        .and_then(|v| v.to_str().ok())
-    {
+    match headers.get("x-identity-header").and_then(|v| v.to_str().ok()) {
         None => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "The request is missing the X-IDENTITY-HEADER header.",
-            );
+            return error(StatusCode::BAD_REQUEST, "The request is missing the X-IDENTITY-HEADER header.");
         }
         Some(h) if h != state.identity_header => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "The X-IDENTITY-HEADER value is invalid.",
-            );
+            return error(StatusCode::UNAUTHORIZED, "The X-IDENTITY-HEADER value is invalid.");
         }
         Some(_) => {}
     }
@@ -202,18 +176,11 @@ pub(crate) async fn managed_identity(
         );
     }
     let Some(resource) = params.get("resource").filter(|r| !r.is_empty()) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "The resource parameter is required.",
-        );
+        return error(StatusCode::BAD_REQUEST, "The resource parameter is required.");
     };
     // A user-assigned identity may be named by client_id, principal_id or mi_res_id; any is accepted.
-    let client_id = params
-        .get("client_id")
-        .cloned()
-        .unwrap_or_else(|| state.mi_client_id.clone());
-    let (access_token, expires_at) =
-        state.issue_token(&state.default_tenant, &client_id, MI_TOKEN_LIFETIME);
+    let client_id = params.get("client_id").cloned().unwrap_or_else(|| state.mi_client_id.clone());
+    let (access_token, expires_at) = state.issue_token(&state.default_tenant, &client_id, MI_TOKEN_LIFETIME);
     json_response(
         StatusCode::OK,
         &json!({

@@ -40,12 +40,7 @@ pub enum FaultKind {
 impl Fault {
     /// A fault hitting the first matching request of any method once.
     pub fn new(path_contains: impl Into<String>, kind: FaultKind) -> Fault {
-        Fault {
-            path_contains: path_contains.into(),
-            method: None,
-            times: 1,
-            kind,
-        }
+        Fault { path_contains: path_contains.into(), method: None, times: 1, kind }
     }
 
     /// Restricts the fault to one HTTP method.
@@ -61,19 +56,8 @@ impl Fault {
     }
 
     /// A status fault (`429`, `503`, …) with an optional `Retry-After` in seconds.
-    pub fn status(
-        path_contains: impl Into<String>,
-        status: u16,
-        retry_after: Option<u64>,
-    ) -> Fault {
-        Fault::new(
-            path_contains,
-            FaultKind::Status {
-                status,
-                retry_after,
-                body: None,
-            },
-        )
+    pub fn status(path_contains: impl Into<String>, status: u16, retry_after: Option<u64>) -> Fault {
+        Fault::new(path_contains, FaultKind::Status { status, retry_after, body: None })
     }
 }
 
@@ -96,12 +80,7 @@ impl Faults {
 
     /// Total hits left across all faults (0 once every fault is used up).
     pub fn remaining(&self) -> usize {
-        self.rules
-            .lock()
-            .expect("faults lock")
-            .iter()
-            .map(|f| f.times)
-            .sum()
+        self.rules.lock().expect("faults lock").iter().map(|f| f.times).sum()
     }
 
     /// Consumes one hit of the first fault matching this request, if any.
@@ -110,9 +89,7 @@ impl Faults {
         let idx = rules.iter().position(|f| {
             f.times > 0
                 && path_and_query.contains(&f.path_contains)
-                && f.method
-                    .as_deref()
-                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
         })?;
         rules[idx].times -= 1;
         let kind = rules[idx].kind.clone();

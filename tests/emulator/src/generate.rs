@@ -9,8 +9,7 @@ use serde_json::{Value, json};
 use crate::state::fmt_time;
 
 const LIST_SAMPLE: &str = include_str!("../../fixtures/samples/alerts_v2-list-response.json");
-const SENTINEL_SAMPLE: &str =
-    include_str!("../../fixtures/samples/alerts_v2-list-sentinel-response.json");
+const SENTINEL_SAMPLE: &str = include_str!("../../fixtures/samples/alerts_v2-list-sentinel-response.json");
 
 /// The alerts of the documented list responses, with `tenantId` (and portal links) set to `tenant`.
 pub(crate) fn samples(tenant: &str) -> Vec<Value> {
@@ -58,31 +57,11 @@ const SOURCES: &[Source] = &[
         ],
         product: "Microsoft Defender for Endpoint",
         alerts: &[
-            (
-                "Suspicious PowerShell command line",
-                "Execution",
-                "T1059.001",
-            ),
-            (
-                "Suspicious execution of hidden file",
-                "DefenseEvasion",
-                "T1564.001",
-            ),
-            (
-                "'Mimikatz' credential theft tool",
-                "CredentialAccess",
-                "T1003",
-            ),
-            (
-                "Ransomware behavior detected in the file system",
-                "Impact",
-                "T1486",
-            ),
-            (
-                "An active 'Wacatac' malware was detected",
-                "Malware",
-                "T1204",
-            ),
+            ("Suspicious PowerShell command line", "Execution", "T1059.001"),
+            ("Suspicious execution of hidden file", "DefenseEvasion", "T1564.001"),
+            ("'Mimikatz' credential theft tool", "CredentialAccess", "T1003"),
+            ("Ransomware behavior detected in the file system", "Impact", "T1486"),
+            ("An active 'Wacatac' malware was detected", "Malware", "T1204"),
         ],
         evidence: &["device", "file", "process", "user", "ip", "url"],
     },
@@ -92,16 +71,8 @@ const SOURCES: &[Source] = &[
         detection: &["microsoftDefenderForIdentity"],
         product: "Microsoft Defender for Identity",
         alerts: &[
-            (
-                "Suspected brute-force attack (LDAP)",
-                "CredentialAccess",
-                "T1110",
-            ),
-            (
-                "Suspected DCSync attack (replication of directory services)",
-                "CredentialAccess",
-                "T1003.006",
-            ),
+            ("Suspected brute-force attack (LDAP)", "CredentialAccess", "T1110"),
+            ("Suspected DCSync attack (replication of directory services)", "CredentialAccess", "T1003.006"),
             ("Account enumeration reconnaissance", "Discovery", "T1087"),
         ],
         evidence: &["user", "device", "ip"],
@@ -124,21 +95,9 @@ const SOURCES: &[Source] = &[
         detection: &["microsoftDefenderForOffice365", "automatedInvestigation"],
         product: "Microsoft Defender for Office 365",
         alerts: &[
-            (
-                "Email messages containing malicious URL removed after delivery",
-                "InitialAccess",
-                "T1566.002",
-            ),
-            (
-                "A potentially malicious URL click was detected",
-                "InitialAccess",
-                "T1566.002",
-            ),
-            (
-                "Suspicious email sending patterns detected",
-                "Exfiltration",
-                "T1114",
-            ),
+            ("Email messages containing malicious URL removed after delivery", "InitialAccess", "T1566.002"),
+            ("A potentially malicious URL click was detected", "InitialAccess", "T1566.002"),
+            ("Suspicious email sending patterns detected", "Exfiltration", "T1114"),
         ],
         evidence: &["mailbox", "user", "url", "ip", "analyzedMessage"],
     },
@@ -148,11 +107,7 @@ const SOURCES: &[Source] = &[
         detection: &["microsoft365Defender", "customDetection"],
         product: "Microsoft 365 Defender",
         alerts: &[
-            (
-                "Multi-stage incident involving Initial access & Lateral movement",
-                "LateralMovement",
-                "T1021",
-            ),
+            ("Multi-stage incident involving Initial access & Lateral movement", "LateralMovement", "T1021"),
             ("BEC financial fraud", "Collection", "T1114.003"),
         ],
         evidence: &["user", "mailbox", "device", "ip"],
@@ -175,16 +130,8 @@ const SOURCES: &[Source] = &[
         detection: &["appGovernancePolicy", "appGovernanceDetection"],
         product: "App governance",
         alerts: &[
-            (
-                "App with suspicious OAuth scope made graph activities",
-                "Collection",
-                "T1528",
-            ),
-            (
-                "Unusual addition of credentials to an OAuth app",
-                "Persistence",
-                "T1098.001",
-            ),
+            ("App with suspicious OAuth scope made graph activities", "Collection", "T1528"),
+            ("Unusual addition of credentials to an OAuth app", "Persistence", "T1098.001"),
         ],
         evidence: &["user", "url", "ip"],
     },
@@ -194,16 +141,8 @@ const SOURCES: &[Source] = &[
         detection: &["microsoftDataLossPrevention"],
         product: "Microsoft Data Loss Prevention",
         alerts: &[
-            (
-                "DLP policy (Financial data) matched for document in SharePoint",
-                "Exfiltration",
-                "T1567",
-            ),
-            (
-                "DLP policy (U.S. PII) matched for email",
-                "Exfiltration",
-                "T1048",
-            ),
+            ("DLP policy (Financial data) matched for document in SharePoint", "Exfiltration", "T1567"),
+            ("DLP policy (U.S. PII) matched for email", "Exfiltration", "T1048"),
         ],
         evidence: &["user", "file", "mailbox"],
     },
@@ -218,21 +157,9 @@ const SOURCES: &[Source] = &[
         ],
         product: "Microsoft Defender for Cloud",
         alerts: &[
-            (
-                "Access from a Tor exit node to a storage account",
-                "InitialAccess",
-                "T1090.003",
-            ),
-            (
-                "Suspicious authentication activity",
-                "CredentialAccess",
-                "T1110",
-            ),
-            (
-                "Unusual access to a key vault from a suspicious IP",
-                "CredentialAccess",
-                "T1555",
-            ),
+            ("Access from a Tor exit node to a storage account", "InitialAccess", "T1090.003"),
+            ("Suspicious authentication activity", "CredentialAccess", "T1110"),
+            ("Unusual access to a key vault from a suspicious IP", "CredentialAccess", "T1555"),
         ],
         evidence: &["ip", "device", "url"],
     },
@@ -242,21 +169,9 @@ const SOURCES: &[Source] = &[
         detection: &["scheduledAlerts", "nrtAlerts", "microsoftSentinel"],
         product: "Microsoft Sentinel",
         alerts: &[
-            (
-                "Suspicious sign-in activity detected",
-                "CredentialAccess",
-                "T1110",
-            ),
-            (
-                "Rare subscription-level operations in Azure",
-                "Persistence",
-                "T1098",
-            ),
-            (
-                "Mass secret retrieval from Azure Key Vault",
-                "CredentialAccess",
-                "T1555",
-            ),
+            ("Suspicious sign-in activity detected", "CredentialAccess", "T1110"),
+            ("Rare subscription-level operations in Azure", "Persistence", "T1098"),
+            ("Mass secret retrieval from Azure Key Vault", "CredentialAccess", "T1555"),
         ],
         evidence: &["user", "ip"],
     },
@@ -270,22 +185,12 @@ const USERS: &[(&str, &str)] = &[
     ("nestor.wilke", "Nestor Wilke"),
     ("svc-backup", "Backup service"),
 ];
-const HOSTS: &[&str] = &[
-    "ws-fin-014",
-    "ws-hr-022",
-    "srv-sql-01",
-    "srv-web-03",
-    "lap-dev-117",
-    "dc01",
-];
+const HOSTS: &[&str] = &["ws-fin-014", "ws-hr-022", "srv-sql-01", "srv-web-03", "lap-dev-117", "dc01"];
 const FILES: &[(&str, &str)] = &[
     ("invoice_2026.pdf.exe", "C:\\Users\\Public\\Downloads"),
     ("mimikatz.exe", "C:\\Windows\\Temp"),
     ("payload.ps1", "C:\\ProgramData"),
-    (
-        "Payroll.xlsx",
-        "https://contoso.sharepoint.com/sites/finance/Shared Documents",
-    ),
+    ("Payroll.xlsx", "https://contoso.sharepoint.com/sites/finance/Shared Documents"),
 ];
 const URLS: &[&str] = &[
     "https://login-micros0ft.example/oauth",
@@ -300,19 +205,13 @@ fn pick(rng: &mut StdRng, values: &[&'static str]) -> &'static str {
 }
 
 fn rand_hex(rng: &mut StdRng, len: usize) -> String {
-    (0..len)
-        .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
-        .collect()
+    (0..len).map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0')).collect()
 }
 
 fn rand_ip(rng: &mut StdRng) -> String {
     // Documentation ranges (RFC 5737) so generated data never names a real host.
     let nets = ["192.0.2", "198.51.100", "203.0.113"];
-    format!(
-        "{}.{}",
-        nets.choose(rng).expect("non-empty"),
-        rng.random_range(1..255)
-    )
+    format!("{}.{}", nets.choose(rng).expect("non-empty"), rng.random_range(1..255))
 }
 
 fn user_account(user: &str, name: &str, tenant: &str) -> Value {
@@ -417,21 +316,8 @@ fn evidence(rng: &mut StdRng, kind: &str, created: &str, tenant: &str) -> Value 
             "receivedDateTime": created,
         }),
     };
-    let verdict = pick(
-        rng,
-        &["unknown", "suspicious", "malicious", "noThreatsFound"],
-    );
-    let remediation = pick(
-        rng,
-        &[
-            "none",
-            "remediated",
-            "prevented",
-            "blocked",
-            "active",
-            "pendingApproval",
-        ],
-    );
+    let verdict = pick(rng, &["unknown", "suspicious", "malicious", "noThreatsFound"]);
+    let remediation = pick(rng, &["none", "remediated", "prevented", "blocked", "active", "pendingApproval"]);
     let common = json!({
         "createdDateTime": created,
         "verdict": verdict,
@@ -465,7 +351,12 @@ pub(crate) fn alerts(tenant: &str, n: usize, seed: u64, start: DateTime<Utc>) ->
                 _ => "high",
             };
             let (status, classification, determination, resolved) = match rng.random_range(0..100) {
-                0..70 => ("new", if rng.random_bool(0.25) { Value::Null } else { json!("unknown") }, if rng.random_bool(0.25) { Value::Null } else { json!("unknown") }, Value::Null),
+                0..70 => (
+                    "new",
+                    if rng.random_bool(0.25) { Value::Null } else { json!("unknown") },
+                    if rng.random_bool(0.25) { Value::Null } else { json!("unknown") },
+                    Value::Null,
+                ),
                 70..90 => ("inProgress", json!("unknown"), json!("unknown"), Value::Null),
                 _ => {
                     let (c, d) = *[
@@ -478,7 +369,13 @@ pub(crate) fn alerts(tenant: &str, n: usize, seed: u64, start: DateTime<Utc>) ->
                     ("resolved", json!(c), json!(d), json!(fmt_time(updated)))
                 }
             };
-            let id = format!("{}{}{:012}_{}", source.prefix, 638_000 + seed % 1000, rng.random_range(0..1_000_000_000_000u64), -((i as i64) + 1) * 7919);
+            let id = format!(
+                "{}{}{:012}_{}",
+                source.prefix,
+                638_000 + seed % 1000,
+                rng.random_range(0..1_000_000_000_000u64),
+                -((i as i64) + 1) * 7919
+            );
             let incident = 10_000 + (seed % 1000) * 100_000 + i as u64 / 3;
             let created_s = fmt_time(created);
             let evidence_count = rng.random_range(1..=4usize);
@@ -533,41 +430,25 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic_varied_and_unique() {
-        let start = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let start = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().with_timezone(&Utc);
         let a = alerts("t", 600, 7, start);
         assert_eq!(a, alerts("t", 600, 7, start));
         assert_ne!(a, alerts("t", 600, 8, start));
         let ids: HashSet<&str> = a.iter().map(|x| x["id"].as_str().unwrap()).collect();
         assert_eq!(ids.len(), 600);
-        let field = |f: &str| {
-            a.iter()
-                .map(|x| x[f].as_str().unwrap_or("null").to_string())
-                .collect::<HashSet<_>>()
-        };
+        let field = |f: &str| a.iter().map(|x| x[f].as_str().unwrap_or("null").to_string()).collect::<HashSet<_>>();
         assert_eq!(field("serviceSource").len(), SOURCES.len());
         assert_eq!(field("severity").len(), 4);
         let kinds: HashSet<String> = a
             .iter()
             .flat_map(|x| {
-                x["evidence"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|e| e["@odata.type"].as_str().unwrap().to_string())
+                x["evidence"].as_array().unwrap().iter().map(|e| e["@odata.type"].as_str().unwrap().to_string())
             })
             .collect();
         for k in ["ip", "user", "device", "file", "url", "mailbox"] {
-            assert!(
-                kinds.contains(&format!("#microsoft.graph.security.{k}Evidence")),
-                "{k}"
-            );
+            assert!(kinds.contains(&format!("#microsoft.graph.security.{k}Evidence")), "{k}");
         }
-        assert!(
-            a.iter()
-                .all(|x| x["lastUpdateDateTime"].as_str().unwrap() > "2026-11-01")
-        );
+        assert!(a.iter().all(|x| x["lastUpdateDateTime"].as_str().unwrap() > "2026-11-01"));
     }
 
     #[test]
@@ -575,9 +456,6 @@ mod tests {
         let s = samples("tenant-x");
         assert!(s.len() >= 2);
         assert!(s.iter().all(|a| a["tenantId"] == "tenant-x"));
-        assert!(
-            s.iter()
-                .all(|a| a["alertWebUrl"].as_str().unwrap().ends_with("tid=tenant-x"))
-        );
+        assert!(s.iter().all(|a| a["alertWebUrl"].as_str().unwrap().ends_with("tid=tenant-x")));
     }
 }

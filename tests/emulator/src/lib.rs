@@ -110,9 +110,7 @@ impl Emulator {
         };
         let scheme = if opts.tls { "https" } else { "http" };
         // Outgoing calls (validation handshakes, notifications) go to test receivers, often self-signed.
-        let http = reqwest::Client::builder()
-            .tls_danger_accept_invalid_certs(true)
-            .build()?;
+        let http = reqwest::Client::builder().tls_danger_accept_invalid_certs(true).build()?;
         let state = Arc::new(Shared {
             base_url: format!("{scheme}://{addr}"),
             identity_header: random_string(32),
@@ -121,18 +119,10 @@ impl Emulator {
             page_size: opts.page_size.clamp(1, alerts::MAX_TOP),
             faults: Faults::default(),
             http,
-            inner: Mutex::new(Inner {
-                comment_shape: opts.comment_shape,
-                ..Inner::default()
-            }),
+            inner: Mutex::new(Inner { comment_shape: opts.comment_shape, ..Inner::default() }),
         });
         let task = server::spawn(listener, tls, state.clone());
-        Ok(Emulator {
-            state,
-            task,
-            addr,
-            ca_pem,
-        })
+        Ok(Emulator { state, task, addr, ca_pem })
     }
 
     /// Stops the server and waits until its socket is closed.
@@ -189,10 +179,7 @@ impl Emulator {
             inner
                 .workflows
                 .entry(name.to_string())
-                .or_insert_with(|| Workflow {
-                    sig: random_string(43),
-                    messages: Vec::new(),
-                })
+                .or_insert_with(|| Workflow { sig: random_string(43), messages: Vec::new() })
                 .sig
                 .clone()
         };
@@ -209,10 +196,7 @@ impl Emulator {
 
     /// Accepts these client credentials for a tenant (a secret, or any JWT-shaped assertion).
     pub fn add_client(&self, tenant: &str, client_id: &str, client_secret: &str) {
-        self.state.lock().clients.insert(
-            (tenant.to_string(), client_id.to_string()),
-            client_secret.to_string(),
-        );
+        self.state.lock().clients.insert((tenant.to_string(), client_id.to_string()), client_secret.to_string());
     }
 
     /// Inserts alerts into a tenant, replacing any with the same `id` (alerts without an `id` are ignored).
@@ -251,23 +235,14 @@ impl Emulator {
     /// A tenant's alerts as stored, most recent first.
     pub fn alerts(&self, tenant: &str) -> Vec<Value> {
         let inner = self.state.lock();
-        let mut list: Vec<&Value> = inner
-            .alerts
-            .get(tenant)
-            .map(|m| m.values().collect())
-            .unwrap_or_default();
+        let mut list: Vec<&Value> = inner.alerts.get(tenant).map(|m| m.values().collect()).unwrap_or_default();
         alerts::sort_recent_first(&mut list);
         list.into_iter().cloned().collect()
     }
 
     /// One alert as stored.
     pub fn alert(&self, tenant: &str, id: &str) -> Option<Value> {
-        self.state
-            .lock()
-            .alerts
-            .get(tenant)
-            .and_then(|m| m.get(id))
-            .cloned()
+        self.state.lock().alerts.get(tenant).and_then(|m| m.get(id)).cloned()
     }
 
     /// Every request received so far, in the order their handling finished.
@@ -292,22 +267,12 @@ impl Emulator {
 
     /// Messages accepted by a named Teams Workflows trigger.
     pub fn teams_messages(&self, name: &str) -> Vec<Value> {
-        self.state
-            .lock()
-            .workflows
-            .get(name)
-            .map(|w| w.messages.clone())
-            .unwrap_or_default()
+        self.state.lock().workflows.get(name).map(|w| w.messages.clone()).unwrap_or_default()
     }
 
     /// Deliveries to a named webhook sink: (headers with lower-case names, raw body).
     pub fn webhook_deliveries(&self, name: &str) -> Vec<(HashMap<String, String>, Vec<u8>)> {
-        self.state
-            .lock()
-            .sinks
-            .get(name)
-            .cloned()
-            .unwrap_or_default()
+        self.state.lock().sinks.get(name).cloned().unwrap_or_default()
     }
 
     /// The handle to inject faults.
@@ -336,12 +301,7 @@ impl Emulator {
     }
 
     /// Puts a message in a mailbox and notifies every live subscription on its messages.
-    pub async fn deliver_mail(
-        &self,
-        tenant: &str,
-        mailbox_upn: &str,
-        subject: &str,
-    ) -> Vec<Delivery> {
+    pub async fn deliver_mail(&self, tenant: &str, mailbox_upn: &str, subject: &str) -> Vec<Delivery> {
         subscriptions::deliver_mail(&self.state, tenant, mailbox_upn, subject).await
     }
 
@@ -356,11 +316,7 @@ impl Emulator {
     }
 
     /// Posts a lifecycle notification (`reauthorizationRequired`, `subscriptionRemoved`, `missed`).
-    pub async fn send_lifecycle(
-        &self,
-        subscription_id: &str,
-        event: &str,
-    ) -> anyhow::Result<Delivery> {
+    pub async fn send_lifecycle(&self, subscription_id: &str, event: &str) -> anyhow::Result<Delivery> {
         subscriptions::send_lifecycle(&self.state, subscription_id, event).await
     }
 

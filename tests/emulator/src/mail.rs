@@ -9,11 +9,7 @@ use serde_json::Value;
 use crate::state::{AppState, graph_error};
 
 /// Checks a recipient list: an array of `{"emailAddress":{"address":"…@…"}}`.
-fn check_recipients(
-    message: &Value,
-    field: &str,
-    required: bool,
-) -> Result<(), (&'static str, String)> {
+fn check_recipients(message: &Value, field: &str, required: bool) -> Result<(), (&'static str, String)> {
     let Some(list) = message.get(field) else {
         return if required {
             Err((
@@ -24,27 +20,16 @@ fn check_recipients(
             Ok(())
         };
     };
-    let items = list.as_array().ok_or((
-        "RequestBodyRead",
-        format!("Property '{field}' must be an array."),
-    ))?;
+    let items = list.as_array().ok_or(("RequestBodyRead", format!("Property '{field}' must be an array.")))?;
     if required && items.is_empty() {
-        return Err((
-            "ErrorInvalidRecipients",
-            "At least one recipient is required.".into(),
-        ));
+        return Err(("ErrorInvalidRecipients", "At least one recipient is required.".into()));
     }
     for item in items {
-        let address = item
-            .pointer("/emailAddress/address")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let address = item.pointer("/emailAddress/address").and_then(Value::as_str).unwrap_or("");
         if !address.contains('@') || address.starts_with('@') || address.ends_with('@') {
             return Err((
                 "ErrorInvalidRecipients",
-                format!(
-                    "At least one recipient is not valid., Recipient '{address}' is not resolved."
-                ),
+                format!("At least one recipient is not valid., Recipient '{address}' is not resolved."),
             ));
         }
     }
@@ -54,37 +39,25 @@ fn check_recipients(
 /// Validates a sendMail body against the documented shape.
 pub(crate) fn validate_send_mail(body: &Value) -> Result<(), (&'static str, String)> {
     let read = |m: &str| ("RequestBodyRead", m.to_string());
-    let top = body
-        .as_object()
-        .ok_or_else(|| read("The request body must be a JSON object."))?;
+    let top = body.as_object().ok_or_else(|| read("The request body must be a JSON object."))?;
     for key in top.keys() {
         if key != "message" && key != "saveToSentItems" {
-            return Err(read(&format!(
-                "The property '{key}' does not exist on type 'microsoft.graph.sendMail'."
-            )));
+            return Err(read(&format!("The property '{key}' does not exist on type 'microsoft.graph.sendMail'.")));
         }
     }
-    let message = top
-        .get("message")
-        .filter(|m| m.is_object())
-        .ok_or_else(|| read("The 'message' parameter is required."))?;
+    let message =
+        top.get("message").filter(|m| m.is_object()).ok_or_else(|| read("The 'message' parameter is required."))?;
     if !message.get("subject").is_some_and(Value::is_string) {
         return Err(read("Property 'message.subject' must be a string."));
     }
-    let content_type = message
-        .pointer("/body/contentType")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let content_type = message.pointer("/body/contentType").and_then(Value::as_str).unwrap_or("");
     // Graph's enum parsing is case-insensitive ("text", "Text", "HTML" all work).
     if !content_type.eq_ignore_ascii_case("text") && !content_type.eq_ignore_ascii_case("html") {
         return Err(read(&format!(
             "Requested value '{content_type}' was not found for 'message.body.contentType' (Text or HTML)."
         )));
     }
-    if !message
-        .pointer("/body/content")
-        .is_some_and(Value::is_string)
-    {
+    if !message.pointer("/body/content").is_some_and(Value::is_string) {
         return Err(read("Property 'message.body.content' must be a string."));
     }
     check_recipients(message, "toRecipients", true)?;
@@ -92,14 +65,8 @@ pub(crate) fn validate_send_mail(body: &Value) -> Result<(), (&'static str, Stri
     check_recipients(message, "bccRecipients", false)?;
     match top.get("saveToSentItems") {
         None | Some(Value::Bool(_)) => Ok(()),
-        Some(Value::String(s))
-            if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") =>
-        {
-            Ok(())
-        }
-        Some(other) => Err(read(&format!(
-            "Cannot convert '{other}' to Edm.Boolean for 'saveToSentItems'."
-        ))),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => Ok(()),
+        Some(other) => Err(read(&format!("Cannot convert '{other}' to Edm.Boolean for 'saveToSentItems'."))),
     }
 }
 
@@ -115,11 +82,7 @@ pub(crate) async fn send_mail(
         Err(resp) => return resp,
     };
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "RequestBodyRead",
-            "Unable to read JSON request payload.",
-        );
+        return graph_error(StatusCode::BAD_REQUEST, "RequestBodyRead", "Unable to read JSON request payload.");
     };
     if let Err((code, message)) = validate_send_mail(&body) {
         return graph_error(StatusCode::BAD_REQUEST, code, &message);
@@ -135,9 +98,7 @@ mod tests {
 
     #[test]
     fn documented_sample_is_valid() {
-        let sample: Value =
-            serde_json::from_str(include_str!("../../fixtures/samples/sendmail-request.json"))
-                .unwrap();
+        let sample: Value = serde_json::from_str(include_str!("../../fixtures/samples/sendmail-request.json")).unwrap();
         assert!(validate_send_mail(&sample).is_ok());
     }
 
@@ -166,10 +127,7 @@ mod tests {
         b["extra"] = json!(1);
         cases.push(b);
         for case in cases {
-            assert!(
-                validate_send_mail(&case).is_err(),
-                "{case} should be rejected"
-            );
+            assert!(validate_send_mail(&case).is_err(), "{case} should be rejected");
         }
     }
 }

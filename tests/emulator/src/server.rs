@@ -31,33 +31,16 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
         .route("/msi/token", get(entra::managed_identity))
         .route("/v1.0/security/alerts_v2", get(alerts::list))
-        .route(
-            "/v1.0/security/alerts_v2/{id}",
-            get(alerts::get).patch(alerts::patch),
-        )
-        .route(
-            "/v1.0/security/alerts_v2/{id}/comments",
-            post(alerts::add_comments),
-        )
+        .route("/v1.0/security/alerts_v2/{id}", get(alerts::get).patch(alerts::patch))
+        .route("/v1.0/security/alerts_v2/{id}/comments", post(alerts::add_comments))
         .route("/v1.0/users/{sender}/sendMail", post(mail::send_mail))
-        .route(
-            "/v1.0/subscriptions",
-            get(subscriptions::list).post(subscriptions::create),
-        )
+        .route("/v1.0/subscriptions", get(subscriptions::list).post(subscriptions::create))
         .route(
             "/v1.0/subscriptions/{id}",
-            get(subscriptions::get)
-                .patch(subscriptions::renew)
-                .delete(subscriptions::delete),
+            get(subscriptions::get).patch(subscriptions::renew).delete(subscriptions::delete),
         )
-        .route(
-            "/v1.0/subscriptions/{id}/reauthorize",
-            post(subscriptions::reauthorize),
-        )
-        .route(
-            "/workflows/{name}/triggers/manual/paths/invoke",
-            post(sinks::teams),
-        )
+        .route("/v1.0/subscriptions/{id}/reauthorize", post(subscriptions::reauthorize))
+        .route("/workflows/{name}/triggers/manual/paths/invoke", post(sinks::teams))
         .route("/sink/{name}", post(sinks::webhook))
         .fallback(|req: Request<Body>| async move {
             if req.uri().path().starts_with("/v1.0/") {
@@ -82,13 +65,7 @@ fn redact(
 ) -> (Option<String>, BTreeMap<String, String>, Vec<u8>) {
     let query = query.map(|q| {
         q.split('&')
-            .map(|pair| {
-                if pair.starts_with("sig=") {
-                    "sig=REDACTED"
-                } else {
-                    pair
-                }
-            })
+            .map(|pair| if pair.starts_with("sig=") { "sig=REDACTED" } else { pair })
             .collect::<Vec<_>>()
             .join("&")
     });
@@ -112,18 +89,12 @@ fn redact(
     let body = if path.ends_with("/oauth2/v2.0/token") {
         let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body)
             .map(|(k, v)| {
-                let v = if k == "client_secret" || k == "client_assertion" {
-                    "REDACTED".into()
-                } else {
-                    v.into_owned()
-                };
+                let v =
+                    if k == "client_secret" || k == "client_assertion" { "REDACTED".into() } else { v.into_owned() };
                 (k.into_owned(), v)
             })
             .collect();
-        url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(pairs)
-            .finish()
-            .into_bytes()
+        url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish().into_bytes()
     } else {
         body.to_vec()
     };
@@ -133,11 +104,7 @@ fn redact(
 /// The response an injected status or garbage fault produces.
 fn fault_response(kind: &FaultKind) -> Option<axum::response::Response> {
     match kind {
-        FaultKind::Status {
-            status,
-            retry_after,
-            body,
-        } => {
+        FaultKind::Status { status, retry_after, body } => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = match body {
                 Some(b) => json_response(status, b),
@@ -155,15 +122,13 @@ fn fault_response(kind: &FaultKind) -> Option<axum::response::Response> {
                 }
             };
             if let Some(secs) = retry_after {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
             }
             Some(resp)
         }
         FaultKind::Garbage => {
             let mut resp = json_response(StatusCode::OK, &json!(null));
-            *resp.body_mut() =
-                Body::from("<html><body>upstream error: \u{0}{\"value\": [</body></html>");
+            *resp.body_mut() = Body::from("<html><body>upstream error: \u{0}{\"value\": [</body></html>");
             Some(resp)
         }
         FaultKind::Delay(_) | FaultKind::Drop => None,
@@ -171,11 +136,7 @@ fn fault_response(kind: &FaultKind) -> Option<axum::response::Response> {
 }
 
 /// Records the request, applies any fault, then routes it. `Err` makes hyper drop the connection.
-async fn handle(
-    state: AppState,
-    router: Router,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, std::io::Error> {
+async fn handle(state: AppState, router: Router, req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
     let at = tokio::time::Instant::now();
     let (parts, body) = req.into_parts();
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
@@ -188,8 +149,7 @@ async fn handle(
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
     };
-    let (rec_query, rec_headers, rec_body) =
-        redact(&path, query.as_deref(), &parts.headers, &bytes);
+    let (rec_query, rec_headers, rec_body) = redact(&path, query.as_deref(), &parts.headers, &bytes);
     let mut recorded = Recorded {
         method: parts.method.to_string(),
         path: path.clone(),
@@ -228,15 +188,10 @@ async fn handle(
     if path.starts_with("/v1.0/") {
         let request_id = uuid::Uuid::new_v4().to_string();
         let h = resp.headers_mut();
-        h.insert(
-            "request-id",
-            HeaderValue::from_str(&request_id).expect("uuid is a valid header"),
-        );
+        h.insert("request-id", HeaderValue::from_str(&request_id).expect("uuid is a valid header"));
         h.insert(
             "client-request-id",
-            client_request_id.unwrap_or_else(|| {
-                HeaderValue::from_str(&request_id).expect("uuid is a valid header")
-            }),
+            client_request_id.unwrap_or_else(|| HeaderValue::from_str(&request_id).expect("uuid is a valid header")),
         );
     }
     recorded.status = Some(resp.status().as_u16());
@@ -245,11 +200,7 @@ async fn handle(
 }
 
 /// Serves connections until the returned task is aborted; aborting it also ends open connections.
-pub(crate) fn spawn(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    state: AppState,
-) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn(listener: TcpListener, tls: Option<TlsAcceptor>, state: AppState) -> tokio::task::JoinHandle<()> {
     let router = router(state.clone());
     tokio::spawn(async move {
         let mut connections = JoinSet::new();
@@ -262,23 +213,17 @@ pub(crate) fn spawn(
             let router = router.clone();
             let tls = tls.clone();
             connections.spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    handle(state.clone(), router.clone(), req)
-                });
+                let service = hyper::service::service_fn(move |req| handle(state.clone(), router.clone(), req));
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 // Connection errors (including injected drops) only end that connection.
                 match tls {
                     Some(acceptor) => {
                         if let Ok(stream) = acceptor.accept(stream).await {
-                            let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                         }
                     }
                     None => {
-                        let _ = builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                     }
                 }
             });
@@ -289,37 +234,25 @@ pub(crate) fn spawn(
 /// A test CA and a leaf certificate for 127.0.0.1/localhost: the acceptor and the CA's PEM.
 pub(crate) fn tls_acceptor() -> anyhow::Result<(TlsAcceptor, String)> {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     };
     use tokio_rustls::rustls;
 
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "secmon-emulator test CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.distinguished_name.push(DnType::CommonName, "secmon-emulator test CA");
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
     let leaf_key = KeyPair::generate()?;
-    let mut leaf_params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    let mut leaf_params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
     leaf_params.is_ca = IsCa::ExplicitNoCa;
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, "127.0.0.1");
+    leaf_params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf_params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer)?;
 
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

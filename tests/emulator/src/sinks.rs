@@ -15,10 +15,7 @@ pub(crate) const TEAMS_MAX_BYTES: usize = 28 * 1024;
 
 /// A Logic Apps / Workflows style error body.
 fn workflow_error(status: StatusCode, code: &str, message: &str) -> Response {
-    json_response(
-        status,
-        &json!({"error": {"code": code, "message": message}}),
-    )
+    json_response(status, &json!({"error": {"code": code, "message": message}}))
 }
 
 /// Checks the Workflows "post card" payload: a message with at least one Adaptive Card attachment.
@@ -32,21 +29,12 @@ fn check_card_message(body: &Value) -> Result<(), String> {
         .filter(|a| !a.is_empty())
         .ok_or("The property 'attachments' must be a non-empty array.")?;
     for a in attachments {
-        if a.get("contentType").and_then(Value::as_str)
-            != Some("application/vnd.microsoft.card.adaptive")
-        {
-            return Err(
-                "Each attachment must have contentType 'application/vnd.microsoft.card.adaptive'."
-                    .into(),
-            );
+        if a.get("contentType").and_then(Value::as_str) != Some("application/vnd.microsoft.card.adaptive") {
+            return Err("Each attachment must have contentType 'application/vnd.microsoft.card.adaptive'.".into());
         }
-        let content = a
-            .get("content")
-            .ok_or("Each attachment needs a 'content' Adaptive Card.")?;
+        let content = a.get("content").ok_or("Each attachment needs a 'content' Adaptive Card.")?;
         if content.get("type").and_then(Value::as_str) != Some("AdaptiveCard") {
-            return Err(
-                "The attachment content must be an object with type 'AdaptiveCard'.".into(),
-            );
+            return Err("The attachment content must be an object with type 'AdaptiveCard'.".into());
         }
         if !content.get("body").is_none_or(Value::is_array) {
             return Err("The Adaptive Card 'body' must be an array.".into());
@@ -63,9 +51,7 @@ pub(crate) async fn teams(
     body: Bytes,
 ) -> Response {
     let params: HashMap<String, String> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     let expected = state.lock().workflows.get(&name).map(|w| w.sig.clone());
     let Some(expected) = expected else {
         return workflow_error(
@@ -85,10 +71,7 @@ pub(crate) async fn teams(
         return workflow_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "MessageSizeExceeded",
-            &format!(
-                "The message is {} bytes; the limit is {TEAMS_MAX_BYTES} bytes.",
-                body.len()
-            ),
+            &format!("The message is {} bytes; the limit is {TEAMS_MAX_BYTES} bytes.", body.len()),
         );
     }
     let Ok(message) = serde_json::from_slice::<Value>(&body) else {
@@ -116,19 +99,9 @@ pub(crate) async fn webhook(
 ) -> Response {
     let headers: HashMap<String, String> = headers
         .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
-    state
-        .lock()
-        .sinks
-        .entry(name)
-        .or_default()
-        .push((headers, body.to_vec()));
+    state.lock().sinks.entry(name).or_default().push((headers, body.to_vec()));
     StatusCode::OK.into_response()
 }
 
@@ -138,10 +111,9 @@ mod tests {
 
     #[test]
     fn documented_card_sample_is_accepted() {
-        let sample: Value = serde_json::from_str(include_str!(
-            "../../fixtures/samples/functions-teams-webhook-adaptive-card.json"
-        ))
-        .unwrap();
+        let sample: Value =
+            serde_json::from_str(include_str!("../../fixtures/samples/functions-teams-webhook-adaptive-card.json"))
+                .unwrap();
         assert!(check_card_message(&sample).is_ok());
         assert!(check_card_message(&json!({"text": "hello"})).is_err());
         assert!(check_card_message(&json!({"type": "message", "attachments": []})).is_err());

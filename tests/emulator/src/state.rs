@@ -125,38 +125,20 @@ impl Shared {
     }
 
     /// Issues an opaque access token for a tenant and app, valid for `lifetime` seconds.
-    pub fn issue_token(
-        &self,
-        tenant: &str,
-        client_id: &str,
-        lifetime: i64,
-    ) -> (String, DateTime<Utc>) {
+    pub fn issue_token(&self, tenant: &str, client_id: &str, lifetime: i64) -> (String, DateTime<Utc>) {
         let token = format!("emu.{}", random_string(48));
         let expires_at = self.now() + chrono::Duration::seconds(lifetime);
         self.lock().tokens.insert(
             token.clone(),
-            TokenInfo {
-                tenant: tenant.to_string(),
-                client_id: client_id.to_string(),
-                expires_at,
-            },
+            TokenInfo { tenant: tenant.to_string(), client_id: client_id.to_string(), expires_at },
         );
         (token, expires_at)
     }
 
     /// Checks `Authorization: Bearer …` the way Graph does and returns what the token stands for.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<TokenInfo, Response> {
-        let unauthorized = |message: &str| {
-            graph_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                message,
-            )
-        };
-        let value = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let unauthorized = |message: &str| graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message);
+        let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
         if value.is_empty() {
             return Err(unauthorized("Access token is empty."));
         }
@@ -170,13 +152,9 @@ impl Shared {
             .tokens
             .get(token.trim())
             .cloned()
-            .ok_or_else(|| {
-                unauthorized("IDX14100: JWT is not well formed, there are no dots (.).")
-            })?;
+            .ok_or_else(|| unauthorized("IDX14100: JWT is not well formed, there are no dots (.)."))?;
         if info.expires_at <= now {
-            return Err(unauthorized(
-                "Lifetime validation failed, the token is expired.",
-            ));
+            return Err(unauthorized("Lifetime validation failed, the token is expired."));
         }
         Ok(info)
     }
@@ -204,18 +182,16 @@ pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut resp = (status, body.to_string()).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"),
+        HeaderValue::from_static(
+            "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8",
+        ),
     );
     resp
 }
 
 /// Formats a time the way Graph does for alerts: UTC with seven fractional digits.
 pub(crate) fn fmt_time(t: DateTime<Utc>) -> String {
-    format!(
-        "{}.{:07}Z",
-        t.format("%Y-%m-%dT%H:%M:%S"),
-        t.timestamp_subsec_nanos() / 100
-    )
+    format!("{}.{:07}Z", t.format("%Y-%m-%dT%H:%M:%S"), t.timestamp_subsec_nanos() / 100)
 }
 
 /// Formats a time with whole seconds (`2026-11-26T10:00:00Z`).
@@ -225,24 +201,17 @@ pub(crate) fn fmt_seconds(t: DateTime<Utc>) -> String {
 
 /// Parses an ISO 8601 / RFC 3339 time.
 pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
 /// The time stored in an alert field, if present and well formed.
 pub(crate) fn alert_time(alert: &Value, field: &str) -> Option<DateTime<Utc>> {
-    alert
-        .get(field)
-        .and_then(Value::as_str)
-        .and_then(parse_time)
+    alert.get(field).and_then(Value::as_str).and_then(parse_time)
 }
 
 /// A random URL-safe string.
 pub(crate) fn random_string(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = rand::rng();
-    (0..len)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }

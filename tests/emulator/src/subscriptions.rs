@@ -10,9 +10,7 @@ use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
-use crate::state::{
-    AppState, Shared, Subscription, fmt_time, graph_error, json_response, parse_time, random_string,
-};
+use crate::state::{AppState, Shared, Subscription, fmt_time, graph_error, json_response, parse_time, random_string};
 
 /// Graph waits this long for the validation answer.
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,8 +37,7 @@ fn invalid(message: &str) -> Response {
 
 /// Notification URLs must be https; plain http is allowed for loopback receivers in tests.
 fn check_url(field: &str, raw: &str) -> Result<(), Response> {
-    let url = url::Url::parse(raw)
-        .map_err(|_| invalid(&format!("'{field}' must be an absolute URL.")))?;
+    let url = url::Url::parse(raw).map_err(|_| invalid(&format!("'{field}' must be an absolute URL.")))?;
     let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     if url.scheme() == "https" || (url.scheme() == "http" && loopback) {
         Ok(())
@@ -56,31 +53,17 @@ fn is_messages_resource(resource: &str) -> bool {
 }
 
 /// Checks an expiration time against now and the resource's maximum lifetime.
-fn check_expiry(
-    raw: Option<&Value>,
-    resource: &str,
-    now: DateTime<Utc>,
-) -> Result<String, Response> {
+fn check_expiry(raw: Option<&Value>, resource: &str, now: DateTime<Utc>) -> Result<String, Response> {
     let at = raw
         .and_then(Value::as_str)
         .and_then(parse_time)
-        .ok_or_else(|| {
-            invalid("'expirationDateTime' is required and must be an ISO 8601 date-time.")
-        })?;
-    let max = if is_messages_resource(resource) {
-        MAX_MINUTES_MESSAGES
-    } else {
-        MAX_MINUTES_OTHER
-    };
+        .ok_or_else(|| invalid("'expirationDateTime' is required and must be an ISO 8601 date-time."))?;
+    let max = if is_messages_resource(resource) { MAX_MINUTES_MESSAGES } else { MAX_MINUTES_OTHER };
     if at <= now {
-        return Err(invalid(
-            "Subscription expiration can only be in the future.",
-        ));
+        return Err(invalid("Subscription expiration can only be in the future."));
     }
     if at > now + chrono::Duration::minutes(max) {
-        return Err(invalid(&format!(
-            "Subscription expiration can only be {max} minutes in the future."
-        )));
+        return Err(invalid(&format!("Subscription expiration can only be {max} minutes in the future.")));
     }
     Ok(fmt_time(at))
 }
@@ -93,9 +76,7 @@ async fn validate_endpoint(state: &Shared, url: &str) -> Result<(), String> {
         uuid::Uuid::new_v4()
     );
     let mut target = url::Url::parse(url).map_err(|e| e.to_string())?;
-    target
-        .query_pairs_mut()
-        .append_pair("validationToken", &token);
+    target.query_pairs_mut().append_pair("validationToken", &token);
     let resp = state
         .http
         .post(target)
@@ -105,20 +86,14 @@ async fn validate_endpoint(state: &Shared, url: &str) -> Result<(), String> {
         .await
         .map_err(|e| format!("the validation request failed: {e}"))?;
     let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type =
+        resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let body = resp.text().await.map_err(|e| e.to_string())?;
     if status != 200 {
         return Err(format!("the endpoint answered {status}, not 200"));
     }
     if !content_type.starts_with("text/plain") {
-        return Err(format!(
-            "the endpoint answered Content-Type '{content_type}', not text/plain"
-        ));
+        return Err(format!("the endpoint answered Content-Type '{content_type}', not text/plain"));
     }
     if body != token {
         return Err("the endpoint did not echo the decoded validationToken".into());
@@ -127,30 +102,19 @@ async fn validate_endpoint(state: &Shared, url: &str) -> Result<(), String> {
 }
 
 /// `POST /v1.0/subscriptions`.
-pub(crate) async fn create(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let token = match state.authenticate(&headers) {
         Ok(t) => t,
         Err(resp) => return resp,
     };
     let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&body) else {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "Unable to read JSON request payload.",
-        );
+        return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Unable to read JSON request payload.");
     };
     let text = |k: &str| req.get(k).and_then(Value::as_str).map(str::to_string);
     let Some(change_type) = text("changeType") else {
         return invalid("'changeType' is required.");
     };
-    if change_type
-        .split(',')
-        .any(|c| !["created", "updated", "deleted"].contains(&c.trim()))
-    {
+    if change_type.split(',').any(|c| !["created", "updated", "deleted"].contains(&c.trim())) {
         return invalid(&format!("'{change_type}' is not a valid changeType."));
     }
     let Some(notification_url) = text("notificationUrl") else {
@@ -160,10 +124,7 @@ pub(crate) async fn create(
         return e;
     }
     let lifecycle_url = text("lifecycleNotificationUrl");
-    if let Some(Err(e)) = lifecycle_url
-        .as_deref()
-        .map(|u| check_url("lifecycleNotificationUrl", u))
-    {
+    if let Some(Err(e)) = lifecycle_url.as_deref().map(|u| check_url("lifecycleNotificationUrl", u)) {
         return e;
     }
     let Some(resource) = text("resource").filter(|r| !r.is_empty()) else {
@@ -211,25 +172,13 @@ pub(crate) async fn create(
         "encryptionCertificateId": req.get("encryptionCertificateId").cloned().unwrap_or(Value::Null),
         "notificationUrlAppId": null,
     });
-    state.lock().subscriptions.insert(
-        id,
-        Subscription {
-            tenant: token.tenant,
-            body: subscription.clone(),
-        },
-    );
-    json_response(
-        StatusCode::CREATED,
-        &with_context(&state, subscription, "subscriptions/$entity"),
-    )
+    state.lock().subscriptions.insert(id, Subscription { tenant: token.tenant, body: subscription.clone() });
+    json_response(StatusCode::CREATED, &with_context(&state, subscription, "subscriptions/$entity"))
 }
 
 fn with_context(state: &Shared, v: Value, what: &str) -> Value {
     let mut body = Map::new();
-    body.insert(
-        "@odata.context".into(),
-        json!(format!("{}/$metadata#{what}", state.graph_url())),
-    );
+    body.insert("@odata.context".into(), json!(format!("{}/$metadata#{what}", state.graph_url())));
     if let Value::Object(fields) = v {
         body.extend(fields);
     }
@@ -250,40 +199,20 @@ pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap) -> R
         Ok(t) => t,
         Err(resp) => return resp,
     };
-    let value: Vec<Value> = state
-        .lock()
-        .subscriptions
-        .values()
-        .filter(|s| s.tenant == token.tenant)
-        .map(|s| s.body.clone())
-        .collect();
-    json_response(
-        StatusCode::OK,
-        &with_context(&state, json!({"value": value}), "subscriptions"),
-    )
+    let value: Vec<Value> =
+        state.lock().subscriptions.values().filter(|s| s.tenant == token.tenant).map(|s| s.body.clone()).collect();
+    json_response(StatusCode::OK, &with_context(&state, json!({"value": value}), "subscriptions"))
 }
 
 /// `GET /v1.0/subscriptions/{id}`.
-pub(crate) async fn get(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let token = match state.authenticate(&headers) {
         Ok(t) => t,
         Err(resp) => return resp,
     };
-    let found = state
-        .lock()
-        .subscriptions
-        .get(&id)
-        .filter(|s| s.tenant == token.tenant)
-        .map(|s| s.body.clone());
+    let found = state.lock().subscriptions.get(&id).filter(|s| s.tenant == token.tenant).map(|s| s.body.clone());
     match found {
-        Some(body) => json_response(
-            StatusCode::OK,
-            &with_context(&state, body, "subscriptions/$entity"),
-        ),
+        Some(body) => json_response(StatusCode::OK, &with_context(&state, body, "subscriptions/$entity")),
         None => sub_not_found(&id),
     }
 }
@@ -300,24 +229,14 @@ pub(crate) async fn renew(
         Err(resp) => return resp,
     };
     let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&body) else {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "Unable to read JSON request payload.",
-        );
+        return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Unable to read JSON request payload.");
     };
     if let Some(key) = req.keys().find(|k| *k != "expirationDateTime") {
-        return invalid(&format!(
-            "Property '{key}' cannot be updated; only expirationDateTime can."
-        ));
+        return invalid(&format!("Property '{key}' cannot be updated; only expirationDateTime can."));
     }
     let now = state.now();
     let mut inner = state.lock();
-    let Some(sub) = inner
-        .subscriptions
-        .get_mut(&id)
-        .filter(|s| s.tenant == token.tenant)
-    else {
+    let Some(sub) = inner.subscriptions.get_mut(&id).filter(|s| s.tenant == token.tenant) else {
         drop(inner);
         return sub_not_found(&id);
     };
@@ -329,28 +248,17 @@ pub(crate) async fn renew(
     sub.body["expirationDateTime"] = json!(expiration);
     let body = sub.body.clone();
     drop(inner);
-    json_response(
-        StatusCode::OK,
-        &with_context(&state, body, "subscriptions/$entity"),
-    )
+    json_response(StatusCode::OK, &with_context(&state, body, "subscriptions/$entity"))
 }
 
 /// `DELETE /v1.0/subscriptions/{id}`.
-pub(crate) async fn delete(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+pub(crate) async fn delete(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let token = match state.authenticate(&headers) {
         Ok(t) => t,
         Err(resp) => return resp,
     };
     let mut inner = state.lock();
-    if inner
-        .subscriptions
-        .get(&id)
-        .is_some_and(|s| s.tenant == token.tenant)
-    {
+    if inner.subscriptions.get(&id).is_some_and(|s| s.tenant == token.tenant) {
         inner.subscriptions.remove(&id);
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -360,21 +268,12 @@ pub(crate) async fn delete(
 }
 
 /// `POST /v1.0/subscriptions/{id}/reauthorize`.
-pub(crate) async fn reauthorize(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+pub(crate) async fn reauthorize(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let token = match state.authenticate(&headers) {
         Ok(t) => t,
         Err(resp) => return resp,
     };
-    if state
-        .lock()
-        .subscriptions
-        .get(&id)
-        .is_some_and(|s| s.tenant == token.tenant)
-    {
+    if state.lock().subscriptions.get(&id).is_some_and(|s| s.tenant == token.tenant) {
         StatusCode::OK.into_response()
     } else {
         sub_not_found(&id)
@@ -400,30 +299,20 @@ fn user_guid(mailbox: &str) -> uuid::Uuid {
     let seed = mailbox
         .to_ascii_lowercase()
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     let mut bytes = [0u8; 16];
     rand::rngs::StdRng::seed_from_u64(seed).fill(&mut bytes);
     uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
 /// Stores a message in a mailbox and notifies every live subscription on that mailbox's messages.
-pub(crate) async fn deliver_mail(
-    state: &Shared,
-    tenant: &str,
-    mailbox: &str,
-    subject: &str,
-) -> Vec<Delivery> {
+pub(crate) async fn deliver_mail(state: &Shared, tenant: &str, mailbox: &str, subject: &str) -> Vec<Delivery> {
     let message_id = format!("AAMkAD{}", random_string(64));
     let now = state.now();
     let user = format!("{}@{}", user_guid(mailbox), tenant);
     let resource = format!("Users/{user}/Messages/{message_id}");
     let wanted = [
-        format!(
-            "users/{}/mailfolders('inbox')/messages",
-            mailbox.to_ascii_lowercase()
-        ),
+        format!("users/{}/mailfolders('inbox')/messages", mailbox.to_ascii_lowercase()),
         format!("users/{}/messages", mailbox.to_ascii_lowercase()),
     ];
     let targets: Vec<(String, String, Value)> = {
@@ -437,20 +326,9 @@ pub(crate) async fn deliver_mail(
             .subscriptions
             .iter()
             .filter(|(_, s)| {
-                let resource = s.body["resource"]
-                    .as_str()
-                    .unwrap_or("")
-                    .trim_start_matches('/')
-                    .to_ascii_lowercase();
-                let live = s.body["expirationDateTime"]
-                    .as_str()
-                    .and_then(parse_time)
-                    .is_some_and(|t| t > now);
-                let created = s.body["changeType"]
-                    .as_str()
-                    .unwrap_or("")
-                    .split(',')
-                    .any(|c| c.trim() == "created");
+                let resource = s.body["resource"].as_str().unwrap_or("").trim_start_matches('/').to_ascii_lowercase();
+                let live = s.body["expirationDateTime"].as_str().and_then(parse_time).is_some_and(|t| t > now);
+                let created = s.body["changeType"].as_str().unwrap_or("").split(',').any(|c| c.trim() == "created");
                 s.tenant == tenant && live && created && wanted.contains(&resource)
             })
             .map(|(id, s)| {
@@ -469,32 +347,20 @@ pub(crate) async fn deliver_mail(
                         "id": message_id,
                     }
                 }]});
-                (
-                    id.clone(),
-                    s.body["notificationUrl"].as_str().unwrap_or("").to_string(),
-                    body,
-                )
+                (id.clone(), s.body["notificationUrl"].as_str().unwrap_or("").to_string(), body)
             })
             .collect()
     };
     let mut deliveries = Vec::new();
     for (subscription_id, url, body) in targets {
         let status = post_json(state, &url, &body).await;
-        deliveries.push(Delivery {
-            subscription_id,
-            url,
-            status,
-        });
+        deliveries.push(Delivery { subscription_id, url, status });
     }
     deliveries
 }
 
 /// Posts a lifecycle notification for a subscription to its lifecycleNotificationUrl.
-pub(crate) async fn send_lifecycle(
-    state: &Shared,
-    subscription_id: &str,
-    event: &str,
-) -> anyhow::Result<Delivery> {
+pub(crate) async fn send_lifecycle(state: &Shared, subscription_id: &str, event: &str) -> anyhow::Result<Delivery> {
     let (url, body) = {
         let inner = state.lock();
         let sub = inner
@@ -503,9 +369,7 @@ pub(crate) async fn send_lifecycle(
             .ok_or_else(|| anyhow::anyhow!("no subscription {subscription_id}"))?;
         let url = sub.body["lifecycleNotificationUrl"]
             .as_str()
-            .ok_or_else(|| {
-                anyhow::anyhow!("subscription {subscription_id} has no lifecycleNotificationUrl")
-            })?
+            .ok_or_else(|| anyhow::anyhow!("subscription {subscription_id} has no lifecycleNotificationUrl"))?
             .to_string();
         let body = json!({"value": [{
             "subscriptionId": subscription_id,
@@ -517,9 +381,5 @@ pub(crate) async fn send_lifecycle(
         (url, body)
     };
     let status = post_json(state, &url, &body).await;
-    Ok(Delivery {
-        subscription_id: subscription_id.to_string(),
-        url,
-        status,
-    })
+    Ok(Delivery { subscription_id: subscription_id.to_string(), url, status })
 }

@@ -19,12 +19,7 @@ fn at(s: &str) -> DateTime<Utc> {
 }
 
 fn ids(body: &Value) -> Vec<String> {
-    body["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["id"].as_str().unwrap().to_string())
-        .collect()
+    body["value"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect()
 }
 
 // ---------- Entra ----------
@@ -41,13 +36,7 @@ async fn token_endpoint_accepts_good_and_rejects_bad_credentials() {
             ("grant_type", "client_credentials"),
         ]
     };
-    let resp = s
-        .http
-        .post(&url)
-        .form(&form(CLIENT_ID, SECRET))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.http.post(&url).form(&form(CLIENT_ID, SECRET)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["token_type"], "Bearer");
@@ -55,106 +44,50 @@ async fn token_endpoint_accepts_good_and_rejects_bad_credentials() {
     assert_eq!(body["ext_expires_in"], 3599);
     assert!(body["access_token"].as_str().unwrap().len() > 20);
 
-    let resp = s
-        .http
-        .post(&url)
-        .form(&form(CLIENT_ID, "wrong"))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.http.post(&url).form(&form(CLIENT_ID, "wrong")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "invalid_client");
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .starts_with("AADSTS7000215")
-    );
+    assert!(body["error_description"].as_str().unwrap().starts_with("AADSTS7000215"));
 
-    let resp = s
-        .http
-        .post(&url)
-        .form(&form("unknown-app", SECRET))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.http.post(&url).form(&form("unknown-app", SECRET)).send().await.unwrap();
     assert_eq!(resp.status(), 400);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["error"],
-        "unauthorized_client"
-    );
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "unauthorized_client");
 
     let mut bad_scope = form(CLIENT_ID, SECRET);
     bad_scope[2].1 = "https://graph.microsoft.com/SecurityAlert.Read.All";
     let resp = s.http.post(&url).form(&bad_scope).send().await.unwrap();
     assert_eq!(resp.status(), 400);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["error"],
-        "invalid_scope"
-    );
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "invalid_scope");
 
     // Certificate / workload identity: any JWT-shaped assertion for a known client.
     let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
     let assertion = |a: &'static str| {
         vec![
             ("client_id", CLIENT_ID),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
             ("client_assertion", a),
             ("scope", "https://graph.microsoft.com/.default"),
             ("grant_type", "client_credentials"),
         ]
     };
-    let resp = s
-        .http
-        .post(&url)
-        .form(&assertion(jwt))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.http.post(&url).form(&assertion(jwt)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    let resp = s
-        .http
-        .post(&url)
-        .form(&assertion("not-a-jwt"))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.http.post(&url).form(&assertion("not-a-jwt")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
 
     // The secret never reaches the request log.
-    let logged: Vec<String> = s
-        .emu
-        .requests()
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-        .collect();
+    let logged: Vec<String> = s.emu.requests().iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect();
     assert!(logged.iter().any(|b| b.contains("client_secret=REDACTED")));
-    assert!(
-        logged
-            .iter()
-            .all(|b| !b.contains(SECRET) && !b.contains("c2lnbmF0dXJl"))
-    );
+    assert!(logged.iter().all(|b| !b.contains(SECRET) && !b.contains("c2lnbmF0dXJl")));
 }
 
 #[tokio::test]
 async fn managed_identity_endpoint_checks_the_header() {
     let s = Setup::new(Options::default()).await;
-    let url = format!(
-        "{}?api-version=2019-08-01&resource=https://graph.microsoft.com",
-        s.emu.identity_endpoint()
-    );
+    let url = format!("{}?api-version=2019-08-01&resource=https://graph.microsoft.com", s.emu.identity_endpoint());
     assert_eq!(s.http.get(&url).send().await.unwrap().status(), 400);
-    let wrong = s
-        .http
-        .get(&url)
-        .header("x-identity-header", "nope")
-        .send()
-        .await
-        .unwrap();
+    let wrong = s.http.get(&url).header("x-identity-header", "nope").send().await.unwrap();
     assert_eq!(wrong.status(), 401);
     let resp = s
         .http
@@ -168,28 +101,15 @@ async fn managed_identity_endpoint_checks_the_header() {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["resource"], "https://graph.microsoft.com");
     assert_eq!(body["client_id"], "user-assigned-1");
-    let expires_on: i64 = body["expires_on"]
-        .as_str()
-        .expect("a string")
-        .parse()
-        .unwrap();
+    let expires_on: i64 = body["expires_on"].as_str().expect("a string").parse().unwrap();
     assert!(expires_on > Utc::now().timestamp());
     // The MI token works against Graph for the default tenant.
     let token = body["access_token"].as_str().unwrap();
-    let graph = s
-        .http
-        .get(format!("{}/security/alerts_v2", s.emu.graph_url()))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let graph =
+        s.http.get(format!("{}/security/alerts_v2", s.emu.graph_url())).bearer_auth(token).send().await.unwrap();
     assert_eq!(graph.status(), 200);
     // The identity header is redacted in the request log.
-    assert!(s.emu.requests().iter().all(|r| {
-        r.headers
-            .get("x-identity-header")
-            .is_none_or(|v| v == "REDACTED")
-    }));
+    assert!(s.emu.requests().iter().all(|r| { r.headers.get("x-identity-header").is_none_or(|v| v == "REDACTED") }));
 }
 
 #[tokio::test]
@@ -206,31 +126,18 @@ async fn graph_rejects_missing_unknown_and_expired_tokens() {
     s.emu.set_now(Some(Utc::now() + chrono::Duration::hours(2)));
     let (status, _, body) = s.get("/security/alerts_v2", false).await;
     assert_eq!(status, 401);
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("expired")
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("expired"));
     let auth = s.emu.requests().last().unwrap().headers["authorization"].clone();
     assert_eq!(auth, "Bearer REDACTED");
 }
 
 #[tokio::test]
 async fn tls_mode_serves_https_trusted_through_the_ca() {
-    let emu = secmon_emulator::Emulator::start(Options {
-        tls: true,
-        ..Options::default()
-    })
-    .await
-    .unwrap();
+    let emu = secmon_emulator::Emulator::start(Options { tls: true, ..Options::default() }).await.unwrap();
     emu.add_client(TENANT, CLIENT_ID, SECRET);
     assert!(emu.base_url().starts_with("https://127.0.0.1:"));
     let ca = reqwest::Certificate::from_pem(emu.ca_pem().unwrap().as_bytes()).unwrap();
-    let trusting = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .build()
-        .unwrap();
+    let trusting = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
     let token = common::token(&trusting, &emu.authority_url(), SECRET).await;
     assert!(!token.is_empty());
     // A client that does not trust the test CA fails the handshake.
@@ -247,18 +154,11 @@ async fn paging_returns_every_alert_exactly_once_even_when_alerts_change() {
     s.emu.generate_alerts(TENANT, 1050, 42, start);
     let (status, _, mut page) = s.get("/security/alerts_v2", false).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        page["@odata.context"],
-        format!("{}/$metadata#security/alerts_v2", s.emu.graph_url())
-    );
+    assert_eq!(page["@odata.context"], format!("{}/$metadata#security/alerts_v2", s.emu.graph_url()));
     let first_page = ids(&page);
     assert_eq!(first_page.len(), 100);
-    let times: Vec<&str> = page["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["lastUpdateDateTime"].as_str().unwrap())
-        .collect();
+    let times: Vec<&str> =
+        page["value"].as_array().unwrap().iter().map(|a| a["lastUpdateDateTime"].as_str().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "most recent first");
 
     let mut seen = first_page.clone();
@@ -282,26 +182,18 @@ async fn paging_returns_every_alert_exactly_once_even_when_alerts_change() {
     assert_eq!(ids(&body).len(), 500);
     assert!(body["@odata.nextLink"].is_string());
     assert_eq!(s.get("/security/alerts_v2?$top=5000", false).await.0, 400);
-    assert_eq!(
-        s.get("/security/alerts_v2?$skiptoken=garbage", false)
-            .await
-            .0,
-        400
-    );
+    assert_eq!(s.get("/security/alerts_v2?$skiptoken=garbage", false).await.0, 400);
 }
 
 #[tokio::test]
 async fn filters_select_the_right_alerts() {
     let s = Setup::new(Options::default()).await;
-    s.emu
-        .generate_alerts(TENANT, 400, 3, at("2026-11-01T00:00:00Z"));
+    s.emu.generate_alerts(TENANT, 400, 3, at("2026-11-01T00:00:00Z"));
     let all = s.emu.alerts(TENANT);
     let cut = all[150]["lastUpdateDateTime"].as_str().unwrap().to_string();
     let expected: HashSet<String> = all
         .iter()
-        .filter(|a| {
-            a["lastUpdateDateTime"].as_str().unwrap() >= cut.as_str() && a["severity"] == "high"
-        })
+        .filter(|a| a["lastUpdateDateTime"].as_str().unwrap() >= cut.as_str() && a["severity"] == "high")
         .map(|a| a["id"].as_str().unwrap().to_string())
         .collect();
     assert!(!expected.is_empty());
@@ -330,18 +222,10 @@ async fn filters_select_the_right_alerts() {
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            ids(&resp.json().await.unwrap()).contains(&boundary),
-            included,
-            "{op}"
-        );
+        assert_eq!(ids(&resp.json().await.unwrap()).contains(&boundary), included, "{op}");
     }
 
-    for f in [
-        "status eq 'new'",
-        "serviceSource eq 'microsoftSentinel'",
-        "createdDateTime lt 2026-11-01T03:00:00Z",
-    ] {
+    for f in ["status eq 'new'", "serviceSource eq 'microsoftSentinel'", "createdDateTime lt 2026-11-01T03:00:00Z"] {
         let resp = s
             .http
             .get(format!("{}/security/alerts_v2", s.emu.graph_url()))
@@ -386,35 +270,17 @@ async fn evolvable_enums_need_the_prefer_header() {
     let (_, headers, preferred) = s.get(&path, true).await;
     assert_eq!(preferred["serviceSource"], "microsoftSentinel");
     assert_eq!(preferred["detectionSource"], "scheduledAlerts");
-    assert_eq!(
-        headers["preference-applied"],
-        "include-unknown-enum-members"
-    );
+    assert_eq!(headers["preference-applied"], "include-unknown-enum-members");
 
     // Non-evolvable values are untouched either way, and the list behaves the same.
     let (_, _, list) = s.get("/security/alerts_v2", false).await;
-    let by_id: HashMap<&str, &Value> = list["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| (a["id"].as_str().unwrap(), a))
-        .collect();
+    let by_id: HashMap<&str, &Value> =
+        list["value"].as_array().unwrap().iter().map(|a| (a["id"].as_str().unwrap(), a)).collect();
     assert_eq!(by_id[sentinel]["serviceSource"], "unknownFutureValue");
-    assert_eq!(
-        by_id["da637551227677560813_-961444813"]["serviceSource"],
-        "microsoftDefenderForEndpoint"
-    );
-    assert_eq!(
-        s.emu.alert(TENANT, sentinel).unwrap()["serviceSource"],
-        "microsoftSentinel"
-    );
+    assert_eq!(by_id["da637551227677560813_-961444813"]["serviceSource"], "microsoftDefenderForEndpoint");
+    assert_eq!(s.emu.alert(TENANT, sentinel).unwrap()["serviceSource"], "microsoftSentinel");
     // Filtering sees stored values: the documented Sentinel filter finds the alert.
-    let (status, _, body) = s
-        .get(
-            "/security/alerts_v2?$filter=serviceSource%20eq%20'microsoftSentinel'",
-            false,
-        )
-        .await;
+    let (status, _, body) = s.get("/security/alerts_v2?$filter=serviceSource%20eq%20'microsoftSentinel'", false).await;
     assert_eq!(status, 200);
     assert_eq!(ids(&body), vec![sentinel.to_string()]);
     let (status, _, body) = s.get("/security/alerts_v2/missing-id", false).await;
@@ -454,18 +320,9 @@ async fn patch_validates_and_resolves() {
     assert_eq!(body["lastUpdateDateTime"], body["resolvedDateTime"]);
     assert_eq!(body["lastUpdateDateTime"], "2026-01-01T10:00:00.0000000Z");
     assert_eq!(s.emu.alert(TENANT, id).unwrap()["status"], "resolved");
-    assert_eq!(
-        s.emu.patches(),
-        vec![(TENANT.to_string(), id.to_string(), update)]
-    );
+    assert_eq!(s.emu.patches(), vec![(TENANT.to_string(), id.to_string(), update)]);
 
-    let (status, body) = s
-        .send(
-            Method::PATCH,
-            "/security/alerts_v2/nope",
-            &json!({"status": "resolved"}),
-        )
-        .await;
+    let (status, body) = s.send(Method::PATCH, "/security/alerts_v2/nope", &json!({"status": "resolved"})).await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "NotFound");
 }
@@ -475,12 +332,9 @@ async fn comments_accept_both_shapes_and_the_switch_narrows_them() {
     let s = Setup::new(Options::default()).await;
     s.emu.seed_samples(TENANT);
     let path = "/security/alerts_v2/da637551227677560813_-961444813/comments";
-    let object: Value = serde_json::from_str(include_str!(
-        "../../fixtures/samples/alert-comment-request.json"
-    ))
-    .unwrap();
-    let array =
-        json!([{"@odata.type": "microsoft.graph.security.alertComment", "comment": "second"}]);
+    let object: Value =
+        serde_json::from_str(include_str!("../../fixtures/samples/alert-comment-request.json")).unwrap();
+    let array = json!([{"@odata.type": "microsoft.graph.security.alertComment", "comment": "second"}]);
 
     let (status, body) = s.send(Method::POST, path, &object).await;
     assert_eq!(status, 200);
@@ -492,24 +346,11 @@ async fn comments_accept_both_shapes_and_the_switch_narrows_them() {
     assert_eq!(list[0]["comment"], "Demo for docs");
     assert_eq!(list[1]["comment"], "second");
     // Same keys as the documented response.
-    let sample: Value = serde_json::from_str(include_str!(
-        "../../fixtures/samples/alert-comment-response.json"
-    ))
-    .unwrap();
-    let keys = |v: &Value| {
-        v.as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect::<HashSet<_>>()
-    };
+    let sample: Value =
+        serde_json::from_str(include_str!("../../fixtures/samples/alert-comment-response.json")).unwrap();
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<HashSet<_>>();
     assert_eq!(keys(&list[0]), keys(&sample["value"][0]));
-    assert!(
-        body["@odata.context"]
-            .as_str()
-            .unwrap()
-            .ends_with("/comments")
-    );
+    assert!(body["@odata.context"].as_str().unwrap().ends_with("/comments"));
 
     s.emu.set_comment_shape(CommentShape::ObjectOnly);
     assert_eq!(s.send(Method::POST, path, &array).await.0, 400);
@@ -517,16 +358,8 @@ async fn comments_accept_both_shapes_and_the_switch_narrows_them() {
     s.emu.set_comment_shape(CommentShape::ArrayOnly);
     assert_eq!(s.send(Method::POST, path, &object).await.0, 400);
     assert_eq!(s.send(Method::POST, path, &array).await.0, 200);
-    assert_eq!(
-        s.send(Method::POST, path, &json!({"comment": ""})).await.0,
-        400
-    );
-    assert_eq!(
-        s.send(Method::POST, "/security/alerts_v2/nope/comments", &array)
-            .await
-            .0,
-        404
-    );
+    assert_eq!(s.send(Method::POST, path, &json!({"comment": ""})).await.0, 400);
+    assert_eq!(s.send(Method::POST, "/security/alerts_v2/nope/comments", &array).await.0, 404);
     assert_eq!(s.emu.comments().len(), 4);
 }
 
@@ -535,14 +368,10 @@ async fn comments_accept_both_shapes_and_the_switch_narrows_them() {
 #[tokio::test]
 async fn send_mail_validates_and_records() {
     let s = Setup::new(Options::default()).await;
-    let sample: Value =
-        serde_json::from_str(include_str!("../../fixtures/samples/sendmail-request.json")).unwrap();
+    let sample: Value = serde_json::from_str(include_str!("../../fixtures/samples/sendmail-request.json")).unwrap();
     let resp = s
         .http
-        .post(format!(
-            "{}/users/secmon@contoso.com/sendMail",
-            s.emu.graph_url()
-        ))
+        .post(format!("{}/users/secmon@contoso.com/sendMail", s.emu.graph_url()))
         .bearer_auth(&s.token)
         .json(&sample)
         .send()
@@ -552,15 +381,10 @@ async fn send_mail_validates_and_records() {
     assert!(resp.bytes().await.unwrap().is_empty());
     let mut bad = sample.clone();
     bad["message"]["toRecipients"] = json!([]);
-    let (status, body) = s
-        .send(Method::POST, "/users/secmon@contoso.com/sendMail", &bad)
-        .await;
+    let (status, body) = s.send(Method::POST, "/users/secmon@contoso.com/sendMail", &bad).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "ErrorInvalidRecipients");
-    assert_eq!(
-        s.emu.mails(),
-        vec![(TENANT.to_string(), "secmon@contoso.com".to_string(), sample)]
-    );
+    assert_eq!(s.emu.mails(), vec![(TENANT.to_string(), "secmon@contoso.com".to_string(), sample)]);
 }
 
 // ---------- faults ----------
@@ -580,33 +404,20 @@ async fn each_fault_kind_fires_the_requested_number_of_times() {
     assert_eq!(s.get("/security/alerts_v2", false).await.0, 200);
 
     faults.push(Fault::new("alerts_v2", FaultKind::Garbage));
-    let resp = s
-        .http
-        .get(format!("{}/security/alerts_v2", s.emu.graph_url()))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        s.http.get(format!("{}/security/alerts_v2", s.emu.graph_url())).bearer_auth(&s.token).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.json::<Value>().await.is_err());
     assert_eq!(s.get("/security/alerts_v2", false).await.0, 200);
 
     faults.push(Fault::new("alerts_v2", FaultKind::Drop).times(2));
     for _ in 0..2 {
-        let err = s
-            .http
-            .get(format!("{}/security/alerts_v2", s.emu.graph_url()))
-            .bearer_auth(&s.token)
-            .send()
-            .await;
+        let err = s.http.get(format!("{}/security/alerts_v2", s.emu.graph_url())).bearer_auth(&s.token).send().await;
         assert!(err.is_err(), "dropped connection must fail");
     }
     assert_eq!(s.get("/security/alerts_v2", false).await.0, 200);
 
-    faults.push(Fault::new(
-        "alerts_v2",
-        FaultKind::Delay(Duration::from_millis(300)),
-    ));
+    faults.push(Fault::new("alerts_v2", FaultKind::Delay(Duration::from_millis(300))));
     let started = std::time::Instant::now();
     assert_eq!(s.get("/security/alerts_v2", false).await.0, 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -618,10 +429,7 @@ async fn each_fault_kind_fires_the_requested_number_of_times() {
     faults.push(Fault::status("/oauth2/", 503, None).method("POST"));
     let resp = s
         .http
-        .post(format!(
-            "{}/{TENANT}/oauth2/v2.0/token",
-            s.emu.authority_url()
-        ))
+        .post(format!("{}/{TENANT}/oauth2/v2.0/token", s.emu.authority_url()))
         .form(&[("grant_type", "client_credentials")])
         .send()
         .await
@@ -629,21 +437,12 @@ async fn each_fault_kind_fires_the_requested_number_of_times() {
     assert_eq!(resp.status(), 503);
     faults.push(Fault::status("/sink/", 500, None));
     let sink = s.emu.webhook_sink_url("x");
-    assert_eq!(
-        s.http.post(&sink).body("{}").send().await.unwrap().status(),
-        500
-    );
-    assert_eq!(
-        s.http.post(&sink).body("{}").send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(s.http.post(&sink).body("{}").send().await.unwrap().status(), 500);
+    assert_eq!(s.http.post(&sink).body("{}").send().await.unwrap().status(), 200);
     assert_eq!(faults.remaining(), 0);
 
     let requests = s.emu.requests();
-    assert_eq!(
-        requests.iter().filter(|r| r.faulted).count(),
-        2 + 1 + 2 + 1 + 1 + 1
-    );
+    assert_eq!(requests.iter().filter(|r| r.faulted).count(), 2 + 1 + 2 + 1 + 1 + 1);
     assert_eq!(requests.iter().filter(|r| r.status.is_none()).count(), 2);
     assert_eq!(s.emu.webhook_deliveries("x").len(), 1);
 
@@ -661,32 +460,15 @@ async fn receiver(echo_correctly: bool) -> (String, Arc<Mutex<Vec<Value>>>) {
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(
-            move |Query(q): Query<HashMap<String, String>>,
-                  raw: axum::extract::RawQuery,
-                  body: String| {
+            move |Query(q): Query<HashMap<String, String>>, raw: axum::extract::RawQuery, body: String| {
                 let store = store.clone();
                 async move {
                     if let Some(token) = q.get("validationToken") {
-                        let answer = if echo_correctly {
-                            token.clone()
-                        } else {
-                            raw.0.unwrap_or_default()
-                        };
-                        return (
-                            axum::http::StatusCode::OK,
-                            [(CONTENT_TYPE, "text/plain")],
-                            answer,
-                        );
+                        let answer = if echo_correctly { token.clone() } else { raw.0.unwrap_or_default() };
+                        return (axum::http::StatusCode::OK, [(CONTENT_TYPE, "text/plain")], answer);
                     }
-                    store
-                        .lock()
-                        .unwrap()
-                        .push(serde_json::from_str(&body).unwrap());
-                    (
-                        axum::http::StatusCode::ACCEPTED,
-                        [(CONTENT_TYPE, "text/plain")],
-                        String::new(),
-                    )
+                    store.lock().unwrap().push(serde_json::from_str(&body).unwrap());
+                    (axum::http::StatusCode::ACCEPTED, [(CONTENT_TYPE, "text/plain")], String::new())
                 }
             },
         ),
@@ -715,61 +497,26 @@ async fn subscription_handshake_lifetimes_and_management() {
     let (bad, _) = receiver(false).await;
     let resource = "users/secmon@contoso.com/mailFolders('inbox')/messages";
 
-    let (status, body) = s
-        .send(
-            Method::POST,
-            "/subscriptions",
-            &subscription(&bad, resource, 60),
-        )
-        .await;
+    let (status, body) = s.send(Method::POST, "/subscriptions", &subscription(&bad, resource, 60)).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "ValidationError");
 
-    let (status, _) = s
-        .send(
-            Method::POST,
-            "/subscriptions",
-            &subscription(&good, resource, 10_081),
-        )
-        .await;
-    assert_eq!(
-        status, 400,
-        "messages subscriptions live at most 10080 minutes"
-    );
-    let (status, _) = s
-        .send(
-            Method::POST,
-            "/subscriptions",
-            &subscription(&good, "security/alerts?$filter=x", 4231),
-        )
-        .await;
+    let (status, _) = s.send(Method::POST, "/subscriptions", &subscription(&good, resource, 10_081)).await;
+    assert_eq!(status, 400, "messages subscriptions live at most 10080 minutes");
+    let (status, _) =
+        s.send(Method::POST, "/subscriptions", &subscription(&good, "security/alerts?$filter=x", 4231)).await;
     assert_eq!(status, 400, "other resources live at most 4230 minutes");
     let mut long_state = subscription(&good, resource, 60);
     long_state["clientState"] = json!("x".repeat(129));
-    assert_eq!(
-        s.send(Method::POST, "/subscriptions", &long_state).await.0,
-        400
-    );
+    assert_eq!(s.send(Method::POST, "/subscriptions", &long_state).await.0, 400);
     let mut absolute = subscription(&good, resource, 60);
     absolute["resource"] = json!("https://graph.microsoft.com/v1.0/users/x/messages");
-    assert_eq!(
-        s.send(Method::POST, "/subscriptions", &absolute).await.0,
-        400
-    );
+    assert_eq!(s.send(Method::POST, "/subscriptions", &absolute).await.0, 400);
     let mut missing = subscription(&good, resource, 60);
     missing.as_object_mut().unwrap().remove("changeType");
-    assert_eq!(
-        s.send(Method::POST, "/subscriptions", &missing).await.0,
-        400
-    );
+    assert_eq!(s.send(Method::POST, "/subscriptions", &missing).await.0, 400);
 
-    let (status, created) = s
-        .send(
-            Method::POST,
-            "/subscriptions",
-            &subscription(&good, resource, 10_000),
-        )
-        .await;
+    let (status, created) = s.send(Method::POST, "/subscriptions", &subscription(&good, resource, 10_000)).await;
     assert_eq!(status, 201);
     let id = created["id"].as_str().unwrap();
     assert_eq!(created["resource"], resource);
@@ -778,32 +525,13 @@ async fn subscription_handshake_lifetimes_and_management() {
     let (_, _, list) = s.get("/subscriptions", false).await;
     assert_eq!(list["value"].as_array().unwrap().len(), 1);
     let renewed = (Utc::now() + chrono::Duration::minutes(120)).to_rfc3339();
-    let (status, body) = s
-        .send(
-            Method::PATCH,
-            &format!("/subscriptions/{id}"),
-            &json!({"expirationDateTime": renewed}),
-        )
-        .await;
+    let (status, body) =
+        s.send(Method::PATCH, &format!("/subscriptions/{id}"), &json!({"expirationDateTime": renewed})).await;
     assert_eq!(status, 200);
     assert_eq!(body["id"], id);
-    assert_eq!(
-        s.send(
-            Method::POST,
-            &format!("/subscriptions/{id}/reauthorize"),
-            &json!({})
-        )
-        .await
-        .0,
-        200
-    );
-    let resp = s
-        .http
-        .delete(format!("{}/subscriptions/{id}", s.emu.graph_url()))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(s.send(Method::POST, &format!("/subscriptions/{id}/reauthorize"), &json!({})).await.0, 200);
+    let resp =
+        s.http.delete(format!("{}/subscriptions/{id}", s.emu.graph_url())).bearer_auth(&s.token).send().await.unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(s.get(&format!("/subscriptions/{id}"), false).await.0, 404);
 }
@@ -812,78 +540,40 @@ async fn subscription_handshake_lifetimes_and_management() {
 async fn delivered_mail_notifies_in_the_documented_shape() {
     let s = Setup::new(Options::default()).await;
     let (url, seen) = receiver(true).await;
-    let (_, created) = s
-        .send(
-            Method::POST,
-            "/subscriptions",
-            &subscription(&url, "/users/SecMon@contoso.com/messages", 60),
-        )
-        .await;
+    let (_, created) =
+        s.send(Method::POST, "/subscriptions", &subscription(&url, "/users/SecMon@contoso.com/messages", 60)).await;
     let id = created["id"].as_str().unwrap().to_string();
 
-    let deliveries = s
-        .emu
-        .deliver_mail(TENANT, "secmon@contoso.com", "Alert digest")
-        .await;
+    let deliveries = s.emu.deliver_mail(TENANT, "secmon@contoso.com", "Alert digest").await;
     assert_eq!(deliveries.len(), 1);
     assert_eq!(deliveries[0].status, Some(202));
-    assert!(
-        s.emu
-            .deliver_mail(TENANT, "other@contoso.com", "x")
-            .await
-            .is_empty()
-    );
-    assert!(
-        s.emu
-            .deliver_mail("other-tenant", "secmon@contoso.com", "x")
-            .await
-            .is_empty()
-    );
+    assert!(s.emu.deliver_mail(TENANT, "other@contoso.com", "x").await.is_empty());
+    assert!(s.emu.deliver_mail("other-tenant", "secmon@contoso.com", "x").await.is_empty());
 
     let got = seen.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
     let item = &got[0]["value"][0];
-    let sample: Value = serde_json::from_str(include_str!(
-        "../../fixtures/samples/change-notification-webhook.json"
-    ))
-    .unwrap();
+    let sample: Value =
+        serde_json::from_str(include_str!("../../fixtures/samples/change-notification-webhook.json")).unwrap();
     let sample_item = &sample["value"][0];
-    let keys = |v: &Value| {
-        v.as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect::<HashSet<_>>()
-    };
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<HashSet<_>>();
     assert_eq!(keys(item), keys(sample_item));
-    assert_eq!(
-        keys(&item["resourceData"]),
-        keys(&sample_item["resourceData"])
-    );
+    assert_eq!(keys(&item["resourceData"]), keys(&sample_item["resourceData"]));
     assert_eq!(item["subscriptionId"], id.as_str());
     assert_eq!(item["clientState"], "secretClientValue");
     assert_eq!(item["tenantId"], TENANT);
     assert_eq!(item["changeType"], "created");
-    assert_eq!(
-        item["resourceData"]["@odata.type"],
-        "#Microsoft.Graph.Message"
-    );
+    assert_eq!(item["resourceData"]["@odata.type"], "#Microsoft.Graph.Message");
     assert_eq!(s.emu.mailbox(TENANT, "secmon@contoso.com").len(), 1);
 
-    let d = s
-        .emu
-        .send_lifecycle(&id, "reauthorizationRequired")
-        .await
-        .unwrap();
+    let d = s.emu.send_lifecycle(&id, "reauthorizationRequired").await.unwrap();
     assert_eq!(d.status, Some(202));
     let got = seen.lock().unwrap().clone();
     let life = &got[1]["value"][0];
     assert_eq!(life["lifecycleEvent"], "reauthorizationRequired");
     assert_eq!(life["subscriptionId"], id.as_str());
-    let sample: Value = serde_json::from_str(include_str!(
-        "../../fixtures/samples/lifecycle-notification.json"
-    ))
-    .unwrap();
+    let sample: Value =
+        serde_json::from_str(include_str!("../../fixtures/samples/lifecycle-notification.json")).unwrap();
     assert_eq!(keys(life), keys(&sample["value"][0]));
 }
 
@@ -895,58 +585,30 @@ async fn teams_workflow_sink_checks_signature_size_and_shape() {
     let url = s.emu.teams_webhook_url("soc");
     assert_eq!(url, s.emu.teams_webhook_url("soc"), "stable per name");
     assert!(url.contains("/triggers/manual/paths/invoke?api-version=") && url.contains("&sig="));
-    let card: Value = serde_json::from_str(include_str!(
-        "../../fixtures/samples/functions-teams-webhook-adaptive-card.json"
-    ))
-    .unwrap();
+    let card: Value =
+        serde_json::from_str(include_str!("../../fixtures/samples/functions-teams-webhook-adaptive-card.json"))
+            .unwrap();
 
-    assert_eq!(
-        s.http.post(&url).json(&card).send().await.unwrap().status(),
-        202
-    );
+    assert_eq!(s.http.post(&url).json(&card).send().await.unwrap().status(), 202);
     let forged = format!("{}&sig=forged", url.split("&sig=").next().unwrap());
-    assert_eq!(
-        s.http
-            .post(&forged)
-            .json(&card)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    let resp = s
-        .http
-        .post(&url)
-        .json(&json!({"text": "legacy connector"}))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(s.http.post(&forged).json(&card).send().await.unwrap().status(), 401);
+    let resp = s.http.post(&url).json(&json!({"text": "legacy connector"})).send().await.unwrap();
     assert_eq!(resp.status(), 400);
     assert!(resp.json::<Value>().await.unwrap()["error"]["code"].is_string());
     let mut big = card.clone();
     big["attachments"][0]["content"]["body"][0]["text"] = json!("x".repeat(29 * 1024));
-    assert_eq!(
-        s.http.post(&url).json(&big).send().await.unwrap().status(),
-        413
-    );
+    assert_eq!(s.http.post(&url).json(&big).send().await.unwrap().status(), 413);
     assert_eq!(s.emu.teams_messages("soc"), vec![card]);
     // The signature is redacted in the request log.
-    assert!(s.emu.requests().iter().all(|r| {
-        r.query
-            .as_deref()
-            .is_none_or(|q| !q.contains(url.split("&sig=").nth(1).unwrap()))
-    }));
+    assert!(
+        s.emu
+            .requests()
+            .iter()
+            .all(|r| { r.query.as_deref().is_none_or(|q| !q.contains(url.split("&sig=").nth(1).unwrap())) })
+    );
 
     let sink = s.emu.webhook_sink_url("generic");
-    let resp = s
-        .http
-        .post(&sink)
-        .header("x-signature", "abc")
-        .body(r#"{"k":1}"#)
-        .send()
-        .await
-        .unwrap();
+    let resp = s.http.post(&sink).header("x-signature", "abc").body(r#"{"k":1}"#).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let deliveries = s.emu.webhook_deliveries("generic");
     assert_eq!(deliveries.len(), 1);

@@ -24,11 +24,7 @@ impl Setup {
     }
 
     /// GET a Graph path (relative to /v1.0) with the token; returns status, headers and JSON (Null if none).
-    pub async fn get(
-        &self,
-        path_and_query: &str,
-        prefer: bool,
-    ) -> (u16, reqwest::header::HeaderMap, Value) {
+    pub async fn get(&self, path_and_query: &str, prefer: bool) -> (u16, reqwest::header::HeaderMap, Value) {
         let url = if path_and_query.starts_with("http") {
             path_and_query.to_string()
         } else {
@@ -76,8 +72,5 @@ pub async fn token(http: &reqwest::Client, authority: &str, secret: &str) -> Str
         .expect("token request");
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.expect("token json");
-    body["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string()
+    body["access_token"].as_str().expect("access_token").to_string()
 }

@@ -97,6 +97,8 @@ pub struct Decision {
     pub outcome: Outcome,
     /// The close rule that matched, if one did (also when a guardrail stops it from closing).
     pub close: Option<CloseMatch>,
+    /// Why the matched close rule may not close the alert, if a guardrail stops it.
+    pub blocked: Option<Blocked>,
     /// Routes that matched, in order.
     pub routes: Vec<RouteMatch>,
     /// The routed receivers, deduplicated, in order. They are notified unless the alert is closed in
@@ -254,6 +256,7 @@ impl Engine {
                 routes.iter().map(|r| route_name(r.index, r.name.as_deref())).collect::<Vec<_>>().join(", ")
             )
         };
+        let blocked = matched.and_then(|rule| guardrail(alert, &rule.config));
         let (outcome, close, mut reason) = match matched {
             None => {
                 let outcome = if receivers.is_empty() { Outcome::None } else { Outcome::Notify };
@@ -262,7 +265,7 @@ impl Engine {
             Some(rule) => {
                 let m = close_match(rule, alert);
                 let id = &rule.config.id;
-                match guardrail(alert, &rule.config) {
+                match &blocked {
                     Some(Blocked::Resolved) => (
                         // Our own close comes back as a new, resolved version: saying nothing is what
                         // keeps a closed alert from turning into a notification.
@@ -293,7 +296,7 @@ impl Engine {
         for e in &errors {
             reason.push_str(&format!("; {} failed on this alert and counts as no match: {}", e.at, e.message));
         }
-        Decision { outcome, close, routes, receivers, reason, errors }
+        Decision { outcome, close, blocked, routes, receivers, reason, errors }
     }
 }
 
@@ -333,11 +336,20 @@ fn close_match(rule: &Rule, alert: &Alert) -> CloseMatch {
     }
 }
 
-/// Why a matched rule may not close an alert; the checks that need no state.
-enum Blocked {
+/// Why a matched close rule may not close an alert: the guardrails that need no state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blocked {
+    /// A secmon alert (`secmon-` id), which is never closed in Graph.
     Internal,
+    /// Already resolved: nothing to do.
     Resolved,
-    Severity(Severity, Severity),
+    /// The alert's severity is above the rule's `max_severity` (alert severity, limit).
+    Severity(#[serde(serialize_with = "as_str")] Severity, #[serde(serialize_with = "as_str")] Severity),
+}
+
+fn as_str<S: serde::Serializer>(s: &Severity, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.as_str())
 }
 
 impl Blocked {

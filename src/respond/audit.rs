@@ -410,6 +410,29 @@ pub async fn export(
     Ok(n)
 }
 
+/// Parses an `--since` value: RFC 3339 (`2026-11-26T08:00:00Z`) or a UTC day (`2026-11-26`).
+pub fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s.trim()) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+        .map_err(|_| format!("--since {s:?}: expected a date (2026-11-26) or an RFC 3339 time (2026-11-26T08:00:00Z)"))
+}
+
+/// `secmon audit verify`: one JSON line per stream (`{"stream","records","ok","problems"}`); returns
+/// true when every chain is intact.
+pub async fn verify_command(store: &dyn Store, tenant: Option<&str>, out: &mut dyn Write) -> Result<bool, ExportError> {
+    let reports = verify(store, tenant).await?;
+    let mut all_ok = true;
+    for r in &reports {
+        all_ok &= r.ok();
+        let line = serde_json::json!({"stream": r.stream, "records": r.records, "ok": r.ok(), "problems": r.problems});
+        writeln!(out, "{line}")?;
+    }
+    Ok(all_ok)
+}
+
 /// Why an export stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -579,6 +602,29 @@ mod tests {
         assert!(text.contains("\"new\"") && text.contains("\"other\"") && !text.contains("\"old\""), "{text}");
         let mut out = Vec::new();
         assert_eq!(export(&s, at("2026-01-01T00:00:00Z"), Some("fabrikam"), &mut out).await.unwrap(), 1);
+    }
+
+    #[test]
+    fn since_takes_a_day_or_a_time() {
+        assert_eq!(parse_since("2026-11-26").unwrap(), at("2026-11-26T00:00:00Z"));
+        assert_eq!(parse_since("2026-11-26T08:30:00+01:00").unwrap(), at("2026-11-26T07:30:00Z"));
+        assert!(parse_since("yesterday").unwrap_err().contains("--since"));
+    }
+
+    #[tokio::test]
+    async fn verify_command_prints_one_line_per_stream_and_fails_on_damage() {
+        let s = filled(2).await;
+        let mut out = Vec::new();
+        assert!(verify_command(&s, None, &mut out).await.unwrap());
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(line["ok"], true);
+        assert_eq!(line["records"], 2);
+        let damaged = tamper(&s, |r| {
+            r.remove(0);
+        })
+        .await;
+        let mut out = Vec::new();
+        assert!(!verify_command(&damaged, None, &mut out).await.unwrap());
     }
 
     #[tokio::test]

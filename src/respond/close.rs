@@ -5,7 +5,9 @@
 //!   determination); completed as soon as Graph accepted it;
 //! - `comment/{tenant}/{alert id}/{version}`: the comment saying which rule closed the alert and why.
 //!
-//! A retry after a crash between the two finds the PATCH done and adds only the comment. The circuit
+//! A retry after a crash between the two finds the PATCH done and adds only the comment. A PATCH Graph
+//! refused for good is remembered (`close-outcome/{tenant}/{alert id}/{version}`), so a redelivery
+//! neither retries it nor comments on an alert that is still open. The circuit
 //! breaker counts closes per rule and UTC hour in the store (`breaker/{rule}/{YYYY-MM-DDTHH}`, updated by
 //! compare-and-swap); a close takes its slot before the PATCH, so concurrent workers cannot exceed the
 //! limit, and a slot taken by a PATCH that then failed stays taken (the breaker errs towards closing less).
@@ -127,16 +129,32 @@ pub async fn close(
     let comment_key = format!("comment/{tenant}/{}/{version}", alert.id);
     let store = app.store.as_ref();
 
+    let outcome_key = format!("close-outcome/{tenant}/{}/{version}", alert.id);
     let mut result = match store.claim(&close_key, LEASE).await.map_err(store_error)? {
         Claim::Held => return Err(RespondError::Retry(format!("{close_key} is being closed by another worker"))),
-        Claim::Done => None,
+        Claim::Done => match store.get(&outcome_key).await.map_err(store_error)? {
+            // An earlier delivery was refused for good: say so again (its audit record and
+            // notifications are claimed once), and never comment on an alert that was not closed.
+            Some(v) if v.value.starts_with(b"failed") => {
+                let text = String::from_utf8_lossy(&v.value).into_owned();
+                let mut parts = text.splitn(3, ' ');
+                let _ = parts.next();
+                let graph_status = parts.next().and_then(|s| s.parse().ok());
+                let message = parts.next().unwrap_or_default().to_string();
+                return Ok(Closed::Failed { graph_status, message });
+            }
+            _ => None,
+        },
         Claim::Acquired => match patch(app, tenant, alert, m, now).await {
             Ok(closed @ Closed::Closed { .. }) => {
                 store.complete(&close_key).await.map_err(store_error)?;
                 Some(closed)
             }
             Ok(Closed::Failed { graph_status, message }) => {
-                // Retrying cannot help; completing the claim keeps a redelivery from trying again.
+                // Retrying cannot help; completing the claim keeps a redelivery from trying again, and
+                // the outcome tells it what happened.
+                let outcome = format!("failed {} {message}", graph_status.map(|s| s.to_string()).unwrap_or("-".into()));
+                store.put(&outcome_key, outcome.as_bytes()).await.map_err(store_error)?;
                 store.complete(&close_key).await.map_err(store_error)?;
                 return Ok(Closed::Failed { graph_status, message });
             }

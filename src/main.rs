@@ -97,6 +97,9 @@ fn rules_test(file: &std::path::Path, now: Option<String>, tenant: Option<String
             return ExitCode::from(1);
         }
     };
+    for w in &loaded.warnings {
+        eprintln!("{}", loaded.render(w));
+    }
     let tenant = tenant.or_else(|| loaded.config.tenants.first().map(|t| t.name.clone())).unwrap_or_default();
     let engine = match secmon::rules::Engine::compile(&loaded.config) {
         Ok(e) => e,

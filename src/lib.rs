@@ -13,7 +13,9 @@
 //! - [`notify`]: receivers: Teams, e-mail, signed webhook.
 //! - [`store`]: state, claims, audit streams and the queue behind one contract; SQLite and Azure.
 //! - [`host`]: how functions are invoked: Azure custom handler, standalone.
-//! - [`app`], [`clock`], [`redact`]: the shared state, time as an input, and secret hygiene.
+//! - [`app`], [`setup`], [`clock`], [`redact`]: the shared state and how it is built from config and
+//!   environment, time as an input, and secret hygiene.
+//! - [`logging`], [`metrics`]: JSON logs carrying the invocation id, counters, the poll heartbeat.
 #![warn(missing_docs)]
 
 pub mod alert;
@@ -23,8 +25,11 @@ pub mod config;
 pub mod graph;
 pub mod host;
 pub mod intake;
+pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod redact;
 pub mod respond;
 pub mod rules;
+pub mod setup;
 pub mod store;

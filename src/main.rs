@@ -17,7 +17,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum Command {
     /// Validate the config and print every problem with its file, line and field (exit 1 on errors).
     CheckConfig,
@@ -29,9 +29,32 @@ enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Poll every tenant's alerts and print a JSON summary per tenant.
+    Poll {
+        /// One poll cycle, then exit (the only mode; `secmon run` polls on the schedule).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Queue every alert version updated since DATE that was not queued before, with a progress bar.
+    Backfill {
+        /// RFC 3339 time or a date (`2026-11-01`, midnight UTC).
+        #[arg(long, value_parser = parse_since)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// Only this tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Print each tenant's last successful poll as JSON (exit 1 when any tenant is unhealthy).
+    Status,
+    /// Azure Functions custom handler: serve every function on 127.0.0.1, JSON logs on stdout.
+    Serve {
+        /// The port the Functions host chose.
+        #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
+        port: u16,
+    },
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum RulesCommand {
     /// Evaluate the rules and routes against alert JSON files (an alert, an array, or a Graph list
     /// response) and print one JSON decision per alert. No network, no store.
@@ -48,7 +71,7 @@ enum RulesCommand {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum AuditCommand {
     /// Check every hash chain; print one JSON line per stream; exit 1 if a record was changed, removed
     /// or reordered.
@@ -68,14 +91,33 @@ enum AuditCommand {
     },
 }
 
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match cli.command.clone() {
         Command::CheckConfig => check_config(&cli.config),
         Command::ConfigSchema => {
             println!("{}", serde_json::to_string_pretty(&secmon::config::Config::json_schema()).expect("schema"));
             ExitCode::SUCCESS
         }
+        Command::Poll { once } => {
+            if !once {
+                eprintln!("secmon poll needs --once (use `secmon run` to poll on the schedule)");
+                return ExitCode::from(2);
+            }
+            with_app(&cli.config, poll_once)
+        }
+        Command::Backfill { since, tenant } => with_app(&cli.config, move |app| backfill(app, since, tenant)),
+        Command::Status => with_app(&cli.config, status),
+        Command::Serve { port } => serve(&cli.config, port),
         Command::Rules(RulesCommand::Test { now, tenant, paths }) => rules_test(&cli.config, now, tenant, &paths),
         Command::Audit(cmd) => audit(&cli.config, cmd),
     }
@@ -154,6 +196,105 @@ fn audit(file: &std::path::Path, cmd: AuditCommand) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn serve(file: &std::path::Path, port: u16) -> ExitCode {
+    secmon::logging::init(secmon::logging::Format::Json);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        let loaded = secmon::config::load(file, chrono::Utc::now())?;
+        for w in &loaded.warnings {
+            tracing::warn!("{}", loaded.render(w));
+        }
+        let app = secmon::setup::app_from_config(loaded.config).await?;
+        secmon::host::azure::serve(app, port).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Before the host's first invocation stdout is the only place this can be seen.
+            tracing::error!("secmon serve: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Loads the config, builds the app and runs `f` on a Tokio runtime.
+fn with_app<F, Fut>(file: &std::path::Path, f: F) -> ExitCode
+where
+    F: FnOnce(secmon::app::App) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    // Logs go to stderr: stdout carries the command's JSON.
+    let logs = secmon::logging::subscriber(secmon::logging::Format::Text, secmon::logging::Redacting(std::io::stderr));
+    let _ = tracing::subscriber::set_global_default(logs);
+    let loaded = match secmon::config::load(file, chrono::Utc::now()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(async { f(secmon::setup::app_from_config(loaded.config).await?).await }));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", secmon::redact::redact(&format!("{e:#}")));
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn poll_once(app: secmon::app::App) -> anyhow::Result<ExitCode> {
+    let outcomes = secmon::intake::poll::poll_all(&app, app.clock.now()).await;
+    println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    Ok(if outcomes.iter().any(|o| o.error.is_some()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+async fn backfill(
+    app: secmon::app::App,
+    since: chrono::DateTime<chrono::Utc>,
+    only: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let now = app.clock.now();
+    let tenants: Vec<String> = match only {
+        Some(t) if app.config.tenant(&t).is_none() => anyhow::bail!("no tenant named {t:?} in the config"),
+        Some(t) => vec![t],
+        None => app.config.tenants.iter().map(|t| t.name.clone()).collect(),
+    };
+    let mut failed = false;
+    for tenant in tenants {
+        // Pages come most recent first, so the oldest time seen so far measures the way back to `since`.
+        let total = (now - since).num_seconds().max(1) as u64;
+        let bar = indicatif::ProgressBar::new(total).with_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {percent}% {msg}")?.progress_chars("=> "),
+        );
+        bar.set_prefix(tenant.clone());
+        let progress = |p: &secmon::intake::poll::Progress| {
+            if let Some(oldest) = p.oldest {
+                bar.set_position(((now - oldest).num_seconds().max(0) as u64).min(total));
+            }
+            bar.set_message(format!("{} pages, {} alerts, {} queued", p.pages, p.alerts_seen, p.queued));
+        };
+        let result = secmon::intake::poll::backfill(&app, &tenant, since, now, &progress).await;
+        bar.finish();
+        match result {
+            Ok(report) => println!("{}", serde_json::to_string(&report)?),
+            Err(e) => {
+                failed = true;
+                eprintln!("{e}");
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+async fn status(app: secmon::app::App) -> anyhow::Result<ExitCode> {
+    let s = secmon::intake::health::status(&app, app.clock.now()).await?;
+    println!("{}", serde_json::to_string_pretty(&s)?);
+    Ok(if s.healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {

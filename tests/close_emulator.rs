@@ -1,105 +1,26 @@
-//! The respond pipeline's close path against the Graph emulator: exact PATCH bodies, comments in both
-//! body shapes, shadow mode, redelivery, the circuit breaker, Graph errors, and the audit trail.
-//!
-//! The real Graph client is another stage's work; [`EmuGraph`] is a minimal HTTP implementation of the
-//! [`Graph`] trait for these tests, with the status → retry policy of graph-api.md (429, 408 and 5xx
-//! retryable; other 4xx permanent) and the documented-object-then-array comment fallback.
+//! The respond pipeline's close path against the Graph emulator (over TLS, with the real Graph client
+//! and client-secret credential): exact PATCH bodies, comments in both body shapes, shadow mode,
+//! redelivery, the circuit breaker, Graph errors as the retry policy classifies them, and the audit trail.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secmon::app::App;
 use secmon::clock::ManualClock;
-use secmon::graph::{AlertPage, AlertUpdate, Graph, GraphError, Retry};
+use secmon::graph::client::GraphClient;
+use secmon::graph::retry::RetryPolicy;
 use secmon::respond::audit::{self, Action, Record};
-use secmon::respond::{RespondError, close::comment_body, process_alert};
+use secmon::respond::{RespondError, process_alert};
 use secmon::store::sqlite::SqliteStore;
 use secmon::store::{ALERTS_QUEUE, Queue, Store};
 use secmon_emulator::{CommentShape, Emulator, Fault, Options};
 use serde_json::{Value, json};
 
 const TENANT_ID: &str = "b3c1b5fc-828c-45fa-a1e1-10d74f6d6e9c";
+const CLIENT_ID: &str = "0c5bd3d2-6b6e-4c47-9a0c-2b1f7f8d9e10";
+const SECRET: &str = "close-tests~secret";
 const HIDDEN_FILE: &str = "da637551227677560813_-961444813";
-
-struct EmuGraph {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl EmuGraph {
-    fn error(op: &str, status: u16, body: &str) -> GraphError {
-        let retry = if status == 408 || status == 429 || status >= 500 { Retry::Retryable } else { Retry::Permanent };
-        let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-        GraphError {
-            operation: op.to_string(),
-            status: Some(status),
-            code: parsed["error"]["code"].as_str().map(str::to_string),
-            message: format!("{status}: {}", parsed["error"]["message"].as_str().unwrap_or(body)),
-            retry,
-        }
-    }
-
-    async fn send(&self, op: &str, req: reqwest::RequestBuilder) -> Result<Value, GraphError> {
-        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| GraphError {
-            operation: op.into(),
-            status: None,
-            code: None,
-            message: e.to_string(),
-            retry: Retry::Retryable,
-        })?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        if status >= 400 {
-            return Err(Self::error(op, status, &text));
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-}
-
-#[async_trait]
-impl Graph for EmuGraph {
-    async fn list_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
-        unimplemented!("not used by the close path")
-    }
-    async fn next_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
-        unimplemented!("not used by the close path")
-    }
-    async fn get_alert(&self, _: &str, id: &str) -> Result<Value, GraphError> {
-        self.send("get alert", self.http.get(format!("{}/security/alerts_v2/{id}", self.base))).await
-    }
-    async fn update_alert(&self, _: &str, id: &str, update: &AlertUpdate) -> Result<Value, GraphError> {
-        self.send("update alert", self.http.patch(format!("{}/security/alerts_v2/{id}", self.base)).json(update)).await
-    }
-    async fn add_comment(&self, _: &str, id: &str, comment: &str) -> Result<(), GraphError> {
-        let url = format!("{}/security/alerts_v2/{id}/comments", self.base);
-        match self.send("add comment", self.http.post(&url).json(&comment_body(comment, false))).await {
-            Err(e) if e.status == Some(400) => {
-                self.send("add comment", self.http.post(&url).json(&comment_body(comment, true))).await.map(|_| ())
-            }
-            other => other.map(|_| ()),
-        }
-    }
-    async fn send_mail(&self, _: &str, _: &str, _: &Value) -> Result<(), GraphError> {
-        unimplemented!("not used by the close path")
-    }
-    async fn create_subscription(&self, _: &str, _: &Value) -> Result<Value, GraphError> {
-        unimplemented!("not used by the close path")
-    }
-    async fn renew_subscription(&self, _: &str, _: &str, _: &str) -> Result<Value, GraphError> {
-        unimplemented!("not used by the close path")
-    }
-    async fn reauthorize_subscription(&self, _: &str, _: &str) -> Result<(), GraphError> {
-        unimplemented!("not used by the close path")
-    }
-    async fn delete_subscription(&self, _: &str, _: &str) -> Result<(), GraphError> {
-        unimplemented!("not used by the close path")
-    }
-    async fn list_subscriptions(&self, _: &str) -> Result<Vec<Value>, GraphError> {
-        unimplemented!("not used by the close path")
-    }
-}
 
 struct Harness {
     emu: Emulator,
@@ -111,31 +32,48 @@ fn now() -> DateTime<Utc> {
     "2026-11-26T10:00:00Z".parse().unwrap()
 }
 
-/// A config with one close rule for the "hidden file" sample and no routes (delivery is another
-/// stage's work; with no routes nothing is handed to it).
-fn config(rule_extra: &str) -> secmon::config::Config {
+/// A config with one close rule for the "hidden file" sample, `rule_extra` added to the rule, and
+/// `tail` (routes, receivers) after it.
+fn config(emu: &Emulator, rule_extra: &str, tail: &str) -> secmon::config::Config {
+    let (graph, authority) = (emu.graph_url(), emu.authority_url());
     let text = format!(
-        "tenants:\n  - {{ id: {TENANT_ID}, name: contoso }}\nclose_rules:\n  - id: lab-hidden-file\n    owner: secops@contoso.com\n    expires: 2027-01-31\n    when: 'alert.serviceSource == \"microsoftDefenderForEndpoint\" && alert.title.containsIgnoreCase(\"hidden file\")'\n    classification: informationalExpectedActivity\n    determination: securityTesting\n    comment: Lab machine, ticket SEC-1234\n{rule_extra}"
+        "graph_url: {graph}\nauthority_url: {authority}\ntenants:\n  - {{ id: {TENANT_ID}, name: contoso, credential: {{ client_id: {CLIENT_ID}, client_secret: {SECRET} }} }}\nclose_rules:\n  - id: lab-hidden-file\n    owner: secops@contoso.com\n    expires: 2027-01-31\n    when: 'alert.serviceSource == \"microsoftDefenderForEndpoint\" && alert.title.containsIgnoreCase(\"hidden file\")'\n    classification: informationalExpectedActivity\n    determination: securityTesting\n    comment: Lab machine, ticket SEC-1234\n{rule_extra}{tail}"
     );
     secmon::config::load_str(&text, std::path::Path::new("test.yaml"), &|_| None, now()).unwrap().config
 }
 
+/// The rig without routes: nothing is handed to delivery.
 async fn harness(rule_extra: &str, close_enabled: bool, shape: CommentShape) -> Harness {
-    let emu = Emulator::start(Options { comment_shape: shape, ..Options::default() }).await.unwrap();
+    harness_with(rule_extra, "", close_enabled, shape).await
+}
+
+async fn harness_with(rule_extra: &str, tail: &str, close_enabled: bool, shape: CommentShape) -> Harness {
+    let emu = Emulator::start(Options { tls: true, comment_shape: shape, ..Options::default() }).await.unwrap();
     emu.seed_samples(TENANT_ID);
+    emu.add_client(TENANT_ID, CLIENT_ID, SECRET);
     let clock = Arc::new(ManualClock::new(now()));
     let store = Arc::new(SqliteStore::in_memory().unwrap().with_clock(clock.clone()));
-    let graph = EmuGraph {
-        base: emu.graph_url(),
-        token: emu.issue_token(TENANT_ID, "secmon-test"),
-        http: reqwest::Client::new(),
+    let pem = emu.ca_pem().expect("tls");
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let config = config(&emu, rule_extra, tail);
+    // Two attempts per call and no waiting, so that a fault pushed twice reaches the pipeline.
+    let policy = RetryPolicy {
+        max_attempts: 2,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(2),
+        max_retry_after: Duration::ZERO,
+        timeout: Duration::from_secs(10),
     };
+    let graph = GraphClient::new(&config, http.clone()).unwrap().with_policy(policy);
     let app = App {
-        config: Arc::new(config(rule_extra)),
+        config: Arc::new(config),
         store: store.clone(),
         queue: store.clone(),
         graph: Arc::new(graph),
-        http: reqwest::Client::new(),
+        http,
         clock,
         close_enabled,
     };
@@ -290,18 +228,19 @@ async fn the_circuit_breaker_opens_at_the_limit_and_tells_the_owner_once() {
 async fn graph_errors_are_retried_or_reported_as_the_policy_says() {
     // 503 on the PATCH: the message is retried, and the retry closes once.
     let h = harness("    mode: enforce\n", true, CommentShape::Both).await;
-    h.emu.faults().push(Fault::status("/security/alerts_v2/", 503, None).method("PATCH"));
+    h.emu.faults().push(Fault::status("/security/alerts_v2/", 503, None).method("PATCH").times(2));
     let err = process_alert(&h.app, "contoso", h.alert(HIDDEN_FILE)).await.unwrap_err();
-    assert!(matches!(err, RespondError::Retry(ref m) if m.contains("503")), "{err:?}");
+    assert!(matches!(err, RespondError::Retry(ref m) if m.contains("HTTP 503")), "{err:?}");
     assert!(h.emu.patches().is_empty());
     assert!(h.audit().await.is_empty(), "nothing changed, nothing recorded yet");
     process_alert(&h.app, "contoso", h.alert(HIDDEN_FILE)).await.unwrap();
     assert_eq!(h.emu.patches().len(), 1);
     assert_eq!(h.audit().await.len(), 1);
 
-    // 429 on the comment after a successful PATCH: the retry comments without patching again.
+    // 429 with a Retry-After longer than the client waits, on the comment after a successful PATCH: the
+    // message is retried, and the retry comments without patching again.
     let h = harness("    mode: enforce\n", true, CommentShape::Both).await;
-    h.emu.faults().push(Fault::status("/comments", 429, Some(1)));
+    h.emu.faults().push(Fault::status("/comments", 429, Some(30)));
     let raw = h.alert(HIDDEN_FILE);
     assert!(matches!(process_alert(&h.app, "contoso", raw.clone()).await, Err(RespondError::Retry(_))));
     process_alert(&h.app, "contoso", raw).await.unwrap();
@@ -337,22 +276,31 @@ async fn guardrails_block_high_severity_and_are_audited() {
     assert_eq!(actions, [Action::CloseBlocked, Action::CloseBlocked]);
 }
 
+/// How many sendMail calls the emulator received (accepted or not: what matters here is whether the
+/// pipeline handed the alert to delivery).
+fn mail_attempts(emu: &Emulator) -> usize {
+    emu.requests().iter().filter(|r| r.path.ends_with("/sendMail")).count()
+}
+
 #[tokio::test]
-async fn alerts_not_closed_are_handed_to_delivery() {
-    // With a route, a blocked alert goes to the receivers through respond::deliver (still a stub on
-    // this branch, which answers Retry; the point is that it is called, with the routed receivers).
-    let text = format!(
-        "tenants:\n  - {{ id: {TENANT_ID}, name: contoso }}\nroutes:\n  - {{ receivers: [soc] }}\nreceivers:\n  soc: {{ email: {{ from: a@contoso.com, to: [b@contoso.com] }} }}\n"
-    );
-    let mut h = harness("", true, CommentShape::Both).await;
-    h.app.config =
-        Arc::new(secmon::config::load_str(&text, std::path::Path::new("t.yaml"), &|_| None, now()).unwrap().config);
-    match process_alert(&h.app, "contoso", h.alert(HIDDEN_FILE)).await {
-        Ok(summary) => assert!(summary.contains("soc"), "{summary}"),
-        Err(RespondError::Retry(m)) => assert!(m.contains("delivery"), "{m}"),
-        Err(e) => panic!("{e:?}"),
-    }
+async fn alerts_not_closed_are_handed_to_delivery_and_closed_ones_are_not() {
+    let tail = "routes:\n  - { receivers: [soc] }\nreceivers:\n  soc: { email: { from: secmon@contoso.com, to: [soc@contoso.com] } }\n";
+    // Shadow: nothing changes in Graph, and the SOC is told as usual.
+    let h = harness_with("", tail, true, CommentShape::Both).await;
+    let _ = process_alert(&h.app, "contoso", h.alert(HIDDEN_FILE)).await;
     assert!(h.emu.patches().is_empty());
+    assert_eq!(mail_attempts(&h.emu), 1);
+    // Enforce: closed, and nobody is mailed.
+    let h = harness_with("    mode: enforce\n", tail, true, CommentShape::Both).await;
+    process_alert(&h.app, "contoso", h.alert(HIDDEN_FILE)).await.unwrap();
+    assert_eq!(h.emu.patches().len(), 1);
+    assert_eq!(mail_attempts(&h.emu), 0);
+    // Enforce, but Graph refuses the close for good: the alert is mailed instead.
+    let h = harness_with("    mode: enforce\n", tail, true, CommentShape::Both).await;
+    h.emu.faults().push(Fault::status("/security/alerts_v2/", 403, None).method("PATCH"));
+    let _ = process_alert(&h.app, "contoso", h.alert(HIDDEN_FILE)).await;
+    assert_eq!(h.audit().await[0].action, Action::CloseFailed);
+    assert_eq!(mail_attempts(&h.emu), 1);
 }
 
 #[tokio::test]

@@ -175,6 +175,7 @@ impl Config {
         self.poll.validate("poll", &mut out);
         crate::rules::validate_close_rules(&self.close_rules, &cx, &mut out);
         crate::rules::validate_routes(&self.routes, &cx, &mut out);
+        crate::notify::validate_routes(&self.routes, &cx, &mut out);
         for (name, r) in &self.receivers {
             if !is_name(name) {
                 out.push(Issue::error(

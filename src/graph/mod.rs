@@ -3,6 +3,11 @@
 //! [`Graph`] is the edge; the real implementation talks HTTP to Graph (or to the emulator in tests).
 //! Every call carries `Prefer: include-unknown-enum-members`, so evolvable enum values arrive as
 //! themselves rather than as `unknownFutureValue`.
+//!
+//! - [`client`]: [`client::GraphClient`], the real implementation over one reqwest client;
+//! - [`auth`]: which credential each tenant uses, and cached tokens;
+//! - [`retry`]: the one retry policy (429/503 `Retry-After`, back-off with jitter) and the per-tenant
+//!   request budget.
 
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -10,6 +15,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Issue;
+
+pub mod auth;
+mod certificate;
+pub mod client;
+pub mod retry;
 
 /// A Microsoft cloud (national clouds have their own Graph and login hosts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -165,6 +175,33 @@ pub struct GraphError {
     pub retry: Retry,
 }
 
+/// What a client has done for one tenant since it was built: requests, retries and waits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CallStats {
+    /// HTTP requests sent to Graph (token calls not included).
+    pub requests: u64,
+    /// Attempts that were retried.
+    pub retries: u64,
+    /// Calls that failed for good.
+    pub failures: u64,
+    /// Waits Graph asked for (429/503 with `Retry-After`).
+    pub throttled_waits: u64,
+    /// Their total length.
+    #[serde(with = "millis")]
+    pub throttled_wait: std::time::Duration,
+    /// Waits secmon imposed on itself to stay within the per-tenant request budget.
+    pub budget_waits: u64,
+    /// Their total length.
+    #[serde(with = "millis")]
+    pub budget_wait: std::time::Duration,
+}
+
+mod millis {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
+
 /// The Microsoft Graph operations secmon performs, per tenant (by tenant name).
 #[async_trait]
 pub trait Graph: Send + Sync {
@@ -190,4 +227,9 @@ pub trait Graph: Send + Sync {
     async fn delete_subscription(&self, tenant: &str, id: &str) -> Result<(), GraphError>;
     /// Lists the app's subscriptions in the tenant (`GET /subscriptions`).
     async fn list_subscriptions(&self, tenant: &str) -> Result<Vec<Value>, GraphError>;
+    /// Requests, retries and waits so far for `tenant` (zero for implementations that do not count).
+    fn call_stats(&self, tenant: &str) -> CallStats {
+        let _ = tenant;
+        CallStats::default()
+    }
 }

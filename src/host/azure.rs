@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use tracing::Instrument;
 
 use super::{HTTP_FUNCTIONS, HttpRequest, HttpResponse};
 use crate::app::App;
@@ -241,18 +242,47 @@ pub fn router(app: App) -> Router {
 async fn invoke(State(app): State<App>, Path(function): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let invocation_id = headers.get("x-azure-functions-invocationid").and_then(|v| v.to_str().ok()).map(str::to_string);
     let span = tracing::info_span!("invocation", function = %function, invocation_id = invocation_id.as_deref().unwrap_or("-"));
-    let _enter = span.enter();
+    // The span is attached to the future (not entered across awaits) so every line logged while this
+    // invocation runs carries its id; what it logs is also collected for the answer's `Logs`.
+    let (response, captured) =
+        crate::logging::capture(invoke_in_span(app, function, invocation_id, body).instrument(span)).await;
+    match response {
+        Ok(mut outcome) => {
+            outcome.logs.splice(0..0, captured);
+            (StatusCode::OK, axum::Json(outcome.to_json())).into_response()
+        }
+        Err(failed) => failed,
+    }
+}
+
+async fn invoke_in_span(
+    app: App,
+    function: String,
+    invocation_id: Option<String>,
+    body: Bytes,
+) -> Result<Outcome, Response> {
     let (data, metadata) = match parse_envelope(&body) {
         Ok(parts) => parts,
-        Err(e) => return failure(StatusCode::BAD_REQUEST, &function, &e.to_string()),
+        Err(e) => return Err(failure(StatusCode::BAD_REQUEST, &function, &e.to_string())),
     };
-    let result = dispatch(&app, &function, data, metadata, invocation_id).await;
-    match result {
-        Ok(outcome) => (StatusCode::OK, axum::Json(outcome.to_json())).into_response(),
-        Err(Failure::BadRequest(message)) => failure(StatusCode::BAD_REQUEST, &function, &message),
-        Err(Failure::NotFound) => failure(StatusCode::NOT_FOUND, &function, "no such function"),
-        Err(Failure::Failed(message)) => failure(StatusCode::INTERNAL_SERVER_ERROR, &function, &message),
+    match dispatch(&app, &function, data, metadata, invocation_id).await {
+        Ok(outcome) => Ok(outcome),
+        Err(Failure::BadRequest(message)) => Err(failure(StatusCode::BAD_REQUEST, &function, &message)),
+        Err(Failure::NotFound) => Err(failure(StatusCode::NOT_FOUND, &function, "no such function")),
+        Err(Failure::Failed(message)) => Err(failure(StatusCode::INTERNAL_SERVER_ERROR, &function, &message)),
     }
+}
+
+/// Serves [`router`] on `127.0.0.1:port` (the host's `FUNCTIONS_CUSTOMHANDLER_PORT`) until SIGTERM
+/// or Ctrl-C, then finishes the invocations in flight and returns.
+pub async fn serve(app: App, port: u16) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port} (FUNCTIONS_CUSTOMHANDLER_PORT): {e}"))?;
+    tracing::info!(port, "custom handler listening");
+    axum::serve(listener, router(app)).with_graceful_shutdown(super::standalone::shutdown_signal()).await?;
+    tracing::info!("custom handler stopped");
+    Ok(())
 }
 
 /// How an invocation failed.

@@ -1,4 +1,4 @@
-//! How alerts come in: [`poll`] (the timer), [`webhook`] (Graph change notifications and doorbells),
+//! How alerts come in: [`poll`] (the timer, with its [`health`]), [`webhook`] (Graph change notifications and doorbells),
 //! [`subscriptions`] (keeping Graph subscriptions alive). Both paths end in a [`Message`] on the queue.
 
 use serde::{Deserialize, Serialize};
@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::store::{Queue, Store, StoreError};
 
+pub mod health;
 pub mod poll;
 pub mod subscriptions;
 pub mod webhook;

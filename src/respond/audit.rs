@@ -49,8 +49,16 @@ pub enum Action {
     Notify,
     /// A receiver could not be notified.
     NotifyFailed,
-    /// An alert's status was set by a route.
-    StatusSet,
+    /// A notification was held back (realert interval).
+    NotifySuppressed,
+    /// A notification was folded into its incident's group.
+    NotifyGrouped,
+    /// A route's `set:` updated the alert in Graph.
+    Update,
+    /// A route's update was refused.
+    UpdateFailed,
+    /// A route's update was not applied (the alert changed since it was read).
+    UpdateSkipped,
 }
 
 /// What a caller records; [`append`] adds the time, place in the chain and hashes.

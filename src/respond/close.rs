@@ -13,13 +13,13 @@
 //! limit, and a slot taken by a PATCH that then failed stays taken (the breaker errs towards closing less).
 //!
 //! The comment's body shape is in doubt (the docs show one object, the Go SDK sends an array): the
-//! [`Graph`](crate::graph::Graph) client owns the wire format; [`comment_body`] gives both shapes so the
-//! client can send the documented object and fall back to the array on a 400.
+//! [`Graph`](crate::graph::Graph) client owns the wire format and sends the documented object, then the
+//! array once on a 400; `tests/close_emulator.rs` exercises both against the emulator.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::RespondError;
 use crate::alert::Alert;
@@ -61,13 +61,6 @@ pub enum Closed {
     },
 }
 
-/// The two body shapes of `POST /security/alerts_v2/{id}/comments`: the documented object and, when
-/// `array` is true, the array of alertComment objects the generated Go SDK sends.
-pub fn comment_body(text: &str, array: bool) -> Value {
-    let one = json!({"@odata.type": "microsoft.graph.security.alertComment", "comment": text});
-    if array { json!([one]) } else { one }
-}
-
 /// Reads `SECMON_CLOSE`: `off`, `false`, `0` or `no` turn every rule into shadow mode; anything else
 /// (or nothing) leaves the rules' own modes.
 pub fn close_enabled(value: Option<&str>) -> bool {
@@ -79,7 +72,8 @@ fn store_error(e: StoreError) -> RespondError {
 }
 
 fn graph_error(e: &GraphError) -> String {
-    crate::redact::redact(&e.to_string())
+    let status = e.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
+    crate::redact::redact(&format!("{e}{status}"))
 }
 
 /// The UTC hour a breaker counts in, as part of a key.
@@ -243,15 +237,6 @@ mod tests {
         for on in [None, Some("on"), Some(""), Some("enforce")] {
             assert!(close_enabled(on), "{on:?}");
         }
-    }
-
-    #[test]
-    fn both_comment_shapes() {
-        assert_eq!(
-            comment_body("x", false),
-            json!({"@odata.type": "microsoft.graph.security.alertComment", "comment": "x"})
-        );
-        assert_eq!(comment_body("x", true)[0]["comment"], "x");
     }
 
     #[tokio::test]

@@ -89,6 +89,13 @@ pub struct RouteConfig {
     #[serde(default, with = "crate::config::duration::option")]
     #[schemars(with = "Option<String>")]
     pub realert: Option<Duration>,
+    /// Tell alerts of the same Defender incident that arrive within this window in one message.
+    #[serde(default, with = "crate::config::duration::option")]
+    #[schemars(with = "Option<String>")]
+    pub group_by_incident: Option<Duration>,
+    /// Update the alert in Defender after notifying (`{status: inProgress, assigned_to: …}`).
+    #[serde(default)]
+    pub set: Option<crate::notify::StatusUpdate>,
 }
 
 /// The severity a close rule may close at most when the rule does not say.

@@ -1,0 +1,173 @@
+//! Benchmark: one poll of 1,000 and of 10,000 alerts against the Graph emulator (TLS, client secret,
+//! file-backed SQLite queue). Reports alerts per second and the poll's peak heap above its starting
+//! point (a counting allocator), plus the process's VmHWM. The poll streams pages, so the peak must
+//! not grow with the number of alerts. Prints a table and writes `target/bench/poll.json`.
+//!
+//! Run: `cargo bench --bench poll_10k` (or `--profile dev` on a busy machine; the numbers say which).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use secmon::app::App;
+use secmon::clock::ManualClock;
+use secmon::config::{Config, TenantConfig};
+use secmon::graph::CredentialConfig;
+use secmon::graph::client::GraphClient;
+use secmon::store::sqlite::SqliteStore;
+use secmon_emulator::{Emulator, Options};
+
+struct Counting;
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: delegates to the system allocator and only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn vm_hwm_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A queue that only counts, to separate the poller's own cost from the store's.
+struct CountingQueue(AtomicUsize);
+
+#[async_trait::async_trait]
+impl secmon::store::Queue for CountingQueue {
+    async fn send(&self, _: &str, _: &[u8]) -> secmon::store::StoreResult<()> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    async fn receive(
+        &self,
+        _: &str,
+        _: usize,
+        _: Duration,
+    ) -> secmon::store::StoreResult<Vec<secmon::store::Received>> {
+        Ok(Vec::new())
+    }
+    async fn delete(&self, _: &str, _: &secmon::store::Received) -> secmon::store::StoreResult<()> {
+        Ok(())
+    }
+    async fn poison(&self, _: &str, _: &secmon::store::Received) -> secmon::store::StoreResult<()> {
+        Ok(())
+    }
+    async fn len(&self, _: &str) -> secmon::store::StoreResult<usize> {
+        Ok(self.0.load(Ordering::Relaxed))
+    }
+    fn max_dequeue(&self) -> u32 {
+        5
+    }
+}
+
+struct Run {
+    queue: &'static str,
+    alerts: usize,
+    pages: usize,
+    seconds: f64,
+    peak_extra_bytes: usize,
+}
+
+async fn run(n: usize, sqlite_queue: bool, dir: &std::path::Path) -> Run {
+    let emu = Emulator::start(Options { tls: true, ..Options::default() }).await.unwrap();
+    let tenant = "b3c1b5fc-828c-45fa-a1e1-10d74f6d6e9c";
+    emu.add_client(tenant, "app", "bench-secret-value");
+    let now = chrono::Utc::now();
+    emu.generate_alerts(tenant, n, 42, now - chrono::Duration::days(30));
+    let mut config =
+        Config { graph_url: Some(emu.graph_url()), authority_url: Some(emu.authority_url()), ..Default::default() };
+    config.poll.page_size = Some(500);
+    config.poll.first_lookback = Duration::from_secs(60 * 86400);
+    config.tenants.push(TenantConfig {
+        id: tenant.into(),
+        name: "bench".into(),
+        credential: Some(CredentialConfig {
+            client_id: Some("app".into()),
+            client_secret: Some("bench-secret-value".into()),
+            ..Default::default()
+        }),
+    });
+    let ca = reqwest::Certificate::from_pem(emu.ca_pem().unwrap().as_bytes()).unwrap();
+    let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.join(format!("bench-{n}-{sqlite_queue}.db"))).unwrap());
+    let queue: Arc<dyn secmon::store::Queue> =
+        if sqlite_queue { store.clone() } else { Arc::new(CountingQueue(AtomicUsize::new(0))) };
+    let app = App {
+        graph: Arc::new(GraphClient::new(&config, http.clone()).unwrap()),
+        config: Arc::new(config),
+        store: store.clone(),
+        queue,
+        http,
+        clock: Arc::new(ManualClock::new(now)),
+        close_enabled: true,
+    };
+    let base = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let start = Instant::now();
+    let report = secmon::intake::poll::poll_tenant(&app, "bench", now).await.unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    assert_eq!(report.queued, n);
+    Run {
+        queue: if sqlite_queue { "sqlite" } else { "counting" },
+        alerts: n,
+        pages: report.pages,
+        seconds,
+        peak_extra_bytes: PEAK.load(Ordering::Relaxed) - base,
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = if cfg!(debug_assertions) { "debug" } else { "optimized" };
+    let runs: Vec<Run> = [(1_000, false), (10_000, false), (1_000, true), (10_000, true)]
+        .iter()
+        .map(|(n, sqlite)| rt.block_on(run(*n, *sqlite, dir.path())))
+        .collect();
+    println!("poll benchmark ({profile} build; emulator in-process over TLS)");
+    println!(
+        "{:>9} {:>8} {:>6} {:>9} {:>12} {:>16}",
+        "queue", "alerts", "pages", "seconds", "alerts/s", "peak extra KiB"
+    );
+    for r in &runs {
+        println!(
+            "{:>9} {:>8} {:>6} {:>9.2} {:>12.0} {:>16}",
+            r.queue,
+            r.alerts,
+            r.pages,
+            r.seconds,
+            r.alerts as f64 / r.seconds,
+            r.peak_extra_bytes / 1024
+        );
+    }
+    let hwm = vm_hwm_kib();
+    println!("process VmHWM: {} KiB (includes the emulator holding every alert)", hwm.unwrap_or(0));
+    let json = serde_json::json!({
+        "profile": profile,
+        "vm_hwm_kib": hwm,
+        "runs": runs.iter().map(|r| serde_json::json!({
+            "queue": r.queue, "alerts": r.alerts, "pages": r.pages, "seconds": r.seconds,
+            "alerts_per_second": r.alerts as f64 / r.seconds, "peak_extra_bytes": r.peak_extra_bytes,
+        })).collect::<Vec<_>>(),
+    });
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("poll.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();
+}

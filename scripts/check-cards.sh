@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Checks every Teams card secmon's tests produce with the real Adaptive Cards parser (zero errors and
+# warnings), then renders the demo cards to PNG in headless Chromium for the docs (docs/img/).
+#   scripts/check-cards.sh            test + validate + render
+#   NO_RENDER=1 scripts/check-cards.sh   test + validate only (no Chromium needed)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cards="$root/tests/cards"
+
+# Local install only (pinned versions, lockfile), never global.
+(cd "$cards" && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --silent; else npm install --no-audit --no-fund --silent; fi)
+
+# The Rust tests write each card they send to target/cards/*.json.
+rm -rf "$root/target/cards"
+(cd "$root" && cargo test --quiet --test notify)
+node "$cards/validate.js"
+
+if [ "${NO_RENDER:-}" != "1" ]; then
+  if ! command -v "${CHROMIUM:-chromium}" >/dev/null; then
+    echo "chromium not found: cards validated, not rendered (apt-get install chromium to refresh docs/img)" >&2
+    exit 0
+  fi
+  node "$cards/render.js" "$root/docs/img" \
+    "$root/target/cards/sample-high.json" "$root/target/cards/grouped.json" \
+    "$root/target/cards/hostile.json" "$root/target/cards/long-evidence.json"
+fi

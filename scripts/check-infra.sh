@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Offline checks of the deployment templates (no Azure, no Bicep CLI).
+#   scripts/check-infra.sh            syntax (tree-sitter), checkov, custom checks + their negative test
+#   scripts/check-infra.sh --package  also build the release package and test it (about 2 min cold)
+# Installs tree-sitter, tree-sitter-bicep 1.1 and checkov 3.3 into .tools/venv from PyPI if missing.
+# Exits non-zero on any failure.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+VENV=.tools/venv
+PY=$VENV/bin/python
+PACKAGE=0
+for arg in "$@"; do
+  case "$arg" in
+    --package) PACKAGE=1 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    *) echo "check-infra: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+if ! "$PY" -c 'import tree_sitter, tree_sitter_bicep' 2>/dev/null || [ ! -x "$VENV/bin/checkov" ]; then
+  echo "check-infra: installing tree-sitter, tree-sitter-bicep 1.1, checkov 3.3 into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    'tree-sitter>=0.23' 'tree-sitter-bicep==1.1.*' 'checkov==3.3.*'
+fi
+
+failed=0
+step() {
+  local name=$1; shift
+  local start=$SECONDS
+  echo "== $name"
+  if "$@"; then
+    echo "-- $name: ok ($((SECONDS - start)) s)"
+  else
+    echo "-- $name: FAILED ($((SECONDS - start)) s)"
+    failed=1
+  fi
+}
+
+step "bicep syntax (tree-sitter)" "$PY" tests/infra/parse_bicep.py infra tests/infra/fixtures
+step "checkov" "$PY" tests/infra/run_checkov.py infra "$VENV/bin/checkov"
+step "custom checks" "$PY" tests/infra/custom_checks.py infra
+step "custom checks catch the bad fixture" "$PY" tests/infra/test_custom_checks.py
+step "azure.yaml and parameters" "$PY" tests/infra/test_azd_files.py
+if [ "$PACKAGE" = 1 ]; then
+  step "package" python3 tests/infra/test_package.py
+fi
+
+if [ "$failed" = 1 ]; then
+  echo "check-infra: FAILED"
+  exit 1
+fi
+echo "check-infra: all checks passed"

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The one test command. Installs what a fresh machine lacks, starts and stops every service the tests
+# need (Azurite, moto), and runs every test: formatting, lints, unit, integration against the Graph
+# emulator and the storage emulators, Adaptive Card validation, offline infrastructure checks, the demo.
+#
+#   scripts/test.sh          the full suite, well inside CI's limit
+#   scripts/test.sh --long   also fuzzing and many chaos seeds
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+LONG=0
+for arg in "$@"; do
+  case "$arg" in
+    --long) LONG=1 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+export CARGO_TERM_COLOR=never
+LOG_DIR="$ROOT/target/test-logs"
+mkdir -p "$LOG_DIR"
+PASSED=0
+FAILED=0
+STEPS_FAILED=()
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Runs a cargo test command, echoes its output, and adds its counts to the totals.
+cargo_tests() {
+  local name=$1; shift
+  step "cargo test: $name"
+  local log="$LOG_DIR/$name.log"
+  set +e
+  "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  local p f
+  p=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+  f=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+  PASSED=$((PASSED + p))
+  FAILED=$((FAILED + f))
+  if [ "$rc" -ne 0 ]; then
+    STEPS_FAILED+=("$name")
+    [ "$f" -gt 0 ] || FAILED=$((FAILED + 1))
+  fi
+}
+
+# Runs a check that is not a cargo test; counts as one test.
+check() {
+  local name=$1; shift
+  step "check: $name"
+  if "$@"; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); STEPS_FAILED+=("$name"); fi
+}
+
+cleanup() {
+  [ -x scripts/azurite.sh ] && scripts/azurite.sh stop >/dev/null 2>&1 || true
+  [ -x scripts/moto.sh ] && scripts/moto.sh stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+step "toolchain"
+cargo --version
+rustc --version
+
+check "cargo fmt" cargo fmt --all -- --check
+check "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+
+step "services"
+if [ -x scripts/azurite.sh ]; then
+  scripts/azurite.sh start
+  export SECMON_AZURITE=1
+fi
+
+cargo_tests workspace cargo test --workspace --no-fail-fast
+
+if [ -x scripts/moto.sh ] && grep -q '^aws = ' Cargo.toml; then
+  scripts/moto.sh start
+  export SECMON_MOTO=1
+  cargo_tests aws cargo test --features aws --no-fail-fast --test aws_store --test lambda
+fi
+
+if [ -x scripts/check-cards.sh ]; then
+  check "adaptive cards" scripts/check-cards.sh
+fi
+if [ -x scripts/check-infra.sh ]; then
+  check "infrastructure (bicep)" scripts/check-infra.sh
+fi
+
+step "demo"
+check "demo" bash -c 'cargo run --quiet -- demo --out target/demo-test >target/test-logs/demo.log 2>&1 && cat target/test-logs/demo.log && test -s target/demo-test/summary.json'
+
+if [ "$LONG" = 1 ]; then
+  [ -x scripts/fuzz.sh ] && check "fuzzing" scripts/fuzz.sh
+  cargo_tests chaos-long env SECMON_CHAOS_SEEDS=50 cargo test --release --test chaos --no-fail-fast
+fi
+
+printf '\n'
+if [ "${#STEPS_FAILED[@]}" -gt 0 ]; then
+  echo "failed steps: ${STEPS_FAILED[*]}"
+fi
+echo "secmon: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ] && [ "${#STEPS_FAILED[@]}" -eq 0 ]

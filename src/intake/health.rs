@@ -1,0 +1,244 @@
+//! Health of the poll, per tenant, and the dead man's switch.
+//!
+//! Every poll writes `health/{tenant}` (JSON [`Health`]): the last attempt, the last success, the last
+//! error. `secmon status` and `GET /api/health` report it ([`status`], [`http`]). A tenant whose last
+//! successful poll (or, if it never had one, its first attempt) is older than `poll.stale_after` is
+//! unhealthy, and [`check_stale`] raises it as an alert on the queue: one synthetic alerts_v2-shaped
+//! alert per tenant per stale period, with the id `secmon-health-{tenant}-{yyyymmddHH}`. Ids that
+//! start with `secmon-` are secmon's own: the respond stage routes them like any alert and must never
+//! PATCH or comment on them in Graph.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::Message;
+use super::poll::{PollError, PollReport, Watermark, watermark_key};
+use crate::app::App;
+use crate::host::HttpResponse;
+use crate::store::{Precondition, StoreError};
+
+/// The health record of one tenant.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    /// When a poll was first attempted (the reference for a tenant that never succeeded).
+    pub first_attempt: Option<DateTime<Utc>>,
+    /// The last poll attempt.
+    pub last_attempt: Option<DateTime<Utc>>,
+    /// The last successful poll.
+    pub last_success: Option<DateTime<Utc>>,
+    /// The error of the last poll, if it failed.
+    pub last_error: Option<String>,
+    /// Failed polls since the last success.
+    pub consecutive_failures: u32,
+    /// When the dead man's switch last raised an alert for this tenant.
+    pub last_alarm: Option<DateTime<Utc>>,
+    /// Alert versions queued by the last successful poll.
+    pub last_queued: Option<usize>,
+}
+
+impl Health {
+    /// The time staleness is measured from: the last success, else the first attempt.
+    pub fn reference(&self) -> Option<DateTime<Utc>> {
+        self.last_success.or(self.first_attempt)
+    }
+
+    /// Whether the tenant has gone `stale_after` without a successful poll.
+    pub fn is_stale(&self, now: DateTime<Utc>, stale_after: chrono::Duration) -> bool {
+        self.reference().is_some_and(|r| now - r >= stale_after)
+    }
+}
+
+/// The health key of a tenant.
+pub fn health_key(tenant: &str) -> String {
+    format!("health/{tenant}")
+}
+
+fn stale_after(app: &App) -> chrono::Duration {
+    chrono::Duration::from_std(app.config.poll.stale_after).unwrap_or(chrono::Duration::minutes(30))
+}
+
+/// Reads a tenant's health record (absent: never polled; unreadable: treated as never polled).
+pub async fn load(app: &App, tenant: &str) -> Result<Option<(Health, crate::store::Etag)>, StoreError> {
+    Ok(app.store.get(&health_key(tenant)).await?.map(|v| {
+        let h = serde_json::from_slice(&v.value).unwrap_or_else(|e| {
+            tracing::warn!(tenant, "health record unreadable ({e}); starting a new one");
+            Health::default()
+        });
+        (h, v.etag)
+    }))
+}
+
+/// Read-modify-write of a health record with compare-and-swap.
+async fn update(app: &App, tenant: &str, change: impl Fn(&mut Health)) -> Result<Health, StoreError> {
+    let key = health_key(tenant);
+    let mut last = None;
+    for _ in 0..5 {
+        let (mut h, cond) = match load(app, tenant).await? {
+            Some((h, etag)) => (h, Precondition::Matches(etag)),
+            None => (Health::default(), Precondition::Absent),
+        };
+        change(&mut h);
+        let bytes = serde_json::to_vec(&h).expect("health serializes");
+        match app.store.put_if(&key, &bytes, cond).await {
+            Ok(_) => return Ok(h),
+            Err(e @ StoreError::Conflict { .. }) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or(StoreError::Conflict { key }))
+}
+
+/// Records a poll's outcome. A failure to write health is logged, not returned: the poll's own
+/// result matters more, and the next poll writes again.
+pub async fn record(app: &App, tenant: &str, now: DateTime<Utc>, result: &Result<PollReport, PollError>) {
+    let written = update(app, tenant, |h| {
+        h.first_attempt.get_or_insert(now);
+        h.last_attempt = Some(now);
+        match result {
+            Ok(r) => {
+                h.last_success = Some(now);
+                h.last_error = None;
+                h.consecutive_failures = 0;
+                h.last_queued = Some(r.queued);
+            }
+            Err(e) => {
+                h.last_error = Some(e.message.clone());
+                h.consecutive_failures += 1;
+            }
+        }
+    })
+    .await;
+    if let Err(e) = written {
+        tracing::error!(tenant, "could not record poll health: {e}");
+    }
+}
+
+/// The dead man's switch alert for a tenant: shaped like an alerts_v2 alert so that routes and
+/// receivers treat it like any other.
+pub fn stale_alert(tenant: &str, health: &Health, now: DateTime<Utc>, stale_after: chrono::Duration) -> Value {
+    let since = health.reference().map(|r| r.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let minutes = stale_after.num_minutes();
+    let description = match (&health.last_success, &health.last_error) {
+        (Some(s), Some(e)) => format!(
+            "secmon has not polled Microsoft Graph alerts for tenant {tenant} successfully since {} (more than {minutes} minutes). Alerts raised in that time have not been seen yet. Last error: {e}",
+            s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        (Some(s), None) => format!(
+            "secmon has not polled Microsoft Graph alerts for tenant {tenant} since {} (more than {minutes} minutes): the poll is not running. Alerts raised in that time have not been seen yet.",
+            s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        (None, e) => format!(
+            "secmon has never polled Microsoft Graph alerts for tenant {tenant} successfully (trying for more than {minutes} minutes). Last error: {}",
+            e.as_deref().unwrap_or("none recorded")
+        ),
+    };
+    let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    json!({
+        "id": format!("secmon-health-{tenant}-{}", now.format("%Y%m%d%H")),
+        "title": format!("secmon: no successful alert poll for tenant {tenant}"),
+        "description": crate::redact::redact(&description),
+        "recommendedActions": "Check secmon's logs and `secmon status`; check the tenant's credential, consent and Graph permissions (SecurityAlert.Read.All).",
+        "serviceSource": "secmon",
+        "detectionSource": "secmon",
+        "productName": "secmon",
+        "category": "Health",
+        "severity": "high",
+        "status": "new",
+        "classification": null,
+        "determination": null,
+        "tenantId": tenant,
+        "createdDateTime": stamp,
+        "lastUpdateDateTime": stamp,
+        "firstActivityDateTime": since,
+        "lastActivityDateTime": stamp,
+        "evidence": [],
+        "comments": [],
+    })
+}
+
+/// Raises the dead man's switch for `tenant` when its polls have been failing (or not running) for
+/// longer than `poll.stale_after`, at most once per stale period. Returns the alert id when raised.
+///
+/// The alert is queued before the alarm time is recorded: a crash in between repeats the alarm,
+/// it never loses it.
+pub async fn check_stale(app: &App, tenant: &str, now: DateTime<Utc>) -> Result<Option<String>, StoreError> {
+    let period = stale_after(app);
+    let Some((health, _)) = load(app, tenant).await? else { return Ok(None) };
+    if !health.is_stale(now, period) || health.last_alarm.is_some_and(|a| now - a < period) {
+        return Ok(None);
+    }
+    let alert = stale_alert(tenant, &health, now, period);
+    let id = alert["id"].as_str().unwrap_or_default().to_string();
+    Message::Alert { tenant: tenant.to_string(), alert }.send(app.store.as_ref(), app.queue.as_ref()).await?;
+    tracing::error!(tenant, alert = id, "no successful poll for longer than stale_after; alarm raised");
+    update(app, tenant, |h| h.last_alarm = Some(now)).await?;
+    Ok(Some(id))
+}
+
+/// One tenant's line in `secmon status` and `GET /api/health`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TenantStatus {
+    /// Tenant name.
+    pub tenant: String,
+    /// Polled successfully within `stale_after`.
+    pub healthy: bool,
+    /// The last successful poll.
+    pub last_success: Option<DateTime<Utc>>,
+    /// Seconds since then.
+    pub seconds_since_success: Option<i64>,
+    /// The last attempt.
+    pub last_attempt: Option<DateTime<Utc>>,
+    /// The last error, if the last poll failed.
+    pub last_error: Option<String>,
+    /// Failed polls since the last success.
+    pub consecutive_failures: u32,
+    /// The tenant's watermark.
+    pub watermark: Option<DateTime<Utc>>,
+}
+
+/// The health of every tenant.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Status {
+    /// Every tenant healthy.
+    pub healthy: bool,
+    /// The configured `poll.stale_after`, in seconds.
+    pub stale_after_seconds: i64,
+    /// One line per configured tenant.
+    pub tenants: Vec<TenantStatus>,
+}
+
+/// Reads the health of every configured tenant. A tenant never polled is unhealthy.
+pub async fn status(app: &App, now: DateTime<Utc>) -> Result<Status, StoreError> {
+    let period = stale_after(app);
+    let mut tenants = Vec::new();
+    for t in &app.config.tenants {
+        let health = load(app, &t.name).await?.map(|(h, _)| h).unwrap_or_default();
+        let watermark = app
+            .store
+            .get(&watermark_key(&t.name))
+            .await?
+            .and_then(|v| serde_json::from_slice::<Watermark>(&v.value).ok())
+            .map(|w| w.watermark);
+        tenants.push(TenantStatus {
+            tenant: t.name.clone(),
+            healthy: health.last_success.is_some_and(|s| now - s < period),
+            last_success: health.last_success,
+            seconds_since_success: health.last_success.map(|s| (now - s).num_seconds()),
+            last_attempt: health.last_attempt,
+            last_error: health.last_error,
+            consecutive_failures: health.consecutive_failures,
+            watermark,
+        });
+    }
+    Ok(Status { healthy: tenants.iter().all(|t| t.healthy), stale_after_seconds: period.num_seconds(), tenants })
+}
+
+/// `GET /api/health`: 200 when every tenant is healthy, 503 otherwise (so an uptime probe alarms),
+/// with the [`Status`] as JSON; 500 when the store cannot be read.
+pub async fn http(app: &App, now: DateTime<Utc>) -> HttpResponse {
+    match status(app, now).await {
+        Ok(s) => HttpResponse::json(if s.healthy { 200 } else { 503 }, &serde_json::to_value(&s).expect("serializes")),
+        Err(e) => HttpResponse::json(500, &json!({"healthy": false, "error": crate::redact::redact(&e.to_string())})),
+    }
+}

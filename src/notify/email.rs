@@ -1,0 +1,196 @@
+//! E-mail through Graph `POST /users/{sender}/sendMail` (application permission `Mail.Send`): an HTML
+//! body that Outlook renders well, subject `[secmon][High] <title>`, and Exchange Online's sending
+//! limit of 30 messages a minute per mailbox kept with a counter in the store.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::NotifyError;
+use super::template::Templates;
+use super::view::{View, clip};
+use crate::config::Issue;
+use crate::graph::{Graph, Retry};
+use crate::store::{Precondition, Store, StoreError};
+
+/// Exchange Online accepts 30 messages a minute from one mailbox.
+pub const PER_MINUTE: u32 = 30;
+/// How many minutes ahead a send may book a slot before it gives up and lets the queue retry.
+const LOOKAHEAD_MINUTES: i64 = 10;
+/// Graph keeps subjects to 255 characters.
+const SUBJECT_CHARS: usize = 255;
+
+/// E-mail receiver.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The mailbox that sends (needs `Mail.Send`; scope it with Exchange RBAC for Applications).
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Copy recipients.
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// A minijinja template for the subject instead of `[secmon][{{ severity_label }}] {{ title }}`.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// A minijinja template for the HTML body instead of the built-in one; values are HTML-escaped.
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+fn is_address(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else { return false };
+    !local.is_empty() && domain.contains('.') && !s.chars().any(|c| c.is_whitespace() || "<>,;\"".contains(c))
+}
+
+impl EmailConfig {
+    /// Checks the addresses.
+    pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
+        if !is_address(&self.from) {
+            out.push(Issue::error(format!("{path}.from"), format!("{:?} is not a mailbox address", self.from)));
+        }
+        if self.to.is_empty() {
+            out.push(Issue::error(format!("{path}.to"), "at least one recipient"));
+        }
+        for (field, list) in [("to", &self.to), ("cc", &self.cc)] {
+            for (i, a) in list.iter().enumerate() {
+                if !is_address(a) {
+                    out.push(Issue::error(format!("{path}.{field}[{i}]"), format!("{a:?} is not an e-mail address")));
+                }
+            }
+        }
+    }
+}
+
+/// A built e-mail receiver.
+#[derive(Debug, Clone)]
+pub struct Email {
+    name: String,
+    /// The sending mailbox.
+    pub from: String,
+    to: Vec<String>,
+    cc: Vec<String>,
+    subject: String,
+    body: String,
+}
+
+impl Email {
+    /// Builds the receiver `name`, compiling its template overrides (errors at `path`).
+    pub fn new(name: &str, config: &EmailConfig, templates: &mut Templates, path: &str) -> Result<Email, Issue> {
+        let mut compile = |field: &str, file: &str, source: &Option<String>, builtin: &str| match source {
+            Some(source) => {
+                let tname = format!("{name}/{file}");
+                templates
+                    .add(&tname, source)
+                    .map_err(|e| Issue::error(format!("{path}.email.{field}"), format!("does not compile: {e}")))?;
+                Ok(tname)
+            }
+            None => Ok(builtin.to_string()),
+        };
+        let subject = compile("subject", "subject.txt", &config.subject, "builtin/subject.txt")?;
+        let body = compile("template", "email.html", &config.template, "builtin/email.html")?;
+        Ok(Email {
+            name: name.to_string(),
+            from: config.from.clone(),
+            to: config.to.clone(),
+            cc: config.cc.clone(),
+            subject,
+            body,
+        })
+    }
+
+    /// The sendMail body for `view`, as Graph documents it (`saveToSentItems` a JSON bool).
+    pub fn render(&self, templates: &Templates, view: &View) -> Result<Value, NotifyError> {
+        let fail =
+            |what: &str, e: String| NotifyError::new(&self.name, format!("{what} template: {e}"), Retry::Permanent);
+        let subject = templates.render(&self.subject, view).map_err(|e| fail("subject", e))?;
+        // A subject is one line; alert titles are not to be trusted with line breaks.
+        let subject: String = subject.trim().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let html = templates.render(&self.body, view).map_err(|e| fail("body", e))?;
+        let recipients =
+            |list: &[String]| list.iter().map(|a| json!({"emailAddress": {"address": a}})).collect::<Vec<_>>();
+        let mut message = json!({
+            "subject": clip(&subject, SUBJECT_CHARS),
+            "body": {"contentType": "HTML", "content": html},
+            "toRecipients": recipients(&self.to),
+        });
+        if !self.cc.is_empty() {
+            message["ccRecipients"] = Value::Array(recipients(&self.cc));
+        }
+        Ok(json!({"message": message, "saveToSentItems": false}))
+    }
+
+    /// Sends the mail through Graph as [`Email::from`].
+    pub async fn send(&self, graph: &dyn Graph, tenant: &str, body: &Value) -> Result<(), NotifyError> {
+        graph.send_mail(tenant, &self.from, body).await.map_err(|e| {
+            let status = e.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
+            NotifyError::new(&self.name, format!("sendMail as {}{status}: {}", self.from, e.message), e.retry)
+        })
+    }
+}
+
+/// Books one of the sender's [`PER_MINUTE`] slots in the store, in the first minute from `now` that has
+/// room, and returns how long to wait for that minute. The counter lives in the store so that every
+/// instance of the function app shares it.
+pub async fn book_slot(store: &dyn Store, sender: &str, now: DateTime<Utc>) -> Result<Option<Duration>, StoreError> {
+    let minute = now.with_second(0).and_then(|t| t.with_nanosecond(0)).expect("valid time");
+    for ahead in 0..LOOKAHEAD_MINUTES {
+        let start = minute + chrono::Duration::minutes(ahead);
+        let key = format!("ratelimit/mail/{}/{}", sender.to_ascii_lowercase(), start.format("%Y%m%dT%H%M"));
+        // Compare-and-swap, so two instances never both take the thirtieth slot.
+        loop {
+            let current = store.get(&key).await?;
+            let used: u32 =
+                current.as_ref().and_then(|v| std::str::from_utf8(&v.value).ok()?.parse().ok()).unwrap_or(0);
+            if used >= PER_MINUTE {
+                break;
+            }
+            let cond = match current {
+                Some(v) => Precondition::Matches(v.etag),
+                None => Precondition::Absent,
+            };
+            match store.put_if(&key, (used + 1).to_string().as_bytes(), cond).await {
+                Ok(_) => return Ok(Some((start - now).to_std().unwrap_or_default())),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_checked() {
+        let mut out = Vec::new();
+        let c = EmailConfig {
+            from: "secmon@contoso.com".into(),
+            to: vec!["soc@contoso.com".into(), "not an address".into()],
+            cc: vec!["a@b".into()],
+            subject: None,
+            template: None,
+        };
+        c.validate("receivers.x.email", &mut out);
+        let paths: Vec<_> = out.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths, ["receivers.x.email.to[1]", "receivers.x.email.cc[0]"]);
+    }
+
+    #[tokio::test]
+    async fn the_thirty_first_mail_of_a_minute_waits_for_the_next() {
+        let store = crate::store::sqlite::SqliteStore::in_memory().unwrap();
+        let now: DateTime<Utc> = "2026-11-26T10:00:45Z".parse().unwrap();
+        for _ in 0..PER_MINUTE {
+            assert_eq!(book_slot(&store, "secmon@contoso.com", now).await.unwrap(), Some(Duration::ZERO));
+        }
+        assert_eq!(book_slot(&store, "SECMON@contoso.com", now).await.unwrap(), Some(Duration::from_secs(15)));
+        // Another mailbox has its own budget.
+        assert_eq!(book_slot(&store, "other@contoso.com", now).await.unwrap(), Some(Duration::ZERO));
+    }
+}

@@ -1,0 +1,149 @@
+//! Teams through a Workflows webhook ("When a Teams webhook request is received"): one message with one
+//! Adaptive Card, version 1.5 at most, never over Teams' 28 KB.
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::http::{RetryPolicy, post};
+use super::template::Templates;
+use super::view::View;
+use super::{NotifyError, check_url, from_environment};
+use crate::config::Issue;
+use crate::graph::Retry;
+
+/// Teams refuses messages over 28 KB; secmon stays a little under, whichever K the service means.
+pub const MAX_MESSAGE_BYTES: usize = 28_000;
+
+/// How many evidence entries per list a card tries first, then fewer until it fits.
+const CUTS: [usize; 7] = [25, 10, 5, 3, 2, 1, 0];
+
+/// Teams receiver.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamsConfig {
+    /// The Workflows "When a Teams webhook request is received" URL; it carries a `sig=`, so write
+    /// `${NAME}` and keep it in the environment or Key Vault.
+    pub webhook_url: String,
+    /// A minijinja template for the Adaptive Card (the attachment's `content`) instead of the built-in
+    /// one; values are written as JSON.
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+impl TeamsConfig {
+    /// Checks the URL: https, and its signature taken from the environment rather than the file.
+    pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
+        let field = format!("{path}.webhook_url");
+        let Some(url) = check_url(&field, &self.webhook_url, out) else { return };
+        let has_sig = url.query_pairs().any(|(k, v)| k.eq_ignore_ascii_case("sig") && !v.is_empty());
+        if has_sig && !from_environment(&self.webhook_url) {
+            out.push(Issue::error(
+                field,
+                "this URL carries its signature (sig=) in the config file; write \"${NAME}\" and set NAME in the \
+                 environment or as a Key Vault reference, so the secret stays out of the file",
+            ));
+        }
+    }
+}
+
+/// A built Teams receiver.
+#[derive(Debug, Clone)]
+pub struct Teams {
+    name: String,
+    url: String,
+    template: String,
+    /// How hard a send tries before the queue takes over.
+    pub retry: RetryPolicy,
+}
+
+impl Teams {
+    /// Builds the receiver `name`, compiling its template override (errors at `path`).
+    pub fn new(name: &str, config: &TeamsConfig, templates: &mut Templates, path: &str) -> Result<Teams, Issue> {
+        let template = match &config.template {
+            Some(source) => {
+                let tname = format!("{name}/card.json");
+                templates
+                    .add(&tname, source)
+                    .map_err(|e| Issue::error(format!("{path}.teams.template"), format!("does not compile: {e}")))?;
+                tname
+            }
+            None => "builtin/card.json".to_string(),
+        };
+        Ok(Teams { name: name.to_string(), url: config.webhook_url.clone(), template, retry: RetryPolicy::default() })
+    }
+
+    /// The Workflows message for `view`: the card, with evidence cut ("and N more") until the whole
+    /// message fits in [`MAX_MESSAGE_BYTES`].
+    pub fn render(&self, templates: &Templates, view: &View) -> Result<Value, NotifyError> {
+        let base = view.for_card();
+        let mut last = 0;
+        for max in CUTS {
+            let mut v = base.clone();
+            v.cut(max);
+            v.group.truncate(max.max(1) * 4);
+            let card = self.card(templates, &v)?;
+            let message = message(card);
+            last = serde_json::to_vec(&message).expect("JSON").len();
+            if last <= MAX_MESSAGE_BYTES {
+                return Ok(message);
+            }
+        }
+        Err(NotifyError::new(
+            &self.name,
+            format!(
+                "the card is {last} bytes even without evidence; Teams takes {MAX_MESSAGE_BYTES}: shorten the template"
+            ),
+            Retry::Permanent,
+        ))
+    }
+
+    fn card(&self, templates: &Templates, view: &View) -> Result<Value, NotifyError> {
+        let text = templates
+            .render(&self.template, view)
+            .map_err(|e| NotifyError::new(&self.name, format!("card template: {e}"), Retry::Permanent))?;
+        let card: Value = serde_json::from_str(&text).map_err(|e| {
+            NotifyError::new(&self.name, format!("card template did not produce JSON: {e}"), Retry::Permanent)
+        })?;
+        check_card(&card).map_err(|e| NotifyError::new(&self.name, e, Retry::Permanent))?;
+        Ok(card)
+    }
+
+    /// POSTs the message to the Workflows URL; 429 waits `Retry-After`, 5xx backs off.
+    pub async fn send(&self, http: &reqwest::Client, message: &Value) -> Result<u16, NotifyError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let body = serde_json::to_vec(message).expect("JSON");
+        post(http, &self.name, &self.url, headers, body, self.retry).await
+    }
+}
+
+/// Wraps a card in the message a Workflows webhook takes.
+pub fn message(card: Value) -> Value {
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": card,
+        }]
+    })
+}
+
+/// Checks what Teams insists on: an `AdaptiveCard` of version 1.5 or lower, with a body array.
+pub fn check_card(card: &Value) -> Result<(), String> {
+    if card.get("type").and_then(Value::as_str) != Some("AdaptiveCard") {
+        return Err("the card's type must be \"AdaptiveCard\"".into());
+    }
+    let version = card.get("version").and_then(Value::as_str).unwrap_or("");
+    let parsed = version.split_once('.').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
+    match parsed {
+        Some((1, minor)) if minor <= 5 => {}
+        _ => return Err(format!("card version {version:?}: Teams renders Adaptive Cards up to 1.5")),
+    }
+    if !card.get("body").is_some_and(Value::is_array) {
+        return Err("the card needs a body array".into());
+    }
+    Ok(())
+}

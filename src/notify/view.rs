@@ -1,0 +1,375 @@
+//! What a notification says about an alert: the facts every template sees, already cut to size and
+//! escaped for the target (HTML is escaped by the template engine; Adaptive Card text is escaped here).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::alert::{Alert, Severity};
+
+/// How many characters of the description a notification shows.
+const DESCRIPTION_CHARS: usize = 1_500;
+/// How many characters of one evidence item, title or other free text a notification shows.
+const ITEM_CHARS: usize = 300;
+
+/// A list cut to a maximum length: the items shown and how many were left out ("and N more").
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Cut {
+    /// The items shown.
+    pub items: Vec<String>,
+    /// How many more there are.
+    pub more: usize,
+}
+
+impl Cut {
+    fn keep(&mut self, max: usize) {
+        if self.items.len() > max {
+            self.more += self.items.len() - max;
+            self.items.truncate(max);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.more == 0
+    }
+}
+
+/// The evidence of an alert, grouped the way analysts read it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EvidenceView {
+    /// Accounts and mailboxes.
+    pub users: Cut,
+    /// Devices.
+    pub devices: Cut,
+    /// IP addresses.
+    pub ips: Cut,
+    /// Files and processes.
+    pub files: Cut,
+    /// URLs.
+    pub urls: Cut,
+    /// Everything else with a summary (messages, apps, registry keys).
+    pub other: Cut,
+}
+
+impl EvidenceView {
+    fn lists_mut(&mut self) -> [&mut Cut; 6] {
+        [&mut self.users, &mut self.devices, &mut self.ips, &mut self.files, &mut self.urls, &mut self.other]
+    }
+
+    /// True when there is no evidence worth showing.
+    pub fn is_empty(&self) -> bool {
+        [&self.users, &self.devices, &self.ips, &self.files, &self.urls, &self.other].iter().all(|c| c.is_empty())
+    }
+}
+
+/// Another alert of the same incident, told in the same message.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Member {
+    /// Alert id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Severity wire value.
+    pub severity: String,
+    /// Link to the alert in the Defender portal, if it has one.
+    pub url: Option<String>,
+}
+
+/// Everything a template sees about one notification.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct View {
+    /// Tenant name.
+    pub tenant: String,
+    /// The receiver this rendering is for.
+    pub receiver: String,
+    /// Alert id.
+    pub id: String,
+    /// Title (the id when there is none).
+    pub title: String,
+    /// Severity wire value (`high`).
+    pub severity: String,
+    /// Severity as a word for people (`High`).
+    pub severity_label: String,
+    /// Adaptive Card colour of the severity (`attention`, `warning`, `accent`, `default`).
+    pub severity_color: String,
+    /// Hex colour of the severity for e-mail.
+    pub severity_hex: String,
+    /// Status wire value.
+    pub status: String,
+    /// Product that raised the alert.
+    pub service_source: String,
+    /// Detection technology.
+    pub detection_source: String,
+    /// Category.
+    pub category: String,
+    /// Description, cut to a readable length.
+    pub description: String,
+    /// Creation time as Graph wrote it.
+    pub created: String,
+    /// Last update time as Graph wrote it (the version).
+    pub updated: String,
+    /// Owner.
+    pub assigned_to: String,
+    /// Defender incident id.
+    pub incident_id: String,
+    /// Link to the alert in the Defender portal (absent for secmon's own alerts).
+    pub alert_url: Option<String>,
+    /// Link to the incident in the Defender portal.
+    pub incident_url: Option<String>,
+    /// MITRE ATT&CK technique ids.
+    pub mitre: Cut,
+    /// Key evidence.
+    pub evidence: EvidenceView,
+    /// Whether there is any evidence to show.
+    pub has_evidence: bool,
+    /// Other alerts of the same incident told in this message.
+    pub group: Vec<Member>,
+    /// Why this alert is told again (`new`, `severity rose`, `reopened`, `reminder`).
+    pub why: String,
+    /// The routes that sent it here.
+    pub routes: Vec<String>,
+}
+
+impl View {
+    /// The facts of `alert` for `receiver`, with evidence lists of at most `max_items` entries.
+    pub fn new(tenant: &str, receiver: &str, alert: &Alert) -> View {
+        let severity = alert.severity();
+        let internal = alert.id.starts_with("secmon-");
+        let link = |u: &Option<String>| if internal { None } else { u.clone().filter(|u| is_https(u)) };
+        let mut evidence = EvidenceView::default();
+        for e in alert.evidence() {
+            let Some((kind, text)) = e.summary() else { continue };
+            let list = match kind {
+                "user" | "mailbox" => &mut evidence.users,
+                "device" => &mut evidence.devices,
+                "ip" => &mut evidence.ips,
+                "file" | "process" => &mut evidence.files,
+                "url" => &mut evidence.urls,
+                _ => &mut evidence.other,
+            };
+            let text = clip(&text, ITEM_CHARS);
+            if !list.items.contains(&text) {
+                list.items.push(text);
+            }
+        }
+        let mitre = Cut { items: alert.mitre_techniques.clone().unwrap_or_default(), more: 0 };
+        let text = |s: &Option<String>| s.as_deref().map(|s| clip(s, ITEM_CHARS)).unwrap_or_default();
+        View {
+            tenant: tenant.to_string(),
+            receiver: receiver.to_string(),
+            id: alert.id.clone(),
+            title: clip(alert.title_or_id(), ITEM_CHARS),
+            severity: severity.as_str().to_string(),
+            severity_label: severity_label(&severity),
+            severity_color: severity_color(&severity).to_string(),
+            severity_hex: severity_hex(&severity).to_string(),
+            status: alert.status().as_str().to_string(),
+            service_source: alert.service_source.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+            detection_source: alert.detection_source.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+            category: text(&alert.category),
+            description: alert.description.as_deref().map(|d| clip(d, DESCRIPTION_CHARS)).unwrap_or_default(),
+            created: alert.created_date_time.as_ref().map(|t| t.to_string()).unwrap_or_default(),
+            updated: alert.version().to_string(),
+            assigned_to: text(&alert.assigned_to),
+            incident_id: text(&alert.incident_id),
+            alert_url: link(&alert.alert_web_url),
+            incident_url: link(&alert.incident_web_url),
+            mitre,
+            has_evidence: !evidence.is_empty(),
+            evidence,
+            group: Vec::new(),
+            why: "new".to_string(),
+            routes: Vec::new(),
+        }
+    }
+
+    /// A member entry for this alert, to be listed in another alert's grouped message.
+    pub fn member(&self) -> Member {
+        Member {
+            id: self.id.clone(),
+            title: self.title.clone(),
+            severity: self.severity.clone(),
+            url: self.alert_url.clone(),
+        }
+    }
+
+    /// Keeps at most `max` entries in each evidence list, the MITRE list and the group, counting the rest.
+    pub fn cut(&mut self, max: usize) {
+        for list in self.evidence.lists_mut() {
+            list.keep(max);
+        }
+        self.mitre.keep(max.max(1) * 2);
+        if self.description.chars().count() > max * 100 {
+            self.description = clip(&self.description, (max * 100).max(80));
+        }
+    }
+
+    /// The same view with every free-text string escaped for Adaptive Card `TextBlock`/`FactSet` text
+    /// (a Markdown subset), so that alert text can neither format nor link. URLs are left alone: they
+    /// only ever go into `Action.OpenUrl`, never into text.
+    pub fn for_card(&self) -> View {
+        let mut v = self.clone();
+        for s in [
+            &mut v.tenant,
+            &mut v.receiver,
+            &mut v.id,
+            &mut v.title,
+            &mut v.status,
+            &mut v.service_source,
+            &mut v.detection_source,
+            &mut v.category,
+            &mut v.description,
+            &mut v.created,
+            &mut v.updated,
+            &mut v.assigned_to,
+            &mut v.incident_id,
+            &mut v.why,
+        ] {
+            *s = card_text(s);
+        }
+        for list in v.evidence.lists_mut() {
+            list.items.iter_mut().for_each(|s| *s = card_text(s));
+        }
+        v.mitre.items.iter_mut().for_each(|s| *s = card_text(s));
+        v.routes.iter_mut().for_each(|s| *s = card_text(s));
+        for m in &mut v.group {
+            m.title = card_text(&m.title);
+            m.id = card_text(&m.id);
+            m.severity = card_text(&m.severity);
+        }
+        v
+    }
+}
+
+/// The severity as people write it: `High`, `Medium`, …; unknown values keep their wire text.
+pub fn severity_label(s: &Severity) -> String {
+    match s {
+        Severity::Informational => "Informational".into(),
+        Severity::Low => "Low".into(),
+        Severity::Medium => "Medium".into(),
+        Severity::High => "High".into(),
+        Severity::Unknown | Severity::UnknownFutureValue => "Unknown".into(),
+        Severity::Other(o) => clip(o, 20),
+    }
+}
+
+fn severity_color(s: &Severity) -> &'static str {
+    match s {
+        Severity::High => "attention",
+        Severity::Medium => "warning",
+        Severity::Low => "accent",
+        _ => "default",
+    }
+}
+
+fn severity_hex(s: &Severity) -> &'static str {
+    match s {
+        Severity::High => "#c50f1f",
+        Severity::Medium => "#c87000",
+        Severity::Low => "#0f6cbd",
+        _ => "#616161",
+    }
+}
+
+fn is_https(u: &str) -> bool {
+    url::Url::parse(u).is_ok_and(|u| u.scheme() == "https")
+}
+
+/// Cuts `s` to at most `max` characters, ending with `…` when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Escapes text for Adaptive Card text, whose Markdown subset knows bold, italic, links and lists:
+/// `\ * _ [ ] ( )` get a backslash, so do list markers at the start of a line (`- `, `+ `, `1.`), and
+/// `{{` (the start of the card's `{{DATE(…)}}` functions) is broken with a zero-width space.
+pub fn card_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    // Only blanks so far on this line / only blanks and digits so far on this line.
+    let (mut blank, mut numbered) = (true, true);
+    for c in s.chars() {
+        match c {
+            '\\' | '*' | '_' | '[' | ']' | '(' | ')' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '-' | '+' if blank => {
+                out.push('\\');
+                out.push(c);
+            }
+            '.' if numbered && !blank => {
+                out.push('\\');
+                out.push(c);
+            }
+            '{' if out.ends_with('{') => {
+                out.push('\u{200B}');
+                out.push(c);
+            }
+            '\r' => {}
+            _ => out.push(c),
+        }
+        (blank, numbered) = match c {
+            '\n' => (true, true),
+            ' ' | '\t' => (blank, numbered && blank),
+            '0'..='9' => (false, numbered),
+            _ => (false, false),
+        };
+    }
+    out
+}
+
+/// The raw alert with secmon's own view beside it, for the webhook body.
+pub fn webhook_context(view: &View, raw: &Value) -> Value {
+    serde_json::json!({ "alert": raw, "view": view })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_text_neutralises_markdown_and_functions() {
+        assert_eq!(card_text("[click](https://evil)"), "\\[click\\]\\(https://evil\\)");
+        assert_eq!(card_text("**bold** _it_"), "\\*\\*bold\\*\\* \\_it\\_");
+        assert_eq!(card_text("- item\n1. one"), "\\- item\n1\\. one");
+        assert_eq!(card_text("a-b 3.5 end."), "a-b 3.5 end.");
+        assert_eq!(card_text("{{DATE(2017-02-14T06:08:39Z)}}"), "{\u{200B}{DATE\\(2017-02-14T06:08:39Z\\)}}");
+        assert_eq!(card_text("Zoë <script>"), "Zoë <script>");
+    }
+
+    #[test]
+    fn clip_counts_characters_not_bytes() {
+        assert_eq!(clip("ééééé", 3), "éé…");
+        assert_eq!(clip("abc", 3), "abc");
+    }
+
+    #[test]
+    fn evidence_is_grouped_deduplicated_and_cut() {
+        let ev: Vec<Value> = (0..30)
+            .map(|i| serde_json::json!({"@odata.type": "#microsoft.graph.security.ipEvidence", "ipAddress": format!("10.0.0.{}", i % 25)}))
+            .collect();
+        let alert = Alert::from_value(serde_json::json!({"id": "a", "evidence": ev})).unwrap();
+        let mut v = View::new("t", "r", &alert);
+        assert_eq!(v.evidence.ips.items.len(), 25);
+        v.cut(5);
+        assert_eq!(v.evidence.ips.items.len(), 5);
+        assert_eq!(v.evidence.ips.more, 20);
+    }
+
+    #[test]
+    fn internal_alerts_have_no_links_and_links_must_be_https() {
+        let alert = Alert::from_value(
+            serde_json::json!({"id": "secmon-deadman", "alertWebUrl": "https://security.microsoft.com/x"}),
+        )
+        .unwrap();
+        assert_eq!(View::new("t", "r", &alert).alert_url, None);
+        let alert = Alert::from_value(serde_json::json!({"id": "a", "alertWebUrl": "javascript:alert(1)", "incidentWebUrl": "https://security.microsoft.com/i"})).unwrap();
+        let v = View::new("t", "r", &alert);
+        assert_eq!(v.alert_url, None);
+        assert_eq!(v.incident_url.as_deref(), Some("https://security.microsoft.com/i"));
+    }
+}

@@ -1,0 +1,86 @@
+//! Building the shared [`App`] from the config and the environment.
+//!
+//! The store comes from the environment: `SECMON_STORE=azure` selects Azure Blob storage and
+//! Storage Queues ([`crate::store::azure`], settings in `SECMON_BLOB_URL`, `SECMON_QUEUE_URL`);
+//! anything else, or nothing, the SQLite file named by the config's `store.sqlite`.
+
+use std::sync::Arc;
+
+use crate::app::App;
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::graph::client::GraphClient;
+use crate::store::azure::{AzureSettings, AzureStore};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Queue, Store};
+
+/// Why the state could not be built; the message says which setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `SECMON_STORE` names no known backend.
+    #[error("SECMON_STORE={0:?}: expected \"azure\" or \"sqlite\"")]
+    UnknownStore(String),
+    /// The Azure store's settings or start-up failed.
+    #[error(transparent)]
+    Azure(#[from] crate::store::azure::AzureSetupError),
+    /// The Graph client cannot be built for this config (China, a bad graph_url).
+    #[error("graph: {0}")]
+    Graph(String),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Http(String),
+    /// The SQLite file could not be opened.
+    #[error("store.sqlite {path}: {message}")]
+    Sqlite {
+        /// The file.
+        path: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// The store and queue selected by `SECMON_STORE` (see the module docs).
+pub async fn stores_from_env(config: &Config) -> Result<(Arc<dyn Store>, Arc<dyn Queue>), SetupError> {
+    match std::env::var("SECMON_STORE").ok().as_deref().map(str::trim) {
+        Some("azure") => {
+            let store = Arc::new(AzureStore::connect(&AzureSettings::from_env()?).await?);
+            Ok((store.clone(), store))
+        }
+        None | Some("") | Some("sqlite") => {
+            let path = &config.store.sqlite;
+            let store = SqliteStore::open(path)
+                .map_err(|e| SetupError::Sqlite { path: path.display().to_string(), message: e.to_string() })?;
+            let store = Arc::new(store);
+            Ok((store.clone(), store))
+        }
+        Some(other) => Err(SetupError::UnknownStore(other.to_string())),
+    }
+}
+
+/// The HTTP client every edge shares (Graph, token endpoints, receivers).
+pub fn http_client() -> Result<reqwest::Client, SetupError> {
+    reqwest::Client::builder()
+        .user_agent(concat!("secmon/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| SetupError::Http(e.to_string()))
+}
+
+/// The [`App`] for a validated config: store and queue from the environment, the Graph client
+/// (credentials chosen per tenant, see [`crate::graph::auth`]), one HTTP client, the system clock.
+pub async fn app_from_config(config: Config) -> Result<App, SetupError> {
+    let (store, queue) = stores_from_env(&config).await?;
+    let http = http_client()?;
+    let graph = GraphClient::new(&config, http.clone()).map_err(SetupError::Graph)?;
+    // SECMON_CLOSE=off turns every close rule into shadow mode, read once here so tests can set it directly.
+    let close_enabled = crate::respond::close::close_enabled(std::env::var("SECMON_CLOSE").ok().as_deref());
+    Ok(App {
+        config: Arc::new(config),
+        store,
+        queue,
+        graph: Arc::new(graph),
+        http,
+        clock: Arc::new(SystemClock),
+        close_enabled,
+    })
+}

@@ -1,0 +1,405 @@
+//! Notifications end to end against a local HTTP sink and an in-memory Graph: once-only delivery,
+//! realert, incident grouping, retries, escaping, signatures, status updates, secrets.
+
+mod notify_common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use notify_common::*;
+use secmon::alert::Alert;
+use secmon::respond::RespondError;
+use secmon::respond::deliver::{deliver, deliver_routes};
+use serde_json::{Value, json};
+
+const ALL: &str = r#"
+routes:
+  - name: soc
+    receivers: [soc-teams, soc-email, tickets]
+receivers:
+  soc-teams: { teams: { webhook_url: "${TEAMS_URL}" } }
+  soc-email: { email: { from: secmon@contoso.com, to: [soc@contoso.com], cc: [lead@contoso.com] } }
+  tickets: { webhook: { url: "${HOOK_URL}", secret: "${HOOK_KEY}" } }
+"#;
+
+const TEAMS_PATH: &str = "/workflows/soc/triggers/manual/paths/invoke";
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn alert(raw: &Value) -> Alert {
+    Alert::from_value(raw.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn each_receiver_is_told_once_even_when_the_message_is_redelivered() {
+    let w = world(ALL).await;
+    let raw = sample(json!({"severity": "high"}));
+    let receivers = names(&["soc-teams", "soc-email", "tickets"]);
+    let first = deliver(&w.app, "contoso", &alert(&raw), &raw, &receivers).await.unwrap();
+    assert_eq!(first.sent, receivers);
+    let again = deliver(&w.app, "contoso", &alert(&raw), &raw, &receivers).await.unwrap();
+    assert_eq!(again.already, receivers);
+    assert!(again.sent.is_empty());
+    assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
+    assert_eq!(w.sink.hits("/hook").len(), 1);
+    assert_eq!(w.graph.mails.lock().unwrap().len(), 1);
+
+    let message = w.sink.hits(TEAMS_PATH)[0].json();
+    assert_eq!(message["type"], "message");
+    let att = &message["attachments"][0];
+    assert_eq!(att["contentType"], "application/vnd.microsoft.card.adaptive");
+    assert!(att["contentUrl"].is_null());
+    let card = &att["content"];
+    assert_eq!(card["version"], "1.5");
+    let actions = card["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 2);
+    assert_eq!(actions[0]["type"], "Action.OpenUrl");
+    assert_eq!(actions[0]["url"], raw["alertWebUrl"]);
+    assert_eq!(actions[1]["url"], raw["incidentWebUrl"]);
+    let text = card.to_string();
+    for fact in ["High", "microsoftDefenderForEndpoint", "T1564.001", "yonif-lap3"] {
+        assert!(text.contains(fact), "{fact} missing from {text}");
+    }
+    keep_card("sample-high", &message);
+
+    let records = audit(&w.store).await;
+    let sends: Vec<_> = records.iter().filter(|r| r["action"] == "notify").collect();
+    assert_eq!(sends.len(), 3, "{records:?}");
+    assert!(sends.iter().all(|r| r["alert_version"] == raw["lastUpdateDateTime"]));
+}
+
+#[tokio::test]
+async fn sendmail_body_has_graphs_shape_and_escapes_hostile_alert_text() {
+    let w = world(ALL).await;
+    let hostile = "<script>alert(\"x\")</script> Zoë's 'quoted' & <b>bold</b> — 東京";
+    let raw = sample(json!({
+        "severity": "high",
+        "title": hostile,
+        "description": format!("{hostile}\nsecond line"),
+        "evidence": [
+            {"@odata.type": "#microsoft.graph.security.urlEvidence", "url": "https://evil.example/<script>?q=\"x\""},
+            {"@odata.type": "#microsoft.graph.security.userEvidence", "userAccount": {"userPrincipalName": "zoë@contoso.com", "displayName": hostile}},
+            {"@odata.type": "#microsoft.graph.security.ipEvidence", "ipAddress": "203.0.113.7"}
+        ]
+    }));
+    deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["soc-email", "soc-teams"])).await.unwrap();
+    let mails = w.graph.mails.lock().unwrap().clone();
+    let (tenant, sender, body) = &mails[0];
+    assert_eq!((tenant.as_str(), sender.as_str()), ("contoso", "secmon@contoso.com"));
+    assert_eq!(body["saveToSentItems"], json!(false));
+    assert_eq!(body.as_object().unwrap().len(), 2);
+    let m = &body["message"];
+    assert_eq!(m["subject"], format!("[secmon][High] {hostile}"));
+    assert_eq!(m["body"]["contentType"], "HTML");
+    assert_eq!(m["toRecipients"], json!([{"emailAddress": {"address": "soc@contoso.com"}}]));
+    assert_eq!(m["ccRecipients"], json!([{"emailAddress": {"address": "lead@contoso.com"}}]));
+    let html = m["body"]["content"].as_str().unwrap();
+    assert!(!html.contains("<script"), "unescaped script tag");
+    assert!(!html.contains("<b>bold"), "unescaped markup");
+    assert!(html.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;&#x2f;script&gt;"), "{html}");
+    assert!(html.contains("Zoë&#x27;s") && html.contains("東京") && html.contains("zoë@contoso.com"));
+    assert!(html.contains("https:&#x2f;&#x2f;evil.example&#x2f;&lt;script&gt;"));
+    assert!(!html.contains("<img") && !html.contains("src=") && !html.contains("<style"));
+    std::fs::create_dir_all(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cards")).unwrap();
+    std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cards/hostile-email.html"), html).unwrap();
+
+    let message = w.sink.hits(TEAMS_PATH)[0].json();
+    let card = &message["attachments"][0]["content"];
+    let title = card["body"][0]["items"][1]["text"].as_str().unwrap();
+    assert_eq!(title, "<script>alert\\(\"x\"\\)</script> Zoë's 'quoted' & <b>bold</b> — 東京");
+    keep_card("hostile", &message);
+}
+
+#[tokio::test(start_paused = true)]
+async fn teams_429_is_retried_after_the_advised_delay() {
+    let w = world(ALL).await;
+    w.sink.script(
+        TEAMS_PATH,
+        1,
+        429,
+        Some(7),
+        r#"{"error":{"code":"TooManyRequests","message":"Rate limit is exceeded."}}"#,
+    );
+    let raw = sample(json!({}));
+    let started = tokio::time::Instant::now();
+    let done = deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["soc-teams"])).await.unwrap();
+    assert_eq!(done.sent, names(&["soc-teams"]));
+    let hits = w.sink.hits(TEAMS_PATH);
+    assert_eq!(hits.len(), 2);
+    assert!(hits[1].at - hits[0].at >= Duration::from_secs(7), "{:?}", hits[1].at - hits[0].at);
+    assert!(started.elapsed() >= Duration::from_secs(7));
+}
+
+#[tokio::test]
+async fn graph_429_on_sendmail_is_retried_by_the_queue_and_sent_once() {
+    let w = world(ALL).await;
+    w.graph.mail_errors.lock().unwrap().push_back(throttled());
+    let raw = sample(json!({}));
+    let err = deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["soc-email"])).await.unwrap_err();
+    assert!(matches!(err, RespondError::Retry(ref m) if m.contains("HTTP 429")), "{err}");
+    assert!(w.graph.mails.lock().unwrap().is_empty());
+    let done = deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["soc-email"])).await.unwrap();
+    assert_eq!(done.sent, names(&["soc-email"]));
+    assert_eq!(w.graph.mails.lock().unwrap().len(), 1);
+    let failed: Vec<_> = audit(&w.store).await.into_iter().filter(|r| r["action"] == "notify_failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["retryable"], true);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_receiver_does_not_block_the_others_and_is_retried_alone() {
+    let w = world(ALL).await;
+    // The ticketing system is down for all three in-process attempts.
+    w.sink.script("/hook", 3, 503, None, "maintenance");
+    let raw = sample(json!({}));
+    let receivers = names(&["tickets", "soc-teams", "soc-email"]);
+    let err = deliver(&w.app, "contoso", &alert(&raw), &raw, &receivers).await.unwrap_err();
+    assert!(matches!(err, RespondError::Retry(ref m) if m.contains("tickets") && m.contains("503")), "{err}");
+    assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
+    assert_eq!(w.graph.mails.lock().unwrap().len(), 1);
+    assert_eq!(w.sink.hits("/hook").len(), 3);
+    // The queue redelivers: only the webhook is sent now.
+    let done = deliver(&w.app, "contoso", &alert(&raw), &raw, &receivers).await.unwrap();
+    assert_eq!(done.sent, names(&["tickets"]));
+    assert_eq!(done.already, names(&["soc-teams", "soc-email"]));
+    assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
+    assert_eq!(w.sink.hits("/hook").len(), 4);
+}
+
+#[tokio::test]
+async fn a_permanent_failure_sets_the_message_aside_without_leaking_the_signature() {
+    let w = world(ALL).await;
+    w.sink.script(
+        TEAMS_PATH,
+        1,
+        401,
+        None,
+        r#"{"error":{"code":"DirectApiInvalidAuthorizationSignature","message":"The provided authorization signature is not valid for sig=SIGsecret0123456789."}}"#,
+    );
+    let raw = sample(json!({}));
+    let err = deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["soc-teams"])).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, RespondError::Malformed(_)), "{text}");
+    assert!(text.contains("DirectApiInvalidAuthorizationSignature"), "{text}");
+    assert!(!text.contains("SIGsecret0123456789"), "{text}");
+    let records = audit(&w.store).await;
+    assert!(!serde_json::to_string(&records).unwrap().contains("SIGsecret0123456789"));
+    assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1, "a 401 is not retried in-process");
+}
+
+#[tokio::test]
+async fn realert_tells_again_only_when_severity_rises_or_the_interval_passes() {
+    let w = world(
+        r#"
+routes:
+  - { receivers: [soc-teams], realert: 1h }
+receivers:
+  soc-teams: { teams: { webhook_url: "${TEAMS_URL}" } }
+"#,
+    )
+    .await;
+    let r = names(&["soc-teams"]);
+    let v1 = sample(json!({"severity": "medium", "lastUpdateDateTime": "2026-11-26T10:00:00Z"}));
+    assert_eq!(deliver(&w.app, "contoso", &alert(&v1), &v1, &r).await.unwrap().sent, r);
+    // A comment made a new version, nothing rose: not told again.
+    w.clock.advance(chrono::Duration::minutes(10));
+    let v2 = sample(json!({"severity": "medium", "lastUpdateDateTime": "2026-11-26T10:10:00Z"}));
+    assert_eq!(deliver(&w.app, "contoso", &alert(&v2), &v2, &r).await.unwrap().suppressed, r);
+    // Severity rose: told, and the card says why.
+    let v3 = sample(json!({"severity": "high", "lastUpdateDateTime": "2026-11-26T10:11:00Z"}));
+    assert_eq!(deliver(&w.app, "contoso", &alert(&v3), &v3, &r).await.unwrap().sent, r);
+    assert!(w.sink.hits(TEAMS_PATH)[1].json().to_string().contains("severity rose"));
+    // Another version within the hour: quiet; after the hour: a reminder.
+    w.clock.advance(chrono::Duration::minutes(30));
+    let v4 = sample(json!({"severity": "high", "lastUpdateDateTime": "2026-11-26T10:41:00Z"}));
+    assert_eq!(deliver(&w.app, "contoso", &alert(&v4), &v4, &r).await.unwrap().suppressed, r);
+    w.clock.advance(chrono::Duration::minutes(31));
+    let v5 = sample(json!({"severity": "high", "lastUpdateDateTime": "2026-11-26T11:12:00Z"}));
+    assert_eq!(deliver(&w.app, "contoso", &alert(&v5), &v5, &r).await.unwrap().sent, r);
+    assert_eq!(w.sink.hits(TEAMS_PATH).len(), 3);
+    assert!(audit(&w.store).await.iter().any(|a| a["action"] == "notify_suppressed"));
+}
+
+#[tokio::test]
+async fn alerts_of_one_incident_within_the_window_share_one_message() {
+    let w = world(
+        r#"
+routes:
+  - { receivers: [soc-teams], group_by_incident: 2s }
+receivers:
+  soc-teams: { teams: { webhook_url: "${TEAMS_URL}" } }
+"#,
+    )
+    .await;
+    let r = names(&["soc-teams"]);
+    let a = sample(json!({"id": "alert-a", "incidentId": "77", "title": "First of incident 77"}));
+    let b = sample(json!({"id": "alert-b", "incidentId": "77", "title": "Second of incident 77", "severity": "high"}));
+    let other = sample(json!({"id": "alert-c", "incidentId": "78", "title": "Incident 78"}));
+    let (app, ra, rr) = (w.app.clone(), a.clone(), r.clone());
+    let leader = tokio::spawn(async move { deliver(&app, "contoso", &alert(&ra), &ra, &rr).await });
+    // Let the leader open the group (it then waits out the 2 s window).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let joined = deliver(&w.app, "contoso", &alert(&b), &b, &r).await.unwrap();
+    assert_eq!(joined.grouped, r);
+    let alone = deliver(&w.app, "contoso", &alert(&other), &other, &r).await.unwrap();
+    assert_eq!(alone.sent, r);
+    assert_eq!(leader.await.unwrap().unwrap().sent, r);
+    let hits = w.sink.hits(TEAMS_PATH);
+    assert_eq!(hits.len(), 2, "one message for incident 77, one for 78");
+    let grouped = hits.iter().map(|h| h.json()).find(|m| m.to_string().contains("First of incident 77")).unwrap();
+    assert!(grouped.to_string().contains("Second of incident 77"));
+    keep_card("grouped", &grouped);
+    // After the window a new alert of the incident starts a new message.
+    w.clock.advance(chrono::Duration::seconds(5));
+    let late = sample(json!({"id": "alert-d", "incidentId": "77", "title": "Late"}));
+    let (app, rl, rr) = (w.app.clone(), late.clone(), r.clone());
+    let done = tokio::spawn(async move { deliver(&app, "contoso", &alert(&rl), &rl, &rr).await });
+    assert_eq!(done.await.unwrap().unwrap().sent, r);
+    assert_eq!(w.sink.hits(TEAMS_PATH).len(), 3);
+}
+
+#[tokio::test]
+async fn webhook_is_signed_over_timestamp_and_body() {
+    let w = world(ALL).await;
+    let raw = sample(json!({}));
+    deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["tickets"])).await.unwrap();
+    let hit = &w.sink.hits("/hook")[0];
+    let ts = &hit.headers["x-secmon-timestamp"];
+    assert_eq!(ts, &now().timestamp().to_string());
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_KEY.as_bytes()).unwrap();
+    mac.update(format!("{ts}.").as_bytes());
+    mac.update(&hit.body);
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(hit.headers["x-secmon-signature"], expected);
+    assert_eq!(hit.headers["x-secmon-delivery"].len(), 32);
+    let body = hit.json();
+    assert_eq!(body["alert"], raw, "the alert as Graph returned it");
+    assert_eq!(body["decision"]["action"], "notify");
+    assert_eq!(body["decision"]["routes"], json!(["soc"]));
+    assert!(!String::from_utf8_lossy(&hit.body).contains(WEBHOOK_KEY));
+}
+
+#[tokio::test]
+async fn a_long_evidence_list_is_cut_to_fit_teams() {
+    let w = world(ALL).await;
+    let evidence: Vec<Value> = (0..400)
+        .map(|i| json!({"@odata.type": "#microsoft.graph.security.urlEvidence", "url": format!("https://phish.example/{i}/{}", "x".repeat(150))}))
+        .collect();
+    let raw = sample(json!({"evidence": evidence, "description": "d".repeat(5000)}));
+    deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["soc-teams"])).await.unwrap();
+    let hit = &w.sink.hits(TEAMS_PATH)[0];
+    assert!(hit.body.len() <= 28_000, "{} bytes", hit.body.len());
+    let text = String::from_utf8_lossy(&hit.body);
+    assert!(text.contains(" more\""), "no \"and N more\"");
+    keep_card("long-evidence", &hit.json());
+}
+
+#[tokio::test]
+async fn internal_alerts_are_notified_without_portal_links() {
+    let w = world(ALL).await;
+    let raw = json!({"id": "secmon-deadman-contoso", "title": "No alerts polled for 2 h", "severity": "high", "status": "new",
+                     "lastUpdateDateTime": "2026-11-26T10:00:00Z"});
+    deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["soc-teams"])).await.unwrap();
+    let message = w.sink.hits(TEAMS_PATH)[0].json();
+    assert_eq!(message["attachments"][0]["content"]["actions"], json!([]));
+    keep_card("internal", &message);
+}
+
+const SET: &str = r#"
+routes:
+  - name: triage
+    when: 'true'
+    receivers: [soc-teams]
+    set: { status: inProgress, assigned_to: soc-oncall@contoso.com }
+receivers:
+  soc-teams: { teams: { webhook_url: "${TEAMS_URL}" } }
+"#;
+
+#[tokio::test]
+async fn a_route_sets_status_once_and_never_over_a_persons_change() {
+    let w = world(SET).await;
+    let raw = sample(json!({}));
+    w.graph.alerts.lock().unwrap().insert(raw["id"].as_str().unwrap().into(), raw.clone());
+    let done = deliver_routes(&w.app, "contoso", &alert(&raw), &raw, &[0]).await.unwrap();
+    assert_eq!(done.updated, names(&["triage"]));
+    let again = deliver_routes(&w.app, "contoso", &alert(&raw), &raw, &[0]).await.unwrap();
+    assert!(again.updated.is_empty());
+    let updates = w.graph.updates.lock().unwrap().clone();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].1.status.as_deref(), Some("inProgress"));
+    assert_eq!(updates[0].1.assigned_to.as_deref(), Some("soc-oncall@contoso.com"));
+
+    // Someone changed the alert after secmon read this version: hands off.
+    let read = sample(json!({"id": "alert-2", "lastUpdateDateTime": "2026-11-26T09:00:00Z"}));
+    let changed = sample(
+        json!({"id": "alert-2", "lastUpdateDateTime": "2026-11-26T09:05:00Z", "assignedTo": "alice@contoso.com"}),
+    );
+    w.graph.alerts.lock().unwrap().insert("alert-2".into(), changed);
+    let done = deliver_routes(&w.app, "contoso", &alert(&read), &read, &[0]).await.unwrap();
+    assert!(done.updated.is_empty());
+    assert_eq!(w.graph.updates.lock().unwrap().len(), 1);
+    let skipped: Vec<_> = audit(&w.store).await.into_iter().filter(|r| r["action"] == "update_skipped").collect();
+    assert!(
+        skipped.iter().any(|r| r["reason"].as_str().unwrap().contains("changed since secmon read it")),
+        "{skipped:?}"
+    );
+}
+
+fn config_errors(receivers: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+    let text = format!("tenants:\n  - {{id: t, name: contoso}}\nreceivers:\n{receivers}");
+    match secmon::config::load_str(&text, Path::new("secmon.yaml"), env, now()) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn secrets_must_come_from_the_environment_and_templates_must_work_at_load() {
+    let env = |k: &str| match k {
+        "T_URL" => Some(
+            "https://prod.westeurope.logic.azure.com/workflows/x/triggers/manual/paths/invoke?sig=EnvSig0123456789"
+                .into(),
+        ),
+        "H_KEY" => Some("env-hmac-key-0123456789".into()),
+        _ => None,
+    };
+    assert_eq!(config_errors("  t: { teams: { webhook_url: \"${T_URL}\" } }\n", &env), "");
+    let literal = config_errors(
+        "  t: { teams: { webhook_url: \"https://prod.westeurope.logic.azure.com/workflows/x/triggers/manual/paths/invoke?sig=InFileSig0123456789\" } }\n",
+        &env,
+    );
+    assert!(literal.contains("secmon.yaml:4:") && literal.contains("receivers.t.teams.webhook_url"), "{literal}");
+    assert!(literal.contains("${NAME}") && !literal.contains("InFileSig0123456789"), "{literal}");
+    let key =
+        config_errors("  h: { webhook: { url: \"https://t.example/x\", secret: \"in-file-hmac-key-0123\" } }\n", &env);
+    assert!(key.contains("receivers.h.webhook.secret") && !key.contains("in-file-hmac-key-0123"), "{key}");
+    assert_eq!(config_errors("  h: { webhook: { url: \"https://t.example/x\", secret: \"${H_KEY}\" } }\n", &env), "");
+
+    let broken = config_errors(
+        "  t:\n    teams:\n      webhook_url: \"${T_URL}\"\n      template: |\n        {\"type\": \"AdaptiveCard\",\n         \"body\": [ {% for x in %} ]}\n",
+        &env,
+    );
+    assert!(broken.contains("receivers.t.teams.template") && broken.contains("line 2"), "{broken}");
+    let too_new = config_errors(
+        "  t:\n    teams:\n      webhook_url: \"${T_URL}\"\n      template: '{\"type\": \"AdaptiveCard\", \"version\": \"1.6\", \"body\": []}'\n",
+        &env,
+    );
+    assert!(too_new.contains("up to 1.5"), "{too_new}");
+    let bad_json = config_errors(
+        "  h:\n    webhook:\n      url: https://t.example/x\n      secret: \"${H_KEY}\"\n      template: '{\"title\": {{ title|safe }} }'\n",
+        &env,
+    );
+    assert!(bad_json.contains("receivers.h.webhook.template") && bad_json.contains("JSON"), "{bad_json}");
+}
+
+#[test]
+fn route_options_are_checked() {
+    let env = |_: &str| None;
+    let text = "tenants:\n  - {id: t, name: contoso}\nreceivers:\n  e: { email: { from: a@contoso.com, to: [b@contoso.com] } }\nroutes:\n  - { receivers: [e], group_by_incident: 1h, set: { status: resolved } }\n";
+    let err = secmon::config::load_str(text, Path::new("c.yaml"), &env, now()).unwrap_err().to_string();
+    assert!(err.contains("routes[0].group_by_incident"), "{err}");
+    assert!(err.contains("routes[0].set.status") && err.contains("close_rules"), "{err}");
+}

@@ -1,0 +1,248 @@
+//! Shared pieces of the notify tests: a local HTTP sink with scripted answers, an in-memory Graph, and
+//! an `App` built from YAML.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::{Path as AxPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use secmon::app::App;
+use secmon::clock::ManualClock;
+use secmon::graph::{AlertPage, AlertUpdate, Graph, GraphError, Retry};
+use secmon::store::sqlite::SqliteStore;
+use serde_json::{Value, json};
+
+/// One request the sink received.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub path: String,
+    pub query: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub at: tokio::time::Instant,
+}
+
+impl Hit {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+#[derive(Default)]
+struct SinkState {
+    hits: Vec<Hit>,
+    /// Scripted answers per path: (status, retry-after seconds, body).
+    script: HashMap<String, VecDeque<(u16, Option<u64>, String)>>,
+}
+
+/// A local HTTP receiver that records every POST and answers as scripted (202 by default).
+#[derive(Clone)]
+pub struct Sink {
+    state: Arc<Mutex<SinkState>>,
+    pub base: String,
+}
+
+impl Sink {
+    pub async fn start() -> Sink {
+        let state = Arc::new(Mutex::new(SinkState::default()));
+        let app = axum::Router::new().route("/{*path}", axum::routing::post(handle)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Sink { state, base }
+    }
+
+    /// Answers the next `times` requests to `path` with `status`.
+    pub fn script(&self, path: &str, times: usize, status: u16, retry_after: Option<u64>, body: &str) {
+        let mut s = self.state.lock().unwrap();
+        let q = s.script.entry(path.to_string()).or_default();
+        for _ in 0..times {
+            q.push_back((status, retry_after, body.to_string()));
+        }
+    }
+
+    pub fn hits(&self, path: &str) -> Vec<Hit> {
+        self.state.lock().unwrap().hits.iter().filter(|h| h.path == path).cloned().collect()
+    }
+}
+
+async fn handle(
+    State(state): State<Arc<Mutex<SinkState>>>,
+    AxPath(path): AxPath<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/{path}");
+    let mut s = state.lock().unwrap();
+    s.hits.push(Hit {
+        path: path.clone(),
+        query: uri.query().unwrap_or("").to_string(),
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect(),
+        body: body.to_vec(),
+        at: tokio::time::Instant::now(),
+    });
+    match s.script.get_mut(&path).and_then(|q| q.pop_front()) {
+        Some((status, retry_after, body)) => {
+            let mut resp = (StatusCode::from_u16(status).unwrap(), body).into_response();
+            if let Some(r) = retry_after {
+                resp.headers_mut().insert("retry-after", r.to_string().parse().unwrap());
+            }
+            resp
+        }
+        None => StatusCode::ACCEPTED.into_response(),
+    }
+}
+
+/// An in-memory Graph: alerts to read, mails and updates recorded, errors scripted.
+#[derive(Default)]
+pub struct FakeGraph {
+    pub alerts: Mutex<HashMap<String, Value>>,
+    pub mails: Mutex<Vec<(String, String, Value)>>,
+    pub updates: Mutex<Vec<(String, AlertUpdate)>>,
+    pub mail_errors: Mutex<VecDeque<GraphError>>,
+}
+
+pub fn throttled() -> GraphError {
+    GraphError {
+        operation: "sendMail".into(),
+        status: Some(429),
+        code: Some("ApplicationThrottled".into()),
+        message: "Application is over its MailboxConcurrency limit.".into(),
+        retry: Retry::Retryable,
+    }
+}
+
+#[async_trait]
+impl Graph for FakeGraph {
+    async fn list_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
+        Ok(AlertPage::default())
+    }
+    async fn next_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
+        Ok(AlertPage::default())
+    }
+    async fn get_alert(&self, _: &str, id: &str) -> Result<Value, GraphError> {
+        self.alerts.lock().unwrap().get(id).cloned().ok_or(GraphError {
+            operation: format!("get alert {id}"),
+            status: Some(404),
+            code: None,
+            message: "not found".into(),
+            retry: Retry::Permanent,
+        })
+    }
+    async fn update_alert(&self, _: &str, id: &str, update: &AlertUpdate) -> Result<Value, GraphError> {
+        self.updates.lock().unwrap().push((id.to_string(), update.clone()));
+        Ok(json!({}))
+    }
+    async fn add_comment(&self, _: &str, _: &str, _: &str) -> Result<(), GraphError> {
+        Ok(())
+    }
+    async fn send_mail(&self, tenant: &str, sender: &str, message: &Value) -> Result<(), GraphError> {
+        if let Some(e) = self.mail_errors.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        self.mails.lock().unwrap().push((tenant.to_string(), sender.to_string(), message.clone()));
+        Ok(())
+    }
+    async fn create_subscription(&self, _: &str, _: &Value) -> Result<Value, GraphError> {
+        Ok(json!({}))
+    }
+    async fn renew_subscription(&self, _: &str, _: &str, _: &str) -> Result<Value, GraphError> {
+        Ok(json!({}))
+    }
+    async fn reauthorize_subscription(&self, _: &str, _: &str) -> Result<(), GraphError> {
+        Ok(())
+    }
+    async fn delete_subscription(&self, _: &str, _: &str) -> Result<(), GraphError> {
+        Ok(())
+    }
+    async fn list_subscriptions(&self, _: &str) -> Result<Vec<Value>, GraphError> {
+        Ok(Vec::new())
+    }
+}
+
+pub struct World {
+    pub app: App,
+    pub graph: Arc<FakeGraph>,
+    pub clock: Arc<ManualClock>,
+    pub store: Arc<SqliteStore>,
+    pub sink: Sink,
+}
+
+pub const WEBHOOK_KEY: &str = "whsec-0123456789abcdef-long-key";
+
+pub fn now() -> DateTime<Utc> {
+    "2026-11-26T10:00:00Z".parse().unwrap()
+}
+
+/// An App whose config is `routes_and_receivers` under one tenant; `${TEAMS_URL}`, `${HOOK_URL}` and
+/// `${HOOK_KEY}` point at the sink.
+pub async fn world(routes_and_receivers: &str) -> World {
+    let sink = Sink::start().await;
+    let teams_url = format!(
+        "{}/workflows/soc/triggers/manual/paths/invoke?api-version=2016-06-01&sig=SIGsecret0123456789",
+        sink.base
+    );
+    let hook_url = format!("{}/hook", sink.base);
+    let env = move |k: &str| match k {
+        "TEAMS_URL" => Some(teams_url.clone()),
+        "HOOK_URL" => Some(hook_url.clone()),
+        "HOOK_KEY" => Some(WEBHOOK_KEY.to_string()),
+        _ => None,
+    };
+    let text =
+        format!("tenants:\n  - {{id: 11111111-2222-3333-4444-555555555555, name: contoso}}\n{routes_and_receivers}");
+    let loaded = secmon::config::load_str(&text, Path::new("secmon.yaml"), &env, now())
+        .unwrap_or_else(|e| panic!("config: {e}"));
+    let clock = Arc::new(ManualClock::new(now()));
+    let store = Arc::new(SqliteStore::in_memory().unwrap().with_clock(clock.clone()));
+    let graph = Arc::new(FakeGraph::default());
+    let app = App {
+        config: Arc::new(loaded.config),
+        store: store.clone(),
+        queue: store.clone(),
+        graph: graph.clone(),
+        http: reqwest::Client::new(),
+        clock: clock.clone(),
+        close_enabled: true,
+    };
+    World { app, graph, clock, store, sink }
+}
+
+/// The documented sample alert (`alerts_v2-list-response.json`), with changes.
+pub fn sample(changes: Value) -> Value {
+    let list: Value = serde_json::from_str(include_str!("../fixtures/samples/alerts_v2-list-response.json")).unwrap();
+    let mut a = list["value"][0].clone();
+    for (k, v) in changes.as_object().unwrap() {
+        a[k] = v.clone();
+    }
+    a
+}
+
+/// Writes a Teams card where `scripts/check-cards.sh` validates it with the real Adaptive Cards parser.
+pub fn keep_card(name: &str, message: &Value) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cards");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_vec_pretty(&message["attachments"][0]["content"]).unwrap(),
+    )
+    .unwrap();
+}
+
+pub async fn audit(store: &SqliteStore) -> Vec<Value> {
+    use secmon::store::Store;
+    let mut out = Vec::new();
+    for s in store.list_streams("notify-audit/").await.unwrap() {
+        for r in store.read_stream(&s).await.unwrap() {
+            out.push(serde_json::from_slice(&r).unwrap());
+        }
+    }
+    out
+}

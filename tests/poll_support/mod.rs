@@ -1,0 +1,184 @@
+//! A poll rig: the Graph emulator over TLS, the real client-secret credential, a SQLite store, a
+//! manual clock and a sleeper that records waits instead of spending them.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secmon::app::App;
+use secmon::clock::ManualClock;
+use secmon::config::{Config, TenantConfig};
+use secmon::graph::CredentialConfig;
+use secmon::graph::client::GraphClient;
+use secmon::graph::retry::{RecordingSleeper, RetryPolicy};
+use secmon::intake::Message;
+use secmon::store::sqlite::SqliteStore;
+use secmon::store::{Claim, Etag, Precondition, Store, StoreError, StoreResult, Versioned};
+use secmon_emulator::{Emulator, Options};
+use serde_json::Value;
+
+pub const CLIENT_ID: &str = "6731de76-14a6-49ae-97bc-6eba6914391e";
+pub const SECRET: &str = "s3cr3t~value-for-tests";
+
+/// Tenant name → tenant id.
+pub fn tenant_id(name: &str) -> String {
+    let n = name.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
+    format!("{n:08x}-0000-4000-8000-000000000001")
+}
+
+pub fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+/// A store that can fail the watermark write, as a crash between enqueue and watermark would.
+pub struct CrashingStore {
+    pub inner: Arc<SqliteStore>,
+    pub crash_on_watermark: AtomicBool,
+}
+
+#[async_trait]
+impl Store for CrashingStore {
+    async fn get(&self, key: &str) -> StoreResult<Option<Versioned>> {
+        self.inner.get(key).await
+    }
+    async fn put_if(&self, key: &str, value: &[u8], cond: Precondition) -> StoreResult<Etag> {
+        if key.starts_with("watermark/") && self.crash_on_watermark.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("injected crash before the watermark write".into()));
+        }
+        self.inner.put_if(key, value, cond).await
+    }
+    async fn put(&self, key: &str, value: &[u8]) -> StoreResult<Etag> {
+        self.inner.put(key, value).await
+    }
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        self.inner.list(prefix).await
+    }
+    async fn claim(&self, key: &str, lease: Duration) -> StoreResult<Claim> {
+        self.inner.claim(key, lease).await
+    }
+    async fn complete(&self, key: &str) -> StoreResult<()> {
+        self.inner.complete(key).await
+    }
+    async fn release(&self, key: &str) -> StoreResult<()> {
+        self.inner.release(key).await
+    }
+    async fn append(&self, stream: &str, record: &[u8]) -> StoreResult<()> {
+        self.inner.append(stream, record).await
+    }
+    async fn read_stream(&self, stream: &str) -> StoreResult<Vec<Vec<u8>>> {
+        self.inner.read_stream(stream).await
+    }
+    async fn list_streams(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        self.inner.list_streams(prefix).await
+    }
+}
+
+pub struct Rig {
+    pub emu: Emulator,
+    pub app: App,
+    pub sleeper: Arc<RecordingSleeper>,
+    pub sqlite: Arc<SqliteStore>,
+    pub store: Arc<CrashingStore>,
+    pub clock: Arc<ManualClock>,
+}
+
+/// An HTTP client that trusts the emulator's test CA.
+pub fn http_for(emu: &Emulator) -> reqwest::Client {
+    let mut b = reqwest::Client::builder();
+    if let Some(pem) = emu.ca_pem() {
+        b = b.tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()]);
+    }
+    b.build().unwrap()
+}
+
+pub async fn emulator(page_size: usize) -> Emulator {
+    Emulator::start(Options { tls: true, page_size, ..Options::default() }).await.unwrap()
+}
+
+/// A config for `tenants` (names), each with the client-secret credential registered in the emulator.
+pub fn config_for(emu: &Emulator, tenants: &[&str]) -> Config {
+    let mut config =
+        Config { graph_url: Some(emu.graph_url()), authority_url: Some(emu.authority_url()), ..Default::default() };
+    for name in tenants {
+        emu.add_client(&tenant_id(name), CLIENT_ID, SECRET);
+        config.tenants.push(TenantConfig {
+            id: tenant_id(name),
+            name: name.to_string(),
+            credential: Some(CredentialConfig {
+                client_id: Some(CLIENT_ID.into()),
+                client_secret: Some(SECRET.into()),
+                ..Default::default()
+            }),
+        });
+    }
+    config
+}
+
+pub fn rig_with(emu: Emulator, config: Config, now: DateTime<Utc>) -> Rig {
+    let sleeper = Arc::new(RecordingSleeper::default());
+    let http = http_for(&emu);
+    let graph = GraphClient::new(&config, http.clone())
+        .unwrap()
+        .with_sleeper(sleeper.clone())
+        .with_policy(RetryPolicy { timeout: Duration::from_secs(10), ..RetryPolicy::default() });
+    let sqlite = Arc::new(SqliteStore::in_memory().unwrap());
+    let store = Arc::new(CrashingStore { inner: sqlite.clone(), crash_on_watermark: AtomicBool::new(false) });
+    let clock = Arc::new(ManualClock::new(now));
+    let app = App {
+        config: Arc::new(config),
+        store: store.clone(),
+        queue: sqlite.clone(),
+        graph: Arc::new(graph),
+        http,
+        clock: clock.clone(),
+        close_enabled: true,
+    };
+    Rig { emu, app, sleeper, sqlite, store, clock }
+}
+
+pub async fn rig(tenants: &[&str], page_size: usize, now: DateTime<Utc>, tweak: impl FnOnce(&mut Config)) -> Rig {
+    let emu = emulator(page_size).await;
+    let mut config = config_for(&emu, tenants);
+    tweak(&mut config);
+    rig_with(emu, config, now)
+}
+
+/// Takes every message off the alerts queue: (tenant, alert JSON).
+pub async fn drain(rig: &Rig) -> Vec<(String, Value)> {
+    use secmon::store::Queue;
+    let mut out = Vec::new();
+    loop {
+        let got = rig.sqlite.receive(secmon::store::ALERTS_QUEUE, 500, Duration::from_secs(300)).await.unwrap();
+        if got.is_empty() {
+            return out;
+        }
+        for m in got {
+            let msg = Message::parse(&m.body).unwrap().resolve(rig.sqlite.as_ref()).await.unwrap();
+            let Message::Alert { tenant, alert } = msg else { panic!("unexpected message {msg:?}") };
+            out.push((tenant, alert));
+            Queue::delete(rig.sqlite.as_ref(), secmon::store::ALERTS_QUEUE, &m).await.unwrap();
+        }
+    }
+}
+
+/// Version key of a queued or seeded alert.
+pub fn version(alert: &Value) -> (String, String) {
+    (alert["id"].as_str().unwrap_or("").to_string(), alert["lastUpdateDateTime"].as_str().unwrap_or("").to_string())
+}
+
+/// How many times each version was queued.
+pub fn counts(queued: &[(String, Value)]) -> BTreeMap<(String, String), usize> {
+    let mut m = BTreeMap::new();
+    for (_, a) in queued {
+        *m.entry(version(a)).or_insert(0) += 1;
+    }
+    m
+}

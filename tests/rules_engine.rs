@@ -28,7 +28,7 @@ fn sample(id_prefix: &str) -> Value {
     samples().into_iter().find(|a| a["id"].as_str().unwrap().starts_with(id_prefix)).unwrap()
 }
 
-const HEADER: &str = "tenants:\n  - { id: 11111111-2222-3333-4444-555555555555, name: contoso }\nreceivers:\n  soc: { email: { from: a@contoso.com, to: [soc@contoso.com] } }\n  digest: { email: { from: a@contoso.com, to: [digest@contoso.com] } }\n  tickets: { webhook: { url: 'https://tickets.example/hook' } }\n";
+const HEADER: &str = "tenants:\n  - { id: 11111111-2222-3333-4444-555555555555, name: contoso }\nreceivers:\n  soc: { email: { from: a@contoso.com, to: [soc@contoso.com] } }\n  digest: { email: { from: a@contoso.com, to: [digest@contoso.com] } }\n  tickets: { email: { from: a@contoso.com, to: [tickets@contoso.com] } }\n";
 
 fn config(body: &str) -> Config {
     load_str(&format!("{HEADER}{body}"), Path::new("t.yaml"), &|_| None, now()).unwrap_or_else(|e| panic!("{e}")).config

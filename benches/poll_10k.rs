@@ -116,7 +116,6 @@ async fn run(n: usize, sqlite_queue: bool, dir: &std::path::Path) -> Run {
         queue,
         http,
         clock: Arc::new(ManualClock::new(now)),
-        close_enabled: true,
     };
     let base = CURRENT.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);

@@ -22,9 +22,6 @@ pub struct App {
     pub http: reqwest::Client,
     /// Time.
     pub clock: Arc<dyn Clock>,
-    /// False when `SECMON_CLOSE=off`: every close rule runs in shadow mode
-    /// (see [`crate::respond::close::close_enabled`]).
-    pub close_enabled: bool,
 }
 
 impl std::fmt::Debug for App {

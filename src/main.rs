@@ -46,12 +46,32 @@ enum Command {
     },
     /// Print each tenant's last successful poll as JSON (exit 1 when any tenant is unhealthy).
     Status,
+    /// Standalone daemon: poll on the schedule, serve the webhook routes, work the queue (embedded store).
+    Run {
+        /// Where the HTTP routes (`/api/graph-webhook`, `/api/doorbell`, `/api/health`, ...) listen;
+        /// none when absent.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Azure Functions custom handler: serve every function on 127.0.0.1, JSON logs on stdout.
     Serve {
         /// The port the Functions host chose.
         #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
         port: u16,
     },
+    /// Graph change-notification subscriptions (the doorbells).
+    Subscriptions {
+        #[command(subcommand)]
+        action: SubscriptionsAction,
+    },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum SubscriptionsAction {
+    /// Print the stored subscriptions (without their secrets) as JSON.
+    List,
+    /// Create, renew, re-create and delete subscriptions so Graph matches the config; print what was done.
+    Sync,
 }
 
 #[derive(Subcommand, Clone)]
@@ -101,6 +121,10 @@ fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "aws")]
+    if secmon::host::lambda::in_lambda(&|k| std::env::var(k).ok()) {
+        return lambda();
+    }
     let cli = Cli::parse();
     match cli.command.clone() {
         Command::CheckConfig => check_config(&cli.config),
@@ -118,6 +142,8 @@ fn main() -> ExitCode {
         Command::Backfill { since, tenant } => with_app(&cli.config, move |app| backfill(app, since, tenant)),
         Command::Status => with_app(&cli.config, status),
         Command::Serve { port } => serve(&cli.config, port),
+        Command::Run { listen } => with_app(&cli.config, move |app| run(app, listen)),
+        Command::Subscriptions { action } => with_app(&cli.config, move |app| subscriptions(app, action)),
         Command::Rules(RulesCommand::Test { now, tenant, paths }) => rules_test(&cli.config, now, tenant, &paths),
         Command::Audit(cmd) => audit(&cli.config, cmd),
     }
@@ -150,7 +176,15 @@ fn rules_test(file: &std::path::Path, now: Option<String>, tenant: Option<String
             return ExitCode::from(1);
         }
     };
-    match secmon::rules::dry_run::run(&engine, paths, &tenant, now, &mut std::io::stdout(), &mut std::io::stderr()) {
+    match secmon::rules::dry_run::run(
+        &engine,
+        loaded.config.closing_disabled,
+        paths,
+        &tenant,
+        now,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    ) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -243,6 +277,60 @@ where
         Err(e) => {
             eprintln!("error: {}", secmon::redact::redact(&format!("{e:#}")));
             ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(app: secmon::app::App, listen: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
+    secmon::host::standalone::run(app, listen, secmon::host::standalone::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// AWS Lambda: the runtime chooses the function through `_HANDLER` (set from the SAM template).
+#[cfg(feature = "aws")]
+fn lambda() -> ExitCode {
+    use secmon::host::lambda;
+    secmon::logging::init(secmon::logging::Format::Json);
+    let handler = std::env::var("_HANDLER").unwrap_or_default();
+    let function = match lambda::Function::from_handler(&handler) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        let http = secmon::setup::http_client().map_err(|e| e.to_string())?;
+        let app = lambda::app_from_env(|config| {
+            secmon::graph::client::GraphClient::new(config, http)
+                .map(|g| std::sync::Arc::new(g) as std::sync::Arc<dyn secmon::graph::Graph>)
+        })
+        .await?;
+        lambda::run(app, function).await.map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("secmon on Lambda: {}", secmon::redact::redact(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn subscriptions(app: secmon::app::App, action: SubscriptionsAction) -> anyhow::Result<ExitCode> {
+    let now = app.clock.now();
+    match action {
+        SubscriptionsAction::List => {
+            let list = secmon::intake::subscriptions::list(&app, now).await?;
+            println!("{}", serde_json::to_string_pretty(&list)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SubscriptionsAction::Sync => {
+            let report = secmon::intake::subscriptions::sync(&app, now).await;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprintln!("subscriptions: {}", report.summary());
+            Ok(if report.has_failures() { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
     }
 }

@@ -72,15 +72,5 @@ pub async fn app_from_config(config: Config) -> Result<App, SetupError> {
     let (store, queue) = stores_from_env(&config).await?;
     let http = http_client()?;
     let graph = GraphClient::new(&config, http.clone()).map_err(SetupError::Graph)?;
-    // SECMON_CLOSE=off turns every close rule into shadow mode, read once here so tests can set it directly.
-    let close_enabled = crate::respond::close::close_enabled(std::env::var("SECMON_CLOSE").ok().as_deref());
-    Ok(App {
-        config: Arc::new(config),
-        store,
-        queue,
-        graph: Arc::new(graph),
-        http,
-        clock: Arc::new(SystemClock),
-        close_enabled,
-    })
+    Ok(App { config: Arc::new(config), store, queue, graph: Arc::new(graph), http, clock: Arc::new(SystemClock) })
 }

@@ -34,12 +34,13 @@ fn now() -> DateTime<Utc> {
 
 /// A config with one close rule for the "hidden file" sample, `rule_extra` added to the rule, and
 /// `tail` (routes, receivers) after it.
-fn config(emu: &Emulator, rule_extra: &str, tail: &str) -> secmon::config::Config {
+fn config(emu: &Emulator, rule_extra: &str, tail: &str, close_env: Option<&str>) -> secmon::config::Config {
     let (graph, authority) = (emu.graph_url(), emu.authority_url());
     let text = format!(
         "graph_url: {graph}\nauthority_url: {authority}\ntenants:\n  - {{ id: {TENANT_ID}, name: contoso, credential: {{ client_id: {CLIENT_ID}, client_secret: {SECRET} }} }}\nclose_rules:\n  - id: lab-hidden-file\n    owner: secops@contoso.com\n    expires: 2027-01-31\n    when: 'alert.serviceSource == \"microsoftDefenderForEndpoint\" && alert.title.containsIgnoreCase(\"hidden file\")'\n    classification: informationalExpectedActivity\n    determination: securityTesting\n    comment: Lab machine, ticket SEC-1234\n{rule_extra}{tail}"
     );
-    secmon::config::load_str(&text, std::path::Path::new("test.yaml"), &|_| None, now()).unwrap().config
+    let env = |k: &str| if k == "SECMON_CLOSE" { close_env.map(str::to_string) } else { None };
+    secmon::config::load_str(&text, std::path::Path::new("test.yaml"), &env, now()).unwrap().config
 }
 
 /// The rig without routes: nothing is handed to delivery.
@@ -58,7 +59,7 @@ async fn harness_with(rule_extra: &str, tail: &str, close_enabled: bool, shape: 
         .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
         .build()
         .unwrap();
-    let config = config(&emu, rule_extra, tail);
+    let config = config(&emu, rule_extra, tail, (!close_enabled).then_some("off"));
     // Two attempts per call and no waiting, so that a fault pushed twice reaches the pipeline.
     let policy = RetryPolicy {
         max_attempts: 2,
@@ -75,7 +76,6 @@ async fn harness_with(rule_extra: &str, tail: &str, close_enabled: bool, shape: 
         graph: Arc::new(graph),
         http,
         clock,
-        close_enabled,
     };
     Harness { emu, app, store }
 }

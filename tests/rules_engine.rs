@@ -370,8 +370,16 @@ fn rules_test_prints_one_line_per_alert_from_every_file_shape() {
     std::fs::write(&array, json!([{"id": "two"}, {"no": "id"}]).to_string()).unwrap();
     let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/samples/alerts_v2-list-response.json");
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let ok =
-        secmon::rules::dry_run::run(&engine, &[single, array, list], "contoso", now(), &mut out, &mut err).unwrap();
+    let ok = secmon::rules::dry_run::run(
+        &engine,
+        false,
+        &[single.clone(), array, list],
+        "contoso",
+        now(),
+        &mut out,
+        &mut err,
+    )
+    .unwrap();
     assert!(!ok, "an item without an id is a problem");
     assert!(String::from_utf8(err).unwrap().contains("item 1: not an alert"));
     let lines: Vec<Value> = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -223,10 +223,15 @@ pub fn http_request(data: &Map<String, Value>, binding: &'static str) -> Result<
 
 /// The `Outputs.res` value the host turns into the HTTP response.
 pub fn http_output(resp: &HttpResponse) -> Value {
+    let mut headers = Map::new();
+    headers.insert("Content-Type".into(), json!(resp.content_type));
+    for (name, value) in &resp.headers {
+        headers.insert((*name).into(), json!(value));
+    }
     json!({
         "statusCode": resp.status,
         "body": resp.body,
-        "headers": {"Content-Type": resp.content_type},
+        "headers": headers,
     })
 }
 

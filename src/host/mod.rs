@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 
 pub mod azure;
+#[cfg(feature = "aws")]
+pub mod lambda;
 pub mod standalone;
 
 /// An HTTP request as the functions see it, whatever carried it.
@@ -41,17 +43,25 @@ pub struct HttpResponse {
     pub content_type: &'static str,
     /// Body.
     pub body: String,
+    /// Extra response headers (`X-Content-Type-Options`, `Retry-After`), names as sent.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl HttpResponse {
     /// A plain-text response.
     pub fn text(status: u16, body: impl Into<String>) -> Self {
-        Self { status, content_type: "text/plain; charset=utf-8", body: body.into() }
+        Self { status, content_type: "text/plain; charset=utf-8", body: body.into(), headers: Vec::new() }
     }
 
     /// A JSON response.
     pub fn json(status: u16, body: &serde_json::Value) -> Self {
-        Self { status, content_type: "application/json", body: body.to_string() }
+        Self { status, content_type: "application/json", body: body.to_string(), headers: Vec::new() }
+    }
+
+    /// The same response with one more header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 }
 

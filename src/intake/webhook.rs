@@ -1,13 +1,40 @@
 //! The HTTP path: Graph change notifications (validation handshake, clientState, lifecycle events)
 //! and the signed generic doorbell. A notification is a doorbell: it queues "poll tenant X now".
+//!
+//! One entry point, [`handle`], serves the four HTTP functions for both hosts (the custom-handler route
+//! through `host::azure::dispatch`, and the standalone server through [`routes`]):
+//!
+//! | function | method | what |
+//! |---|---|---|
+//! | `graph-webhook` | POST | `?validationToken=` handshake, or a `value[]` batch of change notifications |
+//! | `graph-lifecycle` | POST | the same handshake, or a batch of lifecycle notifications |
+//! | `doorbell` | POST | `{"tenant", "alert_id"?}` signed with HMAC-SHA256 over `"{timestamp}.{body}"` |
+//! | `health` | GET | each tenant's last successful poll; 503 when one is stale |
+//!
+//! A batch is answered 202 only after every valid item is on the queue, and 503 when queuing failed, so
+//! Graph retries (a second poll of a tenant is harmless). Items whose `clientState` does not match their
+//! subscription's stored secret are dropped and counted. Every request runs under a time limit inside
+//! Graph's 3-second budget; bodies are capped (413) and typed (415). Query strings, which carry the
+//! function key (`code=`), are never logged.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
 
+use crate::app::App;
 use crate::config::{Issue, ValidationContext};
+use crate::host::{HttpRequest, HttpResponse};
+use crate::intake::Message;
+use crate::intake::subscriptions::{self, LifecycleEvent, PendingRecord, SubscriptionRecord};
+use crate::store::{Claim, StoreError};
 
 /// Webhook and doorbell settings.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// The public base URL Graph calls (`https://<app>.azurewebsites.net`), used to build each
@@ -17,33 +44,735 @@ pub struct WebhookConfig {
     /// Extra query string appended to notification URLs (e.g. `code=${SECMON_FUNCTION_KEY}`).
     #[serde(default)]
     pub notification_query: Option<String>,
-    /// HMAC-SHA256 key for the generic doorbell (`POST /api/doorbell`); write `${NAME}`.
+    /// HMAC-SHA256 key for the generic doorbell (`POST /api/doorbell`); write `${NAME}`. Without it the
+    /// doorbell answers 404.
     #[serde(default)]
     pub doorbell_secret: Option<String>,
+    /// How far a doorbell's `X-Secmon-Timestamp` may be from now, either way.
+    #[serde(default = "default_replay_window", with = "crate::config::duration")]
+    #[schemars(with = "String")]
+    pub replay_window: Duration,
+    /// The largest request body accepted, in bytes (413 beyond).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How long one request may take before it is answered 503 (Graph gives 3 s, and counts a publish over
+    /// 2.9 s as slow).
+    #[serde(default = "default_time_limit", with = "crate::config::duration")]
+    #[schemars(with = "String")]
+    pub time_limit: Duration,
+}
+
+fn default_replay_window() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_time_limit() -> Duration {
+    Duration::from_millis(2500)
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            notification_query: None,
+            doorbell_secret: None,
+            replay_window: default_replay_window(),
+            max_body_bytes: default_max_body(),
+            time_limit: default_time_limit(),
+        }
+    }
 }
 
 impl WebhookConfig {
-    /// Checks URLs and secrets.
-    pub fn validate(&self, path: &str, _cx: &ValidationContext<'_>, out: &mut Vec<Issue>) {
+    /// Checks URLs, secrets and limits.
+    pub fn validate(&self, path: &str, cx: &ValidationContext<'_>, out: &mut Vec<Issue>) {
         if let Some(u) = &self.public_url {
             match url::Url::parse(u) {
+                Ok(p) if p.query().is_some() => out.push(Issue::error(
+                    format!("{path}.public_url"),
+                    "put the query string (a function key) in webhook.notification_query",
+                )),
                 Ok(p)
                     if p.scheme() == "https"
                         || p.host_str() == Some("127.0.0.1")
                         || p.host_str() == Some("localhost") => {}
                 _ => out.push(Issue::error(format!("{path}.public_url"), "Graph only calls https notification URLs")),
             }
+        } else if !cx.config.subscriptions.is_empty() {
+            out.push(Issue::error(
+                format!("{path}.public_url"),
+                "subscriptions are configured, so Graph needs the public base URL to send notifications to",
+            ));
         }
         if let Some(s) = &self.doorbell_secret
             && s.len() < 16
         {
             out.push(Issue::error(format!("{path}.doorbell_secret"), "use at least 16 characters"));
         }
+        if self.replay_window < Duration::from_secs(10) || self.replay_window > Duration::from_secs(3600) {
+            out.push(Issue::error(format!("{path}.replay_window"), "use between 10s and 1h"));
+        }
+        if self.max_body_bytes < 4096 || self.max_body_bytes > 16 * 1024 * 1024 {
+            out.push(Issue::error(format!("{path}.max_body_bytes"), "use between 4096 and 16777216 bytes"));
+        }
+        if self.time_limit < Duration::from_millis(100) {
+            out.push(Issue::error(format!("{path}.time_limit"), "use at least 100ms"));
+        } else if self.time_limit > Duration::from_millis(2900) {
+            out.push(Issue::warning(
+                format!("{path}.time_limit"),
+                "Graph counts a notification answered after 2.9s as slow and throttles, then drops, slow endpoints",
+            ));
+        }
     }
 }
 
+/// The longest validation token echoed (Graph's are about 100 characters).
+pub const MAX_VALIDATION_TOKEN: usize = 1024;
+/// The largest doorbell body accepted.
+pub const MAX_DOORBELL_BODY: usize = 16 * 1024;
+/// Longest accepted `subscriptionId`, `clientState`, `tenantId`, `resource` or `lifecycleEvent`.
+const MAX_FIELD: usize = 2048;
+
+/// One item of a notification batch, as far as secmon reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The subscription that fired.
+    pub subscription_id: String,
+    /// The secret Graph echoes back; absent means forged.
+    pub client_state: Option<String>,
+    /// The tenant (GUID) Graph says it is from.
+    pub tenant_id: Option<String>,
+    /// What changed (e.g. `Users/{id}/Messages/{id}`).
+    pub resource: Option<String>,
+    /// `created`, `updated`, `deleted`.
+    pub change_type: Option<String>,
+    /// Set on lifecycle notifications.
+    pub lifecycle_event: Option<String>,
+}
+
+/// Why a whole notification body was refused (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// The body is not UTF-8.
+    #[error("the body is not UTF-8 (at byte {0})")]
+    NotUtf8(usize),
+    /// The body is not JSON.
+    #[error("the body is not JSON: {0}")]
+    NotJson(String),
+    /// The body has no `value` array.
+    #[error("the body is not a notification batch: no \"value\" array")]
+    NoValue,
+}
+
+/// Parses a notification batch. A malformed item does not spoil the batch: it comes back as an `Err`
+/// with the reason, to be dropped and counted; the valid ones are still processed.
+pub fn parse_notifications(body: &[u8]) -> Result<Vec<Result<Notification, String>>, BodyError> {
+    let text = std::str::from_utf8(body).map_err(|e| BodyError::NotUtf8(e.valid_up_to()))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| BodyError::NotJson(e.to_string()))?;
+    let Some(items) = value.get("value").and_then(Value::as_array) else {
+        return Err(BodyError::NoValue);
+    };
+    Ok(items.iter().enumerate().map(|(i, item)| parse_item(item).map_err(|e| format!("value[{i}]: {e}"))).collect())
+}
+
+fn parse_item(item: &Value) -> Result<Notification, String> {
+    let obj = item.as_object().ok_or("not an object")?;
+    let field = |name: &str| -> Result<Option<String>, String> {
+        match obj.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.len() <= MAX_FIELD => Ok(Some(s.clone())),
+            Some(Value::String(_)) => Err(format!("{name} is longer than {MAX_FIELD} bytes")),
+            Some(_) => Err(format!("{name} is not a string")),
+        }
+    };
+    let subscription_id = field("subscriptionId")?.filter(|s| !s.is_empty()).ok_or("no subscriptionId")?;
+    Ok(Notification {
+        subscription_id,
+        client_state: field("clientState")?,
+        tenant_id: field("tenantId")?,
+        resource: field("resource")?,
+        change_type: field("changeType")?,
+        lifecycle_event: field("lifecycleEvent")?,
+    })
+}
+
 /// Handles one HTTP function (`graph-webhook`, `graph-lifecycle`, `doorbell`, `health`).
-pub async fn handle(app: &crate::app::App, function: &str, req: crate::host::HttpRequest) -> crate::host::HttpResponse {
-    let _ = (app, req);
-    crate::host::HttpResponse::text(501, format!("{function} is not built yet"))
+pub async fn handle(app: &App, function: &str, req: HttpRequest) -> HttpResponse {
+    let limit = app.config.webhook.time_limit;
+    let resp = match tokio::time::timeout(limit, route(app, function, &req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            // Whatever was queued stays queued; the retry queues it again, and a second poll is harmless.
+            tracing::warn!(function, "request exceeded the {limit:?} limit");
+            HttpResponse::text(503, format!("not done within {limit:?}; retry")).with_header("Retry-After", "1")
+        }
+    };
+    resp.with_header("X-Content-Type-Options", "nosniff").with_header("Cache-Control", "no-store")
+}
+
+async fn route(app: &App, function: &str, req: &HttpRequest) -> HttpResponse {
+    let now = app.clock.now();
+    match function {
+        "graph-webhook" | "graph-lifecycle" => {
+            if let Some(resp) = require_method(req, "POST") {
+                return resp;
+            }
+            if let Some(token) = req.query_param("validationToken") {
+                return validation_answer(token);
+            }
+            if let Some(resp) = check_body(req, app.config.webhook.max_body_bytes, "application/json") {
+                return resp;
+            }
+            notifications(app, function, &req.body, now).await
+        }
+        "doorbell" => {
+            if let Some(resp) = require_method(req, "POST") {
+                return resp;
+            }
+            if let Some(resp) =
+                check_body(req, MAX_DOORBELL_BODY.min(app.config.webhook.max_body_bytes), "application/json")
+            {
+                return resp;
+            }
+            doorbell(app, req, now).await
+        }
+        "health" => {
+            if req.method != "GET" && req.method != "HEAD" {
+                return HttpResponse::text(405, "use GET").with_header("Allow", "GET");
+            }
+            health(app, now).await
+        }
+        other => HttpResponse::text(404, format!("no HTTP function {other:?}")),
+    }
+}
+
+fn require_method(req: &HttpRequest, method: &'static str) -> Option<HttpResponse> {
+    (req.method != method).then(|| HttpResponse::text(405, format!("use {method}")).with_header("Allow", method))
+}
+
+fn check_body(req: &HttpRequest, max: usize, content_type: &str) -> Option<HttpResponse> {
+    if req.body.len() > max {
+        return Some(HttpResponse::text(413, format!("the body is {} bytes; the limit is {max}", req.body.len())));
+    }
+    let given = req.header("content-type").unwrap_or("");
+    let essence = given.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case(content_type) {
+        let shown: String = essence.chars().take(80).collect();
+        return Some(HttpResponse::text(415, format!("Content-Type must be {content_type}, not {shown:?}")));
+    }
+    None
+}
+
+/// Graph's validation handshake: the decoded token, as plain text, never interpreted as markup.
+pub fn validation_answer(token: &str) -> HttpResponse {
+    if token.len() > MAX_VALIDATION_TOKEN {
+        return HttpResponse::text(400, format!("validationToken longer than {MAX_VALIDATION_TOKEN} bytes"));
+    }
+    HttpResponse { status: 200, content_type: "text/plain", body: token.to_string(), headers: Vec::new() }
+}
+
+/// The subscriptions a batch refers to, read from the store with one listing.
+struct Directory {
+    records: HashMap<String, SubscriptionRecord>,
+    pending: Vec<PendingRecord>,
+}
+
+impl Directory {
+    async fn load(app: &App, ids: &HashSet<&str>) -> Result<Directory, StoreError> {
+        let keys = app.store.list(subscriptions::PREFIX).await?;
+        let mut records = HashMap::new();
+        let mut unknown = ids.clone();
+        for key in &keys {
+            let Some(id) = key.rsplit('/').next() else { continue };
+            if !ids.contains(id) {
+                continue;
+            }
+            if let Some(v) = app.store.get(key).await?
+                && let Ok(r) = serde_json::from_slice::<SubscriptionRecord>(&v.value)
+            {
+                unknown.remove(id);
+                records.insert(r.id.clone(), r);
+            }
+        }
+        // Only read pending records when a notification names a subscription not stored yet.
+        let pending = if unknown.is_empty() {
+            Vec::new()
+        } else {
+            subscriptions::load_pending(app.store.as_ref(), &keys).await?
+        };
+        Ok(Directory { records, pending })
+    }
+
+    /// The tenant and resource of the subscription whose secret matches, compared in constant time.
+    fn authenticate(&self, app: &App, n: &Notification) -> Option<(String, String, Option<&SubscriptionRecord>)> {
+        let given = n.client_state.as_deref()?.as_bytes();
+        if let Some(r) = self.records.get(&n.subscription_id) {
+            if !bool::from(r.client_state.as_bytes().ct_eq(given)) {
+                return None;
+            }
+            if !tenant_matches(app, &r.tenant, n.tenant_id.as_deref()) {
+                return None;
+            }
+            return Some((r.tenant.clone(), r.resource.clone(), Some(r)));
+        }
+        // A subscription being created: its secret is known before its id.
+        let mut found = None;
+        for p in &self.pending {
+            if bool::from(p.client_state.as_bytes().ct_eq(given))
+                && tenant_matches(app, &p.tenant, n.tenant_id.as_deref())
+            {
+                found = Some((p.tenant.clone(), p.resource.clone(), None));
+            }
+        }
+        found
+    }
+}
+
+/// When the config names a tenant by GUID, a notification claiming another tenant is refused.
+fn tenant_matches(app: &App, tenant: &str, claimed: Option<&str>) -> bool {
+    let (Some(configured), Some(claimed)) = (app.config.tenant(tenant), claimed) else { return true };
+    if uuid::Uuid::parse_str(&configured.id).is_err() {
+        return true;
+    }
+    configured.id.eq_ignore_ascii_case(claimed)
+}
+
+/// Counts of one notification batch.
+#[derive(Debug, Default, Serialize)]
+struct BatchOutcome {
+    received: usize,
+    accepted: usize,
+    rejected: usize,
+    queued: usize,
+    lifecycle: usize,
+}
+
+async fn notifications(app: &App, function: &str, body: &[u8], now: DateTime<Utc>) -> HttpResponse {
+    let items = match parse_notifications(body) {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::warn!(function, "refused a notification body: {e}");
+            return HttpResponse::text(400, e.to_string());
+        }
+    };
+    let mut out = BatchOutcome { received: items.len(), ..Default::default() };
+    let valid: Vec<Notification> = items
+        .into_iter()
+        .filter_map(|i| match i {
+            Ok(n) => Some(n),
+            Err(reason) => {
+                tracing::debug!(function, "malformed notification item: {reason}");
+                out.rejected += 1;
+                None
+            }
+        })
+        .collect();
+    let ids: HashSet<&str> = valid.iter().map(|n| n.subscription_id.as_str()).collect();
+    let directory = match Directory::load(app, &ids).await {
+        Ok(d) => d,
+        Err(e) => return retry_later(function, &format!("reading subscriptions: {e}")),
+    };
+    let mut polled: HashSet<String> = HashSet::new();
+    let mut lifecycle_work = Vec::new();
+    for n in &valid {
+        let Some((tenant, resource, record)) = directory.authenticate(app, n) else {
+            out.rejected += 1;
+            continue;
+        };
+        out.accepted += 1;
+        if let Some(event) = &n.lifecycle_event {
+            out.lifecycle += 1;
+            let Some(record) = record else {
+                // A lifecycle event for a subscription still being created: catching up is all that is safe.
+                if polled.insert(format!("{tenant}\n{resource}")) {
+                    let m = Message::Poll { tenant, reason: format!("lifecycle:{event}") };
+                    if let Err(e) = m.send(app.store.as_ref(), app.queue.as_ref()).await {
+                        return retry_later(function, &format!("queueing a poll: {e}"));
+                    }
+                    out.queued += 1;
+                }
+                continue;
+            };
+            let event = LifecycleEvent::parse(event);
+            match subscriptions::record_lifecycle(app, record, &event).await {
+                Ok(Some(needs)) => lifecycle_work.push((record.clone(), needs)),
+                Ok(None) => {}
+                Err(e) => return retry_later(function, &format!("recording {}: {e}", event.as_str())),
+            }
+            if !matches!(event, LifecycleEvent::ReauthorizationRequired) {
+                out.queued += 1;
+            }
+            continue;
+        }
+        // Several notifications for one subscription in one batch ring the same bell once.
+        if !polled.insert(format!("{tenant}\n{resource}")) {
+            continue;
+        }
+        let m = Message::Poll { tenant, reason: resource };
+        if let Err(e) = m.send(app.store.as_ref(), app.queue.as_ref()).await {
+            return retry_later(function, &format!("queueing a poll: {e}"));
+        }
+        out.queued += 1;
+    }
+    // Everything durable is done; what follows only saves the timer some work, so all of it together
+    // gets one inline budget (each record's mark stays until its action succeeds).
+    let inline = async {
+        for (record, needs) in lifecycle_work {
+            let done = subscriptions::act_on_lifecycle(app, &record, needs, now).await;
+            tracing::info!(tenant = %record.tenant, id = %record.id, "lifecycle {needs:?}: {done}");
+        }
+    };
+    if tokio::time::timeout(subscriptions::INLINE_BUDGET, inline).await.is_err() {
+        tracing::info!(function, "lifecycle work left for the graph-subscriptions timer");
+    }
+    if out.rejected > 0 {
+        tracing::warn!(
+            function,
+            rejected = out.rejected,
+            received = out.received,
+            "dropped notifications with a missing or wrong clientState, an unknown subscription, or a malformed item"
+        );
+    }
+    tracing::info!(function, received = out.received, accepted = out.accepted, queued = out.queued, "notifications");
+    HttpResponse::json(202, &serde_json::to_value(&out).expect("serializes"))
+}
+
+fn retry_later(function: &str, why: &str) -> HttpResponse {
+    let why = crate::redact::redact(why);
+    tracing::error!(function, "answering 503 so the sender retries: {why}");
+    HttpResponse::text(503, format!("could not queue the work; retry ({why})")).with_header("Retry-After", "5")
+}
+
+/// The doorbell body: poll a tenant now, or look at one alert now.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoorbellRequest {
+    /// Tenant name or tenant id, as configured.
+    pub tenant: String,
+    /// An alert id to fetch and process, instead of a poll.
+    #[serde(default)]
+    pub alert_id: Option<String>,
+}
+
+/// Why a doorbell was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DoorbellError {
+    /// Header missing or malformed (401).
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// The timestamp is outside the replay window (401).
+    #[error("X-Secmon-Timestamp is {0}s away from now; the window is {1}s")]
+    Stale(i64, u64),
+}
+
+/// Checks a doorbell's signature (`sha256=<hex>` of HMAC-SHA256 over `"{timestamp}.{body}"`, compared in
+/// constant time) and its timestamp against the replay window. Returns the signature's hex, the replay key.
+pub fn verify_doorbell(
+    secret: &[u8],
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now: DateTime<Utc>,
+    window: Duration,
+) -> Result<String, DoorbellError> {
+    use hmac::Mac;
+    let ts = timestamp.ok_or(DoorbellError::Unauthenticated("X-Secmon-Timestamp is missing"))?.trim();
+    let seconds: i64 =
+        ts.parse().map_err(|_| DoorbellError::Unauthenticated("X-Secmon-Timestamp is not unix seconds"))?;
+    let sig = signature.ok_or(DoorbellError::Unauthenticated("X-Secmon-Signature is missing"))?.trim();
+    let hex_sig =
+        sig.strip_prefix("sha256=").ok_or(DoorbellError::Unauthenticated("X-Secmon-Signature must be sha256=<hex>"))?;
+    let given = hex::decode(hex_sig).map_err(|_| DoorbellError::Unauthenticated("X-Secmon-Signature is not hex"))?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(ts.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&given).map_err(|_| DoorbellError::Unauthenticated("the signature does not match"))?;
+    let skew = now.timestamp().saturating_sub(seconds);
+    if skew.unsigned_abs() > window.as_secs() {
+        return Err(DoorbellError::Stale(skew, window.as_secs()));
+    }
+    Ok(hex_sig.to_ascii_lowercase())
+}
+
+/// Signs a doorbell body the way [`verify_doorbell`] checks it: the `X-Secmon-Signature` value.
+pub fn sign_doorbell(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn valid_alert_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 256 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+}
+
+async fn doorbell(app: &App, req: &HttpRequest, now: DateTime<Utc>) -> HttpResponse {
+    let Some(secret) = app.config.webhook.doorbell_secret.as_deref() else {
+        return HttpResponse::text(404, "the doorbell is not configured (webhook.doorbell_secret)");
+    };
+    let window = app.config.webhook.replay_window;
+    let sig = match verify_doorbell(
+        secret.as_bytes(),
+        req.header("x-secmon-timestamp"),
+        req.header("x-secmon-signature"),
+        &req.body,
+        now,
+        window,
+    ) {
+        Ok(sig) => sig,
+        Err(e) => {
+            tracing::warn!("refused a doorbell: {e}");
+            return HttpResponse::text(401, e.to_string());
+        }
+    };
+    let parsed: DoorbellRequest = match serde_json::from_slice(&req.body) {
+        Ok(r) => r,
+        Err(e) => {
+            return HttpResponse::text(
+                400,
+                format!("doorbell body: {e}; expected {{\"tenant\": ..., \"alert_id\": ...}}"),
+            );
+        }
+    };
+    let Some(tenant) =
+        app.config.tenants.iter().find(|t| t.name == parsed.tenant || t.id.eq_ignore_ascii_case(&parsed.tenant))
+    else {
+        return HttpResponse::text(
+            422,
+            format!("unknown tenant {:?}", parsed.tenant.chars().take(80).collect::<String>()),
+        );
+    };
+    if let Some(id) = &parsed.alert_id
+        && !valid_alert_id(id)
+    {
+        return HttpResponse::text(422, "alert_id must be 1-256 characters of letters, digits, '-', '_', '.', ':'");
+    }
+    // A signature is good once: claimed for twice the window (a replay after that has a stale timestamp).
+    let key = format!("doorbell/{sig}");
+    match app.store.claim(&key, window * 2).await {
+        Ok(Claim::Acquired) => {}
+        Ok(Claim::Done | Claim::Held) => return HttpResponse::text(409, "this signature was already used"),
+        Err(e) => return retry_later("doorbell", &format!("claiming the signature: {e}")),
+    }
+    let message = match parsed.alert_id {
+        Some(alert_id) => Message::Lookup { tenant: tenant.name.clone(), alert_id },
+        None => Message::Poll { tenant: tenant.name.clone(), reason: "doorbell".into() },
+    };
+    if let Err(e) = message.send(app.store.as_ref(), app.queue.as_ref()).await {
+        // Give the signature back so the caller's retry of the same request works.
+        let _ = app.store.release(&key).await;
+        return retry_later("doorbell", &format!("queueing: {e}"));
+    }
+    if let Err(e) = app.store.complete(&key).await {
+        // The message is queued; the claim's lease still blocks replays until it runs out.
+        tracing::warn!("could not mark a doorbell signature as used: {e}");
+    }
+    tracing::info!(tenant = %tenant.name, "doorbell rang");
+    HttpResponse::json(202, &json!({"queued": serde_json::to_value(&message).expect("serializes")}))
+}
+
+/// Finds the last successful poll in a tenant's `health/{tenant}` record, tolerant of its shape.
+fn last_success(record: &Value) -> Option<DateTime<Utc>> {
+    ["last_success", "last_successful_poll", "last_ok", "lastSuccess", "last_poll"]
+        .iter()
+        .filter_map(|k| record.get(*k)?.as_str())
+        .find_map(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+async fn health(app: &App, now: DateTime<Utc>) -> HttpResponse {
+    let stale_after = chrono::Duration::from_std(app.config.poll.stale_after).unwrap_or(chrono::Duration::MAX);
+    let mut tenants = Vec::new();
+    let mut healthy = true;
+    for t in &app.config.tenants {
+        let record = match app.store.get(&format!("health/{}", t.name)).await {
+            Ok(v) => v.and_then(|v| serde_json::from_slice::<Value>(&v.value).ok()),
+            Err(e) => {
+                return HttpResponse::json(
+                    503,
+                    &json!({"status": "error", "error": crate::redact::redact(&e.to_string())}),
+                );
+            }
+        };
+        let last = record.as_ref().and_then(last_success);
+        let stale = last.is_none_or(|l| now - l > stale_after);
+        healthy &= !stale;
+        let mut entry = BTreeMap::new();
+        entry.insert("tenant", json!(t.name));
+        entry.insert("last_success", json!(last.map(|l| l.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))));
+        entry.insert("age_seconds", json!(last.map(|l| (now - l).num_seconds())));
+        entry.insert("stale", json!(stale));
+        tenants.push(json!(entry));
+    }
+    let status = if healthy { "ok" } else { "stale" };
+    let body =
+        json!({"status": status, "stale_after_seconds": app.config.poll.stale_after.as_secs(), "tenants": tenants});
+    HttpResponse::json(if healthy { 200 } else { 503 }, &body)
+}
+
+/// Converts an axum request's parts into an [`HttpRequest`] (query decoded, header names lower-cased).
+pub fn http_request_from_axum(
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> HttpRequest {
+    let query = uri
+        .query()
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+        .unwrap_or_default();
+    let mut map = BTreeMap::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        map.entry(name.as_str().to_ascii_lowercase())
+            .and_modify(|v: &mut String| {
+                v.push_str(", ");
+                v.push_str(&value)
+            })
+            .or_insert(value);
+    }
+    HttpRequest { method: method.as_str().to_ascii_uppercase(), query, headers: map, body: body.to_vec() }
+}
+
+/// Converts an [`HttpResponse`] into an axum response.
+pub fn into_axum_response(resp: HttpResponse) -> axum::response::Response {
+    use axum::http::{HeaderName, HeaderValue, StatusCode};
+    let mut out = axum::response::Response::new(axum::body::Body::from(resp.body));
+    *out.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    out.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(resp.content_type));
+    for (name, value) in resp.headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            out.headers_mut().insert(n, v);
+        }
+    }
+    out
+}
+
+/// The standalone server's HTTP functions: `/api/{name}` for each of [`crate::host::HTTP_FUNCTIONS`].
+/// The body limit here is a backstop above `webhook.max_body_bytes`, which [`handle`] answers with 413.
+pub fn routes(app: App) -> axum::Router {
+    use axum::extract::{Path, State};
+    async fn serve(
+        State(app): State<App>,
+        Path(function): Path<String>,
+        method: axum::http::Method,
+        uri: axum::http::Uri,
+        headers: axum::http::HeaderMap,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        let req = http_request_from_axum(&method, &uri, &headers, &body);
+        into_axum_response(handle(&app, &function, req).await)
+    }
+    let backstop = app.config.webhook.max_body_bytes.saturating_add(1);
+    axum::Router::new()
+        .route("/api/{function}", axum::routing::any(serve))
+        .layer(axum::extract::DefaultBodyLimit::max(backstop))
+        .with_state(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn sample(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/tests/fixtures/samples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn the_documented_notification_parses() {
+        let items = parse_notifications(&sample("change-notification-webhook.json")).unwrap();
+        assert_eq!(items.len(), 1);
+        let n = items[0].as_ref().unwrap();
+        assert_eq!(n.subscription_id, "{subscription_guid}");
+        assert_eq!(n.client_state.as_deref(), Some("secretClientValue"));
+        assert_eq!(n.tenant_id.as_deref(), Some("84bd8158-6d4d-4958-8b9f-9d6445542f95"));
+        assert_eq!(n.change_type.as_deref(), Some("created"));
+        assert_eq!(n.lifecycle_event, None);
+    }
+
+    #[test]
+    fn the_documented_lifecycle_notification_parses() {
+        let items = parse_notifications(&sample("lifecycle-notification.json")).unwrap();
+        let n = items[0].as_ref().unwrap();
+        assert_eq!(n.subscription_id, "<subscription_guid>");
+        assert!(n.lifecycle_event.as_deref().unwrap().contains("reauthorizationRequired"));
+    }
+
+    #[test]
+    fn bad_bodies_and_items_say_what_is_wrong() {
+        assert_eq!(parse_notifications(b"\xff\xfe"), Err(BodyError::NotUtf8(0)));
+        assert!(matches!(parse_notifications(b"{"), Err(BodyError::NotJson(_))));
+        assert_eq!(parse_notifications(b"{\"values\":[]}"), Err(BodyError::NoValue));
+        assert_eq!(parse_notifications(b"[]"), Err(BodyError::NoValue));
+        let items =
+            parse_notifications(br#"{"value":[5,{"clientState":"x"},{"subscriptionId":7},{"subscriptionId":"a"}]}"#)
+                .unwrap();
+        assert_eq!(items[0], Err("value[0]: not an object".into()));
+        assert_eq!(items[1], Err("value[1]: no subscriptionId".into()));
+        assert_eq!(items[2], Err("value[2]: subscriptionId is not a string".into()));
+        assert_eq!(items[3].as_ref().unwrap().client_state, None);
+    }
+
+    #[test]
+    fn validation_echoes_plain_text_with_a_cap() {
+        let r = validation_answer("<script>alert(1)</script>");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.content_type, "text/plain");
+        assert_eq!(r.body, "<script>alert(1)</script>");
+        assert_eq!(validation_answer(&"a".repeat(MAX_VALIDATION_TOKEN)).status, 200);
+        assert_eq!(validation_answer(&"a".repeat(MAX_VALIDATION_TOKEN + 1)).status, 400);
+    }
+
+    #[test]
+    fn doorbell_signatures_and_windows() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
+        let ts = now.timestamp();
+        let body = br#"{"tenant":"contoso"}"#;
+        let secret = b"0123456789abcdef-secret";
+        let w = Duration::from_secs(300);
+        let sig = sign_doorbell(secret, ts, body);
+        let t = ts.to_string();
+        assert_eq!(verify_doorbell(secret, Some(&t), Some(&sig), body, now, w).unwrap(), sig[7..]);
+        // Another body, another key, another timestamp: each breaks the signature.
+        assert!(verify_doorbell(secret, Some(&t), Some(&sig), br#"{"tenant":"fabrikam"}"#, now, w).is_err());
+        assert!(verify_doorbell(b"another-secret-of-16", Some(&t), Some(&sig), body, now, w).is_err());
+        assert!(verify_doorbell(secret, Some(&(ts + 1).to_string()), Some(&sig), body, now, w).is_err());
+        assert!(verify_doorbell(secret, None, Some(&sig), body, now, w).is_err());
+        assert!(verify_doorbell(secret, Some(&t), None, body, now, w).is_err());
+        assert!(verify_doorbell(secret, Some(&t), Some(&sig[7..]), body, now, w).is_err(), "prefix required");
+        // Signed correctly but too old or too far ahead.
+        let old = ts - 301;
+        let e = verify_doorbell(secret, Some(&old.to_string()), Some(&sign_doorbell(secret, old, body)), body, now, w);
+        assert_eq!(e, Err(DoorbellError::Stale(301, 300)));
+        let ahead = ts + 301;
+        let e =
+            verify_doorbell(secret, Some(&ahead.to_string()), Some(&sign_doorbell(secret, ahead, body)), body, now, w);
+        assert_eq!(e, Err(DoorbellError::Stale(-301, 300)));
+    }
+
+    #[test]
+    fn health_records_are_read_tolerantly() {
+        assert!(last_success(&json!({"last_success": "2026-11-26T12:00:00Z"})).is_some());
+        assert!(last_success(&json!({"last_successful_poll": "2026-11-26T12:00:00+00:00"})).is_some());
+        assert!(last_success(&json!({"last_success": 5})).is_none());
+        assert!(last_success(&json!("x")).is_none());
+    }
+
+    #[test]
+    fn axum_requests_decode_the_query_like_graph_encodes_it() {
+        let uri: axum::http::Uri =
+            "/api/graph-webhook?validationToken=Validation%3a+Testing+%2B%26%3D&code=k".parse().unwrap();
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("Content-Type", "text/plain; charset=utf-8".parse().unwrap());
+        let req = http_request_from_axum(&axum::http::Method::POST, &uri, &headers, b"");
+        assert_eq!(req.query_param("validationToken"), Some("Validation: Testing +&="));
+        assert_eq!(req.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(req.method, "POST");
+    }
 }

@@ -61,8 +61,9 @@ pub enum Closed {
     },
 }
 
-/// Reads `SECMON_CLOSE`: `off`, `false`, `0` or `no` turn every rule into shadow mode; anything else
-/// (or nothing) leaves the rules' own modes.
+/// Reads `SECMON_CLOSE` (at config load, into [`Config::closing_disabled`](crate::config::Config)):
+/// `off`, `false`, `0` or `no` turn every rule into shadow mode; anything else (or nothing) leaves the
+/// rules' own modes.
 pub fn close_enabled(value: Option<&str>) -> bool {
     !value.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "off" | "false" | "0" | "no"))
 }

@@ -118,7 +118,7 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
     for e in &decision.errors {
         tracing::warn!(alert = %alert.id, "{}: {}", e.at, crate::redact::redact(&e.message));
     }
-    if !app.close_enabled {
+    if app.config.closing_disabled {
         decision = decision.into_shadow("SECMON_CLOSE=off");
     }
     let mut notify = decision.notify().to_vec();

@@ -28,9 +28,11 @@ pub fn read_alerts(path: &Path) -> Result<Vec<Value>, String> {
 }
 
 /// Evaluates every alert in `paths` and writes one decision line per alert to `out`; problems with the
-/// input go to `problems`. Returns false when any input could not be read.
+/// input go to `problems`. Returns false when any input could not be read. With `closing_disabled`
+/// (`SECMON_CLOSE=off`), enforce rules show as shadow, as they would run.
 pub fn run(
     engine: &Engine,
+    closing_disabled: bool,
     paths: &[PathBuf],
     tenant: &str,
     now: DateTime<Utc>,
@@ -50,7 +52,10 @@ pub fn run(
         for (i, raw) in alerts.into_iter().enumerate() {
             match Alert::from_value(raw.clone()) {
                 Ok(alert) => {
-                    let decision = engine.decide(&alert, &raw, tenant, now);
+                    let mut decision = engine.decide(&alert, &raw, tenant, now);
+                    if closing_disabled {
+                        decision = decision.into_shadow("SECMON_CLOSE=off");
+                    }
                     writeln!(out, "{}", decision.test_line(&alert.id))?;
                 }
                 Err(e) => {

@@ -7,13 +7,16 @@
 //! - [`Store::append`]: append-only record streams (the audit trail);
 //! - [`Queue`]: at-least-once messages with a visibility timeout, a dequeue count, and a poison queue.
 //!
-//! Backends: [`sqlite`] (embedded, standalone mode); [`azure`] (Blob storage and Storage Queues).
+//! Backends: [`sqlite`] (embedded, standalone mode); [`azure`] (Blob storage and Storage Queues);
+//! `aws` (S3 and SQS, feature `aws`).
 //! [`contract`] is the test suite every backend must pass.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod azure;
 pub mod contract;
 pub mod sqlite;

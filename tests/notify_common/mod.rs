@@ -210,7 +210,6 @@ pub async fn world(routes_and_receivers: &str) -> World {
         graph: graph.clone(),
         http: reqwest::Client::new(),
         clock: clock.clone(),
-        close_enabled: true,
     };
     World { app, graph, clock, store, sink }
 }

@@ -139,7 +139,6 @@ pub fn rig_with(emu: Emulator, config: Config, now: DateTime<Utc>) -> Rig {
         graph: Arc::new(graph),
         http,
         clock: clock.clone(),
-        close_enabled: true,
     };
     Rig { emu, app, sleeper, sqlite, store, clock }
 }

@@ -1,0 +1,110 @@
+//! The store contract suite on the AWS backend (S3 + SQS) against a local AWS emulator.
+//!
+//! `scripts/moto.sh start` prints `export SECMON_MOTO=http://127.0.0.1:PORT`; without `SECMON_MOTO`
+//! these tests skip, saying so loudly (scripts/test.sh always sets it).
+#![cfg(feature = "aws")]
+
+use std::sync::Arc;
+
+use aws_sdk_s3::config::{Credentials, Region};
+use secmon::store::aws::{S3Store, SqsQueue, s3_client};
+use secmon::store::contract;
+
+/// The emulator's URL: `SECMON_MOTO` itself, or (when it is just set, as scripts/test.sh does) the
+/// port `scripts/moto.sh start` recorded.
+fn moto() -> Option<String> {
+    match std::env::var("SECMON_MOTO") {
+        Ok(url) if url.starts_with("http") => Some(url),
+        Ok(set) if !set.is_empty() => {
+            let file = format!("{}/.tools/moto/port", env!("CARGO_MANIFEST_DIR"));
+            let port = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+                panic!("SECMON_MOTO is set but {file} is unreadable ({e}): run scripts/moto.sh start")
+            });
+            Some(format!("http://127.0.0.1:{}", port.trim()))
+        }
+        _ => {
+            eprintln!("\n*** SKIPPED: SECMON_MOTO is not set; run `eval \"$(scripts/moto.sh start)\"` first ***\n");
+            None
+        }
+    }
+}
+
+async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .load()
+        .await
+}
+
+async fn store(endpoint: &str) -> S3Store {
+    let client = s3_client(&sdk(endpoint).await, true);
+    let bucket = format!("secmon-test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    client.create_bucket().bucket(&bucket).send().await.expect("create the test bucket");
+    S3Store::new(client, &bucket, "secmon")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_refuses_conditional_writes_that_lose() {
+    // A direct probe of the emulator, so that an emulator that ignores the headers is named as the
+    // cause instead of surfacing as a confusing contract failure.
+    let Some(endpoint) = moto() else { return };
+    let client = s3_client(&sdk(&endpoint).await, true);
+    let bucket = format!("secmon-probe-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    client.create_bucket().bucket(&bucket).send().await.unwrap();
+    let put = |body: &'static [u8]| client.put_object().bucket(&bucket).key("k").body(body.to_vec().into());
+    let first = put(b"one").if_none_match("*").send().await.expect("create-only on a new key");
+    let again = put(b"two").if_none_match("*").send().await;
+    assert_eq!(
+        again.err().and_then(|e| e.raw_response().map(|r| r.status().as_u16())),
+        Some(412),
+        "the emulator must refuse If-None-Match: * on an existing key"
+    );
+    let etag = first.e_tag().unwrap().to_string();
+    put(b"three").if_match(&etag).send().await.expect("If-Match with the current etag");
+    let stale = put(b"four").if_match(&etag).send().await;
+    assert_eq!(
+        stale.err().and_then(|e| e.raw_response().map(|r| r.status().as_u16())),
+        Some(412),
+        "the emulator must refuse a stale If-Match"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_store_passes_the_store_contract() {
+    let Some(endpoint) = moto() else { return };
+    contract::store_contract(&store(&endpoint).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_queue_passes_the_queue_contract() {
+    let Some(endpoint) = moto() else { return };
+    let receipts = Arc::new(store(&endpoint).await);
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk(&endpoint).await), receipts)
+        .with_create_missing(true)
+        .with_max_dequeue(3);
+    contract::queue_contract(&queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_of_nested_names_stay_apart() {
+    // `audit/a` and `audit/a/b` share an S3 prefix; neither may see the other's records.
+    use secmon::store::Store;
+    let Some(endpoint) = moto() else { return };
+    let s = store(&endpoint).await;
+    s.append("audit/a", b"1").await.unwrap();
+    s.append("audit/a/b", b"2").await.unwrap();
+    s.append("audit/a", b"3").await.unwrap();
+    assert_eq!(s.read_stream("audit/a").await.unwrap(), vec![b"1".to_vec(), b"3".to_vec()]);
+    assert_eq!(s.read_stream("audit/a/b").await.unwrap(), vec![b"2".to_vec()]);
+    assert_eq!(s.list_streams("audit/").await.unwrap(), vec!["audit/a".to_string(), "audit/a/b".to_string()]);
+    // A second instance (another Lambda) has no hint and must not overwrite record 0 or 1.
+    let other = S3Store::new(s3_client(&sdk(&endpoint).await, true), s.bucket(), "secmon");
+    other.append("audit/a", b"4").await.unwrap();
+    s.append("audit/a", b"5").await.unwrap();
+    assert_eq!(
+        s.read_stream("audit/a").await.unwrap(),
+        vec![b"1".to_vec(), b"3".to_vec(), b"4".to_vec(), b"5".to_vec()]
+    );
+}

@@ -1,0 +1,193 @@
+//! The subscription manager against an in-memory Graph: create what the config asks for, renew at half
+//! life, re-create what vanished, delete what is no longer configured or orphaned, and keep going when
+//! one tenant fails.
+
+mod webhook_support;
+
+use secmon::intake::subscriptions::{self, SubscriptionRecord, load_records, max_lifetime};
+use serde_json::json;
+use webhook_support::*;
+
+const MAILBOX: &str = "users/alerts@contoso.com/mailFolders('inbox')/messages";
+
+fn harness() -> Harness {
+    Harness::new(load_config(&config_yaml("https://secmon.example.net")))
+}
+
+async fn records(h: &Harness, tenant: &str) -> Vec<SubscriptionRecord> {
+    load_records(h.app.store.as_ref(), Some(tenant)).await.unwrap()
+}
+
+#[tokio::test]
+async fn sync_creates_each_configured_subscription_once() {
+    let h = harness();
+    let report = subscriptions::sync(&h.app, t0()).await;
+    assert_eq!(report.count("created"), 2, "{report:?}");
+    assert!(!report.has_failures());
+    let contoso = records(&h, "contoso").await;
+    assert_eq!(contoso.len(), 1);
+    let r = &contoso[0];
+    assert_eq!(r.resource, MAILBOX);
+    assert!(r.client_state.len() >= 43);
+    assert_eq!(r.notification_url, "https://secmon.example.net/api/graph-webhook", "no function key in the record");
+    let sent = h.graph.sub(&r.id).unwrap();
+    assert_eq!(sent["notificationUrl"], "https://secmon.example.net/api/graph-webhook?code=FUNCTIONKEY-abc123==");
+    assert_eq!(
+        sent["lifecycleNotificationUrl"],
+        "https://secmon.example.net/api/graph-lifecycle?code=FUNCTIONKEY-abc123=="
+    );
+    assert_eq!(sent["clientState"], r.client_state.as_str());
+    assert_eq!(sent["changeType"], "created");
+    let expiry = chrono::DateTime::parse_from_rfc3339(sent["expirationDateTime"].as_str().unwrap()).unwrap();
+    assert!(expiry <= t0() + max_lifetime(MAILBOX), "Graph answers 400 beyond the maximum lifetime");
+    assert!(expiry > t0() + chrono::Duration::days(6));
+    let fabrikam = records(&h, "fabrikam").await;
+    assert_ne!(fabrikam[0].client_state, r.client_state, "one secret per subscription");
+    // No pending records are left behind.
+    assert_eq!(h.app.store.list("subscriptions/contoso/pending-").await.unwrap().len(), 0);
+
+    let again = subscriptions::sync(&h.app, t0() + chrono::Duration::hours(6)).await;
+    assert_eq!(again.count("kept"), 2, "{again:?}");
+    assert_eq!(h.graph.ids("contoso").len(), 1);
+}
+
+#[tokio::test]
+async fn sync_renews_well_before_expiry() {
+    let h = harness();
+    subscriptions::sync(&h.app, t0()).await;
+    let before = records(&h, "contoso").await[0].clone();
+    let later = t0() + chrono::Duration::days(4);
+    let report = subscriptions::sync(&h.app, later).await;
+    assert_eq!(report.count("renewed"), 2, "{report:?}");
+    let after = records(&h, "contoso").await[0].clone();
+    assert_eq!(after.id, before.id);
+    assert_eq!(after.client_state, before.client_state);
+    assert!(after.expiration > before.expiration);
+    assert!(after.expiration <= later + max_lifetime(MAILBOX));
+}
+
+#[tokio::test]
+async fn a_refused_expiry_is_retried_with_half_the_lifetime() {
+    // Graph answers 400 to an expiry it finds too far out (a clock of ours running ahead of Graph's).
+    let h = harness();
+    h.graph.fail_once("create", 400);
+    let report = subscriptions::sync(&h.app, t0()).await;
+    assert_eq!(report.count("created"), 2, "{report:?}");
+    let ids = h.graph.ids("contoso");
+    let half = t0() + max_lifetime(MAILBOX) / 2;
+    let first = h.graph.expiry_of(&ids[0]);
+    assert_eq!(first, half, "the retried creation asked for half the lifetime");
+
+    h.graph.fail_once("renew", 400);
+    let later = t0() + chrono::Duration::days(3);
+    let report = subscriptions::sync(&h.app, later).await;
+    // Only the short-lived one is due; its renewal is refused once, then granted.
+    assert_eq!(report.count("renewed"), 1, "{report:?}");
+    assert!(!report.has_failures());
+
+    // A 400 that persists is reported, not hidden (both are due again by now).
+    h.graph.fail("renew", 400);
+    let report = subscriptions::sync(&h.app, later + chrono::Duration::days(3)).await;
+    assert_eq!(report.count("failed"), 2, "{report:?}");
+    assert!(report.actions.iter().all(|a| a.action == "failed" && a.detail.as_deref().unwrap().starts_with("renew")));
+}
+
+#[tokio::test]
+async fn sync_recreates_what_vanished_and_what_renewal_finds_gone() {
+    let h = harness();
+    subscriptions::sync(&h.app, t0()).await;
+    let old = records(&h, "contoso").await[0].clone();
+    h.graph.vanish(&old.id);
+    let report = subscriptions::sync(&h.app, t0() + chrono::Duration::hours(6)).await;
+    assert_eq!(report.count("recreated"), 1, "{report:?}");
+    let new = records(&h, "contoso").await;
+    assert_eq!(new.len(), 1);
+    assert_ne!(new[0].id, old.id);
+    assert_ne!(new[0].client_state, old.client_state);
+
+    // Vanishing between the listing and the renewal: the 404 leads to a re-creation too.
+    let h = harness();
+    subscriptions::sync(&h.app, t0()).await;
+    h.graph.fail("renew", 404);
+    let report = subscriptions::sync(&h.app, t0() + chrono::Duration::days(4)).await;
+    assert_eq!(report.count("recreated"), 2, "{report:?}");
+    assert!(!report.has_failures());
+}
+
+#[tokio::test]
+async fn sync_deletes_unconfigured_and_orphaned_subscriptions_only() {
+    let h = harness();
+    subscriptions::sync(&h.app, t0()).await;
+    let fabrikam_id = records(&h, "fabrikam").await[0].id.clone();
+    // A crash after Graph created one but before it was stored, and another app's subscription.
+    h.graph.insert(
+        "contoso",
+        json!({"id": "orphan-1", "resource": MAILBOX, "notificationUrl": "https://secmon.example.net/api/graph-webhook?code=old"}),
+    );
+    h.graph.insert(
+        "contoso",
+        json!({"id": "foreign-1", "resource": MAILBOX, "notificationUrl": "https://elsewhere.example.com/hook"}),
+    );
+    // fabrikam's subscription leaves the config.
+    let mut config = load_config(&config_yaml("https://secmon.example.net"));
+    config.subscriptions.retain(|s| s.tenant == "contoso");
+    let h2 = Harness { app: secmon::app::App { config: std::sync::Arc::new(config), ..h.app.clone() }, ..h };
+    let report = subscriptions::sync(&h2.app, t0() + chrono::Duration::hours(6)).await;
+    assert_eq!(report.count("deleted"), 1, "{report:?}");
+    assert_eq!(report.count("deleted-orphan"), 1, "{report:?}");
+    assert!(h2.graph.sub(&fabrikam_id).is_none());
+    assert!(records(&h2, "fabrikam").await.is_empty());
+    assert!(h2.graph.sub("orphan-1").is_none());
+    assert!(h2.graph.sub("foreign-1").is_some(), "another endpoint's subscription is not ours to delete");
+    assert_eq!(records(&h2, "contoso").await.len(), 1);
+}
+
+#[tokio::test]
+async fn one_failing_tenant_does_not_stop_the_others_and_the_timer_reports_it() {
+    let h = harness();
+    h.graph.fail("create", 403);
+    let report = subscriptions::sync(&h.app, t0()).await;
+    assert_eq!(report.count("failed"), 2);
+    assert!(report.actions.iter().all(|a| a.detail.as_deref().is_some_and(|d| !d.contains("FUNCTIONKEY"))));
+    h.graph.heal();
+    let body = String::from_utf8(sample("functions-timer-request.json")).unwrap();
+    let (data, meta) = secmon::host::azure::parse_envelope(body.as_bytes()).unwrap();
+    let outcome = secmon::host::azure::dispatch(&h.app, "graph-subscriptions", data, meta, None).await;
+    let outcome = outcome.map_err(|e| format!("{e:?}")).unwrap();
+    assert!(outcome.logs[0].contains("created 2"), "{:?}", outcome.logs);
+    assert_eq!(records(&h, "contoso").await.len(), 1);
+    assert_eq!(records(&h, "fabrikam").await.len(), 1);
+}
+
+#[tokio::test]
+async fn without_a_public_url_sync_says_why_it_cannot_subscribe() {
+    let mut config = load_config(&config_yaml("https://secmon.example.net"));
+    config.webhook.public_url = None;
+    let h = Harness::new(config);
+    let report = subscriptions::sync(&h.app, t0()).await;
+    assert_eq!(report.count("failed"), 2);
+    assert!(report.actions[0].detail.as_deref().unwrap().contains("public_url"));
+    assert!(h.graph.ids("contoso").is_empty());
+}
+
+#[tokio::test]
+async fn the_list_shows_records_without_their_secrets() {
+    let h = harness();
+    subscriptions::sync(&h.app, t0()).await;
+    let secret = records(&h, "contoso").await[0].client_state.clone();
+    let listed = subscriptions::list(&h.app, t0()).await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert!(!listed.to_string().contains(&secret));
+    assert_eq!(listed[0]["renew_due"], false);
+}
+
+#[test]
+fn config_without_a_public_url_is_refused_when_subscriptions_exist() {
+    let yaml = config_yaml("https://secmon.example.net").replace("  public_url: https://secmon.example.net\n", "");
+    let env = |_: &str| Some("x".repeat(20));
+    let err = secmon::config::load_str(&yaml, std::path::Path::new("t.yaml"), &env, t0()).unwrap_err().to_string();
+    assert!(err.contains("webhook.public_url"), "{err}");
+    let yaml = config_yaml("http://secmon.example.net");
+    let err = secmon::config::load_str(&yaml, std::path::Path::new("t.yaml"), &env, t0()).unwrap_err().to_string();
+    assert!(err.contains("https"), "{err}");
+}

@@ -65,6 +65,11 @@ pub struct Config {
     /// The webhook and doorbell endpoints.
     #[serde(default)]
     pub webhook: WebhookConfig,
+    /// True when `SECMON_CLOSE=off` (or `false`, `0`, `no`): every close rule runs in shadow mode. Set
+    /// from the environment at load, never from the file, so an operator can stop all closing at once.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub closing_disabled: bool,
 }
 
 /// Standalone state.
@@ -325,7 +330,7 @@ pub fn load_str(text: &str, file: &Path, env: EnvLookup<'_>, now: DateTime<Utc>)
         source.value["authority_url"] = Value::String(url);
     }
 
-    let config: Config = match serde_path_to_error::deserialize(&source.value) {
+    let mut config: Config = match serde_path_to_error::deserialize(&source.value) {
         Ok(c) => c,
         Err(e) => {
             let mut path = path_string(e.path());
@@ -340,6 +345,7 @@ pub fn load_str(text: &str, file: &Path, env: EnvLookup<'_>, now: DateTime<Utc>)
         }
     };
 
+    config.closing_disabled = !crate::respond::close::close_enabled(env("SECMON_CLOSE").as_deref());
     let findings = config.validate(now);
     let (errors, warnings): (Vec<_>, Vec<_>) = findings.into_iter().partition(|i| i.level == Level::Error);
     if !errors.is_empty() {

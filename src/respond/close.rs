@@ -1,0 +1,254 @@
+//! Closing an alert in Graph for a known-benign rule: claim → circuit breaker → PATCH → comment.
+//!
+//! Each effect has its own idempotency claim, so a redelivered message never PATCHes or comments twice:
+//! - `close/{tenant}/{alert id}/{version}`: the PATCH (`status: resolved`, classification,
+//!   determination); completed as soon as Graph accepted it;
+//! - `comment/{tenant}/{alert id}/{version}`: the comment saying which rule closed the alert and why.
+//!
+//! A retry after a crash between the two finds the PATCH done and adds only the comment. A PATCH Graph
+//! refused for good is remembered (`close-outcome/{tenant}/{alert id}/{version}`), so a redelivery
+//! neither retries it nor comments on an alert that is still open. The circuit
+//! breaker counts closes per rule and UTC hour in the store (`breaker/{rule}/{YYYY-MM-DDTHH}`, updated by
+//! compare-and-swap); a close takes its slot before the PATCH, so concurrent workers cannot exceed the
+//! limit, and a slot taken by a PATCH that then failed stays taken (the breaker errs towards closing less).
+//!
+//! The comment's body shape is in doubt (the docs show one object, the Go SDK sends an array): the
+//! [`Graph`](crate::graph::Graph) client owns the wire format and sends the documented object, then the
+//! array once on a 400; `tests/close_emulator.rs` exercises both against the emulator.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::RespondError;
+use crate::alert::Alert;
+use crate::app::App;
+use crate::graph::{AlertUpdate, GraphError, Retry};
+use crate::rules::CloseMatch;
+use crate::store::{Claim, Precondition, Store, StoreError};
+
+/// How long a worker may take over one PATCH or comment before another may try again.
+const LEASE: Duration = Duration::from_secs(300);
+/// Compare-and-swap attempts on the breaker counter before giving up (and retrying the message).
+const CAS_ATTEMPTS: usize = 20;
+
+/// What closing did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Closed {
+    /// Graph resolved the alert.
+    Closed {
+        /// HTTP status of the PATCH (Graph answers 200 with the updated alert).
+        graph_status: u16,
+        /// The status Graph reported afterwards.
+        status_after: Option<String>,
+        /// Why the comment could not be added, if it could not (the alert stays closed).
+        comment_error: Option<String>,
+    },
+    /// An earlier delivery of this alert version already closed it (and commented).
+    AlreadyDone,
+    /// The rule's circuit breaker is open: nothing was sent to Graph.
+    BreakerOpen {
+        /// Closes counted this hour.
+        count: u32,
+    },
+    /// Graph refused the close and a retry will not help.
+    Failed {
+        /// HTTP status, when Graph answered.
+        graph_status: Option<u16>,
+        /// What Graph said (redacted).
+        message: String,
+    },
+}
+
+/// Reads `SECMON_CLOSE` (at config load, into [`Config::closing_disabled`](crate::config::Config)):
+/// `off`, `false`, `0` or `no` turn every rule into shadow mode; anything else (or nothing) leaves the
+/// rules' own modes.
+pub fn close_enabled(value: Option<&str>) -> bool {
+    !value.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "off" | "false" | "0" | "no"))
+}
+
+fn store_error(e: StoreError) -> RespondError {
+    RespondError::Retry(format!("store: {e}"))
+}
+
+fn graph_error(e: &GraphError) -> String {
+    let status = e.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
+    crate::redact::redact(&format!("{e}{status}"))
+}
+
+/// The UTC hour a breaker counts in, as part of a key.
+pub fn breaker_key(rule_id: &str, now: DateTime<Utc>) -> String {
+    format!("breaker/{rule_id}/{}", now.format("%Y-%m-%dT%H"))
+}
+
+/// Takes one close slot of the rule's breaker for the hour of `now`; `Err(count)` when it is open.
+pub async fn reserve_slot(
+    store: &dyn Store,
+    rule_id: &str,
+    limit: u32,
+    now: DateTime<Utc>,
+) -> Result<Result<u32, u32>, StoreError> {
+    let key = breaker_key(rule_id, now);
+    for _ in 0..CAS_ATTEMPTS {
+        let current = store.get(&key).await?;
+        let count =
+            current.as_ref().and_then(|v| std::str::from_utf8(&v.value).ok()?.trim().parse::<u32>().ok()).unwrap_or(0);
+        if count >= limit {
+            return Ok(Err(count));
+        }
+        let cond = current.map(|v| Precondition::Matches(v.etag)).unwrap_or(Precondition::Absent);
+        match store.put_if(&key, (count + 1).to_string().as_bytes(), cond).await {
+            Ok(_) => return Ok(Ok(count + 1)),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Backend(format!("{key}: too much contention on the breaker counter")))
+}
+
+/// Closes `alert` in Graph as the rule `m` says, at most once per alert version.
+///
+/// Retryable failures (store, Graph 429/5xx, a claim held by another worker) are
+/// [`RespondError::Retry`]; a permanent refusal from Graph is [`Closed::Failed`], for the caller to audit
+/// and route.
+pub async fn close(
+    app: &App,
+    tenant: &str,
+    alert: &Alert,
+    m: &CloseMatch,
+    now: DateTime<Utc>,
+) -> Result<Closed, RespondError> {
+    let version = alert.version();
+    let close_key = format!("close/{tenant}/{}/{version}", alert.id);
+    let comment_key = format!("comment/{tenant}/{}/{version}", alert.id);
+    let store = app.store.as_ref();
+
+    let outcome_key = format!("close-outcome/{tenant}/{}/{version}", alert.id);
+    let mut result = match store.claim(&close_key, LEASE).await.map_err(store_error)? {
+        Claim::Held => return Err(RespondError::Retry(format!("{close_key} is being closed by another worker"))),
+        Claim::Done => match store.get(&outcome_key).await.map_err(store_error)? {
+            // An earlier delivery was refused for good: say so again (its audit record and
+            // notifications are claimed once), and never comment on an alert that was not closed.
+            Some(v) if v.value.starts_with(b"failed") => {
+                let text = String::from_utf8_lossy(&v.value).into_owned();
+                let mut parts = text.splitn(3, ' ');
+                let _ = parts.next();
+                let graph_status = parts.next().and_then(|s| s.parse().ok());
+                let message = parts.next().unwrap_or_default().to_string();
+                return Ok(Closed::Failed { graph_status, message });
+            }
+            _ => None,
+        },
+        Claim::Acquired => match patch(app, tenant, alert, m, now).await {
+            Ok(closed @ Closed::Closed { .. }) => {
+                store.complete(&close_key).await.map_err(store_error)?;
+                Some(closed)
+            }
+            Ok(Closed::Failed { graph_status, message }) => {
+                // Retrying cannot help; completing the claim keeps a redelivery from trying again, and
+                // the outcome tells it what happened.
+                let outcome = format!("failed {} {message}", graph_status.map(|s| s.to_string()).unwrap_or("-".into()));
+                store.put(&outcome_key, outcome.as_bytes()).await.map_err(store_error)?;
+                store.complete(&close_key).await.map_err(store_error)?;
+                return Ok(Closed::Failed { graph_status, message });
+            }
+            Ok(other) => {
+                // Nothing was sent: give the claim back so that a later delivery decides afresh.
+                store.release(&close_key).await.map_err(store_error)?;
+                return Ok(other);
+            }
+            Err(e) => {
+                let _ = store.release(&close_key).await;
+                return Err(e);
+            }
+        },
+    };
+
+    match store.claim(&comment_key, LEASE).await.map_err(store_error)? {
+        Claim::Held => return Err(RespondError::Retry(format!("{comment_key} is being added by another worker"))),
+        Claim::Done => {}
+        Claim::Acquired => match app.graph.add_comment(tenant, &alert.id, &m.comment).await {
+            Ok(()) => store.complete(&comment_key).await.map_err(store_error)?,
+            Err(e) if e.retry == Retry::Retryable => {
+                let _ = store.release(&comment_key).await;
+                return Err(RespondError::Retry(format!("comment on {}: {}", alert.id, graph_error(&e))));
+            }
+            Err(e) => {
+                // The alert is closed; a comment Graph refuses for good is recorded, not retried forever.
+                store.complete(&comment_key).await.map_err(store_error)?;
+                let why = graph_error(&e);
+                tracing::error!(alert = %alert.id, "closed, but the comment was refused: {why}");
+                match &mut result {
+                    Some(Closed::Closed { comment_error, .. }) => *comment_error = Some(why),
+                    _ => {
+                        result = Some(Closed::Closed {
+                            graph_status: 200,
+                            status_after: Some("resolved".into()),
+                            comment_error: Some(why),
+                        })
+                    }
+                }
+            }
+        },
+    }
+    Ok(result.unwrap_or(Closed::AlreadyDone))
+}
+
+/// The breaker, then the PATCH.
+async fn patch(
+    app: &App,
+    tenant: &str,
+    alert: &Alert,
+    m: &CloseMatch,
+    now: DateTime<Utc>,
+) -> Result<Closed, RespondError> {
+    if let Err(count) = reserve_slot(app.store.as_ref(), &m.rule_id, m.max_per_hour, now).await.map_err(store_error)? {
+        return Ok(Closed::BreakerOpen { count });
+    }
+    let update = AlertUpdate {
+        status: Some("resolved".into()),
+        classification: Some(m.classification.clone()),
+        determination: Some(m.determination.clone()),
+        assigned_to: None,
+    };
+    match app.graph.update_alert(tenant, &alert.id, &update).await {
+        Ok(updated) => Ok(Closed::Closed {
+            graph_status: 200,
+            status_after: updated.get("status").and_then(Value::as_str).map(str::to_string).or(Some("resolved".into())),
+            comment_error: None,
+        }),
+        Err(e) if e.retry == Retry::Retryable => {
+            Err(RespondError::Retry(format!("close {} in Graph: {}", alert.id, graph_error(&e))))
+        }
+        Err(e) => Ok(Closed::Failed { graph_status: e.status, message: graph_error(&e) }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    #[test]
+    fn the_close_switch() {
+        for off in ["off", "OFF", "false", "0", "no", " off "] {
+            assert!(!close_enabled(Some(off)), "{off}");
+        }
+        for on in [None, Some("on"), Some(""), Some("enforce")] {
+            assert!(close_enabled(on), "{on:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_breaker_counts_per_rule_and_hour() {
+        let s = SqliteStore::in_memory().unwrap();
+        let t0: DateTime<Utc> = "2026-11-26T10:05:00Z".parse().unwrap();
+        assert_eq!(reserve_slot(&s, "r", 2, t0).await.unwrap(), Ok(1));
+        assert_eq!(reserve_slot(&s, "r", 2, t0).await.unwrap(), Ok(2));
+        assert_eq!(reserve_slot(&s, "r", 2, t0).await.unwrap(), Err(2));
+        assert_eq!(reserve_slot(&s, "other", 2, t0).await.unwrap(), Ok(1));
+        let next_hour = t0 + chrono::Duration::hours(1);
+        assert_eq!(reserve_slot(&s, "r", 2, next_hour).await.unwrap(), Ok(1));
+    }
+}

@@ -1,0 +1,378 @@
+//! The compiled rules and routes, and the one pure function that decides about an alert.
+
+use std::sync::Arc;
+
+use cel::Env;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::expr::{self, Expression};
+use super::{CloseRuleConfig, Mode};
+use crate::alert::{Alert, AlertStatus, Severity};
+use crate::config::{Config, Issue};
+
+/// Every close rule and route of a config, compiled once.
+pub struct Engine {
+    env: Arc<Env>,
+    rules: Vec<Rule>,
+    routes: Vec<Route>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("rules", &self.rules.len()).field("routes", &self.routes.len()).finish()
+    }
+}
+
+struct Rule {
+    config: CloseRuleConfig,
+    when: Expression,
+    hash: String,
+}
+
+struct Route {
+    index: usize,
+    name: Option<String>,
+    when: Option<Expression>,
+    receivers: Vec<String>,
+    continue_: bool,
+}
+
+/// A close rule that matched an alert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CloseMatch {
+    /// The rule's id.
+    pub rule_id: String,
+    /// Shadow (record only) or enforce (close in Graph).
+    pub mode: Mode,
+    /// The classification to set (a Graph wire value).
+    pub classification: String,
+    /// The determination to set (a Graph wire value).
+    pub determination: String,
+    /// The comment to add in Defender: which rule closed the alert and why.
+    pub comment: String,
+    /// SHA-256 of the rule's canonical JSON ([`CloseRuleConfig::hash`]).
+    pub rule_hash: String,
+    /// Who answers for the rule.
+    pub owner: String,
+    /// The rule's circuit breaker limit per hour.
+    pub max_per_hour: u32,
+}
+
+/// One route that matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteMatch {
+    /// Position in `routes` (from 0).
+    pub index: usize,
+    /// The route's name, when it has one.
+    pub name: Option<String>,
+}
+
+/// An expression that failed on this alert (and so did not match).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EvalError {
+    /// `close_rules[2] (pentest)` or `routes[0]`.
+    pub at: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// What the pipeline should do with the alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// A close rule proves it benign: close it (enforce) or record that it would be closed (shadow).
+    Close,
+    /// Notify the routed receivers.
+    Notify,
+    /// Nothing to do.
+    None,
+}
+
+/// The decision about one alert version, with the reason for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// What to do.
+    pub outcome: Outcome,
+    /// The close rule that matched, if one did (also when a guardrail stops it from closing).
+    pub close: Option<CloseMatch>,
+    /// Why the matched close rule may not close the alert, if a guardrail stops it.
+    pub blocked: Option<Blocked>,
+    /// Routes that matched, in order.
+    pub routes: Vec<RouteMatch>,
+    /// The routed receivers, deduplicated, in order. They are notified unless the alert is closed in
+    /// enforce mode (a closed alert is not notified: the Defender comment and the audit trail record it)
+    /// or the decision is [`Outcome::None`].
+    pub receivers: Vec<String>,
+    /// The decision in words.
+    pub reason: String,
+    /// Rules and routes that failed on this alert.
+    pub errors: Vec<EvalError>,
+}
+
+impl Decision {
+    /// The receivers to notify for this decision as it stands.
+    pub fn notify(&self) -> &[String] {
+        match (&self.outcome, &self.close) {
+            (Outcome::Close, Some(m)) if m.mode == Mode::Enforce => &[],
+            (Outcome::None, _) => &[],
+            _ => &self.receivers,
+        }
+    }
+
+    /// The same decision with a matched close rule forced into shadow mode (`SECMON_CLOSE=off`).
+    pub fn into_shadow(mut self, why: &str) -> Decision {
+        if let (Outcome::Close, Some(m)) = (self.outcome, self.close.as_mut())
+            && m.mode == Mode::Enforce
+        {
+            m.mode = Mode::Shadow;
+            self.reason = format!("{} [forced to shadow: {why}]", self.reason);
+        }
+        self
+    }
+
+    /// The line `secmon rules test` prints for this decision.
+    pub fn test_line(&self, alert_id: &str) -> Value {
+        let decision = match self.outcome {
+            Outcome::Close => "close",
+            Outcome::Notify => "notify",
+            Outcome::None => "none",
+        };
+        let mode = match (self.outcome, &self.close) {
+            (Outcome::Close, Some(m)) => serde_json::to_value(m.mode).expect("mode serializes"),
+            _ => Value::Null,
+        };
+        serde_json::json!({
+            "alert": alert_id,
+            "decision": decision,
+            "rule": self.close.as_ref().map(|m| m.rule_id.as_str()),
+            "mode": mode,
+            "receivers": self.notify(),
+            "reason": self.reason,
+        })
+    }
+}
+
+impl Engine {
+    /// Compiles every close rule and route of `config`; each problem is an [`Issue`] at its field.
+    pub fn compile(config: &Config) -> Result<Engine, Vec<Issue>> {
+        let env = expr::env();
+        let mut issues = Vec::new();
+        let mut rules = Vec::new();
+        for (i, r) in config.close_rules.iter().enumerate() {
+            match Expression::compile(&env, &r.when) {
+                Ok(when) => rules.push(Rule { hash: r.hash(), config: r.clone(), when }),
+                Err(e) => issues.push(Issue::error(format!("close_rules[{i}].when"), e)),
+            }
+        }
+        let mut routes = Vec::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            let when = match r.when.as_deref().map(|w| Expression::compile(&env, w)).transpose() {
+                Ok(w) => w,
+                Err(e) => {
+                    issues.push(Issue::error(format!("routes[{i}].when"), e));
+                    continue;
+                }
+            };
+            routes.push(Route {
+                index: i,
+                name: r.name.clone(),
+                when,
+                receivers: r.receivers.clone(),
+                continue_: r.continue_,
+            });
+        }
+        if issues.is_empty() { Ok(Engine { env, rules, routes }) } else { Err(issues) }
+    }
+
+    /// How many close rules and routes were compiled.
+    pub fn len(&self) -> (usize, usize) {
+        (self.rules.len(), self.routes.len())
+    }
+
+    /// True when there is neither a close rule nor a route.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.routes.is_empty()
+    }
+
+    /// Decides about one alert version: the first active close rule that matches (file order), then the
+    /// routes (first match wins unless `continue: true`; a route without `when` matches everything).
+    ///
+    /// `raw` is the alert exactly as Graph sent it (what the expressions see as `alert`); `alert` is the
+    /// same alert read by [`Alert::from_value`] (what the guardrails read). Pure: `now` is an argument.
+    pub fn decide(&self, alert: &Alert, raw: &Value, tenant: &str, now: DateTime<Utc>) -> Decision {
+        let cx = expr::context(self.env.clone(), raw, tenant, now);
+        let mut errors = Vec::new();
+
+        let mut matched: Option<&Rule> = None;
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.config.is_active(now) {
+                continue;
+            }
+            match rule.when.matches(&cx) {
+                Ok(true) => {
+                    matched = Some(rule);
+                    break;
+                }
+                Ok(false) => {}
+                Err(message) => {
+                    errors.push(EvalError { at: format!("close_rules[{i}] ({})", rule.config.id), message })
+                }
+            }
+        }
+
+        let mut routes = Vec::new();
+        let mut receivers: Vec<String> = Vec::new();
+        for route in &self.routes {
+            let hit = match &route.when {
+                None => true,
+                Some(w) => match w.matches(&cx) {
+                    Ok(b) => b,
+                    Err(message) => {
+                        errors.push(EvalError { at: route_label(route), message });
+                        false
+                    }
+                },
+            };
+            if hit {
+                routes.push(RouteMatch { index: route.index, name: route.name.clone() });
+                for r in &route.receivers {
+                    if !receivers.contains(r) {
+                        receivers.push(r.clone());
+                    }
+                }
+                if !route.continue_ {
+                    break;
+                }
+            }
+        }
+
+        let routed = if routes.is_empty() {
+            "no route matched".to_string()
+        } else {
+            format!(
+                "routed by {}",
+                routes.iter().map(|r| route_name(r.index, r.name.as_deref())).collect::<Vec<_>>().join(", ")
+            )
+        };
+        let blocked = matched.and_then(|rule| guardrail(alert, &rule.config));
+        let (outcome, close, mut reason) = match matched {
+            None => {
+                let outcome = if receivers.is_empty() { Outcome::None } else { Outcome::Notify };
+                (outcome, None, format!("no close rule matched; {routed}"))
+            }
+            Some(rule) => {
+                let m = close_match(rule, alert);
+                let id = &rule.config.id;
+                match &blocked {
+                    Some(Blocked::Resolved) => (
+                        // Our own close comes back as a new, resolved version: saying nothing is what
+                        // keeps a closed alert from turning into a notification.
+                        Outcome::None,
+                        Some(m),
+                        format!("rule {id:?} matches but the alert is already resolved; nothing to do"),
+                    ),
+                    Some(blocked) => {
+                        let outcome = if receivers.is_empty() { Outcome::None } else { Outcome::Notify };
+                        (outcome, Some(m), format!("rule {id:?} matches but {}; not closed, {routed}", blocked.words()))
+                    }
+                    None => {
+                        let why = rule.config.comment.as_deref().or(rule.config.description.as_deref()).unwrap_or("");
+                        let verb = match m.mode {
+                            Mode::Enforce => "close".to_string(),
+                            Mode::Shadow => format!("shadow mode: would close; {routed}"),
+                        };
+                        let why = if why.is_empty() { String::new() } else { format!(" ({why})") };
+                        (
+                            Outcome::Close,
+                            Some(m.clone()),
+                            format!("rule {id:?} matched{why}: {verb} as {}/{}", m.classification, m.determination),
+                        )
+                    }
+                }
+            }
+        };
+        for e in &errors {
+            reason.push_str(&format!("; {} failed on this alert and counts as no match: {}", e.at, e.message));
+        }
+        Decision { outcome, close, blocked, routes, receivers, reason, errors }
+    }
+}
+
+fn route_label(route: &Route) -> String {
+    route_name(route.index, route.name.as_deref())
+}
+
+fn route_name(index: usize, name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("routes[{index}] ({n})"),
+        None => format!("routes[{index}]"),
+    }
+}
+
+fn close_match(rule: &Rule, alert: &Alert) -> CloseMatch {
+    let c = &rule.config;
+    let why = c.comment.as_deref().or(c.description.as_deref()).unwrap_or("known-benign rule");
+    let owner = c.owner.clone().unwrap_or_default();
+    let comment = format!(
+        "Closed by secmon rule {} ({why}). Classification {}, determination {}. Rule owner: {owner}. \
+         Rule hash {}. Alert version {}.",
+        c.id,
+        c.classification,
+        c.determination,
+        &rule.hash[..12],
+        if alert.version().is_empty() { "unknown" } else { alert.version() },
+    );
+    CloseMatch {
+        rule_id: c.id.clone(),
+        mode: c.mode,
+        classification: c.classification.clone(),
+        determination: c.determination.clone(),
+        comment,
+        rule_hash: rule.hash.clone(),
+        owner,
+        max_per_hour: c.max_per_hour(),
+    }
+}
+
+/// Why a matched close rule may not close an alert: the guardrails that need no state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blocked {
+    /// A secmon alert (`secmon-` id), which is never closed in Graph.
+    Internal,
+    /// Already resolved: nothing to do.
+    Resolved,
+    /// The alert's severity is above the rule's `max_severity` (alert severity, limit).
+    Severity(#[serde(serialize_with = "as_str")] Severity, #[serde(serialize_with = "as_str")] Severity),
+}
+
+fn as_str<S: serde::Serializer>(s: &Severity, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.as_str())
+}
+
+impl Blocked {
+    fn words(&self) -> String {
+        match self {
+            Blocked::Internal => "it is a secmon alert (secmon- id), which is never closed in Graph".into(),
+            Blocked::Resolved => "it is already resolved".into(),
+            Blocked::Severity(s, max) => format!("severity {s} is above the rule's max_severity {max}"),
+        }
+    }
+}
+
+fn guardrail(alert: &Alert, rule: &CloseRuleConfig) -> Option<Blocked> {
+    if alert.id.starts_with("secmon-") {
+        return Some(Blocked::Internal);
+    }
+    if alert.status() == AlertStatus::Resolved {
+        return Some(Blocked::Resolved);
+    }
+    // An unknown severity ranks highest, so it never slips under a limit.
+    let (severity, max) = (alert.severity(), rule.max_severity());
+    if severity.rank() > max.rank() {
+        return Some(Blocked::Severity(severity, max));
+    }
+    None
+}

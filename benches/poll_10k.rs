@@ -136,9 +136,15 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let profile = if cfg!(debug_assertions) { "debug" } else { "optimized" };
-    let runs: Vec<Run> = [(1_000, false), (10_000, false), (1_000, true), (10_000, true)]
+    // BENCH_POLL_SIZES=10000,100000 (scripts/bench.sh) measures larger polls.
+    let sizes: Vec<usize> = std::env::var("BENCH_POLL_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 10_000]);
+    let runs: Vec<Run> = [false, true]
         .iter()
-        .map(|(n, sqlite)| rt.block_on(run(*n, *sqlite, dir.path())))
+        .flat_map(|sqlite| sizes.iter().map(move |n| (*n, *sqlite)))
+        .map(|(n, sqlite)| rt.block_on(run(n, sqlite, dir.path())))
         .collect();
     println!("poll benchmark ({profile} build; emulator in-process over TLS)");
     println!(

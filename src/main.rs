@@ -203,22 +203,23 @@ fn audit(file: &std::path::Path, cmd: AuditCommand) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let store = match secmon::store::sqlite::SqliteStore::open(&loaded.config.store.sqlite) {
-        Ok(s) => s,
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime");
+    // The same store the functions write to: SQLite standalone, or the one SECMON_STORE selects.
+    let store = match runtime.block_on(secmon::setup::stores_from_env(&loaded.config)) {
+        Ok((store, _)) => store,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(1);
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime");
     let mut out = std::io::stdout();
     let result = runtime.block_on(async {
         match cmd {
-            AuditCommand::Verify { tenant } => audit::verify_command(&store, tenant.as_deref(), &mut out).await,
+            AuditCommand::Verify { tenant } => audit::verify_command(store.as_ref(), tenant.as_deref(), &mut out).await,
             AuditCommand::Export { since, tenant } => {
                 let since =
                     audit::parse_since(&since).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-                audit::export(&store, since, tenant.as_deref(), &mut out).await.map(|_| true)
+                audit::export(store.as_ref(), since, tenant.as_deref(), &mut out).await.map(|_| true)
             }
         }
     });

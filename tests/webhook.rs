@@ -360,7 +360,7 @@ async fn health_reports_each_tenants_last_poll_and_503_when_stale() {
     let resp = h.handle("health", get()).await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     let body: Value = serde_json::from_str(&resp.body).unwrap();
-    assert_eq!(body["tenants"][0]["age_seconds"], 300);
+    assert_eq!(body["tenants"][0]["seconds_since_success"], 300);
     h.clock.advance(chrono::Duration::minutes(31));
     let resp = h.handle("health", get()).await;
     assert_eq!(resp.status, 503);

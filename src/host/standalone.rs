@@ -194,9 +194,7 @@ async fn http_function(
             .collect(),
         body: body.to_vec(),
     };
-    let resp = crate::intake::webhook::handle(&app, &function, req).await;
-    let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(axum::http::header::CONTENT_TYPE, resp.content_type)], resp.body).into_response()
+    crate::intake::webhook::into_axum_response(crate::intake::webhook::handle(&app, &function, req).await)
 }
 
 /// Runs the daemon until `shutdown` resolves: scheduler, HTTP server on `listen` (if any), worker.

@@ -20,6 +20,8 @@ use crate::store::{Precondition, StoreError};
 
 /// The health record of one tenant.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+// Records written by older versions may lack newer fields.
+#[serde(default)]
 pub struct Health {
     /// When a poll was first attempted (the reference for a tenant that never succeeded).
     pub first_attempt: Option<DateTime<Utc>>,

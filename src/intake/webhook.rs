@@ -242,7 +242,7 @@ async fn route(app: &App, function: &str, req: &HttpRequest) -> HttpResponse {
             if req.method != "GET" && req.method != "HEAD" {
                 return HttpResponse::text(405, "use GET").with_header("Allow", "GET");
             }
-            health(app, now).await
+            crate::intake::health::http(app, now).await
         }
         other => HttpResponse::text(404, format!("no HTTP function {other:?}")),
     }
@@ -576,45 +576,6 @@ async fn doorbell(app: &App, req: &HttpRequest, now: DateTime<Utc>) -> HttpRespo
     HttpResponse::json(202, &json!({"queued": serde_json::to_value(&message).expect("serializes")}))
 }
 
-/// Finds the last successful poll in a tenant's `health/{tenant}` record, tolerant of its shape.
-fn last_success(record: &Value) -> Option<DateTime<Utc>> {
-    ["last_success", "last_successful_poll", "last_ok", "lastSuccess", "last_poll"]
-        .iter()
-        .filter_map(|k| record.get(*k)?.as_str())
-        .find_map(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
-}
-
-async fn health(app: &App, now: DateTime<Utc>) -> HttpResponse {
-    let stale_after = chrono::Duration::from_std(app.config.poll.stale_after).unwrap_or(chrono::Duration::MAX);
-    let mut tenants = Vec::new();
-    let mut healthy = true;
-    for t in &app.config.tenants {
-        let record = match app.store.get(&format!("health/{}", t.name)).await {
-            Ok(v) => v.and_then(|v| serde_json::from_slice::<Value>(&v.value).ok()),
-            Err(e) => {
-                return HttpResponse::json(
-                    503,
-                    &json!({"status": "error", "error": crate::redact::redact(&e.to_string())}),
-                );
-            }
-        };
-        let last = record.as_ref().and_then(last_success);
-        let stale = last.is_none_or(|l| now - l > stale_after);
-        healthy &= !stale;
-        let mut entry = BTreeMap::new();
-        entry.insert("tenant", json!(t.name));
-        entry.insert("last_success", json!(last.map(|l| l.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))));
-        entry.insert("age_seconds", json!(last.map(|l| (now - l).num_seconds())));
-        entry.insert("stale", json!(stale));
-        tenants.push(json!(entry));
-    }
-    let status = if healthy { "ok" } else { "stale" };
-    let body =
-        json!({"status": status, "stale_after_seconds": app.config.poll.stale_after.as_secs(), "tenants": tenants});
-    HttpResponse::json(if healthy { 200 } else { 503 }, &body)
-}
-
 /// Converts an axum request's parts into an [`HttpRequest`] (query decoded, header names lower-cased).
 pub fn http_request_from_axum(
     method: &axum::http::Method,
@@ -754,14 +715,6 @@ mod tests {
         let e =
             verify_doorbell(secret, Some(&ahead.to_string()), Some(&sign_doorbell(secret, ahead, body)), body, now, w);
         assert_eq!(e, Err(DoorbellError::Stale(-301, 300)));
-    }
-
-    #[test]
-    fn health_records_are_read_tolerantly() {
-        assert!(last_success(&json!({"last_success": "2026-11-26T12:00:00Z"})).is_some());
-        assert!(last_success(&json!({"last_successful_poll": "2026-11-26T12:00:00+00:00"})).is_some());
-        assert!(last_success(&json!({"last_success": 5})).is_none());
-        assert!(last_success(&json!("x")).is_none());
     }
 
     #[test]

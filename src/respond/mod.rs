@@ -93,7 +93,7 @@ pub async fn process(app: &App, message: Message) -> Result<String, RespondError
 }
 
 /// Decides and acts on one alert version: decide → (close: claim → PATCH → comment → audit) and/or
-/// (notify: the routed receivers, each claimed once by [`deliver::deliver`]).
+/// (notify: the matched routes' receivers, each claimed once by [`deliver::deliver_routes`]).
 ///
 /// - A close rule in enforce mode closes the alert, and a closed alert is not notified (the Defender
 ///   comment and the audit trail say what happened).
@@ -121,7 +121,8 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
     if app.config.closing_disabled {
         decision = decision.into_shadow("SECMON_CLOSE=off");
     }
-    let mut notify = decision.notify().to_vec();
+    // Whether the matched routes are told; their own options (realert, grouping, `set`) apply.
+    let mut notify = !decision.notify().is_empty();
     let mut summary = format!("{}: {}", alert.id, decision.reason);
     let status = alert.status().as_str().to_string();
 
@@ -166,7 +167,7 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
                     summary = format!("{}: {}", alert.id, e.detail);
                     record_once(app, tenant, now, e).await?;
                     tell_owner_breaker_open(app, tenant, m, count, now).await?;
-                    notify = decision.receivers.clone();
+                    notify = !decision.receivers.is_empty();
                 }
                 Closed::Failed { graph_status, message } => {
                     let mut e = entry(Action::CloseFailed);
@@ -174,7 +175,7 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
                     e.detail = format!("Graph refused the close: {message}; routed instead");
                     summary = format!("{}: {}", alert.id, e.detail);
                     record_once(app, tenant, now, e).await?;
-                    notify = decision.receivers.clone();
+                    notify = !decision.receivers.is_empty();
                 }
             },
             (_, Some(Blocked::Resolved)) | (_, None) => {}
@@ -182,8 +183,9 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
         }
     }
 
-    if !notify.is_empty() {
-        let delivered = deliver::deliver(app, tenant, &alert, &raw, &notify).await?;
+    if notify {
+        let routes: Vec<usize> = decision.routes.iter().map(|r| r.index).collect();
+        let delivered = deliver::deliver_routes(app, tenant, &alert, &raw, &routes).await?;
         if !delivered.sent.is_empty() {
             summary = format!("{summary}; notified {}", delivered.sent.join(", "));
         }

@@ -22,6 +22,8 @@ pub mod alert;
 pub mod app;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod graph;
 pub mod host;
 pub mod intake;

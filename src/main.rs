@@ -53,6 +53,13 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// The whole flow on a local Graph emulator with sample alerts: no Azure, no credentials.
+    #[cfg(feature = "demo")]
+    Demo {
+        /// Also write summary.json, the Teams payloads, the e-mails as HTML and the audit records here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Azure Functions custom handler: serve every function on 127.0.0.1, JSON logs on stdout.
     Serve {
         /// The port the Functions host chose.
@@ -142,6 +149,8 @@ fn main() -> ExitCode {
         Command::Backfill { since, tenant } => with_app(&cli.config, move |app| backfill(app, since, tenant)),
         Command::Status => with_app(&cli.config, status),
         Command::Serve { port } => serve(&cli.config, port),
+        #[cfg(feature = "demo")]
+        Command::Demo { out } => demo(out),
         Command::Run { listen } => with_app(&cli.config, move |app| run(app, listen)),
         Command::Subscriptions { action } => with_app(&cli.config, move |app| subscriptions(app, action)),
         Command::Rules(RulesCommand::Test { now, tenant, paths }) => rules_test(&cli.config, now, tenant, &paths),
@@ -277,6 +286,28 @@ where
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", secmon::redact::redact(&format!("{e:#}")));
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(feature = "demo")]
+fn demo(out: Option<PathBuf>) -> ExitCode {
+    // Quiet logs: the demo prints its own summary; problems still show.
+    let logs = secmon::logging::subscriber_with_default(
+        secmon::logging::Format::Text,
+        secmon::logging::Redacting(std::io::stderr),
+        "warn",
+    );
+    let _ = tracing::subscriber::set_global_default(logs);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(secmon::demo::run(out.as_deref())) {
+        Ok(report) => {
+            print!("{}", secmon::demo::render(&report, out.as_deref()));
+            if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => {
+            eprintln!("secmon demo failed: {}", secmon::redact::redact(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }

@@ -65,6 +65,24 @@ rustc --version
 check "cargo fmt" cargo fmt --all -- --check
 check "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 
+step "packages a fresh machine lacks"
+# Chromium renders the Teams cards to PNG (scripts/check-cards.sh); Azurite and the card validator need
+# Node.js and npm; moto and the Bicep checks need Python's venv. Install from Debian when missing.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "missing ${missing[*]} and cannot install them (not root, or no apt-get)" >&2
+  fi
+fi
+
 step "services"
 if [ -x scripts/azurite.sh ]; then
   scripts/azurite.sh start

@@ -67,7 +67,12 @@ pub async fn on_queue(app: &App, inv: Invocation<Vec<u8>>) -> Result<Outcome, Fa
 /// Parses and processes one queue body; returns a one-line summary.
 pub async fn handle_body(app: &App, body: &[u8]) -> Result<String, RespondError> {
     let message = Message::parse(body)?.resolve(app.store.as_ref()).await?;
-    process(app, message).await
+    let tenant = message.tenant().to_string();
+    let result = process(app, message).await;
+    if result.is_err() {
+        crate::metrics::count(crate::metrics::Counter::AlertsFailed, &tenant, 1);
+    }
+    result
 }
 
 /// Processes one message.
@@ -142,6 +147,7 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
             }
             (Decided::Close, _) => match close::close(app, tenant, &alert, m, now).await? {
                 Closed::Closed { graph_status, status_after, comment_error } => {
+                    crate::metrics::count(crate::metrics::Counter::AlertsClosed, tenant, 1);
                     let mut e = entry(Action::Close);
                     e.graph_status = Some(graph_status);
                     e.status_after = status_after;
@@ -187,6 +193,7 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
         let routes: Vec<usize> = decision.routes.iter().map(|r| r.index).collect();
         let delivered = deliver::deliver_routes(app, tenant, &alert, &raw, &routes).await?;
         if !delivered.sent.is_empty() {
+            crate::metrics::count(crate::metrics::Counter::AlertsNotified, tenant, 1);
             summary = format!("{summary}; notified {}", delivered.sent.join(", "));
         }
     }

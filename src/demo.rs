@@ -27,7 +27,8 @@ pub const CONFIG: &str = include_str!("../examples/demo.yaml");
 /// The tenant of the documented sample alerts, which the demo config watches.
 pub const TENANT_ID: &str = "b3c1b5fc-828c-45fa-a1e1-10d74f6d6e9c";
 const CLIENT_ID: &str = "5f4b3c2a-0000-4000-8000-00000000d3e0";
-const TEAMS_SINK: &str = "soc";
+/// The name of the emulator's Teams Workflows sink the demo config posts to.
+pub const TEAMS_SINK: &str = "soc";
 
 /// What the demo did, counted from the emulator's records.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -167,12 +168,22 @@ pub fn crafted_alerts(now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
-/// Runs the demo; `out` receives the files when given.
-pub async fn run(out: Option<&Path>) -> anyhow::Result<Report> {
+/// The demo's moving parts: the emulator, seeded, and an [`App`] pointed at it.
+pub struct World {
+    /// The running Graph emulator.
+    pub emulator: Emulator,
+    /// secmon's state, with the SQLite store in the world's folder.
+    pub app: App,
+    /// The alerts the emulator holds at the start, most recent first.
+    pub seeded: Vec<Value>,
+}
+
+/// Starts the emulator (TLS, so the real client-secret credential runs), seeds it, loads the demo config
+/// pointed at it, and opens a fresh store `secmon.db` in `dir`.
+pub async fn world(dir: &Path, now: DateTime<Utc>) -> anyhow::Result<World> {
     let emulator = Emulator::start(Options { tls: true, ..Options::default() }).await?;
     let secret = format!("demo-{}", uuid::Uuid::new_v4().simple());
     emulator.add_client(TENANT_ID, CLIENT_ID, &secret);
-    let now = Utc::now();
     emulator.seed_samples(TENANT_ID);
     emulator.seed_alerts(TENANT_ID, crafted_alerts(now));
     let seeded: Vec<Value> = emulator.alerts(TENANT_ID);
@@ -192,14 +203,7 @@ pub async fn run(out: Option<&Path>) -> anyhow::Result<Report> {
         .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?)
         .timeout(std::time::Duration::from_secs(60))
         .build()?;
-    let dir = match out {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.to_path_buf()
-        }
-        None => std::env::temp_dir().join(format!("secmon-demo-{}", uuid::Uuid::new_v4().simple())),
-    };
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(dir)?;
     let db = dir.join("secmon.db");
     // A fresh store each run, so the summary describes this run only.
     for suffix in ["", "-wal", "-shm"] {
@@ -211,11 +215,21 @@ pub async fn run(out: Option<&Path>) -> anyhow::Result<Report> {
     let app = App {
         config: Arc::new(config),
         store: store.clone(),
-        queue: store.clone(),
+        queue: store,
         graph: Arc::new(graph),
         http,
         clock: Arc::new(SystemClock),
     };
+    Ok(World { emulator, app, seeded })
+}
+
+/// Runs the demo; `out` receives the files when given.
+pub async fn run(out: Option<&Path>) -> anyhow::Result<Report> {
+    let dir = match out {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir().join(format!("secmon-demo-{}", uuid::Uuid::new_v4().simple())),
+    };
+    let World { emulator, app, seeded } = world(&dir, Utc::now()).await?;
 
     let polls = crate::intake::poll::poll_all(&app, app.clock.now()).await;
     let pulled = polls.iter().map(|p| p.report.as_ref().map_or(0, |r| r.queued)).sum();
@@ -228,7 +242,7 @@ pub async fn run(out: Option<&Path>) -> anyhow::Result<Report> {
         }
     }
 
-    let audit = read_audit(store.as_ref()).await?;
+    let audit = read_audit(app.store.as_ref()).await?;
     let teams = emulator.teams_messages(TEAMS_SINK);
     let mails: Vec<Value> = emulator.mails().into_iter().map(|(_, _, body)| body).collect();
     let closed_ids: std::collections::BTreeSet<String> = emulator

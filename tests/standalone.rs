@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secmon::config::Config;
 use secmon::host::standalone;
-use secmon::store::{ALERTS_QUEUE, Queue};
+use secmon::store::ALERTS_QUEUE;
 use secmon_emulator::{Fault, FaultKind};
 
 /// Polls `f` every 50 ms until it holds or 30 s pass.

@@ -5,10 +5,21 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+const EXAMPLES: &str = "\
+Examples:
+  secmon demo --out /tmp/secmon-demo          the whole flow on a local Graph emulator
+  secmon check-config -c secmon.yaml          every problem with its file, line and field
+  secmon rules test -c secmon.yaml alert.json what the rules and routes decide, offline
+  secmon poll --once                          one poll of every tenant, JSON summary
+  secmon run --listen 127.0.0.1:7071          the standalone daemon
+  SECMON_CLOSE=off secmon run                 every close rule in shadow mode
+
+Docs: README.md, docs/configuration.md, docs/rules.md, docs/operations.md";
+
 /// Microsoft 365 security alerts from Graph: notify the right people, close what a reviewed rule
 /// proves benign, keep an audit trail.
 #[derive(Parser)]
-#[command(name = "secmon", version, about, long_about = None)]
+#[command(name = "secmon", version, about, long_about = None, after_help = EXAMPLES)]
 struct Cli {
     /// The YAML config file.
     #[arg(long, short, global = true, env = "SECMON_CONFIG", default_value = "secmon.yaml")]

@@ -19,6 +19,18 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Starts the daemon without HTTP; send on the returned channel to stop it.
+fn start(app: secmon::app::App) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(async move {
+        standalone::run(app, None, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    (stop, daemon)
+}
+
 fn every_second(config: &Config) -> Arc<Config> {
     let mut c = config.clone();
     c.poll.schedule = "* * * * * *".into();
@@ -30,14 +42,7 @@ async fn run_polls_on_schedule_works_the_queue_and_stops_on_request() {
     let dir = tempfile::tempdir().unwrap();
     let mut world = secmon::demo::world(dir.path(), chrono::Utc::now()).await.unwrap();
     world.app.config = every_second(&world.app.config);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = world.app.clone();
-    let daemon = tokio::spawn(async move {
-        standalone::run(app, None, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let (stop, daemon) = start(world.app.clone());
 
     let emulator = &world.emulator;
     eventually("six Teams messages", || emulator.teams_messages(secmon::demo::TEAMS_SINK).len() >= 6).await;
@@ -63,14 +68,7 @@ async fn shutdown_while_a_message_is_in_hand_loses_nothing_and_repeats_nothing()
     assert_eq!(queued, 8);
     emulator.faults().push(Fault::new("/workflows/", FaultKind::Delay(Duration::from_millis(700))).times(100));
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = world.app.clone();
-    let daemon = tokio::spawn(async move {
-        standalone::run(app, None, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let (stop, daemon) = start(world.app.clone());
     eventually("the first Teams post to start", || emulator.requests().iter().any(|r| r.path.contains("/workflows/")))
         .await;
     stop.send(()).unwrap();

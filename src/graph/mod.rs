@@ -81,7 +81,7 @@ pub struct CredentialConfig {
     /// Client secret; write `${NAME}` to take it from the environment.
     #[serde(default)]
     pub client_secret: Option<String>,
-    /// Path of a PEM or PKCS#12 certificate with its private key.
+    /// Path of one PEM file holding the certificate and its unencrypted RSA private key.
     #[serde(default)]
     pub certificate: Option<String>,
 }

@@ -94,7 +94,7 @@ cargo_tests workspace cargo test --workspace --no-fail-fast
 if [ -x scripts/moto.sh ] && grep -q '^aws = ' Cargo.toml; then
   scripts/moto.sh start
   export SECMON_MOTO=1
-  cargo_tests aws cargo test --features aws --no-fail-fast --test aws_store --test lambda
+  cargo_tests aws cargo test --features aws --no-fail-fast --test aws_store --test lambda --test lambda_demo
 fi
 
 if [ -x scripts/check-cards.sh ]; then

@@ -65,6 +65,26 @@ rustc --version
 check "cargo fmt" cargo fmt --all -- --check
 check "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 
+step "packages a fresh machine lacks"
+# Chromium renders the Teams cards to PNG (scripts/check-cards.sh); Azurite and the card validator need
+# Node.js and npm; moto and the Bicep checks need Python's venv. Install from Debian when missing.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${missing[*]}"
+    # A failed install is reported by the checks that need the package, not fatal here.
+    { apt-get update -qq >/dev/null &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } ||
+      echo "could not install ${missing[*]}" >&2
+  else
+    echo "missing ${missing[*]} and cannot install them (not root, or no apt-get)" >&2
+  fi
+fi
+
 step "services"
 if [ -x scripts/azurite.sh ]; then
   scripts/azurite.sh start
@@ -76,7 +96,7 @@ cargo_tests workspace cargo test --workspace --no-fail-fast
 if [ -x scripts/moto.sh ] && grep -q '^aws = ' Cargo.toml; then
   scripts/moto.sh start
   export SECMON_MOTO=1
-  cargo_tests aws cargo test --features aws --no-fail-fast --test aws_store --test lambda
+  cargo_tests aws cargo test --features aws --no-fail-fast --test aws_store --test lambda --test lambda_demo
 fi
 
 if [ -x scripts/check-cards.sh ]; then

@@ -7,21 +7,28 @@
 //! - [`config`]: the one YAML config, validated at load with file, line and field in every error.
 //! - [`graph`]: Microsoft Graph: auth, alerts, mail; one retry policy.
 //! - [`intake`]: how alerts come in: `poll` (timer), `webhook` (change notifications, doorbells),
-//!   `subscriptions`; all end as a [`intake::Message`] on the queue.
+//!   `subscriptions`, and `health` (last successful poll, the dead man's switch); all end as an
+//!   [`intake::Message`] on the queue.
 //! - [`rules`]: known-benign close rules and routes; pure evaluation.
 //! - [`respond`]: one message through decide → claim → act → record.
 //! - [`notify`]: receivers: Teams, e-mail, signed webhook.
-//! - [`store`]: state, claims, audit streams and the queue behind one contract; SQLite and Azure.
-//! - [`host`]: how functions are invoked: Azure custom handler, standalone.
+//! - [`store`]: state, claims, audit streams and the queue behind one contract; SQLite, Azure
+//!   (Blob + Queue) and, with feature `aws`, S3 + SQS.
+//! - [`host`]: how functions are invoked: Azure custom handler, standalone, and (feature `aws`) Lambda.
 //! - [`app`], [`setup`], [`clock`], [`redact`]: the shared state and how it is built from config and
 //!   environment, time as an input, and secret hygiene.
 //! - [`logging`], [`metrics`]: JSON logs carrying the invocation id, counters, the poll heartbeat.
+//! - `demo` (feature `demo`, on by default): the whole flow against the bundled Graph emulator.
+//!
+//! Start reading at [`intake::poll`], then [`respond`].
 #![warn(missing_docs)]
 
 pub mod alert;
 pub mod app;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod graph;
 pub mod host;
 pub mod intake;

@@ -50,7 +50,15 @@ pub fn subscriber<W>(format: Format, writer: W) -> Box<dyn Subscriber + Send + S
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    subscriber_with_default(format, writer, DEFAULT_FILTER)
+}
+
+/// As [`subscriber`], with another filter when `RUST_LOG` is unset (the demo shows warnings only).
+pub fn subscriber_with_default<W>(format: Format, writer: W, default_filter: &str) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let base = Registry::default().with(filter).with(Capture);
     match format {
         Format::Json => Box::new(

@@ -5,10 +5,21 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+const EXAMPLES: &str = "\
+Examples:
+  secmon demo --out /tmp/secmon-demo          the whole flow on a local Graph emulator
+  secmon check-config -c secmon.yaml          every problem with its file, line and field
+  secmon rules test -c secmon.yaml alert.json what the rules and routes decide, offline
+  secmon poll --once                          one poll of every tenant, JSON summary
+  secmon run --listen 127.0.0.1:7071          the standalone daemon
+  SECMON_CLOSE=off secmon run                 every close rule in shadow mode
+
+Docs: README.md, docs/configuration.md, docs/rules.md, docs/operations.md";
+
 /// Microsoft 365 security alerts from Graph: notify the right people, close what a reviewed rule
 /// proves benign, keep an audit trail.
 #[derive(Parser)]
-#[command(name = "secmon", version, about, long_about = None)]
+#[command(name = "secmon", version, about, long_about = None, after_help = EXAMPLES)]
 struct Cli {
     /// The YAML config file.
     #[arg(long, short, global = true, env = "SECMON_CONFIG", default_value = "secmon.yaml")]
@@ -52,6 +63,13 @@ enum Command {
         /// none when absent.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+    },
+    /// The whole flow on a local Graph emulator with sample alerts: no Azure, no credentials.
+    #[cfg(feature = "demo")]
+    Demo {
+        /// Also write summary.json, the Teams payloads, the e-mails as HTML and the audit records here.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Azure Functions custom handler: serve every function on 127.0.0.1, JSON logs on stdout.
     Serve {
@@ -142,6 +160,8 @@ fn main() -> ExitCode {
         Command::Backfill { since, tenant } => with_app(&cli.config, move |app| backfill(app, since, tenant)),
         Command::Status => with_app(&cli.config, status),
         Command::Serve { port } => serve(&cli.config, port),
+        #[cfg(feature = "demo")]
+        Command::Demo { out } => demo(out),
         Command::Run { listen } => with_app(&cli.config, move |app| run(app, listen)),
         Command::Subscriptions { action } => with_app(&cli.config, move |app| subscriptions(app, action)),
         Command::Rules(RulesCommand::Test { now, tenant, paths }) => rules_test(&cli.config, now, tenant, &paths),
@@ -203,22 +223,23 @@ fn audit(file: &std::path::Path, cmd: AuditCommand) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let store = match secmon::store::sqlite::SqliteStore::open(&loaded.config.store.sqlite) {
-        Ok(s) => s,
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime");
+    // The same store the functions write to: SQLite standalone, or the one SECMON_STORE selects.
+    let store = match runtime.block_on(secmon::setup::stores_from_env(&loaded.config)) {
+        Ok((store, _)) => store,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(1);
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime");
     let mut out = std::io::stdout();
     let result = runtime.block_on(async {
         match cmd {
-            AuditCommand::Verify { tenant } => audit::verify_command(&store, tenant.as_deref(), &mut out).await,
+            AuditCommand::Verify { tenant } => audit::verify_command(store.as_ref(), tenant.as_deref(), &mut out).await,
             AuditCommand::Export { since, tenant } => {
                 let since =
                     audit::parse_since(&since).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-                audit::export(&store, since, tenant.as_deref(), &mut out).await.map(|_| true)
+                audit::export(store.as_ref(), since, tenant.as_deref(), &mut out).await.map(|_| true)
             }
         }
     });
@@ -276,6 +297,28 @@ where
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", secmon::redact::redact(&format!("{e:#}")));
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(feature = "demo")]
+fn demo(out: Option<PathBuf>) -> ExitCode {
+    // Quiet logs: the demo prints its own summary; problems still show.
+    let logs = secmon::logging::subscriber_with_default(
+        secmon::logging::Format::Text,
+        secmon::logging::Redacting(std::io::stderr),
+        "warn",
+    );
+    let _ = tracing::subscriber::set_global_default(logs);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(secmon::demo::run(out.as_deref())) {
+        Ok(report) => {
+            print!("{}", secmon::demo::render(&report, out.as_deref()));
+            if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => {
+            eprintln!("secmon demo failed: {}", secmon::redact::redact(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }

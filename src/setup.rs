@@ -62,6 +62,8 @@ pub fn http_client() -> Result<reqwest::Client, SetupError> {
     reqwest::Client::builder()
         .user_agent(concat!("secmon/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(10))
+        // A hung peer must not hold a queue message forever; every retry policy works per attempt.
+        .timeout(std::time::Duration::from_secs(60))
         .build()
         .map_err(|e| SetupError::Http(e.to_string()))
 }

@@ -92,7 +92,7 @@ impl Default for StoreConfig {
 pub struct TenantConfig {
     /// Entra tenant id (a GUID) or a verified domain.
     pub id: String,
-    /// Short name used in logs, keys and routes (`alert.tenant`); unique.
+    /// Short name used in logs, store keys and rules (`tenant` in a CEL expression); unique.
     pub name: String,
     /// How to get a token for this tenant; when absent, chosen from the environment.
     #[serde(default)]

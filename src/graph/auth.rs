@@ -29,6 +29,7 @@ use azure_identity::{
     WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 
+use super::certificate::Certificate;
 use super::{CredentialKind, GraphError, Retry};
 use crate::config::{Config, TenantConfig};
 
@@ -57,7 +58,7 @@ pub enum Choice {
     ClientCertificate {
         /// App (client) id.
         client_id: String,
-        /// PEM or PKCS#12 file.
+        /// PEM file with the certificate and its RSA private key.
         path: String,
     },
     /// Workload identity federation.
@@ -304,7 +305,8 @@ impl Auth {
                 .map(|c| c as Arc<dyn TokenCredential>)
             }
             Choice::ClientCertificate { client_id, path } => {
-                super::certificate::credential(&t.id, &client_id, &path, self.client_options())
+                let certificate = Certificate::from_pem_file(&path).map_err(|e| config_error(tenant, e.to_string()))?;
+                super::certificate::credential(&t.id, &client_id, certificate, &self.authority, self.client_options())
             }
             Choice::AzureCli => AzureCliCredential::new(Some(AzureCliCredentialOptions {
                 tenant_id: Some(t.id.clone()),

@@ -348,10 +348,9 @@ impl Graph for GraphClient {
         }
     }
 
-    async fn send_mail(&self, tenant: &str, sender: &str, message: &Value) -> Result<(), GraphError> {
+    async fn send_mail(&self, tenant: &str, sender: &str, body: &Value) -> Result<(), GraphError> {
         let url = self.url(&["users", sender, "sendMail"]);
-        let body = json!({"message": message});
-        self.call(tenant, "send mail", Method::POST, url.as_str(), Some(&body), |_, _| Ok(())).await
+        self.call(tenant, "send mail", Method::POST, url.as_str(), Some(body), |_, _| Ok(())).await
     }
 
     async fn create_subscription(&self, tenant: &str, body: &Value) -> Result<Value, GraphError> {

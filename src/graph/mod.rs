@@ -81,7 +81,7 @@ pub struct CredentialConfig {
     /// Client secret; write `${NAME}` to take it from the environment.
     #[serde(default)]
     pub client_secret: Option<String>,
-    /// Path of a PEM or PKCS#12 certificate with its private key.
+    /// Path of one PEM file holding the certificate and its unencrypted RSA private key.
     #[serde(default)]
     pub certificate: Option<String>,
 }
@@ -215,8 +215,9 @@ pub trait Graph: Send + Sync {
     async fn update_alert(&self, tenant: &str, id: &str, update: &AlertUpdate) -> Result<Value, GraphError>;
     /// Adds a comment to an alert.
     async fn add_comment(&self, tenant: &str, id: &str, comment: &str) -> Result<(), GraphError>;
-    /// Sends a mail as `sender` (`POST /users/{sender}/sendMail`); `message` is Graph's `message` object.
-    async fn send_mail(&self, tenant: &str, sender: &str, message: &Value) -> Result<(), GraphError>;
+    /// Sends a mail as `sender` (`POST /users/{sender}/sendMail`); `body` is the whole documented request
+    /// body, `{"message": {...}, "saveToSentItems": false}`, posted as is.
+    async fn send_mail(&self, tenant: &str, sender: &str, body: &Value) -> Result<(), GraphError>;
     /// Creates a subscription (`POST /subscriptions`, body as documented); returns Graph's subscription.
     async fn create_subscription(&self, tenant: &str, body: &Value) -> Result<Value, GraphError>;
     /// Sets a subscription's new expiry (`PATCH /subscriptions/{id}`).

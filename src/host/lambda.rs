@@ -159,7 +159,8 @@ pub async fn app_from_env(make_graph: impl FnOnce(&Config) -> Result<Arc<dyn Gra
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (store, queue) = settings.connect(clock.clone()).await;
     let graph = make_graph(&loaded.config)?;
-    Ok(App { config: Arc::new(loaded.config), store, queue, graph, http: reqwest::Client::new(), clock })
+    let http = crate::setup::http_client().map_err(|e| e.to_string())?;
+    Ok(App { config: Arc::new(loaded.config), store, queue, graph, http, clock })
 }
 
 /// Runs a timer function for one EventBridge scheduled event; a failure is reported to Lambda, which

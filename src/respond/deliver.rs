@@ -576,20 +576,35 @@ async fn apply_update(
     }
 }
 
-/// Appends an audit record for a notification effect.
-///
-/// Records go to the stream `notify-audit/{tenant}/{YYYY-MM-DD}` until the hash-chained audit trail of
-/// `respond::audit` is merged; then this function is switched over to it. A record that cannot be
-/// written is logged, never a reason to send twice.
-async fn audit(app: &App, tenant: &str, alert: &Alert, now: DateTime<Utc>, mut record: Value) {
-    record["time"] = json!(now.to_rfc3339());
-    record["tenant"] = json!(tenant);
-    record["alert_id"] = json!(alert.id);
-    record["alert_version"] = json!(alert.version());
-    let stream = format!("notify-audit/{tenant}/{}", now.format("%Y-%m-%d"));
-    let text = crate::redact::redact(&record.to_string());
-    if let Err(e) = app.store.append(&stream, text.as_bytes()).await {
-        tracing::error!("audit record lost for alert {} ({e}): {text}", alert.id);
+/// Appends a notification record to the hash-chained audit trail (`respond::audit`). `record` names the
+/// `action` and may carry `receiver`/`route`, `status` (Graph's) and a `reason`; the rest goes into the
+/// record's detail. A record that cannot be written is logged, never a reason to send twice.
+async fn audit(app: &App, tenant: &str, alert: &Alert, now: DateTime<Utc>, record: Value) {
+    use super::audit::{Action, Entry};
+    let Value::Object(mut fields) = record else { return };
+    let action = match fields.remove("action").as_ref().and_then(Value::as_str) {
+        Some("notify") => Action::Notify,
+        Some("notify_suppressed") => Action::NotifySuppressed,
+        Some("notify_grouped") => Action::NotifyGrouped,
+        Some("update") => Action::Update,
+        Some("update_failed") => Action::UpdateFailed,
+        Some("update_skipped") => Action::UpdateSkipped,
+        _ => Action::NotifyFailed,
+    };
+    let text = |v: Value| match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let receiver = fields.remove("receiver").or_else(|| fields.remove("route")).map(text);
+    let graph_status = fields.remove("status").and_then(|v| v.as_u64()).map(|n| n as u16);
+    let mut detail = fields.remove("reason").map(text).unwrap_or_default();
+    if !fields.is_empty() {
+        let rest = Value::Object(fields).to_string();
+        detail = if detail.is_empty() { rest } else { format!("{detail} {rest}") };
+    }
+    let entry = Entry { receiver, graph_status, detail, ..Entry::new(&alert.id, alert.version(), action) };
+    if let Err(e) = super::audit::append(app.store.as_ref(), tenant, now, entry).await {
+        tracing::error!("audit record lost for alert {} ({e})", alert.id);
     }
 }
 

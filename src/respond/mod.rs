@@ -67,7 +67,12 @@ pub async fn on_queue(app: &App, inv: Invocation<Vec<u8>>) -> Result<Outcome, Fa
 /// Parses and processes one queue body; returns a one-line summary.
 pub async fn handle_body(app: &App, body: &[u8]) -> Result<String, RespondError> {
     let message = Message::parse(body)?.resolve(app.store.as_ref()).await?;
-    process(app, message).await
+    let tenant = message.tenant().to_string();
+    let result = process(app, message).await;
+    if result.is_err() {
+        crate::metrics::count(crate::metrics::Counter::AlertsFailed, &tenant, 1);
+    }
+    result
 }
 
 /// Processes one message.
@@ -93,7 +98,7 @@ pub async fn process(app: &App, message: Message) -> Result<String, RespondError
 }
 
 /// Decides and acts on one alert version: decide → (close: claim → PATCH → comment → audit) and/or
-/// (notify: the routed receivers, each claimed once by [`deliver::deliver`]).
+/// (notify: the matched routes' receivers, each claimed once by [`deliver::deliver_routes`]).
 ///
 /// - A close rule in enforce mode closes the alert, and a closed alert is not notified (the Defender
 ///   comment and the audit trail say what happened).
@@ -121,7 +126,8 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
     if app.config.closing_disabled {
         decision = decision.into_shadow("SECMON_CLOSE=off");
     }
-    let mut notify = decision.notify().to_vec();
+    // Whether the matched routes are told; their own options (realert, grouping, `set`) apply.
+    let mut notify = !decision.notify().is_empty();
     let mut summary = format!("{}: {}", alert.id, decision.reason);
     let status = alert.status().as_str().to_string();
 
@@ -141,6 +147,7 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
             }
             (Decided::Close, _) => match close::close(app, tenant, &alert, m, now).await? {
                 Closed::Closed { graph_status, status_after, comment_error } => {
+                    crate::metrics::count(crate::metrics::Counter::AlertsClosed, tenant, 1);
                     let mut e = entry(Action::Close);
                     e.graph_status = Some(graph_status);
                     e.status_after = status_after;
@@ -166,7 +173,7 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
                     summary = format!("{}: {}", alert.id, e.detail);
                     record_once(app, tenant, now, e).await?;
                     tell_owner_breaker_open(app, tenant, m, count, now).await?;
-                    notify = decision.receivers.clone();
+                    notify = !decision.receivers.is_empty();
                 }
                 Closed::Failed { graph_status, message } => {
                     let mut e = entry(Action::CloseFailed);
@@ -174,7 +181,7 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
                     e.detail = format!("Graph refused the close: {message}; routed instead");
                     summary = format!("{}: {}", alert.id, e.detail);
                     record_once(app, tenant, now, e).await?;
-                    notify = decision.receivers.clone();
+                    notify = !decision.receivers.is_empty();
                 }
             },
             (_, Some(Blocked::Resolved)) | (_, None) => {}
@@ -182,9 +189,11 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
         }
     }
 
-    if !notify.is_empty() {
-        let delivered = deliver::deliver(app, tenant, &alert, &raw, &notify).await?;
+    if notify {
+        let routes: Vec<usize> = decision.routes.iter().map(|r| r.index).collect();
+        let delivered = deliver::deliver_routes(app, tenant, &alert, &raw, &routes).await?;
         if !delivered.sent.is_empty() {
+            crate::metrics::count(crate::metrics::Counter::AlertsNotified, tenant, 1);
             summary = format!("{summary}; notified {}", delivered.sent.join(", "));
         }
     }

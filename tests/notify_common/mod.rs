@@ -238,7 +238,7 @@ pub fn keep_card(name: &str, message: &Value) {
 pub async fn audit(store: &SqliteStore) -> Vec<Value> {
     use secmon::store::Store;
     let mut out = Vec::new();
-    for s in store.list_streams("notify-audit/").await.unwrap() {
+    for s in store.list_streams("audit/").await.unwrap() {
         for r in store.read_stream(&s).await.unwrap() {
             out.push(serde_json::from_slice(&r).unwrap());
         }

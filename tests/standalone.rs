@@ -1,0 +1,102 @@
+//! Standalone mode (`secmon run`): the scheduler, the worker and shutdown, against the Graph emulator.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secmon::config::Config;
+use secmon::host::standalone;
+use secmon::store::ALERTS_QUEUE;
+use secmon_emulator::{Fault, FaultKind};
+
+/// Polls `f` every 50 ms until it holds or 30 s pass.
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..600 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Starts the daemon without HTTP; send on the returned channel to stop it.
+fn start(app: secmon::app::App) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(async move {
+        standalone::run(app, None, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    (stop, daemon)
+}
+
+fn every_second(config: &Config) -> Arc<Config> {
+    let mut c = config.clone();
+    c.poll.schedule = "* * * * * *".into();
+    Arc::new(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_polls_on_schedule_works_the_queue_and_stops_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = secmon::demo::world(dir.path(), chrono::Utc::now()).await.unwrap();
+    world.app.config = every_second(&world.app.config);
+    let (stop, daemon) = start(world.app.clone());
+
+    let emulator = &world.emulator;
+    eventually("six Teams messages", || emulator.teams_messages(secmon::demo::TEAMS_SINK).len() >= 6).await;
+    eventually("two closes", || emulator.patches().len() >= 2).await;
+    stop.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+
+    // Later polls found nothing new, so nothing was told twice.
+    assert_eq!(emulator.teams_messages(secmon::demo::TEAMS_SINK).len(), 6);
+    assert_eq!(emulator.patches().len(), 2);
+    assert_eq!(world.app.queue.len(ALERTS_QUEUE).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_while_a_message_is_in_hand_loses_nothing_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = secmon::demo::world(dir.path(), chrono::Utc::now()).await.unwrap();
+    let emulator = &world.emulator;
+    // Queue the work first, then make every Teams post slow so shutdown lands mid-message.
+    let polled = secmon::intake::poll::poll_all(&world.app, chrono::Utc::now()).await;
+    assert!(polled.iter().all(|p| p.error.is_none()), "{polled:?}");
+    let queued = world.app.queue.len(ALERTS_QUEUE).await.unwrap();
+    assert_eq!(queued, 8);
+    emulator.faults().push(Fault::new("/workflows/", FaultKind::Delay(Duration::from_millis(700))).times(100));
+
+    let (stop, daemon) = start(world.app.clone());
+    eventually("the first Teams post to start", || emulator.requests().iter().any(|r| r.path.contains("/workflows/")))
+        .await;
+    stop.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+
+    // The message in hand was finished; the rest are still queued (hidden until their visibility
+    // timeout), not lost.
+    let told_before = emulator.teams_messages(secmon::demo::TEAMS_SINK).len();
+    assert!(told_before >= 1, "the message in hand was finished");
+    let left = world.app.queue.len(ALERTS_QUEUE).await.unwrap();
+    assert!(left > 0 && left < queued, "some work left for later: {left}");
+
+    // A restart after the visibility timeout picks up the rest: in total each alert is told once.
+    emulator.faults().clear();
+    let store = secmon::store::sqlite::SqliteStore::open(dir.path().join("secmon.db")).unwrap().with_clock(Arc::new(
+        secmon::clock::ManualClock::new(
+            chrono::Utc::now()
+                + chrono::Duration::from_std(standalone::VISIBILITY).unwrap()
+                + chrono::Duration::seconds(1),
+        ),
+    ));
+    let store = Arc::new(store);
+    let mut later = world.app.clone();
+    later.store = store.clone();
+    later.queue = store;
+    let results = standalone::drain(&later, 100).await;
+    assert!(results.iter().all(|r| matches!(r, standalone::WorkResult::Done(_))), "{results:?}");
+    assert_eq!(later.queue.len(ALERTS_QUEUE).await.unwrap(), 0);
+    assert_eq!(emulator.teams_messages(secmon::demo::TEAMS_SINK).len(), 6);
+    assert_eq!(emulator.patches().len(), 2);
+}

@@ -5,7 +5,8 @@
 # (RUSTC_BOOTSTRAP=1 lets cargo-fuzz use the sanitizer flags). Exit status is non-zero on any crash;
 # the input is left in fuzz/artifacts/<target>/.
 #
-#   scripts/fuzz.sh                 every target, 1000000 runs each (about half a minute each once built)
+#   scripts/fuzz.sh                 every target, 1000000 runs each (once built: under a minute for most,
+#                                   several minutes for config)
 #   FUZZ_RUNS=N scripts/fuzz.sh     N runs each
 #   scripts/fuzz.sh alert config    only these targets
 set -euo pipefail

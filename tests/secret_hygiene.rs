@@ -24,6 +24,16 @@ const FUNCTION_KEY: &str = "Hyg1eneFunctionKey-b8Ns3Lq0";
 const HOOK_KEY: &str = "Hyg1ene-Hmac-Key-t5Rw8Yc1Zd";
 const DOORBELL_KEY: &str = "Hyg1ene-Doorbell-Key-m2Jf6Hs";
 
+/// Kills the child process when dropped, so a failed assertion leaves no daemon behind.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -96,12 +106,13 @@ webhook:
         c
     };
 
-    let mut child = secmon(&["run", "--listen", &format!("127.0.0.1:{port}")])
+    let child = secmon(&["run", "--listen", &format!("127.0.0.1:{port}")])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.join("run.stdout")).unwrap())
         .stderr(std::fs::File::create(dir.join("run.stderr")).unwrap())
         .spawn()
         .unwrap();
+    let mut child = Reaped(child);
 
     // Requests carrying the function key that secmon must refuse, and their answers.
     let http = reqwest::Client::new();
@@ -148,7 +159,7 @@ webhook:
         if refused_token && refused_subscription && refused_sends && delivered {
             break;
         }
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             panic!("secmon run exited with {status}: {}", std::fs::read_to_string(dir.join("run.stderr")).unwrap());
         }
         assert!(
@@ -158,8 +169,8 @@ webhook:
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    child.wait().unwrap();
+    let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+    child.0.wait().unwrap();
 
     let mut outputs: Vec<(String, String)> = vec![
         ("secmon run stdout".into(), std::fs::read_to_string(dir.join("run.stdout")).unwrap()),

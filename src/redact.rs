@@ -27,12 +27,15 @@ fn mask_params(text: &str, names: &[&str]) -> String {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < text.len() {
-        let at_boundary = i == 0 || matches!(bytes[i - 1], b'?' | b'&' | b' ' | b'"' | b'\'' | b'(' | b'\n' | b';');
+        // A parameter starts after anything but a word character, so `barcode=` is left alone while
+        // `?code=`, `"code=` and `«code=` are masked.
+        let at_boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || matches!(bytes[i - 1], b'_' | b'-' | b'.'));
         let hit = at_boundary
             .then(|| {
                 names.iter().find(|n| {
                     let end = i + n.len();
-                    end < text.len() && text[i..end].eq_ignore_ascii_case(n) && bytes[end] == b'='
+                    // Compare bytes: `i + len` may fall inside a multi-byte character of the text.
+                    end < text.len() && bytes[i..end].eq_ignore_ascii_case(n.as_bytes()) && bytes[end] == b'='
                 })
             })
             .flatten();
@@ -122,6 +125,16 @@ mod tests {
         assert_eq!(redact(r#"{"access_token":"tok.en"}"#), r#"{"access_token":"***"}"#);
         // Words that merely contain a parameter name are left alone.
         assert_eq!(redact("barcode=1 unicode=2"), "barcode=1 unicode=2");
+    }
+
+    #[test]
+    fn non_ascii_text_never_breaks_redaction() {
+        // Found by the `config` fuzz target: a multi-byte character right after a boundary byte.
+        assert_eq!(redact("error: \"ⓥⓥ\""), "error: \"ⓥⓥ\"");
+        assert_eq!(redact("Титул ?sig=секрет&x=1 «code=ключ»"), "Титул ?sig=***&x=1 «code=***");
+        for text in ["ü", " é", "&ñ=", "?s\u{301}ig=x", "\"日本語 code=秘密"] {
+            let _ = redact(text);
+        }
     }
 
     #[test]

@@ -29,7 +29,8 @@ fn mask_params(text: &str, names: &[&str]) -> String {
     while i < text.len() {
         // A parameter starts after anything but a word character, so `barcode=` is left alone while
         // `?code=`, `"code=` and `«code=` are masked.
-        let at_boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || matches!(bytes[i - 1], b'_' | b'-' | b'.'));
+        let at_boundary =
+            i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || matches!(bytes[i - 1], b'_' | b'-' | b'.'));
         let hit = at_boundary
             .then(|| {
                 names.iter().find(|n| {

@@ -103,7 +103,8 @@ if [ -x scripts/check-cards.sh ]; then
   check "adaptive cards" scripts/check-cards.sh
 fi
 if [ -x scripts/check-infra.sh ]; then
-  check "infrastructure (bicep)" scripts/check-infra.sh
+  # --package also builds the release zip (scripts/package.sh) and runs `secmon --version` from it.
+  check "infrastructure (bicep) and package" scripts/check-infra.sh --package
 fi
 
 step "demo"

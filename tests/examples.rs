@@ -27,3 +27,18 @@ fn the_example_config_names_every_variable_it_needs() {
     assert!(err.contains("FABRIKAM_CLIENT_SECRET is not set"), "{err}");
     assert!(err.contains("examples/secmon.yaml:"), "{err}");
 }
+
+#[test]
+fn the_packaged_azure_config_validates_with_the_deployments_settings() {
+    let env = |name: &str| match name {
+        "SECMON_TENANTS" => Some("11111111-2222-3333-4444-555555555555".to_string()),
+        "SECMON_TEAMS_URL" => Some(
+            "https://prod-01.westeurope.logic.azure.com/workflows/x/triggers/manual/paths/invoke?sig=EXAMPLE".into(),
+        ),
+        _ => None,
+    };
+    let text = std::fs::read_to_string("examples/secmon.azure.yaml").unwrap();
+    let loaded = secmon::config::load_str(&text, Path::new("examples/secmon.azure.yaml"), &env, chrono::Utc::now())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.config.tenants[0].id, "11111111-2222-3333-4444-555555555555");
+}

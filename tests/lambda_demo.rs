@@ -13,16 +13,17 @@
 //! the test skips, saying so loudly (scripts/test.sh always sets it).
 #![cfg(feature = "aws")]
 
+mod common;
 mod lambda_support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
+use common::moto::{REGION, moto, sdk};
 use lambda_support::{FakeRuntime, Reply, fixture, spawn_lambda};
 use secmon::demo::{CONFIG, TENANT_ID, crafted_alerts};
 use secmon::graph::Graph;
@@ -35,38 +36,9 @@ use secmon_emulator::{Emulator, Options};
 /// The demo tenant's app registration, as in `examples/demo.yaml`.
 const CLIENT_ID: &str = "5f4b3c2a-0000-4000-8000-00000000d3e0";
 const TEAMS_SINK: &str = "soc";
-const REGION: &str = "us-east-1";
 /// The `respond` function's SQS batch size in `infra/aws/template.yaml`.
 const BATCH_SIZE: usize = 10;
 const CHILD: &str = "child_lambda_demo_process";
-
-/// The emulator's URL: `SECMON_MOTO` itself, or (when it is just set, as scripts/test.sh does) the
-/// port `scripts/moto.sh start` recorded.
-fn moto() -> Option<String> {
-    match std::env::var("SECMON_MOTO") {
-        Ok(url) if url.starts_with("http") => Some(url),
-        Ok(set) if !set.is_empty() => {
-            let file = format!("{}/.tools/moto/port", env!("CARGO_MANIFEST_DIR"));
-            let port = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-                panic!("SECMON_MOTO is set but {file} is unreadable ({e}): run scripts/moto.sh start")
-            });
-            Some(format!("http://127.0.0.1:{}", port.trim()))
-        }
-        _ => {
-            eprintln!("\n*** SKIPPED: SECMON_MOTO is not set; run `eval \"$(scripts/moto.sh start)\"` first ***\n");
-            None
-        }
-    }
-}
-
-async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-        .load()
-        .await
-}
 
 /// One Lambda process of the demo: builds its state from the environment as the deployed binary does.
 #[test]

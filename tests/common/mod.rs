@@ -2,3 +2,5 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+#[cfg(feature = "aws")]
+pub mod moto;

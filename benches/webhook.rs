@@ -199,7 +199,7 @@ fn main() {
         let dir = std::env::temp_dir().join(format!("secmon-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let app = app(&dir).await;
-        let standalone = serve(secmon::intake::webhook::routes(app.clone())).await;
+        let standalone = serve(secmon::functions::router(app.clone())).await;
         let handler = serve(secmon::host::azure::router(app.clone())).await;
 
         let plain: Arc<Vec<String>> = Arc::new((0..requests).map(|i| notification(i).to_string()).collect());

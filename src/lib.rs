@@ -14,7 +14,10 @@
 //! - [`notify`]: receivers: Teams, e-mail, signed webhook.
 //! - [`store`]: state, claims, audit streams and the queue behind one contract; SQLite, Azure
 //!   (Blob + Queue) and, with feature `aws`, S3 + SQS.
-//! - [`host`]: how functions are invoked: Azure custom handler, standalone, and (feature `aws`) Lambda.
+//! - [`functions`]: every function as a plain async fn of `(app, payload, now)`, and the one HTTP
+//!   router; what the hosts call.
+//! - [`host`]: how functions are invoked: Azure custom handler, standalone, and (feature `aws`) Lambda;
+//!   each only translates its envelope.
 //! - [`app`], [`setup`], [`clock`], [`redact`]: the shared state and how it is built from config and
 //!   environment, time as an input, and secret hygiene.
 //! - [`logging`], [`metrics`]: JSON logs carrying the invocation id, counters, the poll heartbeat.
@@ -29,6 +32,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod functions;
 pub mod graph;
 pub mod host;
 pub mod intake;

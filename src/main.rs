@@ -262,7 +262,7 @@ fn serve(file: &std::path::Path, port: u16) -> ExitCode {
             tracing::warn!("{}", loaded.render(w));
         }
         let app = secmon::setup::app_from_config(loaded.config).await?;
-        secmon::host::azure::serve(app, port).await
+        secmon::host::azure::serve(app, port, secmon::host::standalone::shutdown_signal()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -350,7 +350,7 @@ fn lambda() -> ExitCode {
                 .map(|g| std::sync::Arc::new(g) as std::sync::Arc<dyn secmon::graph::Graph>)
         })
         .await?;
-        lambda::run(app, function).await.map_err(|e| e.to_string())
+        lambda::run(app, function, secmon::host::standalone::shutdown_signal()).await.map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

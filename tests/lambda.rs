@@ -165,7 +165,7 @@ async fn function_url_request_with_a_base64_body_reaches_the_webhook() {
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
-    let req = secmon::host::HttpRequest {
+    let req = secmon::intake::http::HttpRequest {
         method: "POST".into(),
         query: Vec::new(),
         headers: [("content-type".to_string(), "application/json".to_string())].into(),

@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use secmon::functions::{self, Outcome, Timer};
 use secmon::graph::retry::RetryPolicy;
-use secmon::host::azure::{Invocation, Metadata, TimerInfo};
 use secmon::intake::{health, poll};
 use secmon_emulator::{Fault, FaultKind};
 use serde_json::{Value, json};
@@ -348,14 +348,11 @@ async fn a_past_due_timer_still_polls() {
     let now = t(NOW);
     let r = rig(&["contoso"], 50, now, |_| {}).await;
     r.emu.seed_alerts(&tenant_id("contoso"), alerts("a", 3, now));
-    let inv = Invocation {
-        data: TimerInfo { is_past_due: true, last: None, next: None },
-        metadata: Metadata::default(),
-        invocation_id: Some("inv-1".into()),
+    let Outcome::Done { logs, value } = functions::poll_alerts(&r.app, Timer { past_due: true }, now).await else {
+        panic!("the poll failed")
     };
-    let out = poll::on_timer(&r.app, inv, now).await.unwrap();
-    assert!(out.logs[0].contains("past due"), "{:?}", out.logs);
-    assert_eq!(out.return_value[0]["report"]["queued"], 3);
+    assert!(logs[0].contains("past due"), "{logs:?}");
+    assert_eq!(value[0]["report"]["queued"], 3);
     assert_eq!(drain(&r).await.len(), 3);
 }
 

@@ -6,8 +6,8 @@ mod webhook_support;
 
 use std::time::Duration;
 
-use secmon::host::HttpRequest;
 use secmon::intake::Message;
+use secmon::intake::http::HttpRequest;
 use secmon::intake::subscriptions::{Needs, SubscriptionRecord, record_key};
 use secmon::intake::webhook::sign_doorbell;
 use serde_json::{Value, json};

@@ -110,7 +110,7 @@ async fn subscription_mail_notification_poll() {
     // The emulator's clock is the wall clock: so is this app's.
     h.clock.set(emulator.now());
     let app = App { graph, ..h.app.clone() };
-    let router = secmon::intake::webhook::routes(app.clone());
+    let router = secmon::functions::router(app.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
     // 1. Created: the emulator validated both URLs against the running handler before answering 201.
@@ -157,7 +157,7 @@ async fn subscription_mail_notification_poll() {
 }
 
 /// The whole road with the real Graph client (client-secret credential, TLS): subscription created →
-/// e-mail arrives → notification → `Poll` queued → `respond::process` polls → the new alerts are queued.
+/// e-mail arrives → notification → `Poll` queued → `functions::respond` polls → the new alerts are queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_notification_polls_and_queues_the_new_alerts_with_the_real_client() {
     const CLIENT_ID: &str = "6731de76-14a6-49ae-97bc-6eba6914391e";
@@ -182,7 +182,7 @@ async fn mail_notification_polls_and_queues_the_new_alerts_with_the_real_client(
     let h = Harness::new(config);
     h.clock.set(emulator.now());
     let app = App { graph: Arc::new(graph), ..h.app.clone() };
-    let router = secmon::intake::webhook::routes(app.clone());
+    let router = secmon::functions::router(app.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
     let report = subscriptions::sync(&app, app.clock.now()).await;
@@ -196,8 +196,10 @@ async fn mail_notification_polls_and_queues_the_new_alerts_with_the_real_client(
     assert_eq!(h.queued().await, vec![poll.clone()]);
 
     // The queue worker takes the doorbell and polls at once.
-    let summary = secmon::respond::process(&app, poll).await.unwrap();
-    assert!(summary.contains("contoso"), "{summary}");
+    let body = serde_json::to_vec(&poll).unwrap();
+    let outcome = secmon::functions::respond(&app, &body, app.clock.now()).await;
+    let secmon::functions::Outcome::Done { logs, .. } = &outcome else { panic!("{outcome:?}") };
+    assert!(logs[0].contains("polled contoso"), "{logs:?}");
     let queued = h.queued().await;
     let alerts: Vec<&str> = queued
         .iter()

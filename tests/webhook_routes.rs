@@ -76,7 +76,7 @@ async fn the_custom_handler_route_answers_the_handshake_and_notifications() {
 #[tokio::test]
 async fn the_standalone_routes_answer_over_loopback() {
     let h = seeded().await;
-    let base = serve(secmon::intake::webhook::routes(h.app.clone())).await;
+    let base = serve(secmon::functions::router(h.app.clone())).await;
     let client = reqwest::Client::new();
     let resp = client
         .post(format!("{base}/api/graph-webhook?validationToken=a%3Cb%3E+c%2B&code=KEY"))
@@ -141,7 +141,7 @@ async fn the_function_key_never_reaches_the_logs() {
     let key = "FUNCTIONKEY-abc123==";
     // Every path that logs: accepted, rejected, refused body, failed queue, refused doorbell, subscription sync.
     let h = seeded().await;
-    let base = serve(secmon::intake::webhook::routes(h.app.clone())).await;
+    let base = serve(secmon::functions::router(h.app.clone())).await;
     let client = reqwest::Client::new();
     let forged = json!({"value": [{"subscriptionId": "{subscription_guid}", "clientState": key}]});
     for body in [String::from_utf8(sample("change-notification-webhook.json")).unwrap(), forged.to_string(), "{".into()]
@@ -162,7 +162,7 @@ async fn the_function_key_never_reaches_the_logs() {
         .await
         .unwrap();
     let broken = Harness::with_broken_queue(load_config(&config_yaml("https://secmon.example.net")), None);
-    let base = serve(secmon::intake::webhook::routes(broken.app.clone())).await;
+    let base = serve(secmon::functions::router(broken.app.clone())).await;
     let doorbell = r#"{"tenant":"contoso"}"#;
     let ts = t0().timestamp();
     client

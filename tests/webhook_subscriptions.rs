@@ -151,8 +151,8 @@ async fn one_failing_tenant_does_not_stop_the_others_and_the_timer_reports_it() 
     assert!(report.actions.iter().all(|a| a.detail.as_deref().is_some_and(|d| !d.contains("FUNCTIONKEY"))));
     h.graph.heal();
     let body = String::from_utf8(sample("functions-timer-request.json")).unwrap();
-    let (data, meta) = secmon::host::azure::parse_envelope(body.as_bytes()).unwrap();
-    let outcome = secmon::host::azure::dispatch(&h.app, "graph-subscriptions", data, meta, None).await;
+    let (data, _) = secmon::host::azure::parse_envelope(body.as_bytes()).unwrap();
+    let outcome = secmon::host::azure::dispatch(&h.app, "graph-subscriptions", data).await;
     let outcome = outcome.map_err(|e| format!("{e:?}")).unwrap();
     assert!(outcome.logs[0].contains("created 2"), "{:?}", outcome.logs);
     assert_eq!(records(&h, "contoso").await.len(), 1);

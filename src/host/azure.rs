@@ -11,6 +11,7 @@
 //! `Query` as a JSON-encoded string, and queue text that is JSON, a JSON string, or base64.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -22,19 +23,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tracing::Instrument;
 
-use super::{HTTP_FUNCTIONS, HttpRequest, HttpResponse};
 use crate::app::App;
-
-/// The invocation envelope: the trigger's data, the host's metadata, and the invocation id.
-#[derive(Debug, Clone)]
-pub struct Invocation<T> {
-    /// The trigger payload (`Data.<binding name>`).
-    pub data: T,
-    /// Trigger metadata, normalised.
-    pub metadata: Metadata,
-    /// `X-Azure-Functions-InvocationId`.
-    pub invocation_id: Option<String>,
-}
+use crate::functions::{self, Function, Timer, Trigger};
+use crate::intake::http::{HttpRequest, HttpResponse};
+use crate::store::{ALERTS_QUEUE, poison_name};
 
 /// Trigger metadata with the host's encodings undone.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -75,6 +67,13 @@ pub struct TimerInfo {
     pub last: Option<String>,
     /// `ScheduleStatus.Next`.
     pub next: Option<String>,
+}
+
+impl TimerInfo {
+    /// The host-neutral timer.
+    pub fn timer(&self) -> Timer {
+        Timer { past_due: self.is_past_due }
+    }
 }
 
 /// Why an invocation body was refused (answered 400).
@@ -266,11 +265,12 @@ async fn invoke_in_span(
     invocation_id: Option<String>,
     body: Bytes,
 ) -> Result<Outcome, Response> {
-    let (data, metadata) = match parse_envelope(&body) {
+    let (data, _metadata) = match parse_envelope(&body) {
         Ok(parts) => parts,
         Err(e) => return Err(failure(StatusCode::BAD_REQUEST, &function, &e.to_string())),
     };
-    match dispatch(&app, &function, data, metadata, invocation_id).await {
+    let _ = invocation_id;
+    match dispatch(&app, &function, data).await {
         Ok(outcome) => Ok(outcome),
         Err(Failure::BadRequest(message)) => Err(failure(StatusCode::BAD_REQUEST, &function, &message)),
         Err(Failure::NotFound) => Err(failure(StatusCode::NOT_FOUND, &function, "no such function")),
@@ -278,14 +278,14 @@ async fn invoke_in_span(
     }
 }
 
-/// Serves [`router`] on `127.0.0.1:port` (the host's `FUNCTIONS_CUSTOMHANDLER_PORT`) until SIGTERM
-/// or Ctrl-C, then finishes the invocations in flight and returns.
-pub async fn serve(app: App, port: u16) -> anyhow::Result<()> {
+/// Serves [`router`] on `127.0.0.1:port` (the host's `FUNCTIONS_CUSTOMHANDLER_PORT`) until `shutdown`
+/// resolves, then finishes the invocations in flight and returns.
+pub async fn serve(app: App, port: u16, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port} (FUNCTIONS_CUSTOMHANDLER_PORT): {e}"))?;
     tracing::info!(port, "custom handler listening");
-    axum::serve(listener, router(app)).with_graceful_shutdown(super::standalone::shutdown_signal()).await?;
+    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await?;
     tracing::info!("custom handler stopped");
     Ok(())
 }
@@ -315,40 +315,86 @@ fn failure(status: StatusCode, function: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// Runs one function; the core of [`router`], also used by tests and the Lambda adapter.
-pub async fn dispatch(
-    app: &App,
-    function: &str,
-    data: Map<String, Value>,
-    metadata: Metadata,
-    invocation_id: Option<String>,
-) -> Result<Outcome, Failure> {
+/// Runs one function for an invocation; the core of [`router`], also used by tests.
+///
+/// An HTTP invocation's request is replayed through [`functions::router`], so the Functions host
+/// serves exactly what `secmon run` and Lambda serve. A queue message that can never be processed is
+/// moved to the poison queue here and the invocation succeeds, so the host neither retries it five
+/// times nor drops it.
+pub async fn dispatch(app: &App, function: &str, data: Map<String, Value>) -> Result<Outcome, Failure> {
     let now = app.clock.now();
-    match function {
-        "poll-alerts" => {
-            let timer = timer_info(&data, "timer")?;
-            let inv = Invocation { data: timer, metadata, invocation_id };
-            crate::intake::poll::on_timer(app, inv, now).await
+    let function = Function::from_name(function).ok_or(Failure::NotFound)?;
+    let outcome = match function.trigger() {
+        Trigger::Timer => {
+            let timer = timer_info(&data, "timer")?.timer();
+            match function {
+                Function::PollAlerts => functions::poll_alerts(app, timer, now).await,
+                _ => functions::graph_subscriptions(app, timer, now).await,
+            }
         }
-        "graph-subscriptions" => {
-            let timer = timer_info(&data, "timer")?;
-            let inv = Invocation { data: timer, metadata, invocation_id };
-            crate::intake::subscriptions::on_timer(app, inv, now).await
-        }
-        "respond" => {
+        Trigger::Queue => {
             let body = queue_item(&data, "message")?;
-            let inv = Invocation { data: body, metadata, invocation_id };
-            crate::respond::on_queue(app, inv).await
+            match functions::respond(app, &body, now).await {
+                functions::Outcome::Poison(reason) => {
+                    app.queue
+                        .send(&poison_name(ALERTS_QUEUE), &body)
+                        .await
+                        .map_err(|e| Failure::Failed(format!("could not poison an unreadable message: {e}")))?;
+                    tracing::error!("message moved to {}: {reason}", poison_name(ALERTS_QUEUE));
+                    functions::Outcome::done(format!("unreadable message moved to the poison queue: {reason}"))
+                }
+                other => other,
+            }
         }
-        name if HTTP_FUNCTIONS.contains(&name) => {
+        Trigger::Http => {
             let req = http_request(&data, "req")?;
-            let resp = crate::intake::webhook::handle(app, name, req).await;
+            let resp = replay(app, function, req).await;
             let mut outputs = Map::new();
             outputs.insert("res".into(), http_output(&resp));
-            Ok(Outcome { outputs, ..Default::default() })
+            return Ok(Outcome { outputs, ..Default::default() });
         }
-        _ => Err(Failure::NotFound),
+    };
+    match outcome {
+        functions::Outcome::Done { logs, value } => Ok(Outcome { logs, return_value: value, ..Default::default() }),
+        functions::Outcome::Retry(reason) | functions::Outcome::Poison(reason) => Err(Failure::Failed(reason)),
     }
+}
+
+/// Sends one HTTP invocation's request through [`functions::router`] and reads back its answer.
+async fn replay(app: &App, function: Function, req: HttpRequest) -> HttpResponse {
+    use tower::ServiceExt;
+    let mut uri = format!("/api/{}", function.name());
+    if !req.query.is_empty() {
+        uri.push('?');
+        uri.push_str(&url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&req.query).finish());
+    }
+    let mut builder = axum::http::Request::builder().method(req.method.as_str()).uri(uri);
+    for (name, value) in &req.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let request = match builder.body(axum::body::Body::from(req.body)) {
+        Ok(r) => r,
+        Err(e) => return HttpResponse::text(400, format!("the invocation's request is not valid HTTP: {e}")),
+    };
+    let response = match functions::router(app.clone()).oneshot(request).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let status = response.status().as_u16();
+    let content_type = match response.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        Some(t) if t.starts_with("application/json") => "application/json",
+        Some("text/plain") => "text/plain",
+        _ => "text/plain; charset=utf-8",
+    };
+    let headers: Vec<(&'static str, String)> = crate::intake::http::RESPONSE_HEADERS
+        .into_iter()
+        .filter_map(|name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(|v| (name, v.to_string())))
+        .collect();
+    let body = match axum::body::to_bytes(response.into_body(), usize::MAX).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => return HttpResponse::text(500, format!("reading the function's answer: {e}")),
+    };
+    HttpResponse { status, content_type, body, headers }
 }
 
 /// Deserialize helper so callers can read `Data` into their own types.

@@ -6,10 +6,10 @@
 //!
 //! | `Handler` | trigger | calls |
 //! |---|---|---|
-//! | `poll-alerts` | EventBridge schedule | [`crate::intake::poll::on_timer`] |
-//! | `graph-subscriptions` | EventBridge schedule | [`crate::intake::subscriptions::on_timer`] |
-//! | `respond` | SQS (`alerts`), `ReportBatchItemFailures` | [`crate::respond::on_queue`] per record |
-//! | `http` | Function URL (`lambda_http`) | [`super::standalone::http_router`]: `/api/{function}` → [`crate::intake::webhook::handle`] |
+//! | `poll-alerts` | EventBridge schedule | [`functions::poll_alerts`] |
+//! | `graph-subscriptions` | EventBridge schedule | [`functions::graph_subscriptions`] |
+//! | `respond` | SQS (`alerts`), `ReportBatchItemFailures` | [`functions::respond`] per record |
+//! | `http` | Function URL (`lambda_http`) | [`functions::router`]: `/api/{function}` |
 //!
 //! A record that fails in a way a retry may fix is listed in `batchItemFailures`, so SQS redelivers it
 //! alone and, after the redrive policy's `maxReceiveCount`, moves it to `alerts-poison`. A record that
@@ -25,12 +25,13 @@ use std::sync::Arc;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Map, Value, json};
 
-use super::azure::{Failure, Invocation, Metadata, Outcome, TimerInfo};
 use crate::app::App;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::functions::{self, Outcome, Timer};
 use crate::graph::Graph;
 use crate::store::aws::AwsSettings;
+use crate::store::{ALERTS_QUEUE, poison_name};
 
 /// The secmon function one Lambda function serves, named by its `Handler`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,13 +93,25 @@ impl From<LambdaFailure> for lambda_runtime::Diagnostic {
     }
 }
 
-/// Serves `function` from the Lambda Runtime API until the process is stopped.
-pub async fn run(app: App, function: Function) -> Result<(), lambda_runtime::Error> {
+/// Serves `function` from the Lambda Runtime API until `shutdown` resolves (Lambda itself stops the
+/// process with SIGTERM when it retires the execution environment).
+pub async fn run(
+    app: App,
+    function: Function,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), lambda_runtime::Error> {
+    tokio::select! {
+        result = serve(app, function) => result,
+        () = shutdown => Ok(()),
+    }
+}
+
+async fn serve(app: App, function: Function) -> Result<(), lambda_runtime::Error> {
     tracing::info!(function = function.name(), "secmon on AWS Lambda");
     match function {
         // The same routes as standalone mode; lambda_http turns the Function URL event (base64 body
         // included) into a plain HTTP request for them.
-        Function::Http => lambda_http::run(super::standalone::http_router(app)).await,
+        Function::Http => lambda_http::run(functions::router(app)).await,
         Function::Respond => {
             lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
                 let app = app.clone();
@@ -172,38 +185,20 @@ pub async fn on_schedule(
     request_id: Option<String>,
 ) -> Result<Value, LambdaFailure> {
     let now = app.clock.now();
-    let mut raw = Map::new();
-    raw.insert("source".into(), json!(event.source));
-    raw.insert("detail-type".into(), json!(event.detail_type));
-    raw.insert("resources".into(), json!(event.resources));
-    let metadata =
-        Metadata { dequeue_count: None, id: event.id.clone(), utc_now: event.time.map(|t| t.to_rfc3339()), raw };
     // EventBridge has no "past due": a schedule that could not invoke is retried, then dropped by
     // EventBridge; the watermark makes the next run catch up either way.
-    let inv = Invocation { data: TimerInfo::default(), metadata, invocation_id: request_id };
-    let result = match function {
-        Function::PollAlerts => crate::intake::poll::on_timer(app, inv, now).await,
-        Function::GraphSubscriptions => crate::intake::subscriptions::on_timer(app, inv, now).await,
+    let outcome = match function {
+        Function::PollAlerts => functions::poll_alerts(app, Timer::default(), now).await,
+        Function::GraphSubscriptions => functions::graph_subscriptions(app, Timer::default(), now).await,
         other => return Err(LambdaFailure::new(&format!("{} is not a timer function", other.name()))),
     };
-    match result {
-        Ok(outcome) => Ok(outcome_json(&outcome)),
-        Err(failure) => {
-            let message = failure_message(&failure);
-            tracing::error!(function = function.name(), "invocation failed: {message}");
+    let request = request_id.as_deref().unwrap_or("-");
+    match outcome {
+        Outcome::Done { logs, value } => Ok(json!({"logs": logs, "returnValue": value})),
+        Outcome::Retry(message) | Outcome::Poison(message) => {
+            tracing::error!(function = function.name(), request, event = ?event.id, "invocation failed: {message}");
             Err(LambdaFailure::new(&message))
         }
-    }
-}
-
-fn outcome_json(outcome: &Outcome) -> Value {
-    json!({"logs": outcome.logs, "outputs": outcome.outputs, "returnValue": outcome.return_value})
-}
-
-fn failure_message(failure: &Failure) -> String {
-    match failure {
-        Failure::BadRequest(m) | Failure::Failed(m) => m.clone(),
-        Failure::NotFound => "no such function".into(),
     }
 }
 
@@ -229,21 +224,25 @@ pub async fn on_sqs(app: &App, event: SqsEvent) -> SqsBatchResponse {
             tracing::warn!(message_id = %id, "record body: {reason}");
             record.body.clone().unwrap_or_default().into_bytes()
         });
-        let metadata = Metadata { dequeue_count, id: Some(id.clone()), ..Default::default() };
-        let inv = Invocation { data: body, metadata, invocation_id: Some(id.clone()) };
-        match crate::respond::on_queue(app, inv).await {
-            Ok(outcome) => {
-                for line in &outcome.logs {
+        let retry = |message: &str| {
+            let message = crate::redact::redact(message);
+            tracing::error!(message_id = %id, dequeue_count, "record failed, SQS will redeliver it: {message}");
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id.clone();
+            failure
+        };
+        match functions::respond(app, &body, app.clock.now()).await {
+            Outcome::Done { logs, .. } => {
+                for line in &logs {
                     tracing::info!(message_id = %id, "{line}");
                 }
             }
-            Err(failure) => {
-                let message = crate::redact::redact(&failure_message(&failure));
-                tracing::error!(message_id = %id, dequeue_count, "record failed, SQS will redeliver it: {message}");
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                failures.push(failure);
-            }
+            // Retrying cannot help: set it aside now and report it handled, so SQS deletes the original.
+            Outcome::Poison(reason) => match app.queue.send(&poison_name(ALERTS_QUEUE), &body).await {
+                Ok(()) => tracing::error!(message_id = %id, "record moved to the poison queue: {reason}"),
+                Err(e) => failures.push(retry(&format!("could not poison ({reason}): {e}"))),
+            },
+            Outcome::Retry(reason) => failures.push(retry(&reason)),
         }
     }
     let mut response = SqsBatchResponse::default();

@@ -10,19 +10,11 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use super::azure::{Invocation, Metadata, TimerInfo};
-use super::{HTTP_FUNCTIONS, HttpRequest};
 use crate::app::App;
-use crate::respond::RespondError;
+use crate::functions::{self, Outcome, Timer};
 use crate::store::{ALERTS_QUEUE, Received};
 
 /// How long a received message stays hidden while it is processed (a poll of many pages can be slow).
@@ -44,20 +36,20 @@ pub enum WorkResult {
 
 /// Processes one received message and settles it on the queue.
 pub async fn work_one(app: &App, msg: &Received) -> WorkResult {
-    match crate::respond::handle_body(app, &msg.body).await {
-        Ok(summary) => match app.queue.delete(ALERTS_QUEUE, msg).await {
-            Ok(()) => WorkResult::Done(summary),
+    match functions::respond(app, &msg.body, app.clock.now()).await {
+        Outcome::Done { logs, .. } => match app.queue.delete(ALERTS_QUEUE, msg).await {
+            Ok(()) => WorkResult::Done(logs.join("; ")),
             // Processed, but the delete failed: it will be redelivered, and the claims make that harmless.
             Err(e) => WorkResult::Retry(format!("processed but not deleted: {e}")),
         },
-        Err(RespondError::Malformed(reason)) => match app.queue.poison(ALERTS_QUEUE, msg).await {
+        Outcome::Poison(reason) => match app.queue.poison(ALERTS_QUEUE, msg).await {
             Ok(()) => {
                 tracing::error!(message_id = %msg.id, "moved to the poison queue: {reason}");
                 WorkResult::Poisoned(reason)
             }
             Err(e) => WorkResult::Retry(format!("could not poison ({reason}): {e}")),
         },
-        Err(RespondError::Retry(reason)) => {
+        Outcome::Retry(reason) => {
             tracing::warn!(message_id = %msg.id, dequeue_count = msg.dequeue_count, "will retry: {reason}");
             WorkResult::Retry(reason)
         }
@@ -121,14 +113,6 @@ pub fn next_fire(schedule: &cron::Schedule, now: DateTime<Utc>) -> Option<DateTi
     schedule.after(&now).next()
 }
 
-fn timer_invocation(past_due: bool) -> Invocation<TimerInfo> {
-    Invocation {
-        data: TimerInfo { is_past_due: past_due, last: None, next: None },
-        metadata: Metadata::default(),
-        invocation_id: None,
-    }
-}
-
 /// Runs the `poll-alerts` function on its schedule until shutdown.
 async fn poll_scheduler(app: App, schedule: cron::Schedule, mut shutdown: watch::Receiver<bool>) {
     loop {
@@ -141,8 +125,8 @@ async fn poll_scheduler(app: App, schedule: cron::Schedule, mut shutdown: watch:
         }
         let now = app.clock.now();
         let past_due = (now - next).num_seconds() > 60;
-        if let Err(e) = crate::intake::poll::on_timer(&app, timer_invocation(past_due), now).await {
-            tracing::error!("poll-alerts failed: {e:?}");
+        if let Outcome::Retry(e) = functions::poll_alerts(&app, Timer { past_due }, now).await {
+            tracing::error!("poll-alerts failed: {e}");
         }
     }
 }
@@ -153,48 +137,14 @@ async fn subscriptions_scheduler(app: App, mut shutdown: watch::Receiver<bool>) 
         return;
     }
     loop {
-        if let Err(e) = crate::intake::subscriptions::on_timer(&app, timer_invocation(false), app.clock.now()).await {
-            tracing::error!("graph-subscriptions failed: {e:?}");
+        if let Outcome::Retry(e) = functions::graph_subscriptions(&app, Timer::default(), app.clock.now()).await {
+            tracing::error!("graph-subscriptions failed: {e}");
         }
         tokio::select! {
             _ = tokio::time::sleep(SUBSCRIPTIONS_EVERY) => {}
             _ = shutdown.changed() => return,
         }
     }
-}
-
-/// The standalone HTTP routes: `/api/<function>` for each HTTP function, the same paths the
-/// Functions host exposes.
-pub fn http_router(app: App) -> Router {
-    Router::new()
-        .route("/api/{function}", any(http_function))
-        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
-        .with_state(app)
-}
-
-async fn http_function(
-    State(app): State<App>,
-    Path(function): Path<String>,
-    method: Method,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if !HTTP_FUNCTIONS.contains(&function.as_str()) {
-        return (StatusCode::NOT_FOUND, "no such function").into_response();
-    }
-    let req = HttpRequest {
-        method: method.as_str().to_string(),
-        query: query
-            .map(|q| url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
-            .unwrap_or_default(),
-        headers: headers
-            .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_ascii_lowercase(), v.to_string())))
-            .collect(),
-        body: body.to_vec(),
-    };
-    crate::intake::webhook::into_axum_response(crate::intake::webhook::handle(&app, &function, req).await)
 }
 
 /// Runs the daemon until `shutdown` resolves: scheduler, HTTP server on `listen` (if any), worker.
@@ -210,7 +160,7 @@ pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Out
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
             tracing::info!("listening on http://{}", listener.local_addr()?);
             let mut rx = stop_rx.clone();
-            let router = http_router(app.clone());
+            let router = functions::router(app.clone());
             Some(tokio::spawn(async move {
                 let graceful = async move {
                     let _ = rx.wait_for(|stop| *stop).await;

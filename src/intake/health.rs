@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::Message;
 use super::poll::{PollError, PollReport, Watermark, watermark_key};
 use crate::app::App;
-use crate::host::HttpResponse;
+use crate::intake::http::HttpResponse;
 use crate::store::{Precondition, StoreError};
 
 /// The health record of one tenant.

@@ -1,5 +1,6 @@
 //! How alerts come in: [`poll`] (the timer, with its [`health`]), [`webhook`] (Graph change notifications and doorbells),
 //! [`subscriptions`] (keeping Graph subscriptions alive). Both paths end in a [`Message`] on the queue.
+//! [`http`] holds the host-neutral request and response the HTTP stages take and give.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -7,6 +8,7 @@ use serde_json::Value;
 use crate::store::{Queue, Store, StoreError};
 
 pub mod health;
+pub mod http;
 pub mod poll;
 pub mod subscriptions;
 pub mod webhook;

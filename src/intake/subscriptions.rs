@@ -798,33 +798,6 @@ pub async fn act_on_lifecycle(app: &App, record: &SubscriptionRecord, needs: Nee
     }
 }
 
-/// The timer function `graph-subscriptions`.
-pub async fn on_timer(
-    app: &crate::app::App,
-    inv: crate::host::azure::Invocation<crate::host::azure::TimerInfo>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<crate::host::azure::Outcome, crate::host::azure::Failure> {
-    let _ = inv;
-    let report = sync(app, now).await;
-    let mut logs = vec![format!("subscriptions: {}", report.summary())];
-    for a in report.actions.iter().filter(|a| a.action != "kept") {
-        logs.push(format!(
-            "{} {} {} {}{}",
-            a.action,
-            a.tenant,
-            a.id.as_deref().unwrap_or("-"),
-            a.resource,
-            a.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
-        ));
-    }
-    tracing::info!("{}", logs.join("; "));
-    if report.has_failures() {
-        // Marked failed so it shows in the Functions monitor; everything that could be done was done.
-        return Err(crate::host::azure::Failure::Failed(logs.join("; ")));
-    }
-    Ok(crate::host::azure::Outcome { logs, ..Default::default() })
-}
-
 /// `secmon subscriptions list`: the stored records without their secrets, as JSON.
 pub async fn list(app: &App, now: DateTime<Utc>) -> Result<Value, StoreError> {
     let records = load_records(app.store.as_ref(), None).await?;

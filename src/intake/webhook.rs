@@ -1,8 +1,8 @@
 //! The HTTP path: Graph change notifications (validation handshake, clientState, lifecycle events)
 //! and the signed generic doorbell. A notification is a doorbell: it queues "poll tenant X now".
 //!
-//! One entry point, [`handle`], serves the four HTTP functions for both hosts (the custom-handler route
-//! through `host::azure::dispatch`, and the standalone server through [`routes`]):
+//! One entry point, [`handle`], serves the four HTTP functions; every host reaches it through the one
+//! router, [`crate::functions::router`]:
 //!
 //! | function | method | what |
 //! |---|---|---|
@@ -17,7 +17,7 @@
 //! Graph's 3-second budget; bodies are capped (413) and typed (415). Query strings, which carry the
 //! function key (`code=`), are never logged.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -28,8 +28,8 @@ use subtle::ConstantTimeEq;
 
 use crate::app::App;
 use crate::config::{Issue, ValidationContext};
-use crate::host::{HttpRequest, HttpResponse};
 use crate::intake::Message;
+use crate::intake::http::{HttpRequest, HttpResponse};
 use crate::intake::subscriptions::{self, LifecycleEvent, PendingRecord, SubscriptionRecord};
 use crate::store::{Claim, StoreError};
 
@@ -576,66 +576,6 @@ async fn doorbell(app: &App, req: &HttpRequest, now: DateTime<Utc>) -> HttpRespo
     HttpResponse::json(202, &json!({"queued": serde_json::to_value(&message).expect("serializes")}))
 }
 
-/// Converts an axum request's parts into an [`HttpRequest`] (query decoded, header names lower-cased).
-pub fn http_request_from_axum(
-    method: &axum::http::Method,
-    uri: &axum::http::Uri,
-    headers: &axum::http::HeaderMap,
-    body: &[u8],
-) -> HttpRequest {
-    let query = uri
-        .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
-        .unwrap_or_default();
-    let mut map = BTreeMap::new();
-    for (name, value) in headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        map.entry(name.as_str().to_ascii_lowercase())
-            .and_modify(|v: &mut String| {
-                v.push_str(", ");
-                v.push_str(&value)
-            })
-            .or_insert(value);
-    }
-    HttpRequest { method: method.as_str().to_ascii_uppercase(), query, headers: map, body: body.to_vec() }
-}
-
-/// Converts an [`HttpResponse`] into an axum response.
-pub fn into_axum_response(resp: HttpResponse) -> axum::response::Response {
-    use axum::http::{HeaderName, HeaderValue, StatusCode};
-    let mut out = axum::response::Response::new(axum::body::Body::from(resp.body));
-    *out.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    out.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(resp.content_type));
-    for (name, value) in resp.headers {
-        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            out.headers_mut().insert(n, v);
-        }
-    }
-    out
-}
-
-/// The standalone server's HTTP functions: `/api/{name}` for each of [`crate::host::HTTP_FUNCTIONS`].
-/// The body limit here is a backstop above `webhook.max_body_bytes`, which [`handle`] answers with 413.
-pub fn routes(app: App) -> axum::Router {
-    use axum::extract::{Path, State};
-    async fn serve(
-        State(app): State<App>,
-        Path(function): Path<String>,
-        method: axum::http::Method,
-        uri: axum::http::Uri,
-        headers: axum::http::HeaderMap,
-        body: axum::body::Bytes,
-    ) -> axum::response::Response {
-        let req = http_request_from_axum(&method, &uri, &headers, &body);
-        into_axum_response(handle(&app, &function, req).await)
-    }
-    let backstop = app.config.webhook.max_body_bytes.saturating_add(1);
-    axum::Router::new()
-        .route("/api/{function}", axum::routing::any(serve))
-        .layer(axum::extract::DefaultBodyLimit::max(backstop))
-        .with_state(app)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -715,17 +655,5 @@ mod tests {
         let e =
             verify_doorbell(secret, Some(&ahead.to_string()), Some(&sign_doorbell(secret, ahead, body)), body, now, w);
         assert_eq!(e, Err(DoorbellError::Stale(-301, 300)));
-    }
-
-    #[test]
-    fn axum_requests_decode_the_query_like_graph_encodes_it() {
-        let uri: axum::http::Uri =
-            "/api/graph-webhook?validationToken=Validation%3a+Testing+%2B%26%3D&code=k".parse().unwrap();
-        let mut headers = axum::http::HeaderMap::new();
-        headers.insert("Content-Type", "text/plain; charset=utf-8".parse().unwrap());
-        let req = http_request_from_axum(&axum::http::Method::POST, &uri, &headers, b"");
-        assert_eq!(req.query_param("validationToken"), Some("Validation: Testing +&="));
-        assert_eq!(req.header("content-type"), Some("text/plain; charset=utf-8"));
-        assert_eq!(req.method, "POST");
     }
 }

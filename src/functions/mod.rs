@@ -1,0 +1,276 @@
+//! The host-neutral function layer: every secmon function as a plain async fn of
+//! `(app, payload, now)`, and the one HTTP router every host serves.
+//!
+//! A host ([`crate::host`]) only translates its envelope: the Functions host's `Data`/`Metadata`
+//! invocation, a Lambda event, the standalone scheduler and worker. It calls the function named here and
+//! turns its [`Outcome`] back into what the host expects (an invocation answer, an SQS batch response,
+//! a queue delete). No stage sees a host's types.
+//!
+//! | function | trigger | what |
+//! |---|---|---|
+//! | `poll-alerts` | timer | [`poll_alerts`]: poll every tenant |
+//! | `graph-subscriptions` | timer | [`graph_subscriptions`]: create, renew, reauthorize subscriptions |
+//! | `respond` | queue `alerts` | [`respond`]: one queue message (an alert version, a poll, a lookup) |
+//! | `graph-webhook`, `graph-lifecycle`, `doorbell`, `health` | HTTP | [`router`]: `/api/{function}` |
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::app::App;
+use crate::intake::http::{HttpRequest, HttpResponse};
+use crate::intake::{Message, MessageError};
+use crate::respond::RespondError;
+
+pub mod http;
+
+pub use self::http::router;
+
+/// How a function is triggered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A schedule (NCRONTAB in Azure, EventBridge on AWS, the built-in scheduler standalone).
+    Timer,
+    /// The `alerts` queue.
+    Queue,
+    /// An HTTP request to `/api/<name>`.
+    Http,
+}
+
+/// Every secmon function; the names are the same for every host (the Azure function folders, the
+/// Lambda handlers, the standalone routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Function {
+    /// `poll-alerts`: the polling timer.
+    PollAlerts,
+    /// `graph-subscriptions`: the subscription-keeping timer.
+    GraphSubscriptions,
+    /// `respond`: one message of the `alerts` queue.
+    Respond,
+    /// `graph-webhook`: Graph change notifications (doorbells) and the validation handshake.
+    GraphWebhook,
+    /// `graph-lifecycle`: Graph lifecycle notifications.
+    GraphLifecycle,
+    /// `doorbell`: the signed "poll now".
+    Doorbell,
+    /// `health`: each tenant's last successful poll.
+    Health,
+}
+
+impl Function {
+    /// Every function, timers first, then the queue, then HTTP.
+    pub const ALL: [Function; 7] = [
+        Function::PollAlerts,
+        Function::GraphSubscriptions,
+        Function::Respond,
+        Function::GraphWebhook,
+        Function::GraphLifecycle,
+        Function::Doorbell,
+        Function::Health,
+    ];
+
+    /// The function's name (`poll-alerts`, `respond`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::PollAlerts => "poll-alerts",
+            Function::GraphSubscriptions => "graph-subscriptions",
+            Function::Respond => "respond",
+            Function::GraphWebhook => "graph-webhook",
+            Function::GraphLifecycle => "graph-lifecycle",
+            Function::Doorbell => "doorbell",
+            Function::Health => "health",
+        }
+    }
+
+    /// The function called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Function> {
+        Function::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// How it is triggered.
+    pub fn trigger(self) -> Trigger {
+        match self {
+            Function::PollAlerts | Function::GraphSubscriptions => Trigger::Timer,
+            Function::Respond => Trigger::Queue,
+            Function::GraphWebhook | Function::GraphLifecycle | Function::Doorbell | Function::Health => Trigger::Http,
+        }
+    }
+
+    /// The HTTP functions, in [`Function::ALL`] order.
+    pub fn http() -> impl Iterator<Item = Function> {
+        Function::ALL.into_iter().filter(|f| f.trigger() == Trigger::Http)
+    }
+}
+
+/// A timer firing, whatever scheduled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timer {
+    /// The run is late (the host was down at its time). A late poll still polls: the watermark makes
+    /// it catch up.
+    pub past_due: bool,
+}
+
+/// What one run of a function came to; each host turns it into its own answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done: the message (if any) may be deleted.
+    Done {
+        /// Lines for the invocation log.
+        logs: Vec<String>,
+        /// A machine-readable summary (the Functions host's `ReturnValue`).
+        value: Value,
+    },
+    /// The input can never be processed: the host sets it aside on the poison queue and counts the run
+    /// as handled, so it is neither retried nor dropped.
+    Poison(String),
+    /// Failed in a way a retry may fix: the host leaves the message (or the run) to be retried.
+    Retry(String),
+}
+
+impl Outcome {
+    /// Done with one log line and no summary value.
+    pub fn done(line: impl Into<String>) -> Self {
+        Outcome::Done { logs: vec![line.into()], value: Value::Null }
+    }
+
+    /// One line saying what happened, for logs and the standalone worker.
+    pub fn summary(&self) -> String {
+        match self {
+            Outcome::Done { logs, .. } => logs.join("; "),
+            Outcome::Poison(reason) => format!("poisoned: {reason}"),
+            Outcome::Retry(reason) => format!("retry: {reason}"),
+        }
+    }
+}
+
+/// The timer function `poll-alerts`: polls every tenant. It fails (so the host's monitoring sees
+/// it) only when every tenant failed.
+pub async fn poll_alerts(app: &App, timer: Timer, now: DateTime<Utc>) -> Outcome {
+    let mut logs = Vec::new();
+    if timer.past_due {
+        logs.push("timer is past due; polling now".to_string());
+    }
+    let outcomes = crate::intake::poll::poll_all(app, now).await;
+    for o in &outcomes {
+        logs.push(match (&o.report, &o.error) {
+            (Some(r), _) => format!(
+                "{}: {} pages, {} alerts, {} queued, watermark {} -> {}",
+                o.tenant,
+                r.pages,
+                r.alerts_seen,
+                r.queued,
+                r.watermark_before.as_deref().unwrap_or("none"),
+                r.watermark_after.as_deref().unwrap_or("none")
+            ),
+            (None, Some(e)) => format!("{}: failed: {e}", o.tenant),
+            (None, None) => format!("{}: no result", o.tenant),
+        });
+        if let Some(id) = &o.stale_alarm {
+            logs.push(format!("{}: no successful poll for too long; raised {id}", o.tenant));
+        }
+    }
+    if !outcomes.is_empty() && outcomes.iter().all(|o| o.error.is_some()) {
+        return Outcome::Retry(logs.join("; "));
+    }
+    Outcome::Done { logs, value: serde_json::to_value(&outcomes).expect("outcomes serialize") }
+}
+
+/// The timer function `graph-subscriptions`. It is marked failed when any subscription could not be
+/// kept, so it shows in the host's monitor; everything that could be done was done.
+pub async fn graph_subscriptions(app: &App, _timer: Timer, now: DateTime<Utc>) -> Outcome {
+    let report = crate::intake::subscriptions::sync(app, now).await;
+    let mut logs = vec![format!("subscriptions: {}", report.summary())];
+    for a in report.actions.iter().filter(|a| a.action != "kept") {
+        logs.push(format!(
+            "{} {} {} {}{}",
+            a.action,
+            a.tenant,
+            a.id.as_deref().unwrap_or("-"),
+            a.resource,
+            a.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+        ));
+    }
+    tracing::info!("{}", logs.join("; "));
+    if report.has_failures() {
+        return Outcome::Retry(logs.join("; "));
+    }
+    Outcome::Done { logs, value: Value::Null }
+}
+
+/// The queue function `respond`: one message of the `alerts` queue. An alert version goes through
+/// [`crate::respond`]; a poll request polls the tenant; a lookup fetches one alert first.
+pub async fn respond(app: &App, body: &[u8], now: DateTime<Utc>) -> Outcome {
+    let message = match Message::parse(body) {
+        Ok(m) => m.resolve(app.store.as_ref()).await,
+        Err(e) => Err(e),
+    };
+    let message = match message {
+        Ok(m) => m,
+        Err(e) => return outcome_of(RespondError::from(e)),
+    };
+    let tenant = message.tenant().to_string();
+    match dispatch(app, message, now).await {
+        Ok(line) => Outcome::done(line),
+        Err(e) => {
+            crate::metrics::count(crate::metrics::Counter::AlertsFailed, &tenant, 1);
+            outcome_of(e)
+        }
+    }
+}
+
+async fn dispatch(app: &App, message: Message, now: DateTime<Utc>) -> Result<String, RespondError> {
+    match message {
+        Message::Poll { tenant, reason } => {
+            let report = crate::intake::poll::poll_tenant(app, &tenant, now)
+                .await
+                .map_err(|e| RespondError::Retry(e.to_string()))?;
+            Ok(format!("polled {tenant} ({reason}): {} new alert versions", report.queued))
+        }
+        Message::Lookup { tenant, alert_id } => {
+            let alert = app.graph.get_alert(&tenant, &alert_id).await.map_err(|e| match e.retry {
+                crate::graph::Retry::Retryable => RespondError::Retry(e.to_string()),
+                crate::graph::Retry::Permanent => RespondError::Malformed(e.to_string()),
+            })?;
+            crate::respond::process_alert(app, &tenant, alert).await
+        }
+        Message::Alert { tenant, alert } => crate::respond::process_alert(app, &tenant, alert).await,
+        Message::AlertRef { key, .. } => Err(RespondError::Malformed(format!("unresolved alert reference {key}"))),
+    }
+}
+
+fn outcome_of(e: RespondError) -> Outcome {
+    match e {
+        RespondError::Malformed(reason) => Outcome::Poison(reason),
+        RespondError::Retry(reason) => Outcome::Retry(reason),
+    }
+}
+
+impl From<MessageError> for RespondError {
+    fn from(e: MessageError) -> Self {
+        match e {
+            MessageError::Malformed(m) => RespondError::Malformed(m),
+            MessageError::Store(s) => RespondError::Retry(s.to_string()),
+        }
+    }
+}
+
+/// One HTTP function: `name` is the function's name (`graph-webhook`, …).
+pub async fn http(app: &App, name: &str, req: HttpRequest) -> HttpResponse {
+    crate::intake::webhook::handle(app, name, req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_triggers_are_right() {
+        for f in Function::ALL {
+            assert_eq!(Function::from_name(f.name()), Some(f));
+        }
+        assert_eq!(Function::from_name("functions"), None);
+        let http: Vec<&str> = Function::http().map(Function::name).collect();
+        assert_eq!(http, ["graph-webhook", "graph-lifecycle", "doorbell", "health"]);
+        assert_eq!(Function::Respond.trigger(), Trigger::Queue);
+        assert_eq!(Function::PollAlerts.trigger(), Trigger::Timer);
+    }
+}

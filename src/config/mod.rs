@@ -17,14 +17,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::graph::{Cloud, CredentialConfig};
-use crate::intake::poll::PollConfig;
-use crate::intake::subscriptions::SubscriptionConfig;
-use crate::intake::webhook::WebhookConfig;
+pub use self::graph::{Cloud, CredentialConfig, CredentialKind};
+pub use self::intake::{PollConfig, SubscriptionConfig, WebhookConfig};
 use crate::notify::ReceiverConfig;
 use crate::rules::{CloseRuleConfig, RouteConfig};
 
 pub mod duration;
+pub mod graph;
+pub mod intake;
 pub mod yaml;
 
 /// The whole configuration.

@@ -15,52 +15,15 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::config::{Issue, ValidationContext};
 use crate::graph::GraphError;
 use crate::intake::Message;
 use crate::store::{Store, StoreError};
 
-/// One wanted subscription (a doorbell).
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SubscriptionConfig {
-    /// Tenant name.
-    pub tenant: String,
-    /// Graph resource, e.g. `users/alerts@contoso.com/mailFolders('inbox')/messages`.
-    pub resource: String,
-    /// Change type, e.g. `created`.
-    #[serde(default = "default_change_type")]
-    pub change_type: String,
-}
-
-fn default_change_type() -> String {
-    "created".into()
-}
-
-impl SubscriptionConfig {
-    /// Checks the tenant exists and the resource is relative.
-    pub fn validate(&self, path: &str, cx: &ValidationContext<'_>, out: &mut Vec<Issue>) {
-        if cx.config.tenant(&self.tenant).is_none() {
-            out.push(Issue::error(format!("{path}.tenant"), format!("unknown tenant {:?}", self.tenant)));
-        }
-        if self.resource.starts_with("http") {
-            out.push(Issue::error(format!("{path}.resource"), "write the resource without the Graph base URL"));
-        }
-        if self.resource.trim().is_empty() {
-            out.push(Issue::error(format!("{path}.resource"), "the resource is empty"));
-        }
-        for ct in self.change_type.split(',') {
-            if !matches!(ct.trim(), "created" | "updated" | "deleted") {
-                out.push(Issue::error(format!("{path}.change_type"), format!("unknown change type {ct:?}")));
-            }
-        }
-    }
-}
+pub use crate::config::intake::SubscriptionConfig;
 
 /// Maximum lifetime of an Outlook message subscription (Graph's subscription-lifetime table).
 pub const MAX_MINUTES_OUTLOOK: i64 = 10_080;

@@ -21,112 +21,17 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
-use crate::config::{Issue, ValidationContext};
 use crate::intake::Message;
 use crate::intake::http::{HttpRequest, HttpResponse};
 use crate::intake::subscriptions::{self, LifecycleEvent, PendingRecord, SubscriptionRecord};
 use crate::store::{Claim, StoreError};
 
-/// Webhook and doorbell settings.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// The public base URL Graph calls (`https://<app>.azurewebsites.net`), used to build each
-    /// subscription's notificationUrl. Put a function key in `notification_query` (`code=...`), not here.
-    #[serde(default)]
-    pub public_url: Option<String>,
-    /// Extra query string appended to notification URLs (e.g. `code=${SECMON_FUNCTION_KEY}`).
-    #[serde(default)]
-    pub notification_query: Option<String>,
-    /// HMAC-SHA256 key for the generic doorbell (`POST /api/doorbell`); write `${NAME}`. Without it the
-    /// doorbell answers 404.
-    #[serde(default)]
-    pub doorbell_secret: Option<String>,
-    /// How far a doorbell's `X-Secmon-Timestamp` may be from now, either way.
-    #[serde(default = "default_replay_window", with = "crate::config::duration")]
-    #[schemars(with = "String")]
-    pub replay_window: Duration,
-    /// The largest request body accepted, in bytes (413 beyond).
-    #[serde(default = "default_max_body")]
-    pub max_body_bytes: usize,
-    /// How long one request may take before it is answered 503 (Graph gives 3 s, and counts a publish over
-    /// 2.9 s as slow).
-    #[serde(default = "default_time_limit", with = "crate::config::duration")]
-    #[schemars(with = "String")]
-    pub time_limit: Duration,
-}
-
-fn default_replay_window() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_max_body() -> usize {
-    1024 * 1024
-}
-fn default_time_limit() -> Duration {
-    Duration::from_millis(2500)
-}
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        Self {
-            public_url: None,
-            notification_query: None,
-            doorbell_secret: None,
-            replay_window: default_replay_window(),
-            max_body_bytes: default_max_body(),
-            time_limit: default_time_limit(),
-        }
-    }
-}
-
-impl WebhookConfig {
-    /// Checks URLs, secrets and limits.
-    pub fn validate(&self, path: &str, cx: &ValidationContext<'_>, out: &mut Vec<Issue>) {
-        if let Some(u) = &self.public_url {
-            match url::Url::parse(u) {
-                Ok(p) if p.query().is_some() => out.push(Issue::error(
-                    format!("{path}.public_url"),
-                    "put the query string (a function key) in webhook.notification_query",
-                )),
-                Ok(p)
-                    if p.scheme() == "https"
-                        || p.host_str() == Some("127.0.0.1")
-                        || p.host_str() == Some("localhost") => {}
-                _ => out.push(Issue::error(format!("{path}.public_url"), "Graph only calls https notification URLs")),
-            }
-        } else if !cx.config.subscriptions.is_empty() {
-            out.push(Issue::error(
-                format!("{path}.public_url"),
-                "subscriptions are configured, so Graph needs the public base URL to send notifications to",
-            ));
-        }
-        if let Some(s) = &self.doorbell_secret
-            && s.len() < 16
-        {
-            out.push(Issue::error(format!("{path}.doorbell_secret"), "use at least 16 characters"));
-        }
-        if self.replay_window < Duration::from_secs(10) || self.replay_window > Duration::from_secs(3600) {
-            out.push(Issue::error(format!("{path}.replay_window"), "use between 10s and 1h"));
-        }
-        if self.max_body_bytes < 4096 || self.max_body_bytes > 16 * 1024 * 1024 {
-            out.push(Issue::error(format!("{path}.max_body_bytes"), "use between 4096 and 16777216 bytes"));
-        }
-        if self.time_limit < Duration::from_millis(100) {
-            out.push(Issue::error(format!("{path}.time_limit"), "use at least 100ms"));
-        } else if self.time_limit > Duration::from_millis(2900) {
-            out.push(Issue::warning(
-                format!("{path}.time_limit"),
-                "Graph counts a notification answered after 2.9s as slow and throttles, then drops, slow endpoints",
-            ));
-        }
-    }
-}
+pub use crate::config::intake::WebhookConfig;
 
 /// The longest validation token echoed (Graph's are about 100 characters).
 pub const MAX_VALIDATION_TOKEN: usize = 1024;

@@ -98,7 +98,7 @@ fn child_lambda_process() {
     let db = std::env::var("SECMON_TEST_LAMBDA_DB").expect("started by a Lambda test");
     let function = Function::from_handler(&std::env::var("_HANDLER").unwrap()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(lambda::run(test_app(std::path::Path::new(&db)), function)).unwrap();
+    rt.block_on(lambda::run(test_app(std::path::Path::new(&db)), function, std::future::pending())).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

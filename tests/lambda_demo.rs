@@ -63,7 +63,7 @@ fn child_lambda_demo_process() {
         // The Teams sink is on the emulator's TLS port too, so the receivers' client must trust its CA
         // as well; everything else is what `app_from_env` built.
         let app = secmon::app::App { http, ..app };
-        lambda::run(app, function).await.unwrap();
+        lambda::run(app, function, std::future::pending()).await.unwrap();
     });
 }
 

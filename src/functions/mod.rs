@@ -1,7 +1,7 @@
 //! The host-neutral function layer: every secmon function as a plain async fn of
 //! `(app, payload, now)`, and the one HTTP router every host serves.
 //!
-//! A host ([`crate::host`]) only translates its envelope: the Functions host's `Data`/`Metadata`
+//! A host (the layer above) only translates its envelope: the Functions host's `Data`/`Metadata`
 //! invocation, a Lambda event, the standalone scheduler and worker. It calls the function named here and
 //! turns its [`Outcome`] back into what the host expects (an invocation answer, an SQS batch response,
 //! a queue delete). No stage sees a host's types.

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::clock::{Clock, SystemClock};
@@ -217,7 +217,7 @@ pub async fn on_sqs(app: &App, event: SqsEvent) -> SqsBatchResponse {
     let mut failures = Vec::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
-        let dequeue_count = record.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok());
+        let dequeue_count: Option<u32> = record.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok());
         // An undecodable body is still kept whole: `respond` sees the raw text, cannot parse it, and
         // poisons it.
         let body = record_body(&record).unwrap_or_else(|reason| {

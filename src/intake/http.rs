@@ -1,6 +1,6 @@
 //! HTTP requests and responses as the HTTP stages see them, whatever carried them (the Functions
 //! host's invocation, Lambda's Function URL, the standalone server): the one router in
-//! [`crate::functions::http`] converts to and from these.
+//! (`functions::http`, a layer above) converts to and from these.
 
 use std::collections::BTreeMap;
 

@@ -2,7 +2,7 @@
 //! and the signed generic doorbell. A notification is a doorbell: it queues "poll tenant X now".
 //!
 //! One entry point, [`handle`], serves the four HTTP functions; every host reaches it through the one
-//! router, [`crate::functions::router`]:
+//! router (`functions::router`, the layer above):
 //!
 //! | function | method | what |
 //! |---|---|---|

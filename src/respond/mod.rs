@@ -1,6 +1,6 @@
 //! The pipeline for one alert version: decide → claim → act → record.
 //!
-//! [`crate::functions::respond`] hands over one alert version (from the queue, or fetched for a lookup);
+//! The `respond` function (the layer above) hands over one alert version (from the queue, or fetched for a lookup);
 //! this decides with the rules, then closes and/or notifies. Every effect is claimed in the
 //! store before it is performed, so a redelivered message never closes or notifies twice, and audited
 //! after it.

@@ -10,64 +10,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use secmon::app::App;
 use secmon::clock::SystemClock;
-use secmon::graph::{AlertPage, AlertUpdate, Graph, GraphError, Retry};
+use secmon::graph::fake::FakeGraph;
 use secmon::intake::subscriptions::{SubscriptionRecord, record_key};
 use secmon::store::Store;
 use secmon::store::sqlite::SqliteStore;
 use serde_json::{Value, json};
 
 /// The bench never reaches Graph: every call says so.
-struct NoGraph;
-
-fn unused() -> GraphError {
-    GraphError {
-        operation: "bench".into(),
-        status: None,
-        code: None,
-        message: "no Graph".into(),
-        retry: Retry::Permanent,
-    }
-}
-
-#[async_trait]
-impl Graph for NoGraph {
-    async fn list_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
-        Err(unused())
-    }
-    async fn next_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
-        Err(unused())
-    }
-    async fn get_alert(&self, _: &str, _: &str) -> Result<Value, GraphError> {
-        Err(unused())
-    }
-    async fn update_alert(&self, _: &str, _: &str, _: &AlertUpdate) -> Result<Value, GraphError> {
-        Err(unused())
-    }
-    async fn add_comment(&self, _: &str, _: &str, _: &str) -> Result<(), GraphError> {
-        Err(unused())
-    }
-    async fn send_mail(&self, _: &str, _: &str, _: &Value) -> Result<(), GraphError> {
-        Err(unused())
-    }
-    async fn create_subscription(&self, _: &str, _: &Value) -> Result<Value, GraphError> {
-        Err(unused())
-    }
-    async fn renew_subscription(&self, _: &str, _: &str, _: &str) -> Result<Value, GraphError> {
-        Err(unused())
-    }
-    async fn reauthorize_subscription(&self, _: &str, _: &str) -> Result<(), GraphError> {
-        Err(unused())
-    }
-    async fn delete_subscription(&self, _: &str, _: &str) -> Result<(), GraphError> {
-        Err(unused())
-    }
-    async fn list_subscriptions(&self, _: &str) -> Result<Vec<Value>, GraphError> {
-        Err(unused())
-    }
-}
 
 const SUBSCRIPTIONS: usize = 8;
 const SECRET: &str = "bench-client-state-0123456789abcdefghijklmno";
@@ -104,7 +55,7 @@ webhook: { public_url: "https://secmon.example.net" }
         config: Arc::new(config),
         store: store.clone(),
         queue: store,
-        graph: Arc::new(NoGraph),
+        graph: Arc::new(FakeGraph::new()),
         http: reqwest::Client::new(),
         clock: Arc::new(SystemClock),
     }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use lambda_support::{FakeRuntime, LambdaProcess, Reply, fixture};
 use secmon::app::App;
 use secmon::clock::SystemClock;
-use secmon::graph::{AlertPage, AlertUpdate, Graph, GraphError, Retry};
+use secmon::graph::fake::FakeGraph;
 use secmon::host::lambda::{self, Function};
 use secmon::store::sqlite::SqliteStore;
 use secmon::store::{ALERTS_QUEUE, Queue, poison_name};
@@ -26,57 +26,11 @@ fn spawn_lambda(runtime: &FakeRuntime, handler: &str, db: &std::path::Path) -> L
     lambda_support::spawn_lambda(runtime, handler, "child_lambda_process", &[("SECMON_TEST_LAMBDA_DB", db)])
 }
 
-/// A Graph that answers `get_alert` by id: `unavailable` → 503 (retryable), anything else → 404.
-struct ScriptedGraph;
-
-fn graph_error(operation: &str, status: u16, retry: Retry) -> GraphError {
-    GraphError {
-        operation: operation.into(),
-        status: Some(status),
-        code: None,
-        message: format!("HTTP {status}"),
-        retry,
-    }
-}
-
-#[async_trait]
-impl Graph for ScriptedGraph {
-    async fn list_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
-        Ok(AlertPage::default())
-    }
-    async fn next_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
-        Ok(AlertPage::default())
-    }
-    async fn get_alert(&self, _: &str, id: &str) -> Result<Value, GraphError> {
-        match id {
-            "unavailable" => Err(graph_error("get alert", 503, Retry::Retryable)),
-            _ => Err(graph_error("get alert", 404, Retry::Permanent)),
-        }
-    }
-    async fn update_alert(&self, _: &str, _: &str, _: &AlertUpdate) -> Result<Value, GraphError> {
-        Err(graph_error("update alert", 500, Retry::Retryable))
-    }
-    async fn add_comment(&self, _: &str, _: &str, _: &str) -> Result<(), GraphError> {
-        Err(graph_error("add comment", 500, Retry::Retryable))
-    }
-    async fn send_mail(&self, _: &str, _: &str, _: &Value) -> Result<(), GraphError> {
-        Err(graph_error("send mail", 500, Retry::Retryable))
-    }
-    async fn create_subscription(&self, _: &str, _: &Value) -> Result<Value, GraphError> {
-        Err(graph_error("create subscription", 500, Retry::Retryable))
-    }
-    async fn renew_subscription(&self, _: &str, _: &str, _: &str) -> Result<Value, GraphError> {
-        Err(graph_error("renew subscription", 500, Retry::Retryable))
-    }
-    async fn reauthorize_subscription(&self, _: &str, _: &str) -> Result<(), GraphError> {
-        Err(graph_error("reauthorize subscription", 500, Retry::Retryable))
-    }
-    async fn delete_subscription(&self, _: &str, _: &str) -> Result<(), GraphError> {
-        Ok(())
-    }
-    async fn list_subscriptions(&self, _: &str) -> Result<Vec<Value>, GraphError> {
-        Ok(Vec::new())
-    }
+/// A Graph with no alerts (a lookup answers 404, permanent) where the alert `unavailable` answers 503.
+fn scripted_graph() -> FakeGraph {
+    let graph = FakeGraph::new();
+    graph.fail("get_alert:unavailable", 503);
+    graph
 }
 
 fn test_app(db: &std::path::Path) -> App {
@@ -85,7 +39,7 @@ fn test_app(db: &std::path::Path) -> App {
         config: Arc::new(secmon::config::Config::default()),
         store: store.clone(),
         queue: store,
-        graph: Arc::new(ScriptedGraph),
+        graph: Arc::new(scripted_graph()),
         http: reqwest::Client::new(),
         clock: Arc::new(SystemClock),
     }

@@ -3,110 +3,54 @@
 //! emulated mailbox, the emulator sends the change notification, and secmon queues "poll contoso now".
 //! Lifecycle events take the same road back.
 //!
-//! The first test uses a small test-local Graph for the subscription calls, so that the lifecycle and
-//! renewal paths are checked independently of the real client; the second runs the whole road with the
-//! real client (client-secret credential over TLS) through to the poll that queues the new alerts.
+//! Both run the real Graph client (client-secret credential over TLS): the first through the
+//! lifecycle and renewal paths, the second through to the poll that queues the new alerts.
 #![cfg(feature = "demo")]
 
 mod webhook_support;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use secmon::app::App;
-use secmon::graph::{AlertPage, AlertUpdate, Graph, GraphError, Retry};
+use secmon::graph::client::GraphClient;
 use secmon::intake::Message;
 use secmon::intake::subscriptions::{self, load_records};
 use secmon_emulator::{Emulator, Options};
-use serde_json::Value;
 use webhook_support::*;
 
 const TENANT_ID: &str = "84bd8158-6d4d-4958-8b9f-9d6445542f95";
 const MAILBOX: &str = "users/alerts@contoso.com/mailFolders('inbox')/messages";
 
-/// Subscription calls to the emulator with a token it issued; tenants by name → id as in the config.
-struct EmulatorGraph {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
+const CLIENT_ID: &str = "6731de76-14a6-49ae-97bc-6eba6914391e";
+const CLIENT_SECRET: &str = "s3cr3t~value-for-tests";
 
-impl EmulatorGraph {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value, GraphError> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.map_err(|e| err(path, None, e.to_string()))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        if status >= 300 {
-            return Err(err(path, Some(status), text));
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-}
-
-fn err(path: &str, status: Option<u16>, message: String) -> GraphError {
-    let retry = if status.is_some_and(|s| s < 500 && s != 429) { Retry::Permanent } else { Retry::Retryable };
-    GraphError { operation: path.into(), status, code: None, message, retry }
-}
-
-#[async_trait]
-impl Graph for EmulatorGraph {
-    async fn list_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
-        unimplemented!("not used here")
-    }
-    async fn next_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
-        unimplemented!("not used here")
-    }
-    async fn get_alert(&self, _: &str, _: &str) -> Result<Value, GraphError> {
-        unimplemented!("not used here")
-    }
-    async fn update_alert(&self, _: &str, _: &str, _: &AlertUpdate) -> Result<Value, GraphError> {
-        unimplemented!("not used here")
-    }
-    async fn add_comment(&self, _: &str, _: &str, _: &str) -> Result<(), GraphError> {
-        unimplemented!("not used here")
-    }
-    async fn send_mail(&self, _: &str, _: &str, _: &Value) -> Result<(), GraphError> {
-        unimplemented!("not used here")
-    }
-    async fn create_subscription(&self, _: &str, body: &Value) -> Result<Value, GraphError> {
-        self.call(reqwest::Method::POST, "/subscriptions", Some(body)).await
-    }
-    async fn renew_subscription(&self, _: &str, id: &str, expiration: &str) -> Result<Value, GraphError> {
-        let body = serde_json::json!({ "expirationDateTime": expiration });
-        self.call(reqwest::Method::PATCH, &format!("/subscriptions/{id}"), Some(&body)).await
-    }
-    async fn reauthorize_subscription(&self, _: &str, id: &str) -> Result<(), GraphError> {
-        self.call(reqwest::Method::POST, &format!("/subscriptions/{id}/reauthorize"), None).await.map(|_| ())
-    }
-    async fn delete_subscription(&self, _: &str, id: &str) -> Result<(), GraphError> {
-        match self.call(reqwest::Method::DELETE, &format!("/subscriptions/{id}"), None).await {
-            Err(e) if e.status == Some(404) => Ok(()),
-            other => other.map(|_| ()),
-        }
-    }
-    async fn list_subscriptions(&self, _: &str) -> Result<Vec<Value>, GraphError> {
-        let v = self.call(reqwest::Method::GET, "/subscriptions", None).await?;
-        Ok(v["value"].as_array().cloned().unwrap_or_default())
-    }
+/// A TLS emulator with secmon's app registered, and the config (public URL `public`, one tenant) and
+/// HTTP client the real Graph client needs to reach it.
+async fn emulated_graph(public: &str) -> (Emulator, secmon::config::Config, reqwest::Client) {
+    let emulator = Emulator::start(Options { tls: true, ..Options::default() }).await.unwrap();
+    emulator.add_client(TENANT_ID, CLIENT_ID, CLIENT_SECRET);
+    let mut config = load_config(
+        &config_yaml(public).replace("  - { tenant: fabrikam, resource: \"users/soc@fabrikam.com/messages\" }\n", ""),
+    );
+    config.graph_url = Some(emulator.graph_url());
+    config.authority_url = Some(emulator.authority_url());
+    config.tenants[0].credential = Some(secmon::graph::CredentialConfig {
+        client_id: Some(CLIENT_ID.into()),
+        client_secret: Some(CLIENT_SECRET.into()),
+        ..Default::default()
+    });
+    let ca = reqwest::Certificate::from_pem(emulator.ca_pem().unwrap().as_bytes()).unwrap();
+    let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    (emulator, config, http)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscription_mail_notification_poll() {
-    let emulator = Emulator::start(Options::default()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let public = format!("http://{}", listener.local_addr().unwrap());
-    let h = Harness::new(load_config(
-        &config_yaml(&public).replace("  - { tenant: fabrikam, resource: \"users/soc@fabrikam.com/messages\" }\n", ""),
-    ));
-    let graph = Arc::new(EmulatorGraph {
-        base: emulator.graph_url(),
-        token: emulator.issue_token(TENANT_ID, "secmon-app"),
-        http: reqwest::Client::new(),
-    });
+    let (emulator, config, http) = emulated_graph(&public).await;
+    let graph = Arc::new(GraphClient::new(&config, http.clone()).unwrap());
+    let h = Harness::new(config.clone());
     // The emulator's clock is the wall clock: so is this app's.
     h.clock.set(emulator.now());
     let app = App { graph, ..h.app.clone() };
@@ -145,12 +89,9 @@ async fn subscription_mail_notification_poll() {
     // 4. A renewal the emulator accepts: within its lifetime limit.
     let later = app.clock.now() + chrono::Duration::days(4);
     emulator.set_now(Some(later));
-    // A token from before the jump has expired: take a fresh one, as the real client would.
-    let graph = Arc::new(EmulatorGraph {
-        base: emulator.graph_url(),
-        token: emulator.issue_token(TENANT_ID, "secmon-app"),
-        http: reqwest::Client::new(),
-    });
+    // A token from before the jump has expired by the emulator's clock, while the client's cache judges
+    // by the wall clock: a new client takes a fresh one, as a process four days later would.
+    let graph = Arc::new(GraphClient::new(&config, http).unwrap());
     let app = App { graph, ..app };
     let report = subscriptions::sync(&app, later).await;
     assert_eq!(report.count("renewed"), 1, "{report:?}");
@@ -160,25 +101,10 @@ async fn subscription_mail_notification_poll() {
 /// e-mail arrives → notification → `Poll` queued → `functions::respond` polls → the new alerts are queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_notification_polls_and_queues_the_new_alerts_with_the_real_client() {
-    const CLIENT_ID: &str = "6731de76-14a6-49ae-97bc-6eba6914391e";
-    const CLIENT_SECRET: &str = "s3cr3t~value-for-tests";
-    let emulator = Emulator::start(Options { tls: true, ..Options::default() }).await.unwrap();
-    emulator.add_client(TENANT_ID, CLIENT_ID, CLIENT_SECRET);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let public = format!("http://{}", listener.local_addr().unwrap());
-    let mut config = load_config(
-        &config_yaml(&public).replace("  - { tenant: fabrikam, resource: \"users/soc@fabrikam.com/messages\" }\n", ""),
-    );
-    config.graph_url = Some(emulator.graph_url());
-    config.authority_url = Some(emulator.authority_url());
-    config.tenants[0].credential = Some(secmon::graph::CredentialConfig {
-        client_id: Some(CLIENT_ID.into()),
-        client_secret: Some(CLIENT_SECRET.into()),
-        ..Default::default()
-    });
-    let ca = reqwest::Certificate::from_pem(emulator.ca_pem().unwrap().as_bytes()).unwrap();
-    let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
-    let graph = secmon::graph::client::GraphClient::new(&config, http).unwrap();
+    let (emulator, config, http) = emulated_graph(&public).await;
+    let graph = GraphClient::new(&config, http).unwrap();
     let h = Harness::new(config);
     h.clock.set(emulator.now());
     let app = App { graph: Arc::new(graph), ..h.app.clone() };

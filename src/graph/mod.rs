@@ -6,6 +6,7 @@
 //!
 //! - [`client`]: [`client::GraphClient`], the real implementation over one reqwest client;
 //! - [`auth`]: which credential each tenant uses, and cached tokens;
+//! - [`fake`]: the one in-memory Graph the tests and benchmarks share;
 //! - [`retry`]: the one retry policy (429/503 `Retry-After`, back-off with jitter) and the per-tenant
 //!   request budget.
 
@@ -16,6 +17,7 @@ use serde_json::Value;
 pub mod auth;
 mod certificate;
 pub mod client;
+pub mod fake;
 pub mod retry;
 
 pub use crate::config::graph::{Cloud, CredentialConfig, CredentialKind};

@@ -4,19 +4,18 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use secmon::app::App;
 use secmon::clock::ManualClock;
-use secmon::graph::{AlertPage, AlertUpdate, Graph, GraphError, Retry};
 use secmon::intake::Message;
 use secmon::intake::http::{HttpRequest, HttpResponse};
 use secmon::store::sqlite::SqliteStore;
 use secmon::store::{ALERTS_QUEUE, Queue, Received, StoreResult};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub const DOORBELL_SECRET: &str = "doorbell-secret-0123456789";
 
@@ -128,144 +127,7 @@ pub fn header<'a>(resp: &'a HttpResponse, name: &str) -> Option<&'a str> {
     resp.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
-/// A Graph that keeps subscriptions in memory and records every subscription call.
-#[derive(Default)]
-pub struct FakeGraph {
-    pub subs: Mutex<BTreeMap<String, (String, Value)>>,
-    pub calls: Mutex<Vec<String>>,
-    /// Operation names (`create`, `renew`, `reauthorize`, `delete`, `list`) that fail, with the status.
-    pub failing: Mutex<BTreeMap<String, (u16, Option<u32>)>>,
-    next_id: Mutex<u32>,
-}
-
-impl FakeGraph {
-    fn check(&self, op: &str, tenant: &str) -> Result<(), GraphError> {
-        self.calls.lock().unwrap().push(format!("{op} {tenant}"));
-        let mut failing = self.failing.lock().unwrap();
-        let hit = match failing.get_mut(op) {
-            Some((status, None)) => Some(*status),
-            Some((status, Some(n))) if *n > 0 => {
-                *n -= 1;
-                Some(*status)
-            }
-            _ => None,
-        };
-        match hit.as_ref() {
-            Some(status) => Err(GraphError {
-                operation: format!("{op} subscription for {tenant}"),
-                status: Some(*status),
-                code: None,
-                message: format!("injected {status}"),
-                retry: if *status >= 500 { Retry::Retryable } else { Retry::Permanent },
-            }),
-            None => Ok(()),
-        }
-    }
-
-    pub fn fail(&self, op: &str, status: u16) {
-        self.failing.lock().unwrap().insert(op.into(), (status, None));
-    }
-
-    pub fn fail_once(&self, op: &str, status: u16) {
-        self.failing.lock().unwrap().insert(op.into(), (status, Some(1)));
-    }
-
-    pub fn expiry_of(&self, id: &str) -> chrono::DateTime<chrono::Utc> {
-        let sub = self.sub(id).unwrap();
-        chrono::DateTime::parse_from_rfc3339(sub["expirationDateTime"].as_str().unwrap()).unwrap().into()
-    }
-
-    pub fn heal(&self) {
-        self.failing.lock().unwrap().clear();
-    }
-
-    pub fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
-    }
-
-    pub fn sub(&self, id: &str) -> Option<Value> {
-        self.subs.lock().unwrap().get(id).map(|(_, v)| v.clone())
-    }
-
-    pub fn ids(&self, tenant: &str) -> Vec<String> {
-        self.subs.lock().unwrap().iter().filter(|(_, (t, _))| t == tenant).map(|(id, _)| id.clone()).collect()
-    }
-
-    /// Graph removing a subscription on its own.
-    pub fn vanish(&self, id: &str) {
-        self.subs.lock().unwrap().remove(id);
-    }
-
-    /// A subscription someone else made (or a crash left behind).
-    pub fn insert(&self, tenant: &str, body: Value) {
-        let id = body["id"].as_str().unwrap().to_string();
-        self.subs.lock().unwrap().insert(id, (tenant.into(), body));
-    }
-}
-
-fn not_found(op: &str, id: &str) -> GraphError {
-    GraphError {
-        operation: format!("{op} subscription {id}"),
-        status: Some(404),
-        code: Some("ResourceNotFound".into()),
-        message: "not found".into(),
-        retry: Retry::Permanent,
-    }
-}
-
-#[async_trait]
-impl Graph for FakeGraph {
-    async fn list_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
-        Ok(AlertPage::default())
-    }
-    async fn next_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
-        Ok(AlertPage::default())
-    }
-    async fn get_alert(&self, _: &str, id: &str) -> Result<Value, GraphError> {
-        Ok(json!({"id": id}))
-    }
-    async fn update_alert(&self, _: &str, _: &str, _: &AlertUpdate) -> Result<Value, GraphError> {
-        Ok(json!({}))
-    }
-    async fn add_comment(&self, _: &str, _: &str, _: &str) -> Result<(), GraphError> {
-        Ok(())
-    }
-    async fn send_mail(&self, _: &str, _: &str, _: &Value) -> Result<(), GraphError> {
-        Ok(())
-    }
-    async fn create_subscription(&self, tenant: &str, body: &Value) -> Result<Value, GraphError> {
-        self.check("create", tenant)?;
-        let id = {
-            let mut n = self.next_id.lock().unwrap();
-            *n += 1;
-            format!("00000000-0000-0000-0000-{:012}", *n)
-        };
-        let mut sub = body.clone();
-        sub["id"] = json!(id);
-        self.subs.lock().unwrap().insert(id, (tenant.into(), sub.clone()));
-        Ok(sub)
-    }
-    async fn renew_subscription(&self, tenant: &str, id: &str, expiration: &str) -> Result<Value, GraphError> {
-        self.check("renew", tenant)?;
-        let mut subs = self.subs.lock().unwrap();
-        let (_, sub) = subs.get_mut(id).ok_or_else(|| not_found("renew", id))?;
-        sub["expirationDateTime"] = json!(expiration);
-        Ok(sub.clone())
-    }
-    async fn reauthorize_subscription(&self, tenant: &str, id: &str) -> Result<(), GraphError> {
-        self.check("reauthorize", tenant)?;
-        self.subs.lock().unwrap().get(id).map(|_| ()).ok_or_else(|| not_found("reauthorize", id))
-    }
-    async fn delete_subscription(&self, tenant: &str, id: &str) -> Result<(), GraphError> {
-        self.check("delete", tenant)?;
-        self.subs.lock().unwrap().remove(id);
-        Ok(())
-    }
-    async fn list_subscriptions(&self, tenant: &str) -> Result<Vec<Value>, GraphError> {
-        self.check("list", tenant)?;
-        Ok(self.subs.lock().unwrap().values().filter(|(t, _)| t == tenant).map(|(_, v)| v.clone()).collect())
-    }
-}
+pub use secmon::graph::fake::FakeGraph;
 
 /// A queue whose `send` fails (the store is down) or stalls (the store is slow).
 pub struct BrokenQueue {

@@ -315,6 +315,12 @@ fn failure(status: StatusCode, function: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// Every function the handler serves (`POST /<FunctionName>`), one per function folder at the
+/// package root; [`dispatch`] answers 404 for any other name. `secmon functions` prints this list,
+/// and `scripts/check-package.py` compares it with the folders of the built package.
+pub const FUNCTIONS: &[&str] =
+    &["poll-alerts", "graph-subscriptions", "respond", "graph-webhook", "graph-lifecycle", "doorbell", "health"];
+
 /// Runs one function; the core of [`router`], also used by tests and the Lambda adapter.
 pub async fn dispatch(
     app: &App,
@@ -323,6 +329,9 @@ pub async fn dispatch(
     metadata: Metadata,
     invocation_id: Option<String>,
 ) -> Result<Outcome, Failure> {
+    if !FUNCTIONS.contains(&function) {
+        return Err(Failure::NotFound);
+    }
     let now = app.clock.now();
     match function {
         "poll-alerts" => {
@@ -366,6 +375,13 @@ mod tests {
 
     fn sample(name: &str) -> Vec<u8> {
         std::fs::read(format!("{}/tests/fixtures/samples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn every_http_function_is_served() {
+        for name in HTTP_FUNCTIONS {
+            assert!(FUNCTIONS.contains(name), "{name} is missing from FUNCTIONS");
+        }
     }
 
     #[test]

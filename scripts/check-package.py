@@ -14,7 +14,8 @@ What it does, in the host's order (../shared/reference/azure-functions.md §1; l
      name); a function.json anywhere else is not indexed by the host and fails the check;
   4. validate each binding against the documented schema of its type (timerTrigger: NCRONTAB with 6
      fields; queueTrigger / queue: queueName, connection that resolves to app settings; httpTrigger:
-     authLevel, methods, route; http out: `res` or `$return`); an unknown type fails;
+     authLevel, methods, route, public at /api/<name> as the code's URLs say; http out: `res` or
+     `$return`); an unknown type fails;
   5. ask the executable which functions it serves (`<exe> functions`) and compare with the folders:
      a folder the code does not serve, or a function served without a folder, fails;
   6. start the executable exactly as host.json says, from the unzipped directory, with the host's
@@ -389,13 +390,17 @@ def check_bindings(name, fjson, settings, report):
     return trigger, outputs
 
 
-def check_routes(parsed, report):
-    """Two HTTP functions may not share a route and a method."""
+def check_routes(parsed, route_prefix, report):
+    """Two HTTP functions may not share a route and a method, and each is public at /api/<name>: the
+    path secmon's standalone and Lambda hosts serve and the one it gives Graph in subscriptions."""
     taken = {}
     for name, (trigger, _) in parsed.items():
         if trigger["type"] != "httpTrigger":
             continue
         route = trigger.get("route", name).strip("/").lower()
+        public = "/" + "/".join(p for p in (route_prefix.strip("/"), route) if p)
+        if public != f"/api/{name}":
+            report.fail(f"{name}/function.json: public path {public}, but the code's URLs are /api/{name}")
         for m in trigger.get("methods") or sorted(HTTP_METHODS):
             key = (route, m.lower())
             if key in taken:
@@ -735,7 +740,7 @@ def main():
             p = check_bindings(name, fjson, settings, report)
             if p:
                 parsed[name] = p
-        check_routes(parsed, report)
+        check_routes(parsed, host["route_prefix"] if host else "api", report)
         if host is None or not host["exe"].is_file() or not os.access(host["exe"], os.X_OK):
             return finish(report, started)
 

@@ -79,6 +79,9 @@ CASES = [
     ("httpTrigger with a bad authLevel", lambda t: edit(
         t / "hook/function.json", lambda d: d["bindings"][0].update(authLevel="user")), True, 1,
      ["authLevel 'user' is not one of"]),
+    ("http route not the function's name", lambda t: edit(
+        t / "hook/function.json", lambda d: d["bindings"][0].update(route="hooks/in")), True, 1,
+     ["hook/function.json: public path /api/hooks/in, but the code's URLs are /api/hook"]),
     ("unknown binding type", lambda t: edit(
         t / "work/function.json", lambda d: d["bindings"].append({"name": "x", "type": "blob", "direction": "out"})),
      True, 1, ["binding 'x' (blob): no documented schema known"]),

@@ -520,14 +520,15 @@ def port_open(port):
 
 
 class Azurite:
-    """The storage the Bicep points at, on loopback: test.sh's Azurite, or a private one on free ports."""
+    """The storage the Bicep points at, on loopback: a private Azurite on free ports (nothing shared with
+    other runs), or with `standard` the one scripts/azurite.sh started on 10000-10002."""
 
     def __init__(self, mode, report):
         self.proc = None
         if mode == "none":
             self.ports = (9, 9, 9)
             return
-        if mode == "standard" or (mode == "auto" and os.environ.get("SECMON_AZURITE")):
+        if mode == "standard":
             self.ports = (10000, 10001, 10002)
             if not port_open(10001):
                 report.fail("Azurite is not answering on 127.0.0.1:10001 (scripts/azurite.sh start)")
@@ -707,7 +708,8 @@ def main():
     ap.add_argument("--bicep", default=str(REPO / "infra/app/function.bicep"), help="Bicep with the app settings")
     ap.add_argument("--main-bicep", default=str(REPO / "infra/main.bicep"), help="parameter defaults")
     ap.add_argument("--azurite", choices=["auto", "standard", "none"], default="auto",
-                    help="auto: 127.0.0.1:10000-10002 when SECMON_AZURITE is set, else a private Azurite")
+                    help="auto: a private Azurite on free ports (from .tools/azurite, installed if missing); "
+                         "standard: the one on 127.0.0.1:10000-10002; none: no storage")
     ap.add_argument("--message", action="append", default=[], metavar="FUNCTION=FILE",
                     help="queue message text for a queue-triggered function")
     args = ap.parse_args()

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment templates (no Azure, no Bicep CLI).
-#   scripts/check-infra.sh            syntax (tree-sitter), checkov, custom checks + their negative test
-#   scripts/check-infra.sh --package  also build the release package and test it (about 2 min cold)
+#   scripts/check-infra.sh            syntax (tree-sitter), checkov, custom checks + their negative test,
+#                                     the package checkers' own tests (fixture packages, a stub handler),
+#                                     the SAM template against what a Lambda custom runtime needs
+#   scripts/check-infra.sh --package  also build the release package and load it as the Functions host
+#                                     does (scripts/check-package.py; minutes cold, SECMON_SKIP_BUILD=1)
 # Installs tree-sitter, tree-sitter-bicep 1.1 and checkov 3.3 into .tools/venv from PyPI if missing.
 # Exits non-zero on any failure.
 set -euo pipefail
@@ -13,7 +16,7 @@ PACKAGE=0
 for arg in "$@"; do
   case "$arg" in
     --package) PACKAGE=1 ;;
-    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "check-infra: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -43,8 +46,17 @@ step "checkov" "$PY" tests/infra/run_checkov.py infra "$VENV/bin/checkov"
 step "custom checks" "$PY" tests/infra/custom_checks.py infra
 step "custom checks catch the bad fixture" "$PY" tests/infra/test_custom_checks.py
 step "azure.yaml and parameters" "$PY" tests/infra/test_azd_files.py
+step "package checker catches the bad fixture packages" python3 tests/package/test_check_package.py
+step "lambda template (SAM) as a custom runtime needs it" "$PY" scripts/check-lambda-package.py
+step "lambda checker catches the bad variants" "$PY" tests/package/test_check_lambda_package.py
 if [ "$PACKAGE" = 1 ]; then
-  step "package" python3 tests/infra/test_package.py
+  step "package, loaded as the Functions host does" python3 tests/infra/test_package.py
+  # The Lambda build needs cargo-lambda and an arm64 toolchain; check its output when it is there.
+  if [ -d target/lambda/secmon ]; then
+    step "lambda package (target/lambda/secmon)" "$PY" scripts/check-lambda-package.py --code-dir target/lambda/secmon
+  else
+    echo "check-infra: target/lambda/secmon not built (cargo lambda build): the Lambda package itself is not checked"
+  fi
 fi
 
 if [ "$failed" = 1 ]; then

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Build the Azure Functions package for secmon.
-#   dist/package/   the package tree: host.json, functions/<name>/function.json, secmon.yaml, secmon
+#   dist/package/   the package tree, as the Functions host reads an app root: host.json, one folder
+#                   per function named after it (<name>/function.json, from functions/<name>/ in the
+#                   repository), secmon.yaml, ./secmon. azd deploys this directory (azure.yaml `dist`).
 #   dist/secmon.zip the same tree zipped, with the executable bit of ./secmon kept in the zip
+# The host indexes only folders at the app root; scripts/check-package.py checks the zip as it would.
 # The binary is a release build without the demo feature:
 #   - x86_64-unknown-linux-musl if that target is installed (fully static), else
 #   - x86_64-unknown-linux-gnu with +crt-static (static glibc; getaddrinfo/NSS caveats apply).
@@ -60,8 +63,10 @@ rm -rf "$STAGE" "$DIST/secmon.zip"
 mkdir -p "$STAGE"
 cp host.json "$STAGE/"
 for f in "${function_jsons[@]}"; do
-  mkdir -p "$STAGE/$(dirname "$f")"
-  cp "$f" "$STAGE/$f"
+  # The host indexes only folders beside host.json, named after the function.
+  name=$(basename "$(dirname "$f")")
+  mkdir -p "$STAGE/$name"
+  cp "$f" "$STAGE/$name/function.json"
 done
 cp "$CONFIG" "$STAGE/secmon.yaml"
 install -m 0755 "$BIN" "$STAGE/secmon"

@@ -103,7 +103,8 @@ if [ -x scripts/check-cards.sh ]; then
   check "adaptive cards" scripts/check-cards.sh
 fi
 if [ -x scripts/check-infra.sh ]; then
-  # --package also builds the release zip (scripts/package.sh) and runs `secmon --version` from it.
+  # --package also builds the release zip (scripts/package.sh) and loads it as the Functions host does
+  # (scripts/check-package.py: app-root function folders, bindings, start-up, every function invoked).
   check "infrastructure (bicep) and package" scripts/check-infra.sh --package
 fi
 

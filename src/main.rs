@@ -77,6 +77,8 @@ enum Command {
         #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
         port: u16,
     },
+    /// Print the functions `secmon serve` answers (`POST /<name>`), one name per line.
+    Functions,
     /// Graph change-notification subscriptions (the doorbells).
     Subscriptions {
         #[command(subcommand)]
@@ -160,6 +162,10 @@ fn main() -> ExitCode {
         Command::Backfill { since, tenant } => with_app(&cli.config, move |app| backfill(app, since, tenant)),
         Command::Status => with_app(&cli.config, status),
         Command::Serve { port } => serve(&cli.config, port),
+        Command::Functions => {
+            secmon::functions::Function::ALL.iter().for_each(|f| println!("{}", f.name()));
+            ExitCode::SUCCESS
+        }
         #[cfg(feature = "demo")]
         Command::Demo { out } => demo(out),
         Command::Run { listen } => with_app(&cli.config, move |app| run(app, listen)),

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Build the package with scripts/package.sh and check the zip.
 
-Usage: test_package.py   (or scripts/check-infra.sh --package). Builds the release binary (~2 min cold).
-Checks: the layout (host.json, functions/*/function.json, secmon.yaml, secmon at the root, nothing
-else), the executable bit in the zip's external attributes, and that ./secmon --version runs after
-extracting with the mode restored. Until host.json / functions/ / a config exist in the repo, stand-ins
-are written to a temporary directory (never into the repo).
+Usage: test_package.py   (or scripts/check-infra.sh --package). Builds the release binary (minutes cold;
+SECMON_SKIP_BUILD=1 reuses it).
+Checks: the layout (host.json, <function>/function.json for each functions/<function>/ of the repo,
+secmon.yaml, secmon at the root, nothing else), the executable bit in the zip's external attributes,
+that ./secmon --version runs after extracting with the mode restored, then scripts/check-package.py on
+the zip (loaded and invoked as the Functions host does), and that the same checker fails the same files
+repacked in the layout before issue 12 (functions/<name>/function.json). Until host.json / functions/ / a
+config exist in the repo, stand-ins are written to a temporary directory (never into the repo).
 """
 import json
 import os
@@ -43,6 +46,37 @@ def package_source(tmp: Path) -> Path:
     return src
 
 
+def checker(zip_path: Path, prefix: str = "") -> subprocess.CompletedProcess:
+    """scripts/check-package.py on a zip; its output is printed (each line after `prefix`) and returned."""
+    cmd = [sys.executable, str(REPO / "scripts/check-package.py"), str(zip_path),
+           "--message", f"respond={REPO / 'tests/package/respond-message.json'}"]
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    for line in (run.stdout + run.stderr).splitlines():
+        print(prefix + line)
+    return run
+
+
+def host_check(zip_path: Path, tmp: Path) -> list:
+    """The built zip passes the host-faithful check; repacked in the old nested layout, it fails."""
+    errors = []
+    if checker(zip_path).returncode != 0:
+        errors.append("scripts/check-package.py failed on the built package")
+    nested = tmp / "nested.zip"
+    with zipfile.ZipFile(zip_path) as z, zipfile.ZipFile(nested, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in z.infolist():
+            data = z.read(info)
+            if info.filename.endswith("/function.json"):
+                info.filename = "functions/" + info.filename
+            out.writestr(info, data)
+    print("test_package: the same package in the layout before issue 12 (functions/<name>/function.json):")
+    run = checker(nested, prefix="    expected to fail | ")
+    if run.returncode == 0 or "not in a folder at the app root" not in run.stdout:
+        errors.append("scripts/check-package.py did not fail the nested functions/ layout")
+    else:
+        print("test_package: the nested layout fails the check, as it must")
+    return errors
+
+
 def main() -> int:
     errors = []
     with tempfile.TemporaryDirectory(prefix="secmon-package-") as t:
@@ -57,8 +91,9 @@ def main() -> int:
             print("test_package: package.sh failed")
             return 1
 
+        # The host's layout: each functions/<name>/ of the source is <name>/ at the app root.
         expected = {"host.json", "secmon.yaml", "secmon"} | {
-            str(p.relative_to(src)) for p in src.glob("functions/*/function.json")}
+            f"{p.parent.name}/function.json" for p in src.glob("functions/*/function.json")}
         with zipfile.ZipFile(dist / "secmon.zip") as z:
             infos = {i.filename: i for i in z.infolist()}
             names = set(infos)
@@ -93,6 +128,11 @@ def main() -> int:
         host = json.loads((out / "host.json").read_text())
         if host.get("customHandler", {}).get("description", {}).get("defaultExecutablePath") != "secmon":
             errors.append("host.json: customHandler.description.defaultExecutablePath is not 'secmon'")
+
+        if src == REPO:
+            errors += host_check(dist / "secmon.zip", tmp)
+        else:
+            print("test_package: no host check on stand-ins (they are no real function app)")
 
     for e in errors:
         print("test_package: FAIL", e)

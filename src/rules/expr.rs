@@ -241,6 +241,9 @@ fn bracket_depth(source: &str) -> usize {
     max
 }
 
+/// Checks one literal argument of a helper.
+type LiteralCheck = fn(&str) -> Result<(), String>;
+
 #[derive(Default)]
 struct Walk {
     max_depth: usize,
@@ -316,7 +319,7 @@ impl Walk {
             }
         };
         // Helpers whose first argument is a literal (or a list of them) checked the same way.
-        let first: Option<fn(&str) -> Result<(), String>> = match func {
+        let first: Option<LiteralCheck> = match func {
             "inCidr" => Some(|s| Cidr::parse(s).map(|_| ())),
             "evidenceOf" => Some(|s| evidence_type(s).map(|_| ())),
             "pathUnder" => Some(|s| Folder::parse(s).map(|_| ())),
@@ -704,7 +707,8 @@ mod tests {
         let mimikatz = json!({"@odata.type": "#microsoft.graph.security.processEvidence",
             "imageFile": {"fileName": "mimikatz.exe"}, "processCommandLine": "mimikatz sekurlsa::logonpasswords"});
         // (evidence, allEvidence, what the unsafe exists idiom says, what a bare all says)
-        let cases: Vec<(&str, serde_json::Value, Result<bool, ()>, bool, bool)> = vec![
+        type Case = (&'static str, serde_json::Value, Result<bool, ()>, bool, bool);
+        let cases: Vec<Case> = vec![
             ("no evidence", json!([]), Ok(false), false, true),
             ("no ip evidence", json!([device()]), Ok(false), false, false),
             ("one pentest ip", json!([ip("203.0.113.7")]), Ok(true), true, true),

@@ -4,6 +4,7 @@
 //! - [`CloseRuleConfig`] / [`RouteConfig`]: the config sections, checked by [`validate_close_rules`] and
 //!   [`validate_routes`] (every expression is compiled, every error located at its field);
 //! - [`expr`]: CEL compiled once with length and nesting caps, plus the domain helpers;
+//! - [`lint`]: warnings about close rules that compile but fail open (`exists` over evidence, …);
 //! - [`Engine`]: the compiled rules and routes; [`Engine::decide`] turns one alert into a [`Decision`];
 //! - [`dry_run`]: `secmon rules test`, the offline evaluation of alert files.
 
@@ -19,6 +20,7 @@ use crate::config::{Issue, ValidationContext};
 pub mod dry_run;
 mod engine;
 pub mod expr;
+pub mod lint;
 
 pub use engine::{Blocked, CloseMatch, Decision, Engine, EvalError, Outcome, RouteMatch};
 
@@ -224,8 +226,13 @@ pub fn validate_close_rules(rules: &[CloseRuleConfig], cx: &ValidationContext<'_
                 }
             }
         }
-        if let Err(e) = expr::Expression::compile(&env, &r.when) {
-            out.push(Issue::error(format!("{path}.when"), e));
+        match expr::Expression::compile(&env, &r.when) {
+            Err(e) => out.push(Issue::error(format!("{path}.when"), e)),
+            Ok(when) => {
+                for finding in lint::close_rule(&when) {
+                    out.push(Issue::warning(format!("{path}.when"), finding.to_string()));
+                }
+            }
         }
         if let Err(e) = check_classification(&r.classification) {
             out.push(Issue::error(format!("{path}.classification"), e));

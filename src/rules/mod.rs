@@ -35,6 +35,32 @@ pub enum Mode {
     Enforce,
 }
 
+/// `SECMON_CLOSE` values that leave each close rule its own `mode`.
+pub const CLOSE_ON: &[&str] = &["on", "true", "1", "yes", "y", "enabled", "enable", "enforce"];
+/// `SECMON_CLOSE` values that force every close rule into shadow mode (the kill switch).
+pub const CLOSE_OFF: &[&str] = &["off", "false", "0", "no", "n", "disabled", "disable", "shadow"];
+
+/// Reads the kill switch `SECMON_CLOSE`: `Ok(true)` when closing is disabled (every rule in shadow
+/// mode), `Ok(false)` when it is unset or one of [`CLOSE_ON`]. Case and surrounding spaces are ignored.
+/// Anything else, the empty string included, is an error naming the accepted values: a misspelt "off"
+/// must stop secmon from starting, never leave closing on.
+pub fn closing_disabled(value: Option<&str>) -> Result<bool, String> {
+    let Some(raw) = value else { return Ok(false) };
+    let v = raw.trim().to_ascii_lowercase();
+    if CLOSE_OFF.contains(&v.as_str()) {
+        Ok(true)
+    } else if CLOSE_ON.contains(&v.as_str()) {
+        Ok(false)
+    } else {
+        Err(format!(
+            "SECMON_CLOSE={raw:?} is not understood; use one of {} (every close rule in shadow mode) or {} \
+             (each rule's own mode), or leave it unset",
+            CLOSE_OFF.join(", "),
+            CLOSE_ON.join(", ")
+        ))
+    }
+}
+
 /// A known-benign rule.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -286,6 +312,33 @@ pub fn validate_routes(routes: &[RouteConfig], cx: &ValidationContext<'_>, out: 
             if !cx.config.receivers.contains_key(name) {
                 out.push(Issue::error(format!("{path}.receivers[{j}]"), format!("unknown receiver {name:?}")));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kill_switch_accepts_its_documented_values_and_nothing_else() {
+        assert_eq!(closing_disabled(None), Ok(false), "unset: each rule's own mode");
+        for v in CLOSE_OFF {
+            for spelled in [v.to_string(), v.to_ascii_uppercase(), format!(" {v}\n")] {
+                assert_eq!(closing_disabled(Some(&spelled)), Ok(true), "{spelled:?}");
+            }
+        }
+        for v in CLOSE_ON {
+            for spelled in [v.to_string(), v.to_ascii_uppercase(), format!(" {v} ")] {
+                assert_eq!(closing_disabled(Some(&spelled)), Ok(false), "{spelled:?}");
+            }
+        }
+        for v in ["disabled", "disable", "n", "DISABLED", "shadow"] {
+            assert_eq!(closing_disabled(Some(v)), Ok(true), "{v} turns closing off");
+        }
+        for garbage in ["", " ", "of", "offf", "disabled2", "nein", "enforced", "on!", "-1", "2", "o n"] {
+            let err = closing_disabled(Some(garbage)).unwrap_err();
+            assert!(err.contains("SECMON_CLOSE") && err.contains("off, false") && err.contains("on, true"), "{err}");
         }
     }
 }

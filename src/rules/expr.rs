@@ -20,7 +20,7 @@
 //! - `s.fullMatch("re")`: the whole string matches the regular expression (unlike `matches`, which
 //!   finds it anywhere);
 //! - `s.equalsIgnoreCase("x")`, `s.containsIgnoreCase("x")`: ASCII case-insensitive comparison; other
-//!   characters must be equal (no Unicode folding: the Kelvin sign `K` is not `k`);
+//!   characters must be equal (no Unicode folding: the Kelvin sign `K` is not `k`);
 //! - `now.timeOfDayIn("22:00", "06:00")` (end exclusive, may wrap past midnight) and
 //!   `now.weekdayIn(["Sat", "Sun"])`, both in UTC or, with a last argument such as `"+02:00"`, at that
 //!   fixed offset.

@@ -42,8 +42,8 @@ pub const CLOSE_OFF: &[&str] = &["off", "false", "0", "no", "n", "disabled", "di
 
 /// Reads the kill switch `SECMON_CLOSE`: `Ok(true)` when closing is disabled (every rule in shadow
 /// mode), `Ok(false)` when it is unset or one of [`CLOSE_ON`]. Case and surrounding spaces are ignored.
-/// Anything else, the empty string included, is an error naming the accepted values: a misspelt "off"
-/// must stop secmon from starting, never leave closing on.
+/// Anything else, the empty string included, is an error (for the `SECMON_CLOSE` field) naming the
+/// accepted values: a misspelt "off" must stop secmon from starting, never leave closing on.
 pub fn closing_disabled(value: Option<&str>) -> Result<bool, String> {
     let Some(raw) = value else { return Ok(false) };
     let v = raw.trim().to_ascii_lowercase();
@@ -53,8 +53,8 @@ pub fn closing_disabled(value: Option<&str>) -> Result<bool, String> {
         Ok(false)
     } else {
         Err(format!(
-            "SECMON_CLOSE={raw:?} is not understood; use one of {} (every close rule in shadow mode) or {} \
-             (each rule's own mode), or leave it unset",
+            "{raw:?} is not understood; use one of {} (every close rule in shadow mode) or {} (each rule's own \
+             mode), or leave it unset",
             CLOSE_OFF.join(", "),
             CLOSE_ON.join(", ")
         ))
@@ -338,7 +338,7 @@ mod tests {
         }
         for garbage in ["", " ", "of", "offf", "disabled2", "nein", "enforced", "on!", "-1", "2", "o n"] {
             let err = closing_disabled(Some(garbage)).unwrap_err();
-            assert!(err.contains("SECMON_CLOSE") && err.contains("off, false") && err.contains("on, true"), "{err}");
+            assert!(err.contains("not understood") && err.contains("off, false") && err.contains("on, true"), "{err}");
         }
     }
 }

@@ -29,11 +29,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use cel::common::ast::{CallExpr, ComprehensionExpr, EntryExpr, Expr, LiteralValue, operators};
-use cel::common::types::CelInt;
+use cel::common::types::{CelInt, CelList, CelMap, CelMapKey, CelNull, CelString};
+use cel::common::value::Val;
 use cel::extractors::This;
-use cel::objects::Key;
 use cel::parser::{Macro, MacroExprHelper};
-use cel::{Context, Env, ExecutionError, IdedExpr, ParseError, Program, Value};
+use cel::{Context, Env, ExecutionError, FunctionContext, IdedExpr, ParseError, Program, Value};
 use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Timelike, Utc, Weekday};
 
 /// Longest expression accepted, in bytes.
@@ -457,29 +457,44 @@ fn evidence_type(kind: &str) -> Result<String, String> {
     Ok(format!("{EVIDENCE_PREFIX}{k}evidence").to_ascii_lowercase())
 }
 
-/// The alert's evidence items of one kind, in order; no `evidence` (or null) is none.
-fn evidence_of(This(alert): This<Value>, kind: Arc<String>) -> Result<Value, ExecutionError> {
+/// The alert's evidence items of one kind, in order; no `evidence` (or null) is none. It reads the alert
+/// where it lies and copies only the items of the kind: converting the whole alert to a [`Value`] first
+/// would copy every evidence item for every rule.
+fn evidence_of(ftx: &FunctionContext<'_, '_>) -> Result<Value, ExecutionError> {
     const F: &str = "evidenceOf";
-    let want = evidence_type(&kind).map_err(|e| fail(F, e))?;
-    let Value::Map(alert) = alert else {
-        return Err(fail(F, "expects the alert (a map)"));
+    let (alert, kind) = match (&ftx.this, ftx.args.as_slice()) {
+        (Some(alert), [kind]) => (alert, kind),
+        (None, [alert, kind]) => (alert, kind),
+        _ => return Err(fail(F, "expects (alert, kind)")),
     };
-    let items = match alert.map.get(&Key::from("evidence")) {
-        None | Some(Value::Null) => return Ok(Value::List(Arc::new(Vec::new()))),
-        Some(Value::List(items)) => items,
-        Some(_) => return Err(fail(F, "the alert's evidence is not a list")),
+    let kind = kind.downcast_ref::<CelString>().ok_or_else(|| fail(F, "the kind must be a string"))?;
+    let want = evidence_type(kind.inner()).map_err(|e| fail(F, e))?;
+    let alert = alert.downcast_ref::<CelMap>().ok_or_else(|| fail(F, "expects the alert (a map)"))?;
+    let items = match field(alert, "evidence") {
+        None => return Ok(Value::List(Arc::new(Vec::new()))),
+        Some(v) if v.downcast_ref::<CelNull>().is_some() => return Ok(Value::List(Arc::new(Vec::new()))),
+        Some(v) => v.downcast_ref::<CelList>().ok_or_else(|| fail(F, "the alert's evidence is not a list"))?,
     };
-    let of_kind = |item: &&Value| match item {
-        Value::Map(m) => match m.map.get(&Key::from("@odata.type")) {
-            Some(Value::String(t)) => {
-                let t = t.to_ascii_lowercase();
+    let mut out = Vec::new();
+    for item in items.inner() {
+        let of_kind = item
+            .downcast_ref::<CelMap>()
+            .and_then(|m| field(m, "@odata.type"))
+            .and_then(|t| t.downcast_ref::<CelString>())
+            .is_some_and(|t| {
+                let t = t.inner().to_ascii_lowercase();
                 t == want || format!("#{t}") == want
-            }
-            _ => false,
-        },
-        _ => false,
-    };
-    Ok(Value::List(Arc::new(items.iter().filter(of_kind).cloned().collect())))
+            });
+        if of_kind {
+            out.push(Value::try_from(item.as_ref())?);
+        }
+    }
+    Ok(Value::List(Arc::new(out)))
+}
+
+/// The value of a string key of a CEL map, without copying the map.
+fn field<'b, 'v>(map: &'b CelMap<'v>, name: &str) -> Option<&'b (dyn Val + 'v)> {
+    map.inner().iter().find(|(k, _)| matches!(k, CelMapKey::String(s) if s.inner() == name)).map(|(_, v)| v.as_ref())
 }
 
 /// A folder that `pathUnder` compares paths against.

@@ -40,7 +40,7 @@ use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Timelike, Utc, Weekday}
 pub const MAX_LENGTH: usize = 4096;
 /// Deepest nesting of brackets and sub-expressions accepted.
 pub const MAX_DEPTH: usize = 32;
-/// Most comprehensions (`exists`, `all`, `map`, `filter`, …) nested inside each other: two allow
+/// Most comprehensions (`exists`, `all`, `map`, `filter`, `allEvidence`, …) nested inside each other: two allow
 /// "any evidence with any IP in a range"; three would allow a billion steps over 1,000-item lists.
 pub const MAX_COMPREHENSION_NESTING: usize = 2;
 

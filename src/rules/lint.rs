@@ -565,11 +565,43 @@ fn render(e: &IdedExpr) -> String {
                     ),
                     _ => format!("{range}.{ALL_EVIDENCE}(…, {v}, {})", render(p)),
                 },
-                Loop::Other => format!("{range}.map/filter({v}, …)"),
+                Loop::Other => render_map_or_filter(c, &range),
             }
         }
         Expr::Struct(_) | Expr::Unspecified => "…".into(),
     }
+}
+
+/// `map` and `filter` folded back from their expansions (`@result + [x]`, guarded by `p ? … : @result`
+/// for `filter` and the three-argument `map`); any other comprehension with its step spelled out, so
+/// that two different loops never render alike.
+fn render_map_or_filter(c: &ComprehensionExpr, range: &str) -> String {
+    let v = &c.iter_var;
+    let is_accu = |e: &IdedExpr| matches!(&e.expr, Expr::Ident(a) if *a == c.accu_var);
+    let appended = |e: &IdedExpr| match &e.expr {
+        Expr::Call(add) if add.func_name == operators::ADD && add.args.len() == 2 && is_accu(&add.args[0]) => {
+            match &add.args[1].expr {
+                Expr::List(l) if l.elements.len() == 1 => Some(l.elements[0].clone()),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    if let Some(x) = appended(&c.loop_step) {
+        return format!("{range}.map({v}, {})", render(&x));
+    }
+    if let Expr::Call(step) = &c.loop_step.expr
+        && step.func_name == operators::CONDITIONAL
+        && let [p, then, otherwise] = step.args.as_slice()
+        && is_accu(otherwise)
+        && let Some(x) = appended(then)
+    {
+        return match &x.expr {
+            Expr::Ident(name) if name == v => format!("{range}.filter({v}, {})", render(p)),
+            _ => format!("{range}.map({v}, {}, {})", render(p), render(&x)),
+        };
+    }
+    format!("{range}.comprehension({v}, {})", render(&c.loop_step))
 }
 
 fn next(l: Level) -> Level {
@@ -625,6 +657,11 @@ mod tests {
                 r#"size(alert.systemTags) > 0 && alert.mitreTechniques.all(t, t == "T1046")"#,
                 "true when the list is empty",
                 r#"size(alert.mitreTechniques) > 0 && alert.mitreTechniques.all(t, t == "T1046")"#,
+            ),
+            (
+                r#"size(alert.systemTags.filter(t, t == "a")) > 0 && alert.systemTags.filter(t, t == "b").all(t, t == "b")"#,
+                "true when the list is empty",
+                r#"size(alert.systemTags.filter(t, t == "b")) > 0 && alert.systemTags.filter(t, t == "b").all(t, t == "b")"#,
             ),
             (
                 r#"(size(alert.mitreTechniques) > 0 || alert.severity == "low") && alert.mitreTechniques.all(t, t == "T1046")"#,
@@ -705,6 +742,8 @@ mod tests {
             r#"(1 + 2) * 3 == 9 && 10 - (4 - 3) == 9 && (true ? "a" : "b") == "a""#,
             r#"alert.evidence.exists(e, has(e.ipAddress)) && alert.evidence.all(e, e.verdict != "malicious")"#,
             r#"alert.comments[0].comment == "a\"b\\c\n" && -alert.n < 0u && {"k": 1.5}["k"] > 1.0"#,
+            r#"size(alert.evidence.filter(e, e.verdict == "malicious")) == 0 && alert.systemTags.map(t, t.lowerAscii()) == ["x"]"#,
+            r#"alert.mitreTechniques.map(t, t.startsWith("T1"), t + "!") == []"#,
         ] {
             let e = Expression::compile(&env, source).unwrap();
             let again = render(e.ast());

@@ -394,3 +394,135 @@ fn rules_test_prints_one_line_per_alert_from_every_file_shape() {
         (Some("notify"), &Value::Null, &json!(["soc"]))
     );
 }
+
+/// An alert from the pentest range that also carries an attacker's IP, mimikatz and a credential-dumping
+/// command line: a real attack during the pentest window.
+fn pentest_ip_next_to_an_attacker() -> Value {
+    json!({
+        "id": "da-mixed", "status": "new", "severity": "medium", "serviceSource": "microsoftDefenderForEndpoint",
+        "title": "Credential dumping attempt", "lastUpdateDateTime": "2026-11-26T11:00:00Z",
+        "evidence": [
+            {"@odata.type": "#microsoft.graph.security.ipEvidence", "ipAddress": "203.0.113.77", "roles": ["attacker"]},
+            {"@odata.type": "#microsoft.graph.security.ipEvidence", "ipAddress": "198.51.100.66", "roles": ["attacker"]},
+            {"@odata.type": "#microsoft.graph.security.processEvidence", "verdict": "malicious",
+             "imageFile": {"fileName": "mimikatz.exe", "filePath": "C:\\Users\\Public"},
+             "processCommandLine": "mimikatz.exe \"privilege::debug\" \"sekurlsa::logonpasswords\" exit"},
+            {"@odata.type": "#microsoft.graph.security.deviceEvidence", "hostName": "fin-ws-042"}
+        ]
+    })
+}
+
+/// The close rules of a shipped example config, loaded as `check-config` would.
+fn example_rules(file: &str) -> Config {
+    let env = |name: &str| {
+        name.starts_with("SECMON_DEMO_").then(|| "https://localhost:1".to_string()).or_else(|| match name {
+            "FABRIKAM_CLIENT_SECRET" => Some("example-secret-value".into()),
+            "SECMON_TEAMS_URL" => Some(
+                "https://prod-01.westeurope.logic.azure.com/workflows/x/triggers/manual/paths/invoke?sig=EXAMPLE"
+                    .into(),
+            ),
+            _ => None,
+        })
+    };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let loaded =
+        load_str(&std::fs::read_to_string(&path).unwrap(), &path, &env, now()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.warnings, vec![], "{file} teaches the safe forms");
+    loaded.config
+}
+
+#[test]
+fn the_documented_pentest_rule_does_not_close_an_attack_that_carries_one_pentest_ip() {
+    for file in ["examples/secmon.yaml", "examples/demo.yaml"] {
+        let engine = Engine::compile(&example_rules(file)).unwrap();
+        let d = decide(&engine, &pentest_ip_next_to_an_attacker());
+        assert_ne!(d.outcome, Outcome::Close, "{file}: {}", d.reason);
+        assert_eq!(d.close, None, "{file}: no rule matches at all");
+        // The same rule still closes the pentest's own alert.
+        let mut pentest = pentest_ip_next_to_an_attacker();
+        pentest["evidence"] = json!([pentest["evidence"][0], pentest["evidence"][3]]);
+        let d = decide(&engine, &pentest);
+        assert_eq!((d.outcome, d.close.map(|m| m.rule_id)), (Outcome::Close, Some("pentest-2026q4".into())), "{file}");
+    }
+    // The idiom the docs used to teach closes it.
+    let old = config(&format!(
+        "close_rules:\n{}",
+        rule("old", r#"alert.evidence.exists(e, has(e.ipAddress) && e.ipAddress.inCidr("203.0.113.0/24"))"#, "")
+    ));
+    assert_eq!(decide(&Engine::compile(&old).unwrap(), &pentest_ip_next_to_an_attacker()).outcome, Outcome::Close);
+}
+
+#[test]
+fn check_config_warns_on_rules_that_fail_open_with_line_and_rewrite() {
+    let lines = issues(&format!(
+        "close_rules:\n{}{}{}{}",
+        rule("a", r#"alert.evidence.exists(e, has(e.ipAddress) && e.ipAddress.inCidr("203.0.113.0/24"))"#, ""),
+        rule("b", r#"alert.evidence.all(e, e.verdict == "noThreatsFound")"#, ""),
+        rule("c", r#"alert.title.matches("Network scan")"#, ""),
+        rule(
+            "d",
+            r#"alert.allEvidence("process", p, p.imageFile.filePath.startsWith("C:\\Program Files\\Backup"))"#,
+            ""
+        ),
+    ));
+    let want = [
+        (
+            "t.yaml:11:11: warning: close_rules[0].when:",
+            r#"rewrite as: alert.allEvidence("ip", e, e.ipAddress.inCidr("203.0.113.0/24"))"#,
+        ),
+        ("t.yaml:17:11: warning: close_rules[1].when:", "true when the list is empty"),
+        ("t.yaml:23:11: warning: close_rules[2].when:", r#"rewrite as: alert.title.fullMatch("Network scan")"#),
+        (
+            "t.yaml:29:11: warning: close_rules[3].when:",
+            r#"rewrite as: p.imageFile.filePath.pathUnder("C:\\Program Files\\Backup")"#,
+        ),
+    ];
+    assert_eq!(lines.len(), want.len(), "{}", lines.join("\n"));
+    for (place, text) in want {
+        assert!(
+            lines.iter().any(|l| l.starts_with(place) && l.contains(text)),
+            "{place} {text}:\n{}",
+            lines.join("\n")
+        );
+    }
+    // The safe forms: no warning.
+    let safe = issues(&format!(
+        "close_rules:\n{}{}{}{}",
+        rule("a", r#"alert.allEvidence("ip", e, e.ipAddress.inCidr("203.0.113.0/24"))"#, ""),
+        rule(
+            "b",
+            r#"alert.allEvidence("file", f, f.fileDetails.sha256.hashIn(["e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"]))"#,
+            ""
+        ),
+        rule("c", r#"alert.title.fullMatch("Network scan from 203\\.0\\.113\\.[0-9]+")"#, ""),
+        rule(
+            "d",
+            r#"alert.allEvidence("process", p, p.imageFile.filePath.pathUnder("C:\\Program Files\\Backup"))"#,
+            ""
+        ),
+    ));
+    assert_eq!(safe, Vec::<String>::new());
+    // Routes are not judged: exists is how a route says "any".
+    let routes =
+        issues("routes:\n  - { when: 'alert.evidence.exists(e, e.verdict == \"malicious\")', receivers: [soc] }\n");
+    assert_eq!(routes, Vec::<String>::new());
+}
+
+#[test]
+fn secmon_close_is_read_strictly_at_load() {
+    let text = format!("{HEADER}close_rules:\n{}", rule("x", "true", "    mode: enforce\n"));
+    let load = |value: Option<&str>| {
+        let env = |k: &str| if k == "SECMON_CLOSE" { value.map(str::to_string) } else { None };
+        load_str(&text, Path::new("t.yaml"), &env, now())
+    };
+    assert!(!load(None).unwrap().config.closing_disabled);
+    assert!(!load(Some("on")).unwrap().config.closing_disabled);
+    for off in ["off", "disabled", "disable", "n", "No", "shadow"] {
+        assert!(load(Some(off)).unwrap().config.closing_disabled, "{off}");
+    }
+    for garbage in ["", "disabled2", "of"] {
+        let err = load(Some(garbage)).unwrap_err().to_string();
+        assert!(err.starts_with("t.yaml: error: SECMON_CLOSE: "), "{err}");
+        assert!(err.contains("use one of off, false, 0, no, n, disabled, disable, shadow"), "{err}");
+    }
+}

@@ -65,8 +65,9 @@ pub struct Config {
     /// The webhook and doorbell endpoints.
     #[serde(default)]
     pub webhook: WebhookConfig,
-    /// True when `SECMON_CLOSE=off` (or `false`, `0`, `no`): every close rule runs in shadow mode. Set
-    /// from the environment at load, never from the file, so an operator can stop all closing at once.
+    /// True when `SECMON_CLOSE` is `off` (or another of [`crate::rules::CLOSE_OFF`]): every close rule runs
+    /// in shadow mode. Set from the environment at load, never from the file, so an operator can stop all
+    /// closing at once; a value secmon does not know fails the load.
     #[serde(skip)]
     #[schemars(skip)]
     pub closing_disabled: bool,
@@ -345,8 +346,11 @@ pub fn load_str(text: &str, file: &Path, env: EnvLookup<'_>, now: DateTime<Utc>)
         }
     };
 
-    config.closing_disabled = !crate::respond::close::close_enabled(env("SECMON_CLOSE").as_deref());
-    let findings = config.validate(now);
+    let mut findings = config.validate(now);
+    match crate::rules::closing_disabled(env("SECMON_CLOSE").as_deref()) {
+        Ok(disabled) => config.closing_disabled = disabled,
+        Err(e) => findings.push(Issue::error("SECMON_CLOSE", e)),
+    }
     let (errors, warnings): (Vec<_>, Vec<_>) = findings.into_iter().partition(|i| i.level == Level::Error);
     if !errors.is_empty() {
         let mut all = errors;

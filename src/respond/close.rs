@@ -61,13 +61,6 @@ pub enum Closed {
     },
 }
 
-/// Reads `SECMON_CLOSE` (at config load, into [`Config::closing_disabled`](crate::config::Config)):
-/// `off`, `false`, `0` or `no` turn every rule into shadow mode; anything else (or nothing) leaves the
-/// rules' own modes.
-pub fn close_enabled(value: Option<&str>) -> bool {
-    !value.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "off" | "false" | "0" | "no"))
-}
-
 fn store_error(e: StoreError) -> RespondError {
     RespondError::Retry(format!("store: {e}"))
 }
@@ -229,16 +222,6 @@ async fn patch(
 mod tests {
     use super::*;
     use crate::store::sqlite::SqliteStore;
-
-    #[test]
-    fn the_close_switch() {
-        for off in ["off", "OFF", "false", "0", "no", " off "] {
-            assert!(!close_enabled(Some(off)), "{off}");
-        }
-        for on in [None, Some("on"), Some(""), Some("enforce")] {
-            assert!(close_enabled(on), "{on:?}");
-        }
-    }
 
     #[tokio::test]
     async fn the_breaker_counts_per_rule_and_hour() {

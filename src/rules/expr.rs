@@ -9,7 +9,18 @@
 //! config), `now` (a timestamp). Helpers, callable as methods or functions:
 //! - `ip.inCidr("203.0.113.0/24")` or `ip.inCidr(["10.0.0.0/8", "2001:db8::/32"])`: IPv4/IPv6 prefix match;
 //!   text that is not an IP address is not in any range;
-//! - `s.equalsIgnoreCase("x")`, `s.containsIgnoreCase("x")`: Unicode case-insensitive comparison;
+//! - `alert.allEvidence("ip", e, e.ipAddress.inCidr("203.0.113.0/24"))` (a macro): true when the alert has
+//!   at least one evidence item of that kind *and* every one of them satisfies the predicate; an error
+//!   on any item makes the whole rule fail (no match). `alert.evidenceOf("ip")` is the list it ranges
+//!   over: the evidence whose `@odata.type` is `#microsoft.graph.security.ipEvidence`;
+//! - `path.pathUnder("C:\\Program Files\\Backup\\")` or a list of folders: strictly below the folder,
+//!   segment by segment (`\` and `/` separate and ASCII case is ignored for Windows paths, `/` only and
+//!   exact for POSIX ones; `.` and `..` never match);
+//! - `hash.hashIn(["<sha256>", …])`: an MD5, SHA-1 or SHA-256 in hex, compared ignoring ASCII case;
+//! - `s.fullMatch("re")`: the whole string matches the regular expression (unlike `matches`, which
+//!   finds it anywhere);
+//! - `s.equalsIgnoreCase("x")`, `s.containsIgnoreCase("x")`: ASCII case-insensitive comparison; other
+//!   characters must be equal (no Unicode folding: the Kelvin sign `K` is not `k`);
 //! - `now.timeOfDayIn("22:00", "06:00")` (end exclusive, may wrap past midnight) and
 //!   `now.weekdayIn(["Sat", "Sun"])`, both in UTC or, with a last argument such as `"+02:00"`, at that
 //!   fixed offset.
@@ -17,16 +28,19 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use cel::common::ast::{EntryExpr, Expr, LiteralValue};
+use cel::common::ast::{CallExpr, ComprehensionExpr, EntryExpr, Expr, LiteralValue, operators};
+use cel::common::types::{CelInt, CelList, CelMap, CelMapKey, CelNull, CelString};
+use cel::common::value::Val;
 use cel::extractors::This;
-use cel::{Context, Env, ExecutionError, IdedExpr, Program, Value};
+use cel::parser::{Macro, MacroExprHelper};
+use cel::{Context, Env, ExecutionError, FunctionContext, IdedExpr, ParseError, Program, Value};
 use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Timelike, Utc, Weekday};
 
 /// Longest expression accepted, in bytes.
 pub const MAX_LENGTH: usize = 4096;
 /// Deepest nesting of brackets and sub-expressions accepted.
 pub const MAX_DEPTH: usize = 32;
-/// Most comprehensions (`exists`, `all`, `map`, `filter`, …) nested inside each other: two allow
+/// Most comprehensions (`exists`, `all`, `map`, `filter`, `allEvidence`, …) nested inside each other: two allow
 /// "any evidence with any IP in a range"; three would allow a billion steps over 1,000-item lists.
 pub const MAX_COMPREHENSION_NESTING: usize = 2;
 
@@ -37,12 +51,70 @@ pub struct Expression {
     source: String,
 }
 
-/// The environment every expression is compiled and run in: the CEL standard library plus the strings
-/// extension (`lowerAscii`, `split`, …).
+/// The environment every expression is compiled and run in: the CEL standard library, the strings
+/// extension (`lowerAscii`, `split`, …) and the `allEvidence` macro.
 pub fn env() -> Arc<Env> {
     let mut env = Env::stdlib();
     env.add_extension(cel::extensions::strings).expect("the strings extension registers once");
+    for m in [Macro::receiver(ALL_EVIDENCE, 3, all_evidence), Macro::global(ALL_EVIDENCE, 4, all_evidence)] {
+        env.add_macro(m).expect("allEvidence is no standard macro");
+    }
     Arc::new(env)
+}
+
+/// The macro that says what a close rule over evidence means: "there is evidence of this kind, and all of
+/// it is benign".
+pub const ALL_EVIDENCE: &str = "allEvidence";
+/// The accumulator of an `allEvidence` expansion: how many items matched, or -1 once one did not.
+pub(crate) const ALL_EVIDENCE_ACCU: &str = "@allEvidence";
+
+/// Expands `alert.allEvidence(kind, e, p)` (or `allEvidence(alert, kind, e, p)`) into a comprehension over
+/// `alert.evidenceOf(kind)` that counts the items satisfying `p`, stops at the first that does not, and
+/// is true only for a count above zero. The step is a conditional rather than CEL's `&&`, so an error on
+/// any item is the result (no match) instead of being absorbed by a later `false`.
+fn all_evidence(
+    helper: &mut MacroExprHelper<'_>,
+    target: &mut Option<IdedExpr>,
+    args: &mut Vec<IdedExpr>,
+) -> Result<Option<IdedExpr>, ParseError> {
+    let alert = match target.take() {
+        Some(t) => t,
+        None => args.remove(0),
+    };
+    let (Some(pred), Some(var), Some(kind)) = (args.pop(), args.pop(), args.pop()) else {
+        return Err(helper.new_error(alert.id, "allEvidence expects (kind, name, predicate)"));
+    };
+    let Expr::Ident(var) = var.expr else {
+        return Err(helper.new_error(
+            var.id,
+            "allEvidence: the second argument must be a simple name, as in alert.allEvidence(\"ip\", e, …)",
+        ));
+    };
+    let mut node = |e: Expr| helper.next_expr(e);
+    let int = |n: i64| Expr::Literal(LiteralValue::Int(CelInt::from(n)));
+    let accu = || Expr::Ident(ALL_EVIDENCE_ACCU.to_string());
+    let call = |f: &str, args: Vec<IdedExpr>| Expr::Call(CallExpr { func_name: f.to_string(), target: None, args });
+    let range =
+        node(Expr::Call(CallExpr { func_name: "evidenceOf".into(), target: Some(Box::new(alert)), args: vec![kind] }));
+    let (a, zero) = (node(accu()), node(int(0)));
+    let loop_cond = node(call(operators::GREATER_EQUALS, vec![a, zero]));
+    let (a, one) = (node(accu()), node(int(1)));
+    let plus_one = node(call(operators::ADD, vec![a, one]));
+    let failed = node(int(-1));
+    let loop_step = node(call(operators::CONDITIONAL, vec![pred, plus_one, failed]));
+    let (a, zero) = (node(accu()), node(int(0)));
+    let result = node(call(operators::GREATER, vec![a, zero]));
+    let accu_init = node(int(0));
+    Ok(Some(node(Expr::Comprehension(Box::new(ComprehensionExpr {
+        iter_range: range,
+        iter_var: var,
+        iter_var2: None,
+        accu_var: ALL_EVIDENCE_ACCU.to_string(),
+        accu_init,
+        loop_cond,
+        loop_step,
+        result,
+    })))))
 }
 
 impl Expression {
@@ -82,6 +154,11 @@ impl Expression {
         &self.source
     }
 
+    /// The parsed expression, macros expanded (for [`super::lint`]).
+    pub fn ast(&self) -> &IdedExpr {
+        self.program.expression()
+    }
+
     /// Evaluates to a boolean; anything else (a missing field, a wrong type, a non-bool result) is an
     /// error in words.
     pub fn matches(&self, cx: &Context<'_, '_>) -> Result<bool, String> {
@@ -103,6 +180,10 @@ pub fn context(env: Arc<Env>, raw: &serde_json::Value, tenant: &str, now: DateTi
     cx.add_variable_from_value("now", Value::Timestamp(now.fixed_offset()));
     for (name, result) in [
         ("inCidr", cx.add_function("inCidr", in_cidr)),
+        ("evidenceOf", cx.add_function("evidenceOf", evidence_of)),
+        ("pathUnder", cx.add_function("pathUnder", path_under)),
+        ("hashIn", cx.add_function("hashIn", hash_in)),
+        ("fullMatch", cx.add_function("fullMatch", full_match)),
         ("equalsIgnoreCase", cx.add_function("equalsIgnoreCase", equals_ignore_case)),
         ("containsIgnoreCase", cx.add_function("containsIgnoreCase", contains_ignore_case)),
         ("timeOfDayIn", cx.add_function("timeOfDayIn", time_of_day_in)),
@@ -159,6 +240,9 @@ fn bracket_depth(source: &str) -> usize {
     }
     max
 }
+
+/// Checks one literal argument of a helper.
+type LiteralCheck = fn(&str) -> Result<(), String>;
 
 #[derive(Default)]
 struct Walk {
@@ -234,12 +318,22 @@ impl Walk {
                 self.problems.push(format!("{func}: {e}"));
             }
         };
-        match func {
-            "inCidr" => {
-                for s in args.first().map(|a| strings(a)).unwrap_or_default() {
-                    check(Cidr::parse(&s).map(|_| ()));
-                }
+        // Helpers whose first argument is a literal (or a list of them) checked the same way.
+        let first: Option<LiteralCheck> = match func {
+            "inCidr" => Some(|s| Cidr::parse(s).map(|_| ())),
+            "evidenceOf" => Some(|s| evidence_type(s).map(|_| ())),
+            "pathUnder" => Some(|s| Folder::parse(s).map(|_| ())),
+            "hashIn" => Some(|s| parse_hash(s).map(|_| ())),
+            "fullMatch" => Some(|s| anchored(s).map(|_| ())),
+            _ => None,
+        };
+        if let Some(parse) = first {
+            for s in args.first().map(|a| strings(a)).unwrap_or_default() {
+                check(parse(&s));
             }
+            return;
+        }
+        match func {
             "timeOfDayIn" => {
                 for (i, a) in args.iter().enumerate() {
                     for s in strings(a) {
@@ -336,16 +430,165 @@ fn in_cidr(This(ip): This<Arc<String>>, ranges: Value) -> Result<bool, Execution
     Ok(false)
 }
 
-fn fold(s: &str) -> String {
-    s.to_lowercase()
-}
-
+/// ASCII case-insensitive: `to_lowercase` would fold the Kelvin sign (U+212A) into `k` and other
+/// look-alikes into letters, so that a name an attacker chose equals the one a rule allows.
 fn equals_ignore_case(This(a): This<Arc<String>>, b: Arc<String>) -> bool {
-    a.as_str() == b.as_str() || fold(&a) == fold(&b)
+    a.eq_ignore_ascii_case(&b)
 }
 
 fn contains_ignore_case(This(a): This<Arc<String>>, b: Arc<String>) -> bool {
-    fold(&a).contains(&fold(&b))
+    a.to_ascii_lowercase().contains(&b.to_ascii_lowercase())
+}
+
+const EVIDENCE_PREFIX: &str = "#microsoft.graph.security.";
+
+/// The `@odata.type` (ASCII lowercase) of an evidence kind: `ip`, `ipEvidence` or
+/// `#microsoft.graph.security.ipEvidence` are all `#microsoft.graph.security.ipevidence`.
+fn evidence_type(kind: &str) -> Result<String, String> {
+    let k = kind.trim();
+    let k = k.strip_prefix(EVIDENCE_PREFIX).unwrap_or(k);
+    let k = match k.len().checked_sub("Evidence".len()) {
+        Some(n) if k.is_char_boundary(n) && k[n..].eq_ignore_ascii_case("Evidence") => &k[..n],
+        _ => k,
+    };
+    if !k.starts_with(|c: char| c.is_ascii_alphabetic()) || !k.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(format!("{kind:?} is not an evidence kind such as \"ip\", \"file\", \"process\" or \"user\""));
+    }
+    Ok(format!("{EVIDENCE_PREFIX}{k}evidence").to_ascii_lowercase())
+}
+
+/// The alert's evidence items of one kind, in order; no `evidence` (or null) is none. It reads the alert
+/// where it lies and copies only the items of the kind: converting the whole alert to a [`Value`] first
+/// would copy every evidence item for every rule.
+fn evidence_of(ftx: &FunctionContext<'_, '_>) -> Result<Value, ExecutionError> {
+    const F: &str = "evidenceOf";
+    let (alert, kind) = match (&ftx.this, ftx.args.as_slice()) {
+        (Some(alert), [kind]) => (alert, kind),
+        (None, [alert, kind]) => (alert, kind),
+        _ => return Err(fail(F, "expects (alert, kind)")),
+    };
+    let kind = kind.downcast_ref::<CelString>().ok_or_else(|| fail(F, "the kind must be a string"))?;
+    let want = evidence_type(kind.inner()).map_err(|e| fail(F, e))?;
+    let alert = alert.downcast_ref::<CelMap>().ok_or_else(|| fail(F, "expects the alert (a map)"))?;
+    let items = match field(alert, "evidence") {
+        None => return Ok(Value::List(Arc::new(Vec::new()))),
+        Some(v) if v.downcast_ref::<CelNull>().is_some() => return Ok(Value::List(Arc::new(Vec::new()))),
+        Some(v) => v.downcast_ref::<CelList>().ok_or_else(|| fail(F, "the alert's evidence is not a list"))?,
+    };
+    let mut out = Vec::new();
+    for item in items.inner() {
+        let of_kind = item
+            .downcast_ref::<CelMap>()
+            .and_then(|m| field(m, "@odata.type"))
+            .and_then(|t| t.downcast_ref::<CelString>())
+            .is_some_and(|t| {
+                let t = t.inner().to_ascii_lowercase();
+                t == want || format!("#{t}") == want
+            });
+        if of_kind {
+            out.push(Value::try_from(item.as_ref())?);
+        }
+    }
+    Ok(Value::List(Arc::new(out)))
+}
+
+/// The value of a string key of a CEL map, without copying the map.
+fn field<'b, 'v>(map: &'b CelMap<'v>, name: &str) -> Option<&'b (dyn Val + 'v)> {
+    map.inner().iter().find(|(k, _)| matches!(k, CelMapKey::String(s) if s.inner() == name)).map(|(_, v)| v.as_ref())
+}
+
+/// A folder that `pathUnder` compares paths against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folder {
+    /// A Windows path (drive letter, UNC or backslashes): `\` and `/` separate, ASCII case is ignored.
+    windows: bool,
+    segments: Vec<String>,
+}
+
+impl Folder {
+    /// Parses an absolute folder: `C:\Program Files\Backup\`, `\\server\share\dir` or `/opt/backup/`.
+    pub fn parse(s: &str) -> Result<Folder, String> {
+        let t = s.trim();
+        let b = t.as_bytes();
+        let drive = b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':';
+        let unc = t.starts_with("\\\\");
+        let windows = drive || unc || t.contains('\\');
+        if !(drive || unc || (!windows && t.starts_with('/'))) {
+            return Err(format!("{s:?} is not an absolute folder (C:\\…, \\\\server\\share\\… or /…)"));
+        }
+        if drive && b.get(2).is_some_and(|c| !matches!(c, b'\\' | b'/')) {
+            return Err(format!("{s:?}: a drive-relative path; write {}\\{}", &t[..2], &t[2..]));
+        }
+        let mut segments = split_path(t, windows);
+        while segments.len() > 1 && segments.last().is_some_and(String::is_empty) {
+            segments.pop();
+        }
+        let first = segments.iter().position(|x| !x.is_empty()).unwrap_or(segments.len());
+        if segments[first..].iter().any(|x| x.is_empty() || x == "." || x == "..") {
+            return Err(format!("{s:?}: empty, . or .. segments are ambiguous; write the folder plainly"));
+        }
+        Ok(Folder { windows, segments })
+    }
+
+    /// True when `path` lies strictly below the folder. A path with `.` or `..` segments never does.
+    pub fn contains(&self, path: &str) -> bool {
+        let segs = split_path(path, self.windows);
+        if segs.iter().any(|x| x == "." || x == "..") || segs.len() <= self.segments.len() {
+            return false;
+        }
+        let same = |a: &String, b: &String| if self.windows { a.eq_ignore_ascii_case(b) } else { a == b };
+        self.segments.iter().zip(&segs).all(|(a, b)| same(a, b))
+            && segs[self.segments.len()..].iter().any(|x| !x.is_empty())
+    }
+}
+
+fn split_path(p: &str, windows: bool) -> Vec<String> {
+    if windows {
+        p.split(['\\', '/']).map(str::to_string).collect()
+    } else {
+        p.split('/').map(str::to_string).collect()
+    }
+}
+
+fn path_under(This(path): This<Arc<String>>, folders: Value) -> Result<bool, ExecutionError> {
+    for f in string_list("pathUnder", &folders)? {
+        if Folder::parse(&f).map_err(|e| fail("pathUnder", e))?.contains(&path) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A hash as a rule may list it: MD5, SHA-1 or SHA-256 in hex.
+fn parse_hash(s: &str) -> Result<&str, String> {
+    let t = s.trim();
+    if matches!(t.len(), 32 | 40 | 64) && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(t)
+    } else {
+        Err(format!("{s:?} is not an MD5, SHA-1 or SHA-256 hash in hex"))
+    }
+}
+
+fn hash_in(This(hash): This<Arc<String>>, hashes: Value) -> Result<bool, ExecutionError> {
+    let hashes = string_list("hashIn", &hashes)?;
+    let valid = parse_hash(&hash).is_ok_and(|h| h.len() == hash.len());
+    let mut found = false;
+    for h in &hashes {
+        let h = parse_hash(h).map_err(|e| fail("hashIn", e))?;
+        found |= valid && h.eq_ignore_ascii_case(&hash);
+    }
+    Ok(found)
+}
+
+/// `re` anchored at both ends of the text. `re` is compiled alone first: a pattern such as `a)|(b`
+/// that would close the wrapping group early is refused rather than left half-anchored.
+fn anchored(re: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(re).map_err(|e| format!("{re:?} is not a regular expression: {}", one_line(&e.to_string())))?;
+    regex::Regex::new(&format!(r"\A(?:{re})\z")).map_err(|e| one_line(&e.to_string()))
+}
+
+fn full_match(This(s): This<Arc<String>>, re: Arc<String>) -> Result<bool, ExecutionError> {
+    Ok(anchored(&re).map_err(|e| fail("fullMatch", e))?.is_match(&s))
 }
 
 fn parse_time(s: &str) -> Result<NaiveTime, String> {
@@ -444,7 +687,8 @@ mod tests {
             (r#"alert.mapped.inCidr("203.0.113.0/24")"#, true),
             (r#""not an ip".inCidr("0.0.0.0/0")"#, false),
             (r#"alert.ip.inCidr("0.0.0.0/0")"#, true),
-            (r#"alert.name.equalsIgnoreCase("ärger")"#, true),
+            (r#"alert.name.equalsIgnoreCase("Ärger")"#, true),
+            (r#"alert.name.equalsIgnoreCase("ärger")"#, false),
             (r#"alert.name.equalsIgnoreCase("arger")"#, false),
             (r#"alert.name.containsIgnoreCase("rge")"#, true),
             (r#"now.timeOfDayIn("09:00", "17:00")"#, true),
@@ -462,6 +706,116 @@ mod tests {
         assert_eq!(eval(r#"now.timeOfDayIn("22:00", "06:00")"#, a, "2026-11-26T06:00:00Z"), Ok(false));
     }
 
+    fn ip(addr: &str) -> serde_json::Value {
+        json!({"@odata.type": "#microsoft.graph.security.ipEvidence", "ipAddress": addr, "roles": ["attacker"]})
+    }
+
+    fn device() -> serde_json::Value {
+        json!({"@odata.type": "#microsoft.graph.security.deviceEvidence", "hostName": "fin-ws-042"})
+    }
+
+    #[test]
+    fn all_evidence_needs_at_least_one_item_and_every_item() {
+        const RULE: &str = r#"alert.allEvidence("ip", e, e.ipAddress.inCidr("203.0.113.0/24"))"#;
+        const EXISTS: &str = r#"alert.evidence.exists(e, has(e.ipAddress) && e.ipAddress.inCidr("203.0.113.0/24"))"#;
+        const ALL: &str = r#"alert.evidence.all(e, has(e.ipAddress) && e.ipAddress.inCidr("203.0.113.0/24"))"#;
+        let mimikatz = json!({"@odata.type": "#microsoft.graph.security.processEvidence",
+            "imageFile": {"fileName": "mimikatz.exe"}, "processCommandLine": "mimikatz sekurlsa::logonpasswords"});
+        // (evidence, allEvidence, what the unsafe exists idiom says, what a bare all says)
+        type Case = (&'static str, serde_json::Value, Result<bool, ()>, bool, bool);
+        let cases: Vec<Case> = vec![
+            ("no evidence", json!([]), Ok(false), false, true),
+            ("no ip evidence", json!([device()]), Ok(false), false, false),
+            ("one pentest ip", json!([ip("203.0.113.7")]), Ok(true), true, true),
+            ("pentest ip and a device", json!([ip("203.0.113.7"), device()]), Ok(true), true, false),
+            ("two pentest ips", json!([ip("203.0.113.7"), ip("203.0.113.200")]), Ok(true), true, true),
+            ("pentest ip and attacker ip", json!([ip("203.0.113.7"), ip("198.51.100.66")]), Ok(false), true, false),
+            (
+                "pentest ip, attacker ip, mimikatz",
+                json!([ip("203.0.113.7"), ip("198.51.100.66"), mimikatz]),
+                Ok(false),
+                true,
+                false,
+            ),
+            (
+                "an ip evidence without an address",
+                json!([ip("203.0.113.7"), {"@odata.type": "#microsoft.graph.security.ipEvidence"}]),
+                Err(()),
+                true,
+                false,
+            ),
+        ];
+        for (name, evidence, want, exists, all) in cases {
+            let alert = json!({"evidence": evidence});
+            assert_eq!(eval(RULE, alert.clone(), NOON).map_err(|_| ()), want, "allEvidence: {name}");
+            assert_eq!(eval(EXISTS, alert.clone(), NOON), Ok(exists), "exists: {name}");
+            assert_eq!(eval(ALL, alert, NOON), Ok(all), "all: {name}");
+        }
+        // No evidence field at all, the function form, and the kind spelled as the full type.
+        assert_eq!(eval(RULE, json!({}), NOON), Ok(false));
+        let alert = json!({"evidence": [ip("203.0.113.7"), device()]});
+        let global = r#"allEvidence(alert, "ipEvidence", e, e.ipAddress.inCidr("203.0.113.0/24"))"#;
+        assert_eq!(eval(global, alert.clone(), NOON), Ok(true));
+        assert_eq!(
+            eval(r##"size(alert.evidenceOf("#microsoft.graph.security.ipEvidence")) == 1"##, alert.clone(), NOON),
+            Ok(true)
+        );
+        assert_eq!(eval(r#"size(evidenceOf(alert, "device")) == 1"#, alert.clone(), NOON), Ok(true));
+        assert_eq!(eval(r#"alert.allEvidence("device", d, d.hostName == "fin-ws-042")"#, alert, NOON), Ok(true));
+    }
+
+    #[test]
+    fn string_helpers_fail_safe() {
+        let a = json!({
+            "kelvin": "svc-bac\u{212A}up",
+            "upper": "SVC-BACKUP",
+            "image": "C:\\Program Files\\BackupEvil\\agent.exe",
+            "good": "c:/program files/backup/bin/agent.exe",
+            "dotdot": "C:\\Program Files\\Backup\\..\\Evil\\x.exe",
+            "linux": "/opt/Backup/agent",
+            "linuxbs": "/opt/backup\\evil",
+            "hash": "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+            "title": "Evil.exe started by backup.exe",
+        });
+        let cases: &[(&str, bool)] = &[
+            // The Kelvin sign is not k; ASCII case still folds.
+            (r#"alert.kelvin.equalsIgnoreCase("svc-backup")"#, false),
+            (r#"alert.kelvin.containsIgnoreCase("backup")"#, false),
+            (r#"alert.upper.equalsIgnoreCase("svc-backup")"#, true),
+            (r#"alert.upper == "svc-backup""#, false),
+            // matches finds the pattern anywhere; fullMatch needs all of it.
+            (r#"alert.title.matches("backup\\.exe")"#, true),
+            (r#"alert.title.fullMatch("backup\\.exe")"#, false),
+            (r#""backup.exe".fullMatch("backup\\.exe")"#, true),
+            (r#""xb".matches("^a|b$")"#, true),
+            (r#""xb".fullMatch("a|b")"#, false),
+            (r#""evil\nbenign".fullMatch("(?m)^benign$")"#, false),
+            // startsWith lets a sibling folder through; pathUnder does not.
+            (r#"alert.image.startsWith("C:\\Program Files\\Backup")"#, true),
+            (r#"alert.image.pathUnder("C:\\Program Files\\Backup")"#, false),
+            (r#"alert.image.pathUnder("C:\\Program Files\\Backup\\")"#, false),
+            (r#"alert.image.pathUnder(["D:\\Tools", "C:\\Program Files\\BackupEvil"])"#, true),
+            (r#"alert.good.pathUnder("C:\\Program Files\\Backup\\")"#, true),
+            (r#"alert.dotdot.pathUnder("C:\\Program Files\\Backup")"#, false),
+            (r#""C:\\Program Files\\Backup\\".pathUnder("C:\\Program Files\\Backup")"#, false),
+            (r#"pathUnder("\\\\fs01\\share\\x.txt", "\\\\fs01\\share")"#, true),
+            (r#"pathUnder("\\fs01\\share\\x.txt", "\\\\fs01\\share")"#, false),
+            // POSIX paths: exact case, and a backslash is part of a name.
+            (r#"alert.linux.pathUnder("/opt/backup")"#, false),
+            (r#"alert.linux.pathUnder("/opt/Backup/")"#, true),
+            (r#"alert.linuxbs.pathUnder("/opt/backup")"#, false),
+            // Hashes: hex case ignored, nothing else.
+            (r#"alert.hash.hashIn(["e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"])"#, true),
+            (r#"alert.hash.hashIn(["d41d8cd98f00b204e9800998ecf8427e"])"#, false),
+            (r#""".hashIn(["d41d8cd98f00b204e9800998ecf8427e"])"#, false),
+            (r#""d41d8cd98f00b204e9800998ecf8427e ".hashIn(["d41d8cd98f00b204e9800998ecf8427e"])"#, false),
+            (r#"hashIn("D41D8CD98F00B204E9800998ECF8427E", "d41d8cd98f00b204e9800998ecf8427e")"#, true),
+        ];
+        for (source, want) in cases {
+            assert_eq!(eval(source, a.clone(), NOON), Ok(*want), "{source}");
+        }
+    }
+
     #[test]
     fn bad_literals_and_caps_are_compile_errors() {
         let env = env();
@@ -471,6 +825,15 @@ mod tests {
             (r#"now.timeOfDayIn("25:00", "06:00")"#, "not a time of day"),
             (r#"now.weekdayIn(["Caturday"])"#, "not a weekday"),
             (r#"now.weekdayIn(["Sat"], "CET")"#, "UTC offset"),
+            (r#"alert.allEvidence("i p", e, true)"#, "not an evidence kind"),
+            (r#"alert.allEvidence("ip", e.x, true)"#, "simple name"),
+            (r#"alert.evidenceOf("")"#, "not an evidence kind"),
+            (r#"alert.p.pathUnder("Program Files\\Backup")"#, "not an absolute folder"),
+            (r#"alert.p.pathUnder("C:Backup")"#, "drive-relative"),
+            (r#"alert.p.pathUnder(["/opt/../etc"])"#, "segments"),
+            (r#"alert.h.hashIn(["abc"])"#, "not an MD5"),
+            (r#"alert.t.fullMatch("(")"#, "not a regular expression"),
+            (r#"alert.t.fullMatch("a)|(b")"#, "not a regular expression"),
             ("alert.severity == ", "CEL syntax"),
             ("", "empty"),
             ("   ", "empty"),

@@ -4,6 +4,7 @@
 //! - [`CloseRuleConfig`] / [`RouteConfig`]: the config sections, checked by [`validate_close_rules`] and
 //!   [`validate_routes`] (every expression is compiled, every error located at its field);
 //! - [`expr`]: CEL compiled once with length and nesting caps, plus the domain helpers;
+//! - [`lint`]: warnings about close rules that compile but fail open (`exists` over evidence, …);
 //! - [`Engine`]: the compiled rules and routes; [`Engine::decide`] turns one alert into a [`Decision`];
 //! - [`dry_run`]: `secmon rules test`, the offline evaluation of alert files.
 
@@ -19,6 +20,7 @@ use crate::config::{Issue, ValidationContext};
 pub mod dry_run;
 mod engine;
 pub mod expr;
+pub mod lint;
 
 pub use engine::{Blocked, CloseMatch, Decision, Engine, EvalError, Outcome, RouteMatch};
 
@@ -31,6 +33,32 @@ pub enum Mode {
     Shadow,
     /// Close the alert in Graph.
     Enforce,
+}
+
+/// `SECMON_CLOSE` values that leave each close rule its own `mode`.
+pub const CLOSE_ON: &[&str] = &["on", "true", "1", "yes", "y", "enabled", "enable", "enforce"];
+/// `SECMON_CLOSE` values that force every close rule into shadow mode (the kill switch).
+pub const CLOSE_OFF: &[&str] = &["off", "false", "0", "no", "n", "disabled", "disable", "shadow"];
+
+/// Reads the kill switch `SECMON_CLOSE`: `Ok(true)` when closing is disabled (every rule in shadow
+/// mode), `Ok(false)` when it is unset or one of [`CLOSE_ON`]. Case and surrounding spaces are ignored.
+/// Anything else, the empty string included, is an error (for the `SECMON_CLOSE` field) naming the
+/// accepted values: a misspelt "off" must stop secmon from starting, never leave closing on.
+pub fn closing_disabled(value: Option<&str>) -> Result<bool, String> {
+    let Some(raw) = value else { return Ok(false) };
+    let v = raw.trim().to_ascii_lowercase();
+    if CLOSE_OFF.contains(&v.as_str()) {
+        Ok(true)
+    } else if CLOSE_ON.contains(&v.as_str()) {
+        Ok(false)
+    } else {
+        Err(format!(
+            "{raw:?} is not understood; use one of {} (every close rule in shadow mode) or {} (each rule's own \
+             mode), or leave it unset",
+            CLOSE_OFF.join(", "),
+            CLOSE_ON.join(", ")
+        ))
+    }
 }
 
 /// A known-benign rule.
@@ -224,8 +252,13 @@ pub fn validate_close_rules(rules: &[CloseRuleConfig], cx: &ValidationContext<'_
                 }
             }
         }
-        if let Err(e) = expr::Expression::compile(&env, &r.when) {
-            out.push(Issue::error(format!("{path}.when"), e));
+        match expr::Expression::compile(&env, &r.when) {
+            Err(e) => out.push(Issue::error(format!("{path}.when"), e)),
+            Ok(when) => {
+                for finding in lint::close_rule(&when) {
+                    out.push(Issue::warning(format!("{path}.when"), finding.to_string()));
+                }
+            }
         }
         if let Err(e) = check_classification(&r.classification) {
             out.push(Issue::error(format!("{path}.classification"), e));
@@ -279,6 +312,33 @@ pub fn validate_routes(routes: &[RouteConfig], cx: &ValidationContext<'_>, out: 
             if !cx.config.receivers.contains_key(name) {
                 out.push(Issue::error(format!("{path}.receivers[{j}]"), format!("unknown receiver {name:?}")));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kill_switch_accepts_its_documented_values_and_nothing_else() {
+        assert_eq!(closing_disabled(None), Ok(false), "unset: each rule's own mode");
+        for v in CLOSE_OFF {
+            for spelled in [v.to_string(), v.to_ascii_uppercase(), format!(" {v}\n")] {
+                assert_eq!(closing_disabled(Some(&spelled)), Ok(true), "{spelled:?}");
+            }
+        }
+        for v in CLOSE_ON {
+            for spelled in [v.to_string(), v.to_ascii_uppercase(), format!(" {v} ")] {
+                assert_eq!(closing_disabled(Some(&spelled)), Ok(false), "{spelled:?}");
+            }
+        }
+        for v in ["disabled", "disable", "n", "DISABLED", "shadow"] {
+            assert_eq!(closing_disabled(Some(v)), Ok(true), "{v} turns closing off");
+        }
+        for garbage in ["", " ", "of", "offf", "disabled2", "nein", "enforced", "on!", "-1", "2", "o n"] {
+            let err = closing_disabled(Some(garbage)).unwrap_err();
+            assert!(err.contains("not understood") && err.contains("off, false") && err.contains("on, true"), "{err}");
         }
     }
 }

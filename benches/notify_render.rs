@@ -30,7 +30,7 @@ receivers:
   webhook: { webhook: { url: "https://tickets.example/hook", secret: "${K}" } }
 "#;
     let now = "2026-11-26T00:00:00Z".parse().unwrap();
-    let loaded = secmon::config::load_str(text, Path::new("bench.yaml"), &env, now).expect("config");
+    let loaded = secmon::setup::load_str(text, Path::new("bench.yaml"), &env, now).expect("config");
     let receivers = Receivers::build(&loaded.config).expect("receivers");
 
     let list: Value =

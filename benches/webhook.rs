@@ -32,7 +32,7 @@ async fn app(dir: &std::path::Path) -> App {
 tenants: [{ id: 84bd8158-6d4d-4958-8b9f-9d6445542f95, name: contoso }]
 webhook: { public_url: "https://secmon.example.net" }
 "#;
-    let config = secmon::config::load_str(yaml, std::path::Path::new("bench.yaml"), &|_| None, chrono::Utc::now())
+    let config = secmon::setup::load_str(yaml, std::path::Path::new("bench.yaml"), &|_| None, chrono::Utc::now())
         .expect("bench config")
         .config;
     let store = Arc::new(SqliteStore::open(dir.join("bench.db")).expect("sqlite"));

@@ -195,7 +195,7 @@ pub async fn world(dir: &Path, now: DateTime<Utc>) -> anyhow::Result<World> {
         "SECMON_DEMO_TEAMS_URL" => Some(emulator.teams_webhook_url(TEAMS_SINK)),
         _ => None,
     };
-    let loaded = crate::config::load_str(CONFIG, Path::new("examples/demo.yaml"), &env, now)
+    let loaded = crate::setup::load_str(CONFIG, Path::new("examples/demo.yaml"), &env, now)
         .map_err(|e| anyhow::anyhow!("the demo config is invalid:\n{e}"))?;
 
     let ca = emulator.ca_pem().ok_or_else(|| anyhow::anyhow!("the emulator did not start TLS"))?;

@@ -184,7 +184,7 @@ fn rules_test(file: &std::path::Path, now: Option<String>, tenant: Option<String
             return ExitCode::from(2);
         }
     };
-    let loaded = match secmon::config::load(file, now) {
+    let loaded = match secmon::setup::load(file, now) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
@@ -222,7 +222,7 @@ fn rules_test(file: &std::path::Path, now: Option<String>, tenant: Option<String
 
 fn audit(file: &std::path::Path, cmd: AuditCommand) -> ExitCode {
     use secmon::respond::audit;
-    let loaded = match secmon::config::load(file, chrono::Utc::now()) {
+    let loaded = match secmon::setup::load(file, chrono::Utc::now()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
@@ -263,7 +263,7 @@ fn serve(file: &std::path::Path, port: u16) -> ExitCode {
     secmon::logging::init(secmon::logging::Format::Json);
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let result = runtime.block_on(async {
-        let loaded = secmon::config::load(file, chrono::Utc::now())?;
+        let loaded = secmon::setup::load(file, chrono::Utc::now())?;
         for w in &loaded.warnings {
             tracing::warn!("{}", loaded.render(w));
         }
@@ -289,7 +289,7 @@ where
     // Logs go to stderr: stdout carries the command's JSON.
     let logs = secmon::logging::subscriber(secmon::logging::Format::Text, secmon::logging::Redacting(std::io::stderr));
     let _ = tracing::subscriber::set_global_default(logs);
-    let loaded = match secmon::config::load(file, chrono::Utc::now()) {
+    let loaded = match secmon::setup::load(file, chrono::Utc::now()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
@@ -435,7 +435,7 @@ async fn status(app: secmon::app::App) -> anyhow::Result<ExitCode> {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match secmon::config::load(file, chrono::Utc::now()) {
+    match secmon::setup::load(file, chrono::Utc::now()) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("{}", loaded.render(w));

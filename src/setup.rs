@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::app::App;
 use crate::clock::SystemClock;
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Loaded};
 use crate::graph::client::GraphClient;
 use crate::store::azure::{AzureSettings, AzureStore};
 use crate::store::sqlite::SqliteStore;
@@ -75,4 +75,26 @@ pub async fn app_from_config(config: Config) -> Result<App, SetupError> {
     let http = http_client()?;
     let graph = GraphClient::new(&config, http.clone()).map_err(SetupError::Graph)?;
     Ok(App { config: Arc::new(config), store, queue, graph: Arc::new(graph), http, clock: Arc::new(SystemClock) })
+}
+
+/// What loading a config checks beyond its own structure: every rule and route expression compiles
+/// (and close rules are linted), every template renders. Findings are located like the config's own.
+pub fn check_stages(config: &Config, _cx: &crate::config::ValidationContext<'_>, out: &mut Vec<crate::config::Issue>) {
+    crate::rules::check(config, out);
+}
+
+/// Loads the config at `file` with the process environment and checks it completely: structure,
+/// cross-references and [`check_stages`]. What `check-config` and every host use.
+pub fn load(file: &std::path::Path, now: chrono::DateTime<chrono::Utc>) -> Result<Loaded, ConfigError> {
+    crate::config::load_checked(file, now, &check_stages)
+}
+
+/// [`load`] of config text with an environment of the caller's; `file` is only used in messages.
+pub fn load_str(
+    text: &str,
+    file: &std::path::Path,
+    env: crate::config::EnvLookup<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Loaded, ConfigError> {
+    crate::config::load_str_checked(text, file, env, now, &check_stages)
 }

@@ -282,7 +282,7 @@ async fn run_seed(seed: u64) -> Report {
     std::fs::write(dir.join("secmon.yaml"), &text).unwrap();
     let vars: HashMap<&str, String> = env(&emu).into_iter().collect();
     let lookup = |k: &str| vars.get(k).cloned();
-    let loaded = secmon::config::load_str(&text, Path::new("chaos.yaml"), &lookup, Utc::now()).expect("config");
+    let loaded = secmon::setup::load_str(&text, Path::new("chaos.yaml"), &lookup, Utc::now()).expect("config");
     let engine = Engine::compile(&loaded.config).expect("rules compile");
 
     let mut versions: Vec<Version> = open.iter().map(|a| expect(&engine, a, Utc::now())).collect();

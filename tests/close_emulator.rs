@@ -40,7 +40,7 @@ fn config(emu: &Emulator, rule_extra: &str, tail: &str, close_env: Option<&str>)
         "graph_url: {graph}\nauthority_url: {authority}\ntenants:\n  - {{ id: {TENANT_ID}, name: contoso, credential: {{ client_id: {CLIENT_ID}, client_secret: {SECRET} }} }}\nclose_rules:\n  - id: lab-hidden-file\n    owner: secops@contoso.com\n    expires: 2027-01-31\n    when: 'alert.serviceSource == \"microsoftDefenderForEndpoint\" && alert.title.containsIgnoreCase(\"hidden file\")'\n    classification: informationalExpectedActivity\n    determination: securityTesting\n    comment: Lab machine, ticket SEC-1234\n{rule_extra}{tail}"
     );
     let env = |k: &str| if k == "SECMON_CLOSE" { close_env.map(str::to_string) } else { None };
-    secmon::config::load_str(&text, std::path::Path::new("test.yaml"), &env, now()).unwrap().config
+    secmon::setup::load_str(&text, std::path::Path::new("test.yaml"), &env, now()).unwrap().config
 }
 
 /// The rig without routes: nothing is handed to delivery.

@@ -350,7 +350,7 @@ async fn a_route_sets_status_once_and_never_over_a_persons_change() {
 
 fn config_errors(receivers: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
     let text = format!("tenants:\n  - {{id: t, name: contoso}}\nreceivers:\n{receivers}");
-    match secmon::config::load_str(&text, Path::new("secmon.yaml"), env, now()) {
+    match secmon::setup::load_str(&text, Path::new("secmon.yaml"), env, now()) {
         Ok(_) => String::new(),
         Err(e) => e.to_string(),
     }
@@ -399,7 +399,7 @@ fn secrets_must_come_from_the_environment_and_templates_must_work_at_load() {
 fn route_options_are_checked() {
     let env = |_: &str| None;
     let text = "tenants:\n  - {id: t, name: contoso}\nreceivers:\n  e: { email: { from: a@contoso.com, to: [b@contoso.com] } }\nroutes:\n  - { receivers: [e], group_by_incident: 1h, set: { status: resolved } }\n";
-    let err = secmon::config::load_str(text, Path::new("c.yaml"), &env, now()).unwrap_err().to_string();
+    let err = secmon::setup::load_str(text, Path::new("c.yaml"), &env, now()).unwrap_err().to_string();
     assert!(err.contains("routes[0].group_by_incident"), "{err}");
     assert!(err.contains("routes[0].set.status") && err.contains("close_rules"), "{err}");
 }

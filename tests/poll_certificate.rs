@@ -48,7 +48,7 @@ fn config(emu: &Emulator, authority: &str, certificate: &Path) -> secmon::config
         tenant_id("contoso"),
         certificate.display()
     );
-    secmon::config::load_str(&text, Path::new("secmon.yaml"), &|_| None, t(NOW)).unwrap().config
+    secmon::setup::load_str(&text, Path::new("secmon.yaml"), &|_| None, t(NOW)).unwrap().config
 }
 
 /// Accepts TLS connections for `axum::serve`.

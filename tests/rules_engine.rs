@@ -4,8 +4,9 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use secmon::alert::Alert;
-use secmon::config::{Config, ConfigError, Level, load_str};
+use secmon::config::{Config, ConfigError, Level};
 use secmon::rules::{Blocked, Decision, Engine, Mode, Outcome};
+use secmon::setup::load_str;
 use serde_json::{Value, json};
 
 fn now() -> DateTime<Utc> {

@@ -185,9 +185,9 @@ async fn the_list_shows_records_without_their_secrets() {
 fn config_without_a_public_url_is_refused_when_subscriptions_exist() {
     let yaml = config_yaml("https://secmon.example.net").replace("  public_url: https://secmon.example.net\n", "");
     let env = |_: &str| Some("x".repeat(20));
-    let err = secmon::config::load_str(&yaml, std::path::Path::new("t.yaml"), &env, t0()).unwrap_err().to_string();
+    let err = secmon::setup::load_str(&yaml, std::path::Path::new("t.yaml"), &env, t0()).unwrap_err().to_string();
     assert!(err.contains("webhook.public_url"), "{err}");
     let yaml = config_yaml("http://secmon.example.net");
-    let err = secmon::config::load_str(&yaml, std::path::Path::new("t.yaml"), &env, t0()).unwrap_err().to_string();
+    let err = secmon::setup::load_str(&yaml, std::path::Path::new("t.yaml"), &env, t0()).unwrap_err().to_string();
     assert!(err.contains("https"), "{err}");
 }

@@ -19,12 +19,13 @@ use serde_json::Value;
 
 pub use self::graph::{Cloud, CredentialConfig, CredentialKind};
 pub use self::intake::{PollConfig, SubscriptionConfig, WebhookConfig};
+pub use self::rules::{CloseRuleConfig, Mode, RouteConfig};
 use crate::notify::ReceiverConfig;
-use crate::rules::{CloseRuleConfig, RouteConfig};
 
 pub mod duration;
 pub mod graph;
 pub mod intake;
+pub mod rules;
 pub mod yaml;
 
 /// The whole configuration.
@@ -65,7 +66,7 @@ pub struct Config {
     /// The webhook and doorbell endpoints.
     #[serde(default)]
     pub webhook: WebhookConfig,
-    /// True when `SECMON_CLOSE` is `off` (or another of [`crate::rules::CLOSE_OFF`]): every close rule runs
+    /// True when `SECMON_CLOSE` is `off` (or another of [`rules::CLOSE_OFF`]): every close rule runs
     /// in shadow mode. Set from the environment at load, never from the file, so an operator can stop all
     /// closing at once; a value secmon does not know fails the load.
     #[serde(skip)]
@@ -179,8 +180,8 @@ impl Config {
             }
         }
         self.poll.validate("poll", &mut out);
-        crate::rules::validate_close_rules(&self.close_rules, &cx, &mut out);
-        crate::rules::validate_routes(&self.routes, &cx, &mut out);
+        rules::validate_close_rules(&self.close_rules, &cx, &mut out);
+        rules::validate_routes(&self.routes, &cx, &mut out);
         crate::notify::validate_routes(&self.routes, &cx, &mut out);
         for (name, r) in &self.receivers {
             if !is_name(name) {
@@ -289,14 +290,35 @@ pub enum ConfigError {
 /// Looks up environment variables; a trait object so tests need not touch the process environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Loads and validates the config at `file` with the process environment.
+/// What a layer above adds to validation: compiling what the config names (rule expressions,
+/// templates). Its findings are located and reported with the config's own.
+pub type Check<'a> = &'a dyn Fn(&Config, &ValidationContext<'_>, &mut Vec<Issue>);
+
+/// Loads and validates the config at `file` with the process environment, structure and
+/// cross-references only (`setup::load` adds compiling the rules and templates).
 pub fn load(file: &Path, now: DateTime<Utc>) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io { file: file.to_path_buf(), source })?;
-    load_str(&text, file, &|k| std::env::var(k).ok(), now)
+    load_checked(file, now, &|_, _, _| {})
 }
 
-/// Loads and validates config text; `file` is only used in messages.
+/// [`load`] with `check`'s findings too.
+pub fn load_checked(file: &Path, now: DateTime<Utc>, check: Check<'_>) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io { file: file.to_path_buf(), source })?;
+    load_str_checked(&text, file, &|k| std::env::var(k).ok(), now, check)
+}
+
+/// Loads and validates config text (structure and cross-references); `file` is only used in messages.
 pub fn load_str(text: &str, file: &Path, env: EnvLookup<'_>, now: DateTime<Utc>) -> Result<Loaded, ConfigError> {
+    load_str_checked(text, file, env, now, &|_, _, _| {})
+}
+
+/// [`load_str`] with `check`'s findings too.
+pub fn load_str_checked(
+    text: &str,
+    file: &Path,
+    env: EnvLookup<'_>,
+    now: DateTime<Utc>,
+    check: Check<'_>,
+) -> Result<Loaded, ConfigError> {
     let invalid = |issues: Vec<Issue>, source: Option<&yaml::Located>| {
         let lines = issues.iter().map(|i| render(file, source, i)).collect();
         ConfigError::Invalid { lines, issues }
@@ -347,10 +369,11 @@ pub fn load_str(text: &str, file: &Path, env: EnvLookup<'_>, now: DateTime<Utc>)
     };
 
     let mut findings = config.validate(now);
-    match crate::rules::closing_disabled(env("SECMON_CLOSE").as_deref()) {
+    match rules::closing_disabled(env("SECMON_CLOSE").as_deref()) {
         Ok(disabled) => config.closing_disabled = disabled,
         Err(e) => findings.push(Issue::error("SECMON_CLOSE", e)),
     }
+    check(&config, &ValidationContext { config: &config, now }, &mut findings);
     let (errors, warnings): (Vec<_>, Vec<_>) = findings.into_iter().partition(|i| i.level == Level::Error);
     if !errors.is_empty() {
         let mut all = errors;

@@ -198,8 +198,8 @@ pub async fn world(routes_and_receivers: &str) -> World {
     };
     let text =
         format!("tenants:\n  - {{id: 11111111-2222-3333-4444-555555555555, name: contoso}}\n{routes_and_receivers}");
-    let loaded = secmon::config::load_str(&text, Path::new("secmon.yaml"), &env, now())
-        .unwrap_or_else(|e| panic!("config: {e}"));
+    let loaded =
+        secmon::setup::load_str(&text, Path::new("secmon.yaml"), &env, now()).unwrap_or_else(|e| panic!("config: {e}"));
     let clock = Arc::new(ManualClock::new(now()));
     let store = Arc::new(SqliteStore::in_memory().unwrap().with_clock(clock.clone()));
     let graph = Arc::new(FakeGraph::default());

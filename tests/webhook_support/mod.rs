@@ -52,7 +52,7 @@ pub fn load_config(yaml: &str) -> secmon::config::Config {
         "DOORBELL" => Some(DOORBELL_SECRET.to_string()),
         _ => None,
     };
-    match secmon::config::load_str(yaml, Path::new("test.yaml"), &env, t0()) {
+    match secmon::setup::load_str(yaml, Path::new("test.yaml"), &env, t0()) {
         Ok(l) => l.config,
         Err(e) => panic!("{e}"),
     }

@@ -6,12 +6,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::http::{RetryPolicy, post};
+use super::http::post;
 use super::template::Templates;
 use super::view::View;
 use super::{NotifyError, check_url, from_environment};
 use crate::config::Issue;
 use crate::graph::Retry;
+use crate::graph::retry::RetryPolicy;
 
 /// Teams refuses messages over 28 KB; secmon stays a little under, whichever K the service means.
 pub const MAX_MESSAGE_BYTES: usize = 28_000;
@@ -71,7 +72,7 @@ impl Teams {
             }
             None => "builtin/card.json".to_string(),
         };
-        Ok(Teams { name: name.to_string(), url: config.webhook_url.clone(), template, retry: RetryPolicy::default() })
+        Ok(Teams { name: name.to_string(), url: config.webhook_url.clone(), template, retry: RetryPolicy::receivers() })
     }
 
     /// The Workflows message for `view`: the card, with evidence cut ("and N more") until the whole
@@ -115,7 +116,7 @@ impl Teams {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let body = serde_json::to_vec(message).expect("JSON");
-        post(http, &self.name, &self.url, headers, body, self.retry).await
+        post(http, &self.name, &self.url, headers, body, &self.retry).await
     }
 }
 

@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::http::{RetryPolicy, post};
+use super::http::post;
 use super::template::Templates;
 use super::view::View;
 use super::{NotifyError, check_url, from_environment};
 use crate::config::Issue;
 use crate::graph::Retry;
+use crate::graph::retry::RetryPolicy;
 
 /// The shortest HMAC key secmon accepts.
 pub const MIN_SECRET_BYTES: usize = 16;
@@ -97,7 +98,7 @@ impl Webhook {
             url: config.url.clone(),
             secret: config.secret.clone(),
             template,
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy::receivers(),
         })
     }
 
@@ -131,7 +132,7 @@ impl Webhook {
         if let Some(secret) = &self.secret {
             headers.insert(HeaderName::from_static("x-secmon-signature"), header(&sign(secret, &timestamp, &body)));
         }
-        post(http, &self.name, &self.url, headers, body, self.retry).await
+        post(http, &self.name, &self.url, headers, body, &self.retry).await
     }
 }
 

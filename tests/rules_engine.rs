@@ -45,7 +45,7 @@ type Row = (&'static str, Value, Outcome, Option<&'static str>, Option<Mode>);
 
 fn decide(engine: &Engine, raw: &Value) -> Decision {
     let alert = Alert::from_value(raw.clone()).unwrap();
-    engine.decide(&alert, raw, "contoso", now())
+    engine.decide(&alert, "contoso", now())
 }
 
 #[test]
@@ -259,12 +259,7 @@ fn first_matching_rule_wins_expired_rules_are_inactive_and_shadow_also_notifies(
     assert_eq!(forced.notify(), ["soc"]);
     // On the expiry day itself the rule still applies.
     let alert = json!({"id": "f3", "severity": "informational", "status": "new"});
-    let d = engine.decide(
-        &Alert::from_value(alert.clone()).unwrap(),
-        &alert,
-        "contoso",
-        "2026-11-25T23:59:59Z".parse().unwrap(),
-    );
+    let d = engine.decide(&Alert::from_value(alert).unwrap(), "contoso", "2026-11-25T23:59:59Z".parse().unwrap());
     assert_eq!(d.close.unwrap().rule_id, "expired");
 }
 

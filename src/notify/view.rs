@@ -322,11 +322,6 @@ pub fn card_text(s: &str) -> String {
     out
 }
 
-/// The raw alert with secmon's own view beside it, for the webhook body.
-pub fn webhook_context(view: &View, raw: &Value) -> Value {
-    serde_json::json!({ "alert": raw, "view": view })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

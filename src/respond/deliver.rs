@@ -120,14 +120,8 @@ impl Plan {
 
 /// Notifies `receivers` about one alert version (options from the routes that name them; see
 /// [`Plan::for_receivers`]). [`deliver_routes`] also applies the matched routes' `set:` updates.
-pub async fn deliver(
-    app: &App,
-    tenant: &str,
-    alert: &Alert,
-    raw: &Value,
-    receivers: &[String],
-) -> Result<Delivered, RespondError> {
-    deliver_plan(app, tenant, alert, raw, &Plan::for_receivers(&app.config, receivers)).await
+pub async fn deliver(app: &App, tenant: &str, alert: &Alert, receivers: &[String]) -> Result<Delivered, RespondError> {
+    deliver_plan(app, tenant, alert, &Plan::for_receivers(&app.config, receivers)).await
 }
 
 /// Notifies the receivers of the matched routes (indices into `config.routes`) and applies their
@@ -136,20 +130,13 @@ pub async fn deliver_routes(
     app: &App,
     tenant: &str,
     alert: &Alert,
-    raw: &Value,
     routes: &[usize],
 ) -> Result<Delivered, RespondError> {
-    deliver_plan(app, tenant, alert, raw, &Plan::for_routes(&app.config, routes)).await
+    deliver_plan(app, tenant, alert, &Plan::for_routes(&app.config, routes)).await
 }
 
 /// Carries out a [`Plan`] for one alert version.
-pub async fn deliver_plan(
-    app: &App,
-    tenant: &str,
-    alert: &Alert,
-    raw: &Value,
-    plan: &Plan,
-) -> Result<Delivered, RespondError> {
+pub async fn deliver_plan(app: &App, tenant: &str, alert: &Alert, plan: &Plan) -> Result<Delivered, RespondError> {
     let receivers = Receivers::for_config(&app.config).map_err(|issues| {
         let text: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
         RespondError::Retry(format!("the receivers in the config do not build: {}", text.join("; ")))
@@ -162,7 +149,7 @@ pub async fn deliver_plan(
         match app.store.claim(&claim_key, SEND_LEASE + target.group.unwrap_or_default()).await.map_err(store)? {
             Claim::Done => done.already.push(target.receiver.clone()),
             Claim::Held => held.push(target.receiver.clone()),
-            Claim::Acquired => match notify_one(app, &receivers, tenant, alert, raw, target, &claim_key).await {
+            Claim::Acquired => match notify_one(app, &receivers, tenant, alert, target, &claim_key).await {
                 Ok(Outcome::Sent) => done.sent.push(target.receiver.clone()),
                 Ok(Outcome::Suppressed) => done.suppressed.push(target.receiver.clone()),
                 Ok(Outcome::Grouped) => done.grouped.push(target.receiver.clone()),
@@ -203,7 +190,6 @@ async fn notify_one(
     receivers: &Receivers,
     tenant: &str,
     alert: &Alert,
-    raw: &Value,
     target: &Target,
     claim_key: &str,
 ) -> Result<Outcome, NotifyError> {
@@ -255,7 +241,7 @@ async fn notify_one(
         .by_name
         .get(name)
         .ok_or_else(|| NotifyError::new(name, "no such receiver in the config", Retry::Permanent))?;
-    let result = match receiver.render(&receivers.templates, &view, raw) {
+    let result = match receiver.render(&receivers.templates, &view, alert.raw()) {
         Ok(payload) => send(app, receiver, name, tenant, payload, now, claim_key).await,
         Err(e) => Err(e),
     };

@@ -111,15 +111,13 @@ pub async fn process(app: &App, message: Message) -> Result<String, RespondError
 /// - A rule that matches an alert already resolved does nothing (that is also how secmon's own close,
 ///   which comes back as a new resolved version, stays quiet).
 pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) -> Result<String, RespondError> {
-    let raw = alert;
     if app.config.tenant(tenant).is_none() {
         return Err(RespondError::Malformed(format!("tenant {tenant:?} is not in the config")));
     }
-    let alert =
-        Alert::from_value(raw.clone()).map_err(|e| RespondError::Malformed(format!("alert for {tenant}: {e}")))?;
+    let alert = Alert::from_value(alert).map_err(|e| RespondError::Malformed(format!("alert for {tenant}: {e}")))?;
     let engine = engine_for(&app.config)?;
     let now = app.clock.now();
-    let mut decision = engine.decide(&alert, &raw, tenant, now);
+    let mut decision = engine.decide(&alert, tenant, now);
     for e in &decision.errors {
         tracing::warn!(alert = %alert.id, "{}: {}", e.at, crate::redact::redact(&e.message));
     }
@@ -191,7 +189,7 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
 
     if notify {
         let routes: Vec<usize> = decision.routes.iter().map(|r| r.index).collect();
-        let delivered = deliver::deliver_routes(app, tenant, &alert, &raw, &routes).await?;
+        let delivered = deliver::deliver_routes(app, tenant, &alert, &routes).await?;
         if !delivered.sent.is_empty() {
             crate::metrics::count(crate::metrics::Counter::AlertsNotified, tenant, 1);
             summary = format!("{summary}; notified {}", delivered.sent.join(", "));

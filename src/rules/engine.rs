@@ -199,10 +199,10 @@ impl Engine {
     /// Decides about one alert version: the first active close rule that matches (file order), then the
     /// routes (first match wins unless `continue: true`; a route without `when` matches everything).
     ///
-    /// `raw` is the alert exactly as Graph sent it (what the expressions see as `alert`); `alert` is the
-    /// same alert read by [`Alert::from_value`] (what the guardrails read). Pure: `now` is an argument.
-    pub fn decide(&self, alert: &Alert, raw: &Value, tenant: &str, now: DateTime<Utc>) -> Decision {
-        let cx = expr::context(self.env.clone(), raw, tenant, now);
+    /// The expressions see the alert exactly as Graph sent it ([`Alert::raw`]); the guardrails read its
+    /// typed fields. Pure: `now` is an argument.
+    pub fn decide(&self, alert: &Alert, tenant: &str, now: DateTime<Utc>) -> Decision {
+        let cx = expr::context(self.env.clone(), alert.raw(), tenant, now);
         let mut errors = Vec::new();
 
         let mut matched: Option<&Rule> = None;

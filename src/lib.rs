@@ -12,6 +12,7 @@
 //! - [`rules`]: known-benign close rules and routes; pure evaluation.
 //! - [`respond`]: one message through decide → claim → act → record.
 //! - [`notify`]: receivers: Teams, e-mail, signed webhook.
+//! - [`audit`]: the hash-chained audit trail every effect is recorded in.
 //! - [`store`]: state, claims, audit streams and the queue behind one contract; SQLite, Azure
 //!   (Blob + Queue) and, with feature `aws`, S3 + SQS.
 //! - [`host`]: how functions are invoked: Azure custom handler, standalone, and (feature `aws`) Lambda.
@@ -25,6 +26,7 @@
 
 pub mod alert;
 pub mod app;
+pub mod audit;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]

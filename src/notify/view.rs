@@ -2,7 +2,6 @@
 //! escaped for the target (HTML is escaped by the template engine; Adaptive Card text is escaped here).
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::alert::{Alert, Severity};
 
@@ -325,6 +324,7 @@ pub fn card_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn card_text_neutralises_markdown_and_functions() {

@@ -566,7 +566,7 @@ async fn apply_update(
 /// `action` and may carry `receiver`/`route`, `status` (Graph's) and a `reason`; the rest goes into the
 /// record's detail. A record that cannot be written is logged, never a reason to send twice.
 async fn audit(app: &App, tenant: &str, alert: &Alert, now: DateTime<Utc>, record: Value) {
-    use super::audit::{Action, Entry};
+    use crate::audit::{Action, Entry};
     let Value::Object(mut fields) = record else { return };
     let action = match fields.remove("action").as_ref().and_then(Value::as_str) {
         Some("notify") => Action::Notify,
@@ -589,7 +589,7 @@ async fn audit(app: &App, tenant: &str, alert: &Alert, now: DateTime<Utc>, recor
         detail = if detail.is_empty() { rest } else { format!("{detail} {rest}") };
     }
     let entry = Entry { receiver, graph_status, detail, ..Entry::new(&alert.id, alert.version(), action) };
-    if let Err(e) = super::audit::append(app.store.as_ref(), tenant, now, entry).await {
+    if let Err(e) = crate::audit::append(app.store.as_ref(), tenant, now, entry).await {
         tracing::error!("audit record lost for alert {} ({e})", alert.id);
     }
 }

@@ -5,18 +5,20 @@
 //! store before it is performed, so a redelivered message never closes or notifies twice, and audited
 //! after it.
 
-pub mod audit;
 pub mod close;
 pub mod deliver;
+
+/// The audit trail, at its old path for the `secmon audit` commands.
+pub use crate::audit;
 
 use std::sync::{Arc, Mutex, Weak};
 
 use chrono::{DateTime, Utc};
 
-use self::audit::Action;
 use self::close::Closed;
 use crate::alert::Alert;
 use crate::app::App;
+use crate::audit::Action;
 use crate::config::Config;
 use crate::host::azure::{Failure, Invocation, Outcome};
 use crate::intake::{Message, MessageError};

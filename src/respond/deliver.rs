@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::RespondError;
 use crate::alert::{Alert, AlertStatus};
 use crate::app::App;
+use crate::audit::{Action, Record};
 use crate::config::Config;
 use crate::graph::{AlertUpdate, Retry};
 use crate::notify::view::{Member, View};
@@ -203,8 +203,7 @@ async fn notify_one(
         Ok(why) => why,
         Err(reason) => {
             app.store.complete(claim_key).await.map_err(store_err)?;
-            audit(app, tenant, alert, now, json!({"action": "notify_suppressed", "receiver": name, "reason": reason}))
-                .await;
+            audit(app, tenant, now, suppressed(alert, name, reason)).await;
             return Ok(Outcome::Suppressed);
         }
     };
@@ -220,8 +219,7 @@ async fn notify_one(
             Joined::Member { leader } => {
                 app.store.complete(claim_key).await.map_err(store_err)?;
                 remember(app, &last_key, alert, now).await;
-                audit(app, tenant, alert, now, json!({"action": "notify_grouped", "receiver": name, "leader": leader}))
-                    .await;
+                audit(app, tenant, now, grouped(alert, name, &leader)).await;
                 return Ok(Outcome::Grouped);
             }
             Joined::Lead { closes } => {
@@ -252,29 +250,11 @@ async fn notify_one(
             if let Some(gk) = group_key {
                 mark_sent(app.store.as_ref(), &gk, &alert.id).await;
             }
-            let grouped: Vec<&str> = view.group.iter().map(|m| m.id.as_str()).collect();
-            audit(
-                app,
-                tenant,
-                alert,
-                now,
-                json!({"action": "notify", "receiver": name, "kind": receiver.kind(), "why": view.why,
-                       "routes": target.routes, "status": status, "grouped": grouped}),
-            )
-            .await;
+            audit(app, tenant, now, sent(alert, name, receiver.kind(), &view, &target.routes, status)).await;
             Ok(Outcome::Sent)
         }
         Err(e) => {
-            let retry = e.retry == Retry::Retryable;
-            audit(
-                app,
-                tenant,
-                alert,
-                now,
-                json!({"action": "notify_failed", "receiver": name, "kind": receiver.kind(), "error": e.message,
-                       "retryable": retry}),
-            )
-            .await;
+            audit(app, tenant, now, failed(alert, name, receiver.kind(), &e)).await;
             Err(e)
         }
     }
@@ -535,24 +515,16 @@ async fn apply_update(
         Ok((change, skipped)) => {
             app.store.complete(&claim_key).await.map_err(store)?;
             let record = match &change {
-                Some(c) => json!({"action": "update", "route": route, "status_before": alert.status().as_str(),
-                                  "set": c}),
-                None => json!({"action": "update_skipped", "route": route, "reason": skipped}),
+                Some(c) => updated(alert, route, c),
+                None => update_skipped(alert, route, skipped),
             };
-            audit(app, tenant, alert, now, record).await;
+            audit(app, tenant, now, record).await;
             Ok(change.is_some())
         }
         Err(e) => {
             app.store.release(&claim_key).await.map_err(store)?;
             let message = crate::redact::redact(&e.to_string());
-            audit(
-                app,
-                tenant,
-                alert,
-                now,
-                json!({"action": "update_failed", "route": route, "error": message, "status": e.status}),
-            )
-            .await;
+            audit(app, tenant, now, update_failed(alert, route, &message, e.status)).await;
             let text = format!("alert {}: update by {route} failed: {message}", alert.id);
             Err(match e.retry {
                 Retry::Retryable => RespondError::Retry(text),
@@ -562,36 +534,97 @@ async fn apply_update(
     }
 }
 
-/// Appends a notification record to the hash-chained audit trail (`respond::audit`). `record` names the
-/// `action` and may carry `receiver`/`route`, `status` (Graph's) and a `reason`; the rest goes into the
-/// record's detail. A record that cannot be written is logged, never a reason to send twice.
-async fn audit(app: &App, tenant: &str, alert: &Alert, now: DateTime<Utc>, record: Value) {
-    use crate::audit::{Action, Entry};
-    let Value::Object(mut fields) = record else { return };
-    let action = match fields.remove("action").as_ref().and_then(Value::as_str) {
-        Some("notify") => Action::Notify,
-        Some("notify_suppressed") => Action::NotifySuppressed,
-        Some("notify_grouped") => Action::NotifyGrouped,
-        Some("update") => Action::Update,
-        Some("update_failed") => Action::UpdateFailed,
-        Some("update_skipped") => Action::UpdateSkipped,
-        _ => Action::NotifyFailed,
-    };
-    let text = |v: Value| match v {
-        Value::String(s) => s,
-        other => other.to_string(),
-    };
-    let receiver = fields.remove("receiver").or_else(|| fields.remove("route")).map(text);
-    let graph_status = fields.remove("status").and_then(|v| v.as_u64()).map(|n| n as u16);
-    let mut detail = fields.remove("reason").map(text).unwrap_or_default();
-    if !fields.is_empty() {
-        let rest = Value::Object(fields).to_string();
-        detail = if detail.is_empty() { rest } else { format!("{detail} {rest}") };
+/// Appends a delivery record to the audit trail. A record that cannot be written is logged, never a
+/// reason to send twice.
+async fn audit(app: &App, tenant: &str, now: DateTime<Utc>, record: Record) {
+    let alert = record.alert_id.clone();
+    if let Err(e) = crate::audit::append(app.store.as_ref(), tenant, now, record).await {
+        tracing::error!("audit record lost for alert {alert} ({e})");
     }
-    let entry = Entry { receiver, graph_status, detail, ..Entry::new(&alert.id, alert.version(), action) };
-    if let Err(e) = crate::audit::append(app.store.as_ref(), tenant, now, entry).await {
-        tracing::error!("audit record lost for alert {} ({e})", alert.id);
+}
+
+/// A record of `action` about `alert` for `receiver` (a receiver's name, or a route's for updates).
+fn record(alert: &Alert, action: Action, receiver: &str) -> Record {
+    Record { receiver: Some(receiver.to_string()), ..Record::new(&alert.id, alert.version(), action) }
+}
+
+/// Facts a record has no field for, as the JSON its detail carries.
+fn facts(facts: impl Serialize) -> String {
+    serde_json::to_string(&facts).expect("facts serialize")
+}
+
+/// The receiver was sent the alert (with the members of its group); `status` is the receiver's answer.
+fn sent(alert: &Alert, receiver: &str, kind: &str, view: &View, routes: &[String], status: u16) -> Record {
+    #[derive(Serialize)]
+    struct Sent<'a> {
+        kind: &'a str,
+        why: &'a str,
+        routes: &'a [String],
+        grouped: Vec<&'a str>,
     }
+    let grouped = view.group.iter().map(|m| m.id.as_str()).collect();
+    Record {
+        graph_status: Some(status),
+        detail: facts(Sent { kind, why: &view.why, routes, grouped }),
+        ..record(alert, Action::Notify, receiver)
+    }
+}
+
+/// The receiver could not be sent the alert.
+fn failed(alert: &Alert, receiver: &str, kind: &str, e: &NotifyError) -> Record {
+    #[derive(Serialize)]
+    struct Failed<'a> {
+        kind: &'a str,
+        error: &'a str,
+        retryable: bool,
+    }
+    let retryable = e.retry == Retry::Retryable;
+    Record {
+        detail: facts(Failed { kind, error: &e.message, retryable }),
+        ..record(alert, Action::NotifyFailed, receiver)
+    }
+}
+
+/// The receiver was not told again: `reason` says why this version is nothing new.
+fn suppressed(alert: &Alert, receiver: &str, reason: String) -> Record {
+    Record { detail: reason, ..record(alert, Action::NotifySuppressed, receiver) }
+}
+
+/// The receiver is told about the alert in the message of `leader`, another alert of its incident.
+fn grouped(alert: &Alert, receiver: &str, leader: &str) -> Record {
+    #[derive(Serialize)]
+    struct Grouped<'a> {
+        leader: &'a str,
+    }
+    Record { detail: facts(Grouped { leader }), ..record(alert, Action::NotifyGrouped, receiver) }
+}
+
+/// The route's `set:` changed the alert in Graph.
+fn updated(alert: &Alert, route: &str, change: &AlertUpdate) -> Record {
+    #[derive(Serialize)]
+    struct Updated<'a> {
+        status_before: &'a str,
+        set: &'a AlertUpdate,
+    }
+    let status = alert.status();
+    Record {
+        detail: facts(Updated { status_before: status.as_str(), set: change }),
+        ..record(alert, Action::Update, route)
+    }
+}
+
+/// The route's `set:` was not applied; `reason` says why.
+fn update_skipped(alert: &Alert, route: &str, reason: String) -> Record {
+    Record { detail: reason, ..record(alert, Action::UpdateSkipped, route) }
+}
+
+/// Graph refused the route's `set:`.
+fn update_failed(alert: &Alert, route: &str, error: &str, status: Option<u16>) -> Record {
+    #[derive(Serialize)]
+    struct UpdateFailed<'a> {
+        error: &'a str,
+    }
+    Record { graph_status: status, detail: facts(UpdateFailed { error }), ..record(alert, Action::UpdateFailed, route) }
 }
 
 /// A store key from parts; `/` and `%` inside a part are escaped, so parts never run together.
@@ -606,6 +639,7 @@ fn store(e: StoreError) -> RespondError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn alert(severity: &str, status: &str) -> Alert {
         Alert::from_value(json!({"id": "a", "severity": severity, "status": status})).unwrap()

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use self::close::Closed;
 use crate::alert::Alert;
 use crate::app::App;
-use crate::audit::Action;
+use crate::audit::{Action, Record};
 use crate::config::Config;
 use crate::host::azure::{Failure, Invocation, Outcome};
 use crate::intake::{Message, MessageError};
@@ -132,14 +132,14 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
     let status = alert.status().as_str().to_string();
 
     if let Some(m) = &decision.close {
-        let entry = |action: Action| audit::Entry {
+        let entry = |action: Action| Record {
             rule_id: Some(m.rule_id.clone()),
             rule_hash: Some(m.rule_hash.clone()),
             mode: Some(m.mode),
             status_before: Some(status.clone()),
             status_after: Some(status.clone()),
             detail: decision.reason.clone(),
-            ..audit::Entry::new(&alert.id, alert.version(), action)
+            ..Record::new(&alert.id, alert.version(), action)
         };
         match (decision.outcome, &decision.blocked) {
             (Decided::Close, _) if m.mode == Mode::Shadow => {
@@ -201,10 +201,8 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
 }
 
 /// Appends an audit record once per alert version and action, even when the message is redelivered.
-async fn record_once(app: &App, tenant: &str, now: DateTime<Utc>, entry: audit::Entry) -> Result<(), RespondError> {
-    let action = serde_json::to_value(entry.action).expect("actions serialize");
-    let key =
-        format!("audited/{tenant}/{}/{}/{}", entry.alert_id, entry.alert_version, action.as_str().unwrap_or("action"));
+async fn record_once(app: &App, tenant: &str, now: DateTime<Utc>, entry: Record) -> Result<(), RespondError> {
+    let key = format!("audited/{tenant}/{}/{}/{}", entry.alert_id, entry.alert_version, entry.action);
     match app.store.claim(&key, std::time::Duration::from_secs(60)).await.map_err(retry)? {
         Claim::Done => Ok(()),
         Claim::Held => Err(RespondError::Retry(format!("{key} is being recorded by another worker"))),

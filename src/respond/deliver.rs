@@ -19,10 +19,10 @@ use super::RespondError;
 use crate::alert::{Alert, AlertStatus};
 use crate::app::App;
 use crate::audit::{Action, Record};
-use crate::config::Config;
 use crate::graph::{AlertUpdate, Retry};
 use crate::notify::view::{Member, View};
 use crate::notify::{NotifyError, Payload, Receiver, Receivers, StatusUpdate};
+use crate::rules::{Delivery, Update};
 use crate::store::{Claim, Precondition, Store, StoreError};
 
 /// How long a claim is held while its send runs; a crash lets a retry claim again after it.
@@ -45,98 +45,14 @@ pub struct Delivered {
     pub updated: Vec<String>,
 }
 
-/// What to do for one receiver.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Target {
-    /// The receiver's name.
-    pub receiver: String,
-    /// Tell again after this long, even when nothing rose.
-    pub realert: Option<Duration>,
-    /// Group alerts of one incident arriving within this window.
-    pub group: Option<Duration>,
-    /// The routes that chose this receiver, for the message and the audit trail.
-    pub routes: Vec<String>,
-}
-
-/// Everything delivery does for one alert version: receivers with their options, then status updates.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Plan {
-    /// The receivers, deduplicated, in route order.
-    pub targets: Vec<Target>,
-    /// `(route, update)` for every matched route with `set:`.
-    pub updates: Vec<(String, StatusUpdate)>,
-}
-
-fn route_label(config: &Config, i: usize) -> String {
-    config.routes.get(i).and_then(|r| r.name.clone()).unwrap_or_else(|| format!("routes[{i}]"))
-}
-
-impl Plan {
-    /// The plan for the matched routes (indices into `config.routes`): receivers in order, each with the
-    /// options of the first matched route that names it, and every matched route's `set:`.
-    pub fn for_routes(config: &Config, routes: &[usize]) -> Plan {
-        let mut plan = Plan::default();
-        for &i in routes {
-            let Some(route) = config.routes.get(i) else { continue };
-            let label = route_label(config, i);
-            for r in &route.receivers {
-                match plan.targets.iter_mut().find(|t| &t.receiver == r) {
-                    Some(t) => t.routes.push(label.clone()),
-                    None => plan.targets.push(Target {
-                        receiver: r.clone(),
-                        realert: route.realert,
-                        group: route.group_by_incident,
-                        routes: vec![label.clone()],
-                    }),
-                }
-            }
-            if let Some(set) = &route.set {
-                plan.updates.push((label, set.clone()));
-            }
-        }
-        plan
-    }
-
-    /// The plan when only receiver names are known: each takes the options of the first route in the
-    /// config that names it; no `set:` updates, since which routes matched is not known.
-    pub fn for_receivers(config: &Config, receivers: &[String]) -> Plan {
-        let mut plan = Plan::default();
-        for r in receivers {
-            if plan.targets.iter().any(|t| &t.receiver == r) {
-                continue;
-            }
-            let first = config.routes.iter().position(|route| route.receivers.contains(r));
-            let route = first.and_then(|i| config.routes.get(i));
-            plan.targets.push(Target {
-                receiver: r.clone(),
-                realert: route.and_then(|r| r.realert),
-                group: route.and_then(|r| r.group_by_incident),
-                routes: first.map(|i| vec![route_label(config, i)]).unwrap_or_default(),
-            });
-        }
-        plan
-    }
-}
-
-/// Notifies `receivers` about one alert version (options from the routes that name them; see
-/// [`Plan::for_receivers`]). [`deliver_routes`] also applies the matched routes' `set:` updates.
-pub async fn deliver(app: &App, tenant: &str, alert: &Alert, receivers: &[String]) -> Result<Delivered, RespondError> {
-    deliver_plan(app, tenant, alert, &Plan::for_receivers(&app.config, receivers)).await
-}
-
-/// Notifies the receivers of the matched routes (indices into `config.routes`) and applies their
-/// `set:` updates.
-pub async fn deliver_routes(
+/// Tells each receiver of `deliveries` about one alert version, then applies the routes' `updates`.
+pub async fn deliver(
     app: &App,
     tenant: &str,
     alert: &Alert,
-    routes: &[usize],
+    deliveries: &[Delivery],
+    updates: &[Update],
 ) -> Result<Delivered, RespondError> {
-    deliver_plan(app, tenant, alert, &Plan::for_routes(&app.config, routes)).await
-}
-
-/// Carries out a [`Plan`] for one alert version.
-pub async fn deliver_plan(app: &App, tenant: &str, alert: &Alert, plan: &Plan) -> Result<Delivered, RespondError> {
     let receivers = Receivers::for_config(&app.config).map_err(|issues| {
         let text: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
         RespondError::Retry(format!("the receivers in the config do not build: {}", text.join("; ")))
@@ -144,7 +60,7 @@ pub async fn deliver_plan(app: &App, tenant: &str, alert: &Alert, plan: &Plan) -
     let mut done = Delivered::default();
     let mut failures: Vec<NotifyError> = Vec::new();
     let mut held = Vec::new();
-    for target in &plan.targets {
+    for target in deliveries {
         let claim_key = key(&["notify", tenant, &alert.id, alert.version(), &target.receiver]);
         match app.store.claim(&claim_key, SEND_LEASE + target.group.unwrap_or_default()).await.map_err(store)? {
             Claim::Done => done.already.push(target.receiver.clone()),
@@ -170,8 +86,8 @@ pub async fn deliver_plan(app: &App, tenant: &str, alert: &Alert, plan: &Plan) -
         let hopeless = held.is_empty() && failures.iter().all(|e| e.retry == Retry::Permanent);
         return Err(if hopeless { RespondError::Malformed(summary) } else { RespondError::Retry(summary) });
     }
-    for (route, update) in &plan.updates {
-        if apply_update(app, tenant, alert, route, update).await? {
+    for Update { route, set } in updates {
+        if apply_update(app, tenant, alert, route, set).await? {
             done.updated.push(route.clone());
         }
     }
@@ -190,7 +106,7 @@ async fn notify_one(
     receivers: &Receivers,
     tenant: &str,
     alert: &Alert,
-    target: &Target,
+    target: &Delivery,
     claim_key: &str,
 ) -> Result<Outcome, NotifyError> {
     let now = app.clock.now();

@@ -20,7 +20,7 @@ pub mod dry_run;
 mod engine;
 pub mod expr;
 
-pub use engine::{Blocked, CloseMatch, Decision, Engine, EvalError, Outcome, RouteMatch};
+pub use engine::{Blocked, CloseMatch, Decision, Delivery, Engine, EvalError, Outcome, RouteMatch, Update};
 
 /// Shadow records "would close" and changes nothing; enforce closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]

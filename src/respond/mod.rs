@@ -6,7 +6,6 @@
 //! after it.
 
 pub mod close;
-pub mod deliver;
 
 /// The audit trail, at its old path for the `secmon audit` commands.
 pub use crate::audit;
@@ -19,8 +18,10 @@ use crate::alert::Alert;
 use crate::app::App;
 use crate::audit::Record;
 use crate::config::Config;
+use crate::graph::Retry;
 use crate::host::azure::{Failure, Invocation, Outcome};
 use crate::intake::{Message, MessageError};
+use crate::notify::deliver::{DeliverError, deliver};
 use crate::rules::{CloseMatch, Decision, Engine};
 use crate::store::{ALERTS_QUEUE, Claim, poison_name};
 
@@ -33,6 +34,15 @@ pub enum RespondError {
     /// Processing failed in a way a retry may fix: leave the message on the queue.
     #[error("retry: {0}")]
     Retry(String),
+}
+
+impl From<DeliverError> for RespondError {
+    fn from(e: DeliverError) -> Self {
+        match e.retry {
+            Retry::Retryable => RespondError::Retry(e.message),
+            Retry::Permanent => RespondError::Malformed(e.message),
+        }
+    }
 }
 
 impl From<MessageError> for RespondError {
@@ -99,7 +109,7 @@ pub async fn process(app: &App, message: Message) -> Result<String, RespondError
 }
 
 /// Decides and acts on one alert version: decide → close? ([`close::settle`]: claim → PATCH → comment)
-/// → notify (the matched routes' receivers, each claimed once by [`deliver::deliver`]) → record.
+/// → notify (the matched routes' receivers, each claimed once by [`deliver`]) → record.
 ///
 /// - A close rule in enforce mode closes the alert, and a closed alert is not notified (the Defender
 ///   comment and the audit trail say what happened).
@@ -134,7 +144,7 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
     }
 
     if notify {
-        let delivered = deliver::deliver(app, tenant, &alert, &decision.deliveries, &decision.updates).await?;
+        let delivered = deliver(app, tenant, &alert, &decision.deliveries, &decision.updates).await?;
         if !delivered.sent.is_empty() {
             crate::metrics::count(crate::metrics::Counter::AlertsNotified, tenant, 1);
             summary = format!("{summary}; notified {}", delivered.sent.join(", "));

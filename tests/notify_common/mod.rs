@@ -16,8 +16,8 @@ use secmon::alert::Alert;
 use secmon::app::App;
 use secmon::clock::ManualClock;
 use secmon::graph::{AlertPage, AlertUpdate, Graph, GraphError, Retry};
+use secmon::notify::deliver::Delivered;
 use secmon::respond::RespondError;
-use secmon::respond::deliver::Delivered;
 use secmon::rules::{Decision, Delivery, Engine};
 use secmon::store::sqlite::SqliteStore;
 use serde_json::{Value, json};
@@ -231,13 +231,15 @@ pub async fn deliver(app: &App, alert: &Alert, receivers: &[String]) -> Result<D
         .iter()
         .map(|r| decided.deliveries.iter().find(|d| &d.receiver == r).cloned().expect("a matched route names it"))
         .collect();
-    secmon::respond::deliver::deliver(app, "contoso", alert, &deliveries, &[]).await
+    secmon::notify::deliver::deliver(app, "contoso", alert, &deliveries, &[]).await.map_err(RespondError::from)
 }
 
 /// Delivers `alert` as the matched routes say: their receivers, then their `set:` updates.
 pub async fn deliver_routes(app: &App, alert: &Alert) -> Result<Delivered, RespondError> {
     let decided = decision(app, alert);
-    secmon::respond::deliver::deliver(app, "contoso", alert, &decided.deliveries, &decided.updates).await
+    secmon::notify::deliver::deliver(app, "contoso", alert, &decided.deliveries, &decided.updates)
+        .await
+        .map_err(RespondError::from)
 }
 
 /// The documented sample alert (`alerts_v2-list-response.json`), with changes.

@@ -103,3 +103,42 @@ pub(super) fn update_failed(alert: &Alert, route: &str, error: &str, status: Opt
     }
     Record { graph_status: status, detail: facts(UpdateFailed { error }), ..record(alert, Action::UpdateFailed, route) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn each_action_has_its_record_with_the_facts_as_json() {
+        let alert =
+            Alert::from_value(json!({"id": "a", "status": "new", "lastUpdateDateTime": "2026-11-26T10:00:00Z"}))
+                .unwrap();
+        let mut view = View::new("contoso", "soc", &alert);
+        view.why = "new".into();
+        let r = sent(&alert, "soc", "teams", &view, &["triage".to_string()], 202);
+        assert_eq!((r.action, r.receiver.as_deref(), r.graph_status), (Action::Notify, Some("soc"), Some(202)));
+        assert_eq!(r.detail, r#"{"kind":"teams","why":"new","routes":["triage"],"grouped":[]}"#);
+        assert_eq!(r.alert_version, "2026-11-26T10:00:00Z");
+        let r = failed(&alert, "soc", "webhook", &NotifyError::new("soc", "HTTP 503", Retry::Retryable));
+        assert_eq!(
+            (r.action, r.detail.as_str()),
+            (Action::NotifyFailed, r#"{"kind":"webhook","error":"HTTP 503","retryable":true}"#)
+        );
+        let r = suppressed(&alert, "soc", "told at 10:00".into());
+        assert_eq!((r.action, r.detail.as_str()), (Action::NotifySuppressed, "told at 10:00"));
+        let r = grouped(&alert, "soc", "b");
+        assert_eq!((r.action, r.detail.as_str()), (Action::NotifyGrouped, r#"{"leader":"b"}"#));
+        let change = AlertUpdate { status: Some("inProgress".into()), ..Default::default() };
+        let r = updated(&alert, "triage", &change);
+        assert_eq!((r.action, r.receiver.as_deref()), (Action::Update, Some("triage")));
+        assert_eq!(r.detail, r#"{"status_before":"new","set":{"status":"inProgress"}}"#);
+        let r = update_skipped(&alert, "triage", "already set".into());
+        assert_eq!((r.action, r.detail.as_str()), (Action::UpdateSkipped, "already set"));
+        let r = update_failed(&alert, "triage", "conflict", Some(409));
+        assert_eq!(
+            (r.action, r.graph_status, r.detail.as_str()),
+            (Action::UpdateFailed, Some(409), r#"{"error":"conflict"}"#)
+        );
+    }
+}

@@ -11,7 +11,8 @@
 //!   [`intake::Message`] on the queue.
 //! - [`rules`]: known-benign close rules and routes; pure evaluation.
 //! - [`respond`]: one message through decide → claim → act → record.
-//! - [`notify`]: receivers: Teams, e-mail, signed webhook.
+//! - [`notify`]: receivers (Teams, e-mail, signed webhook), each one [`notify::Notifier`], and the
+//!   delivery of one alert version to them ([`notify::deliver`]).
 //! - [`audit`]: the hash-chained audit trail every effect is recorded in.
 //! - [`store`]: state, claims, audit streams and the queue behind one contract; SQLite, Azure
 //!   (Blob + Queue) and, with feature `aws`, S3 + SQS.

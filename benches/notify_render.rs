@@ -49,7 +49,7 @@ receivers:
         for kind in ["teams", "email", "webhook"] {
             let render = || {
                 let view = View::new("contoso", kind, &alert);
-                receivers.render(kind, &view, raw).expect("renders")
+                receivers.render(kind, &view, &alert).expect("renders")
             };
             render();
             // Run for about a second, whatever the speed.

@@ -392,6 +392,9 @@ pub struct Alert {
     /// Properties this version does not know, and known ones whose JSON type was unexpected.
     #[serde(flatten)]
     pub other: Map<String, Value>,
+    /// The JSON the alert was read from, exactly as Graph sent it ([`Alert::raw`]).
+    #[serde(skip)]
+    raw: Value,
 }
 
 /// Why an alert could not be read at all.
@@ -409,11 +412,13 @@ impl Alert {
     /// Reads an alert from Graph's JSON, never failing on unknown or mistyped properties.
     ///
     /// A property whose type is not the documented one is moved into [`Alert::other`] (so nothing is
-    /// lost), and the typed field stays `None`. Only a non-object or a missing `id` is an error.
+    /// lost), and the typed field stays `None`. Only a non-object or a missing `id` is an error. The
+    /// alert keeps `value` itself as [`Alert::raw`].
     pub fn from_value(value: Value) -> Result<Alert, AlertError> {
-        let Value::Object(mut map) = value else {
+        let Value::Object(map) = &value else {
             return Err(AlertError::NotAnObject);
         };
+        let mut map = map.clone();
         if !matches!(map.get("id"), Some(Value::String(_))) {
             return Err(AlertError::NoId);
         }
@@ -424,6 +429,7 @@ impl Alert {
             match attempt {
                 Ok(mut alert) => {
                     alert.other.extend(set_aside);
+                    alert.raw = value;
                     return Ok(alert);
                 }
                 Err(e) => {
@@ -444,12 +450,18 @@ impl Alert {
         let id = map.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
         let mut other = map;
         other.extend(set_aside);
-        Ok(Alert { id, other, ..Default::default() })
+        Ok(Alert { id, other, raw: value, ..Default::default() })
     }
 
     /// The alert as Graph JSON (lossless for what [`Alert::from_value`] read).
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).expect("an Alert always serializes")
+    }
+
+    /// The JSON the alert was read from, exactly as Graph sent it: what rules and webhook templates see
+    /// as `alert`, so one alert travels as one value.
+    pub fn raw(&self) -> &Value {
+        &self.raw
     }
 
     /// The version key: `lastUpdateDateTime` as Graph wrote it, or `""` when absent.
@@ -925,6 +937,7 @@ mod tests {
         assert_eq!(alert.service_source.as_ref().unwrap().as_str(), "microsoftThreatIntelligence");
         assert_eq!(alert.other["brandNewProperty"], json!({"x": [1, 2]}));
         assert_eq!(alert.to_value(), raw);
+        assert_eq!(alert.raw(), &raw, "the alert keeps the JSON it was read from");
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //!   [`intake::Message`] on the queue.
 //! - [`rules`]: known-benign close rules and routes; pure evaluation.
 //! - [`respond`]: one message through decide → claim → act → record.
-//! - [`notify`]: receivers: Teams, e-mail, signed webhook.
+//! - [`notify`]: receivers (Teams, e-mail, signed webhook), each one [`notify::Notifier`], and the
+//!   delivery of one alert version to them ([`notify::deliver`]).
+//! - [`audit`]: the hash-chained audit trail every effect is recorded in.
 //! - [`store`]: state, claims, audit streams and the queue behind one contract; SQLite, Azure
 //!   (Blob + Queue) and, with feature `aws`, S3 + SQS.
 //! - [`functions`]: every function as a plain async fn of `(app, payload, now)`, and the one HTTP
@@ -28,6 +30,7 @@
 
 pub mod alert;
 pub mod app;
+pub mod audit;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]

@@ -234,7 +234,7 @@ fn queued_and_watermark(dir: &Path) -> (Vec<(String, String)>, Option<DateTime<U
 /// The expected outcome of one alert version, as secmon's own (pure, separately tested) rules decide it.
 fn expect(engine: &Engine, raw: &Value, now: DateTime<Utc>) -> Version {
     let alert = Alert::from_value(raw.clone()).unwrap();
-    let d = engine.decide(&alert, raw, TENANT, now);
+    let d = engine.decide(&alert, TENANT, now);
     let close = d.outcome == Outcome::Close && d.notify().is_empty();
     if !close {
         assert_eq!(d.notify(), ["soc-teams", "tickets"], "{}: every open alert goes to both receivers", alert.id);

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secmon::app::App;
+use secmon::audit::{self, Action, Record};
 use secmon::clock::ManualClock;
 use secmon::graph::client::GraphClient;
 use secmon::graph::retry::RetryPolicy;
-use secmon::respond::audit::{self, Action, Record};
 use secmon::respond::{RespondError, process_alert};
 use secmon::store::sqlite::SqliteStore;
 use secmon::store::{ALERTS_QUEUE, Queue, Store};

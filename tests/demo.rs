@@ -59,7 +59,7 @@ async fn the_demo_audit_trail_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let report = secmon::demo::run(Some(dir.path())).await.unwrap();
     let store = secmon::store::sqlite::SqliteStore::open(dir.path().join("secmon.db")).unwrap();
-    let streams = secmon::respond::audit::verify(&store, None).await.unwrap();
+    let streams = secmon::audit::verify(&store, None).await.unwrap();
     assert!(!streams.is_empty());
     assert!(streams.iter().all(|s| s.ok()), "{streams:?}");
     assert_eq!(streams.iter().map(|s| s.records).sum::<usize>(), report.audit.len());

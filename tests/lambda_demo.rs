@@ -273,7 +273,7 @@ async fn the_demo_flow_runs_on_the_lambda_adapter() {
     assert!(!patched.contains("demo-dlp-backup"));
 
     // The audit trail in the bucket verifies, record for record.
-    let streams = secmon::respond::audit::verify(&store, None).await.unwrap();
+    let streams = secmon::audit::verify(&store, None).await.unwrap();
     assert!(!streams.is_empty());
     assert!(streams.iter().all(|s| s.ok()), "{streams:?}");
     assert_eq!(streams.iter().map(|s| s.records).sum::<usize>(), audit.len());

@@ -10,7 +10,6 @@ use hmac::{Hmac, Mac};
 use notify_common::*;
 use secmon::alert::Alert;
 use secmon::respond::RespondError;
-use secmon::respond::deliver::{deliver, deliver_routes};
 use serde_json::{Value, json};
 
 const ALL: &str = r#"
@@ -38,9 +37,9 @@ async fn each_receiver_is_told_once_even_when_the_message_is_redelivered() {
     let w = world(ALL).await;
     let raw = sample(json!({"severity": "high"}));
     let receivers = names(&["soc-teams", "soc-email", "tickets"]);
-    let first = deliver(&w.app, "contoso", &alert(&raw), &raw, &receivers).await.unwrap();
+    let first = deliver(&w.app, &alert(&raw), &receivers).await.unwrap();
     assert_eq!(first.sent, receivers);
-    let again = deliver(&w.app, "contoso", &alert(&raw), &raw, &receivers).await.unwrap();
+    let again = deliver(&w.app, &alert(&raw), &receivers).await.unwrap();
     assert_eq!(again.already, receivers);
     assert!(again.sent.is_empty());
     assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
@@ -85,7 +84,7 @@ async fn sendmail_body_has_graphs_shape_and_escapes_hostile_alert_text() {
             {"@odata.type": "#microsoft.graph.security.ipEvidence", "ipAddress": "203.0.113.7"}
         ]
     }));
-    deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["soc-email", "soc-teams"])).await.unwrap();
+    deliver(&w.app, &alert(&raw), &names(&["soc-email", "soc-teams"])).await.unwrap();
     let mails = w.graph.mails.lock().unwrap().clone();
     let (tenant, sender, body) = &mails[0];
     assert_eq!((tenant.as_str(), sender.as_str()), ("contoso", "secmon@contoso.com"));
@@ -125,7 +124,7 @@ async fn teams_429_is_retried_after_the_advised_delay() {
     );
     let raw = sample(json!({}));
     let started = tokio::time::Instant::now();
-    let done = deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["soc-teams"])).await.unwrap();
+    let done = deliver(&w.app, &alert(&raw), &names(&["soc-teams"])).await.unwrap();
     assert_eq!(done.sent, names(&["soc-teams"]));
     let hits = w.sink.hits(TEAMS_PATH);
     assert_eq!(hits.len(), 2);
@@ -138,10 +137,10 @@ async fn graph_429_on_sendmail_is_retried_by_the_queue_and_sent_once() {
     let w = world(ALL).await;
     w.graph.mail_errors.lock().unwrap().push_back(throttled());
     let raw = sample(json!({}));
-    let err = deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["soc-email"])).await.unwrap_err();
+    let err = deliver(&w.app, &alert(&raw), &names(&["soc-email"])).await.unwrap_err();
     assert!(matches!(err, RespondError::Retry(ref m) if m.contains("HTTP 429")), "{err}");
     assert!(w.graph.mails.lock().unwrap().is_empty());
-    let done = deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["soc-email"])).await.unwrap();
+    let done = deliver(&w.app, &alert(&raw), &names(&["soc-email"])).await.unwrap();
     assert_eq!(done.sent, names(&["soc-email"]));
     assert_eq!(w.graph.mails.lock().unwrap().len(), 1);
     let failed: Vec<_> = audit(&w.store).await.into_iter().filter(|r| r["action"] == "notify_failed").collect();
@@ -156,13 +155,13 @@ async fn a_failing_receiver_does_not_block_the_others_and_is_retried_alone() {
     w.sink.script("/hook", 3, 503, None, "maintenance");
     let raw = sample(json!({}));
     let receivers = names(&["tickets", "soc-teams", "soc-email"]);
-    let err = deliver(&w.app, "contoso", &alert(&raw), &raw, &receivers).await.unwrap_err();
+    let err = deliver(&w.app, &alert(&raw), &receivers).await.unwrap_err();
     assert!(matches!(err, RespondError::Retry(ref m) if m.contains("tickets") && m.contains("503")), "{err}");
     assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
     assert_eq!(w.graph.mails.lock().unwrap().len(), 1);
     assert_eq!(w.sink.hits("/hook").len(), 3);
     // The queue redelivers: only the webhook is sent now.
-    let done = deliver(&w.app, "contoso", &alert(&raw), &raw, &receivers).await.unwrap();
+    let done = deliver(&w.app, &alert(&raw), &receivers).await.unwrap();
     assert_eq!(done.sent, names(&["tickets"]));
     assert_eq!(done.already, names(&["soc-teams", "soc-email"]));
     assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
@@ -180,7 +179,7 @@ async fn a_permanent_failure_sets_the_message_aside_without_leaking_the_signatur
         r#"{"error":{"code":"DirectApiInvalidAuthorizationSignature","message":"The provided authorization signature is not valid for sig=SIGsecret0123456789."}}"#,
     );
     let raw = sample(json!({}));
-    let err = deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["soc-teams"])).await.unwrap_err();
+    let err = deliver(&w.app, &alert(&raw), &names(&["soc-teams"])).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, RespondError::Malformed(_)), "{text}");
     assert!(text.contains("DirectApiInvalidAuthorizationSignature"), "{text}");
@@ -203,22 +202,22 @@ receivers:
     .await;
     let r = names(&["soc-teams"]);
     let v1 = sample(json!({"severity": "medium", "lastUpdateDateTime": "2026-11-26T10:00:00Z"}));
-    assert_eq!(deliver(&w.app, "contoso", &alert(&v1), &v1, &r).await.unwrap().sent, r);
+    assert_eq!(deliver(&w.app, &alert(&v1), &r).await.unwrap().sent, r);
     // A comment made a new version, nothing rose: not told again.
     w.clock.advance(chrono::Duration::minutes(10));
     let v2 = sample(json!({"severity": "medium", "lastUpdateDateTime": "2026-11-26T10:10:00Z"}));
-    assert_eq!(deliver(&w.app, "contoso", &alert(&v2), &v2, &r).await.unwrap().suppressed, r);
+    assert_eq!(deliver(&w.app, &alert(&v2), &r).await.unwrap().suppressed, r);
     // Severity rose: told, and the card says why.
     let v3 = sample(json!({"severity": "high", "lastUpdateDateTime": "2026-11-26T10:11:00Z"}));
-    assert_eq!(deliver(&w.app, "contoso", &alert(&v3), &v3, &r).await.unwrap().sent, r);
+    assert_eq!(deliver(&w.app, &alert(&v3), &r).await.unwrap().sent, r);
     assert!(w.sink.hits(TEAMS_PATH)[1].json().to_string().contains("severity rose"));
     // Another version within the hour: quiet; after the hour: a reminder.
     w.clock.advance(chrono::Duration::minutes(30));
     let v4 = sample(json!({"severity": "high", "lastUpdateDateTime": "2026-11-26T10:41:00Z"}));
-    assert_eq!(deliver(&w.app, "contoso", &alert(&v4), &v4, &r).await.unwrap().suppressed, r);
+    assert_eq!(deliver(&w.app, &alert(&v4), &r).await.unwrap().suppressed, r);
     w.clock.advance(chrono::Duration::minutes(31));
     let v5 = sample(json!({"severity": "high", "lastUpdateDateTime": "2026-11-26T11:12:00Z"}));
-    assert_eq!(deliver(&w.app, "contoso", &alert(&v5), &v5, &r).await.unwrap().sent, r);
+    assert_eq!(deliver(&w.app, &alert(&v5), &r).await.unwrap().sent, r);
     assert_eq!(w.sink.hits(TEAMS_PATH).len(), 3);
     assert!(audit(&w.store).await.iter().any(|a| a["action"] == "notify_suppressed"));
 }
@@ -239,12 +238,12 @@ receivers:
     let b = sample(json!({"id": "alert-b", "incidentId": "77", "title": "Second of incident 77", "severity": "high"}));
     let other = sample(json!({"id": "alert-c", "incidentId": "78", "title": "Incident 78"}));
     let (app, ra, rr) = (w.app.clone(), a.clone(), r.clone());
-    let leader = tokio::spawn(async move { deliver(&app, "contoso", &alert(&ra), &ra, &rr).await });
+    let leader = tokio::spawn(async move { deliver(&app, &alert(&ra), &rr).await });
     // Let the leader open the group (it then waits out the 2 s window).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let joined = deliver(&w.app, "contoso", &alert(&b), &b, &r).await.unwrap();
+    let joined = deliver(&w.app, &alert(&b), &r).await.unwrap();
     assert_eq!(joined.grouped, r);
-    let alone = deliver(&w.app, "contoso", &alert(&other), &other, &r).await.unwrap();
+    let alone = deliver(&w.app, &alert(&other), &r).await.unwrap();
     assert_eq!(alone.sent, r);
     assert_eq!(leader.await.unwrap().unwrap().sent, r);
     let hits = w.sink.hits(TEAMS_PATH);
@@ -256,7 +255,7 @@ receivers:
     w.clock.advance(chrono::Duration::seconds(5));
     let late = sample(json!({"id": "alert-d", "incidentId": "77", "title": "Late"}));
     let (app, rl, rr) = (w.app.clone(), late.clone(), r.clone());
-    let done = tokio::spawn(async move { deliver(&app, "contoso", &alert(&rl), &rl, &rr).await });
+    let done = tokio::spawn(async move { deliver(&app, &alert(&rl), &rr).await });
     assert_eq!(done.await.unwrap().unwrap().sent, r);
     assert_eq!(w.sink.hits(TEAMS_PATH).len(), 3);
 }
@@ -265,7 +264,7 @@ receivers:
 async fn webhook_is_signed_over_timestamp_and_body() {
     let w = world(ALL).await;
     let raw = sample(json!({}));
-    deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["tickets"])).await.unwrap();
+    deliver(&w.app, &alert(&raw), &names(&["tickets"])).await.unwrap();
     let hit = &w.sink.hits("/hook")[0];
     let ts = &hit.headers["x-secmon-timestamp"];
     assert_eq!(ts, &now().timestamp().to_string());
@@ -289,7 +288,7 @@ async fn a_long_evidence_list_is_cut_to_fit_teams() {
         .map(|i| json!({"@odata.type": "#microsoft.graph.security.urlEvidence", "url": format!("https://phish.example/{i}/{}", "x".repeat(150))}))
         .collect();
     let raw = sample(json!({"evidence": evidence, "description": "d".repeat(5000)}));
-    deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["soc-teams"])).await.unwrap();
+    deliver(&w.app, &alert(&raw), &names(&["soc-teams"])).await.unwrap();
     let hit = &w.sink.hits(TEAMS_PATH)[0];
     assert!(hit.body.len() <= 28_000, "{} bytes", hit.body.len());
     let text = String::from_utf8_lossy(&hit.body);
@@ -302,7 +301,7 @@ async fn internal_alerts_are_notified_without_portal_links() {
     let w = world(ALL).await;
     let raw = json!({"id": "secmon-deadman-contoso", "title": "No alerts polled for 2 h", "severity": "high", "status": "new",
                      "lastUpdateDateTime": "2026-11-26T10:00:00Z"});
-    deliver(&w.app, "contoso", &alert(&raw), &raw, &names(&["soc-teams"])).await.unwrap();
+    deliver(&w.app, &alert(&raw), &names(&["soc-teams"])).await.unwrap();
     let message = w.sink.hits(TEAMS_PATH)[0].json();
     assert_eq!(message["attachments"][0]["content"]["actions"], json!([]));
     keep_card("internal", &message);
@@ -323,9 +322,9 @@ async fn a_route_sets_status_once_and_never_over_a_persons_change() {
     let w = world(SET).await;
     let raw = sample(json!({}));
     w.graph.alerts.lock().unwrap().insert(raw["id"].as_str().unwrap().into(), raw.clone());
-    let done = deliver_routes(&w.app, "contoso", &alert(&raw), &raw, &[0]).await.unwrap();
+    let done = deliver_routes(&w.app, &alert(&raw)).await.unwrap();
     assert_eq!(done.updated, names(&["triage"]));
-    let again = deliver_routes(&w.app, "contoso", &alert(&raw), &raw, &[0]).await.unwrap();
+    let again = deliver_routes(&w.app, &alert(&raw)).await.unwrap();
     assert!(again.updated.is_empty());
     let updates = w.graph.updates.lock().unwrap().clone();
     assert_eq!(updates.len(), 1);
@@ -338,7 +337,7 @@ async fn a_route_sets_status_once_and_never_over_a_persons_change() {
         json!({"id": "alert-2", "lastUpdateDateTime": "2026-11-26T09:05:00Z", "assignedTo": "alice@contoso.com"}),
     );
     w.graph.alerts.lock().unwrap().insert("alert-2".into(), changed);
-    let done = deliver_routes(&w.app, "contoso", &alert(&read), &read, &[0]).await.unwrap();
+    let done = deliver_routes(&w.app, &alert(&read)).await.unwrap();
     assert!(done.updated.is_empty());
     assert_eq!(w.graph.updates.lock().unwrap().len(), 1);
     let skipped: Vec<_> = audit(&w.store).await.into_iter().filter(|r| r["action"] == "update_skipped").collect();

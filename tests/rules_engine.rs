@@ -46,7 +46,7 @@ type Row = (&'static str, Value, Outcome, Option<&'static str>, Option<Mode>);
 
 fn decide(engine: &Engine, raw: &Value) -> Decision {
     let alert = Alert::from_value(raw.clone()).unwrap();
-    engine.decide(&alert, raw, "contoso", now())
+    engine.decide(&alert, "contoso", now())
 }
 
 #[test]
@@ -260,12 +260,7 @@ fn first_matching_rule_wins_expired_rules_are_inactive_and_shadow_also_notifies(
     assert_eq!(forced.notify(), ["soc"]);
     // On the expiry day itself the rule still applies.
     let alert = json!({"id": "f3", "severity": "informational", "status": "new"});
-    let d = engine.decide(
-        &Alert::from_value(alert.clone()).unwrap(),
-        &alert,
-        "contoso",
-        "2026-11-25T23:59:59Z".parse().unwrap(),
-    );
+    let d = engine.decide(&Alert::from_value(alert).unwrap(), "contoso", "2026-11-25T23:59:59Z".parse().unwrap());
     assert_eq!(d.close.unwrap().rule_id, "expired");
 }
 
@@ -276,15 +271,46 @@ fn routes_first_match_wins_unless_continue() {
     );
     let engine = Engine::compile(&cfg).unwrap();
     let d = decide(&engine, &json!({"id": "r1", "severity": "high"}));
-    assert_eq!(d.receivers, ["soc", "tickets"], "deduplicated, in order");
+    assert_eq!(d.receivers(), ["soc", "tickets"], "deduplicated, in order");
     assert_eq!(d.routes.iter().map(|r| r.index).collect::<Vec<_>>(), [0, 1]);
     let d = decide(&engine, &json!({"id": "r2", "severity": "low"}));
-    assert_eq!(d.receivers, ["soc"]);
+    assert_eq!(d.receivers(), ["soc"]);
     assert_eq!(d.routes[0].name.as_deref(), Some("tenant"));
     let none =
         Engine::compile(&config("routes:\n  - { when: 'alert.severity == \"high\"', receivers: [soc] }\n")).unwrap();
     let d = decide(&none, &json!({"id": "r3", "severity": "low"}));
     assert_eq!((d.outcome, d.reason.as_str()), (Outcome::None, "no close rule matched; no route matched"));
+}
+
+#[test]
+fn deliveries_take_the_options_of_the_first_matched_route_that_names_them() {
+    let cfg = config(
+        "routes:
+  - { name: high, when: 'alert.severity == \"high\"', receivers: [soc], realert: 1h, group_by_incident: 30s, set: { status: inProgress }, continue: true }
+  - { receivers: [soc, tickets], realert: 5m, set: { assigned_to: soc@contoso.com } }
+",
+    );
+    let engine = Engine::compile(&cfg).unwrap();
+    let d = decide(&engine, &json!({"id": "d1", "severity": "high"}));
+    let hour = Some(std::time::Duration::from_secs(3600));
+    let soc = &d.deliveries[0];
+    assert_eq!(
+        (soc.receiver.as_str(), soc.realert, soc.group),
+        ("soc", hour, Some(std::time::Duration::from_secs(30)))
+    );
+    assert_eq!(soc.routes, ["high", "routes[1]"]);
+    let tickets = &d.deliveries[1];
+    assert_eq!(
+        (tickets.receiver.as_str(), tickets.realert, tickets.group),
+        ("tickets", Some(std::time::Duration::from_secs(300)), None)
+    );
+    assert_eq!(tickets.routes, ["routes[1]"]);
+    let updates: Vec<(&str, Option<&str>, Option<&str>)> =
+        d.updates.iter().map(|u| (u.route.as_str(), u.set.status.as_deref(), u.set.assigned_to.as_deref())).collect();
+    assert_eq!(updates, [("high", Some("inProgress"), None), ("routes[1]", None, Some("soc@contoso.com"))]);
+    let low = decide(&engine, &json!({"id": "d2", "severity": "low"}));
+    assert_eq!(low.deliveries[0].realert, Some(std::time::Duration::from_secs(300)));
+    assert_eq!(low.updates.len(), 1);
 }
 
 fn issues(body: &str) -> Vec<String> {

@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::auth::Auth;
-use super::retry::{Buckets, Next, RetryPolicy, Sleeper, TokioSleeper, parse_retry_after};
+use super::retry::{Buckets, Next, RetryPolicy, Sleeper, TokioSleeper, retry_after};
 use super::{AlertPage, AlertUpdate, CallStats, Graph, GraphError, Retry};
 use crate::config::Config;
 
@@ -168,8 +168,7 @@ impl GraphClient {
                         retry = Retry::Retryable;
                     }
                     let message = message.unwrap_or_else(|| format!("HTTP {status}"));
-                    let honoured = if matches!(status, 429 | 503) { retry_after } else { None };
-                    (fail(Some(status), code, message, retry), honoured)
+                    (fail(Some(status), code, message, retry), retry_after)
                 }
             };
             match self.policy.next(attempt, err.retry, retry_after, unit_random()) {
@@ -213,11 +212,7 @@ impl GraphClient {
         }
         let resp = req.send().await.map_err(|e| Attempt::Transport(transport_message(&e)))?;
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+        let retry_after = retry_after(status, resp.headers(), chrono::Utc::now());
         let bytes = resp.bytes().await.map_err(|e| Attempt::Transport(transport_message(&e)))?;
         if (200..300).contains(&status) {
             Ok((status, bytes.to_vec()))

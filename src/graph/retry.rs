@@ -1,4 +1,5 @@
-//! The one retry and throttle policy every Graph and token call goes through.
+//! The one retry and throttle policy every HTTP edge goes through: Graph and token calls, and the
+//! receivers that are not Graph (Teams Workflows, webhooks; [`crate::notify::http`]).
 //!
 //! - 429 and 503 honour `Retry-After` (seconds or an HTTP date); without it they back off like 5xx.
 //! - Other 5xx, 408, timeouts and dropped connections back off exponentially with full jitter.
@@ -115,6 +116,17 @@ pub enum Next {
 }
 
 impl RetryPolicy {
+    /// The policy of a receiver that is not Graph: the queue retries the whole delivery, so one delivery
+    /// tries three times and waits at most a minute for a `Retry-After`.
+    pub fn receivers() -> Self {
+        Self {
+            max_attempts: 3,
+            base_delay: Duration::from_secs(1),
+            max_retry_after: Duration::from_secs(60),
+            ..Self::default()
+        }
+    }
+
     /// Whether an HTTP status is worth retrying.
     pub fn classify(status: u16) -> Retry {
         match status {
@@ -155,6 +167,18 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     Some((at.with_timezone(&chrono::Utc) - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The wait a response advises: `Retry-After` on a 429 or 503 (other statuses do not carry advice).
+pub fn retry_after(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Duration> {
+    if !matches!(status, 429 | 503) {
+        return None;
+    }
+    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?, now)
 }
 
 /// A token bucket per tenant: `per_minute` requests, refilled continuously, bursting to the same.
@@ -224,6 +248,25 @@ mod tests {
         assert_eq!(parse_retry_after(" 12 ", now), Some(Duration::from_secs(12)));
         assert_eq!(parse_retry_after("Thu, 26 Nov 2026 10:00:30 GMT", now), Some(Duration::from_secs(30)));
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn only_throttling_statuses_carry_advice() {
+        let now: chrono::DateTime<chrono::Utc> = "2026-11-26T10:00:00Z".parse().unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(429, &headers, now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(503, &headers, now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(500, &headers, now), None);
+        assert_eq!(retry_after(429, &reqwest::header::HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn receivers_try_less_and_wait_less_than_graph_calls() {
+        let p = RetryPolicy::receivers();
+        assert_eq!(p.next(3, Retry::Retryable, None, 0.5), Next::GiveUp);
+        assert_eq!(p.next(1, Retry::Retryable, Some(Duration::from_secs(61)), 0.5), Next::GiveUp);
+        assert!(matches!(p.next(2, Retry::Retryable, None, 1.0), Next::RetryAfter { throttled: false, .. }));
     }
 
     #[test]

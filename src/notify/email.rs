@@ -4,16 +4,18 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Timelike, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::NotifyError;
 use super::template::Templates;
 use super::view::{View, clip};
+use super::{Notifier, NotifyError, SendContext};
+use crate::alert::Alert;
 use crate::config::Issue;
-use crate::graph::{Graph, Retry};
+use crate::graph::Retry;
 use crate::store::{Precondition, Store, StoreError};
 
 /// Exchange Online accepts 30 messages a minute from one mailbox.
@@ -102,9 +104,16 @@ impl Email {
             body,
         })
     }
+}
+
+#[async_trait]
+impl Notifier for Email {
+    fn kind(&self) -> &'static str {
+        "email"
+    }
 
     /// The sendMail body for `view`, as Graph documents it (`saveToSentItems` a JSON bool).
-    pub fn render(&self, templates: &Templates, view: &View) -> Result<Value, NotifyError> {
+    fn render(&self, templates: &Templates, view: &View, _alert: &Alert) -> Result<Value, NotifyError> {
         let fail =
             |what: &str, e: String| NotifyError::new(&self.name, format!("{what} template: {e}"), Retry::Permanent);
         let subject = templates.render(&self.subject, view).map_err(|e| fail("subject", e))?;
@@ -124,9 +133,24 @@ impl Email {
         Ok(json!({"message": message, "saveToSentItems": false}))
     }
 
-    /// Sends the mail through Graph as [`Email::from`].
-    pub async fn send(&self, graph: &dyn Graph, tenant: &str, body: &Value) -> Result<(), NotifyError> {
-        graph.send_mail(tenant, &self.from, body).await.map_err(|e| {
+    /// Sends the mail through Graph as [`Email::from`], in a minute of its mailbox's sending limit
+    /// ([`book_slot`]); Graph's 202 is the status.
+    async fn send(&self, cx: &SendContext<'_>, body: &Value) -> Result<u16, NotifyError> {
+        let slot = book_slot(cx.store, &self.from, cx.now)
+            .await
+            .map_err(|err| NotifyError::new(&self.name, format!("store: {err}"), Retry::Retryable))?;
+        match slot {
+            Some(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+            Some(_) => {}
+            None => {
+                return Err(NotifyError::new(
+                    &self.name,
+                    format!("{} has used its Exchange sending limit for the next minutes", self.from),
+                    Retry::Retryable,
+                ));
+            }
+        }
+        cx.graph.send_mail(cx.tenant, &self.from, body).await.map(|()| 202).map_err(|e| {
             let status = e.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
             NotifyError::new(&self.name, format!("sendMail as {}{status}: {}", self.from, e.message), e.retry)
         })

@@ -1,39 +1,14 @@
-//! One POST with the retry policy every non-Graph receiver shares: 429 waits the advised
-//! `Retry-After`, 5xx/408 and dropped connections back off, anything else is permanent.
+//! One POST for every receiver that is not Graph, retried by the one policy of [`crate::graph::retry`]:
+//! 429 and 503 wait the advised `Retry-After`, other 5xx, 408 and dropped connections back off, anything
+//! else is permanent.
 
-use std::time::Duration;
-
-use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
 use super::NotifyError;
 use crate::graph::Retry;
+use crate::graph::retry::{Next, RetryPolicy, retry_after};
 
-/// How hard a receiver tries within one delivery before the queue takes over.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included.
-    pub attempts: u32,
-    /// The longest wait secmon accepts from `Retry-After`; a longer one is left to the queue.
-    pub max_wait: Duration,
-    /// The wait after a 5xx or a dropped connection (doubled each time).
-    pub backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self { attempts: 3, max_wait: Duration::from_secs(60), backoff: Duration::from_secs(1) }
-    }
-}
-
-/// What one attempt came to.
-enum Attempt {
-    Done(u16),
-    Again { wait: Duration, error: NotifyError },
-    Fail(NotifyError),
-}
-
-/// POSTs `body` to `url` with `headers`, retrying as [`RetryPolicy`] says. Returns the final status.
+/// POSTs `body` to `url` with `headers`, retrying as `policy` says. Returns the final status.
 /// `what` names the receiver in errors; the URL never appears in them (it may carry a `sig=`).
 pub async fn post(
     http: &reqwest::Client,
@@ -41,66 +16,36 @@ pub async fn post(
     url: &str,
     headers: HeaderMap,
     body: Vec<u8>,
-    policy: RetryPolicy,
+    policy: &RetryPolicy,
 ) -> Result<u16, NotifyError> {
-    let mut backoff = policy.backoff;
-    let mut attempt = 1;
+    let mut attempt = 0;
     loop {
-        let sent = http.post(url).headers(headers.clone()).body(body.clone()).send().await;
-        let outcome = match sent {
-            Ok(resp) => judge(what, resp, &mut backoff).await,
-            Err(e) => {
-                // reqwest's error text names the URL; drop it.
-                let error = NotifyError::new(what, format!("request failed: {}", e.without_url()), Retry::Retryable);
-                let wait = backoff;
-                backoff *= 2;
-                Attempt::Again { wait, error }
-            }
+        attempt += 1;
+        let sent = http.post(url).headers(headers.clone()).body(body.clone()).timeout(policy.timeout).send().await;
+        let (error, advised) = match sent {
+            Ok(resp) if resp.status().is_success() => return Ok(resp.status().as_u16()),
+            Ok(resp) => refused(what, resp).await,
+            // reqwest's error text names the URL; drop it.
+            Err(e) => (NotifyError::new(what, format!("request failed: {}", e.without_url()), Retry::Retryable), None),
         };
-        match outcome {
-            Attempt::Done(status) => return Ok(status),
-            Attempt::Fail(error) => return Err(error),
-            Attempt::Again { wait, error } => {
-                if attempt >= policy.attempts || wait > policy.max_wait {
-                    return Err(error);
-                }
+        match policy.next(attempt, error.retry, advised, rand::random::<f64>()) {
+            Next::GiveUp => return Err(error),
+            Next::RetryAfter { wait, .. } => {
                 tracing::warn!("{error}; retrying in {wait:?}");
                 tokio::time::sleep(wait).await;
-                attempt += 1;
             }
         }
     }
 }
 
-async fn judge(what: &str, resp: reqwest::Response, backoff: &mut Duration) -> Attempt {
-    let status = resp.status();
-    if status.is_success() {
-        return Attempt::Done(status.as_u16());
-    }
-    let retry_after = retry_after(resp.headers());
+/// The error of a non-2xx answer, and the wait the server advised (429/503 with `Retry-After`).
+async fn refused(what: &str, resp: reqwest::Response) -> (NotifyError, Option<std::time::Duration>) {
+    let status = resp.status().as_u16();
+    let advised = retry_after(status, resp.headers(), chrono::Utc::now());
     let text = resp.text().await.unwrap_or_default();
-    let detail = error_detail(&text);
-    let message = format!("HTTP {}{detail}", status.as_u16());
-    match status {
-        StatusCode::TOO_MANY_REQUESTS => {
-            // No advice: wait as long as a second 5xx would, but at least a few seconds.
-            let wait = retry_after.unwrap_or((*backoff).max(Duration::from_secs(5)));
-            let error =
-                NotifyError::new(what, format!("{message} (throttled; advised wait {wait:?})"), Retry::Retryable);
-            Attempt::Again { wait, error }
-        }
-        s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
-            let wait = retry_after.unwrap_or(*backoff);
-            *backoff *= 2;
-            Attempt::Again { wait, error: NotifyError::new(what, message, Retry::Retryable) }
-        }
-        _ => Attempt::Fail(NotifyError::new(what, message, Retry::Permanent)),
-    }
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is rare from these services and read as absent).
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let throttled = if status == 429 { " (throttled)" } else { "" };
+    let message = format!("HTTP {status}{}{throttled}", error_detail(&text));
+    (NotifyError::new(what, message, RetryPolicy::classify(status)), advised)
 }
 
 /// `: CODE: message` from a Workflows / Logic Apps or Graph error body, else a short excerpt.

@@ -1,15 +1,19 @@
-//! Receivers: Teams (Workflows webhook with an Adaptive Card), e-mail (Graph sendMail), signed webhook.
+//! Receivers: Teams (Workflows webhook with an Adaptive Card), e-mail (Graph sendMail), signed webhook,
+//! and the delivery of one alert to them.
 //!
-//! Each receiver kind has a config type with `validate`, a constructor and `send` ([`teams`], [`email`],
-//! [`webhook`]); [`Receivers::build`] builds them all from the config, with their templates compiled
-//! ([`template`]) and rendered once with a sample alert, so a broken template is a config error at its
-//! path. What a notification says comes from [`view::View`].
+//! Each receiver kind has a config type with `validate`, a constructor, and the one [`Notifier`] shape:
+//! `render` an alert into its payload, `send` the payload ([`teams`], [`email`], [`webhook`]);
+//! [`Receivers::build`] builds them all from the config, with their templates compiled ([`template`])
+//! and rendered once with a sample alert, so a broken template is a config error at its path. What a
+//! notification says comes from [`view::View`]. [`deliver`] tells the receivers of a decision about one
+//! alert version: claim, realert, group, render, send, record, each step in its own file.
 //!
 //! Secrets: a Workflows URL carries a signature (`sig=`) and a webhook has an HMAC key. Both must come
 //! from the environment (`${NAME}`, which in Azure may be a Key Vault reference in the app settings):
 //! the loader registers every substituted value with [`crate::redact`], and validation rejects a
 //! signature or key that was not substituted, i.e. one written in the file in clear.
 
+pub mod deliver;
 pub mod email;
 pub mod http;
 pub mod teams;
@@ -20,6 +24,8 @@ pub mod webhook;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -27,8 +33,9 @@ use sha2::{Digest, Sha256};
 
 use crate::alert::Alert;
 use crate::config::{Config, Issue, Level, ValidationContext};
-use crate::graph::Retry;
+use crate::graph::{Graph, Retry};
 use crate::rules::RouteConfig;
+use crate::store::Store;
 use template::Templates;
 use view::View;
 
@@ -51,15 +58,20 @@ pub enum ReceiverConfig {
 impl ReceiverConfig {
     /// Checks the receiver's settings and compiles and test-renders its templates.
     pub fn validate(&self, path: &str, _cx: &ValidationContext<'_>, out: &mut Vec<Issue>) {
+        self.check(path, out);
+        let name = path.rsplit('.').next().unwrap_or(path);
+        let mut templates = Templates::new();
+        if let Err(issue) = build(name, path, self, &mut templates) {
+            out.push(issue);
+        }
+    }
+
+    /// The kind's own checks of its settings.
+    fn check(&self, path: &str, out: &mut Vec<Issue>) {
         match self {
             ReceiverConfig::Teams(t) => t.validate(&format!("{path}.teams"), out),
             ReceiverConfig::Email(e) => e.validate(&format!("{path}.email"), out),
             ReceiverConfig::Webhook(w) => w.validate(&format!("{path}.webhook"), out),
-        }
-        let name = path.rsplit('.').next().unwrap_or(path);
-        let mut templates = Templates::new();
-        if let Err(issue) = Receiver::build(name, path, self, &mut templates) {
-            out.push(issue);
         }
     }
 }
@@ -136,68 +148,59 @@ impl NotifyError {
     }
 }
 
-/// What one receiver sends: rendered and ready.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Payload {
-    /// The Workflows message (`{"type":"message","attachments":[…]}`).
-    Teams(Value),
-    /// The sendMail body (`{"message":{…},"saveToSentItems":false}`).
-    Email(Value),
-    /// The webhook body as bytes (signed as sent).
-    Webhook(Vec<u8>),
+/// What a send may use besides its payload.
+#[derive(Clone, Copy)]
+pub struct SendContext<'a> {
+    /// The HTTP client for receivers that are not Graph.
+    pub http: &'a reqwest::Client,
+    /// Microsoft Graph (mail).
+    pub graph: &'a dyn Graph,
+    /// The store (sending budgets shared by every instance).
+    pub store: &'a dyn Store,
+    /// The tenant the alert is from.
+    pub tenant: &'a str,
+    /// Now.
+    pub now: DateTime<Utc>,
+    /// Identifies this delivery across its retries (`X-Secmon-Delivery`).
+    pub delivery: &'a str,
 }
 
-/// A receiver, built and ready to render and send.
-#[derive(Debug, Clone)]
-pub enum Receiver {
-    /// Teams.
-    Teams(teams::Teams),
-    /// E-mail.
-    Email(email::Email),
-    /// Webhook.
-    Webhook(webhook::Webhook),
+/// The one shape of every receiver kind: render an alert into a payload, then send it.
+#[async_trait]
+pub trait Notifier: std::fmt::Debug + Send + Sync {
+    /// The kind, for audit records and config paths: `teams`, `email` or `webhook`.
+    fn kind(&self) -> &'static str;
+
+    /// The payload for one alert (what the template sees is `view`; the webhook adds the raw alert).
+    fn render(&self, templates: &Templates, view: &View, alert: &Alert) -> Result<Value, NotifyError>;
+
+    /// Sends a rendered payload; returns the receiver's HTTP status (202 for mail Graph accepted).
+    async fn send(&self, cx: &SendContext<'_>, payload: &Value) -> Result<u16, NotifyError>;
 }
 
-impl Receiver {
-    /// Builds receiver `name` (config at `path`), adding its templates to `templates` and rendering each
-    /// once with the sample alert.
-    fn build(name: &str, path: &str, config: &ReceiverConfig, templates: &mut Templates) -> Result<Receiver, Issue> {
-        let receiver = match config {
-            ReceiverConfig::Teams(c) => Receiver::Teams(teams::Teams::new(name, c, templates, path)?),
-            ReceiverConfig::Email(c) => Receiver::Email(email::Email::new(name, c, templates, path)?),
-            ReceiverConfig::Webhook(c) => Receiver::Webhook(webhook::Webhook::new(name, c, templates, path)?),
-        };
-        let sample = serde_json::from_str::<Value>(template::SAMPLE_ALERT).expect("sample alert is JSON");
-        let alert = Alert::from_value(sample.clone()).expect("sample alert reads");
-        let view = View::new("contoso", name, &alert);
-        receiver.render(templates, &view, &sample).map_err(|e| {
-            let field = match receiver {
-                Receiver::Teams(_) => "teams.template",
-                Receiver::Email(_) => "email.template",
-                Receiver::Webhook(_) => "webhook.template",
-            };
-            Issue::error(format!("{path}.{field}"), format!("fails with the sample alert: {}", e.message))
-        })?;
-        Ok(receiver)
-    }
-
-    /// Renders the payload for one alert.
-    pub fn render(&self, templates: &Templates, view: &View, raw: &Value) -> Result<Payload, NotifyError> {
-        match self {
-            Receiver::Teams(t) => t.render(templates, view).map(Payload::Teams),
-            Receiver::Email(e) => e.render(templates, view).map(Payload::Email),
-            Receiver::Webhook(w) => w.render(templates, view, raw).map(Payload::Webhook),
-        }
-    }
-
-    /// The kind, for audit records: `teams`, `email` or `webhook`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Receiver::Teams(_) => "teams",
-            Receiver::Email(_) => "email",
-            Receiver::Webhook(_) => "webhook",
-        }
-    }
+/// Builds receiver `name` (config at `path`), adding its templates to `templates` and rendering each once
+/// with the sample alert.
+fn build(
+    name: &str,
+    path: &str,
+    config: &ReceiverConfig,
+    templates: &mut Templates,
+) -> Result<Box<dyn Notifier>, Issue> {
+    let receiver: Box<dyn Notifier> = match config {
+        ReceiverConfig::Teams(c) => Box::new(teams::Teams::new(name, c, templates, path)?),
+        ReceiverConfig::Email(c) => Box::new(email::Email::new(name, c, templates, path)?),
+        ReceiverConfig::Webhook(c) => Box::new(webhook::Webhook::new(name, c, templates, path)?),
+    };
+    let sample = serde_json::from_str::<Value>(template::SAMPLE_ALERT).expect("sample alert is JSON");
+    let alert = Alert::from_value(sample).expect("sample alert reads");
+    let view = View::new("contoso", name, &alert);
+    receiver.render(templates, &view, &alert).map_err(|e| {
+        Issue::error(
+            format!("{path}.{}.template", receiver.kind()),
+            format!("fails with the sample alert: {}", e.message),
+        )
+    })?;
+    Ok(receiver)
 }
 
 /// Every receiver of a config, with the templates they render with.
@@ -206,7 +209,7 @@ pub struct Receivers {
     /// The compiled templates.
     pub templates: Templates,
     /// Receivers by name.
-    pub by_name: BTreeMap<String, Receiver>,
+    pub by_name: BTreeMap<String, Box<dyn Notifier>>,
 }
 
 impl Receivers {
@@ -218,13 +221,9 @@ impl Receivers {
         for (name, rc) in &config.receivers {
             let path = format!("receivers.{name}");
             let mut own = Vec::new();
-            match rc {
-                ReceiverConfig::Teams(t) => t.validate(&format!("{path}.teams"), &mut own),
-                ReceiverConfig::Email(e) => e.validate(&format!("{path}.email"), &mut own),
-                ReceiverConfig::Webhook(w) => w.validate(&format!("{path}.webhook"), &mut own),
-            }
+            rc.check(&path, &mut own);
             issues.extend(own.into_iter().filter(|i| i.level == Level::Error));
-            match Receiver::build(name, &path, rc, &mut templates) {
+            match build(name, &path, rc, &mut templates) {
                 Ok(r) => {
                     by_name.insert(name.clone(), r);
                 }
@@ -248,13 +247,17 @@ impl Receivers {
         Ok(built)
     }
 
-    /// Renders the payload of receiver `name` for one alert.
-    pub fn render(&self, name: &str, view: &View, raw: &Value) -> Result<Payload, NotifyError> {
-        let r = self
-            .by_name
+    /// Receiver `name`.
+    pub fn get(&self, name: &str) -> Result<&dyn Notifier, NotifyError> {
+        self.by_name
             .get(name)
-            .ok_or_else(|| NotifyError::new(name, "no such receiver in the config", Retry::Permanent))?;
-        r.render(&self.templates, view, raw)
+            .map(|r| r.as_ref())
+            .ok_or_else(|| NotifyError::new(name, "no such receiver in the config", Retry::Permanent))
+    }
+
+    /// Renders the payload of receiver `name` for one alert.
+    pub fn render(&self, name: &str, view: &View, alert: &Alert) -> Result<Value, NotifyError> {
+        self.get(name)?.render(&self.templates, view, alert)
     }
 }
 

@@ -1,17 +1,20 @@
 //! Teams through a Workflows webhook ("When a Teams webhook request is received"): one message with one
 //! Adaptive Card, version 1.5 at most, never over Teams' 28 KB.
 
+use async_trait::async_trait;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::http::{RetryPolicy, post};
+use super::http::post;
 use super::template::Templates;
 use super::view::View;
-use super::{NotifyError, check_url, from_environment};
+use super::{Notifier, NotifyError, SendContext, check_url, from_environment};
+use crate::alert::Alert;
 use crate::config::Issue;
 use crate::graph::Retry;
+use crate::graph::retry::RetryPolicy;
 
 /// Teams refuses messages over 28 KB; secmon stays a little under, whichever K the service means.
 pub const MAX_MESSAGE_BYTES: usize = 28_000;
@@ -71,12 +74,30 @@ impl Teams {
             }
             None => "builtin/card.json".to_string(),
         };
-        Ok(Teams { name: name.to_string(), url: config.webhook_url.clone(), template, retry: RetryPolicy::default() })
+        Ok(Teams { name: name.to_string(), url: config.webhook_url.clone(), template, retry: RetryPolicy::receivers() })
+    }
+
+    fn card(&self, templates: &Templates, view: &View) -> Result<Value, NotifyError> {
+        let text = templates
+            .render(&self.template, view)
+            .map_err(|e| NotifyError::new(&self.name, format!("card template: {e}"), Retry::Permanent))?;
+        let card: Value = serde_json::from_str(&text).map_err(|e| {
+            NotifyError::new(&self.name, format!("card template did not produce JSON: {e}"), Retry::Permanent)
+        })?;
+        check_card(&card).map_err(|e| NotifyError::new(&self.name, e, Retry::Permanent))?;
+        Ok(card)
+    }
+}
+
+#[async_trait]
+impl Notifier for Teams {
+    fn kind(&self) -> &'static str {
+        "teams"
     }
 
     /// The Workflows message for `view`: the card, with evidence cut ("and N more") until the whole
     /// message fits in [`MAX_MESSAGE_BYTES`].
-    pub fn render(&self, templates: &Templates, view: &View) -> Result<Value, NotifyError> {
+    fn render(&self, templates: &Templates, view: &View, _alert: &Alert) -> Result<Value, NotifyError> {
         let base = view.for_card();
         let mut last = 0;
         for max in CUTS {
@@ -99,23 +120,12 @@ impl Teams {
         ))
     }
 
-    fn card(&self, templates: &Templates, view: &View) -> Result<Value, NotifyError> {
-        let text = templates
-            .render(&self.template, view)
-            .map_err(|e| NotifyError::new(&self.name, format!("card template: {e}"), Retry::Permanent))?;
-        let card: Value = serde_json::from_str(&text).map_err(|e| {
-            NotifyError::new(&self.name, format!("card template did not produce JSON: {e}"), Retry::Permanent)
-        })?;
-        check_card(&card).map_err(|e| NotifyError::new(&self.name, e, Retry::Permanent))?;
-        Ok(card)
-    }
-
     /// POSTs the message to the Workflows URL; 429 waits `Retry-After`, 5xx backs off.
-    pub async fn send(&self, http: &reqwest::Client, message: &Value) -> Result<u16, NotifyError> {
+    async fn send(&self, cx: &SendContext<'_>, message: &Value) -> Result<u16, NotifyError> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let body = serde_json::to_vec(message).expect("JSON");
-        post(http, &self.name, &self.url, headers, body, self.retry).await
+        post(cx.http, &self.name, &self.url, headers, body, &self.retry).await
     }
 }
 

@@ -2,7 +2,6 @@
 //! escaped for the target (HTML is escaped by the template engine; Adaptive Card text is escaped here).
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::alert::{Alert, Severity};
 
@@ -322,14 +321,10 @@ pub fn card_text(s: &str) -> String {
     out
 }
 
-/// The raw alert with secmon's own view beside it, for the webhook body.
-pub fn webhook_context(view: &View, raw: &Value) -> Value {
-    serde_json::json!({ "alert": raw, "view": view })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn card_text_neutralises_markdown_and_functions() {

@@ -4,7 +4,7 @@
 //! `X-Secmon-Signature: sha256=<hex HMAC-SHA256 over "{timestamp}.{body}">`; `X-Secmon-Delivery` is the
 //! same for every retry of one delivery, so a receiver can drop duplicates. See `docs/notifications.md`.
 
-use chrono::{DateTime, Utc};
+use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use schemars::JsonSchema;
@@ -12,12 +12,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::http::{RetryPolicy, post};
+use super::http::post;
 use super::template::Templates;
 use super::view::View;
-use super::{NotifyError, check_url, from_environment};
+use super::{Notifier, NotifyError, SendContext, check_url, from_environment};
+use crate::alert::Alert;
 use crate::config::Issue;
 use crate::graph::Retry;
+use crate::graph::retry::RetryPolicy;
 
 /// The shortest HMAC key secmon accepts.
 pub const MIN_SECRET_BYTES: usize = 16;
@@ -97,41 +99,42 @@ impl Webhook {
             url: config.url.clone(),
             secret: config.secret.clone(),
             template,
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy::receivers(),
         })
     }
+}
 
-    /// The JSON body for `view` and the raw alert; checked to be JSON.
-    pub fn render(&self, templates: &Templates, view: &View, raw: &Value) -> Result<Vec<u8>, NotifyError> {
+#[async_trait]
+impl Notifier for Webhook {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    /// The JSON body for `view` and the alert as Graph sent it; checked to be JSON.
+    fn render(&self, templates: &Templates, view: &View, alert: &Alert) -> Result<Value, NotifyError> {
         let mut ctx = serde_json::to_value(view).expect("view serializes");
-        ctx["alert"] = raw.clone();
+        ctx["alert"] = alert.raw().clone();
         let text = templates
             .render(&self.template, &ctx)
             .map_err(|e| NotifyError::new(&self.name, format!("body template: {e}"), Retry::Permanent))?;
-        let body: Value = serde_json::from_str(&text).map_err(|e| {
+        serde_json::from_str(&text).map_err(|e| {
             NotifyError::new(&self.name, format!("body template did not produce JSON: {e}"), Retry::Permanent)
-        })?;
-        Ok(serde_json::to_vec(&body).expect("JSON"))
+        })
     }
 
-    /// POSTs the body, signed at `now`; `delivery` identifies this delivery across retries.
-    pub async fn send(
-        &self,
-        http: &reqwest::Client,
-        body: Vec<u8>,
-        now: DateTime<Utc>,
-        delivery: &str,
-    ) -> Result<u16, NotifyError> {
-        let timestamp = now.timestamp().to_string();
+    /// POSTs the body, signed at `cx.now`, with the delivery's id.
+    async fn send(&self, cx: &SendContext<'_>, body: &Value) -> Result<u16, NotifyError> {
+        let body = serde_json::to_vec(body).expect("JSON");
+        let timestamp = cx.now.timestamp().to_string();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let header = |v: &str| HeaderValue::from_str(v).expect("ASCII header value");
         headers.insert(HeaderName::from_static("x-secmon-timestamp"), header(&timestamp));
-        headers.insert(HeaderName::from_static("x-secmon-delivery"), header(delivery));
+        headers.insert(HeaderName::from_static("x-secmon-delivery"), header(cx.delivery));
         if let Some(secret) = &self.secret {
             headers.insert(HeaderName::from_static("x-secmon-signature"), header(&sign(secret, &timestamp, &body)));
         }
-        post(http, &self.name, &self.url, headers, body, self.retry).await
+        post(cx.http, &self.name, &self.url, headers, body, &self.retry).await
     }
 }
 

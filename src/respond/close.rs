@@ -24,8 +24,9 @@ use serde_json::Value;
 use super::RespondError;
 use crate::alert::Alert;
 use crate::app::App;
+use crate::audit::{Action, Record};
 use crate::graph::{AlertUpdate, GraphError, Retry};
-use crate::rules::CloseMatch;
+use crate::rules::{Blocked, CloseMatch, Decision, Mode, Outcome};
 use crate::store::{Claim, Precondition, Store, StoreError};
 
 /// How long a worker may take over one PATCH or comment before another may try again.
@@ -59,6 +60,85 @@ pub enum Closed {
         /// What Graph said (redacted).
         message: String,
     },
+}
+
+/// What a matched close rule came to for one alert version: what to record and what follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    /// The audit record of it; none when the rule matched an alert that is already resolved.
+    pub record: Option<Record>,
+    /// The alert stays open after all (breaker open, Graph refused): tell the routed receivers instead.
+    pub routed: bool,
+    /// The rule's breaker is open with this many closes this hour: tell the rule's owner.
+    pub breaker_open: Option<u32>,
+}
+
+/// Settles the close rule `m` that `decision` matched: records a shadow or blocked match, or closes the
+/// alert in Graph ([`close`]) and records how that went. `summary` (the alert's summary line) says what
+/// happened when it differs from the decision's reason.
+pub async fn settle(
+    app: &App,
+    tenant: &str,
+    alert: &Alert,
+    decision: &Decision,
+    m: &CloseMatch,
+    now: DateTime<Utc>,
+    summary: &mut String,
+) -> Result<Settled, RespondError> {
+    let status = alert.status().as_str().to_string();
+    let entry = |action: Action| Record {
+        rule_id: Some(m.rule_id.clone()),
+        rule_hash: Some(m.rule_hash.clone()),
+        mode: Some(m.mode),
+        status_before: Some(status.clone()),
+        status_after: Some(status.clone()),
+        detail: decision.reason.clone(),
+        ..Record::new(&alert.id, alert.version(), action)
+    };
+    let settled = |record: Record| Settled { record: Some(record), routed: false, breaker_open: None };
+    let record = match (decision.outcome, &decision.blocked) {
+        (Outcome::Close, _) if m.mode == Mode::Shadow => entry(Action::WouldClose),
+        (Outcome::Close, _) => match close(app, tenant, alert, m, now).await? {
+            Closed::Closed { graph_status, status_after, comment_error } => {
+                crate::metrics::count(crate::metrics::Counter::AlertsClosed, tenant, 1);
+                let mut e = Record { graph_status: Some(graph_status), status_after, ..entry(Action::Close) };
+                if let Some(c) = &comment_error {
+                    e.detail = format!("{}; the comment was refused: {c}", e.detail);
+                    summary.push_str(&format!("; the comment was refused: {c}"));
+                }
+                e
+            }
+            Closed::AlreadyDone => {
+                let e = entry(Action::Close);
+                summary.push_str(" (already closed by an earlier delivery)");
+                Record {
+                    status_after: Some("resolved".into()),
+                    detail: format!("{} (closed by an earlier delivery of this alert version)", e.detail),
+                    ..e
+                }
+            }
+            Closed::BreakerOpen { count } => {
+                let detail = format!(
+                    "circuit breaker open: {count} closes by rule {:?} this hour (limit {}); not closed, routed instead",
+                    m.rule_id, m.max_per_hour
+                );
+                *summary = format!("{}: {detail}", alert.id);
+                let record = Record { detail, ..entry(Action::BreakerOpen) };
+                return Ok(Settled { record: Some(record), routed: true, breaker_open: Some(count) });
+            }
+            Closed::Failed { graph_status, message } => {
+                let detail = format!("Graph refused the close: {message}; routed instead");
+                *summary = format!("{}: {detail}", alert.id);
+                let record = Record { graph_status, detail, ..entry(Action::CloseFailed) };
+                return Ok(Settled { record: Some(record), routed: true, breaker_open: None });
+            }
+        },
+        (_, Some(Blocked::Resolved)) | (_, None) => {
+            return Ok(Settled { record: None, routed: false, breaker_open: None });
+        }
+        (_, Some(_)) => entry(Action::CloseBlocked),
+    };
+    Ok(settled(record))
 }
 
 fn store_error(e: StoreError) -> RespondError {

@@ -1,25 +1,27 @@
 //! The pipeline for one alert version: decide → claim → act → record.
 //!
-//! The `respond` function (the layer above) hands over one alert version (from the queue, or fetched for a lookup);
-//! this decides with the rules, then closes and/or notifies. Every effect is claimed in the
+//! The `respond` function (the layer above) hands over one alert version (from the queue, or fetched for
+//! a lookup); this decides with the rules, then closes and/or notifies. Every effect is claimed in the
 //! store before it is performed, so a redelivered message never closes or notifies twice, and audited
 //! after it.
 
-pub mod audit;
 pub mod close;
-pub mod deliver;
+
+/// The audit trail, at its old path for the `secmon audit` commands.
+pub use crate::audit;
 
 use std::sync::{Arc, Mutex, Weak};
 
 use chrono::{DateTime, Utc};
 
-use self::audit::Action;
-use self::close::Closed;
 use crate::alert::Alert;
 use crate::app::App;
+use crate::audit::Record;
 use crate::config::Config;
+use crate::graph::Retry;
 use crate::intake::Message;
-use crate::rules::{Blocked, CloseMatch, Engine, Mode, Outcome as Decided};
+use crate::notify::deliver::{DeliverError, deliver};
+use crate::rules::{CloseMatch, Decision, Engine};
 use crate::store::Claim;
 
 /// Why a message was not processed.
@@ -33,8 +35,17 @@ pub enum RespondError {
     Retry(String),
 }
 
-/// Decides and acts on one alert version: decide → (close: claim → PATCH → comment → audit) and/or
-/// (notify: the matched routes' receivers, each claimed once by [`deliver::deliver_routes`]).
+impl From<DeliverError> for RespondError {
+    fn from(e: DeliverError) -> Self {
+        match e.retry {
+            Retry::Retryable => RespondError::Retry(e.message),
+            Retry::Permanent => RespondError::Malformed(e.message),
+        }
+    }
+}
+
+/// Decides and acts on one alert version: decide → close? ([`close::settle`]: claim → PATCH → comment)
+/// → notify (the matched routes' receivers, each claimed once by [`deliver`]) → record.
 ///
 /// - A close rule in enforce mode closes the alert, and a closed alert is not notified (the Defender
 ///   comment and the audit trail say what happened).
@@ -47,87 +58,29 @@ pub enum RespondError {
 /// - A rule that matches an alert already resolved does nothing (that is also how secmon's own close,
 ///   which comes back as a new resolved version, stays quiet).
 pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) -> Result<String, RespondError> {
-    let raw = alert;
     if app.config.tenant(tenant).is_none() {
         return Err(RespondError::Malformed(format!("tenant {tenant:?} is not in the config")));
     }
-    let alert =
-        Alert::from_value(raw.clone()).map_err(|e| RespondError::Malformed(format!("alert for {tenant}: {e}")))?;
-    let engine = engine_for(&app.config)?;
+    let alert = Alert::from_value(alert).map_err(|e| RespondError::Malformed(format!("alert for {tenant}: {e}")))?;
     let now = app.clock.now();
-    let mut decision = engine.decide(&alert, &raw, tenant, now);
-    for e in &decision.errors {
-        tracing::warn!(alert = %alert.id, "{}: {}", e.at, crate::redact::redact(&e.message));
-    }
-    if app.config.closing_disabled {
-        decision = decision.into_shadow("SECMON_CLOSE=off");
-    }
+    let decision = decide(app, tenant, &alert, now)?;
+    let mut summary = format!("{}: {}", alert.id, decision.reason);
     // Whether the matched routes are told; their own options (realert, grouping, `set`) apply.
     let mut notify = !decision.notify().is_empty();
-    let mut summary = format!("{}: {}", alert.id, decision.reason);
-    let status = alert.status().as_str().to_string();
 
     if let Some(m) = &decision.close {
-        let entry = |action: Action| audit::Entry {
-            rule_id: Some(m.rule_id.clone()),
-            rule_hash: Some(m.rule_hash.clone()),
-            mode: Some(m.mode),
-            status_before: Some(status.clone()),
-            status_after: Some(status.clone()),
-            detail: decision.reason.clone(),
-            ..audit::Entry::new(&alert.id, alert.version(), action)
-        };
-        match (decision.outcome, &decision.blocked) {
-            (Decided::Close, _) if m.mode == Mode::Shadow => {
-                record_once(app, tenant, now, entry(Action::WouldClose)).await?;
-            }
-            (Decided::Close, _) => match close::close(app, tenant, &alert, m, now).await? {
-                Closed::Closed { graph_status, status_after, comment_error } => {
-                    crate::metrics::count(crate::metrics::Counter::AlertsClosed, tenant, 1);
-                    let mut e = entry(Action::Close);
-                    e.graph_status = Some(graph_status);
-                    e.status_after = status_after;
-                    if let Some(c) = &comment_error {
-                        e.detail = format!("{}; the comment was refused: {c}", e.detail);
-                        summary = format!("{summary}; the comment was refused: {c}");
-                    }
-                    record_once(app, tenant, now, e).await?;
-                }
-                Closed::AlreadyDone => {
-                    let mut e = entry(Action::Close);
-                    e.status_after = Some("resolved".into());
-                    e.detail = format!("{} (closed by an earlier delivery of this alert version)", e.detail);
-                    record_once(app, tenant, now, e).await?;
-                    summary = format!("{summary} (already closed by an earlier delivery)");
-                }
-                Closed::BreakerOpen { count } => {
-                    let mut e = entry(Action::BreakerOpen);
-                    e.detail = format!(
-                        "circuit breaker open: {count} closes by rule {:?} this hour (limit {}); not closed, routed instead",
-                        m.rule_id, m.max_per_hour
-                    );
-                    summary = format!("{}: {}", alert.id, e.detail);
-                    record_once(app, tenant, now, e).await?;
-                    tell_owner_breaker_open(app, tenant, m, count, now).await?;
-                    notify = !decision.receivers.is_empty();
-                }
-                Closed::Failed { graph_status, message } => {
-                    let mut e = entry(Action::CloseFailed);
-                    e.graph_status = graph_status;
-                    e.detail = format!("Graph refused the close: {message}; routed instead");
-                    summary = format!("{}: {}", alert.id, e.detail);
-                    record_once(app, tenant, now, e).await?;
-                    notify = !decision.receivers.is_empty();
-                }
-            },
-            (_, Some(Blocked::Resolved)) | (_, None) => {}
-            (_, Some(_)) => record_once(app, tenant, now, entry(Action::CloseBlocked)).await?,
+        let settled = close::settle(app, tenant, &alert, &decision, m, now, &mut summary).await?;
+        if let Some(record) = settled.record {
+            record_once(app, tenant, now, record).await?;
         }
+        if let Some(count) = settled.breaker_open {
+            tell_owner_breaker_open(app, tenant, m, count, now).await?;
+        }
+        notify |= settled.routed && !decision.deliveries.is_empty();
     }
 
     if notify {
-        let routes: Vec<usize> = decision.routes.iter().map(|r| r.index).collect();
-        let delivered = deliver::deliver_routes(app, tenant, &alert, &raw, &routes).await?;
+        let delivered = deliver(app, tenant, &alert, &decision.deliveries, &decision.updates).await?;
         if !delivered.sent.is_empty() {
             crate::metrics::count(crate::metrics::Counter::AlertsNotified, tenant, 1);
             summary = format!("{summary}; notified {}", delivered.sent.join(", "));
@@ -136,11 +89,21 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
     Ok(summary)
 }
 
+/// The rules' decision about one alert version; with `SECMON_CLOSE=off`, every close rule in shadow mode.
+fn decide(app: &App, tenant: &str, alert: &Alert, now: DateTime<Utc>) -> Result<Decision, RespondError> {
+    let mut decision = engine_for(&app.config)?.decide(alert, tenant, now);
+    for e in &decision.errors {
+        tracing::warn!(alert = %alert.id, "{}: {}", e.at, crate::redact::redact(&e.message));
+    }
+    if app.config.closing_disabled {
+        decision = decision.into_shadow("SECMON_CLOSE=off");
+    }
+    Ok(decision)
+}
+
 /// Appends an audit record once per alert version and action, even when the message is redelivered.
-async fn record_once(app: &App, tenant: &str, now: DateTime<Utc>, entry: audit::Entry) -> Result<(), RespondError> {
-    let action = serde_json::to_value(entry.action).expect("actions serialize");
-    let key =
-        format!("audited/{tenant}/{}/{}/{}", entry.alert_id, entry.alert_version, action.as_str().unwrap_or("action"));
+async fn record_once(app: &App, tenant: &str, now: DateTime<Utc>, entry: Record) -> Result<(), RespondError> {
+    let key = format!("audited/{tenant}/{}/{}/{}", entry.alert_id, entry.alert_version, entry.action);
     match app.store.claim(&key, std::time::Duration::from_secs(60)).await.map_err(retry)? {
         Claim::Done => Ok(()),
         Claim::Held => Err(RespondError::Retry(format!("{key} is being recorded by another worker"))),

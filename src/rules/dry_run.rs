@@ -50,9 +50,9 @@ pub fn run(
             }
         };
         for (i, raw) in alerts.into_iter().enumerate() {
-            match Alert::from_value(raw.clone()) {
+            match Alert::from_value(raw) {
                 Ok(alert) => {
-                    let mut decision = engine.decide(&alert, &raw, tenant, now);
+                    let mut decision = engine.decide(&alert, tenant, now);
                     if closing_disabled {
                         decision = decision.into_shadow("SECMON_CLOSE=off");
                     }

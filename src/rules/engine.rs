@@ -1,6 +1,7 @@
 //! The compiled rules and routes, and the one pure function that decides about an alert.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cel::Env;
 use chrono::{DateTime, Utc};
@@ -11,6 +12,7 @@ use super::expr::{self, Expression};
 use super::{CloseRuleConfig, Mode};
 use crate::alert::{Alert, AlertStatus, Severity};
 use crate::config::{Config, Issue};
+use crate::notify::StatusUpdate;
 
 /// Every close rule and route of a config, compiled once.
 pub struct Engine {
@@ -37,6 +39,9 @@ struct Route {
     when: Option<Expression>,
     receivers: Vec<String>,
     continue_: bool,
+    realert: Option<Duration>,
+    group_by_incident: Option<Duration>,
+    set: Option<StatusUpdate>,
 }
 
 /// A close rule that matched an alert.
@@ -67,6 +72,29 @@ pub struct RouteMatch {
     pub index: usize,
     /// The route's name, when it has one.
     pub name: Option<String>,
+}
+
+/// One receiver to tell, with the options of the first matched route that names it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    /// The receiver's name.
+    pub receiver: String,
+    /// Tell again after this long, even when nothing rose (`realert`).
+    pub realert: Option<Duration>,
+    /// Group alerts of one incident arriving within this window (`group_by_incident`).
+    pub group: Option<Duration>,
+    /// The matched routes that name this receiver (a route's name, else `routes[i]`), for the message
+    /// and the audit trail.
+    pub routes: Vec<String>,
+}
+
+/// The `set:` of a matched route, applied once every receiver was told.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Update {
+    /// The route (its name, else `routes[i]`).
+    pub route: String,
+    /// What it sets.
+    pub set: StatusUpdate,
 }
 
 /// An expression that failed on this alert (and so did not match).
@@ -101,10 +129,12 @@ pub struct Decision {
     pub blocked: Option<Blocked>,
     /// Routes that matched, in order.
     pub routes: Vec<RouteMatch>,
-    /// The routed receivers, deduplicated, in order. They are notified unless the alert is closed in
-    /// enforce mode (a closed alert is not notified: the Defender comment and the audit trail record it)
-    /// or the decision is [`Outcome::None`].
-    pub receivers: Vec<String>,
+    /// The routed receivers, deduplicated, in order, each with its route's options. They are notified
+    /// unless the alert is closed in enforce mode (a closed alert is not notified: the Defender comment
+    /// and the audit trail record it) or the decision is [`Outcome::None`].
+    pub deliveries: Vec<Delivery>,
+    /// The matched routes' `set:` updates, in order; applied when the receivers are notified.
+    pub updates: Vec<Update>,
     /// The decision in words.
     pub reason: String,
     /// Rules and routes that failed on this alert.
@@ -112,12 +142,17 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The routed receivers, whether or not this decision notifies them.
+    pub fn receivers(&self) -> Vec<&str> {
+        self.deliveries.iter().map(|d| d.receiver.as_str()).collect()
+    }
+
     /// The receivers to notify for this decision as it stands.
-    pub fn notify(&self) -> &[String] {
+    pub fn notify(&self) -> Vec<&str> {
         match (&self.outcome, &self.close) {
-            (Outcome::Close, Some(m)) if m.mode == Mode::Enforce => &[],
-            (Outcome::None, _) => &[],
-            _ => &self.receivers,
+            (Outcome::Close, Some(m)) if m.mode == Mode::Enforce => Vec::new(),
+            (Outcome::None, _) => Vec::new(),
+            _ => self.receivers(),
         }
     }
 
@@ -181,6 +216,9 @@ impl Engine {
                 when,
                 receivers: r.receivers.clone(),
                 continue_: r.continue_,
+                realert: r.realert,
+                group_by_incident: r.group_by_incident,
+                set: r.set.clone(),
             });
         }
         if issues.is_empty() { Ok(Engine { env, rules, routes }) } else { Err(issues) }
@@ -199,10 +237,10 @@ impl Engine {
     /// Decides about one alert version: the first active close rule that matches (file order), then the
     /// routes (first match wins unless `continue: true`; a route without `when` matches everything).
     ///
-    /// `raw` is the alert exactly as Graph sent it (what the expressions see as `alert`); `alert` is the
-    /// same alert read by [`Alert::from_value`] (what the guardrails read). Pure: `now` is an argument.
-    pub fn decide(&self, alert: &Alert, raw: &Value, tenant: &str, now: DateTime<Utc>) -> Decision {
-        let cx = expr::context(self.env.clone(), raw, tenant, now);
+    /// The expressions see the alert exactly as Graph sent it ([`Alert::raw`]); the guardrails read its
+    /// typed fields. Pure: `now` is an argument.
+    pub fn decide(&self, alert: &Alert, tenant: &str, now: DateTime<Utc>) -> Decision {
+        let cx = expr::context(self.env.clone(), alert.raw(), tenant, now);
         let mut errors = Vec::new();
 
         let mut matched: Option<&Rule> = None;
@@ -223,7 +261,8 @@ impl Engine {
         }
 
         let mut routes = Vec::new();
-        let mut receivers: Vec<String> = Vec::new();
+        let mut deliveries: Vec<Delivery> = Vec::new();
+        let mut updates = Vec::new();
         for route in &self.routes {
             let hit = match &route.when {
                 None => true,
@@ -237,10 +276,20 @@ impl Engine {
             };
             if hit {
                 routes.push(RouteMatch { index: route.index, name: route.name.clone() });
+                let label = route.name.clone().unwrap_or_else(|| format!("routes[{}]", route.index));
                 for r in &route.receivers {
-                    if !receivers.contains(r) {
-                        receivers.push(r.clone());
+                    match deliveries.iter_mut().find(|d| &d.receiver == r) {
+                        Some(d) => d.routes.push(label.clone()),
+                        None => deliveries.push(Delivery {
+                            receiver: r.clone(),
+                            realert: route.realert,
+                            group: route.group_by_incident,
+                            routes: vec![label.clone()],
+                        }),
                     }
+                }
+                if let Some(set) = &route.set {
+                    updates.push(Update { route: label, set: set.clone() });
                 }
                 if !route.continue_ {
                     break;
@@ -259,7 +308,7 @@ impl Engine {
         let blocked = matched.and_then(|rule| guardrail(alert, &rule.config));
         let (outcome, close, mut reason) = match matched {
             None => {
-                let outcome = if receivers.is_empty() { Outcome::None } else { Outcome::Notify };
+                let outcome = if deliveries.is_empty() { Outcome::None } else { Outcome::Notify };
                 (outcome, None, format!("no close rule matched; {routed}"))
             }
             Some(rule) => {
@@ -274,7 +323,7 @@ impl Engine {
                         format!("rule {id:?} matches but the alert is already resolved; nothing to do"),
                     ),
                     Some(blocked) => {
-                        let outcome = if receivers.is_empty() { Outcome::None } else { Outcome::Notify };
+                        let outcome = if deliveries.is_empty() { Outcome::None } else { Outcome::Notify };
                         (outcome, Some(m), format!("rule {id:?} matches but {}; not closed, {routed}", blocked.words()))
                     }
                     None => {
@@ -296,7 +345,7 @@ impl Engine {
         for e in &errors {
             reason.push_str(&format!("; {} failed on this alert and counts as no match: {}", e.at, e.message));
         }
-        Decision { outcome, close, blocked, routes, receivers, reason, errors }
+        Decision { outcome, close, blocked, routes, deliveries, updates, reason, errors }
     }
 }
 

@@ -15,7 +15,7 @@ mod engine;
 pub mod expr;
 pub mod lint;
 
-pub use engine::{Blocked, CloseMatch, Decision, Engine, EvalError, Outcome, RouteMatch};
+pub use engine::{Blocked, CloseMatch, Decision, Delivery, Engine, EvalError, Outcome, RouteMatch, Update};
 
 pub use crate::config::rules::{
     CLOSE_OFF, CLOSE_ON, CloseRuleConfig, DEFAULT_MAX_PER_HOUR, DEFAULT_MAX_SEVERITY, EXPIRY_WARNING_DAYS, Mode,

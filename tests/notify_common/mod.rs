@@ -12,9 +12,13 @@ use axum::extract::{Path as AxPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use secmon::alert::Alert;
 use secmon::app::App;
 use secmon::clock::ManualClock;
 use secmon::graph::{AlertPage, AlertUpdate, Graph, GraphError, Retry};
+use secmon::notify::deliver::Delivered;
+use secmon::respond::RespondError;
+use secmon::rules::{Decision, Delivery, Engine};
 use secmon::store::sqlite::SqliteStore;
 use serde_json::{Value, json};
 
@@ -212,6 +216,30 @@ pub async fn world(routes_and_receivers: &str) -> World {
         clock: clock.clone(),
     };
     World { app, graph, clock, store, sink }
+}
+
+/// The rules' decision about `alert` under the world's config.
+pub fn decision(app: &App, alert: &Alert) -> Decision {
+    Engine::compile(&app.config).expect("the rules compile").decide(alert, "contoso", app.clock.now())
+}
+
+/// Tells `receivers`, in this order, about one alert version, each with the options of the matched route
+/// that names it; no route updates.
+pub async fn deliver(app: &App, alert: &Alert, receivers: &[String]) -> Result<Delivered, RespondError> {
+    let decided = decision(app, alert);
+    let deliveries: Vec<Delivery> = receivers
+        .iter()
+        .map(|r| decided.deliveries.iter().find(|d| &d.receiver == r).cloned().expect("a matched route names it"))
+        .collect();
+    secmon::notify::deliver::deliver(app, "contoso", alert, &deliveries, &[]).await.map_err(RespondError::from)
+}
+
+/// Delivers `alert` as the matched routes say: their receivers, then their `set:` updates.
+pub async fn deliver_routes(app: &App, alert: &Alert) -> Result<Delivered, RespondError> {
+    let decided = decision(app, alert);
+    secmon::notify::deliver::deliver(app, "contoso", alert, &decided.deliveries, &decided.updates)
+        .await
+        .map_err(RespondError::from)
 }
 
 /// The documented sample alert (`alerts_v2-list-response.json`), with changes.

@@ -61,34 +61,16 @@ pub enum Action {
     UpdateSkipped,
 }
 
-/// What a caller records; [`append`] adds the time, place in the chain and hashes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// Alert id.
-    pub alert_id: String,
-    /// Alert version (`lastUpdateDateTime` as Graph wrote it).
-    pub alert_version: String,
-    /// The rule that decided, if any.
-    pub rule_id: Option<String>,
-    /// SHA-256 of the rule's text.
-    pub rule_hash: Option<String>,
-    /// Shadow or enforce, for rule decisions.
-    pub mode: Option<Mode>,
-    /// What was done.
-    pub action: Action,
-    /// Alert status before.
-    pub status_before: Option<String>,
-    /// Alert status after.
-    pub status_after: Option<String>,
-    /// Graph's HTTP status for the change, if Graph was called.
-    pub graph_status: Option<u16>,
-    /// The receiver, for notifications.
-    pub receiver: Option<String>,
-    /// The reason, in words (redacted before it is stored).
-    pub detail: String,
+impl std::fmt::Display for Action {
+    /// The name as stored (`close`, `notify_failed`, …).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = serde_json::to_value(self).expect("actions serialize");
+        f.write_str(name.as_str().expect("actions serialize as strings"))
+    }
 }
 
-/// One stored audit record.
+/// One audit record: what a caller records ([`Record::new`] and the fields it knows), and what
+/// [`append`] stores once it has added the time, the tenant, the place in the chain and the hashes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
@@ -127,6 +109,28 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record about an alert version with nothing else filled in, not yet in a chain.
+    pub fn new(alert_id: &str, alert_version: &str, action: Action) -> Record {
+        Record {
+            seq: 0,
+            time: String::new(),
+            tenant: String::new(),
+            alert_id: alert_id.to_string(),
+            alert_version: alert_version.to_string(),
+            rule_id: None,
+            rule_hash: None,
+            mode: None,
+            action,
+            status_before: None,
+            status_after: None,
+            graph_status: None,
+            receiver: None,
+            detail: String::new(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
     /// The hash this record should carry.
     pub fn compute_hash(&self) -> String {
         let mut body = self.clone();
@@ -147,25 +151,6 @@ pub enum AuditError {
     /// The head record is unreadable (someone edited the store).
     #[error("audit head {0} is unreadable: {1}")]
     Head(String, String),
-}
-
-impl Entry {
-    /// An entry about an alert version with nothing else filled in.
-    pub fn new(alert_id: &str, alert_version: &str, action: Action) -> Entry {
-        Entry {
-            alert_id: alert_id.to_string(),
-            alert_version: alert_version.to_string(),
-            rule_id: None,
-            rule_hash: None,
-            mode: None,
-            action,
-            status_before: None,
-            status_after: None,
-            graph_status: None,
-            receiver: None,
-            detail: String::new(),
-        }
-    }
 }
 
 /// The stream of a tenant's day.
@@ -194,8 +179,9 @@ struct Head {
     pending: Option<Record>,
 }
 
-/// Appends one record to the tenant's stream of the day of `now`, chained to the one before.
-pub async fn append(store: &dyn Store, tenant: &str, now: DateTime<Utc>, entry: Entry) -> Result<Record, AuditError> {
+/// Appends `record` to the tenant's stream of the day of `now`, chained to the one before; returns it as
+/// stored (its time, tenant, sequence number and hashes set here, its detail redacted).
+pub async fn append(store: &dyn Store, tenant: &str, now: DateTime<Utc>, record: Record) -> Result<Record, AuditError> {
     let stream = stream_name(tenant, now.date_naive());
     let lock = lock_key(&stream);
     let mut waited = Duration::ZERO;
@@ -213,7 +199,7 @@ pub async fn append(store: &dyn Store, tenant: &str, now: DateTime<Utc>, entry: 
             }
         }
     }
-    let result = append_locked(store, &stream, tenant, now, entry).await;
+    let result = append_locked(store, &stream, tenant, now, record).await;
     // Always give the lock back; if that fails the lease frees it.
     if let Err(e) = store.release(&lock).await {
         tracing::warn!("could not release {lock}: {e}");
@@ -226,7 +212,7 @@ async fn append_locked(
     stream: &str,
     tenant: &str,
     now: DateTime<Utc>,
-    entry: Entry,
+    record: Record,
 ) -> Result<Record, AuditError> {
     let key = head_key(stream);
     let (mut head, mut cond) = match store.get(&key).await? {
@@ -252,19 +238,10 @@ async fn append_locked(
         seq: head.seq + 1,
         time: now.to_rfc3339_opts(SecondsFormat::Millis, true),
         tenant: tenant.to_string(),
-        alert_id: entry.alert_id,
-        alert_version: entry.alert_version,
-        rule_id: entry.rule_id,
-        rule_hash: entry.rule_hash,
-        mode: entry.mode,
-        action: entry.action,
-        status_before: entry.status_before,
-        status_after: entry.status_after,
-        graph_status: entry.graph_status,
-        receiver: entry.receiver,
-        detail: crate::redact::redact(&entry.detail),
+        detail: crate::redact::redact(&record.detail),
         prev_hash: head.hash.clone(),
         hash: String::new(),
+        ..record
     };
     record.hash = record.compute_hash();
     let announce = Head { seq: head.seq, hash: head.hash.clone(), pending: Some(record.clone()) };
@@ -461,19 +438,16 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn entry(id: &str) -> Entry {
-        Entry {
-            alert_id: id.into(),
-            alert_version: "2026-11-26T10:00:00Z".into(),
+    fn entry(id: &str) -> Record {
+        Record {
             rule_id: Some("r1".into()),
             rule_hash: Some("ab".into()),
             mode: Some(Mode::Enforce),
-            action: Action::Close,
             status_before: Some("new".into()),
             status_after: Some("resolved".into()),
             graph_status: Some(200),
-            receiver: None,
             detail: "matched".into(),
+            ..Record::new(id, "2026-11-26T10:00:00Z", Action::Close)
         }
     }
 
@@ -610,6 +584,16 @@ mod tests {
         assert!(text.contains("\"new\"") && text.contains("\"other\"") && !text.contains("\"old\""), "{text}");
         let mut out = Vec::new();
         assert_eq!(export(&s, at("2026-01-01T00:00:00Z"), Some("fabrikam"), &mut out).await.unwrap(), 1);
+    }
+
+    #[test]
+    fn an_unknown_action_is_an_error_not_another_action() {
+        assert_eq!(Action::NotifyFailed.to_string(), "notify_failed");
+        assert_eq!(serde_json::from_str::<Action>("\"notify_failed\"").unwrap(), Action::NotifyFailed);
+        assert!(serde_json::from_str::<Action>("\"notify_sent\"").is_err());
+        let mut stored = serde_json::to_value(entry("x")).unwrap();
+        stored["action"] = "notify_sent".into();
+        assert!(serde_json::from_value::<Record>(stored).is_err());
     }
 
     #[test]

@@ -1,0 +1,31 @@
+//! Send: a rendered payload to its receiver, with what the receiver kind needs (the HTTP client, Graph,
+//! the store for sending budgets) and a delivery id that stays the same across retries.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::notify::{Notifier, NotifyError, SendContext};
+
+/// Sends `payload` to `notifier`; returns the receiver's HTTP status. The delivery id is derived from the
+/// claim key, so every retry of this delivery carries the same one.
+pub(super) async fn send(
+    app: &App,
+    notifier: &dyn Notifier,
+    tenant: &str,
+    payload: &Value,
+    now: DateTime<Utc>,
+    claim_key: &str,
+) -> Result<u16, NotifyError> {
+    let delivery = hex::encode(&Sha256::digest(claim_key.as_bytes())[..16]);
+    let cx = SendContext {
+        http: &app.http,
+        graph: app.graph.as_ref(),
+        store: app.store.as_ref(),
+        tenant,
+        now,
+        delivery: &delivery,
+    };
+    notifier.send(&cx, payload).await
+}

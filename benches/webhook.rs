@@ -18,7 +18,6 @@ use secmon::store::Store;
 use secmon::store::sqlite::SqliteStore;
 use serde_json::{Value, json};
 
-
 const SUBSCRIPTIONS: usize = 8;
 const SECRET: &str = "bench-client-state-0123456789abcdefghijklmno";
 

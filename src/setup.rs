@@ -81,6 +81,7 @@ pub async fn app_from_config(config: Config) -> Result<App, SetupError> {
 /// (and close rules are linted), every template renders. Findings are located like the config's own.
 pub fn check_stages(config: &Config, _cx: &crate::config::ValidationContext<'_>, out: &mut Vec<crate::config::Issue>) {
     crate::rules::check(config, out);
+    crate::notify::check(config, out);
 }
 
 /// Loads the config at `file` with the process environment and checks it completely: structure,

@@ -19,12 +19,13 @@ use serde_json::Value;
 
 pub use self::graph::{Cloud, CredentialConfig, CredentialKind};
 pub use self::intake::{PollConfig, SubscriptionConfig, WebhookConfig};
+pub use self::receivers::{ReceiverConfig, StatusUpdate};
 pub use self::rules::{CloseRuleConfig, Mode, RouteConfig};
-use crate::notify::ReceiverConfig;
 
 pub mod duration;
 pub mod graph;
 pub mod intake;
+pub mod receivers;
 pub mod rules;
 pub mod yaml;
 
@@ -182,7 +183,7 @@ impl Config {
         self.poll.validate("poll", &mut out);
         rules::validate_close_rules(&self.close_rules, &cx, &mut out);
         rules::validate_routes(&self.routes, &cx, &mut out);
-        crate::notify::validate_routes(&self.routes, &cx, &mut out);
+        rules::validate_route_notifications(&self.routes, &mut out);
         for (name, r) in &self.receivers {
             if !is_name(name) {
                 out.push(Issue::error(
@@ -190,7 +191,7 @@ impl Config {
                     "a receiver name uses letters, digits, '-' and '_' only",
                 ));
             }
-            r.validate(&format!("receivers.{name}"), &cx, &mut out);
+            r.validate(&format!("receivers.{name}"), &mut out);
         }
         for (i, s) in self.subscriptions.iter().enumerate() {
             s.validate(&format!("subscriptions[{i}]"), &cx, &mut out);

@@ -110,7 +110,7 @@ pub struct RouteConfig {
     pub group_by_incident: Option<Duration>,
     /// Update the alert in Defender after notifying (`{status: inProgress, assigned_to: …}`).
     #[serde(default)]
-    pub set: Option<crate::notify::StatusUpdate>,
+    pub set: Option<super::receivers::StatusUpdate>,
 }
 
 /// The severity a close rule may close at most when the rule does not say.
@@ -284,6 +284,44 @@ pub fn validate_routes(routes: &[RouteConfig], cx: &ValidationContext<'_>, out: 
         for (j, name) in r.receivers.iter().enumerate() {
             if !cx.config.receivers.contains_key(name) {
                 out.push(Issue::error(format!("{path}.receivers[{j}]"), format!("unknown receiver {name:?}")));
+            }
+        }
+    }
+}
+
+/// Checks the notification options of the routes (`realert`, `group_by_incident`, `set`).
+pub fn validate_route_notifications(routes: &[RouteConfig], out: &mut Vec<Issue>) {
+    for (i, r) in routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if let Some(w) = r.group_by_incident
+            && (w.is_zero() || w > super::receivers::MAX_GROUP_WINDOW)
+        {
+            out.push(Issue::error(
+                format!("{path}.group_by_incident"),
+                "the grouping window must be between 1s and 10m (the first alert's delivery waits that long)",
+            ));
+        }
+        if let Some(d) = r.realert
+            && d.is_zero()
+        {
+            out.push(Issue::error(format!("{path}.realert"), "realert must be longer than 0s"));
+        }
+        if let Some(set) = &r.set {
+            if set.status.is_none() && set.assigned_to.is_none() {
+                out.push(Issue::error(format!("{path}.set"), "set needs status and/or assigned_to"));
+            }
+            if let Some(s) = &set.status
+                && !matches!(s.as_str(), "new" | "inProgress")
+            {
+                out.push(Issue::error(
+                    format!("{path}.set.status"),
+                    format!("status {s:?}: a route may set new or inProgress; resolving is for close_rules"),
+                ));
+            }
+            if let Some(a) = &set.assigned_to
+                && a.trim().is_empty()
+            {
+                out.push(Issue::error(format!("{path}.set.assigned_to"), "assigned_to is empty"));
             }
         }
     }

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Timelike, Utc};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::template::Templates;
@@ -25,48 +23,7 @@ const LOOKAHEAD_MINUTES: i64 = 10;
 /// Graph keeps subjects to 255 characters.
 const SUBJECT_CHARS: usize = 255;
 
-/// E-mail receiver.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EmailConfig {
-    /// The mailbox that sends (needs `Mail.Send`; scope it with Exchange RBAC for Applications).
-    pub from: String,
-    /// Recipients.
-    pub to: Vec<String>,
-    /// Copy recipients.
-    #[serde(default)]
-    pub cc: Vec<String>,
-    /// A minijinja template for the subject instead of `[secmon][{{ severity_label }}] {{ title }}`.
-    #[serde(default)]
-    pub subject: Option<String>,
-    /// A minijinja template for the HTML body instead of the built-in one; values are HTML-escaped.
-    #[serde(default)]
-    pub template: Option<String>,
-}
-
-fn is_address(s: &str) -> bool {
-    let Some((local, domain)) = s.rsplit_once('@') else { return false };
-    !local.is_empty() && domain.contains('.') && !s.chars().any(|c| c.is_whitespace() || "<>,;\"".contains(c))
-}
-
-impl EmailConfig {
-    /// Checks the addresses.
-    pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
-        if !is_address(&self.from) {
-            out.push(Issue::error(format!("{path}.from"), format!("{:?} is not a mailbox address", self.from)));
-        }
-        if self.to.is_empty() {
-            out.push(Issue::error(format!("{path}.to"), "at least one recipient"));
-        }
-        for (field, list) in [("to", &self.to), ("cc", &self.cc)] {
-            for (i, a) in list.iter().enumerate() {
-                if !is_address(a) {
-                    out.push(Issue::error(format!("{path}.{field}[{i}]"), format!("{a:?} is not an e-mail address")));
-                }
-            }
-        }
-    }
-}
+pub use crate::config::receivers::EmailConfig;
 
 /// A built e-mail receiver.
 #[derive(Debug, Clone)]

@@ -26,15 +26,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::alert::Alert;
-use crate::config::{Config, Issue, Level, ValidationContext};
+use crate::config::{Config, Issue, Level};
 use crate::graph::{Graph, Retry};
-use crate::rules::RouteConfig;
 use crate::store::Store;
 use template::Templates;
 use view::View;
@@ -43,88 +40,15 @@ pub use email::EmailConfig;
 pub use teams::TeamsConfig;
 pub use webhook::WebhookReceiverConfig;
 
-/// One receiver; exactly one kind.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum ReceiverConfig {
-    /// A Teams channel through a Workflows webhook.
-    Teams(TeamsConfig),
-    /// E-mail through Graph sendMail.
-    Email(EmailConfig),
-    /// A generic JSON webhook signed with HMAC-SHA256.
-    Webhook(WebhookReceiverConfig),
-}
+pub use crate::config::receivers::{MAX_GROUP_WINDOW, ReceiverConfig, StatusUpdate};
 
-impl ReceiverConfig {
-    /// Checks the receiver's settings and compiles and test-renders its templates.
-    pub fn validate(&self, path: &str, _cx: &ValidationContext<'_>, out: &mut Vec<Issue>) {
-        self.check(path, out);
-        let name = path.rsplit('.').next().unwrap_or(path);
-        let mut templates = Templates::new();
-        if let Err(issue) = build(name, path, self, &mut templates) {
+/// Compiles and test-renders every receiver's templates with the sample alert; each failure located
+/// at its receiver. The receivers' settings are checked when the config loads.
+pub fn check(config: &Config, out: &mut Vec<Issue>) {
+    let mut templates = Templates::new();
+    for (name, rc) in &config.receivers {
+        if let Err(issue) = build(name, &format!("receivers.{name}"), rc, &mut templates) {
             out.push(issue);
-        }
-    }
-
-    /// The kind's own checks of its settings.
-    fn check(&self, path: &str, out: &mut Vec<Issue>) {
-        match self {
-            ReceiverConfig::Teams(t) => t.validate(&format!("{path}.teams"), out),
-            ReceiverConfig::Email(e) => e.validate(&format!("{path}.email"), out),
-            ReceiverConfig::Webhook(w) => w.validate(&format!("{path}.webhook"), out),
-        }
-    }
-}
-
-/// The status update a route may apply after notifying (`set:`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StatusUpdate {
-    /// New status: `new` or `inProgress` (closing is for close rules).
-    #[serde(default)]
-    pub status: Option<String>,
-    /// New owner (a user principal name).
-    #[serde(default)]
-    pub assigned_to: Option<String>,
-}
-
-/// The longest incident grouping window: the first alert's delivery waits this long for the others.
-pub const MAX_GROUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// Checks the notification options of the routes (`realert`, `group_by_incident`, `set`).
-pub fn validate_routes(routes: &[RouteConfig], _cx: &ValidationContext<'_>, out: &mut Vec<Issue>) {
-    for (i, r) in routes.iter().enumerate() {
-        let path = format!("routes[{i}]");
-        if let Some(w) = r.group_by_incident
-            && (w.is_zero() || w > MAX_GROUP_WINDOW)
-        {
-            out.push(Issue::error(
-                format!("{path}.group_by_incident"),
-                "the grouping window must be between 1s and 10m (the first alert's delivery waits that long)",
-            ));
-        }
-        if let Some(d) = r.realert
-            && d.is_zero()
-        {
-            out.push(Issue::error(format!("{path}.realert"), "realert must be longer than 0s"));
-        }
-        if let Some(set) = &r.set {
-            if set.status.is_none() && set.assigned_to.is_none() {
-                out.push(Issue::error(format!("{path}.set"), "set needs status and/or assigned_to"));
-            }
-            if let Some(s) = &set.status
-                && !matches!(s.as_str(), "new" | "inProgress")
-            {
-                out.push(Issue::error(
-                    format!("{path}.set.status"),
-                    format!("status {s:?}: a route may set new or inProgress; resolving is for close_rules"),
-                ));
-            }
-            if let Some(a) = &set.assigned_to
-                && a.trim().is_empty()
-            {
-                out.push(Issue::error(format!("{path}.set.assigned_to"), "assigned_to is empty"));
-            }
         }
     }
 }
@@ -221,7 +145,7 @@ impl Receivers {
         for (name, rc) in &config.receivers {
             let path = format!("receivers.{name}");
             let mut own = Vec::new();
-            rc.check(&path, &mut own);
+            rc.validate(&path, &mut own);
             issues.extend(own.into_iter().filter(|i| i.level == Level::Error));
             match build(name, &path, rc, &mut templates) {
                 Ok(r) => {
@@ -258,30 +182,5 @@ impl Receivers {
     /// Renders the payload of receiver `name` for one alert.
     pub fn render(&self, name: &str, view: &View, alert: &Alert) -> Result<Value, NotifyError> {
         self.get(name)?.render(&self.templates, view, alert)
-    }
-}
-
-/// True when `value` is — or contains — a value the config loader took from the environment.
-pub(crate) fn from_environment(value: &str) -> bool {
-    crate::redact::global().mask(value) != value
-}
-
-/// True for `http://` URLs that may stay plain: loopback only (tests, local sinks).
-pub(crate) fn is_loopback(url: &url::Url) -> bool {
-    matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
-}
-
-/// Checks a receiver URL: absolute, https (http only on loopback). Pushes an issue at `path`.
-pub(crate) fn check_url(path: &str, value: &str, out: &mut Vec<Issue>) -> Option<url::Url> {
-    match url::Url::parse(value) {
-        Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => Some(u),
-        Ok(_) => {
-            out.push(Issue::error(path, "must be an https URL (plain http only to 127.0.0.1 or localhost)"));
-            None
-        }
-        Err(e) => {
-            out.push(Issue::error(path, format!("not a URL: {e}")));
-            None
-        }
     }
 }

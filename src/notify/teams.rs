@@ -3,14 +3,12 @@
 
 use async_trait::async_trait;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::http::post;
 use super::template::Templates;
 use super::view::View;
-use super::{Notifier, NotifyError, SendContext, check_url, from_environment};
+use super::{Notifier, NotifyError, SendContext};
 use crate::alert::Alert;
 use crate::config::Issue;
 use crate::graph::Retry;
@@ -22,34 +20,7 @@ pub const MAX_MESSAGE_BYTES: usize = 28_000;
 /// How many evidence entries per list a card tries first, then fewer until it fits.
 const CUTS: [usize; 7] = [25, 10, 5, 3, 2, 1, 0];
 
-/// Teams receiver.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TeamsConfig {
-    /// The Workflows "When a Teams webhook request is received" URL; it carries a `sig=`, so write
-    /// `${NAME}` and keep it in the environment or Key Vault.
-    pub webhook_url: String,
-    /// A minijinja template for the Adaptive Card (the attachment's `content`) instead of the built-in
-    /// one; values are written as JSON.
-    #[serde(default)]
-    pub template: Option<String>,
-}
-
-impl TeamsConfig {
-    /// Checks the URL: https, and its signature taken from the environment rather than the file.
-    pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
-        let field = format!("{path}.webhook_url");
-        let Some(url) = check_url(&field, &self.webhook_url, out) else { return };
-        let has_sig = url.query_pairs().any(|(k, v)| k.eq_ignore_ascii_case("sig") && !v.is_empty());
-        if has_sig && !from_environment(&self.webhook_url) {
-            out.push(Issue::error(
-                field,
-                "this URL carries its signature (sig=) in the config file; write \"${NAME}\" and set NAME in the \
-                 environment or as a Key Vault reference, so the secret stays out of the file",
-            ));
-        }
-    }
-}
+pub use crate::config::receivers::TeamsConfig;
 
 /// A built Teams receiver.
 #[derive(Debug, Clone)]

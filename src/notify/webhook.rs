@@ -7,60 +7,19 @@
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
 
 use super::http::post;
 use super::template::Templates;
 use super::view::View;
-use super::{Notifier, NotifyError, SendContext, check_url, from_environment};
+use super::{Notifier, NotifyError, SendContext};
 use crate::alert::Alert;
 use crate::config::Issue;
 use crate::graph::Retry;
 use crate::graph::retry::RetryPolicy;
 
-/// The shortest HMAC key secmon accepts.
-pub const MIN_SECRET_BYTES: usize = 16;
-
-/// Generic webhook receiver.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookReceiverConfig {
-    /// Where to POST.
-    pub url: String,
-    /// HMAC-SHA256 key for the signature header; write `${NAME}`.
-    #[serde(default)]
-    pub secret: Option<String>,
-    /// A minijinja template for the JSON body instead of the built-in one; values are written as JSON,
-    /// and `alert` is the alert exactly as Graph returned it.
-    #[serde(default)]
-    pub template: Option<String>,
-}
-
-impl WebhookReceiverConfig {
-    /// Checks the URL and that the key comes from the environment and is long enough.
-    pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
-        let _ = check_url(&format!("{path}.url"), &self.url, out);
-        match &self.secret {
-            None => out.push(Issue::warning(
-                format!("{path}.secret"),
-                "no secret: requests are not signed, so the receiver cannot tell them from forgeries",
-            )),
-            Some(s) if s.len() < MIN_SECRET_BYTES => out.push(Issue::error(
-                format!("{path}.secret"),
-                format!("the HMAC key must be at least {MIN_SECRET_BYTES} characters"),
-            )),
-            Some(s) if !from_environment(s) => out.push(Issue::error(
-                format!("{path}.secret"),
-                "the HMAC key is written in the config file; write \"${NAME}\" and set NAME in the environment \
-                 or as a Key Vault reference",
-            )),
-            Some(_) => {}
-        }
-    }
-}
+pub use crate::config::receivers::{MIN_SECRET_BYTES, WebhookReceiverConfig};
 
 /// A built webhook receiver.
 #[derive(Debug, Clone)]

@@ -1,0 +1,183 @@
+//! The `receivers` section (Teams, e-mail, signed webhook) and what a route may set (`set:`), with the
+//! checks of their settings. Templates are compiled and test-rendered by `notify::check`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Issue;
+
+/// One receiver; exactly one kind.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum ReceiverConfig {
+    /// A Teams channel through a Workflows webhook.
+    Teams(TeamsConfig),
+    /// E-mail through Graph sendMail.
+    Email(EmailConfig),
+    /// A generic JSON webhook signed with HMAC-SHA256.
+    Webhook(WebhookReceiverConfig),
+}
+
+impl ReceiverConfig {
+    /// The kind's own checks of its settings (its templates are compiled by `notify::check`).
+    pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
+        match self {
+            ReceiverConfig::Teams(t) => t.validate(&format!("{path}.teams"), out),
+            ReceiverConfig::Email(e) => e.validate(&format!("{path}.email"), out),
+            ReceiverConfig::Webhook(w) => w.validate(&format!("{path}.webhook"), out),
+        }
+    }
+}
+
+/// The status update a route may apply after notifying (`set:`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusUpdate {
+    /// New status: `new` or `inProgress` (closing is for close rules).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// New owner (a user principal name).
+    #[serde(default)]
+    pub assigned_to: Option<String>,
+}
+
+/// The longest incident grouping window: the first alert's delivery waits this long for the others.
+pub const MAX_GROUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Teams receiver.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamsConfig {
+    /// The Workflows "When a Teams webhook request is received" URL; it carries a `sig=`, so write
+    /// `${NAME}` and keep it in the environment or Key Vault.
+    pub webhook_url: String,
+    /// A minijinja template for the Adaptive Card (the attachment's `content`) instead of the built-in
+    /// one; values are written as JSON.
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+impl TeamsConfig {
+    /// Checks the URL: https, and its signature taken from the environment rather than the file.
+    pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
+        let field = format!("{path}.webhook_url");
+        let Some(url) = check_url(&field, &self.webhook_url, out) else { return };
+        let has_sig = url.query_pairs().any(|(k, v)| k.eq_ignore_ascii_case("sig") && !v.is_empty());
+        if has_sig && !from_environment(&self.webhook_url) {
+            out.push(Issue::error(
+                field,
+                "this URL carries its signature (sig=) in the config file; write \"${NAME}\" and set NAME in the \
+                 environment or as a Key Vault reference, so the secret stays out of the file",
+            ));
+        }
+    }
+}
+
+/// E-mail receiver.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The mailbox that sends (needs `Mail.Send`; scope it with Exchange RBAC for Applications).
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Copy recipients.
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// A minijinja template for the subject instead of `[secmon][{{ severity_label }}] {{ title }}`.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// A minijinja template for the HTML body instead of the built-in one; values are HTML-escaped.
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+fn is_address(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else { return false };
+    !local.is_empty() && domain.contains('.') && !s.chars().any(|c| c.is_whitespace() || "<>,;\"".contains(c))
+}
+
+impl EmailConfig {
+    /// Checks the addresses.
+    pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
+        if !is_address(&self.from) {
+            out.push(Issue::error(format!("{path}.from"), format!("{:?} is not a mailbox address", self.from)));
+        }
+        if self.to.is_empty() {
+            out.push(Issue::error(format!("{path}.to"), "at least one recipient"));
+        }
+        for (field, list) in [("to", &self.to), ("cc", &self.cc)] {
+            for (i, a) in list.iter().enumerate() {
+                if !is_address(a) {
+                    out.push(Issue::error(format!("{path}.{field}[{i}]"), format!("{a:?} is not an e-mail address")));
+                }
+            }
+        }
+    }
+}
+
+/// The shortest HMAC key secmon accepts.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Generic webhook receiver.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookReceiverConfig {
+    /// Where to POST.
+    pub url: String,
+    /// HMAC-SHA256 key for the signature header; write `${NAME}`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A minijinja template for the JSON body instead of the built-in one; values are written as JSON,
+    /// and `alert` is the alert exactly as Graph returned it.
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+impl WebhookReceiverConfig {
+    /// Checks the URL and that the key comes from the environment and is long enough.
+    pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
+        let _ = check_url(&format!("{path}.url"), &self.url, out);
+        match &self.secret {
+            None => out.push(Issue::warning(
+                format!("{path}.secret"),
+                "no secret: requests are not signed, so the receiver cannot tell them from forgeries",
+            )),
+            Some(s) if s.len() < MIN_SECRET_BYTES => out.push(Issue::error(
+                format!("{path}.secret"),
+                format!("the HMAC key must be at least {MIN_SECRET_BYTES} characters"),
+            )),
+            Some(s) if !from_environment(s) => out.push(Issue::error(
+                format!("{path}.secret"),
+                "the HMAC key is written in the config file; write \"${NAME}\" and set NAME in the environment \
+                 or as a Key Vault reference",
+            )),
+            Some(_) => {}
+        }
+    }
+}
+
+/// True when `value` is — or contains — a value the config loader took from the environment.
+pub fn from_environment(value: &str) -> bool {
+    crate::redact::global().mask(value) != value
+}
+
+/// True for `http://` URLs that may stay plain: loopback only (tests, local sinks).
+pub fn is_loopback(url: &url::Url) -> bool {
+    matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
+}
+
+/// Checks a receiver URL: absolute, https (http only on loopback). Pushes an issue at `path`.
+pub fn check_url(path: &str, value: &str, out: &mut Vec<Issue>) -> Option<url::Url> {
+    match url::Url::parse(value) {
+        Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => Some(u),
+        Ok(_) => {
+            out.push(Issue::error(path, "must be an https URL (plain http only to 127.0.0.1 or localhost)"));
+            None
+        }
+        Err(e) => {
+            out.push(Issue::error(path, format!("not a URL: {e}")));
+            None
+        }
+    }
+}

@@ -144,14 +144,15 @@ async fn run(n: usize, sqlite_queue: bool, dir: &std::path::Path) -> Run {
     let store = Arc::new(SqliteStore::open(dir.join(format!("bench-{n}-{sqlite_queue}.db"))).unwrap());
     let queue: Arc<dyn secmon::store::Queue> =
         if sqlite_queue { store.clone() } else { Arc::new(CountingQueue(AtomicUsize::new(0))) };
-    let app = App {
-        graph: Arc::new(GraphClient::new(&config, http.clone()).unwrap()),
-        config: Arc::new(config),
-        store: store.clone(),
-        queue,
-        http,
-        clock: Arc::new(ManualClock::new(now)),
-    };
+    let graph = Arc::new(GraphClient::new(&config, http.clone()).unwrap());
+    let app = App::builder(config)
+        .store(store.clone())
+        .queue(queue)
+        .graph(graph)
+        .http(http)
+        .clock(Arc::new(ManualClock::new(now)))
+        .build()
+        .unwrap();
     let base = CURRENT.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let start = Instant::now();

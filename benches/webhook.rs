@@ -49,14 +49,7 @@ webhook: { public_url: "https://secmon.example.net" }
         };
         store.put(&record_key("contoso", &r.id), &serde_json::to_vec(&r).unwrap()).await.unwrap();
     }
-    App {
-        config: Arc::new(config),
-        store: store.clone(),
-        queue: store,
-        graph: Arc::new(FakeGraph::new()),
-        http: reqwest::Client::new(),
-        clock: Arc::new(SystemClock),
-    }
+    App::builder(config).backend(store).graph(Arc::new(FakeGraph::new())).clock(Arc::new(SystemClock)).build().unwrap()
 }
 
 fn notification(i: usize) -> Value {

@@ -1,10 +1,16 @@
-//! The state every function shares: config and the external edges, each behind a small trait.
+//! The state every function shares: the config with what is compiled from it once (the rule engine,
+//! the receivers and their templates), and the external edges, each behind a small trait.
+//!
+//! An `App` is only made by [`App::builder`], which compiles the rules and receivers: nothing compiles
+//! them again per alert, and no process-global cache is needed.
 
 use std::sync::Arc;
 
-use crate::clock::Clock;
-use crate::config::Config;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, Issue};
 use crate::graph::Graph;
+use crate::notify::Receivers;
+use crate::rules::Engine;
 use crate::store::{Queue, Store};
 
 /// Everything a handler needs. Cheap to clone.
@@ -12,6 +18,10 @@ use crate::store::{Queue, Store};
 pub struct App {
     /// The validated config.
     pub config: Arc<Config>,
+    /// The close rules and routes, compiled.
+    pub engine: Arc<Engine>,
+    /// The receivers, built, with their compiled templates.
+    pub receivers: Arc<Receivers>,
     /// State, claims and audit.
     pub store: Arc<dyn Store>,
     /// The alerts queue.
@@ -27,5 +37,113 @@ pub struct App {
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App").field("tenants", &self.config.tenants.len()).finish_non_exhaustive()
+    }
+}
+
+/// Why an [`App`] could not be built: the config's rules or receivers do not compile (a config that
+/// was loaded with `setup::load` always does).
+#[derive(Debug, thiserror::Error)]
+#[error("the config does not compile: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct BuildError(pub Vec<Issue>);
+
+/// Builds an [`App`]; see [`App::builder`].
+pub struct AppBuilder {
+    config: Config,
+    store: Option<Arc<dyn Store>>,
+    queue: Option<Arc<dyn Queue>>,
+    graph: Option<Arc<dyn Graph>>,
+    http: Option<reqwest::Client>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl App {
+    /// Starts an `App` for `config`. A store, a queue and a Graph are required; the HTTP client
+    /// defaults to a plain one and the clock to the system clock.
+    pub fn builder(config: Config) -> AppBuilder {
+        AppBuilder { config, store: None, queue: None, graph: None, http: None, clock: None }
+    }
+
+    /// The same state with another Graph.
+    pub fn with_graph(&self, graph: Arc<dyn Graph>) -> App {
+        App { graph, ..self.clone() }
+    }
+
+    /// The same state with another HTTP client.
+    pub fn with_http(&self, http: reqwest::Client) -> App {
+        App { http, ..self.clone() }
+    }
+
+    /// The same edges with another config, compiled anew.
+    pub fn with_config(&self, config: Config) -> Result<App, BuildError> {
+        let (engine, receivers) = compile(&config)?;
+        Ok(App { config: Arc::new(config), engine, receivers, ..self.clone() })
+    }
+}
+
+fn compile(config: &Config) -> Result<(Arc<Engine>, Arc<Receivers>), BuildError> {
+    let engine = Engine::compile(config);
+    let receivers = Receivers::build(config);
+    match (engine, receivers) {
+        (Ok(e), Ok(r)) => Ok((Arc::new(e), Arc::new(r))),
+        (e, r) => {
+            let mut issues = e.err().unwrap_or_default();
+            issues.extend(r.err().unwrap_or_default());
+            Err(BuildError(issues))
+        }
+    }
+}
+
+impl AppBuilder {
+    /// The store (state, claims, audit).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The queue.
+    pub fn queue(mut self, queue: Arc<dyn Queue>) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// One backend as both store and queue (SQLite, Azure, AWS all are).
+    pub fn backend<B: Store + Queue + 'static>(self, backend: Arc<B>) -> Self {
+        self.store(backend.clone()).queue(backend)
+    }
+
+    /// Microsoft Graph.
+    pub fn graph(mut self, graph: Arc<dyn Graph>) -> Self {
+        self.graph = Some(graph);
+        self
+    }
+
+    /// The HTTP client for receivers.
+    pub fn http(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// The clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Compiles the rules and receivers and returns the state.
+    ///
+    /// # Panics
+    /// When no store, queue or Graph was given: that is a programming error, not a config error.
+    pub fn build(self) -> Result<App, BuildError> {
+        let (engine, receivers) = compile(&self.config)?;
+        Ok(App {
+            config: Arc::new(self.config),
+            engine,
+            receivers,
+            store: self.store.expect("App::builder needs a store"),
+            queue: self.queue.expect("App::builder needs a queue"),
+            graph: self.graph.expect("App::builder needs a Graph"),
+            http: self.http.unwrap_or_default(),
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+        })
     }
 }

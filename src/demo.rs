@@ -212,14 +212,8 @@ pub async fn world(dir: &Path, now: DateTime<Utc>) -> anyhow::Result<World> {
     let store = Arc::new(SqliteStore::open(&db)?);
     let config = loaded.config;
     let graph = GraphClient::new(&config, http.clone()).map_err(|e| anyhow::anyhow!(e))?;
-    let app = App {
-        config: Arc::new(config),
-        store: store.clone(),
-        queue: store,
-        graph: Arc::new(graph),
-        http,
-        clock: Arc::new(SystemClock),
-    };
+    let app =
+        App::builder(config).backend(store).graph(Arc::new(graph)).http(http).clock(Arc::new(SystemClock)).build()?;
     Ok(World { emulator, app, seeded })
 }
 

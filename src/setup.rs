@@ -29,6 +29,9 @@ pub enum SetupError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Http(String),
+    /// The config's rules or receivers do not compile.
+    #[error(transparent)]
+    Compile(#[from] crate::app::BuildError),
     /// The SQLite file could not be opened.
     #[error("store.sqlite {path}: {message}")]
     Sqlite {
@@ -74,7 +77,13 @@ pub async fn app_from_config(config: Config) -> Result<App, SetupError> {
     let (store, queue) = stores_from_env(&config).await?;
     let http = http_client()?;
     let graph = GraphClient::new(&config, http.clone()).map_err(SetupError::Graph)?;
-    Ok(App { config: Arc::new(config), store, queue, graph: Arc::new(graph), http, clock: Arc::new(SystemClock) })
+    Ok(App::builder(config)
+        .store(store)
+        .queue(queue)
+        .graph(Arc::new(graph))
+        .http(http)
+        .clock(Arc::new(SystemClock))
+        .build()?)
 }
 
 /// What loading a config checks beyond its own structure: every rule and route expression compiles

@@ -69,14 +69,8 @@ async fn harness_with(rule_extra: &str, tail: &str, close_enabled: bool, shape: 
         timeout: Duration::from_secs(10),
     };
     let graph = GraphClient::new(&config, http.clone()).unwrap().with_policy(policy);
-    let app = App {
-        config: Arc::new(config),
-        store: store.clone(),
-        queue: store.clone(),
-        graph: Arc::new(graph),
-        http,
-        clock,
-    };
+    let app =
+        App::builder(config).backend(store.clone()).graph(Arc::new(graph)).http(http).clock(clock).build().unwrap();
     Harness { emu, app, store }
 }
 

@@ -35,14 +35,12 @@ fn scripted_graph() -> FakeGraph {
 
 fn test_app(db: &std::path::Path) -> App {
     let store = Arc::new(SqliteStore::open(db).unwrap());
-    App {
-        config: Arc::new(secmon::config::Config::default()),
-        store: store.clone(),
-        queue: store,
-        graph: Arc::new(scripted_graph()),
-        http: reqwest::Client::new(),
-        clock: Arc::new(SystemClock),
-    }
+    App::builder(secmon::config::Config::default())
+        .backend(store)
+        .graph(Arc::new(scripted_graph()))
+        .clock(Arc::new(SystemClock))
+        .build()
+        .unwrap()
 }
 
 /// The Lambda process itself: runs only when a test starts it (see [`spawn_lambda`]).

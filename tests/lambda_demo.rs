@@ -62,7 +62,7 @@ fn child_lambda_demo_process() {
                 .unwrap();
         // The Teams sink is on the emulator's TLS port too, so the receivers' client must trust its CA
         // as well; everything else is what `app_from_env` built.
-        let app = secmon::app::App { http, ..app };
+        let app = app.with_http(http);
         lambda::run(app, function, std::future::pending()).await.unwrap();
     });
 }

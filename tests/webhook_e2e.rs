@@ -11,7 +11,6 @@ mod webhook_support;
 
 use std::sync::Arc;
 
-use secmon::app::App;
 use secmon::graph::client::GraphClient;
 use secmon::intake::Message;
 use secmon::intake::subscriptions::{self, load_records};
@@ -53,7 +52,7 @@ async fn subscription_mail_notification_poll() {
     let h = Harness::new(config.clone());
     // The emulator's clock is the wall clock: so is this app's.
     h.clock.set(emulator.now());
-    let app = App { graph, ..h.app.clone() };
+    let app = h.app.with_graph(graph);
     let router = secmon::functions::router(app.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
@@ -92,7 +91,7 @@ async fn subscription_mail_notification_poll() {
     // A token from before the jump has expired by the emulator's clock, while the client's cache judges
     // by the wall clock: a new client takes a fresh one, as a process four days later would.
     let graph = Arc::new(GraphClient::new(&config, http).unwrap());
-    let app = App { graph, ..app };
+    let app = app.with_graph(graph);
     let report = subscriptions::sync(&app, later).await;
     assert_eq!(report.count("renewed"), 1, "{report:?}");
 }
@@ -107,7 +106,7 @@ async fn mail_notification_polls_and_queues_the_new_alerts_with_the_real_client(
     let graph = GraphClient::new(&config, http).unwrap();
     let h = Harness::new(config);
     h.clock.set(emulator.now());
-    let app = App { graph: Arc::new(graph), ..h.app.clone() };
+    let app = h.app.with_graph(Arc::new(graph));
     let router = secmon::functions::router(app.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 

@@ -131,7 +131,7 @@ async fn sync_deletes_unconfigured_and_orphaned_subscriptions_only() {
     // fabrikam's subscription leaves the config.
     let mut config = load_config(&config_yaml("https://secmon.example.net"));
     config.subscriptions.retain(|s| s.tenant == "contoso");
-    let h2 = Harness { app: secmon::app::App { config: std::sync::Arc::new(config), ..h.app.clone() }, ..h };
+    let h2 = Harness { app: h.app.with_config(config).unwrap(), ..h };
     let report = subscriptions::sync(&h2.app, t0() + chrono::Duration::hours(6)).await;
     assert_eq!(report.count("deleted"), 1, "{report:?}");
     assert_eq!(report.count("deleted-orphan"), 1, "{report:?}");

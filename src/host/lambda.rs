@@ -173,7 +173,14 @@ pub async fn app_from_env(make_graph: impl FnOnce(&Config) -> Result<Arc<dyn Gra
     let (store, queue) = settings.connect(clock.clone()).await;
     let graph = make_graph(&loaded.config)?;
     let http = crate::setup::http_client().map_err(|e| e.to_string())?;
-    Ok(App { config: Arc::new(loaded.config), store, queue, graph, http, clock })
+    App::builder(loaded.config)
+        .store(store)
+        .queue(queue)
+        .graph(graph)
+        .http(http)
+        .clock(clock)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// Runs a timer function for one EventBridge scheduled event; a failure is reported to Lambda, which

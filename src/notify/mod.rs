@@ -22,12 +22,10 @@ pub mod view;
 pub mod webhook;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::alert::Alert;
 use crate::config::{Config, Issue, Level};
@@ -155,20 +153,6 @@ impl Receivers {
             }
         }
         if issues.is_empty() { Ok(Receivers { templates, by_name }) } else { Err(issues) }
-    }
-
-    /// The receivers of `config`, built once per distinct receivers section and then shared: the
-    /// respond function runs per alert, and templates compile once.
-    pub fn for_config(config: &Config) -> Result<Arc<Receivers>, Vec<Issue>> {
-        static CACHE: OnceLock<Mutex<BTreeMap<Vec<u8>, Arc<Receivers>>>> = OnceLock::new();
-        let fingerprint = Sha256::digest(serde_json::to_vec(&config.receivers).expect("config serializes")).to_vec();
-        let cache = CACHE.get_or_init(Default::default);
-        if let Some(r) = cache.lock().expect("receivers cache").get(&fingerprint) {
-            return Ok(r.clone());
-        }
-        let built = Arc::new(Receivers::build(config)?);
-        cache.lock().expect("receivers cache").insert(fingerprint, built.clone());
-        Ok(built)
     }
 
     /// Receiver `name`.

@@ -10,18 +10,15 @@ pub mod close;
 /// The audit trail, at its old path for the `secmon audit` commands.
 pub use crate::audit;
 
-use std::sync::{Arc, Mutex, Weak};
-
 use chrono::{DateTime, Utc};
 
 use crate::alert::Alert;
 use crate::app::App;
 use crate::audit::Record;
-use crate::config::Config;
 use crate::graph::Retry;
 use crate::intake::Message;
 use crate::notify::deliver::{DeliverError, deliver};
-use crate::rules::{CloseMatch, Decision, Engine};
+use crate::rules::{CloseMatch, Decision};
 use crate::store::Claim;
 
 /// Why a message was not processed.
@@ -63,7 +60,7 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
     }
     let alert = Alert::from_value(alert).map_err(|e| RespondError::Malformed(format!("alert for {tenant}: {e}")))?;
     let now = app.clock.now();
-    let decision = decide(app, tenant, &alert, now)?;
+    let decision = decide(app, tenant, &alert, now);
     let mut summary = format!("{}: {}", alert.id, decision.reason);
     // Whether the matched routes are told; their own options (realert, grouping, `set`) apply.
     let mut notify = !decision.notify().is_empty();
@@ -90,15 +87,15 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
 }
 
 /// The rules' decision about one alert version; with `SECMON_CLOSE=off`, every close rule in shadow mode.
-fn decide(app: &App, tenant: &str, alert: &Alert, now: DateTime<Utc>) -> Result<Decision, RespondError> {
-    let mut decision = engine_for(&app.config)?.decide(alert, tenant, now);
+fn decide(app: &App, tenant: &str, alert: &Alert, now: DateTime<Utc>) -> Decision {
+    let mut decision = app.engine.decide(alert, tenant, now);
     for e in &decision.errors {
         tracing::warn!(alert = %alert.id, "{}: {}", e.at, crate::redact::redact(&e.message));
     }
     if app.config.closing_disabled {
         decision = decision.into_shadow("SECMON_CLOSE=off");
     }
-    Ok(decision)
+    decision
 }
 
 /// Appends an audit record once per alert version and action, even when the message is redelivered.
@@ -162,26 +159,4 @@ async fn tell_owner_breaker_open(
 
 fn retry(e: crate::store::StoreError) -> RespondError {
     RespondError::Retry(format!("store: {e}"))
-}
-
-/// The engine compiled from `config`, compiled once per config and shared.
-///
-/// A cache keyed by the config's allocation (held weakly, so the address cannot be reused while the
-/// entry exists) keeps `App` unchanged for everyone who builds one.
-pub fn engine_for(config: &Arc<Config>) -> Result<Arc<Engine>, RespondError> {
-    static CACHE: Mutex<Option<(Weak<Config>, Arc<Engine>)>> = Mutex::new(None);
-    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((weak, engine)) = cache.as_ref()
-        && weak.upgrade().is_some_and(|c| Arc::ptr_eq(&c, config))
-    {
-        return Ok(engine.clone());
-    }
-    let engine = Arc::new(Engine::compile(config).map_err(|issues| {
-        // The config was validated at load, so this means it was built without validation; a fixed
-        // config (and a retry) is the cure.
-        let text: Vec<String> = issues.iter().map(ToString::to_string).collect();
-        RespondError::Retry(format!("the rules do not compile: {}", text.join("; ")))
-    })?);
-    *cache = Some((Arc::downgrade(config), engine.clone()));
-    Ok(engine)
 }

@@ -207,14 +207,8 @@ pub async fn world(routes_and_receivers: &str) -> World {
     let clock = Arc::new(ManualClock::new(now()));
     let store = Arc::new(SqliteStore::in_memory().unwrap().with_clock(clock.clone()));
     let graph = Arc::new(FakeGraph::default());
-    let app = App {
-        config: Arc::new(loaded.config),
-        store: store.clone(),
-        queue: store.clone(),
-        graph: graph.clone(),
-        http: reqwest::Client::new(),
-        clock: clock.clone(),
-    };
+    let app =
+        App::builder(loaded.config).backend(store.clone()).graph(graph.clone()).clock(clock.clone()).build().unwrap();
     World { app, graph, clock, store, sink }
 }
 

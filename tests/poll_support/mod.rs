@@ -132,14 +132,14 @@ pub fn rig_with(emu: Emulator, config: Config, now: DateTime<Utc>) -> Rig {
     let sqlite = Arc::new(SqliteStore::in_memory().unwrap());
     let store = Arc::new(CrashingStore { inner: sqlite.clone(), crash_on_watermark: AtomicBool::new(false) });
     let clock = Arc::new(ManualClock::new(now));
-    let app = App {
-        config: Arc::new(config),
-        store: store.clone(),
-        queue: sqlite.clone(),
-        graph: Arc::new(graph),
-        http,
-        clock: clock.clone(),
-    };
+    let app = App::builder(config)
+        .store(store.clone())
+        .queue(sqlite.clone())
+        .graph(Arc::new(graph))
+        .http(http)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     Rig { emu, app, sleeper, sqlite, store, clock }
 }
 

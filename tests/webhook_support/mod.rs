@@ -82,14 +82,13 @@ impl Harness {
         let graph = Arc::new(FakeGraph::default());
         let queue: Arc<dyn Queue> =
             if broken { Arc::new(BrokenQueue { inner: store.clone(), stall }) } else { store.clone() };
-        let app = App {
-            config: Arc::new(config),
-            store: store.clone(),
-            queue,
-            graph: graph.clone(),
-            http: reqwest::Client::new(),
-            clock: clock.clone(),
-        };
+        let app = App::builder(config)
+            .store(store.clone())
+            .queue(queue)
+            .graph(graph.clone())
+            .clock(clock.clone())
+            .build()
+            .unwrap();
         Harness { app, store, graph, clock }
     }
 

@@ -72,10 +72,7 @@ pub async fn deliver(
     deliveries: &[Delivery],
     updates: &[Update],
 ) -> Result<Delivered, DeliverError> {
-    let receivers = Receivers::for_config(&app.config).map_err(|issues| {
-        let text: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
-        DeliverError::retry(format!("the receivers in the config do not build: {}", text.join("; ")))
-    })?;
+    let receivers = &app.receivers;
     let mut done = Delivered::default();
     let mut failures: Vec<NotifyError> = Vec::new();
     let mut held = Vec::new();

@@ -81,7 +81,7 @@ pub async fn deliver(
         match claim::claim(app.store.as_ref(), &claim_key, target).await.map_err(store)? {
             Claim::Done => done.already.push(target.receiver.clone()),
             Claim::Held => held.push(target.receiver.clone()),
-            Claim::Acquired => match notify_one(app, &receivers, tenant, alert, target, &claim_key).await {
+            Claim::Acquired => match notify_one(app, receivers, tenant, alert, target, &claim_key).await {
                 Ok(Outcome::Sent) => done.sent.push(target.receiver.clone()),
                 Ok(Outcome::Suppressed) => done.suppressed.push(target.receiver.clone()),
                 Ok(Outcome::Grouped) => done.grouped.push(target.receiver.clone()),

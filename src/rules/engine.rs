@@ -365,7 +365,7 @@ fn close_match(rule: &Rule, alert: &Alert) -> CloseMatch {
     let why = c.comment.as_deref().or(c.description.as_deref()).unwrap_or("known-benign rule");
     let owner = c.owner.clone().unwrap_or_default();
     let comment = format!(
-        "Closed by secmon rule {} ({why}). Classification {}, determination {}. Rule owner: {owner}. \
+        "{COMMENT_PREFIX}{} ({why}). Classification {}, determination {}. Rule owner: {owner}. \
          Rule hash {}. Alert version {}.",
         c.id,
         c.classification,
@@ -395,7 +395,19 @@ pub enum Blocked {
     Resolved,
     /// The alert's severity is above the rule's `max_severity` (alert severity, limit).
     Severity(#[serde(serialize_with = "as_str")] Severity, #[serde(serialize_with = "as_str")] Severity),
+    /// A person or another automation has touched the alert (what they did): a status other than
+    /// `new`, an owner, a classification or determination, or a comment secmon did not write.
+    Touched(String),
+    /// One of Microsoft's own agents holds the alert (the Security Copilot triage agents assign alerts
+    /// to themselves and tag them "Agent").
+    Agent(String),
+    /// The alert belongs to an automatic attack disruption ("Attack Disruption" tag).
+    AttackDisruption,
 }
+
+/// The words every comment secmon writes begins with; a comment without them is a person's (or
+/// another tool's), and the alert is theirs.
+pub const COMMENT_PREFIX: &str = "Closed by secmon rule ";
 
 fn as_str<S: serde::Serializer>(s: &Severity, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(s.as_str())
@@ -407,8 +419,51 @@ impl Blocked {
             Blocked::Internal => "it is a secmon alert (secmon- id), which is never closed in Graph".into(),
             Blocked::Resolved => "it is already resolved".into(),
             Blocked::Severity(s, max) => format!("severity {s} is above the rule's max_severity {max}"),
+            Blocked::Touched(what) => format!("a person or another automation has touched it ({what})"),
+            Blocked::Agent(what) => format!("one of Microsoft's agents holds it ({what})"),
+            Blocked::AttackDisruption => "it belongs to an automatic attack disruption".into(),
         }
     }
+}
+
+/// Whether anyone but secmon has a hand on the alert: Microsoft's agents and attack disruption first
+/// (the most specific reason), then any sign of a person's triage. Fails safe: a status secmon does
+/// not know (an evolvable value) counts as touched.
+fn held_by_others(alert: &Alert) -> Option<Blocked> {
+    let tags = alert.system_tags.as_deref().unwrap_or_default();
+    let tagged = |name: &str| tags.iter().any(|t| t.trim().eq_ignore_ascii_case(name));
+    if tagged("Attack Disruption") {
+        return Some(Blocked::AttackDisruption);
+    }
+    let owner = alert.assigned_to.as_deref().map(str::trim).filter(|a| !a.is_empty());
+    if tagged("Agent") {
+        return Some(Blocked::Agent(format!(
+            "tagged Agent{}",
+            owner.map(|o| format!(", assigned to {o}")).unwrap_or_default()
+        )));
+    }
+    if let Some(owner) = owner {
+        if owner.to_ascii_lowercase().contains("agent") {
+            return Some(Blocked::Agent(format!("assigned to {owner}")));
+        }
+        return Some(Blocked::Touched(format!("assigned to {owner}")));
+    }
+    match alert.status() {
+        AlertStatus::New => {}
+        other => return Some(Blocked::Touched(format!("status {}", other.as_str()))),
+    }
+    if let Some(c) = alert.classification.as_ref().filter(|c| c.as_str() != "unknown") {
+        return Some(Blocked::Touched(format!("classified {}", c.as_str())));
+    }
+    if let Some(d) = alert.determination.as_ref().filter(|d| d.as_str() != "unknown") {
+        return Some(Blocked::Touched(format!("determination {}", d.as_str())));
+    }
+    let comments = alert.comments.as_deref().unwrap_or_default();
+    if let Some(c) = comments.iter().find(|c| !c.comment.as_deref().unwrap_or("").starts_with(COMMENT_PREFIX)) {
+        let by = c.created_by_display_name.as_deref().unwrap_or("someone");
+        return Some(Blocked::Touched(format!("commented by {by}")));
+    }
+    None
 }
 
 fn guardrail(alert: &Alert, rule: &CloseRuleConfig) -> Option<Blocked> {
@@ -417,6 +472,9 @@ fn guardrail(alert: &Alert, rule: &CloseRuleConfig) -> Option<Blocked> {
     }
     if alert.status() == AlertStatus::Resolved {
         return Some(Blocked::Resolved);
+    }
+    if let Some(blocked) = held_by_others(alert) {
+        return Some(blocked);
     }
     // An unknown severity ranks highest, so it never slips under a limit.
     let (severity, max) = (alert.severity(), rule.max_severity());

@@ -14,8 +14,9 @@ use async_trait::async_trait;
 use secmon::app::App;
 use secmon::clock::SystemClock;
 use secmon::graph::{AlertPage, AlertUpdate, Graph, GraphError, Retry};
-use secmon::intake::subscriptions::{SubscriptionRecord, record_key};
+use secmon::intake::subscriptions::SubscriptionRecord;
 use secmon::store::Store;
+use secmon::store::keys;
 use secmon::store::sqlite::SqliteStore;
 use serde_json::{Value, json};
 
@@ -98,7 +99,7 @@ webhook: { public_url: "https://secmon.example.net" }
             created: now,
             needs: None,
         };
-        store.put(&record_key("contoso", &r.id), &serde_json::to_vec(&r).unwrap()).await.unwrap();
+        store.put(&keys::subscription("contoso", &r.id), &serde_json::to_vec(&r).unwrap()).await.unwrap();
     }
     App {
         config: Arc::new(config),

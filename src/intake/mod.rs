@@ -109,7 +109,7 @@ impl Message {
         use sha2::Digest;
         let alert_bytes = serde_json::to_vec(alert).expect("alerts serialize");
         let digest = hex::encode(sha2::Sha256::digest(&alert_bytes));
-        let key = format!("alerts/{tenant}/{digest}");
+        let key = crate::store::keys::large_alert(tenant, &digest);
         store.put(&key, &alert_bytes).await?;
         let reference = Message::AlertRef { tenant: tenant.clone(), key };
         queue.send(crate::store::ALERTS_QUEUE, &serde_json::to_vec(&reference).expect("serializes")).await

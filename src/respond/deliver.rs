@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::graph::{AlertUpdate, Retry};
 use crate::notify::view::{Member, View};
 use crate::notify::{NotifyError, Payload, Receiver, Receivers, StatusUpdate};
-use crate::store::{Claim, Precondition, Store, StoreError};
+use crate::store::{Change, Once, Store, StoreError, keys, once};
 
 /// How long a claim is held while its send runs; a crash lets a retry claim again after it.
 const SEND_LEASE: Duration = Duration::from_secs(300);
@@ -158,20 +158,17 @@ pub async fn deliver_plan(
     let mut failures: Vec<NotifyError> = Vec::new();
     let mut held = Vec::new();
     for target in &plan.targets {
-        let claim_key = key(&["notify", tenant, &alert.id, alert.version(), &target.receiver]);
-        match app.store.claim(&claim_key, SEND_LEASE + target.group.unwrap_or_default()).await.map_err(store)? {
-            Claim::Done => done.already.push(target.receiver.clone()),
-            Claim::Held => held.push(target.receiver.clone()),
-            Claim::Acquired => match notify_one(app, &receivers, tenant, alert, raw, target, &claim_key).await {
-                Ok(Outcome::Sent) => done.sent.push(target.receiver.clone()),
-                Ok(Outcome::Suppressed) => done.suppressed.push(target.receiver.clone()),
-                Ok(Outcome::Grouped) => done.grouped.push(target.receiver.clone()),
-                Err(e) => {
-                    // Give the claim back so the retry sends; the audit record says what happened.
-                    app.store.release(&claim_key).await.map_err(store)?;
-                    failures.push(e);
-                }
-            },
+        let claim_key = keys::notify(tenant, &alert.id, alert.version(), &target.receiver);
+        let lease = SEND_LEASE + target.group.unwrap_or_default();
+        let act = || notify_one(app, &receivers, tenant, alert, raw, target, &claim_key);
+        match once(app.store.as_ref(), &claim_key, lease, act).await.map_err(store)? {
+            Once::AlreadyDone => done.already.push(target.receiver.clone()),
+            Once::Held => held.push(target.receiver.clone()),
+            Once::Done(Outcome::Sent) => done.sent.push(target.receiver.clone()),
+            Once::Done(Outcome::Suppressed) => done.suppressed.push(target.receiver.clone()),
+            Once::Done(Outcome::Grouped) => done.grouped.push(target.receiver.clone()),
+            // The claim was given back so the retry sends; the audit record says what happened.
+            Once::Failed(e) => failures.push(e),
         }
     }
     if !failures.is_empty() || !held.is_empty() {
@@ -197,7 +194,8 @@ enum Outcome {
     Grouped,
 }
 
-/// Decides, sends and records for one claimed receiver. The caller releases the claim on error.
+/// Decides, sends and records for one claimed receiver; the caller completes the claim on success and
+/// releases it on error.
 async fn notify_one(
     app: &App,
     receivers: &Receivers,
@@ -210,13 +208,12 @@ async fn notify_one(
     let now = app.clock.now();
     let name = target.receiver.as_str();
     let store_err = |e: StoreError| NotifyError::new(name, format!("store: {e}"), Retry::Retryable);
-    let last_key = key(&["notify-last", tenant, &alert.id, name]);
+    let last_key = keys::notify_last(tenant, &alert.id, name);
     let last: Option<Last> =
         app.store.get(&last_key).await.map_err(store_err)?.and_then(|v| serde_json::from_slice(&v.value).ok());
     let why = match realert(last.as_ref(), alert, now, target.realert) {
         Ok(why) => why,
         Err(reason) => {
-            app.store.complete(claim_key).await.map_err(store_err)?;
             audit(app, tenant, alert, now, json!({"action": "notify_suppressed", "receiver": name, "reason": reason}))
                 .await;
             return Ok(Outcome::Suppressed);
@@ -229,10 +226,9 @@ async fn notify_one(
     let incident = alert.incident_id.clone().filter(|i| !i.is_empty() && !alert.id.starts_with("secmon-"));
     let mut group_key = None;
     if let (Some(window), Some(incident)) = (target.group, incident) {
-        let gk = key(&["notify-group", tenant, name, &incident]);
+        let gk = keys::notify_group(tenant, name, &incident);
         match join(app.store.as_ref(), &gk, view.member(), now, window).await.map_err(store_err)? {
             Joined::Member { leader } => {
-                app.store.complete(claim_key).await.map_err(store_err)?;
                 remember(app, &last_key, alert, now).await;
                 audit(app, tenant, alert, now, json!({"action": "notify_grouped", "receiver": name, "leader": leader}))
                     .await;
@@ -261,7 +257,6 @@ async fn notify_one(
     };
     match result {
         Ok(status) => {
-            app.store.complete(claim_key).await.map_err(store_err)?;
             remember(app, &last_key, alert, now).await;
             if let Some(gk) = group_key {
                 mark_sent(app.store.as_ref(), &gk, &alert.id).await;
@@ -436,66 +431,47 @@ async fn join(
     now: DateTime<Utc>,
     window: Duration,
 ) -> Result<Joined, StoreError> {
-    loop {
-        let current = store.get(key).await?;
-        let group: Option<Group> = current.as_ref().and_then(|v| serde_json::from_slice(&v.value).ok());
-        let (next, answer) = match &group {
-            Some(g) if g.leader == me.id => return Ok(Joined::Lead { closes: g.closes }),
-            Some(g) if g.members.iter().any(|m| m.id == me.id) => {
-                return Ok(Joined::Member { leader: g.leader.clone() });
-            }
-            Some(g) if g.state == GroupState::Open && now < g.closes => {
-                let mut g = g.clone();
+    crate::store::update(store, key, |current| {
+        let group: Option<Group> = current.and_then(|v| serde_json::from_slice(v).ok());
+        match group {
+            Some(g) if g.leader == me.id => Change::Keep(Joined::Lead { closes: g.closes }),
+            Some(g) if g.members.iter().any(|m| m.id == me.id) => Change::Keep(Joined::Member { leader: g.leader }),
+            Some(mut g) if g.state == GroupState::Open && now < g.closes => {
                 g.members.push(me.clone());
-                let leader = g.leader.clone();
-                (g, Joined::Member { leader })
+                Change::Put(serde_json::to_vec(&g).expect("JSON"), Joined::Member { leader: g.leader })
             }
-            Some(g) if g.state != GroupState::Sent && now < g.closes + STALE_GROUP => return Ok(Joined::Alone),
+            Some(g) if g.state != GroupState::Sent && now < g.closes + STALE_GROUP => Change::Keep(Joined::Alone),
             _ => {
                 let closes = now + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::zero());
                 let g = Group { leader: me.id.clone(), closes, state: GroupState::Open, members: Vec::new() };
-                (g, Joined::Lead { closes })
+                Change::Put(serde_json::to_vec(&g).expect("JSON"), Joined::Lead { closes })
             }
-        };
-        let cond = match current {
-            Some(v) => Precondition::Matches(v.etag),
-            None => Precondition::Absent,
-        };
-        match store.put_if(key, &serde_json::to_vec(&next).expect("JSON"), cond).await {
-            Ok(_) => return Ok(answer),
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e),
         }
-    }
+    })
+    .await
 }
 
 /// Closes the group led by `leader` to new members and returns its members.
 async fn close(store: &dyn Store, key: &str, leader: &str) -> Result<Vec<Member>, StoreError> {
-    loop {
-        let Some(current) = store.get(key).await? else { return Ok(Vec::new()) };
-        let Ok(mut g) = serde_json::from_slice::<Group>(&current.value) else { return Ok(Vec::new()) };
+    crate::store::update(store, key, |current| {
+        let Some(Ok(mut g)) = current.map(serde_json::from_slice::<Group>) else { return Change::Keep(Vec::new()) };
         if g.leader != leader || g.state != GroupState::Open {
-            return Ok(if g.leader == leader { g.members } else { Vec::new() });
+            return Change::Keep(if g.leader == leader { g.members } else { Vec::new() });
         }
         g.state = GroupState::Closed;
-        match store.put_if(key, &serde_json::to_vec(&g).expect("JSON"), Precondition::Matches(current.etag)).await {
-            Ok(_) => return Ok(g.members),
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+        Change::Put(serde_json::to_vec(&g).expect("JSON"), g.members)
+    })
+    .await
 }
 
 async fn mark_sent(store: &dyn Store, key: &str, leader: &str) {
-    let result = async {
-        let Some(current) = store.get(key).await? else { return Ok(()) };
-        let Ok(mut g) = serde_json::from_slice::<Group>(&current.value) else { return Ok(()) };
-        if g.leader == leader {
+    let result = crate::store::update(store, key, |current| match current.map(serde_json::from_slice::<Group>) {
+        Some(Ok(mut g)) if g.leader == leader => {
             g.state = GroupState::Sent;
-            store.put_if(key, &serde_json::to_vec(&g).expect("JSON"), Precondition::Matches(current.etag)).await?;
+            Change::Put(serde_json::to_vec(&g).expect("JSON"), ())
         }
-        Ok::<_, StoreError>(())
-    }
+        _ => Change::Keep(()),
+    })
     .await;
     if let Err(e) = result {
         // The group is taken over once stale; until then later alerts of the incident go alone.
@@ -512,13 +488,8 @@ async fn apply_update(
     update: &StatusUpdate,
 ) -> Result<bool, RespondError> {
     let now = app.clock.now();
-    let claim_key = key(&["update", tenant, &alert.id, alert.version(), route]);
-    match app.store.claim(&claim_key, SEND_LEASE).await.map_err(store)? {
-        Claim::Done => return Ok(false),
-        Claim::Held => return Err(RespondError::Retry(format!("update of {} by {route} is in progress", alert.id))),
-        Claim::Acquired => {}
-    }
-    let outcome = async {
+    let claim_key = keys::update(tenant, &alert.id, alert.version(), route);
+    let act = || async {
         let current = app.graph.get_alert(tenant, &alert.id).await?;
         let current_alert = Alert::from_value(current).ok();
         let seen = current_alert.as_ref().map(|a| a.version().to_string()).unwrap_or_default();
@@ -543,11 +514,11 @@ async fn apply_update(
         }
         app.graph.update_alert(tenant, &alert.id, &change).await?;
         Ok::<_, crate::graph::GraphError>((Some(change), String::new()))
-    }
-    .await;
-    match outcome {
-        Ok((change, skipped)) => {
-            app.store.complete(&claim_key).await.map_err(store)?;
+    };
+    match once(app.store.as_ref(), &claim_key, SEND_LEASE, act).await.map_err(store)? {
+        Once::AlreadyDone => Ok(false),
+        Once::Held => Err(RespondError::Retry(format!("update of {} by {route} is in progress", alert.id))),
+        Once::Done((change, skipped)) => {
             let record = match &change {
                 Some(c) => json!({"action": "update", "route": route, "status_before": alert.status().as_str(),
                                   "set": c}),
@@ -556,8 +527,7 @@ async fn apply_update(
             audit(app, tenant, alert, now, record).await;
             Ok(change.is_some())
         }
-        Err(e) => {
-            app.store.release(&claim_key).await.map_err(store)?;
+        Once::Failed(e) => {
             let message = crate::redact::redact(&e.to_string());
             audit(
                 app,
@@ -608,11 +578,6 @@ async fn audit(app: &App, tenant: &str, alert: &Alert, now: DateTime<Utc>, recor
     }
 }
 
-/// A store key from parts; `/` and `%` inside a part are escaped, so parts never run together.
-fn key(parts: &[&str]) -> String {
-    parts.iter().map(|p| p.replace('%', "%25").replace('/', "%2F")).collect::<Vec<_>>().join("/")
-}
-
 fn store(e: StoreError) -> RespondError {
     RespondError::Retry(format!("store: {e}"))
 }
@@ -641,10 +606,5 @@ mod tests {
         let much_later = t0 + chrono::Duration::minutes(61);
         assert_eq!(realert(Some(&last), &alert("medium", "new"), much_later, hour), Ok(Why::Reminder));
         assert!(realert(Some(&last), &alert("medium", "new"), much_later, None).is_err());
-    }
-
-    #[test]
-    fn keys_escape_their_parts() {
-        assert_eq!(key(&["notify", "t", "a/b%c", "v"]), "notify/t/a%2Fb%25c/v");
     }
 }

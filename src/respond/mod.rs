@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::host::azure::{Failure, Invocation, Outcome};
 use crate::intake::{Message, MessageError};
 use crate::rules::{Blocked, CloseMatch, Engine, Mode, Outcome as Decided};
-use crate::store::{ALERTS_QUEUE, Claim, poison_name};
+use crate::store::{ALERTS_QUEUE, Once, keys, once, poison_name};
 
 /// Why a message was not processed.
 #[derive(Debug, thiserror::Error)]
@@ -203,18 +203,15 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
 /// Appends an audit record once per alert version and action, even when the message is redelivered.
 async fn record_once(app: &App, tenant: &str, now: DateTime<Utc>, entry: audit::Entry) -> Result<(), RespondError> {
     let action = serde_json::to_value(entry.action).expect("actions serialize");
-    let key =
-        format!("audited/{tenant}/{}/{}/{}", entry.alert_id, entry.alert_version, action.as_str().unwrap_or("action"));
-    match app.store.claim(&key, std::time::Duration::from_secs(60)).await.map_err(retry)? {
-        Claim::Done => Ok(()),
-        Claim::Held => Err(RespondError::Retry(format!("{key} is being recorded by another worker"))),
-        Claim::Acquired => match audit::append(app.store.as_ref(), tenant, now, entry).await {
-            Ok(_) => app.store.complete(&key).await.map_err(retry),
-            Err(e) => {
-                let _ = app.store.release(&key).await;
-                Err(RespondError::Retry(e.to_string()))
-            }
-        },
+    let key = keys::audited(tenant, &entry.alert_id, &entry.alert_version, action.as_str().unwrap_or("action"));
+    let store = app.store.as_ref();
+    match once(store, &key, std::time::Duration::from_secs(60), || audit::append(store, tenant, now, entry))
+        .await
+        .map_err(retry)?
+    {
+        Once::Done(_) | Once::AlreadyDone => Ok(()),
+        Once::Held => Err(RespondError::Retry(format!("{key} is being recorded by another worker"))),
+        Once::Failed(e) => Err(RespondError::Retry(e.to_string())),
     }
 }
 
@@ -226,13 +223,8 @@ async fn tell_owner_breaker_open(
     count: u32,
     now: DateTime<Utc>,
 ) -> Result<(), RespondError> {
-    let hour = now.format("%Y-%m-%dT%H").to_string();
-    let key = format!("breaker-notice/{}/{hour}", m.rule_id);
-    match app.store.claim(&key, std::time::Duration::from_secs(60)).await.map_err(retry)? {
-        Claim::Done => return Ok(()),
-        Claim::Held => return Err(RespondError::Retry(format!("{key} is being sent by another worker"))),
-        Claim::Acquired => {}
-    }
+    let hour = keys::hour(now);
+    let key = keys::breaker_notice(&m.rule_id, now);
     let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let alert = serde_json::json!({
         "id": format!("secmon-breaker-{}-{}", m.rule_id, hour.replace(':', "")),
@@ -252,12 +244,11 @@ async fn tell_owner_breaker_open(
         "secmon": {"kind": "breaker_open", "rule": m.rule_id, "owner": m.owner, "count": count, "limit": m.max_per_hour},
     });
     let message = Message::Alert { tenant: tenant.to_string(), alert };
-    match message.send(app.store.as_ref(), app.queue.as_ref()).await {
-        Ok(()) => app.store.complete(&key).await.map_err(retry),
-        Err(e) => {
-            let _ = app.store.release(&key).await;
-            Err(retry(e))
-        }
+    let send = || message.send(app.store.as_ref(), app.queue.as_ref());
+    match once(app.store.as_ref(), &key, std::time::Duration::from_secs(60), send).await.map_err(retry)? {
+        Once::Done(()) | Once::AlreadyDone => Ok(()),
+        Once::Held => Err(RespondError::Retry(format!("{key} is being sent by another worker"))),
+        Once::Failed(e) => Err(retry(e)),
     }
 }
 

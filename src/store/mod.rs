@@ -7,6 +7,10 @@
 //! - [`Store::append`]: append-only record streams (the audit trail);
 //! - [`Queue`]: at-least-once messages with a visibility timeout, a dequeue count, and a poison queue.
 //!
+//! Over the contract, the state layer every stage uses instead of writing it out again: [`keys`] (the
+//! whole keyspace, one function per key family), [`once()`] (the claim protocol around one side effect)
+//! and [`update()`] (compare-and-swap read-modify-write).
+//!
 //! Backends: [`sqlite`] (embedded, standalone mode); [`azure`] (Blob storage and Storage Queues);
 //! `aws` (S3 and SQS, feature `aws`).
 //! [`contract`] is the test suite every backend must pass.
@@ -18,8 +22,14 @@ use async_trait::async_trait;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod azure;
+mod cas;
 pub mod contract;
+pub mod keys;
+mod once;
 pub mod sqlite;
+
+pub use cas::{CAS_ATTEMPTS, Change, update, update_from};
+pub use once::{Once, once};
 
 /// An opaque version tag of a stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]

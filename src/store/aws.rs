@@ -35,6 +35,9 @@ use crate::clock::{Clock, SystemClock};
 const S3_KEY_LIMIT: usize = 1024;
 /// The message attribute that marks a body sent as base64 (SQS bodies must be XML-safe text).
 pub const ENCODING_ATTRIBUTE: &str = "secmon-encoding";
+/// The largest queue body: an SQS message holds 256 KiB with its attributes, and a body that is not
+/// SQS-safe text is sent in base64 ([`encode_body`]), which grows it by a third.
+pub const MAX_BODY: usize = 190 * 1024;
 
 /// Where the AWS backend lives, as the Lambda functions read it from their environment.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -625,6 +628,10 @@ impl Queue for SqsQueue {
 
     fn max_dequeue(&self) -> u32 {
         self.max_dequeue
+    }
+
+    fn max_body(&self) -> usize {
+        MAX_BODY
     }
 }
 

@@ -145,6 +145,9 @@ pub trait Queue: Send + Sync {
     async fn len(&self, queue: &str) -> StoreResult<usize>;
     /// After this many receives a message is poison.
     fn max_dequeue(&self) -> u32;
+    /// The largest body [`Queue::send`] carries; a larger message travels through the store and the
+    /// queue carries a reference to it ([`crate::intake::Message::send`]).
+    fn max_body(&self) -> usize;
 }
 
 /// The name of the poison queue of `queue`.

@@ -28,7 +28,7 @@ use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, Queu
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::{Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, Versioned, poison_name};
+use super::{Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, Versioned, keys, poison_name};
 use crate::clock::{Clock, SystemClock};
 
 /// S3's limit on the length of an object key, in bytes.
@@ -509,10 +509,6 @@ impl SqsQueue {
         Ok(url)
     }
 
-    fn receipt_key(queue: &str, id: &str) -> String {
-        format!("queue-receipts/{queue}/{id}")
-    }
-
     async fn delete_handle(&self, queue: &str, url: &str, handle: &str) -> StoreResult<()> {
         self.client
             .delete_message()
@@ -581,11 +577,11 @@ impl Queue for SqsQueue {
                     // Failed max_dequeue times already: set aside, never dropped (poison first, then delete).
                     self.send(&poison_name(queue), &body).await?;
                     self.delete_handle(queue, &url, handle).await?;
-                    self.receipts.delete(&Self::receipt_key(queue, id)).await?;
+                    self.receipts.delete(&keys::queue_receipt(queue, id)).await?;
                     tracing::error!(queue, id, count, "message moved to {}", poison_name(queue));
                     continue;
                 }
-                self.receipts.put(&Self::receipt_key(queue, id), handle.as_bytes()).await?;
+                self.receipts.put(&keys::queue_receipt(queue, id), handle.as_bytes()).await?;
                 out.push(Received { id: id.into(), receipt: handle.into(), body, dequeue_count: count });
             }
         }
@@ -594,7 +590,7 @@ impl Queue for SqsQueue {
 
     async fn delete(&self, queue: &str, msg: &Received) -> StoreResult<()> {
         let url = self.url(queue).await?;
-        let key = Self::receipt_key(queue, &msg.id);
+        let key = keys::queue_receipt(queue, &msg.id);
         match self.receipts.get(&key).await? {
             Some(current) if current.value == msg.receipt.as_bytes() => {}
             // Received again since (or deleted): this receiver no longer holds it.
@@ -608,7 +604,7 @@ impl Queue for SqsQueue {
         self.send(&poison_name(queue), &msg.body).await?;
         let url = self.url(queue).await?;
         self.delete_handle(queue, &url, &msg.receipt).await?;
-        self.receipts.delete(&Self::receipt_key(queue, &msg.id)).await
+        self.receipts.delete(&keys::queue_receipt(queue, &msg.id)).await
     }
 
     async fn len(&self, queue: &str) -> StoreResult<usize> {

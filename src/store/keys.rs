@@ -28,6 +28,7 @@
 //! | stream `audit/{tenant}/{YYYY-MM-DD}` | the hash-chained audit records of a tenant's day | `respond::audit` | kept |
 //! | `audit-head/{tenant}/{YYYY-MM-DD}` | JSON head of that stream's chain (last seq and hash, pending record) | `respond::audit` | kept |
 //! | `audit-lock/{tenant}/{YYYY-MM-DD}` | claim used as a lock: one writer per stream | `respond::audit` | released after each append |
+//! | `queue-receipts/{queue}/{message id}` | the current SQS receipt handle of a received message | `store::aws` | until the message is deleted or poisoned |
 //!
 //! "Claim" keys live in the claim namespace of the backend ([`super::Store::claim`]), the others are
 //! values ([`super::Store::get`]) or streams ([`super::Store::append`]). "Kept" means nothing deletes the
@@ -193,6 +194,11 @@ pub fn mail_slots(sender: &str, minute: DateTime<Utc>) -> String {
     key("ratelimit", &["mail", &sender.to_ascii_lowercase(), &minute.format("%Y%m%dT%H%M").to_string()])
 }
 
+/// `queue-receipts/{queue}/{message id}`: the receipt an SQS message was last received with.
+pub fn queue_receipt(queue: &str, message_id: &str) -> String {
+    key("queue-receipts", &[queue, message_id])
+}
+
 /// The prefix of the audit streams of `tenant`, or of all tenants.
 pub fn audit_streams(tenant: Option<&str>) -> String {
     match tenant {
@@ -260,6 +266,7 @@ mod tests {
             (audit_stream("contoso", day), "audit/contoso/2026-11-26"),
             (audit_head("audit/contoso/2026-11-26"), "audit-head/contoso/2026-11-26"),
             (audit_lock("audit/contoso/2026-11-26"), "audit-lock/contoso/2026-11-26"),
+            (queue_receipt("alerts", "5fd1-77"), "queue-receipts/alerts/5fd1-77"),
         ];
         for (got, want) in cases {
             assert_eq!(got, want);

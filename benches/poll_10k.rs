@@ -108,6 +108,9 @@ impl secmon::store::Queue for CountingQueue {
     fn max_dequeue(&self) -> u32 {
         5
     }
+    fn max_body(&self) -> usize {
+        secmon::store::azure::MAX_BODY
+    }
 }
 
 struct Run {

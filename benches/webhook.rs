@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use secmon::app::App;
 use secmon::clock::SystemClock;
 use secmon::graph::fake::FakeGraph;
-use secmon::intake::subscriptions::{SubscriptionRecord, record_key};
+use secmon::intake::subscriptions::SubscriptionRecord;
 use secmon::store::Store;
+use secmon::store::keys;
 use secmon::store::sqlite::SqliteStore;
 use serde_json::{Value, json};
 
@@ -47,7 +48,7 @@ webhook: { public_url: "https://secmon.example.net" }
             created: now,
             needs: None,
         };
-        store.put(&record_key("contoso", &r.id), &serde_json::to_vec(&r).unwrap()).await.unwrap();
+        store.put(&keys::subscription("contoso", &r.id), &serde_json::to_vec(&r).unwrap()).await.unwrap();
     }
     App::builder(config).backend(store).graph(Arc::new(FakeGraph::new())).clock(Arc::new(SystemClock)).build().unwrap()
 }

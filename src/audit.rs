@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::rules::Mode;
-use crate::store::{Claim, Precondition, Store, StoreError};
+use crate::store::{Claim, Precondition, Store, StoreError, keys};
 
 /// How long a writer may hold a stream's lock before another may take it.
 const LOCK_LEASE: Duration = Duration::from_secs(30);
@@ -153,19 +153,6 @@ pub enum AuditError {
     Head(String, String),
 }
 
-/// The stream of a tenant's day.
-pub fn stream_name(tenant: &str, day: NaiveDate) -> String {
-    format!("audit/{tenant}/{}", day.format("%Y-%m-%d"))
-}
-
-fn head_key(stream: &str) -> String {
-    format!("audit-head/{}", stream.trim_start_matches("audit/"))
-}
-
-fn lock_key(stream: &str) -> String {
-    format!("audit-lock/{}", stream.trim_start_matches("audit/"))
-}
-
 /// The `prev_hash` of a stream's first record.
 pub fn genesis(stream: &str) -> String {
     hex::encode(sha2::Sha256::digest(format!("secmon-audit:{stream}").as_bytes()))
@@ -182,8 +169,8 @@ struct Head {
 /// Appends `record` to the tenant's stream of the day of `now`, chained to the one before; returns it as
 /// stored (its time, tenant, sequence number and hashes set here, its detail redacted).
 pub async fn append(store: &dyn Store, tenant: &str, now: DateTime<Utc>, record: Record) -> Result<Record, AuditError> {
-    let stream = stream_name(tenant, now.date_naive());
-    let lock = lock_key(&stream);
+    let stream = keys::audit_stream(tenant, now.date_naive());
+    let lock = keys::audit_lock(&stream);
     let mut waited = Duration::ZERO;
     let mut pause = Duration::from_millis(5);
     loop {
@@ -214,7 +201,7 @@ async fn append_locked(
     now: DateTime<Utc>,
     record: Record,
 ) -> Result<Record, AuditError> {
-    let key = head_key(stream);
+    let key = keys::audit_head(stream);
     let (mut head, mut cond) = match store.get(&key).await? {
         Some(v) => (
             serde_json::from_slice::<Head>(&v.value).map_err(|e| AuditError::Head(key.clone(), e.to_string()))?,
@@ -273,14 +260,11 @@ impl StreamReport {
 
 /// Verifies every stream whose tenant is `tenant` (all tenants when `None`).
 pub async fn verify(store: &dyn Store, tenant: Option<&str>) -> Result<Vec<StreamReport>, StoreError> {
-    let prefix = match tenant {
-        Some(t) => format!("audit/{t}/"),
-        None => "audit/".to_string(),
-    };
+    let prefix = keys::audit_streams(tenant);
     let mut reports = Vec::new();
     for stream in store.list_streams(&prefix).await? {
         let records = store.read_stream(&stream).await?;
-        let head = store.get(&head_key(&stream)).await?.map(|v| serde_json::from_slice::<Head>(&v.value));
+        let head = store.get(&keys::audit_head(&stream)).await?.map(|v| serde_json::from_slice::<Head>(&v.value));
         reports.push(verify_stream(&stream, &records, head));
     }
     Ok(reports)
@@ -368,10 +352,7 @@ pub async fn export(
     tenant: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<usize, ExportError> {
-    let prefix = match tenant {
-        Some(t) => format!("audit/{t}/"),
-        None => "audit/".to_string(),
-    };
+    let prefix = keys::audit_streams(tenant);
     let since_day = since.date_naive();
     let mut n = 0;
     for stream in store.list_streams(&prefix).await? {
@@ -470,8 +451,8 @@ mod tests {
         for r in &records {
             fresh.append(STREAM, r).await.unwrap();
         }
-        let head = s.get(&head_key(STREAM)).await.unwrap().unwrap();
-        fresh.put(&head_key(STREAM), &head.value).await.unwrap();
+        let head = s.get(&keys::audit_head(STREAM)).await.unwrap().unwrap();
+        fresh.put(&keys::audit_head(STREAM), &head.value).await.unwrap();
         fresh
     }
 
@@ -518,7 +499,8 @@ mod tests {
     async fn a_writer_that_died_mid_append_is_repaired_by_the_next() {
         let s = filled(2).await;
         // Simulate a crash after the head announced record 3 but before the append.
-        let head: Head = serde_json::from_slice(&s.get(&head_key(STREAM)).await.unwrap().unwrap().value).unwrap();
+        let head: Head =
+            serde_json::from_slice(&s.get(&keys::audit_head(STREAM)).await.unwrap().unwrap().value).unwrap();
         let mut pending = Record {
             seq: 3,
             time: "2026-11-26T10:00:00.000Z".into(),
@@ -539,7 +521,7 @@ mod tests {
         };
         pending.hash = pending.compute_hash();
         let announce = Head { seq: head.seq, hash: head.hash, pending: Some(pending) };
-        s.put(&head_key(STREAM), &serde_json::to_vec(&announce).unwrap()).await.unwrap();
+        s.put(&keys::audit_head(STREAM), &serde_json::to_vec(&announce).unwrap()).await.unwrap();
         // The head with a pending record still verifies (the writer may simply not be done).
         assert!(verify(&s, None).await.unwrap()[0].ok());
         let next = append(&s, "contoso", at("2026-11-26T11:00:00Z"), entry("after")).await.unwrap();

@@ -315,7 +315,7 @@ fn line(
 
 async fn read_audit(store: &dyn Store) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
-    for stream in store.list_streams("audit/").await? {
+    for stream in store.list_streams(&crate::store::keys::audit_streams(None)).await? {
         for record in store.read_stream(&stream).await? {
             out.push(serde_json::from_slice(&record)?);
         }

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use secmon::intake::Message;
 use secmon::intake::http::HttpRequest;
-use secmon::intake::subscriptions::{Needs, SubscriptionRecord, record_key};
+use secmon::intake::subscriptions::{Needs, SubscriptionRecord};
 use secmon::intake::webhook::sign_doorbell;
+use secmon::store::keys;
 use serde_json::{Value, json};
 use webhook_support::*;
 
@@ -32,7 +33,7 @@ async fn seed(h: &Harness, tenant: &str, id: &str, resource: &str, client_state:
         created: t0(),
         needs: None,
     };
-    h.app.store.put(&record_key(tenant, id), &serde_json::to_vec(&record).unwrap()).await.unwrap();
+    h.app.store.put(&keys::subscription(tenant, id), &serde_json::to_vec(&record).unwrap()).await.unwrap();
     record
 }
 
@@ -191,7 +192,7 @@ fn lifecycle(sub: &str, secret: &str, event: &str) -> Value {
 }
 
 async fn stored(h: &Harness, tenant: &str, id: &str) -> Option<SubscriptionRecord> {
-    let v = h.app.store.get(&record_key(tenant, id)).await.unwrap()?;
+    let v = h.app.store.get(&keys::subscription(tenant, id)).await.unwrap()?;
     Some(serde_json::from_slice(&v.value).unwrap())
 }
 

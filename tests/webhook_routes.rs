@@ -8,7 +8,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use secmon::intake::Message;
-use secmon::intake::subscriptions::{SubscriptionRecord, record_key};
+use secmon::intake::subscriptions::SubscriptionRecord;
+use secmon::store::keys;
 use serde_json::{Value, json};
 use webhook_support::*;
 
@@ -27,7 +28,7 @@ async fn seeded() -> Harness {
         created: t0(),
         needs: None,
     };
-    h.app.store.put(&record_key("contoso", &record.id), &serde_json::to_vec(&record).unwrap()).await.unwrap();
+    h.app.store.put(&keys::subscription("contoso", &record.id), &serde_json::to_vec(&record).unwrap()).await.unwrap();
     h
 }
 

@@ -165,14 +165,31 @@ pub fn timer_info(data: &Map<String, Value>, binding: &'static str) -> Result<Ti
     })
 }
 
-/// Reads `Data.<binding>` of a queue trigger as the message bytes.
+/// Reads `Data.<binding>` of a queue trigger as the message bytes, with the host's encodings undone.
 pub fn queue_item(data: &Map<String, Value>, binding: &'static str) -> Result<Vec<u8>, InvocationError> {
     match data.get(binding) {
         None | Some(Value::Null) => Err(InvocationError::MissingBinding(binding)),
         // The host passes JSON messages either as text or already parsed.
-        Some(Value::String(s)) => Ok(s.clone().into_bytes()),
+        Some(Value::String(s)) => Ok(queue_text(s)),
         Some(other) => Ok(other.to_string().into_bytes()),
     }
+}
+
+/// Queue text as the host hands it over: JSON, JSON encoded once more as a JSON string, or still in the
+/// queue's base64 (when the host does not decode it); anything else is passed on as it is, to be poisoned.
+fn queue_text(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    let json = |t: &str| match serde_json::from_str::<Value>(t.trim()) {
+        Ok(Value::String(inner)) => Some(inner.into_bytes()),
+        Ok(_) => Some(t.as_bytes().to_vec()),
+        Err(_) => None,
+    };
+    json(text)
+        .or_else(|| {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()?;
+            json(std::str::from_utf8(&decoded).ok()?)
+        })
+        .unwrap_or_else(|| text.as_bytes().to_vec())
 }
 
 /// Reads `Data.<binding>` of an HTTP trigger (default mode, no forwarding) into an [`HttpRequest`].
@@ -412,6 +429,19 @@ mod tests {
 
     fn sample(name: &str) -> Vec<u8> {
         std::fs::read(format!("{}/tests/fixtures/samples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn queue_text_is_plain_double_encoded_or_base64() {
+        use base64::Engine;
+        let m = crate::intake::Message::Poll { tenant: "contoso".into(), reason: "doorbell".into() };
+        let plain = serde_json::to_string(&m).unwrap();
+        let double = serde_json::to_string(&plain).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&plain);
+        for text in [plain, double, b64] {
+            let data = Map::from_iter([("message".to_string(), Value::String(text))]);
+            assert_eq!(crate::intake::Message::parse(&queue_item(&data, "message").unwrap()).unwrap(), m);
+        }
     }
 
     #[test]

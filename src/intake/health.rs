@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Message;
-use super::poll::{PollError, PollReport, Watermark, watermark_key};
+use super::poll::{PollError, PollReport, Watermark};
 use crate::app::App;
 use crate::intake::http::HttpResponse;
-use crate::store::{Precondition, StoreError};
+use crate::store::{self, Change, StoreError, keys};
 
 /// The health record of one tenant.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -51,44 +51,30 @@ impl Health {
     }
 }
 
-/// The health key of a tenant.
-pub fn health_key(tenant: &str) -> String {
-    format!("health/{tenant}")
-}
-
 fn stale_after(app: &App) -> chrono::Duration {
     chrono::Duration::from_std(app.config.poll.stale_after).unwrap_or(chrono::Duration::minutes(30))
 }
 
 /// Reads a tenant's health record (absent: never polled; unreadable: treated as never polled).
-pub async fn load(app: &App, tenant: &str) -> Result<Option<(Health, crate::store::Etag)>, StoreError> {
-    Ok(app.store.get(&health_key(tenant)).await?.map(|v| {
-        let h = serde_json::from_slice(&v.value).unwrap_or_else(|e| {
-            tracing::warn!(tenant, "health record unreadable ({e}); starting a new one");
-            Health::default()
-        });
-        (h, v.etag)
-    }))
+pub async fn load(app: &App, tenant: &str) -> Result<Option<Health>, StoreError> {
+    Ok(app.store.get(&keys::health(tenant)).await?.map(|v| parse(tenant, &v.value)))
+}
+
+fn parse(tenant: &str, bytes: &[u8]) -> Health {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| {
+        tracing::warn!(tenant, "health record unreadable ({e}); starting a new one");
+        Health::default()
+    })
 }
 
 /// Read-modify-write of a health record with compare-and-swap.
 async fn update(app: &App, tenant: &str, change: impl Fn(&mut Health)) -> Result<Health, StoreError> {
-    let key = health_key(tenant);
-    let mut last = None;
-    for _ in 0..5 {
-        let (mut h, cond) = match load(app, tenant).await? {
-            Some((h, etag)) => (h, Precondition::Matches(etag)),
-            None => (Health::default(), Precondition::Absent),
-        };
+    store::update(app.store.as_ref(), &keys::health(tenant), |current| {
+        let mut h = current.map(|bytes| parse(tenant, bytes)).unwrap_or_default();
         change(&mut h);
-        let bytes = serde_json::to_vec(&h).expect("health serializes");
-        match app.store.put_if(&key, &bytes, cond).await {
-            Ok(_) => return Ok(h),
-            Err(e @ StoreError::Conflict { .. }) => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or(StoreError::Conflict { key }))
+        Change::Put(serde_json::to_vec(&h).expect("health serializes"), h)
+    })
+    .await
 }
 
 /// Records a poll's outcome. A failure to write health is logged, not returned: the poll's own
@@ -166,7 +152,7 @@ pub fn stale_alert(tenant: &str, health: &Health, now: DateTime<Utc>, stale_afte
 /// it never loses it.
 pub async fn check_stale(app: &App, tenant: &str, now: DateTime<Utc>) -> Result<Option<String>, StoreError> {
     let period = stale_after(app);
-    let Some((health, _)) = load(app, tenant).await? else { return Ok(None) };
+    let Some(health) = load(app, tenant).await? else { return Ok(None) };
     if !health.is_stale(now, period) || health.last_alarm.is_some_and(|a| now - a < period) {
         return Ok(None);
     }
@@ -215,10 +201,10 @@ pub async fn status(app: &App, now: DateTime<Utc>) -> Result<Status, StoreError>
     let period = stale_after(app);
     let mut tenants = Vec::new();
     for t in &app.config.tenants {
-        let health = load(app, &t.name).await?.map(|(h, _)| h).unwrap_or_default();
+        let health = load(app, &t.name).await?.unwrap_or_default();
         let watermark = app
             .store
-            .get(&watermark_key(&t.name))
+            .get(&keys::watermark(&t.name))
             .await?
             .and_then(|v| serde_json::from_slice::<Watermark>(&v.value).ok())
             .map(|w| w.watermark);

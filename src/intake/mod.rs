@@ -13,9 +13,6 @@ pub mod poll;
 pub mod subscriptions;
 pub mod webhook;
 
-/// Azure Storage Queue holds 64 KiB, 48 KiB of it after base64; bigger alerts travel through the store.
-pub const MAX_INLINE_MESSAGE: usize = 45 * 1024;
-
 /// What travels on the `alerts` queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -72,37 +69,18 @@ impl Message {
         }
     }
 
-    /// Parses a queue body: JSON, tolerating one extra layer of JSON-string encoding and base64
-    /// (the forms the Functions host and Storage clients produce).
+    /// Parses a queue body, the JSON that [`Message::send`] wrote (each host hands it over with its
+    /// own encodings undone).
     pub fn parse(body: &[u8]) -> Result<Message, MessageError> {
-        use base64::Engine;
         let text = std::str::from_utf8(body).map_err(|e| MessageError::Malformed(format!("not UTF-8: {e}")))?;
-        let text = text.trim();
-        let try_json = |t: &str| -> Option<Message> {
-            match serde_json::from_str::<Value>(t).ok()? {
-                Value::String(inner) => serde_json::from_str(&inner).ok(),
-                v => serde_json::from_value(v).ok(),
-            }
-        };
-        if let Some(m) = try_json(text) {
-            return Ok(m);
-        }
-        if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(text)
-            && let Some(m) = std::str::from_utf8(&decoded).ok().and_then(try_json)
-        {
-            return Ok(m);
-        }
-        let detail = match serde_json::from_str::<Message>(text) {
-            Err(e) => e.to_string(),
-            Ok(_) => "unexpected".into(),
-        };
-        Err(MessageError::Malformed(detail))
+        serde_json::from_str(text.trim()).map_err(|e| MessageError::Malformed(e.to_string()))
     }
 
-    /// Puts the message on the alerts queue, moving a large alert into the store first.
+    /// Puts the message on the alerts queue; an alert too large for the queue ([`Queue::max_body`]) goes
+    /// into the store first and the queue carries a [`Message::AlertRef`].
     pub async fn send(&self, store: &dyn Store, queue: &dyn Queue) -> Result<(), StoreError> {
         let body = serde_json::to_vec(self).expect("messages serialize");
-        if body.len() <= MAX_INLINE_MESSAGE {
+        if body.len() <= queue.max_body() {
             return queue.send(crate::store::ALERTS_QUEUE, &body).await;
         }
         let Message::Alert { tenant, alert } = self else {
@@ -111,7 +89,7 @@ impl Message {
         use sha2::Digest;
         let alert_bytes = serde_json::to_vec(alert).expect("alerts serialize");
         let digest = hex::encode(sha2::Sha256::digest(&alert_bytes));
-        let key = format!("alerts/{tenant}/{digest}");
+        let key = crate::store::keys::large_alert(tenant, &digest);
         store.put(&key, &alert_bytes).await?;
         let reference = Message::AlertRef { tenant: tenant.clone(), key };
         queue.send(crate::store::ALERTS_QUEUE, &serde_json::to_vec(&reference).expect("serializes")).await
@@ -138,18 +116,12 @@ impl Message {
 mod tests {
     use super::*;
     use crate::store::sqlite::SqliteStore;
-    use base64::Engine;
     use serde_json::json;
 
     #[test]
-    fn parses_plain_double_encoded_and_base64() {
+    fn parses_what_send_writes() {
         let m = Message::Poll { tenant: "contoso".into(), reason: "doorbell".into() };
-        let plain = serde_json::to_string(&m).unwrap();
-        let double = serde_json::to_string(&plain).unwrap();
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&plain);
-        for body in [plain, double, b64] {
-            assert_eq!(Message::parse(body.as_bytes()).unwrap(), m);
-        }
+        assert_eq!(Message::parse(&serde_json::to_vec(&m).unwrap()).unwrap(), m);
         assert!(matches!(Message::parse(b"{\"kind\":\"nope\"}"), Err(MessageError::Malformed(_))));
         assert!(matches!(Message::parse(&[0xff, 0xfe]), Err(MessageError::Malformed(_))));
     }

@@ -30,7 +30,7 @@ use serde_json::Value;
 use crate::app::App;
 use crate::graph::Retry;
 use crate::intake::Message;
-use crate::store::{Precondition, StoreError};
+use crate::store::{self, Change, StoreError, Versioned, keys};
 
 pub use crate::config::intake::PollConfig;
 
@@ -116,16 +116,6 @@ pub struct SeenWindow {
     pub versions: BTreeMap<String, DateTime<Utc>>,
 }
 
-/// The watermark key of a tenant.
-pub fn watermark_key(tenant: &str) -> String {
-    format!("watermark/{tenant}")
-}
-
-/// The seen-window key of a tenant.
-pub fn seen_key(tenant: &str) -> String {
-    format!("seen/{tenant}/window")
-}
-
 /// An alert version's dedupe key and its instant, if `lastUpdateDateTime` parses.
 ///
 /// An alert without a usable `id` (never seen from Graph, but nothing is dropped) is keyed by a hash
@@ -194,10 +184,10 @@ async fn walk(
     let stats_before = app.graph.call_stats(tenant);
     let overlap = overlap(app);
 
-    let wm_key = watermark_key(tenant);
+    let wm_key = keys::watermark(tenant);
     let stored = store.get(&wm_key).await.map_err(|e| PollError::store(tenant, "read the watermark", e))?;
-    let (old, etag) = match stored {
-        None => (None, Precondition::Absent),
+    let old = match &stored {
+        None => None,
         Some(v) => {
             let wm: Watermark = serde_json::from_slice(&v.value).map_err(|e| {
                 // Guessing a watermark could skip alerts; stop and say so (the health alarm will fire).
@@ -207,10 +197,10 @@ async fn walk(
                     Retry::Permanent,
                 )
             })?;
-            (Some(wm.watermark), Precondition::Matches(v.etag))
+            Some(wm.watermark)
         }
     };
-    let seen_key = seen_key(tenant);
+    let seen_key = keys::seen(tenant);
     let old_seen: SeenWindow =
         match store.get(&seen_key).await.map_err(|e| PollError::store(tenant, "read the seen window", e))? {
             None => SeenWindow::default(),
@@ -294,7 +284,7 @@ async fn walk(
     window.versions.retain(|_, t| *t >= cutoff);
     let bytes = serde_json::to_vec(&window).expect("windows serialize");
     store.put(&seen_key, &bytes).await.map_err(|e| PollError::store(tenant, "save the seen window", e))?;
-    let written = advance(app, tenant, etag, new_wm, now).await?;
+    let written = advance(app, tenant, stored, new_wm, now).await?;
     report.watermark_after = Some(written.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
 
     let stats = app.graph.call_stats(tenant);
@@ -311,35 +301,27 @@ async fn walk(
 async fn advance(
     app: &App,
     tenant: &str,
-    mut cond: Precondition,
+    read: Option<Versioned>,
     new_wm: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, PollError> {
-    let key = watermark_key(tenant);
-    for _ in 0..5 {
-        let value = serde_json::to_vec(&Watermark { watermark: new_wm, updated: now }).expect("serializes");
-        match app.store.put_if(&key, &value, cond).await {
-            Ok(_) => return Ok(new_wm),
-            Err(StoreError::Conflict { .. }) => {
-                let current =
-                    app.store.get(&key).await.map_err(|e| PollError::store(tenant, "re-read the watermark", e))?;
-                let Some(current) = current else {
-                    cond = Precondition::Absent;
-                    continue;
-                };
-                match serde_json::from_slice::<Watermark>(&current.value) {
-                    Ok(w) if w.watermark >= new_wm => return Ok(w.watermark),
-                    _ => cond = Precondition::Matches(current.etag),
-                }
-            }
-            Err(e) => return Err(PollError::store(tenant, "advance the watermark", e)),
+    let value = serde_json::to_vec(&Watermark { watermark: new_wm, updated: now }).expect("serializes");
+    let written = store::update_from(app.store.as_ref(), &keys::watermark(tenant), read, |current| {
+        match current.map(serde_json::from_slice::<Watermark>) {
+            Some(Ok(w)) if w.watermark > new_wm => Change::Keep(w.watermark),
+            _ => Change::Put(value.clone(), new_wm),
         }
+    })
+    .await;
+    match written {
+        Ok(wm) => Ok(wm),
+        Err(StoreError::Conflict { .. }) => Err(PollError::new(
+            tenant,
+            "the watermark kept changing under concurrent polls; the next poll will retry",
+            Retry::Retryable,
+        )),
+        Err(e) => Err(PollError::store(tenant, "advance the watermark", e)),
     }
-    Err(PollError::new(
-        tenant,
-        "the watermark kept changing under concurrent polls; the next poll will retry",
-        Retry::Retryable,
-    ))
 }
 
 /// The outcome of one tenant in [`poll_all`].

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::graph::GraphError;
 use crate::intake::Message;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, keys};
 
 pub use crate::config::intake::SubscriptionConfig;
 
@@ -160,18 +160,6 @@ impl std::fmt::Debug for PendingRecord {
     }
 }
 
-/// Store prefix of every subscription record.
-pub const PREFIX: &str = "subscriptions/";
-
-/// Store key of a subscription record.
-pub fn record_key(tenant: &str, id: &str) -> String {
-    format!("{PREFIX}{tenant}/{id}")
-}
-
-fn is_pending_key(key: &str) -> bool {
-    key.rsplit('/').next().is_some_and(|last| last.starts_with("pending-"))
-}
-
 /// Graph subscription ids are GUIDs; anything else is not used as part of a store key.
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -179,13 +167,9 @@ fn valid_id(id: &str) -> bool {
 
 /// Every stored subscription record (not pending ones) of one tenant, or of all when `tenant` is `None`.
 pub async fn load_records(store: &dyn Store, tenant: Option<&str>) -> Result<Vec<SubscriptionRecord>, StoreError> {
-    let prefix = match tenant {
-        Some(t) => format!("{PREFIX}{t}/"),
-        None => PREFIX.to_string(),
-    };
     let mut out = Vec::new();
-    for key in store.list(&prefix).await? {
-        if is_pending_key(&key) {
+    for key in store.list(&keys::subscriptions(tenant)).await? {
+        if keys::is_subscription_pending(&key) {
             continue;
         }
         if let Some(record) = read_json::<SubscriptionRecord>(store, &key).await? {
@@ -209,7 +193,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(store: &dyn Store, key: &str) -
 
 async fn put_record(store: &dyn Store, record: &SubscriptionRecord) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(record).expect("records serialize");
-    store.put(&record_key(&record.tenant, &record.id), &bytes).await.map(|_| ())
+    store.put(&keys::subscription(&record.tenant, &record.id), &bytes).await.map(|_| ())
 }
 
 /// The URLs Graph is given: notification and lifecycle, with the configured query (a function key).
@@ -330,13 +314,13 @@ pub async fn sync(app: &App, now: DateTime<Utc>) -> Report {
     let endpoints = Endpoints::from_config(&app.config);
     let mut tenants: Vec<String> = app.config.tenants.iter().map(|t| t.name.clone()).collect();
     // Tenants removed from the config may still have records: their subscriptions are deleted too.
-    match app.store.list(PREFIX).await {
-        Ok(keys) => {
-            for key in keys {
-                if let Some(t) = key.strip_prefix(PREFIX).and_then(|r| r.split('/').next())
-                    && !tenants.iter().any(|n| n == t)
+    match app.store.list(&keys::subscriptions(None)).await {
+        Ok(stored) => {
+            for key in stored {
+                if let Some(t) = keys::subscription_tenant(&key)
+                    && !tenants.contains(&t)
                 {
-                    tenants.push(t.to_string());
+                    tenants.push(t);
                 }
             }
         }
@@ -466,7 +450,7 @@ async fn sync_tenant(app: &App, tenant: &str, endpoints: Option<&Endpoints>, now
     for record in records.iter().filter(|r| !matched.contains(&r.id)) {
         let result: Result<(), OpError> = async {
             app.graph.delete_subscription(tenant, &record.id).await?;
-            store.delete(&record_key(tenant, &record.id)).await?;
+            store.delete(&keys::subscription(tenant, &record.id)).await?;
             Ok(())
         }
         .await;
@@ -505,8 +489,8 @@ async fn sync_tenant(app: &App, tenant: &str, endpoints: Option<&Endpoints>, now
 /// Removes stale pending records and returns the live ones.
 async fn clean_pending(store: &dyn Store, tenant: &str, now: DateTime<Utc>) -> Vec<PendingRecord> {
     let mut live = Vec::new();
-    let Ok(keys) = store.list(&format!("{PREFIX}{tenant}/pending-")).await else { return live };
-    for key in keys {
+    let Ok(pending) = store.list(&keys::subscriptions_pending(tenant)).await else { return live };
+    for key in pending {
         match read_json::<PendingRecord>(store, &key).await {
             Ok(Some(p)) if now - p.started < chrono::Duration::minutes(PENDING_TTL_MINUTES) => live.push(p),
             Ok(_) => {
@@ -519,9 +503,9 @@ async fn clean_pending(store: &dyn Store, tenant: &str, now: DateTime<Utc>) -> V
 }
 
 /// Every pending record (subscriptions being created), for notifications that arrive before the record.
-pub async fn load_pending(store: &dyn Store, keys: &[String]) -> Result<Vec<PendingRecord>, StoreError> {
+pub async fn load_pending(store: &dyn Store, listed: &[String]) -> Result<Vec<PendingRecord>, StoreError> {
     let mut out = Vec::new();
-    for key in keys.iter().filter(|k| is_pending_key(k)) {
+    for key in listed.iter().filter(|k| keys::is_subscription_pending(k)) {
         if let Some(p) = read_json(store, key).await? {
             out.push(p);
         }
@@ -538,7 +522,7 @@ async fn create(
     now: DateTime<Utc>,
 ) -> Result<SubscriptionRecord, OpError> {
     let client_state = new_client_state();
-    let pending_key = format!("{PREFIX}{tenant}/pending-{}", uuid::Uuid::new_v4());
+    let pending_key = keys::subscription_pending(tenant, &uuid::Uuid::new_v4().to_string());
     let pending = PendingRecord {
         tenant: tenant.into(),
         resource: want.resource.clone(),
@@ -606,7 +590,7 @@ async fn recreate(
         // The replacement works; the old one lapses on its own or is deleted as an orphan next time.
         tracing::warn!(tenant = %old.tenant, id = %old.id, "could not delete the replaced subscription: {}", crate::redact::redact(&e.to_string()));
     }
-    app.store.delete(&record_key(&old.tenant, &old.id)).await?;
+    app.store.delete(&keys::subscription(&old.tenant, &old.id)).await?;
     Ok(new)
 }
 
@@ -747,7 +731,7 @@ pub async fn act_on_lifecycle(app: &App, record: &SubscriptionRecord, needs: Nee
                         .map(|r| format!("recreated as {}", r.id)),
                     _ => {
                         // No longer configured: the record goes, nothing is recreated.
-                        app.store.delete(&record_key(&marked.tenant, &marked.id)).await?;
+                        app.store.delete(&keys::subscription(&marked.tenant, &marked.id)).await?;
                         Ok("removed (no longer configured)".to_string())
                     }
                 }
@@ -824,8 +808,8 @@ mod tests {
         assert!(!same_resource("users/a/messages", "users/b/messages"));
         assert!(same_change_type("created, updated", "updated,created"));
         assert!(!same_change_type("created", "created,updated"));
-        assert!(is_pending_key("subscriptions/contoso/pending-abc"));
-        assert!(!is_pending_key("subscriptions/contoso/5f0c-11"));
+        assert!(keys::is_subscription_pending("subscriptions/contoso/pending-abc"));
+        assert!(!keys::is_subscription_pending("subscriptions/contoso/5f0c-11"));
         assert!(!valid_id("../x"));
     }
 }

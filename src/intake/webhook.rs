@@ -29,7 +29,7 @@ use crate::app::App;
 use crate::intake::Message;
 use crate::intake::http::{HttpRequest, HttpResponse};
 use crate::intake::subscriptions::{self, LifecycleEvent, PendingRecord, SubscriptionRecord};
-use crate::store::{Claim, StoreError};
+use crate::store::{Once, StoreError, keys, once};
 
 pub use crate::config::intake::WebhookConfig;
 
@@ -186,7 +186,7 @@ struct Directory {
 
 impl Directory {
     async fn load(app: &App, ids: &HashSet<&str>) -> Result<Directory, StoreError> {
-        let keys = app.store.list(subscriptions::PREFIX).await?;
+        let keys = app.store.list(&keys::subscriptions(None)).await?;
         let mut records = HashMap::new();
         let mut unknown = ids.clone();
         for key in &keys {
@@ -458,24 +458,20 @@ async fn doorbell(app: &App, req: &HttpRequest, now: DateTime<Utc>) -> HttpRespo
         return HttpResponse::text(422, "alert_id must be 1-256 characters of letters, digits, '-', '_', '.', ':'");
     }
     // A signature is good once: claimed for twice the window (a replay after that has a stale timestamp).
-    let key = format!("doorbell/{sig}");
-    match app.store.claim(&key, window * 2).await {
-        Ok(Claim::Acquired) => {}
-        Ok(Claim::Done | Claim::Held) => return HttpResponse::text(409, "this signature was already used"),
-        Err(e) => return retry_later("doorbell", &format!("claiming the signature: {e}")),
-    }
     let message = match parsed.alert_id {
         Some(alert_id) => Message::Lookup { tenant: tenant.name.clone(), alert_id },
         None => Message::Poll { tenant: tenant.name.clone(), reason: "doorbell".into() },
     };
-    if let Err(e) = message.send(app.store.as_ref(), app.queue.as_ref()).await {
-        // Give the signature back so the caller's retry of the same request works.
-        let _ = app.store.release(&key).await;
-        return retry_later("doorbell", &format!("queueing: {e}"));
-    }
-    if let Err(e) = app.store.complete(&key).await {
-        // The message is queued; the claim's lease still blocks replays until it runs out.
-        tracing::warn!("could not mark a doorbell signature as used: {e}");
+    let queued = once(app.store.as_ref(), &keys::doorbell(&sig), window * 2, || {
+        message.send(app.store.as_ref(), app.queue.as_ref())
+    })
+    .await;
+    match queued {
+        Ok(Once::Done(())) => {}
+        Ok(Once::AlreadyDone | Once::Held) => return HttpResponse::text(409, "this signature was already used"),
+        // The signature was given back, so the caller's retry of the same request works.
+        Ok(Once::Failed(e)) => return retry_later("doorbell", &format!("queueing: {e}")),
+        Err(e) => return retry_later("doorbell", &format!("claiming the signature: {e}")),
     }
     tracing::info!(tenant = %tenant.name, "doorbell rang");
     HttpResponse::json(202, &json!({"queued": serde_json::to_value(&message).expect("serializes")}))

@@ -14,7 +14,7 @@ use super::{Notifier, NotifyError, SendContext};
 use crate::alert::Alert;
 use crate::config::Issue;
 use crate::graph::Retry;
-use crate::store::{Precondition, Store, StoreError};
+use crate::store::{Change, Store, StoreError, keys};
 
 /// Exchange Online accepts 30 messages a minute from one mailbox.
 pub const PER_MINUTE: u32 = 30;
@@ -121,24 +121,17 @@ pub async fn book_slot(store: &dyn Store, sender: &str, now: DateTime<Utc>) -> R
     let minute = now.with_second(0).and_then(|t| t.with_nanosecond(0)).expect("valid time");
     for ahead in 0..LOOKAHEAD_MINUTES {
         let start = minute + chrono::Duration::minutes(ahead);
-        let key = format!("ratelimit/mail/{}/{}", sender.to_ascii_lowercase(), start.format("%Y%m%dT%H%M"));
         // Compare-and-swap, so two instances never both take the thirtieth slot.
-        loop {
-            let current = store.get(&key).await?;
-            let used: u32 =
-                current.as_ref().and_then(|v| std::str::from_utf8(&v.value).ok()?.parse().ok()).unwrap_or(0);
+        let booked = crate::store::update(store, &keys::mail_slots(sender, start), |current| {
+            let used: u32 = current.and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()).unwrap_or(0);
             if used >= PER_MINUTE {
-                break;
+                return Change::Keep(false);
             }
-            let cond = match current {
-                Some(v) => Precondition::Matches(v.etag),
-                None => Precondition::Absent,
-            };
-            match store.put_if(&key, (used + 1).to_string().as_bytes(), cond).await {
-                Ok(_) => return Ok(Some((start - now).to_std().unwrap_or_default())),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
-            }
+            Change::Put((used + 1).to_string().into_bytes(), true)
+        })
+        .await?;
+        if booked {
+            return Ok(Some((start - now).to_std().unwrap_or_default()));
         }
     }
     Ok(None)

@@ -27,12 +27,10 @@ use crate::app::App;
 use crate::audit::{Action, Record};
 use crate::graph::{AlertUpdate, GraphError, Retry};
 use crate::rules::{Blocked, CloseMatch, Decision, Mode, Outcome};
-use crate::store::{Claim, Precondition, Store, StoreError};
+use crate::store::{Change, Once, Store, StoreError, keys, once};
 
 /// How long a worker may take over one PATCH or comment before another may try again.
 const LEASE: Duration = Duration::from_secs(300);
-/// Compare-and-swap attempts on the breaker counter before giving up (and retrying the message).
-const CAS_ATTEMPTS: usize = 20;
 
 /// What closing did.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,11 +148,6 @@ fn graph_error(e: &GraphError) -> String {
     crate::redact::redact(&format!("{e}{status}"))
 }
 
-/// The UTC hour a breaker counts in, as part of a key.
-pub fn breaker_key(rule_id: &str, now: DateTime<Utc>) -> String {
-    format!("breaker/{rule_id}/{}", now.format("%Y-%m-%dT%H"))
-}
-
 /// Takes one close slot of the rule's breaker for the hour of `now`; `Err(count)` when it is open.
 pub async fn reserve_slot(
     store: &dyn Store,
@@ -162,22 +155,22 @@ pub async fn reserve_slot(
     limit: u32,
     now: DateTime<Utc>,
 ) -> Result<Result<u32, u32>, StoreError> {
-    let key = breaker_key(rule_id, now);
-    for _ in 0..CAS_ATTEMPTS {
-        let current = store.get(&key).await?;
-        let count =
-            current.as_ref().and_then(|v| std::str::from_utf8(&v.value).ok()?.trim().parse::<u32>().ok()).unwrap_or(0);
+    let key = keys::breaker(rule_id, now);
+    let reserved = crate::store::update(store, &key, |current| {
+        let count = current.and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u32>().ok()).unwrap_or(0);
         if count >= limit {
-            return Ok(Err(count));
+            return Change::Keep(Err(count));
         }
-        let cond = current.map(|v| Precondition::Matches(v.etag)).unwrap_or(Precondition::Absent);
-        match store.put_if(&key, (count + 1).to_string().as_bytes(), cond).await {
-            Ok(_) => return Ok(Ok(count + 1)),
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e),
+        Change::Put((count + 1).to_string().into_bytes(), Ok(count + 1))
+    })
+    .await;
+    match reserved {
+        // Too much contention: give up, and the message is retried.
+        Err(StoreError::Conflict { .. }) => {
+            Err(StoreError::Backend(format!("{key}: too much contention on the breaker counter")))
         }
+        other => other,
     }
-    Err(StoreError::Backend(format!("{key}: too much contention on the breaker counter")))
 }
 
 /// Closes `alert` in Graph as the rule `m` says, at most once per alert version.
@@ -193,14 +186,32 @@ pub async fn close(
     now: DateTime<Utc>,
 ) -> Result<Closed, RespondError> {
     let version = alert.version();
-    let close_key = format!("close/{tenant}/{}/{version}", alert.id);
-    let comment_key = format!("comment/{tenant}/{}/{version}", alert.id);
+    let close_key = keys::close(tenant, &alert.id, version);
+    let comment_key = keys::comment(tenant, &alert.id, version);
     let store = app.store.as_ref();
 
-    let outcome_key = format!("close-outcome/{tenant}/{}/{version}", alert.id);
-    let mut result = match store.claim(&close_key, LEASE).await.map_err(store_error)? {
-        Claim::Held => return Err(RespondError::Retry(format!("{close_key} is being closed by another worker"))),
-        Claim::Done => match store.get(&outcome_key).await.map_err(store_error)? {
+    let outcome_key = keys::close_outcome(tenant, &alert.id, version);
+    // The act's error is what `close` returns once the claim is given back: `Ok` when nothing was sent
+    // (a later delivery decides afresh), `Err` when it failed.
+    let closing = once(store, &close_key, LEASE, || async {
+        match patch(app, tenant, alert, m, now).await {
+            Ok(closed @ Closed::Closed { .. }) => Ok(closed),
+            Ok(Closed::Failed { graph_status, message }) => {
+                // Retrying cannot help; completing the claim keeps a redelivery from trying again, and
+                // the outcome tells it what happened.
+                let outcome = format!("failed {} {message}", graph_status.map(|s| s.to_string()).unwrap_or("-".into()));
+                store.put(&outcome_key, outcome.as_bytes()).await.map_err(|e| Err(store_error(e)))?;
+                Ok(Closed::Failed { graph_status, message })
+            }
+            Ok(other) => Err(Ok(other)),
+            Err(e) => Err(Err(e)),
+        }
+    })
+    .await
+    .map_err(store_error)?;
+    let mut result = match closing {
+        Once::Held => return Err(RespondError::Retry(format!("{close_key} is being closed by another worker"))),
+        Once::AlreadyDone => match store.get(&outcome_key).await.map_err(store_error)? {
             // An earlier delivery was refused for good: say so again (its audit record and
             // notifications are claimed once), and never comment on an alert that was not closed.
             Some(v) if v.value.starts_with(b"failed") => {
@@ -213,57 +224,38 @@ pub async fn close(
             }
             _ => None,
         },
-        Claim::Acquired => match patch(app, tenant, alert, m, now).await {
-            Ok(closed @ Closed::Closed { .. }) => {
-                store.complete(&close_key).await.map_err(store_error)?;
-                Some(closed)
-            }
-            Ok(Closed::Failed { graph_status, message }) => {
-                // Retrying cannot help; completing the claim keeps a redelivery from trying again, and
-                // the outcome tells it what happened.
-                let outcome = format!("failed {} {message}", graph_status.map(|s| s.to_string()).unwrap_or("-".into()));
-                store.put(&outcome_key, outcome.as_bytes()).await.map_err(store_error)?;
-                store.complete(&close_key).await.map_err(store_error)?;
-                return Ok(Closed::Failed { graph_status, message });
-            }
-            Ok(other) => {
-                // Nothing was sent: give the claim back so that a later delivery decides afresh.
-                store.release(&close_key).await.map_err(store_error)?;
-                return Ok(other);
-            }
-            Err(e) => {
-                let _ = store.release(&close_key).await;
-                return Err(e);
-            }
-        },
+        Once::Done(failed @ Closed::Failed { .. }) => return Ok(failed),
+        Once::Done(closed) => Some(closed),
+        Once::Failed(not_closed) => return not_closed,
     };
 
-    match store.claim(&comment_key, LEASE).await.map_err(store_error)? {
-        Claim::Held => return Err(RespondError::Retry(format!("{comment_key} is being added by another worker"))),
-        Claim::Done => {}
-        Claim::Acquired => match app.graph.add_comment(tenant, &alert.id, &m.comment).await {
-            Ok(()) => store.complete(&comment_key).await.map_err(store_error)?,
-            Err(e) if e.retry == Retry::Retryable => {
-                let _ = store.release(&comment_key).await;
-                return Err(RespondError::Retry(format!("comment on {}: {}", alert.id, graph_error(&e))));
-            }
-            Err(e) => {
-                // The alert is closed; a comment Graph refuses for good is recorded, not retried forever.
-                store.complete(&comment_key).await.map_err(store_error)?;
-                let why = graph_error(&e);
-                tracing::error!(alert = %alert.id, "closed, but the comment was refused: {why}");
-                match &mut result {
-                    Some(Closed::Closed { comment_error, .. }) => *comment_error = Some(why),
-                    _ => {
-                        result = Some(Closed::Closed {
-                            graph_status: 200,
-                            status_after: Some("resolved".into()),
-                            comment_error: Some(why),
-                        })
-                    }
+    let commenting = once(store, &comment_key, LEASE, || async {
+        match app.graph.add_comment(tenant, &alert.id, &m.comment).await {
+            Ok(()) => Ok(None),
+            Err(e) if e.retry == Retry::Retryable => Err(e),
+            // The alert is closed; a comment Graph refuses for good is recorded, not retried forever.
+            Err(e) => Ok(Some(graph_error(&e))),
+        }
+    })
+    .await
+    .map_err(store_error)?;
+    match commenting {
+        Once::Held => return Err(RespondError::Retry(format!("{comment_key} is being added by another worker"))),
+        Once::AlreadyDone | Once::Done(None) => {}
+        Once::Failed(e) => return Err(RespondError::Retry(format!("comment on {}: {}", alert.id, graph_error(&e)))),
+        Once::Done(Some(why)) => {
+            tracing::error!(alert = %alert.id, "closed, but the comment was refused: {why}");
+            match &mut result {
+                Some(Closed::Closed { comment_error, .. }) => *comment_error = Some(why),
+                _ => {
+                    result = Some(Closed::Closed {
+                        graph_status: 200,
+                        status_after: Some("resolved".into()),
+                        comment_error: Some(why),
+                    })
                 }
             }
-        },
+        }
     }
     Ok(result.unwrap_or(Closed::AlreadyDone))
 }

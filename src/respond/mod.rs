@@ -19,7 +19,7 @@ use crate::graph::Retry;
 use crate::intake::Message;
 use crate::notify::deliver::{DeliverError, deliver};
 use crate::rules::{CloseMatch, Decision};
-use crate::store::Claim;
+use crate::store::{Once, keys, once};
 
 /// Why a message was not processed.
 #[derive(Debug, thiserror::Error)]
@@ -100,17 +100,15 @@ fn decide(app: &App, tenant: &str, alert: &Alert, now: DateTime<Utc>) -> Decisio
 
 /// Appends an audit record once per alert version and action, even when the message is redelivered.
 async fn record_once(app: &App, tenant: &str, now: DateTime<Utc>, entry: Record) -> Result<(), RespondError> {
-    let key = format!("audited/{tenant}/{}/{}/{}", entry.alert_id, entry.alert_version, entry.action);
-    match app.store.claim(&key, std::time::Duration::from_secs(60)).await.map_err(retry)? {
-        Claim::Done => Ok(()),
-        Claim::Held => Err(RespondError::Retry(format!("{key} is being recorded by another worker"))),
-        Claim::Acquired => match audit::append(app.store.as_ref(), tenant, now, entry).await {
-            Ok(_) => app.store.complete(&key).await.map_err(retry),
-            Err(e) => {
-                let _ = app.store.release(&key).await;
-                Err(RespondError::Retry(e.to_string()))
-            }
-        },
+    let key = keys::audited(tenant, &entry.alert_id, &entry.alert_version, &entry.action.to_string());
+    let store = app.store.as_ref();
+    match once(store, &key, std::time::Duration::from_secs(60), || audit::append(store, tenant, now, entry))
+        .await
+        .map_err(retry)?
+    {
+        Once::Done(_) | Once::AlreadyDone => Ok(()),
+        Once::Held => Err(RespondError::Retry(format!("{key} is being recorded by another worker"))),
+        Once::Failed(e) => Err(RespondError::Retry(e.to_string())),
     }
 }
 
@@ -122,13 +120,8 @@ async fn tell_owner_breaker_open(
     count: u32,
     now: DateTime<Utc>,
 ) -> Result<(), RespondError> {
-    let hour = now.format("%Y-%m-%dT%H").to_string();
-    let key = format!("breaker-notice/{}/{hour}", m.rule_id);
-    match app.store.claim(&key, std::time::Duration::from_secs(60)).await.map_err(retry)? {
-        Claim::Done => return Ok(()),
-        Claim::Held => return Err(RespondError::Retry(format!("{key} is being sent by another worker"))),
-        Claim::Acquired => {}
-    }
+    let hour = keys::hour(now);
+    let key = keys::breaker_notice(&m.rule_id, now);
     let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let alert = serde_json::json!({
         "id": format!("secmon-breaker-{}-{}", m.rule_id, hour.replace(':', "")),
@@ -148,12 +141,11 @@ async fn tell_owner_breaker_open(
         "secmon": {"kind": "breaker_open", "rule": m.rule_id, "owner": m.owner, "count": count, "limit": m.max_per_hour},
     });
     let message = Message::Alert { tenant: tenant.to_string(), alert };
-    match message.send(app.store.as_ref(), app.queue.as_ref()).await {
-        Ok(()) => app.store.complete(&key).await.map_err(retry),
-        Err(e) => {
-            let _ = app.store.release(&key).await;
-            Err(retry(e))
-        }
+    let send = || message.send(app.store.as_ref(), app.queue.as_ref());
+    match once(app.store.as_ref(), &key, std::time::Duration::from_secs(60), send).await.map_err(retry)? {
+        Once::Done(()) | Once::AlreadyDone => Ok(()),
+        Once::Held => Err(RespondError::Retry(format!("{key} is being sent by another worker"))),
+        Once::Failed(e) => Err(retry(e)),
     }
 }
 

@@ -28,13 +28,16 @@ use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, Queu
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::{Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, Versioned, poison_name};
+use super::{Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, Versioned, keys, poison_name};
 use crate::clock::{Clock, SystemClock};
 
 /// S3's limit on the length of an object key, in bytes.
 const S3_KEY_LIMIT: usize = 1024;
 /// The message attribute that marks a body sent as base64 (SQS bodies must be XML-safe text).
 pub const ENCODING_ATTRIBUTE: &str = "secmon-encoding";
+/// The largest queue body: an SQS message holds 256 KiB with its attributes, and a body that is not
+/// SQS-safe text is sent in base64 ([`encode_body`]), which grows it by a third.
+pub const MAX_BODY: usize = 190 * 1024;
 
 /// Where the AWS backend lives, as the Lambda functions read it from their environment.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -506,10 +509,6 @@ impl SqsQueue {
         Ok(url)
     }
 
-    fn receipt_key(queue: &str, id: &str) -> String {
-        format!("queue-receipts/{queue}/{id}")
-    }
-
     async fn delete_handle(&self, queue: &str, url: &str, handle: &str) -> StoreResult<()> {
         self.client
             .delete_message()
@@ -578,11 +577,11 @@ impl Queue for SqsQueue {
                     // Failed max_dequeue times already: set aside, never dropped (poison first, then delete).
                     self.send(&poison_name(queue), &body).await?;
                     self.delete_handle(queue, &url, handle).await?;
-                    self.receipts.delete(&Self::receipt_key(queue, id)).await?;
+                    self.receipts.delete(&keys::queue_receipt(queue, id)).await?;
                     tracing::error!(queue, id, count, "message moved to {}", poison_name(queue));
                     continue;
                 }
-                self.receipts.put(&Self::receipt_key(queue, id), handle.as_bytes()).await?;
+                self.receipts.put(&keys::queue_receipt(queue, id), handle.as_bytes()).await?;
                 out.push(Received { id: id.into(), receipt: handle.into(), body, dequeue_count: count });
             }
         }
@@ -591,7 +590,7 @@ impl Queue for SqsQueue {
 
     async fn delete(&self, queue: &str, msg: &Received) -> StoreResult<()> {
         let url = self.url(queue).await?;
-        let key = Self::receipt_key(queue, &msg.id);
+        let key = keys::queue_receipt(queue, &msg.id);
         match self.receipts.get(&key).await? {
             Some(current) if current.value == msg.receipt.as_bytes() => {}
             // Received again since (or deleted): this receiver no longer holds it.
@@ -605,7 +604,7 @@ impl Queue for SqsQueue {
         self.send(&poison_name(queue), &msg.body).await?;
         let url = self.url(queue).await?;
         self.delete_handle(queue, &url, &msg.receipt).await?;
-        self.receipts.delete(&Self::receipt_key(queue, &msg.id)).await
+        self.receipts.delete(&keys::queue_receipt(queue, &msg.id)).await
     }
 
     async fn len(&self, queue: &str) -> StoreResult<usize> {
@@ -625,6 +624,10 @@ impl Queue for SqsQueue {
 
     fn max_dequeue(&self) -> u32 {
         self.max_dequeue
+    }
+
+    fn max_body(&self) -> usize {
+        MAX_BODY
     }
 }
 

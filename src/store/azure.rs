@@ -49,6 +49,9 @@ pub const STATE_CONTAINER: &str = "secmon-state";
 pub const AUDIT_CONTAINER: &str = "secmon-audit";
 /// How many times a message is received before it is poison; the Functions host's default.
 pub const DEFAULT_MAX_DEQUEUE: u32 = 5;
+/// The largest queue body: a Storage Queue message holds 64 KiB of text, 48 KiB of body once in
+/// base64; 45 KiB leaves room for the encoding's padding and the service's own accounting.
+pub const MAX_BODY: usize = 45 * 1024;
 
 /// Where the Azure store lives and how it authenticates, usually read from the environment.
 #[derive(Clone)]
@@ -623,6 +626,10 @@ impl Queue for AzureStore {
 
     fn max_dequeue(&self) -> u32 {
         self.max_dequeue
+    }
+
+    fn max_body(&self) -> usize {
+        MAX_BODY
     }
 }
 

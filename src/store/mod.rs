@@ -7,6 +7,10 @@
 //! - [`Store::append`]: append-only record streams (the audit trail);
 //! - [`Queue`]: at-least-once messages with a visibility timeout, a dequeue count, and a poison queue.
 //!
+//! Over the contract, the state layer every stage uses instead of writing it out again: [`keys`] (the
+//! whole keyspace, one function per key family), [`once()`] (the claim protocol around one side effect)
+//! and [`update()`] (compare-and-swap read-modify-write).
+//!
 //! Backends: [`sqlite`] (embedded, standalone mode); [`azure`] (Blob storage and Storage Queues);
 //! `aws` (S3 and SQS, feature `aws`).
 //! [`contract`] is the test suite every backend must pass.
@@ -18,8 +22,14 @@ use async_trait::async_trait;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod azure;
+mod cas;
 pub mod contract;
+pub mod keys;
+mod once;
 pub mod sqlite;
+
+pub use cas::{CAS_ATTEMPTS, Change, update, update_from};
+pub use once::{Once, once};
 
 /// An opaque version tag of a stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +145,9 @@ pub trait Queue: Send + Sync {
     async fn len(&self, queue: &str) -> StoreResult<usize>;
     /// After this many receives a message is poison.
     fn max_dequeue(&self) -> u32;
+    /// The largest body [`Queue::send`] carries; a larger message travels through the store and the
+    /// queue carries a reference to it ([`crate::intake::Message::send`]).
+    fn max_body(&self) -> usize;
 }
 
 /// The name of the poison queue of `queue`.

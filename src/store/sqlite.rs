@@ -390,6 +390,12 @@ impl Queue for SqliteStore {
     fn max_dequeue(&self) -> u32 {
         self.max_dequeue
     }
+
+    /// The embedded queue holds any size; it keeps to the Azure queue's limit so that standalone mode
+    /// and the tests send a large alert the way production does.
+    fn max_body(&self) -> usize {
+        super::azure::MAX_BODY
+    }
 }
 
 #[cfg(test)]

@@ -160,4 +160,7 @@ impl Queue for BrokenQueue {
     fn max_dequeue(&self) -> u32 {
         5
     }
+    fn max_body(&self) -> usize {
+        self.inner.max_body()
+    }
 }

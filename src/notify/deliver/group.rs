@@ -7,10 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::claim::key;
 use crate::alert::Alert;
 use crate::notify::view::{Member, View};
-use crate::store::{Precondition, Store, StoreError};
+use crate::store::{Change, Store, StoreError, keys};
 
 /// A grouping record whose leader never finished is taken over after this long.
 const STALE_GROUP: chrono::Duration = chrono::Duration::hours(1);
@@ -52,67 +51,48 @@ async fn join(
     now: DateTime<Utc>,
     window: Duration,
 ) -> Result<Joined, StoreError> {
-    loop {
-        let current = store.get(key).await?;
-        let group: Option<Group> = current.as_ref().and_then(|v| serde_json::from_slice(&v.value).ok());
-        let (next, answer) = match &group {
-            Some(g) if g.leader == me.id => return Ok(Joined::Lead { closes: g.closes }),
-            Some(g) if g.members.iter().any(|m| m.id == me.id) => {
-                return Ok(Joined::Member { leader: g.leader.clone() });
-            }
-            Some(g) if g.state == GroupState::Open && now < g.closes => {
-                let mut g = g.clone();
+    crate::store::update(store, key, |current| {
+        let group: Option<Group> = current.and_then(|v| serde_json::from_slice(v).ok());
+        match group {
+            Some(g) if g.leader == me.id => Change::Keep(Joined::Lead { closes: g.closes }),
+            Some(g) if g.members.iter().any(|m| m.id == me.id) => Change::Keep(Joined::Member { leader: g.leader }),
+            Some(mut g) if g.state == GroupState::Open && now < g.closes => {
                 g.members.push(me.clone());
-                let leader = g.leader.clone();
-                (g, Joined::Member { leader })
+                Change::Put(serde_json::to_vec(&g).expect("JSON"), Joined::Member { leader: g.leader })
             }
-            Some(g) if g.state != GroupState::Sent && now < g.closes + STALE_GROUP => return Ok(Joined::Alone),
+            Some(g) if g.state != GroupState::Sent && now < g.closes + STALE_GROUP => Change::Keep(Joined::Alone),
             _ => {
                 let closes = now + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::zero());
                 let g = Group { leader: me.id.clone(), closes, state: GroupState::Open, members: Vec::new() };
-                (g, Joined::Lead { closes })
+                Change::Put(serde_json::to_vec(&g).expect("JSON"), Joined::Lead { closes })
             }
-        };
-        let cond = match current {
-            Some(v) => Precondition::Matches(v.etag),
-            None => Precondition::Absent,
-        };
-        match store.put_if(key, &serde_json::to_vec(&next).expect("JSON"), cond).await {
-            Ok(_) => return Ok(answer),
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e),
         }
-    }
+    })
+    .await
 }
 
 /// Closes the group led by `leader` to new members and returns its members.
 async fn close(store: &dyn Store, key: &str, leader: &str) -> Result<Vec<Member>, StoreError> {
-    loop {
-        let Some(current) = store.get(key).await? else { return Ok(Vec::new()) };
-        let Ok(mut g) = serde_json::from_slice::<Group>(&current.value) else { return Ok(Vec::new()) };
+    crate::store::update(store, key, |current| {
+        let Some(Ok(mut g)) = current.map(serde_json::from_slice::<Group>) else { return Change::Keep(Vec::new()) };
         if g.leader != leader || g.state != GroupState::Open {
-            return Ok(if g.leader == leader { g.members } else { Vec::new() });
+            return Change::Keep(if g.leader == leader { g.members } else { Vec::new() });
         }
         g.state = GroupState::Closed;
-        match store.put_if(key, &serde_json::to_vec(&g).expect("JSON"), Precondition::Matches(current.etag)).await {
-            Ok(_) => return Ok(g.members),
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+        Change::Put(serde_json::to_vec(&g).expect("JSON"), g.members)
+    })
+    .await
 }
 
 /// Marks the group led by `leader` as sent, so that it is not taken over as stale.
 pub(super) async fn mark_sent(store: &dyn Store, key: &str, leader: &str) {
-    let result = async {
-        let Some(current) = store.get(key).await? else { return Ok(()) };
-        let Ok(mut g) = serde_json::from_slice::<Group>(&current.value) else { return Ok(()) };
-        if g.leader == leader {
+    let result = crate::store::update(store, key, |current| match current.map(serde_json::from_slice::<Group>) {
+        Some(Ok(mut g)) if g.leader == leader => {
             g.state = GroupState::Sent;
-            store.put_if(key, &serde_json::to_vec(&g).expect("JSON"), Precondition::Matches(current.etag)).await?;
+            Change::Put(serde_json::to_vec(&g).expect("JSON"), ())
         }
-        Ok::<_, StoreError>(())
-    }
+        _ => Change::Keep(()),
+    })
     .await;
     if let Err(e) = result {
         // The group is taken over once stale; until then later alerts of the incident go alone.
@@ -149,7 +129,7 @@ pub(super) async fn group(
 ) -> Result<Grouping, StoreError> {
     let incident = alert.incident_id.clone().filter(|i| !i.is_empty() && !alert.id.starts_with("secmon-"));
     let (Some(window), Some(incident)) = (window, incident) else { return Ok(Grouping::Alone) };
-    let gk = key(&["notify-group", tenant, receiver, &incident]);
+    let gk = keys::notify_group(tenant, receiver, &incident);
     match join(store, &gk, view.member(), now, window).await? {
         Joined::Member { leader } => Ok(Grouping::Member { leader }),
         Joined::Lead { closes } => {

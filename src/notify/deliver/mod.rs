@@ -27,7 +27,7 @@ use crate::app::App;
 use crate::graph::Retry;
 use crate::notify::{NotifyError, Receivers};
 use crate::rules::{Delivery, Update};
-use crate::store::{Claim, StoreError};
+use crate::store::{Once, StoreError, keys, once};
 
 /// What delivery did for one alert version.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -78,19 +78,15 @@ pub async fn deliver(
     let mut held = Vec::new();
     for target in deliveries {
         let claim_key = claim::notify_key(tenant, alert, &target.receiver);
-        match claim::claim(app.store.as_ref(), &claim_key, target).await.map_err(store)? {
-            Claim::Done => done.already.push(target.receiver.clone()),
-            Claim::Held => held.push(target.receiver.clone()),
-            Claim::Acquired => match notify_one(app, receivers, tenant, alert, target, &claim_key).await {
-                Ok(Outcome::Sent) => done.sent.push(target.receiver.clone()),
-                Ok(Outcome::Suppressed) => done.suppressed.push(target.receiver.clone()),
-                Ok(Outcome::Grouped) => done.grouped.push(target.receiver.clone()),
-                Err(e) => {
-                    // Give the claim back so the retry sends; the audit record says what happened.
-                    app.store.release(&claim_key).await.map_err(store)?;
-                    failures.push(e);
-                }
-            },
+        let act = || notify_one(app, receivers, tenant, alert, target, &claim_key);
+        match once(app.store.as_ref(), &claim_key, claim::lease(target), act).await.map_err(store)? {
+            Once::AlreadyDone => done.already.push(target.receiver.clone()),
+            Once::Held => held.push(target.receiver.clone()),
+            Once::Done(Outcome::Sent) => done.sent.push(target.receiver.clone()),
+            Once::Done(Outcome::Suppressed) => done.suppressed.push(target.receiver.clone()),
+            Once::Done(Outcome::Grouped) => done.grouped.push(target.receiver.clone()),
+            // The claim was given back so the retry sends; the audit record says what happened.
+            Once::Failed(e) => failures.push(e),
         }
     }
     if !failures.is_empty() || !held.is_empty() {
@@ -116,8 +112,8 @@ enum Outcome {
     Grouped,
 }
 
-/// The steps for one claimed receiver: realert → group → render → send → record. The caller releases
-/// the claim on error.
+/// The steps for one claimed receiver: realert → group → render → send → record. The caller completes
+/// the claim on success and releases it on error.
 async fn notify_one(
     app: &App,
     receivers: &Receivers,
@@ -129,12 +125,11 @@ async fn notify_one(
     let now = app.clock.now();
     let name = target.receiver.as_str();
     let store_err = |e: StoreError| NotifyError::new(name, format!("store: {e}"), Retry::Retryable);
-    let last_key = claim::key(&["notify-last", tenant, &alert.id, name]);
+    let last_key = keys::notify_last(tenant, &alert.id, name);
     let last = realert::last(app.store.as_ref(), &last_key).await.map_err(store_err)?;
     let why = match realert(last.as_ref(), alert, now, target.realert) {
         Ok(why) => why,
         Err(reason) => {
-            app.store.complete(claim_key).await.map_err(store_err)?;
             record::append(app, tenant, now, record::suppressed(alert, name, reason)).await;
             return Ok(Outcome::Suppressed);
         }
@@ -145,7 +140,6 @@ async fn notify_one(
         .map_err(store_err)?
     {
         Grouping::Member { leader } => {
-            app.store.complete(claim_key).await.map_err(store_err)?;
             realert::remember(app.store.as_ref(), &last_key, alert, now).await;
             record::append(app, tenant, now, record::grouped(alert, name, &leader)).await;
             return Ok(Outcome::Grouped);
@@ -161,7 +155,6 @@ async fn notify_one(
     };
     match result {
         Ok(status) => {
-            app.store.complete(claim_key).await.map_err(store_err)?;
             realert::remember(app.store.as_ref(), &last_key, alert, now).await;
             if let Some(gk) = group_key {
                 group::mark_sent(app.store.as_ref(), &gk, &alert.id).await;

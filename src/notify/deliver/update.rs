@@ -1,13 +1,13 @@
 //! A route's `set:`: applied once per alert version after every receiver was told, and never to an
 //! alert that someone changed since secmon read it.
 
-use super::claim::{SEND_LEASE, key};
+use super::claim::SEND_LEASE;
 use super::{DeliverError, record, store};
 use crate::alert::{Alert, AlertStatus};
 use crate::app::App;
 use crate::graph::AlertUpdate;
 use crate::notify::StatusUpdate;
-use crate::store::Claim;
+use crate::store::{Once, keys, once};
 
 /// Applies a route's `set:` once per alert version. Returns whether the alert was changed.
 pub(super) async fn apply_update(
@@ -18,15 +18,8 @@ pub(super) async fn apply_update(
     update: &StatusUpdate,
 ) -> Result<bool, DeliverError> {
     let now = app.clock.now();
-    let claim_key = key(&["update", tenant, &alert.id, alert.version(), route]);
-    match app.store.claim(&claim_key, SEND_LEASE).await.map_err(store)? {
-        Claim::Done => return Ok(false),
-        Claim::Held => {
-            return Err(DeliverError::retry(format!("update of {} by {route} is in progress", alert.id)));
-        }
-        Claim::Acquired => {}
-    }
-    let outcome = async {
+    let claim_key = keys::update(tenant, &alert.id, alert.version(), route);
+    let act = || async {
         let current = app.graph.get_alert(tenant, &alert.id).await?;
         let current_alert = Alert::from_value(current).ok();
         let seen = current_alert.as_ref().map(|a| a.version().to_string()).unwrap_or_default();
@@ -51,11 +44,11 @@ pub(super) async fn apply_update(
         }
         app.graph.update_alert(tenant, &alert.id, &change).await?;
         Ok::<_, crate::graph::GraphError>((Some(change), String::new()))
-    }
-    .await;
-    match outcome {
-        Ok((change, skipped)) => {
-            app.store.complete(&claim_key).await.map_err(store)?;
+    };
+    match once(app.store.as_ref(), &claim_key, SEND_LEASE, act).await.map_err(store)? {
+        Once::AlreadyDone => Ok(false),
+        Once::Held => Err(DeliverError::retry(format!("update of {} by {route} is in progress", alert.id))),
+        Once::Done((change, skipped)) => {
             let record = match &change {
                 Some(c) => record::updated(alert, route, c),
                 None => record::update_skipped(alert, route, skipped),
@@ -63,8 +56,7 @@ pub(super) async fn apply_update(
             record::append(app, tenant, now, record).await;
             Ok(change.is_some())
         }
-        Err(e) => {
-            app.store.release(&claim_key).await.map_err(store)?;
+        Once::Failed(e) => {
             let message = crate::redact::redact(&e.to_string());
             record::append(app, tenant, now, record::update_failed(alert, route, &message, e.status)).await;
             let text = format!("alert {}: update by {route} failed: {message}", alert.id);

@@ -44,7 +44,7 @@ async fn each_receiver_is_told_once_even_when_the_message_is_redelivered() {
     assert!(again.sent.is_empty());
     assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
     assert_eq!(w.sink.hits("/hook").len(), 1);
-    assert_eq!(w.graph.mails.lock().unwrap().len(), 1);
+    assert_eq!(w.graph.mails().len(), 1);
 
     let message = w.sink.hits(TEAMS_PATH)[0].json();
     assert_eq!(message["type"], "message");
@@ -85,7 +85,7 @@ async fn sendmail_body_has_graphs_shape_and_escapes_hostile_alert_text() {
         ]
     }));
     deliver(&w.app, &alert(&raw), &names(&["soc-email", "soc-teams"])).await.unwrap();
-    let mails = w.graph.mails.lock().unwrap().clone();
+    let mails = w.graph.mails();
     let (tenant, sender, body) = &mails[0];
     assert_eq!((tenant.as_str(), sender.as_str()), ("contoso", "secmon@contoso.com"));
     assert_eq!(body["saveToSentItems"], json!(false));
@@ -135,14 +135,14 @@ async fn teams_429_is_retried_after_the_advised_delay() {
 #[tokio::test]
 async fn graph_429_on_sendmail_is_retried_by_the_queue_and_sent_once() {
     let w = world(ALL).await;
-    w.graph.mail_errors.lock().unwrap().push_back(throttled());
+    w.graph.push_error("send_mail", throttled());
     let raw = sample(json!({}));
     let err = deliver(&w.app, &alert(&raw), &names(&["soc-email"])).await.unwrap_err();
     assert!(matches!(err, RespondError::Retry(ref m) if m.contains("HTTP 429")), "{err}");
-    assert!(w.graph.mails.lock().unwrap().is_empty());
+    assert!(w.graph.mails().is_empty());
     let done = deliver(&w.app, &alert(&raw), &names(&["soc-email"])).await.unwrap();
     assert_eq!(done.sent, names(&["soc-email"]));
-    assert_eq!(w.graph.mails.lock().unwrap().len(), 1);
+    assert_eq!(w.graph.mails().len(), 1);
     let failed: Vec<_> = audit(&w.store).await.into_iter().filter(|r| r["action"] == "notify_failed").collect();
     assert_eq!(failed.len(), 1);
     assert!(failed[0]["detail"].as_str().unwrap().contains("\"retryable\":true"), "{}", failed[0]);
@@ -158,7 +158,7 @@ async fn a_failing_receiver_does_not_block_the_others_and_is_retried_alone() {
     let err = deliver(&w.app, &alert(&raw), &receivers).await.unwrap_err();
     assert!(matches!(err, RespondError::Retry(ref m) if m.contains("tickets") && m.contains("503")), "{err}");
     assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
-    assert_eq!(w.graph.mails.lock().unwrap().len(), 1);
+    assert_eq!(w.graph.mails().len(), 1);
     assert_eq!(w.sink.hits("/hook").len(), 3);
     // The queue redelivers: only the webhook is sent now.
     let done = deliver(&w.app, &alert(&raw), &receivers).await.unwrap();
@@ -321,12 +321,12 @@ receivers:
 async fn a_route_sets_status_once_and_never_over_a_persons_change() {
     let w = world(SET).await;
     let raw = sample(json!({}));
-    w.graph.alerts.lock().unwrap().insert(raw["id"].as_str().unwrap().into(), raw.clone());
+    w.graph.put_alert(raw.clone());
     let done = deliver_routes(&w.app, &alert(&raw)).await.unwrap();
     assert_eq!(done.updated, names(&["triage"]));
     let again = deliver_routes(&w.app, &alert(&raw)).await.unwrap();
     assert!(again.updated.is_empty());
-    let updates = w.graph.updates.lock().unwrap().clone();
+    let updates = w.graph.updates();
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].1.status.as_deref(), Some("inProgress"));
     assert_eq!(updates[0].1.assigned_to.as_deref(), Some("soc-oncall@contoso.com"));
@@ -336,10 +336,10 @@ async fn a_route_sets_status_once_and_never_over_a_persons_change() {
     let changed = sample(
         json!({"id": "alert-2", "lastUpdateDateTime": "2026-11-26T09:05:00Z", "assignedTo": "alice@contoso.com"}),
     );
-    w.graph.alerts.lock().unwrap().insert("alert-2".into(), changed);
+    w.graph.put_alert(changed);
     let done = deliver_routes(&w.app, &alert(&read)).await.unwrap();
     assert!(done.updated.is_empty());
-    assert_eq!(w.graph.updates.lock().unwrap().len(), 1);
+    assert_eq!(w.graph.updates().len(), 1);
     let skipped: Vec<_> = audit(&w.store).await.into_iter().filter(|r| r["action"] == "update_skipped").collect();
     assert!(
         skipped.iter().any(|r| r["detail"].as_str().unwrap().contains("changed since secmon read it")),

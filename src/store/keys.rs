@@ -20,14 +20,14 @@
 //! | `breaker/{rule}/{YYYY-MM-DDTHH}` | decimal count of closes by a rule in a UTC hour (compare-and-swap) | `respond::close` | kept |
 //! | `breaker-notice/{rule}/{YYYY-MM-DDTHH}` | claim: the owner is told once per rule and hour | `respond` | kept |
 //! | `audited/{tenant}/{alert}/{version}/{action}` | claim: one audit record per alert version and action | `respond` | kept |
-//! | `notify/{tenant}/{alert}/{version}/{receiver}` | claim: one delivery per alert version and receiver | `respond::deliver` | kept |
-//! | `notify-last/{tenant}/{alert}/{receiver}` | JSON of what the receiver was last told (`realert`) | `respond::deliver` | kept |
-//! | `notify-group/{tenant}/{receiver}/{incident}` | JSON group of an incident's alerts (compare-and-swap) | `respond::deliver` | kept, taken over when stale |
-//! | `update/{tenant}/{alert}/{version}/{route}` | claim: a route's `set:` once per alert version | `respond::deliver` | kept |
+//! | `notify/{tenant}/{alert}/{version}/{receiver}` | claim: one delivery per alert version and receiver | `notify::deliver` | kept |
+//! | `notify-last/{tenant}/{alert}/{receiver}` | JSON of what the receiver was last told (`realert`) | `notify::deliver` | kept |
+//! | `notify-group/{tenant}/{receiver}/{incident}` | JSON group of an incident's alerts (compare-and-swap) | `notify::deliver` | kept, taken over when stale |
+//! | `update/{tenant}/{alert}/{version}/{route}` | claim: a route's `set:` once per alert version | `notify::deliver` | kept |
 //! | `ratelimit/mail/{sender}/{YYYYMMDDTHHMM}` | decimal count of mails a sender sent in a minute (compare-and-swap) | `notify::email` | kept |
-//! | stream `audit/{tenant}/{YYYY-MM-DD}` | the hash-chained audit records of a tenant's day | `respond::audit` | kept |
-//! | `audit-head/{tenant}/{YYYY-MM-DD}` | JSON head of that stream's chain (last seq and hash, pending record) | `respond::audit` | kept |
-//! | `audit-lock/{tenant}/{YYYY-MM-DD}` | claim used as a lock: one writer per stream | `respond::audit` | released after each append |
+//! | stream `audit/{tenant}/{YYYY-MM-DD}` | the hash-chained audit records of a tenant's day | `audit` | kept |
+//! | `audit-head/{tenant}/{YYYY-MM-DD}` | JSON head of that stream's chain (last seq and hash, pending record) | `audit` | kept |
+//! | `audit-lock/{tenant}/{YYYY-MM-DD}` | claim used as a lock: one writer per stream | `audit` | released after each append |
 //! | `queue-receipts/{queue}/{message id}` | the current SQS receipt handle of a received message | `store::aws` | until the message is deleted or poisoned |
 //!
 //! "Claim" keys live in the claim namespace of the backend ([`super::Store::claim`]), the others are

@@ -6,7 +6,6 @@ use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::extract::{Path as AxPath, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,12 +14,12 @@ use chrono::{DateTime, Utc};
 use secmon::alert::Alert;
 use secmon::app::App;
 use secmon::clock::ManualClock;
-use secmon::graph::{AlertPage, AlertUpdate, Graph, GraphError, Retry};
+use secmon::graph::{GraphError, Retry};
 use secmon::notify::deliver::Delivered;
 use secmon::respond::RespondError;
 use secmon::rules::{Decision, Delivery, Engine};
 use secmon::store::sqlite::SqliteStore;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// One request the sink received.
 #[derive(Debug, Clone)]
@@ -104,14 +103,7 @@ async fn handle(
     }
 }
 
-/// An in-memory Graph: alerts to read, mails and updates recorded, errors scripted.
-#[derive(Default)]
-pub struct FakeGraph {
-    pub alerts: Mutex<HashMap<String, Value>>,
-    pub mails: Mutex<Vec<(String, String, Value)>>,
-    pub updates: Mutex<Vec<(String, AlertUpdate)>>,
-    pub mail_errors: Mutex<VecDeque<GraphError>>,
-}
+pub use secmon::graph::fake::FakeGraph;
 
 pub fn throttled() -> GraphError {
     GraphError {
@@ -123,53 +115,6 @@ pub fn throttled() -> GraphError {
     }
 }
 
-#[async_trait]
-impl Graph for FakeGraph {
-    async fn list_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
-        Ok(AlertPage::default())
-    }
-    async fn next_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
-        Ok(AlertPage::default())
-    }
-    async fn get_alert(&self, _: &str, id: &str) -> Result<Value, GraphError> {
-        self.alerts.lock().unwrap().get(id).cloned().ok_or(GraphError {
-            operation: format!("get alert {id}"),
-            status: Some(404),
-            code: None,
-            message: "not found".into(),
-            retry: Retry::Permanent,
-        })
-    }
-    async fn update_alert(&self, _: &str, id: &str, update: &AlertUpdate) -> Result<Value, GraphError> {
-        self.updates.lock().unwrap().push((id.to_string(), update.clone()));
-        Ok(json!({}))
-    }
-    async fn add_comment(&self, _: &str, _: &str, _: &str) -> Result<(), GraphError> {
-        Ok(())
-    }
-    async fn send_mail(&self, tenant: &str, sender: &str, message: &Value) -> Result<(), GraphError> {
-        if let Some(e) = self.mail_errors.lock().unwrap().pop_front() {
-            return Err(e);
-        }
-        self.mails.lock().unwrap().push((tenant.to_string(), sender.to_string(), message.clone()));
-        Ok(())
-    }
-    async fn create_subscription(&self, _: &str, _: &Value) -> Result<Value, GraphError> {
-        Ok(json!({}))
-    }
-    async fn renew_subscription(&self, _: &str, _: &str, _: &str) -> Result<Value, GraphError> {
-        Ok(json!({}))
-    }
-    async fn reauthorize_subscription(&self, _: &str, _: &str) -> Result<(), GraphError> {
-        Ok(())
-    }
-    async fn delete_subscription(&self, _: &str, _: &str) -> Result<(), GraphError> {
-        Ok(())
-    }
-    async fn list_subscriptions(&self, _: &str) -> Result<Vec<Value>, GraphError> {
-        Ok(Vec::new())
-    }
-}
 
 pub struct World {
     pub app: App,

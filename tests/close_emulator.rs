@@ -304,3 +304,110 @@ async fn unreadable_alerts_and_unknown_tenants_go_to_poison() {
     assert!(matches!(process_alert(&h.app, "nobody", h.alert(HIDDEN_FILE)).await, Err(RespondError::Malformed(_))));
     assert!(h.store.len(ALERTS_QUEUE).await.unwrap() == 0);
 }
+
+/// The sample as Graph holds it now, changed by `change`, with a newer `lastUpdateDateTime`.
+fn changed_in_graph(h: &Harness, change: impl FnOnce(&mut Value)) {
+    let mut current = h.alert(HIDDEN_FILE);
+    change(&mut current);
+    current["lastUpdateDateTime"] = json!("2026-11-26T09:59:00Z");
+    h.emu.seed_alerts(TENANT_ID, vec![current]);
+}
+
+#[tokio::test]
+async fn a_close_is_decided_again_on_graphs_current_copy() {
+    // Queued while benign; since then the severity was raised in Defender: not closed.
+    let h = harness("    mode: enforce\n", true, CommentShape::Both).await;
+    let queued = h.alert(HIDDEN_FILE);
+    changed_in_graph(&h, |a| a["severity"] = json!("high"));
+    let summary = process_alert(&h.app, "contoso", queued).await.unwrap();
+    assert!(summary.contains("above the rule's max_severity"), "{summary}");
+    assert!(h.emu.patches().is_empty() && h.emu.comments().is_empty());
+    let records = h.audit().await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].action, Action::CloseBlocked);
+    assert_eq!(records[0].alert_version, "2026-11-26T09:59:00Z", "the record names the version decided on");
+
+    // Changed, but still benign: closed once, on the current version.
+    let h = harness("    mode: enforce\n", true, CommentShape::Both).await;
+    let queued = h.alert(HIDDEN_FILE);
+    changed_in_graph(&h, |a| a["description"] = json!("the same lab machine, one more run"));
+    process_alert(&h.app, "contoso", queued.clone()).await.unwrap();
+    process_alert(&h.app, "contoso", queued).await.unwrap();
+    assert_eq!((h.emu.patches().len(), h.emu.comments().len()), (1, 1));
+    let records = h.audit().await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!((records[0].action, records[0].alert_version.as_str()), (Action::Close, "2026-11-26T09:59:00Z"));
+    assert_eq!(records[0].status_after.as_deref(), Some("resolved"), "Graph's answer to the PATCH");
+    assert!(h.verified().await);
+}
+
+#[tokio::test]
+async fn a_queued_message_unlike_graphs_copy_is_decided_on_graphs() {
+    // Someone with queue access wrote a message that makes a real alert look benign, at its real version.
+    let h = harness("    mode: enforce\n", true, CommentShape::Both).await;
+    let mut real = h.alert(HIDDEN_FILE);
+    real["title"] = json!("Credential dumping with mimikatz");
+    h.emu.seed_alerts(TENANT_ID, vec![real.clone()]);
+    let mut forged = real.clone();
+    forged["title"] = json!("Suspicious execution of hidden file");
+    let summary = process_alert(&h.app, "contoso", forged).await.unwrap();
+    assert!(summary.contains("no close rule matched"), "{summary}");
+    assert!(h.emu.patches().is_empty());
+    assert!(h.audit().await.is_empty(), "no rule matched Graph's copy: nothing to record");
+
+    // An alert Graph does not have is never closed; the message is not lost either (it is routed).
+    let h = harness("    mode: enforce\n", true, CommentShape::Both).await;
+    let ghost = variant(&h.alert(HIDDEN_FILE), "ghost-1", "low");
+    let summary = process_alert(&h.app, "contoso", ghost).await.unwrap();
+    assert!(summary.contains("current copy could not be read"), "{summary}");
+    assert!(h.emu.patches().is_empty());
+    assert_eq!(h.audit().await[0].action, Action::CloseBlocked);
+}
+
+#[tokio::test]
+async fn alerts_a_person_or_another_automation_touched_are_never_closed() {
+    type Change = fn(&mut Value);
+    let cases: &[(&str, Change, &str)] = &[
+        ("in progress", |a| a["status"] = json!("inProgress"), "status inProgress"),
+        ("assigned", |a| a["assignedTo"] = json!("dana@contoso.com"), "assigned to dana@contoso.com"),
+        ("classified", |a| a["classification"] = json!("truePositive"), "classified truePositive"),
+        ("determined", |a| a["determination"] = json!("malware"), "determination malware"),
+        (
+            "commented",
+            |a| a["comments"] = json!([{"comment": "Confirmed malicious", "createdByDisplayName": "Dana Lee"}]),
+            "commented by Dana Lee",
+        ),
+        (
+            "triage agent",
+            |a| {
+                a["systemTags"] = json!(["Agent"]);
+                a["assignedTo"] = json!("Phishing Triage Agent");
+            },
+            "Microsoft's agents",
+        ),
+        ("agent assigned", |a| a["assignedTo"] = json!("Security Copilot Agent"), "Microsoft's agents"),
+        ("attack disruption", |a| a["systemTags"] = json!(["Attack Disruption"]), "attack disruption"),
+        ("unknown status", |a| a["status"] = json!("awaitingSomething"), "status awaitingSomething"),
+    ];
+    for (name, change, reason) in cases {
+        let h = harness("    mode: enforce\n", true, CommentShape::Both).await;
+        let mut touched = h.alert(HIDDEN_FILE);
+        change(&mut touched);
+        h.emu.seed_alerts(TENANT_ID, vec![touched.clone()]);
+        let summary = process_alert(&h.app, "contoso", touched).await.unwrap();
+        assert!(summary.contains(reason) && summary.contains("not closed"), "{name}: {summary}");
+        assert!(h.emu.patches().is_empty(), "{name}");
+        let records = h.audit().await;
+        assert_eq!(records.len(), 1, "{name}");
+        assert_eq!(records[0].action, Action::CloseBlocked, "{name}");
+        assert!(records[0].detail.contains(reason), "{name}: {}", records[0].detail);
+    }
+    // secmon's own comment does not count as a person's.
+    let h = harness("    mode: enforce\n", true, CommentShape::Both).await;
+    let mut ours = h.alert(HIDDEN_FILE);
+    ours["comments"] =
+        json!([{"comment": "Closed by secmon rule lab-hidden-file (…)", "createdByDisplayName": "secmon"}]);
+    h.emu.seed_alerts(TENANT_ID, vec![ours.clone()]);
+    process_alert(&h.app, "contoso", ours).await.unwrap();
+    assert_eq!(h.emu.patches().len(), 1);
+}

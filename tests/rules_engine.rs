@@ -230,6 +230,49 @@ fn guardrails_in_the_decision() {
             Some(Blocked::Internal),
             &["soc"],
         ),
+        (
+            json!({"id": "g5", "severity": "low", "status": "inProgress"}),
+            Outcome::Notify,
+            Some(Blocked::Touched("status inProgress".into())),
+            &["soc"],
+        ),
+        (
+            json!({"id": "g6", "severity": "low", "status": "new", "assignedTo": "dana@contoso.com"}),
+            Outcome::Notify,
+            Some(Blocked::Touched("assigned to dana@contoso.com".into())),
+            &["soc"],
+        ),
+        (
+            json!({"id": "g7", "severity": "low", "status": "new", "classification": "truePositive", "determination": null}),
+            Outcome::Notify,
+            Some(Blocked::Touched("classified truePositive".into())),
+            &["soc"],
+        ),
+        (
+            json!({"id": "g8", "severity": "low", "status": "new", "classification": "unknown", "determination": "unknown"}),
+            Outcome::Close,
+            None,
+            &[],
+        ),
+        (
+            json!({"id": "g9", "severity": "low", "status": "new", "systemTags": ["agent"]}),
+            Outcome::Notify,
+            Some(Blocked::Agent("tagged Agent".into())),
+            &["soc"],
+        ),
+        (
+            json!({"id": "g10", "severity": "low", "status": "new", "systemTags": ["Attack Disruption", "Agent"]}),
+            Outcome::Notify,
+            Some(Blocked::AttackDisruption),
+            &["soc"],
+        ),
+        (
+            json!({"id": "g11", "severity": "low", "status": "new",
+                   "comments": [{"comment": "Confirmed malicious", "createdByDisplayName": "Dana Lee"}]}),
+            Outcome::Notify,
+            Some(Blocked::Touched("commented by Dana Lee".into())),
+            &["soc"],
+        ),
     ];
     for (raw, outcome, blocked, notify) in table {
         let d = decide(&engine, &raw);
@@ -395,6 +438,19 @@ fn rules_test_prints_one_line_per_alert_from_every_file_shape() {
     std::fs::write(&single, json!({"id": "one", "severity": "low", "status": "new"}).to_string()).unwrap();
     let array = dir.path().join("array.json");
     std::fs::write(&array, json!([{"id": "two"}, {"no": "id"}]).to_string()).unwrap();
+    // The same guardrails offline: an analyst's alert is not closed by `rules test` either.
+    let touched = dir.path().join("touched.json");
+    std::fs::write(
+        &touched,
+        json!({"id": "one", "severity": "low", "status": "new", "assignedTo": "dana@contoso.com"}).to_string(),
+    )
+    .unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    secmon::rules::dry_run::run(&engine, false, std::slice::from_ref(&touched), "contoso", now(), &mut out, &mut err)
+        .unwrap();
+    let line: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(line["decision"], "notify", "{line}");
+    assert!(line["reason"].as_str().unwrap().contains("assigned to dana@contoso.com"), "{line}");
     let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/samples/alerts_v2-list-response.json");
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let ok = secmon::rules::dry_run::run(

@@ -173,6 +173,15 @@ pub async fn reserve_slot(
     }
 }
 
+/// Whether a close of this version of `alert` was begun by an earlier delivery. When Graph's copy is
+/// resolved since, the message is a retry (or redelivery) of that close, which finishes on the version
+/// it was decided on (the comment, the audit record) instead of being decided again on a copy the close
+/// itself resolved.
+pub async fn started(app: &App, tenant: &str, alert: &Alert) -> Result<bool, RespondError> {
+    let key = keys::close_started(tenant, &alert.id, alert.version());
+    Ok(app.store.get(&key).await.map_err(store_error)?.is_some())
+}
+
 /// Closes `alert` in Graph as the rule `m` says, at most once per alert version.
 ///
 /// Retryable failures (store, Graph 429/5xx, a claim held by another worker) are
@@ -193,7 +202,11 @@ pub async fn close(
     let outcome_key = keys::close_outcome(tenant, &alert.id, version);
     // The act's error is what `close` returns once the claim is given back: `Ok` when nothing was sent
     // (a later delivery decides afresh), `Err` when it failed.
+    let started_key = keys::close_started(tenant, &alert.id, version);
     let closing = once(store, &close_key, LEASE, || async {
+        // From here a retry resumes this close rather than deciding again on a copy that our own PATCH
+        // may already have resolved (see [`started`]).
+        store.put(&started_key, m.rule_id.as_bytes()).await.map_err(|e| Err(store_error(e)))?;
         match patch(app, tenant, alert, m, now).await {
             Ok(closed @ Closed::Closed { .. }) => Ok(closed),
             Ok(Closed::Failed { graph_status, message }) => {

@@ -12,13 +12,13 @@ pub use crate::audit;
 
 use chrono::{DateTime, Utc};
 
-use crate::alert::Alert;
+use crate::alert::{Alert, AlertStatus};
 use crate::app::App;
 use crate::audit::Record;
 use crate::graph::Retry;
 use crate::intake::Message;
 use crate::notify::deliver::{DeliverError, deliver};
-use crate::rules::{CloseMatch, Decision};
+use crate::rules::{Blocked, CloseMatch, Decision};
 use crate::store::{Once, keys, once};
 
 /// Why a message was not processed.
@@ -60,7 +60,11 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
     }
     let alert = Alert::from_value(alert).map_err(|e| RespondError::Malformed(format!("alert for {tenant}: {e}")))?;
     let now = app.clock.now();
-    let decision = decide(app, tenant, &alert, now);
+    let mut decision = decide(app, tenant, &alert, now);
+    let mut alert = alert;
+    if decision.closes() {
+        (alert, decision) = decide_on_current(app, tenant, alert, decision, now).await?;
+    }
     let mut summary = format!("{}: {}", alert.id, decision.reason);
     // Whether the matched routes are told; their own options (realert, grouping, `set`) apply.
     let mut notify = !decision.notify().is_empty();
@@ -84,6 +88,53 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
         }
     }
     Ok(summary)
+}
+
+/// A close is decided on Graph's current copy: the queued alert is only a hint. A backlog or a retry can
+/// be hours old, the alert may have gained evidence, a higher severity or an analyst since, and anyone
+/// with data access can write a message to the queue. So right before a close the alert is read again
+/// and decided again (the rule and every guardrail) on what Graph says now; what follows acts on that
+/// copy and its version. Costs one GET per close. A copy that cannot be read (the alert is gone, access
+/// was refused) stops the close; a transient failure retries the message. A retry of a close that
+/// already reached Graph finds the alert resolved and finishes it (see `close::started`).
+async fn decide_on_current(
+    app: &App,
+    tenant: &str,
+    queued: Alert,
+    decision: Decision,
+    now: DateTime<Utc>,
+) -> Result<(Alert, Decision), RespondError> {
+    let current = match app.graph.get_alert(tenant, &queued.id).await {
+        Ok(value) => Alert::from_value(value).map_err(|e| e.to_string()),
+        Err(e) if e.retry == Retry::Retryable => {
+            return Err(RespondError::Retry(format!(
+                "reading {} before closing it: {}",
+                queued.id,
+                crate::redact::redact(&e.to_string())
+            )));
+        }
+        Err(e) => Err(crate::redact::redact(&e.to_string())),
+    };
+    match current {
+        // Resolved since a close of the queued version began: that close is being finished (the
+        // comment, the audit record), on the version it was decided on.
+        Ok(current) if current.status() == AlertStatus::Resolved && close::started(app, tenant, &queued).await? => {
+            Ok((queued, decision))
+        }
+        Ok(current) => {
+            if current.raw() != queued.raw() {
+                tracing::info!(
+                    alert = %queued.id,
+                    queued_version = queued.version(),
+                    current_version = current.version(),
+                    "the queued copy differs from Graph's; deciding on Graph's"
+                );
+            }
+            let decision = decide(app, tenant, &current, now);
+            Ok((current, decision))
+        }
+        Err(why) => Ok((queued, decision.blocked_by(Blocked::Unverified(why)))),
+    }
 }
 
 /// The rules' decision about one alert version; with `SECMON_CLOSE=off`, every close rule in shadow mode.

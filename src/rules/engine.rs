@@ -156,6 +156,23 @@ impl Decision {
         }
     }
 
+    /// True when this decision closes the alert in Graph: a close rule matched in enforce mode and no
+    /// guardrail stopped it.
+    pub fn closes(&self) -> bool {
+        matches!((&self.outcome, &self.close), (Outcome::Close, Some(m)) if m.mode == Mode::Enforce)
+    }
+
+    /// The same decision with its close stopped because `blocked` (a guardrail found outside the
+    /// engine, such as Graph's current copy being unreadable): the routed receivers are told instead.
+    pub fn blocked_by(mut self, blocked: Blocked) -> Decision {
+        if let (Outcome::Close, Some(m)) = (self.outcome, &self.close) {
+            self.outcome = if self.deliveries.is_empty() { Outcome::None } else { Outcome::Notify };
+            self.reason = format!("rule {:?} matches but {}; not closed", m.rule_id, blocked.words());
+            self.blocked = Some(blocked);
+        }
+        self
+    }
+
     /// The same decision with a matched close rule forced into shadow mode (`SECMON_CLOSE=off`).
     pub fn into_shadow(mut self, why: &str) -> Decision {
         if let (Outcome::Close, Some(m)) = (self.outcome, self.close.as_mut())
@@ -403,6 +420,9 @@ pub enum Blocked {
     Agent(String),
     /// The alert belongs to an automatic attack disruption ("Attack Disruption" tag).
     AttackDisruption,
+    /// Graph's current copy of the alert could not be read (why), so nothing proves it is still the
+    /// alert the rule matched.
+    Unverified(String),
 }
 
 /// The words every comment secmon writes begins with; a comment without them is a person's (or
@@ -422,6 +442,7 @@ impl Blocked {
             Blocked::Touched(what) => format!("a person or another automation has touched it ({what})"),
             Blocked::Agent(what) => format!("one of Microsoft's agents holds it ({what})"),
             Blocked::AttackDisruption => "it belongs to an automatic attack disruption".into(),
+            Blocked::Unverified(why) => format!("Graph's current copy could not be read ({why})"),
         }
     }
 }

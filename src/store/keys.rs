@@ -16,6 +16,7 @@
 //! | `doorbell/{signature}` | claim: a doorbell signature is used once | `intake::webhook` | kept |
 //! | `close/{tenant}/{alert}/{version}` | claim: the close PATCH of one alert version | `respond::close` | kept |
 //! | `close-outcome/{tenant}/{alert}/{version}` | text `failed {status} {message}` of a close Graph refused | `respond::close` | kept |
+//! | `close-started/{tenant}/{alert}/{version}` | the rule id whose close of this version began (set right before the PATCH) | `respond::close` | kept |
 //! | `comment/{tenant}/{alert}/{version}` | claim: the close comment of one alert version | `respond::close` | kept |
 //! | `breaker/{rule}/{YYYY-MM-DDTHH}` | decimal count of closes by a rule in a UTC hour (compare-and-swap) | `respond::close` | kept |
 //! | `breaker-notice/{rule}/{YYYY-MM-DDTHH}` | claim: the owner is told once per rule and hour | `respond` | kept |
@@ -148,6 +149,12 @@ pub fn close_outcome(tenant: &str, alert: &str, version: &str) -> String {
     key("close-outcome", &[tenant, alert, version])
 }
 
+/// `close-started/{tenant}/{alert}/{version}`: the close of this version was begun (written right before
+/// the PATCH), so a retry resumes it on the version it was decided on instead of deciding again.
+pub fn close_started(tenant: &str, alert: &str, version: &str) -> String {
+    key("close-started", &[tenant, alert, version])
+}
+
 /// `comment/{tenant}/{alert}/{version}`: the claim of one close comment.
 pub fn comment(tenant: &str, alert: &str, version: &str) -> String {
     key("comment", &[tenant, alert, version])
@@ -249,6 +256,7 @@ mod tests {
             (doorbell("00ff"), "doorbell/00ff"),
             (close("contoso", "da1", v), "close/contoso/da1/2026-11-26T10:00:00.123Z"),
             (close_outcome("contoso", "da1", v), "close-outcome/contoso/da1/2026-11-26T10:00:00.123Z"),
+            (close_started("contoso", "da1", v), "close-started/contoso/da1/2026-11-26T10:00:00.123Z"),
             (comment("contoso", "da1", v), "comment/contoso/da1/2026-11-26T10:00:00.123Z"),
             (breaker("r1", now), "breaker/r1/2026-11-26T10"),
             (breaker_notice("r1", now), "breaker-notice/r1/2026-11-26T10"),

@@ -9,12 +9,38 @@ use std::sync::{Arc, OnceLock, RwLock};
 /// What replaces a secret.
 pub const MASK: &str = "***";
 
+/// Query and form parameters whose values are secrets (Workflows and SAS signatures, function keys,
+/// client secrets, tokens) or give a SAS away.
+const SECRET_PARAMS: &[&str] =
+    &["sig", "code", "client_secret", "client_assertion", "access_token", "sv", "se", "sp", "skoid", "sktid"];
+
+/// Environment variables whose values are secrets wherever they are read (credentials the Azure SDK,
+/// the Functions host or Lambda hand to the process): [`register_environment`] masks them even when no
+/// config value names them.
+pub const SECRET_ENV: &[&str] = &[
+    "AZURE_CLIENT_SECRET",
+    "IDENTITY_HEADER",
+    "MSI_SECRET",
+    "AZURE_FEDERATED_TOKEN",
+    "SECMON_STORAGE_SAS",
+    "AzureWebJobsStorage",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
+/// Registers the value of every [`SECRET_ENV`] variable `env` has with [`global`].
+pub fn register_environment(env: &dyn Fn(&str) -> Option<String>) {
+    for name in SECRET_ENV {
+        if let Some(value) = env(name).filter(|v| !v.is_empty()) {
+            global().add(&value);
+        }
+    }
+}
+
 /// Masks secret-bearing query parameters, bearer tokens and `client_secret` form fields in `text`.
 pub fn redact(text: &str) -> String {
-    let mut out = mask_params(
-        text,
-        &["sig", "code", "client_secret", "client_assertion", "access_token", "sv", "se", "sp", "skoid", "sktid"],
-    );
+    let mut out = mask_params(text, SECRET_PARAMS);
     out = mask_after(&out, "Bearer ", |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c));
     out = mask_after(&out, "\"access_token\":\"", |c: char| c != '"');
     out = global().mask(&out);
@@ -78,8 +104,17 @@ fn mask_after(text: &str, marker: &str, keep: impl Fn(char) -> bool) -> String {
 pub struct Secrets(Arc<RwLock<Vec<String>>>);
 
 impl Secrets {
-    /// Adds a value; short values (under 6 characters) are ignored, as masking them would mangle text.
+    /// Adds a value, and on its own each secret parameter it carries (a Workflows URL's `sig`, a function
+    /// key's `code`), since an upstream may echo just that; short values (under 6 characters) are ignored,
+    /// as masking them would mangle text.
     pub fn add(&self, value: &str) {
+        for fragment in secret_fragments(value) {
+            self.add_one(fragment);
+        }
+        self.add_one(value);
+    }
+
+    fn add_one(&self, value: &str) {
         if value.len() >= 6 {
             let mut list = self.0.write().expect("secrets lock");
             if !list.iter().any(|s| s == value) {
@@ -101,6 +136,17 @@ impl Secrets {
         }
         out
     }
+}
+
+/// The values of the [`SECRET_PARAMS`] in `value` (a URL, a query string, a form body).
+fn secret_fragments(value: &str) -> Vec<&str> {
+    let query = value.split_once('?').map_or(value, |(_, q)| q);
+    query
+        .split(['&', ';'])
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(name, _)| SECRET_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(name.trim())))
+        .map(|(_, v)| v)
+        .collect()
 }
 
 /// The process-wide set, filled by the config loader with every `${NAME}` value it substituted.
@@ -136,6 +182,25 @@ mod tests {
         for text in ["ü", " é", "&ñ=", "?s\u{301}ig=x", "\"日本語 code=秘密"] {
             let _ = redact(text);
         }
+    }
+
+    #[test]
+    fn a_registered_url_masks_its_signature_alone_too() {
+        let s = Secrets::default();
+        s.add("https://prod-1.westeurope.logic.azure.com/workflows/x?api-version=2016-06-01&sig=SiGnAtUrE123");
+        assert_eq!(s.mask("upstream said: bad signature SiGnAtUrE123"), "upstream said: bad signature ***");
+        assert_eq!(s.mask("api-version=2016-06-01"), "api-version=2016-06-01", "only secret parameters");
+    }
+
+    #[test]
+    fn secrets_of_the_environment_are_registered() {
+        let env = |k: &str| match k {
+            "IDENTITY_HEADER" => Some("identity-header-value-42".to_string()),
+            "AZURE_CLIENT_SECRET" => Some(String::new()),
+            _ => None,
+        };
+        register_environment(&env);
+        assert_eq!(redact("x-identity-header: identity-header-value-42"), "x-identity-header: ***");
     }
 
     #[test]

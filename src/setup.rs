@@ -74,6 +74,7 @@ pub fn http_client() -> Result<reqwest::Client, SetupError> {
 /// The [`App`] for a validated config: store and queue from the environment, the Graph client
 /// (credentials chosen per tenant, see [`crate::graph::auth`]), one HTTP client, the system clock.
 pub async fn app_from_config(config: Config) -> Result<App, SetupError> {
+    crate::redact::register_environment(&|k| std::env::var(k).ok());
     let (store, queue) = stores_from_env(&config).await?;
     let http = http_client()?;
     let graph = GraphClient::new(&config, http.clone()).map_err(SetupError::Graph)?;

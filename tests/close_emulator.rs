@@ -212,6 +212,7 @@ async fn the_circuit_breaker_opens_at_the_limit_and_tells_the_owner_once() {
     let notice: Value = serde_json::from_slice(&queued[0].body).unwrap();
     assert!(notice["alert"]["id"].as_str().unwrap().starts_with("secmon-breaker-lab-hidden-file"));
     assert!(notice["alert"]["description"].as_str().unwrap().contains("secops@contoso.com"));
+    assert!(notice["alert"]["title"].as_str().unwrap().contains("in tenant contoso"), "the notice names the tenant");
     // The notice travels like any alert, and is never closed in Graph.
     process_alert(&h.app, "contoso", notice["alert"].clone()).await.unwrap();
     assert_eq!(h.emu.patches().len(), 2);

@@ -324,6 +324,9 @@ async fn the_doorbell_refuses_what_it_cannot_trust() {
         ("from the future", doorbell(body, ts + 301, DOORBELL_SECRET), 401),
         ("unknown tenant", doorbell(r#"{"tenant":"initech"}"#, ts, DOORBELL_SECRET), 422),
         ("bad alert id", doorbell(r#"{"tenant":"contoso","alert_id":"../x"}"#, ts, DOORBELL_SECRET), 422),
+        // `..` as a path segment would fetch the whole alert collection.
+        ("dot-dot alert id", doorbell(r#"{"tenant":"contoso","alert_id":".."}"#, ts, DOORBELL_SECRET), 422),
+        ("dot alert id", doorbell(r#"{"tenant":"contoso","alert_id":"."}"#, ts, DOORBELL_SECRET), 422),
         ("unknown field", doorbell(r#"{"tenant":"contoso","x":1}"#, ts, DOORBELL_SECRET), 400),
         ("not JSON", doorbell("tenant=contoso", ts, DOORBELL_SECRET), 400),
         ("text/plain", text, 415),

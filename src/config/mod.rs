@@ -152,8 +152,17 @@ impl Config {
         self.cloud.validate("cloud", &mut out);
         for (field, url) in [("graph_url", &self.graph_url), ("authority_url", &self.authority_url)] {
             if let Some(u) = url {
+                // A token travels with every request: plain http only to this machine (an emulator).
                 match url::Url::parse(u) {
-                    Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => {}
+                    Ok(parsed) if parsed.scheme() == "https" => {}
+                    Ok(parsed) if parsed.scheme() == "http" && receivers::is_loopback(&parsed) => {}
+                    Ok(parsed) if parsed.scheme() == "http" => out.push(Issue::error(
+                        field,
+                        format!(
+                            "{u:?} is plain http: tokens would travel in cleartext; use https (http only to \
+                             127.0.0.1, localhost or [::1], e.g. a local emulator)"
+                        ),
+                    )),
                     _ => out.push(Issue::error(field, format!("not an http(s) URL: {u:?}"))),
                 }
             }
@@ -511,6 +520,26 @@ mod tests {
         assert!(lines.iter().any(|l| l.contains("c.yaml:4:") && l.contains("tenants[2].name")), "{lines:?}");
         let empty = load_str("{}", Path::new("c.yaml"), &env, now()).unwrap_err().to_string();
         assert!(empty.contains("at least one tenant"), "{empty}");
+    }
+
+    #[test]
+    fn graph_and_authority_urls_are_https_unless_loopback() {
+        for (url, ok) in [
+            ("https://graph.microsoft.com", true),
+            ("http://127.0.0.1:8080", true),
+            ("http://127.8.9.10", true),
+            ("http://localhost:1", true),
+            ("http://[::1]:9", true),
+            ("http://graph.example.net", false),
+            ("http://10.0.0.5", false),
+            ("ftp://graph.example.net", false),
+        ] {
+            for field in ["graph_url", "authority_url"] {
+                let text = format!("{GOOD}{field}: \"{url}\"\n");
+                let result = load_str(&text, Path::new("c.yaml"), &env, now());
+                assert_eq!(result.is_ok(), ok, "{field} {url}: {:?}", result.err().map(|e| e.to_string()));
+            }
+        }
     }
 
     #[test]

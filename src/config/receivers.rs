@@ -164,7 +164,12 @@ pub fn from_environment(value: &str) -> bool {
 
 /// True for `http://` URLs that may stay plain: loopback only (tests, local sinks).
 pub fn is_loopback(url: &url::Url) -> bool {
-    matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }
 
 /// Checks a receiver URL: absolute, https (http only on loopback). Pushes an issue at `path`.

@@ -158,6 +158,7 @@ pub async fn app_from_env(make_graph: impl FnOnce(&Config) -> Result<Arc<dyn Gra
         _ => HashMap::new(),
     };
     let env = |name: &str| secrets.get(name).cloned().or_else(|| std::env::var(name).ok());
+    crate::redact::register_environment(&env);
     let file = PathBuf::from(env("SECMON_CONFIG").unwrap_or_else(|| "secmon.yaml".into()));
     let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let loaded = crate::setup::load_str(&text, &file, &env, chrono::Utc::now()).map_err(|e| e.to_string())?;

@@ -412,8 +412,13 @@ pub fn sign_doorbell(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// An alert id as Graph writes them (`da637551227677560813_-961444813`): it becomes a URL path segment,
+/// so `.` and `..` (and anything else that is only dots) are refused, and it must start with a letter or
+/// digit.
 fn valid_alert_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 256 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    id.len() <= 256
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
 }
 
 async fn doorbell(app: &App, req: &HttpRequest, now: DateTime<Utc>) -> HttpResponse {

@@ -151,11 +151,12 @@ fn graph_error(e: &GraphError) -> String {
 /// Takes one close slot of the rule's breaker for the hour of `now`; `Err(count)` when it is open.
 pub async fn reserve_slot(
     store: &dyn Store,
+    tenant: &str,
     rule_id: &str,
     limit: u32,
     now: DateTime<Utc>,
 ) -> Result<Result<u32, u32>, StoreError> {
-    let key = keys::breaker(rule_id, now);
+    let key = keys::breaker(tenant, rule_id, now);
     let reserved = crate::store::update(store, &key, |current| {
         let count = current.and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u32>().ok()).unwrap_or(0);
         if count >= limit {
@@ -281,7 +282,9 @@ async fn patch(
     m: &CloseMatch,
     now: DateTime<Utc>,
 ) -> Result<Closed, RespondError> {
-    if let Err(count) = reserve_slot(app.store.as_ref(), &m.rule_id, m.max_per_hour, now).await.map_err(store_error)? {
+    if let Err(count) =
+        reserve_slot(app.store.as_ref(), tenant, &m.rule_id, m.max_per_hour, now).await.map_err(store_error)?
+    {
         return Ok(Closed::BreakerOpen { count });
     }
     let update = AlertUpdate {
@@ -312,11 +315,13 @@ mod tests {
     async fn the_breaker_counts_per_rule_and_hour() {
         let s = SqliteStore::in_memory().unwrap();
         let t0: DateTime<Utc> = "2026-11-26T10:05:00Z".parse().unwrap();
-        assert_eq!(reserve_slot(&s, "r", 2, t0).await.unwrap(), Ok(1));
-        assert_eq!(reserve_slot(&s, "r", 2, t0).await.unwrap(), Ok(2));
-        assert_eq!(reserve_slot(&s, "r", 2, t0).await.unwrap(), Err(2));
-        assert_eq!(reserve_slot(&s, "other", 2, t0).await.unwrap(), Ok(1));
+        assert_eq!(reserve_slot(&s, "contoso", "r", 2, t0).await.unwrap(), Ok(1));
+        assert_eq!(reserve_slot(&s, "contoso", "r", 2, t0).await.unwrap(), Ok(2));
+        assert_eq!(reserve_slot(&s, "contoso", "r", 2, t0).await.unwrap(), Err(2));
+        assert_eq!(reserve_slot(&s, "contoso", "other", 2, t0).await.unwrap(), Ok(1));
+        // One tenant's flood never pauses the rule for another tenant.
+        assert_eq!(reserve_slot(&s, "fabrikam", "r", 2, t0).await.unwrap(), Ok(1));
         let next_hour = t0 + chrono::Duration::hours(1);
-        assert_eq!(reserve_slot(&s, "r", 2, next_hour).await.unwrap(), Ok(1));
+        assert_eq!(reserve_slot(&s, "contoso", "r", 2, next_hour).await.unwrap(), Ok(1));
     }
 }

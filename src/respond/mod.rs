@@ -172,15 +172,16 @@ async fn tell_owner_breaker_open(
     now: DateTime<Utc>,
 ) -> Result<(), RespondError> {
     let hour = keys::hour(now);
-    let key = keys::breaker_notice(&m.rule_id, now);
+    let key = keys::breaker_notice(tenant, &m.rule_id, now);
     let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let alert = serde_json::json!({
-        "id": format!("secmon-breaker-{}-{}", m.rule_id, hour.replace(':', "")),
-        "title": format!("secmon: close rule {} stopped closing (circuit breaker open)", m.rule_id),
+        "id": format!("secmon-breaker-{}-{tenant}-{}", m.rule_id, hour.replace(':', "")),
+        "title": format!("secmon: close rule {} stopped closing in tenant {tenant} (circuit breaker open)", m.rule_id),
         "description": format!(
-            "Close rule {} matched more than its limit of {} alerts in the hour starting {hour}:00Z ({count} closed). \
-             Further matches this hour are not closed but notified as usual. Rule owner: {}. \
-             Check whether the rule is too broad, or raise max_per_hour.",
+            "Close rule {} matched more than its limit of {} alerts in tenant {tenant} in the hour starting \
+             {hour}:00Z ({count} closed). Further matches in {tenant} this hour are not closed but notified as \
+             usual; other tenants are not affected. Rule owner: {}. Check whether the rule is too broad, or \
+             raise max_per_hour.",
             m.rule_id, m.max_per_hour, m.owner
         ),
         "severity": "medium",
@@ -189,7 +190,8 @@ async fn tell_owner_breaker_open(
         "category": "secmon",
         "createdDateTime": stamp,
         "lastUpdateDateTime": stamp,
-        "secmon": {"kind": "breaker_open", "rule": m.rule_id, "owner": m.owner, "count": count, "limit": m.max_per_hour},
+        "secmon": {"kind": "breaker_open", "rule": m.rule_id, "tenant": tenant, "owner": m.owner, "count": count,
+                   "limit": m.max_per_hour},
     });
     let message = Message::Alert { tenant: tenant.to_string(), alert };
     let send = || message.send(app.store.as_ref(), app.queue.as_ref());

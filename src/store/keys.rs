@@ -18,8 +18,8 @@
 //! | `close-outcome/{tenant}/{alert}/{version}` | text `failed {status} {message}` of a close Graph refused | `respond::close` | kept |
 //! | `close-started/{tenant}/{alert}/{version}` | the rule id whose close of this version began (set right before the PATCH) | `respond::close` | kept |
 //! | `comment/{tenant}/{alert}/{version}` | claim: the close comment of one alert version | `respond::close` | kept |
-//! | `breaker/{rule}/{YYYY-MM-DDTHH}` | decimal count of closes by a rule in a UTC hour (compare-and-swap) | `respond::close` | kept |
-//! | `breaker-notice/{rule}/{YYYY-MM-DDTHH}` | claim: the owner is told once per rule and hour | `respond` | kept |
+//! | `breaker/{tenant}/{rule}/{YYYY-MM-DDTHH}` | decimal count of a rule's closes in one tenant in a UTC hour (compare-and-swap) | `respond::close` | kept |
+//! | `breaker-notice/{tenant}/{rule}/{YYYY-MM-DDTHH}` | claim: the owner is told once per rule, tenant and hour | `respond` | kept |
 //! | `audited/{tenant}/{alert}/{version}/{action}` | claim: one audit record per alert version and action | `respond` | kept |
 //! | `notify/{tenant}/{alert}/{version}/{receiver}` | claim: one delivery per alert version and receiver | `notify::deliver` | kept |
 //! | `notify-last/{tenant}/{alert}/{receiver}` | JSON of what the receiver was last told (`realert`) | `notify::deliver` | kept |
@@ -160,14 +160,15 @@ pub fn comment(tenant: &str, alert: &str, version: &str) -> String {
     key("comment", &[tenant, alert, version])
 }
 
-/// `breaker/{rule}/{hour}`: a close rule's count of closes in the UTC hour of `now`.
-pub fn breaker(rule: &str, now: DateTime<Utc>) -> String {
-    key("breaker", &[rule, &hour(now)])
+/// `breaker/{tenant}/{rule}/{hour}`: a close rule's count of closes in one tenant in the UTC hour of `now`.
+/// Per tenant, so one customer's flood never pauses a rule for the others.
+pub fn breaker(tenant: &str, rule: &str, now: DateTime<Utc>) -> String {
+    key("breaker", &[tenant, rule, &hour(now)])
 }
 
-/// `breaker-notice/{rule}/{hour}`: the claim that tells a rule's owner once per hour.
-pub fn breaker_notice(rule: &str, now: DateTime<Utc>) -> String {
-    key("breaker-notice", &[rule, &hour(now)])
+/// `breaker-notice/{tenant}/{rule}/{hour}`: the claim that tells a rule's owner once per tenant and hour.
+pub fn breaker_notice(tenant: &str, rule: &str, now: DateTime<Utc>) -> String {
+    key("breaker-notice", &[tenant, rule, &hour(now)])
 }
 
 /// `audited/{tenant}/{alert}/{version}/{action}`: the claim of one audit record.
@@ -258,8 +259,8 @@ mod tests {
             (close_outcome("contoso", "da1", v), "close-outcome/contoso/da1/2026-11-26T10:00:00.123Z"),
             (close_started("contoso", "da1", v), "close-started/contoso/da1/2026-11-26T10:00:00.123Z"),
             (comment("contoso", "da1", v), "comment/contoso/da1/2026-11-26T10:00:00.123Z"),
-            (breaker("r1", now), "breaker/r1/2026-11-26T10"),
-            (breaker_notice("r1", now), "breaker-notice/r1/2026-11-26T10"),
+            (breaker("contoso", "r1", now), "breaker/contoso/r1/2026-11-26T10"),
+            (breaker_notice("contoso", "r1", now), "breaker-notice/contoso/r1/2026-11-26T10"),
             (audited("contoso", "da1", v, "close"), "audited/contoso/da1/2026-11-26T10:00:00.123Z/close"),
             (notify("contoso", "da1", v, "soc"), "notify/contoso/da1/2026-11-26T10:00:00.123Z/soc"),
             (notify_last("contoso", "da1", "soc"), "notify-last/contoso/da1/soc"),

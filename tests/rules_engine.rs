@@ -609,3 +609,35 @@ fn secmon_close_is_read_strictly_at_load() {
         assert!(err.contains("use one of off, false, 0, no, n, disabled, disable, shadow"), "{err}");
     }
 }
+
+#[test]
+fn names_that_do_not_exist_are_config_errors_and_failing_rules_fail_rules_test() {
+    let body = format!(
+        "close_rules:\n{}{}routes:\n  - {{ when: 'alert.severty == \"high\"', receivers: [soc] }}\n",
+        rule("typo-fn", r#"alert.title.containsIgnorecase("scan")"#, ""),
+        rule("typo-var", r#"alrt.severity == "low""#, ""),
+    );
+    let lines = match secmon::setup::load_str(&format!("{HEADER}{body}"), Path::new("t.yaml"), &|_| None, now()) {
+        Ok(_) => panic!("a config with unknown names loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(lines.contains("close_rules[0].when: unknown function \"containsIgnorecase\""), "{lines}");
+    assert!(lines.contains("close_rules[1].when: unknown variable \"alrt\" at column 1"), "{lines}");
+    assert!(lines.contains("routes[0].when: unknown alert property \"severty\""), "{lines}");
+    assert!(lines.contains("did you mean \"severity\""), "{lines}");
+
+    // A rule that compiles and names real things can still fail on an alert: `rules test` says so and fails.
+    let cfg = config(&format!(
+        "close_rules:\n{}routes:\n  - {{ receivers: [soc] }}\n",
+        rule("owner-lab", r#"alert.customDetails.owner == "lab""#, "")
+    ));
+    let engine = Engine::compile(&cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.json");
+    std::fs::write(&file, json!({"id": "x1", "severity": "low", "status": "new"}).to_string()).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let ok = secmon::rules::dry_run::run(&engine, false, &[file], "contoso", now(), &mut out, &mut err).unwrap();
+    let err = String::from_utf8(err).unwrap();
+    assert!(!ok, "a failing expression fails the run");
+    assert!(err.contains("alert x1: close_rules[0]") && err.contains("failed"), "{err}");
+}

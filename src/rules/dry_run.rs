@@ -28,7 +28,8 @@ pub fn read_alerts(path: &Path) -> Result<Vec<Value>, String> {
 }
 
 /// Evaluates every alert in `paths` and writes one decision line per alert to `out`; problems with the
-/// input go to `problems`. Returns false when any input could not be read. With `closing_disabled`
+/// input, and every expression that failed to evaluate on an alert (which counts as "no match"), go to
+/// `problems`. Returns false when any input could not be read or any expression failed. With `closing_disabled`
 /// (`SECMON_CLOSE=off`), enforce rules show as shadow, as they would run.
 pub fn run(
     engine: &Engine,
@@ -57,6 +58,11 @@ pub fn run(
                         decision = decision.into_shadow("SECMON_CLOSE=off");
                     }
                     writeln!(out, "{}", decision.test_line(&alert.id))?;
+                    // An expression that fails on an alert counts as "no match": say so, and fail the run.
+                    for e in &decision.errors {
+                        writeln!(problems, "{}: alert {}: {} failed: {}", path.display(), alert.id, e.at, e.message)?;
+                        ok = false;
+                    }
                 }
                 Err(e) => {
                     writeln!(problems, "{}: item {i}: not an alert: {e}", path.display())?;

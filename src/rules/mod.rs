@@ -4,12 +4,15 @@
 //! - [`CloseRuleConfig`] / [`RouteConfig`]: the config sections (types in `config::rules`); [`check`]
 //!   compiles every expression, every error located at its field;
 //! - [`expr`]: CEL compiled once with length and nesting caps, plus the domain helpers;
+//! - [`check`]: errors for names an expression uses that do not exist (variables, functions, alert
+//!   properties);
 //! - [`lint`]: warnings about close rules that compile but fail open (`exists` over evidence, …);
 //! - [`Engine`]: the compiled rules and routes; [`Engine::decide`] turns one alert into a [`Decision`];
 //! - [`dry_run`]: `secmon rules test`, the offline evaluation of alert files.
 
 use crate::config::{Config, Issue};
 
+pub mod check;
 pub mod dry_run;
 mod engine;
 pub mod expr;
@@ -31,6 +34,9 @@ pub fn check(config: &Config, out: &mut Vec<Issue>) {
         match expr::Expression::compile(&env, &r.when) {
             Err(e) => out.push(Issue::error(path, e)),
             Ok(when) => {
+                for problem in check::references(&when) {
+                    out.push(Issue::error(path.clone(), problem));
+                }
                 for finding in lint::close_rule(&when) {
                     out.push(Issue::warning(path.clone(), finding.to_string()));
                 }
@@ -38,10 +44,15 @@ pub fn check(config: &Config, out: &mut Vec<Issue>) {
         }
     }
     for (i, r) in config.routes.iter().enumerate() {
-        if let Some(when) = &r.when
-            && let Err(e) = expr::Expression::compile(&env, when)
-        {
-            out.push(Issue::error(format!("routes[{i}].when"), e));
+        if let Some(when) = &r.when {
+            match expr::Expression::compile(&env, when) {
+                Err(e) => out.push(Issue::error(format!("routes[{i}].when"), e)),
+                Ok(when) => {
+                    for problem in check::references(&when) {
+                        out.push(Issue::error(format!("routes[{i}].when"), problem));
+                    }
+                }
+            }
         }
     }
 }

@@ -114,6 +114,13 @@ impl Secrets {
         self.add_one(value);
     }
 
+    /// Adds only the secret parameters `value` carries (the `sig` of a URL), not the value itself.
+    pub fn add_fragments(&self, value: &str) {
+        for fragment in secret_fragments(value) {
+            self.add_one(fragment);
+        }
+    }
+
     fn add_one(&self, value: &str) {
         if value.len() >= 6 {
             let mut list = self.0.write().expect("secrets lock");

@@ -410,7 +410,7 @@ fn path_string(path: &serde_path_to_error::Path) -> String {
 /// Replaces `${NAME}` in every string value; `$${` stands for a literal `${`.
 fn substitute_env(value: &mut Value, path: &str, env: EnvLookup<'_>, issues: &mut Vec<Issue>) {
     match value {
-        Value::String(s) if s.contains("${") => match expand(s, env) {
+        Value::String(s) if s.contains("${") => match expand(s, env, is_secret_field(path)) {
             Ok(expanded) => *s = expanded,
             Err(message) => issues.push(Issue::error(path, message)),
         },
@@ -428,7 +428,21 @@ fn substitute_env(value: &mut Value, path: &str, env: EnvLookup<'_>, issues: &mu
     }
 }
 
-fn expand(s: &str, env: EnvLookup<'_>) -> Result<String, String> {
+/// True for the fields whose values are secrets: client secrets, HMAC and doorbell keys, tokens, and the
+/// Teams Workflows URL (its `sig=` is the credential). Only their substituted values are masked in
+/// everything secmon writes; a path, a plain URL or a name taken from the environment prints as it is.
+/// (The signature or key inside any substituted URL is masked regardless, see `redact`.)
+pub fn is_secret_field(path: &str) -> bool {
+    let field = path.rsplit('.').next().unwrap_or(path);
+    let field = field.split('[').next().unwrap_or(field);
+    matches!(field, "client_secret" | "secret" | "doorbell_secret" | "notification_query" | "webhook_url" | "password")
+        || field.ends_with("_secret")
+        || field.ends_with("_token")
+        || field.ends_with("_key")
+        || field == "token"
+}
+
+fn expand(s: &str, env: EnvLookup<'_>, secret: bool) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(pos) = rest.find('$') {
@@ -444,7 +458,12 @@ fn expand(s: &str, env: EnvLookup<'_>) -> Result<String, String> {
                 return Err(format!("invalid environment variable name {name:?} in ${{...}}"));
             }
             let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
-            crate::redact::global().add(&value);
+            if secret || crate::redact::SECRET_ENV.contains(&name) {
+                crate::redact::global().add(&value);
+            } else {
+                // Not a secret field, but a URL may still carry a key or signature: mask just those.
+                crate::redact::global().add_fragments(&value);
+            }
             out.push_str(&value);
             rest = &after[end + 1..];
         } else {
@@ -499,7 +518,7 @@ mod tests {
         let err = load_str(&text, Path::new("c.yaml"), &env, now()).unwrap_err().to_string();
         assert!(err.contains("c.yaml:4:12:") && err.contains("MISSING_VAR is not set"), "{err}");
         assert_eq!(
-            expand("a$${b}c ${TEAMS_URL}", &env).unwrap(),
+            expand("a$${b}c ${TEAMS_URL}", &env, false).unwrap(),
             "a${b}c https://example.invalid/workflows/x?sig=SECRETSIG123"
         );
     }
@@ -520,6 +539,24 @@ mod tests {
         assert!(lines.iter().any(|l| l.contains("c.yaml:4:") && l.contains("tenants[2].name")), "{lines:?}");
         let empty = load_str("{}", Path::new("c.yaml"), &env, now()).unwrap_err().to_string();
         assert!(empty.contains("at least one tenant"), "{empty}");
+    }
+
+    #[test]
+    fn only_secrets_are_masked_not_every_substituted_value() {
+        let env = |k: &str| match k {
+            "DB_PATH" => Some("/var/lib/secmon/state-file.db".to_string()),
+            "MY_HMAC" => Some("hmac-key-0123456789-abcdef".to_string()),
+            _ => None,
+        };
+        let text = format!(
+            "{GOOD}store: {{ sqlite: \"${{DB_PATH}}\" }}\nreceivers:\n  h: {{ webhook: {{ url: \"https://hooks.example.net/x\", secret: \"${{MY_HMAC}}\" }} }}\n"
+        );
+        load_str(&text, Path::new("c.yaml"), &env, now()).unwrap();
+        let shown = crate::redact::redact("store /var/lib/secmon/state-file.db, key hmac-key-0123456789-abcdef");
+        assert_eq!(shown, "store /var/lib/secmon/state-file.db, key ***");
+        assert!(is_secret_field("tenants[0].credential.client_secret"));
+        assert!(is_secret_field("receivers.soc.teams.webhook_url"));
+        assert!(!is_secret_field("store.sqlite") && !is_secret_field("graph_url"));
     }
 
     #[test]

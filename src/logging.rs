@@ -37,12 +37,21 @@ pub const DEFAULT_FILTER: &str =
 /// Installs the global subscriber: `format` on stdout (overridden by `SECMON_LOG_FORMAT=json|text`),
 /// filtered by `RUST_LOG` or [`DEFAULT_FILTER`], plus invocation capture. A second call is a no-op.
 pub fn init(format: Format) {
-    let format = match std::env::var("SECMON_LOG_FORMAT").ok().as_deref() {
+    let _ = tracing::subscriber::set_global_default(subscriber(chosen(format), Redacting(std::io::stdout)));
+}
+
+/// The format `SECMON_LOG_FORMAT` asks for (`json` or `text`), else `default`: every command honours
+/// it, whatever it writes by default.
+pub fn chosen(default: Format) -> Format {
+    match std::env::var("SECMON_LOG_FORMAT").ok().map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         Some("json") => Format::Json,
         Some("text") => Format::Text,
-        _ => format,
-    };
-    let _ = tracing::subscriber::set_global_default(subscriber(format, Redacting(std::io::stdout)));
+        Some("") | None => default,
+        Some(other) => {
+            eprintln!("SECMON_LOG_FORMAT={other:?} is not json or text; logging as {default:?}");
+            default
+        }
+    }
 }
 
 /// The subscriber [`init`] installs, writing to `writer` (tests pass a buffer).

@@ -287,7 +287,8 @@ where
     Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
     // Logs go to stderr: stdout carries the command's JSON.
-    let logs = secmon::logging::subscriber(secmon::logging::Format::Text, secmon::logging::Redacting(std::io::stderr));
+    let format = secmon::logging::chosen(secmon::logging::Format::Text);
+    let logs = secmon::logging::subscriber(format, secmon::logging::Redacting(std::io::stderr));
     let _ = tracing::subscriber::set_global_default(logs);
     let loaded = match secmon::setup::load(file, chrono::Utc::now()) {
         Ok(l) => l,
@@ -312,7 +313,7 @@ where
 fn demo(out: Option<PathBuf>) -> ExitCode {
     // Quiet logs: the demo prints its own summary; problems still show.
     let logs = secmon::logging::subscriber_with_default(
-        secmon::logging::Format::Text,
+        secmon::logging::chosen(secmon::logging::Format::Text),
         secmon::logging::Redacting(std::io::stderr),
         "warn",
     );

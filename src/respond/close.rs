@@ -121,12 +121,14 @@ pub async fn settle(
                     m.rule_id, m.max_per_hour
                 );
                 *summary = format!("{}: {detail}", alert.id);
+                tracing::warn!(tenant, alert = %alert.id, rule = %m.rule_id, "close blocked: {detail}");
                 let record = Record { detail, ..entry(Action::BreakerOpen) };
                 return Ok(Settled { record: Some(record), routed: true, breaker_open: Some(count) });
             }
             Closed::Failed { graph_status, message } => {
                 let detail = format!("Graph refused the close: {message}; routed instead");
                 *summary = format!("{}: {detail}", alert.id);
+                tracing::warn!(tenant, alert = %alert.id, rule = %m.rule_id, "close failed: {detail}");
                 let record = Record { graph_status, detail, ..entry(Action::CloseFailed) };
                 return Ok(Settled { record: Some(record), routed: true, breaker_open: None });
             }

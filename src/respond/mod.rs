@@ -87,6 +87,8 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
             summary = format!("{summary}; notified {}", delivered.sent.join(", "));
         }
     }
+    // One line per outcome, naming the alert and what happened to it, for the person following the logs.
+    tracing::info!(tenant, alert = %alert.id, version = alert.version(), "{summary}");
     Ok(summary)
 }
 

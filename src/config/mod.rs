@@ -19,7 +19,7 @@ use serde_json::Value;
 
 pub use self::graph::{Cloud, CredentialConfig, CredentialKind};
 pub use self::intake::{PollConfig, SubscriptionConfig, WebhookConfig};
-pub use self::receivers::{ReceiverConfig, StatusUpdate};
+pub use self::receivers::{MailConfig, ReceiverConfig, StatusUpdate};
 pub use self::rules::{CloseRuleConfig, Mode, RouteConfig};
 
 pub mod duration;
@@ -67,6 +67,9 @@ pub struct Config {
     /// The webhook and doorbell endpoints.
     #[serde(default)]
     pub webhook: WebhookConfig,
+    /// E-mail: which tenant sends.
+    #[serde(default)]
+    pub mail: MailConfig,
     /// True when `SECMON_CLOSE` is `off` (or another of [`rules::CLOSE_OFF`]): every close rule runs
     /// in shadow mode. Set from the environment at load, never from the file, so an operator can stop all
     /// closing at once; a value secmon does not know fails the load.
@@ -202,11 +205,43 @@ impl Config {
             }
             r.validate(&format!("receivers.{name}"), &mut out);
         }
+        self.validate_senders(&mut out);
         for (i, s) in self.subscriptions.iter().enumerate() {
             s.validate(&format!("subscriptions[{i}]"), &cx, &mut out);
         }
         self.webhook.validate("webhook", &cx, &mut out);
         out
+    }
+
+    /// Sending tenants name configured tenants; with several tenants, mail should go out through one
+    /// chosen sender, not through each customer's own tenant.
+    fn validate_senders(&self, out: &mut Vec<Issue>) {
+        let sender = self.mail.tenant.as_deref();
+        if let Some(t) = sender
+            && self.tenant(t).is_none()
+        {
+            out.push(Issue::error("mail.tenant", format!("unknown tenant {t:?}")));
+        }
+        for (name, r) in &self.receivers {
+            let ReceiverConfig::Email(e) = r else { continue };
+            let path = format!("receivers.{name}.email.tenant");
+            match (e.tenant.as_deref(), sender) {
+                (Some(t), _) if self.tenant(t).is_none() => {
+                    out.push(Issue::error(path, format!("unknown tenant {t:?}")));
+                }
+                (Some(t), Some(s)) if t != s => out.push(Issue::warning(
+                    path,
+                    format!("sends through tenant {t:?}, not the configured sender mail.tenant {s:?}"),
+                )),
+                (None, None) if self.tenants.len() > 1 => out.push(Issue::warning(
+                    path,
+                    "sends through each alert's own tenant (each needs Mail.Send and a mailbox of its own, and a \
+                     tenant whose credential fails cannot send its own alarm); set mail.tenant or this tenant \
+                     to the tenant whose mailbox sends",
+                )),
+                _ => {}
+            }
+        }
     }
 
     /// The tenant with this name.

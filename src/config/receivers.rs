@@ -90,6 +90,21 @@ pub struct EmailConfig {
     /// A minijinja template for the HTML body instead of the built-in one; values are HTML-escaped.
     #[serde(default)]
     pub template: Option<String>,
+    /// The tenant (by name) whose identity sends, with its `Mail.Send`: for an MSSP, the tenant of the SOC
+    /// mailbox, so one mailbox sends for every customer. Default: `mail.tenant`, else the alert's own tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// Settings for the mail secmon sends.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    /// The tenant (by name) that sends e-mail: the default of every e-mail receiver's `tenant`. Set it when
+    /// secmon watches several tenants, so that mail (above all secmon's own alarms about a tenant whose
+    /// credential fails) never depends on the tenant it is about.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 fn is_address(s: &str) -> bool {

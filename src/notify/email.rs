@@ -31,6 +31,8 @@ pub struct Email {
     name: String,
     /// The sending mailbox.
     pub from: String,
+    /// The tenant whose identity sends; `None`: the alert's own.
+    sender: Option<String>,
     to: Vec<String>,
     cc: Vec<String>,
     subject: String,
@@ -39,7 +41,13 @@ pub struct Email {
 
 impl Email {
     /// Builds the receiver `name`, compiling its template overrides (errors at `path`).
-    pub fn new(name: &str, config: &EmailConfig, templates: &mut Templates, path: &str) -> Result<Email, Issue> {
+    pub fn new(
+        name: &str,
+        config: &EmailConfig,
+        sender: Option<String>,
+        templates: &mut Templates,
+        path: &str,
+    ) -> Result<Email, Issue> {
         let mut compile = |field: &str, file: &str, source: &Option<String>, builtin: &str| match source {
             Some(source) => {
                 let tname = format!("{name}/{file}");
@@ -55,6 +63,7 @@ impl Email {
         Ok(Email {
             name: name.to_string(),
             from: config.from.clone(),
+            sender,
             to: config.to.clone(),
             cc: config.cc.clone(),
             subject,
@@ -107,7 +116,9 @@ impl Notifier for Email {
                 ));
             }
         }
-        cx.graph.send_mail(cx.tenant, &self.from, body).await.map(|()| 202).map_err(|e| {
+        // The sending tenant's identity, when one is configured (an MSSP's SOC tenant), else the alert's own.
+        let tenant = self.sender.as_deref().unwrap_or(cx.tenant);
+        cx.graph.send_mail(tenant, &self.from, body).await.map(|()| 202).map_err(|e| {
             let status = e.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
             NotifyError::new(&self.name, format!("sendMail as {}{status}: {}", self.from, e.message), e.retry)
         })
@@ -150,6 +161,7 @@ mod tests {
             cc: vec!["a@b".into()],
             subject: None,
             template: None,
+            tenant: None,
         };
         c.validate("receivers.x.email", &mut out);
         let paths: Vec<_> = out.iter().map(|i| i.path.as_str()).collect();

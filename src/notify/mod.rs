@@ -45,7 +45,7 @@ pub use crate::config::receivers::{MAX_GROUP_WINDOW, ReceiverConfig, StatusUpdat
 pub fn check(config: &Config, out: &mut Vec<Issue>) {
     let mut templates = Templates::new();
     for (name, rc) in &config.receivers {
-        if let Err(issue) = build(name, &format!("receivers.{name}"), rc, &mut templates) {
+        if let Err(issue) = build(config, name, &format!("receivers.{name}"), rc, &mut templates) {
             out.push(issue);
         }
     }
@@ -103,14 +103,18 @@ pub trait Notifier: std::fmt::Debug + Send + Sync {
 /// Builds receiver `name` (config at `path`), adding its templates to `templates` and rendering each once
 /// with the sample alert.
 fn build(
+    config: &Config,
     name: &str,
     path: &str,
-    config: &ReceiverConfig,
+    receiver: &ReceiverConfig,
     templates: &mut Templates,
 ) -> Result<Box<dyn Notifier>, Issue> {
-    let receiver: Box<dyn Notifier> = match config {
+    let receiver: Box<dyn Notifier> = match receiver {
         ReceiverConfig::Teams(c) => Box::new(teams::Teams::new(name, c, templates, path)?),
-        ReceiverConfig::Email(c) => Box::new(email::Email::new(name, c, templates, path)?),
+        ReceiverConfig::Email(c) => {
+            let sender = c.tenant.clone().or_else(|| config.mail.tenant.clone());
+            Box::new(email::Email::new(name, c, sender, templates, path)?)
+        }
         ReceiverConfig::Webhook(c) => Box::new(webhook::Webhook::new(name, c, templates, path)?),
     };
     let sample = serde_json::from_str::<Value>(template::SAMPLE_ALERT).expect("sample alert is JSON");
@@ -145,7 +149,7 @@ impl Receivers {
             let mut own = Vec::new();
             rc.validate(&path, &mut own);
             issues.extend(own.into_iter().filter(|i| i.level == Level::Error));
-            match build(name, &path, rc, &mut templates) {
+            match build(config, name, &path, rc, &mut templates) {
                 Ok(r) => {
                     by_name.insert(name.clone(), r);
                 }

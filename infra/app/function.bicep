@@ -95,11 +95,12 @@ var commonSettings = [
   { name: 'SECMON_POLL_SCHEDULE', value: pollSchedule }
   { name: 'SECMON_TENANTS', value: tenants }
   { name: 'SECMON_CLOSE', value: close }
+  // Not a secret; the edge has it so that a config naming ${SECMON_MAIL_SENDER} loads there too.
+  { name: 'SECMON_MAIL_SENDER', value: mailSender }
 ]
 
-// The worker notifies and sends mail: the Teams URL from Key Vault, the sender mailbox.
+// The worker notifies: the Teams URL from Key Vault.
 var workerSettings = [
-  { name: 'SECMON_MAIL_SENDER', value: mailSender }
   { name: 'SECMON_TEAMS_URL', value: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${teamsSecretName})' }
 ]
 

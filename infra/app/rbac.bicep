@@ -31,7 +31,8 @@ var roles = {
 // ABAC conditions (conditionVersion 2.0) on blob data actions.
 var blobPath = '@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path]'
 var blobAction = 'Microsoft.Storage/storageAccounts/blobServices/containers/blobs'
-var notWriting = '!(ActionMatches{\'${blobAction}/write\'}) AND !(ActionMatches{\'${blobAction}/add/action\'}) AND !(ActionMatches{\'${blobAction}/delete\'}) AND !(ActionMatches{\'${blobAction}/tags/write\'})'
+// Every blob data action that writes or deletes, or bypasses ACLs (runAsSuperUser, move: hierarchical namespaces).
+var notWriting = '!(ActionMatches{\'${blobAction}/write\'}) AND !(ActionMatches{\'${blobAction}/add/action\'}) AND !(ActionMatches{\'${blobAction}/delete\'}) AND !(ActionMatches{\'${blobAction}/tags/write\'}) AND !(ActionMatches{\'${blobAction}/move/action\'}) AND !(ActionMatches{\'${blobAction}/runAsSuperUser/action\'}) AND !(ActionMatches{\'${blobAction}/deleteBlobVersion/action\'}) AND !(ActionMatches{\'${blobAction}/permanentDelete/action\'})'
 var notReadingOne = '!(ActionMatches{\'${blobAction}/read\'} AND NOT SubOperationMatches{\'Blob.List\'})'
 // The edge writes only subscription records (lifecycle marks) and doorbell claims in secmon-state.
 var edgeStateCondition = '((${notWriting}) OR (${blobPath} StringStartsWith \'kv/subscriptions/\' OR ${blobPath} StringStartsWith \'claim/doorbell/\'))'

@@ -35,7 +35,8 @@ expression names "edge" (edgePrincipalId, edgeIdentity.outputs.principalId); the
   STORAGE_ROLE_SCOPE    a storage data role (blob, queue, table) assigned on the account, a service, the
                         resource group or anything but a container or a queue resource
   EDGE_ROLES            the edge identity holds a role on the audit container, a queue role other than
-                        Queue Data Message Sender, any Key Vault role, or a blob role on secmon-state
+                        Queue Data Message Sender, a role on the whole Key Vault (one secret is
+                        allowed), or a blob role on secmon-state
                         without an ABAC condition
   EDGE_GRAPH            a Graph app role granted to the edge identity (a module granting app roles is
                         given a principalId that names "edge", or does not name "worker")
@@ -401,8 +402,9 @@ def check(directory: Path, functions_dir: Path = None):
                 continue
             if scope_name == AUDIT_CONTAINER:
                 report("EDGE_ROLES", f, decl, f"{symbol}: the edge identity holds a role on the audit container")
-            if scope_type == "Microsoft.KeyVault/vaults" or scope_type.startswith("Microsoft.KeyVault/"):
-                report("EDGE_ROLES", f, decl, f"{symbol}: the edge identity holds a Key Vault role")
+            if scope_type == "Microsoft.KeyVault/vaults":
+                # A role on one secret (Microsoft.KeyVault/vaults/secrets), e.g. the doorbell key, is allowed.
+                report("EDGE_ROLES", f, decl, f"{symbol}: the edge identity holds a Key Vault role on the whole vault")
             if guid in STORAGE_DATA_ROLES and "Queue" in STORAGE_DATA_ROLES[guid] and guid != QUEUE_SENDER:
                 report("EDGE_ROLES", f, decl, f"{symbol}: the edge identity holds {STORAGE_DATA_ROLES[guid]}; "
                        "it may only send (Storage Queue Data Message Sender)")

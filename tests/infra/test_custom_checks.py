@@ -40,7 +40,7 @@ EXPECTED = {
     "EDGE_ROLES": ["edgeAudit: the edge identity holds a role on the audit container",
                    "edgeState: the edge identity may write all of secmon-state",
                    "edgeQueue: the edge identity holds Storage Queue Data Contributor",
-                   "edgeVault: the edge identity holds a Key Vault role"],
+                   "edgeVault: the edge identity holds a Key Vault role on the whole vault"],
     "EDGE_GRAPH": ["Graph app roles (graph-edge.bicep) granted to edgeprincipalid"],
     "AUDIT_IMMUTABLE": ["must come from a parameter", "allowProtectedAppendWrites must be true"],
     "DIAGNOSTICS": ["blobService (Microsoft.Storage/storageAccounts/blobServices)",

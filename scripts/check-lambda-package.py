@@ -98,7 +98,7 @@ def covers_audit(resource):
     return AUDIT_PREFIX.startswith(head) or head.startswith(AUDIT_PREFIX)
 
 
-def edge_findings(name, props, params):
+def edge_findings(name, props):
     """The Function URL function (internet-facing) may not read the Graph secret nor write audit objects."""
     problems = []
     graph_secret = {"SecretsArn"}
@@ -186,7 +186,7 @@ def main():
                 fail(f"{name}: the SQS event lacks FunctionResponseTypes: [ReportBatchItemFailures]; the code "
                      "reports batchItemFailures and Lambda would otherwise delete the whole batch")
         if "FunctionUrl" in kinds:
-            for problem in edge_findings(name, p, doc.get("Parameters") or {}):
+            for problem in edge_findings(name, p):
                 fail(problem)
             if env.get("SECMON_SECRETS_ARN") == "SecretsArn":
                 fail(f"{name}: internet-facing, but SECMON_SECRETS_ARN is SecretsArn (the Graph secret)")

@@ -39,8 +39,13 @@ param configPath string = 'secmon.yaml'
 @description('Teams Workflows webhook URL, stored in Key Vault as teams-webhook-url. Empty = keep the current secret.')
 param teamsWebhookUrl string = ''
 
-@description('Grant the Graph app roles (SecurityAlert.ReadWrite.All, Mail.Send) to the identity. Needs a Privileged Role Administrator deployer; false = an admin grants them separately (docs/deploy.md).')
+@description('Grant the Graph app roles (SecurityAlert.ReadWrite.All, Mail.Send) to the worker identity (never the edge). Needs a Privileged Role Administrator deployer; false = an admin grants them separately (docs/deploy.md).')
 param grantGraphPermissions bool = true
+
+@minValue(1)
+@maxValue(146000)
+@description('Days each audit record is immutable (time-based retention on the secmon-audit container).')
+param auditRetentionDays int = 400
 
 // ---- scale -----------------------------------------------------------------------------------
 @minValue(0)
@@ -80,12 +85,17 @@ param noPollAlertMinutes int = 30
 @description('E-mail notified by the silence alert. Empty = no action group.')
 param alertEmail string = ''
 
-// ---- names -----------------------------------------------------------------------------------
+// ---- names ----------------------------------------------------------------------------------
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
-var appName = 'func-secmon-${resourceToken}'
-// Flex deploys from this blob container; one per app.
-var deploymentContainerName = 'app-package-${resourceToken}'
+// Two apps from one package (docs/deploy.md, "Identities"): the edge serves the internet-facing
+// HTTP functions, the worker the timers and the queue trigger. Flex deploys each from its own container.
+var edgeAppName = 'func-secmon-edge-${resourceToken}'
+var workerAppName = 'func-secmon-worker-${resourceToken}'
+var edgeHostId = 'secmon-edge-${resourceToken}'
+var workerHostId = 'secmon-worker-${resourceToken}'
+var edgeDeploymentContainerName = 'app-package-edge-${resourceToken}'
+var workerDeploymentContainerName = 'app-package-worker-${resourceToken}'
 var teamsSecretName = 'teams-webhook-url'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -94,24 +104,23 @@ resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   tags: tags
 }
 
-module identity 'core/identity.bicep' = {
-  name: 'identity'
+module edgeIdentity 'core/identity.bicep' = {
+  name: 'identity-edge'
   scope: rg
   params: {
-    name: 'id-secmon-${resourceToken}'
+    name: 'id-secmon-edge-${resourceToken}'
     location: location
     tags: tags
   }
 }
 
-module storage 'core/storage.bicep' = {
-  name: 'storage'
+module workerIdentity 'core/identity.bicep' = {
+  name: 'identity-worker'
   scope: rg
   params: {
-    name: 'stsecmon${resourceToken}'
+    name: 'id-secmon-worker-${resourceToken}'
     location: location
     tags: tags
-    deploymentContainerName: deploymentContainerName
   }
 }
 
@@ -126,6 +135,20 @@ module monitor 'core/monitor.bicep' = {
   }
 }
 
+module storage 'core/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'stsecmon${resourceToken}'
+    location: location
+    tags: tags
+    edgeDeploymentContainerName: edgeDeploymentContainerName
+    workerDeploymentContainerName: workerDeploymentContainerName
+    auditRetentionDays: auditRetentionDays
+    logAnalyticsWorkspaceId: monitor.outputs.workspaceId
+  }
+}
+
 module keyVault 'core/keyvault.bicep' = {
   name: 'keyvault'
   scope: rg
@@ -135,6 +158,7 @@ module keyVault 'core/keyvault.bicep' = {
     tags: tags
     teamsSecretName: teamsSecretName
     teamsWebhookUrl: teamsWebhookUrl
+    logAnalyticsWorkspaceId: monitor.outputs.workspaceId
   }
 }
 
@@ -142,8 +166,13 @@ module rbac 'app/rbac.bicep' = {
   name: 'rbac'
   scope: rg
   params: {
-    principalId: identity.outputs.principalId
+    edgePrincipalId: edgeIdentity.outputs.principalId
+    workerPrincipalId: workerIdentity.outputs.principalId
+    edgeHostId: edgeHostId
+    workerHostId: workerHostId
     storageName: storage.outputs.name
+    edgeDeploymentContainerName: edgeDeploymentContainerName
+    workerDeploymentContainerName: workerDeploymentContainerName
     appInsightsName: monitor.outputs.appInsightsName
     keyVaultName: keyVault.outputs.name
     deployerPrincipalId: principalId
@@ -154,29 +183,32 @@ module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermission
   name: 'graph-permissions'
   scope: rg
   params: {
-    principalId: identity.outputs.principalId
+    principalId: workerIdentity.outputs.principalId
   }
 }
 
-module functionApp 'app/function.bicep' = {
-  name: 'function'
+// The host needs its storage (and, for the worker, Key Vault) roles when it first starts.
+module edgeApp 'app/function.bicep' = {
+  name: 'function-edge'
   scope: rg
-  // The host needs its storage and Key Vault roles when it first starts.
   dependsOn: [
     rbac
   ]
   params: {
-    planName: 'plan-secmon-${resourceToken}'
-    appName: appName
+    role: 'edge'
+    planName: 'plan-secmon-edge-${resourceToken}'
+    appName: edgeAppName
+    hostId: edgeHostId
+    identityId: edgeIdentity.outputs.id
+    identityClientId: edgeIdentity.outputs.clientId
+    deploymentContainerName: edgeDeploymentContainerName
+    alwaysReadyWebhookInstances: alwaysReadyWebhookInstances
     location: location
     tags: tags
-    identityId: identity.outputs.id
-    identityClientId: identity.outputs.clientId
     blobEndpoint: storage.outputs.blobEndpoint
     queueEndpoint: storage.outputs.queueEndpoint
-    tableEndpoint: storage.outputs.tableEndpoint
-    deploymentContainerName: deploymentContainerName
     appInsightsConnectionString: monitor.outputs.connectionString
+    logAnalyticsWorkspaceId: monitor.outputs.workspaceId
     keyVaultName: keyVault.outputs.name
     teamsSecretName: teamsSecretName
     pollSchedule: pollSchedule
@@ -186,7 +218,39 @@ module functionApp 'app/function.bicep' = {
     configPath: configPath
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
-    alwaysReadyWebhookInstances: alwaysReadyWebhookInstances
+  }
+}
+
+module workerApp 'app/function.bicep' = {
+  name: 'function-worker'
+  scope: rg
+  dependsOn: [
+    rbac
+  ]
+  params: {
+    role: 'worker'
+    planName: 'plan-secmon-worker-${resourceToken}'
+    appName: workerAppName
+    hostId: workerHostId
+    identityId: workerIdentity.outputs.id
+    identityClientId: workerIdentity.outputs.clientId
+    deploymentContainerName: workerDeploymentContainerName
+    alwaysReadyWebhookInstances: 0
+    location: location
+    tags: tags
+    blobEndpoint: storage.outputs.blobEndpoint
+    queueEndpoint: storage.outputs.queueEndpoint
+    appInsightsConnectionString: monitor.outputs.connectionString
+    logAnalyticsWorkspaceId: monitor.outputs.workspaceId
+    keyVaultName: keyVault.outputs.name
+    teamsSecretName: teamsSecretName
+    pollSchedule: pollSchedule
+    tenants: empty(tenants) ? tenant().tenantId : tenants
+    mailSender: mailSender
+    close: close
+    configPath: configPath
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
   }
 }
 
@@ -207,12 +271,16 @@ module alerts 'app/alerts.bicep' = {
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
-output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
-output SECMON_FUNCTION_HOST string = functionApp.outputs.defaultHostName
+output AZURE_FUNCTION_APP_NAME string = edgeApp.outputs.name
+output SECMON_WORKER_APP_NAME string = workerApp.outputs.name
+output SECMON_FUNCTION_HOST string = edgeApp.outputs.defaultHostName
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output SECMON_BLOB_URL string = storage.outputs.blobEndpoint
 output SECMON_QUEUE_URL string = storage.outputs.queueEndpoint
-output AZURE_CLIENT_ID string = identity.outputs.clientId
-output SECMON_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output AZURE_CLIENT_ID string = workerIdentity.outputs.clientId
+output SECMON_IDENTITY_PRINCIPAL_ID string = workerIdentity.outputs.principalId
+output SECMON_EDGE_CLIENT_ID string = edgeIdentity.outputs.clientId
+output SECMON_EDGE_PRINCIPAL_ID string = edgeIdentity.outputs.principalId
+output SECMON_AUDIT_RETENTION_DAYS int = storage.outputs.auditRetentionDays
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output SECMON_ALERT_RULE string = alerts.outputs.alertRuleName

@@ -12,12 +12,15 @@ Template (infra/aws/template.yaml, Globals merged into each AWS::Serverless::Fun
   - each function's trigger: a Schedule/ScheduleV2 event, an SQS event, or a FunctionUrlConfig; an SQS
     event must report partial batch failures (FunctionResponseTypes: ReportBatchItemFailures), because the
     code answers with batchItemFailures and without it Lambda deletes the whole batch on success;
-  - SECMON_CONFIG's default is a relative path (Lambda's working directory is /var/task = CodeUri).
+  - SECMON_CONFIG's default is a relative path (Lambda's working directory is /var/task = CodeUri);
+  - the internet-facing function (the one with a FunctionUrlConfig) has no policy statement allowing
+    secretsmanager:GetSecretValue on SecretsArn (the Graph secret) nor s3:PutObject/DeleteObject on
+    objects that can be audit records (stream/*), and SECMON_SECRETS_ARN is not SecretsArn.
 Code directory (--code-dir, what `cargo lambda build --release --arm64 --features aws` plus the config
 copy of docs/aws.md produce): `bootstrap` is an executable ELF file for the template's architecture,
 and the config file SECMON_CONFIG names is there.
 Not checked here: that the code accepts each Handler (tests/lambda.rs runs the adapter per handler
-behind a fake Runtime API), and anything only AWS does (IAM, event source mappings, Function URL auth).
+behind a fake Runtime API), and anything only AWS does (IAM evaluation, event source mappings, Function URL auth).
 Exit 1 on any failure.
 """
 import argparse
@@ -43,13 +46,75 @@ Loader.add_multi_constructor("!", lambda loader, suffix, node: (
 
 
 def merged(globals_, props):
+    """Globals under a function's own properties; maps merge key by key, as SAM merges
+    Environment.Variables (the function's value wins)."""
     out = dict(globals_)
     for k, v in props.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = {**out[k], **v}
+            out[k] = merged(out[k], v)
         else:
             out[k] = v
     return out
+
+
+def as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def statements(props):
+    """(effect, actions, resources) of every inline policy statement; an `!If [cond, a, b]` statement
+    counts as both branches (either may be deployed)."""
+    out = []
+    for policy in as_list(props.get("Policies") or []):
+        if not isinstance(policy, dict):
+            continue
+        pending = list(as_list(policy.get("Statement") or []))
+        while pending:
+            st = pending.pop()
+            if isinstance(st, list) and len(st) == 3 and isinstance(st[0], str):
+                pending.extend(x for x in st[1:] if isinstance(x, dict))
+                continue
+            if not isinstance(st, dict) or st.get("Effect") != "Allow":
+                continue
+            out.append(([str(a) for a in as_list(st.get("Action"))], [str(r) for r in as_list(st.get("Resource"))]))
+    return out
+
+
+# Object paths of the audit trail in the state bucket (S3Store: stream/<name>/<n>).
+AUDIT_PREFIX = "stream/"
+
+
+def covers_audit(resource):
+    """Whether an object ARN pattern in the state bucket can match an audit object."""
+    if "StateBucket" not in resource and resource not in ("*", "arn:aws:s3:::*"):
+        return False
+    path = resource.split("/", 1)[1] if "/" in resource else ""
+    if resource == "*":
+        return True
+    if not path:
+        return False
+    # the path pattern matches stream/... when it is a wildcard before "stream/" or starts with it
+    head = path.split("*", 1)[0]
+    return AUDIT_PREFIX.startswith(head) or head.startswith(AUDIT_PREFIX)
+
+
+def edge_findings(name, props):
+    """The Function URL function (internet-facing) may not read the Graph secret nor write audit objects."""
+    problems = []
+    graph_secret = {"SecretsArn"}
+    for actions, resources in statements(props):
+        acts = {a.lower() for a in actions}
+        if acts & {"secretsmanager:getsecretvalue", "secretsmanager:*", "*"}:
+            for r in resources:
+                if r in graph_secret or r == "*" or r.startswith("arn:aws:secretsmanager"):
+                    problems.append(f"{name}: internet-facing, but its policy allows secretsmanager:GetSecretValue "
+                                    f"on {r} (the Graph secret); give it EdgeSecretsArn only")
+        if acts & {"s3:putobject", "s3:deleteobject", "s3:*", "*"}:
+            for r in resources:
+                if covers_audit(r):
+                    problems.append(f"{name}: internet-facing, but its policy allows {sorted(acts)} on {r}, "
+                                    f"which covers the audit trail ({AUDIT_PREFIX}*)")
+    return problems
 
 
 def trigger_of(props):
@@ -120,6 +185,11 @@ def main():
                     "FunctionResponseTypes", []):
                 fail(f"{name}: the SQS event lacks FunctionResponseTypes: [ReportBatchItemFailures]; the code "
                      "reports batchItemFailures and Lambda would otherwise delete the whole batch")
+        if "FunctionUrl" in kinds:
+            for problem in edge_findings(name, p):
+                fail(problem)
+            if env.get("SECMON_SECRETS_ARN") == "SecretsArn":
+                fail(f"{name}: internet-facing, but SECMON_SECRETS_ARN is SecretsArn (the Graph secret)")
         if len(failures) == before:
             ok(f"{name}: Handler {handler!r}, {runtime}, {arch}, trigger {kinds}")
     if len(set(handlers)) != len(handlers):

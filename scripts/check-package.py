@@ -93,6 +93,8 @@ SETTING_STAND_INS = {
     "SECMON_TENANTS": "{tenant}",
     "SECMON_MAIL_SENDER": "secmon@example.com",
     "SECMON_TEAMS_URL": "{fake}/teams",
+    # infra/app/function.bicep sets the host id per app (edge, worker); any valid id does here.
+    "AzureFunctionsWebHost__hostid": "secmon-check-package",
 }
 # Bicep parameters without a literal default (module outputs) that appear inside interpolations.
 PARAM_STAND_INS = {"identityClientId": CLIENT_ID}

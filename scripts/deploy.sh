@@ -9,7 +9,7 @@
 #    SECMON_ALERT_EMAIL, SECMON_ALWAYS_READY (alwaysReadyWebhookInstances), SECMON_GRANT_GRAPH
 #    (true|false: grant the Graph app roles in the same deployment; default true).
 # 2. SECMON_TEAMS_WEBHOOK_URL, if set, is written to Key Vault through stdin (never on a command line).
-# 3. az functionapp deployment source config-zip with dist/secmon.zip.
+# 3. az functionapp deployment source config-zip with dist/secmon.zip, to the edge and the worker app.
 # Needs Azure CLI with Bicep >= 0.36.1 (az bicep upgrade) and, for the Graph app roles, a signed-in
 # Privileged Role Administrator (see docs/deploy.md).
 set -euo pipefail
@@ -69,9 +69,13 @@ fi
 
 if [ "$MODE" != --infra-only ]; then
   [ -f "$ZIP" ] || { echo "deploy: $ZIP not found; run scripts/package.sh first" >&2; exit 1; }
-  APP=$(az functionapp list -g "$RG" --query "[?tags.\"azd-service-name\"=='secmon'].name | [0]" -o tsv)
-  [ -n "$APP" ] || { echo "deploy: no function app tagged azd-service-name=secmon in $RG; provision first" >&2; exit 1; }
-  echo "deploy: uploading $ZIP to $APP"
-  az functionapp deployment source config-zip -g "$RG" -n "$APP" --src "$ZIP" --output none
-  echo "deploy: done. Health: https://$(az functionapp show -g "$RG" -n "$APP" --query defaultHostName -o tsv)/api/health"
+  # One package, two apps: the edge (HTTP functions) and the worker (timers, queue); docs/deploy.md.
+  for SERVICE in secmon-edge secmon-worker; do
+    APP=$(az functionapp list -g "$RG" --query "[?tags.\"azd-service-name\"=='$SERVICE'].name | [0]" -o tsv)
+    [ -n "$APP" ] || { echo "deploy: no function app tagged azd-service-name=$SERVICE in $RG; provision first" >&2; exit 1; }
+    echo "deploy: uploading $ZIP to $APP ($SERVICE)"
+    az functionapp deployment source config-zip -g "$RG" -n "$APP" --src "$ZIP" --output none
+    if [ "$SERVICE" = secmon-edge ]; then EDGE_APP=$APP; fi
+  done
+  echo "deploy: done. Health: https://$(az functionapp show -g "$RG" -n "$EDGE_APP" --query defaultHostName -o tsv)/api/health"
 fi

@@ -1,22 +1,39 @@
-// The secmon function app on a Flex Consumption (FC1, Linux) plan, runtime 'custom' (custom handler:
-// the package's host.json starts ./secmon serve). Everything authenticates with the user-assigned
-// identity: host storage, the deployment container, App Insights ingestion and Key Vault references.
+// One secmon function app on a Flex Consumption (FC1, Linux) plan, runtime 'custom' (custom handler:
+// the package's host.json starts ./secmon serve). main.bicep deploys it twice from the same package:
+//  - role 'edge':   the internet-facing HTTP functions only, with an identity that holds no Graph
+//                   app role, sends to the alerts queue and writes nothing but lifecycle marks and
+//                   doorbell claims (app/rbac.bicep);
+//  - role 'worker': the timers and the queue trigger, with the Graph app roles.
+// Which functions an app's host loads is host.json's `functions` list, set per app through the
+// AzureFunctionsJobHost__functions__<i> app settings (AzureWebJobs.<name>.Disabled cannot be used:
+// Linux app setting names cannot hold the hyphens of secmon's function names). The identity, not the
+// list, is what enforces the split: a function run by the wrong app lacks the roles to do harm.
 
+@allowed([
+  'edge'
+  'worker'
+])
+param role string
 param planName string
 param appName string
 param location string
 param tags object = {}
+@minLength(1)
+@maxLength(32)
+@description('Functions host id (AzureFunctionsWebHost__hostid): names the keys and locks of this host in host storage.')
+param hostId string
 
-@description('Resource id, client id of the user-assigned identity.')
+@description('Resource id, client id of the user-assigned identity of this app.')
 param identityId string
 param identityClientId string
 
 param blobEndpoint string
 param queueEndpoint string
-param tableEndpoint string
 param deploymentContainerName string
 
 param appInsightsConnectionString string
+@description('Log Analytics workspace receiving the FunctionAppLogs of this app.')
+param logAnalyticsWorkspaceId string
 param keyVaultName string
 param teamsSecretName string
 
@@ -33,8 +50,67 @@ param configPath string
 
 param maximumInstanceCount int
 param instanceMemoryMB int
-@description('Always-ready instances for the HTTP function group (0 = scale to zero).')
+@description('Always-ready instances for the HTTP function group (0 = scale to zero; edge only).')
 param alwaysReadyWebhookInstances int
+
+// The functions each app's host loads; together every function folder, each in one app
+// (tests/infra/custom_checks.py, rule APP_SPLIT).
+var functionsByRole = {
+  edge: [
+    'graph-webhook'
+    'graph-lifecycle'
+    'doorbell'
+    'health'
+  ]
+  worker: [
+    'poll-alerts'
+    'graph-subscriptions'
+    'respond'
+  ]
+}
+
+var hostFunctionSettings = [for (fn, i) in functionsByRole[role]: {
+  name: 'AzureFunctionsJobHost__functions__${i}'
+  value: fn
+}]
+
+// Settings both apps have.
+var commonSettings = [
+  // Host storage through the identity (no connection string, no key). No table service: the host's
+  // diagnostic-events table is left out rather than granting a table role on the whole account.
+  { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
+  { name: 'AzureWebJobsStorage__clientId', value: identityClientId }
+  { name: 'AzureWebJobsStorage__blobServiceUri', value: blobEndpoint }
+  { name: 'AzureWebJobsStorage__queueServiceUri', value: queueEndpoint }
+  { name: 'AzureFunctionsWebHost__hostid', value: hostId }
+  // App Insights with Entra auth only (the component has local auth disabled).
+  { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
+  { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identityClientId};Authorization=AAD' }
+  // secmon's own settings.
+  { name: 'AZURE_CLIENT_ID', value: identityClientId }
+  { name: 'SECMON_STORE', value: 'azure' }
+  { name: 'SECMON_BLOB_URL', value: blobEndpoint }
+  { name: 'SECMON_QUEUE_URL', value: queueEndpoint }
+  { name: 'SECMON_CONFIG', value: configPath }
+  { name: 'SECMON_POLL_SCHEDULE', value: pollSchedule }
+  { name: 'SECMON_TENANTS', value: tenants }
+  { name: 'SECMON_CLOSE', value: close }
+  // Not a secret; the edge has it so that a config naming ${SECMON_MAIL_SENDER} loads there too.
+  { name: 'SECMON_MAIL_SENDER', value: mailSender }
+]
+
+// The worker notifies: the Teams URL from Key Vault.
+var workerSettings = [
+  { name: 'SECMON_TEAMS_URL', value: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${teamsSecretName})' }
+]
+
+// The edge never notifies and has no Key Vault role. The config in the package names
+// ${SECMON_TEAMS_URL}, so the edge gets a placeholder that cannot be a secret (.invalid, RFC 2606).
+var edgeSettings = [
+  { name: 'SECMON_TEAMS_URL', value: 'https://teams.invalid/not-on-the-edge' }
+]
+
+var appSettings = concat(commonSettings, role == 'worker' ? workerSettings : edgeSettings, hostFunctionSettings)
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -53,7 +129,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 
 // Graph gives a webhook 3 seconds to answer a validation request or notification; a cold start of
 // the host plus the handler can exceed that, so HTTP functions can be kept warm.
-var alwaysReady = alwaysReadyWebhookInstances > 0 ? [
+var alwaysReady = role == 'edge' && alwaysReadyWebhookInstances > 0 ? [
   {
     name: 'http'
     instanceCount: alwaysReadyWebhookInstances
@@ -63,7 +139,7 @@ var alwaysReady = alwaysReadyWebhookInstances > 0 ? [
 resource app 'Microsoft.Web/sites@2024-04-01' = {
   name: appName
   location: location
-  tags: union(tags, { 'azd-service-name': 'secmon' })
+  tags: union(tags, { 'azd-service-name': 'secmon-${role}' })
   kind: 'functionapp,linux'
   // Graph change notifications and the doorbell arrive from the internet; the HTTP functions check
   // clientState / HMAC signatures themselves. (checkov's parser fails on 5+ comment lines in a row.)
@@ -108,31 +184,25 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      // No FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION / WEBSITE_RUN_FROM_PACKAGE here:
-      // Flex Consumption rejects them; the runtime is functionAppConfig.runtime.
-      appSettings: [
-        // Host storage through the identity (no connection string, no key).
-        { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
-        { name: 'AzureWebJobsStorage__clientId', value: identityClientId }
-        { name: 'AzureWebJobsStorage__blobServiceUri', value: blobEndpoint }
-        { name: 'AzureWebJobsStorage__queueServiceUri', value: queueEndpoint }
-        { name: 'AzureWebJobsStorage__tableServiceUri', value: tableEndpoint }
-        // App Insights with Entra auth only (the component has local auth disabled).
-        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
-        { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identityClientId};Authorization=AAD' }
-        // secmon's own settings.
-        { name: 'AZURE_CLIENT_ID', value: identityClientId }
-        { name: 'SECMON_STORE', value: 'azure' }
-        { name: 'SECMON_BLOB_URL', value: blobEndpoint }
-        { name: 'SECMON_QUEUE_URL', value: queueEndpoint }
-        { name: 'SECMON_CONFIG', value: configPath }
-        { name: 'SECMON_POLL_SCHEDULE', value: pollSchedule }
-        { name: 'SECMON_TENANTS', value: tenants }
-        { name: 'SECMON_MAIL_SENDER', value: mailSender }
-        { name: 'SECMON_CLOSE', value: close }
-        { name: 'SECMON_TEAMS_URL', value: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${teamsSecretName})' }
-      ]
+      // No FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION / WEBSITE_RUN_FROM_PACKAGE in
+      // the settings above: Flex Consumption rejects them; the runtime is functionAppConfig.runtime.
+      appSettings: appSettings
     }
+  }
+}
+
+// Host and runtime logs to Log Analytics (App Insights has the traces; this keeps the platform's own).
+resource appDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: app
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      { category: 'FunctionAppLogs', enabled: true }
+    ]
+    metrics: [
+      { category: 'AllMetrics', enabled: true }
+    ]
   }
 }
 

@@ -1,6 +1,6 @@
 // Key Vault in RBAC mode holding the Teams Workflows webhook URL (a signed URL: whoever has it can
 // post to the channel). The app reads it through a Key Vault reference in its app settings, resolved
-// by App Service with the user-assigned identity (Key Vault Secrets User, see app/rbac.bicep).
+// by App Service with the worker identity (Key Vault Secrets User, see app/rbac.bicep); the edge has no role here.
 
 param name string
 param location string
@@ -10,6 +10,8 @@ param teamsSecretName string = 'teams-webhook-url'
 @secure()
 @description('Teams webhook URL. Empty = leave the secret as it is (not created on a first deploy; set it later with az keyvault secret set).')
 param teamsWebhookUrl string = ''
+@description('Log Analytics workspace receiving the vault audit events (every secret read, by whom).')
+param logAnalyticsWorkspaceId string
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
@@ -44,6 +46,20 @@ resource teamsSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty
   properties: {
     value: teamsWebhookUrl
     contentType: 'text/uri-list'
+  }
+}
+
+resource vaultDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: vault
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      { category: 'AuditEvent', enabled: true }
+    ]
+    metrics: [
+      { category: 'AllMetrics', enabled: true }
+    ]
   }
 }
 

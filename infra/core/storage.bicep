@@ -1,23 +1,23 @@
-// Storage account used three ways, all through the managed identity (shared keys are disabled):
-//  - Functions host storage (AzureWebJobsStorage__*): leases, timer singletons, queue triggers;
-//  - the Flex Consumption deployment container holding the zip package;
-//  - secmon's own state: blob containers secmon-state / secmon-audit, queues alerts / alerts-poison.
+// Storage account used three ways, all through managed identities (shared keys are disabled):
+//  - Functions host storage (AzureWebJobsStorage__*): containers azure-webjobs-hosts (locks, timer
+//    status) and azure-webjobs-secrets (function keys); the queue trigger reads queue alerts;
+//  - one Flex Consumption deployment container per function app (edge, worker);
+//  - secmon's own state: containers secmon-state / secmon-audit, queues alerts / alerts-poison.
+// Every container and queue is declared here so that app/rbac.bicep can scope each role to the
+// containers and queues an identity needs, never to the account.
 
 param name string
 param location string
 param tags object = {}
-@description('Blob container the Flex Consumption platform deploys the package from.')
-param deploymentContainerName string
-@description('Blob containers secmon itself uses.')
-param containerNames array = [
-  'secmon-state'
-  'secmon-audit'
-]
-@description('Queues secmon itself uses (the respond function triggers on the first; the host moves poison messages to the second).')
-param queueNames array = [
-  'alerts'
-  'alerts-poison'
-]
+@description('Blob containers the Flex Consumption platform deploys each app from (one per app).')
+param edgeDeploymentContainerName string
+param workerDeploymentContainerName string
+@minValue(1)
+@maxValue(146000)
+@description('Days each audit blob is immutable (time-based retention on secmon-audit): no one, secmon included, can delete or overwrite it before.')
+param auditRetentionDays int = 400
+@description('Log Analytics workspace receiving the blob and queue service logs.')
+param logAnalyticsWorkspaceId string
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -53,30 +53,107 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   }
 }
 
-resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+resource edgeDeploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
-  name: deploymentContainerName
+  name: edgeDeploymentContainerName
   properties: { publicAccess: 'None' }
 }
 
-resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for c in containerNames: {
+resource workerDeploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
-  name: c
+  name: workerDeploymentContainerName
   properties: { publicAccess: 'None' }
-}]
+}
+
+// The Functions host creates these on first start; declared here so roles can be scoped to them.
+resource hostsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: 'azure-webjobs-hosts'
+  properties: { publicAccess: 'None' }
+}
+
+resource secretsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: 'azure-webjobs-secrets'
+  properties: { publicAccess: 'None' }
+}
+
+resource stateContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: 'secmon-state'
+  properties: { publicAccess: 'None' }
+}
+
+resource auditContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: 'secmon-audit'
+  properties: { publicAccess: 'None' }
+}
+
+// Time-based retention (WORM) on the audit trail. Protected append writes let secmon keep appending
+// records to its append blobs while nothing already written can be changed or deleted before
+// auditRetentionDays. Deployed unlocked; lock it once verified (docs/deploy.md) so that not even a
+// subscription owner can shorten it.
+resource auditImmutability 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = {
+  parent: auditContainer
+  name: 'default'
+  properties: {
+    immutabilityPeriodSinceCreationInDays: auditRetentionDays
+    allowProtectedAppendWrites: true
+  }
+}
 
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
   name: 'default'
 }
 
-resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for q in queueNames: {
+resource alertsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
   parent: queueService
-  name: q
-}]
+  name: 'alerts'
+}
+
+// Where the host moves a message after maxDequeueCount failed tries.
+resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: 'alerts-poison'
+}
+
+// Every read, write and delete on blobs and queues, with the caller's identity, to Log Analytics.
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: blobService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      { category: 'StorageRead', enabled: true }
+      { category: 'StorageWrite', enabled: true }
+      { category: 'StorageDelete', enabled: true }
+    ]
+    metrics: [
+      { category: 'Transaction', enabled: true }
+    ]
+  }
+}
+
+resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: queueService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      { category: 'StorageRead', enabled: true }
+      { category: 'StorageWrite', enabled: true }
+      { category: 'StorageDelete', enabled: true }
+    ]
+    metrics: [
+      { category: 'Transaction', enabled: true }
+    ]
+  }
+}
 
 output id string = storage.id
 output name string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output queueEndpoint string = storage.properties.primaryEndpoints.queue
-output tableEndpoint string = storage.properties.primaryEndpoints.table
+output auditRetentionDays int = auditRetentionDays

@@ -10,9 +10,11 @@ Rules:
   STORAGE_SHARED_KEY    storage account without allowSharedKeyAccess: false
   STORAGE_PUBLIC_BLOB   storage account without allowBlobPublicAccess: false
   STORAGE_TLS_HTTPS     storage account without minimumTlsVersion 'TLS1_2' / supportsHttpsTrafficOnly true
-  APPSETTING_SECRET     app setting value with a key/SAS marker, a list*() call, a @secure() parameter,
+  APPSETTING_SECRET     app setting value (an appSettings array item, or a {name, value} object in a
+                        variable when appSettings is an expression) with a key/SAS marker, a list*() call, a @secure() parameter,
                         a keyed connection-string setting (AzureWebJobsStorage=...),
-                        or a secret-looking name whose value is not a Key Vault reference
+                        or a secret-looking name whose value is not a Key Vault reference (nor a
+                        literal https://....invalid placeholder)
   SECURE_FLOW           @secure() parameter passed to a module parameter that is not @secure()
   SECURE_OUTPUT         @secure() parameter (or list*() call) used in an output
   GRAPH_EXTENSION       Microsoft.Graph resources without `extension microsoftGraphV1`, or it is
@@ -28,6 +30,23 @@ Rules:
   MODULE_WIRING         a module given a parameter its file does not declare, not given a required
                         one, or `<module>.outputs.X` where the file has no output X (the one class of
                         undefined names checked offline)
+Least privilege (docs/deploy.md, "Identities"). The edge identity is the one whose principal id
+expression names "edge" (edgePrincipalId, edgeIdentity.outputs.principalId); the worker's names "worker".
+  STORAGE_ROLE_SCOPE    a storage data role (blob, queue, table) assigned on the account, a service, the
+                        resource group or anything but a container or a queue resource
+  EDGE_ROLES            the edge identity holds a role on the audit container, a queue role other than
+                        Queue Data Message Sender, a role on the whole Key Vault (one secret is
+                        allowed), or a blob role on secmon-state
+                        without an ABAC condition
+  EDGE_GRAPH            a Graph app role granted to the edge identity (a module granting app roles is
+                        given a principalId that names "edge", or does not name "worker")
+  AUDIT_IMMUTABLE       the secmon-audit container without an immutabilityPolicies child whose
+                        retention is a parameter and that allows protected append writes
+  DIAGNOSTICS           a function app, Key Vault, blob service or queue service without a
+                        Microsoft.Insights/diagnosticSettings scoped to it that sends to a workspace
+  APP_SPLIT             a function app file without `functionsByRole` {edge, worker} loaded through the
+                        AzureFunctionsJobHost__functions__<i> settings, or lists that overlap, miss a
+                        function folder, or put a non-HTTP function on the edge / an HTTP one on the worker
 """
 import json
 import re
@@ -47,6 +66,30 @@ FLEX_REJECTED = ("FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEB
 # Connection-string settings that carry an account key (use the __credential/__serviceUri form).
 KEYED_SETTINGS = ("AzureWebJobsStorage", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING")
 GRAPH_ROLES = ("SecurityAlert.ReadWrite.All", "Mail.Send")
+# A literal https URL on the reserved .invalid TLD (RFC 2606) cannot be a secret: the edge app's
+# placeholder for a setting the config names but only the worker may hold.
+PLACEHOLDER_RE = re.compile(r"^'https://[a-z0-9.-]+\.invalid(/[^'$]*)?'$")
+# Built-in storage data roles (blob, queue, table).
+STORAGE_DATA_ROLES = {
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
+    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": "Storage Blob Data Reader",
+    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
+    "19e7f393-937e-4f77-808e-94535e297925": "Storage Queue Data Reader",
+    "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a": "Storage Queue Data Message Sender",
+    "8a0f0c08-91a1-4084-bc3d-661d67233fed": "Storage Queue Data Message Processor",
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
+    "76199698-9eea-4c19-bc75-cec21354c6b6": "Storage Table Data Reader",
+}
+QUEUE_SENDER = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"
+SCOPED_TYPES = ("Microsoft.Storage/storageAccounts/blobServices/containers",
+                "Microsoft.Storage/storageAccounts/queueServices/queues",
+                "Microsoft.Storage/storageAccounts/tableServices/tables")
+# Resources that must send their logs to Log Analytics.
+DIAGNOSED_TYPES = ("Microsoft.Web/sites", "Microsoft.KeyVault/vaults",
+                   "Microsoft.Storage/storageAccounts/blobServices", "Microsoft.Storage/storageAccounts/queueServices")
+AUDIT_CONTAINER = "secmon-audit"
+STATE_CONTAINER = "secmon-state"
 
 
 class File:
@@ -123,9 +166,96 @@ class File:
     def identifiers(self, node):
         return {self.text(n) for n in self.walk("identifier", node)}
 
+    def symbols(self):
+        """symbol -> (type without api version, declaration, body, existing?) of every resource."""
+        out = {}
+        for decl in self.walk("resource_declaration"):
+            rtype = self.string_value(decl.children[2])
+            body = next(self.walk("object", decl), None)
+            out[self.text(decl.children[1])] = ((rtype or "").split("@")[0], decl, body,
+                                                 any(c.type == "existing" for c in decl.children))
+        return out
 
-def check(directory: Path):
+    def variables(self):
+        """name -> value node of every top-level `var`."""
+        return {self.text(n.children[1]): n.children[-1] for n in self.root.children if n.type == "variable_declaration"}
+
+    def setting_items(self, settings):
+        """The app settings objects: the array's items, or, when appSettings is an expression (concat of
+        variables), every {name, value} object in the file's variables."""
+        if settings is not None and settings.type == "array":
+            return [c for c in settings.children if c.type == "object"]
+        items = []
+        for value in self.variables().values():
+            for obj in self.walk("object", value):
+                if self.prop(obj, "name") is not None and self.prop(obj, "value") is not None:
+                    items.append(obj)
+        return items
+
+    def role_guid(self, node):
+        """The role definition GUID a roleDefinitionId expression names (a literal or roles.<name>)."""
+        text = self.text(node) if node is not None else ""
+        m = re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text)
+        if m:
+            return m.group(0)
+        m = re.search(r"\b(\w+)\.(\w+)\b", text.split(",")[-1])
+        if m and m.group(1) in self.variables():
+            return self.string_value(self.prop(self.variables()[m.group(1)], m.group(2)))
+        return None
+
+
+def function_triggers(functions_dir: Path):
+    """function folder name -> trigger type, from <dir>/<name>/function.json."""
+    out = {}
+    for fj in sorted(functions_dir.glob("*/function.json")) if functions_dir.is_dir() else []:
+        try:
+            bindings = json.loads(fj.read_text()).get("bindings", [])
+        except (OSError, ValueError):
+            bindings = []
+        out[fj.parent.name] = next((b.get("type") for b in bindings if str(b.get("type", "")).endswith("Trigger")), None)
+    return out
+
+
+def split_findings(f, functions_dir, report):
+    """APP_SPLIT for one file holding a function app."""
+    anchor = next(d for d, _, e in f.resources("Microsoft.Web/sites") if not e)
+    by_role = f.variables().get("functionsByRole")
+    if by_role is None or by_role.type != "object":
+        report("APP_SPLIT", f, anchor, "no `var functionsByRole = {edge: [...], worker: [...]}`: which functions "
+               "each app serves is not declared")
+        return
+    if not re.search(r"AzureFunctionsJobHost__functions__", f.src.decode()) or "functionsByRole[role]" not in f.src.decode():
+        report("APP_SPLIT", f, anchor, "functionsByRole[role] is not loaded through AzureFunctionsJobHost__functions__<i> settings")
+    lists = {}
+    for role in ("edge", "worker"):
+        node = f.prop(by_role, role)
+        lists[role] = [f.string_value(c) for c in (node.children if node is not None else []) if c.type == "string"]
+        if node is None:
+            report("APP_SPLIT", f, anchor, f"functionsByRole has no {role} list")
+    both = sorted(set(lists["edge"]) & set(lists["worker"]))
+    if both:
+        report("APP_SPLIT", f, anchor, f"functions served by both apps: {both}")
+    triggers = function_triggers(functions_dir)
+    if not triggers:
+        return
+    missing = sorted(set(triggers) - set(lists["edge"]) - set(lists["worker"]))
+    if missing:
+        report("APP_SPLIT", f, anchor, f"function folders served by neither app: {missing}")
+    unknown = sorted((set(lists["edge"]) | set(lists["worker"])) - set(triggers))
+    if unknown:
+        report("APP_SPLIT", f, anchor, f"functionsByRole names functions without a folder: {unknown}")
+    for name in lists["edge"]:
+        if name in triggers and triggers[name] != "httpTrigger":
+            report("APP_SPLIT", f, anchor, f"{name} ({triggers[name]}) is on the edge; the edge serves HTTP functions only")
+    for name in lists["worker"]:
+        if triggers.get(name) == "httpTrigger":
+            report("APP_SPLIT", f, anchor, f"{name} (httpTrigger) is on the worker; internet-facing functions belong on the edge")
+
+
+def check(directory: Path, functions_dir: Path = None):
     findings = []
+    if functions_dir is None:
+        functions_dir = directory / "functions" if (directory / "functions").is_dir() else directory.parent / "functions"
 
     def report(rule, f, node, msg):
         line = f.line(node) if node is not None else 1
@@ -155,9 +285,7 @@ def check(directory: Path):
             props = f.prop(body, "properties")
             settings = f.prop(props, "siteConfig", "appSettings")
             uses_kv_ref = False
-            for item in (settings.children if settings is not None else []):
-                if item.type != "object":
-                    continue
+            for item in f.setting_items(settings):
                 name_node, value_node = f.prop(item, "name"), f.prop(item, "value")
                 name = f.string_value(name_node) or (f.text(name_node) if name_node else "?")
                 if value_node is None:
@@ -172,7 +300,7 @@ def check(directory: Path):
                     report("APPSETTING_SECRET", f, item, f"{name}: value calls a list*() function (keys/SAS)")
                 if f.identifiers(value_node) & f.secure_params:
                     report("APPSETTING_SECRET", f, item, f"{name}: value uses a @secure() parameter; store it in Key Vault and reference it")
-                if SECRET_NAME_RE.search(name) and not is_kv_ref:
+                if SECRET_NAME_RE.search(name) and not is_kv_ref and not PLACEHOLDER_RE.match(vtext):
                     report("APPSETTING_SECRET", f, item, f"{name}: looks secret but is not a Key Vault reference")
                 if is_kv_ref:
                     shape = re.sub(r"\$\{[^}]*\}", "X", vtext.strip("'"))
@@ -254,6 +382,78 @@ def check(directory: Path):
                     pname = f.text(p.children[0])
                     if pname not in files[target].secure_params:
                         report("SECURE_FLOW", f, p, f"@secure() value passed to non-secure parameter {pname} of {target.name}")
+
+        # Least privilege: role scopes, the edge identity, immutability, diagnostics, the app split.
+        symbols = f.symbols()
+        for decl, body, existing in f.resources("Microsoft.Authorization/roleAssignments"):
+            props = f.prop(body, "properties")
+            guid = f.role_guid(f.prop(props, "roleDefinitionId"))
+            principal = f.text(f.prop(props, "principalId")) if f.prop(props, "principalId") is not None else ""
+            scope_node = f.prop(body, "scope")
+            scope_sym = f.text(scope_node) if scope_node is not None else None
+            scope_type, _, scope_body, _ = symbols.get(scope_sym, ("", None, None, False))
+            scope_name = f.string_value(f.prop(scope_body, "name")) if scope_body is not None else None
+            shown = f"{scope_sym} ({scope_type or 'not a resource of this file'})" if scope_sym else "the resource group"
+            symbol = f.text(decl.children[1])
+            if guid in STORAGE_DATA_ROLES and scope_type not in SCOPED_TYPES:
+                report("STORAGE_ROLE_SCOPE", f, decl, f"{symbol}: {STORAGE_DATA_ROLES[guid]} on {shown}; "
+                       "scope it to the container or queue the identity needs")
+            if "edge" not in principal.lower():
+                continue
+            if scope_name == AUDIT_CONTAINER:
+                report("EDGE_ROLES", f, decl, f"{symbol}: the edge identity holds a role on the audit container")
+            if scope_type == "Microsoft.KeyVault/vaults":
+                # A role on one secret (Microsoft.KeyVault/vaults/secrets), e.g. the doorbell key, is allowed.
+                report("EDGE_ROLES", f, decl, f"{symbol}: the edge identity holds a Key Vault role on the whole vault")
+            if guid in STORAGE_DATA_ROLES and "Queue" in STORAGE_DATA_ROLES[guid] and guid != QUEUE_SENDER:
+                report("EDGE_ROLES", f, decl, f"{symbol}: the edge identity holds {STORAGE_DATA_ROLES[guid]}; "
+                       "it may only send (Storage Queue Data Message Sender)")
+            if scope_name == STATE_CONTAINER and "Blob" in STORAGE_DATA_ROLES.get(guid, "") \
+                    and "Reader" not in STORAGE_DATA_ROLES[guid] and f.prop(props, "condition") is None:
+                report("EDGE_ROLES", f, decl, f"{symbol}: the edge identity may write all of {STATE_CONTAINER}; "
+                       "limit it with an ABAC condition to the paths it writes")
+
+        for sym, (rtype, decl, body, existing) in symbols.items():
+            if rtype == "Microsoft.Storage/storageAccounts/blobServices/containers" and not existing \
+                    and f.string_value(f.prop(body, "name")) == AUDIT_CONTAINER:
+                policies = [(d, b) for t, d, b, _ in symbols.values()
+                            if t == rtype + "/immutabilityPolicies" and f.text(f.prop(b, "parent") or d) == sym]
+                if not policies:
+                    report("AUDIT_IMMUTABLE", f, decl, f"{AUDIT_CONTAINER} container has no immutabilityPolicies "
+                           "(time-based retention)")
+                for d, b in policies:
+                    days = f.prop(b, "properties", "immutabilityPeriodSinceCreationInDays")
+                    if days is None or not (f.identifiers(days) & f.params):
+                        report("AUDIT_IMMUTABLE", f, d, "immutabilityPeriodSinceCreationInDays must come from a "
+                               "parameter (the retention is the operator's decision)")
+                    append = f.prop(b, "properties", "allowProtectedAppendWrites")
+                    if append is None or f.text(append) != "true":
+                        report("AUDIT_IMMUTABLE", f, d, "allowProtectedAppendWrites must be true: the audit "
+                               "streams are append blobs")
+            if rtype in DIAGNOSED_TYPES and not existing:
+                sent = False
+                for t, d, b, _ in symbols.values():
+                    scope = f.prop(b, "scope")
+                    if t == "Microsoft.Insights/diagnosticSettings" and scope is not None and f.text(scope) == sym \
+                            and f.prop(b, "properties", "workspaceId") is not None:
+                        sent = True
+                if not sent:
+                    report("DIAGNOSTICS", f, decl, f"{sym} ({rtype}) has no diagnosticSettings sending to a "
+                           "Log Analytics workspace")
+
+        if any(not e for _, _, e in f.resources("Microsoft.Web/sites")):
+            split_findings(f, functions_dir, report)
+
+        # Graph app roles go to the worker only.
+        for mod in f.walk("module_declaration"):
+            target = (f.path.parent / (f.string_value(mod.children[2]) or "")).resolve()
+            if target not in files or not any(True for _ in files[target].resources("Microsoft.Graph/appRoleAssignedTo")):
+                continue
+            given = f.prop(f.prop(next(f.walk("object", mod), None), "params"), "principalId")
+            text = f.text(given).lower() if given is not None else ""
+            if "edge" in text or "worker" not in text:
+                report("EDGE_GRAPH", f, mod, f"Graph app roles ({target.name}) granted to {text or 'no principal'}; "
+                       "only the worker identity may hold them")
 
         # Graph extension and roles.
         graph_resources = [d for d, _, _ in f.resources("Microsoft.Graph/appRoleAssignedTo")] + \

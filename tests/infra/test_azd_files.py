@@ -16,13 +16,19 @@ REPO = Path(__file__).resolve().parents[2]
 def main() -> int:
     errors = []
     azure = yaml.safe_load((REPO / "azure.yaml").read_text())
-    svc = azure.get("services", {}).get("secmon", {})
-    for key, want in (("project", "."), ("host", "function"), ("language", "custom")):
-        if svc.get(key) != want:
-            errors.append(f"azure.yaml: services.secmon.{key} is {svc.get(key)!r}, expected {want!r}")
-    hooks = svc.get("hooks", {})
-    if not any("scripts/package.sh" in str(h.get("run", "")) for h in hooks.values()):
-        errors.append("azure.yaml: no service hook runs scripts/package.sh")
+    # The edge and the worker app deploy the same package (infra/app/function.bicep tags each app
+    # azd-service-name secmon-<role>).
+    function_bicep = (REPO / "infra/app/function.bicep").read_text()
+    if "'azd-service-name': 'secmon-${role}'" not in function_bicep:
+        errors.append("infra/app/function.bicep: apps are not tagged azd-service-name secmon-${role}")
+    for service in ("secmon-edge", "secmon-worker"):
+        svc = azure.get("services", {}).get(service, {})
+        for key, want in (("project", "."), ("host", "function"), ("language", "custom"), ("dist", "dist/package")):
+            if svc.get(key) != want:
+                errors.append(f"azure.yaml: services.{service}.{key} is {svc.get(key)!r}, expected {want!r}")
+        hooks = svc.get("hooks", {})
+        if not any("scripts/package.sh" in str(h.get("run", "")) for h in hooks.values()):
+            errors.append(f"azure.yaml: no hook of services.{service} runs scripts/package.sh")
     if not (REPO / "scripts/package.sh").stat().st_mode & 0o111:
         errors.append("scripts/package.sh is not executable")
 

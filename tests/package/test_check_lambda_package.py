@@ -41,7 +41,27 @@ CASES = [
      ["HttpFunction: no Handler"]),
     ("CodeUri elsewhere", TEMPLATE.replace("CodeUri: ../../target/lambda/secmon/", "CodeUri: ../../dist/"), None, 1,
      ["is not where `cargo lambda build` puts bootstrap"]),
+    # Least privilege: the Function URL function (internet-facing) reads neither the Graph secret nor
+    # writes audit objects.
+    ("the Function URL function reads the Graph secret",
+     TEMPLATE.replace("Resource: !Ref EdgeSecretsArn", "Resource: !Ref SecretsArn"), None, 1,
+     ["HttpFunction: internet-facing, but its policy allows secretsmanager:GetSecretValue on SecretsArn"]),
+    ("the Function URL function is handed the Graph secret",
+     TEMPLATE.replace('SECMON_SECRETS_ARN: !If [HasEdgeSecret, !Ref EdgeSecretsArn, ""]', "SECMON_SECRETS_ARN: !Ref SecretsArn"),
+     None, 1, ["HttpFunction: internet-facing, but SECMON_SECRETS_ARN is SecretsArn"]),
+    ("the Function URL function may write the audit trail",
+     TEMPLATE.replace('Action: s3:DeleteObject\n              Resource: !Sub "${StateBucket.Arn}/kv/subscriptions/*"',
+                      'Action: s3:PutObject\n              Resource: !Sub "${StateBucket.Arn}/*"'), None, 1,
+     ["HttpFunction: internet-facing, but its policy allows ['s3:putobject'] on ${StateBucket.Arn}/*, which covers the audit trail"]),
+    ("the Function URL function may write stream/ objects by name",
+     TEMPLATE.replace('- !Sub "${StateBucket.Arn}/kv/subscriptions/*"\n                - !Sub "${StateBucket.Arn}/claim/doorbell/*"',
+                      '- !Sub "${StateBucket.Arn}/stream/*"', 1), None, 1,
+     ["which covers the audit trail (stream/*)"]),
 ]
+# Every variant must really differ from the template (a stale replace() would test nothing).
+for _name, _text, *_ in CASES:
+    if _name.startswith("the Function URL") and _text == TEMPLATE:
+        raise SystemExit(f"test_check_lambda_package: variant {_name!r} did not change the template")
 
 
 def main():

@@ -402,3 +402,58 @@ fn route_options_are_checked() {
     assert!(err.contains("routes[0].group_by_incident"), "{err}");
     assert!(err.contains("routes[0].set.status") && err.contains("close_rules"), "{err}");
 }
+
+/// An MSSP: customers contoso and fabrikam, and the SOC's own tenant, whose mailbox sends everything.
+const MSSP: &str = "  - {id: 22222222-3333-4444-5555-666666666666, name: fabrikam}
+  - {id: 33333333-4444-5555-6666-777777777777, name: soc}
+mail: { tenant: soc }
+routes:
+  - { receivers: [soc-email] }
+receivers:
+  soc-email: { email: { from: alerts@soc.example.net, to: [analysts@soc.example.net] } }
+";
+
+#[tokio::test]
+async fn an_mssp_sends_every_mail_through_the_sending_tenant() {
+    let w = world(MSSP).await;
+    // fabrikam's credential fails: anything sent with it is refused.
+    w.graph.fail("send_mail:fabrikam", 401);
+    for tenant in ["contoso", "fabrikam"] {
+        let raw = sample(json!({"id": format!("alert-{tenant}")}));
+        secmon::respond::process_alert(&w.app, tenant, raw).await.unwrap();
+    }
+    // secmon's own alarm about fabrikam (its polls fail) still reaches the SOC.
+    let alarm = json!({"id": "secmon-health-fabrikam-2026112610", "title": "secmon: no successful poll of fabrikam",
+        "severity": "high", "status": "new", "createdDateTime": "2026-11-26T10:00:00Z",
+        "lastUpdateDateTime": "2026-11-26T10:00:00Z"});
+    let summary = secmon::respond::process_alert(&w.app, "fabrikam", alarm).await.unwrap();
+    assert!(summary.contains("notified soc-email"), "{summary}");
+    let mails = w.graph.mails();
+    assert_eq!(mails.len(), 3);
+    assert!(mails.iter().all(|(tenant, from, _)| tenant == "soc" && from == "alerts@soc.example.net"), "{mails:?}");
+    assert!(
+        w.graph.calls().iter().all(|c| !c.starts_with("send_mail ") || c == "send_mail soc"),
+        "{:?}",
+        w.graph.calls()
+    );
+}
+
+#[tokio::test]
+async fn check_config_warns_when_mail_would_go_out_through_each_customer() {
+    let text = "tenants:\n  - {id: 11111111-2222-3333-4444-555555555555, name: contoso}\n  - {id: 22222222-3333-4444-5555-666666666666, name: fabrikam}\nroutes:\n  - { receivers: [m] }\nreceivers:\n  m: { email: { from: a@contoso.com, to: [b@contoso.com] } }\n";
+    let loaded = secmon::setup::load_str(text, std::path::Path::new("c.yaml"), &|_| None, now()).unwrap();
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| loaded.render(w)).collect();
+    assert!(
+        warnings.iter().any(|w| w.contains("receivers.m.email.tenant") && w.contains("mail.tenant")),
+        "{warnings:?}"
+    );
+    let err = secmon::setup::load_str(
+        &format!("{text}mail: {{ tenant: initech }}\n"),
+        std::path::Path::new("c.yaml"),
+        &|_| None,
+        now(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("mail.tenant: unknown tenant \"initech\""), "{err}");
+}

@@ -4,7 +4,8 @@
 //! Operation names, as logged by [`FakeGraph::calls`] (`"{operation} {tenant}"`) and as taken by
 //! [`FakeGraph::fail`]: `list_alerts`, `next_alerts`, `get_alert`, `update_alert`, `add_comment`,
 //! `send_mail`, and for subscriptions `create`, `renew`, `reauthorize`, `delete`, `list`. A failure
-//! can also target one alert: `get_alert:{id}`.
+//! can also target one alert (`get_alert:{id}`, `update_alert:{id}`, …) or, for mail, one sending
+//! tenant: `send_mail:{tenant}`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -208,7 +209,7 @@ impl Graph for FakeGraph {
         Ok(())
     }
     async fn send_mail(&self, tenant: &str, sender: &str, body: &Value) -> Result<(), GraphError> {
-        self.check("send_mail", tenant, None)?;
+        self.check("send_mail", tenant, Some(tenant))?;
         self.mails.lock().unwrap().push((tenant.to_string(), sender.to_string(), body.clone()));
         Ok(())
     }

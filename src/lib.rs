@@ -10,7 +10,8 @@
 //!   `subscriptions`, and `health` (last successful poll, the dead man's switch); all end as an
 //!   [`intake::Message`] on the queue.
 //! - [`rules`]: known-benign close rules and routes; pure evaluation.
-//! - [`respond`]: one message through decide → claim → act → record.
+//! - [`respond`]: one alert version through decide (on Graph's current copy before a close) → claim →
+//!   act → record.
 //! - [`notify`]: receivers (Teams, e-mail, signed webhook), each one [`notify::Notifier`], and the
 //!   delivery of one alert version to them ([`notify::deliver`]).
 //! - [`audit`]: the hash-chained audit trail every effect is recorded in.
@@ -25,7 +26,8 @@
 //! - [`logging`], [`metrics`]: JSON logs carrying the invocation id, counters, the poll heartbeat.
 //! - `demo` (feature `demo`, on by default): the whole flow against the bundled Graph emulator.
 //!
-//! Start reading at [`intake::poll`], then [`respond`].
+//! Start reading at [`functions`] (what each host calls), then [`intake::poll`], then [`respond`].
+//! `docs/architecture.md` states which module may import which; `tests/layering.rs` checks it.
 #![warn(missing_docs)]
 
 pub mod alert;

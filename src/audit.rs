@@ -7,29 +7,32 @@
 //! removed or reordered; the head key `audit-head/{tenant}/{day}` (last sequence number and hash) also
 //! catches records cut off the end.
 //!
-//! Writers to one stream take turns: a lease-claim on `audit-lock/{tenant}/{day}`, then the head is
-//! updated with compare-and-swap around the append. A writer that dies between writing its record into
-//! the head (as `pending`) and finishing is repaired by the next writer, which appends the pending record
-//! if the stream lacks it. The lease frees the lock if a writer dies holding it.
+//! Writers take no lock (a lock's lease can run out under a slow writer and be stolen). The head is
+//! advanced with compare-and-swap and carries the next record as `pending`: only the writer whose swap
+//! from "ends at `n`" to "`n + 1` is pending" wins may announce record `n + 1`, so the chain cannot
+//! fork. The record is then written as number `n + 1` of the stream with one conditional write
+//! ([`Store::append`]), which fails for everyone but the first, so it cannot be written twice — by a
+//! writer that stalled, or by the next writer, which finishes a pending record it finds before it
+//! announces its own. A writer that dies at any point leaves either nothing or a pending record that the
+//! next one finishes. Streams written before this scheme (under the old `audit-lock/…` claim) keep
+//! their layout and verify as before.
 //!
 //! The chain makes edits *evident*, not impossible: someone who can write the store can also rewrite the
 //! whole chain and the head. Anchor it by exporting the daily head hash somewhere else (`audit export`
 //! prints every hash).
 
 use std::io::Write;
-use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::rules::Mode;
-use crate::store::{Claim, Precondition, Store, StoreError, keys};
+use crate::store::{Precondition, Store, StoreError, keys};
 
-/// How long a writer may hold a stream's lock before another may take it.
-const LOCK_LEASE: Duration = Duration::from_secs(30);
-/// How long a writer waits for a busy stream before giving up (the caller retries the message).
-const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// How many times a writer reads the head again after another writer moved it, before it gives up
+/// (the caller retries the message). Every lost round means another record was appended.
+const APPEND_ROUNDS: usize = 64;
 
 /// What a decision did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,7 +148,7 @@ pub enum AuditError {
     /// The store failed.
     #[error("audit store: {0}")]
     Store(#[from] StoreError),
-    /// Another writer held the stream for too long.
+    /// Other writers kept moving the stream's head.
     #[error("audit stream {0} is busy")]
     Busy(String),
     /// The head record is unreadable (someone edited the store).
@@ -168,76 +171,67 @@ struct Head {
 
 /// Appends `record` to the tenant's stream of the day of `now`, chained to the one before; returns it as
 /// stored (its time, tenant, sequence number and hashes set here, its detail redacted).
+///
+/// Uncontended this is four store operations: read the head, announce (compare-and-swap), write the
+/// record at its number, settle the head (compare-and-swap).
 pub async fn append(store: &dyn Store, tenant: &str, now: DateTime<Utc>, record: Record) -> Result<Record, AuditError> {
     let stream = keys::audit_stream(tenant, now.date_naive());
-    let lock = keys::audit_lock(&stream);
-    let mut waited = Duration::ZERO;
-    let mut pause = Duration::from_millis(5);
-    loop {
-        match store.claim(&lock, LOCK_LEASE).await? {
-            Claim::Acquired => break,
-            // Locks are released, never completed: a completed one was written by something else.
-            Claim::Done => return Err(AuditError::Busy(format!("{stream} (its lock {lock} was completed)"))),
-            Claim::Held if waited >= LOCK_WAIT => return Err(AuditError::Busy(stream)),
-            Claim::Held => {
-                tokio::time::sleep(pause).await;
-                waited += pause;
-                pause = (pause * 2).min(Duration::from_millis(200));
-            }
+    let key = keys::audit_head(&stream);
+    for _ in 0..APPEND_ROUNDS {
+        let (head, cond) = match store.get(&key).await? {
+            Some(v) => (
+                serde_json::from_slice::<Head>(&v.value).map_err(|e| AuditError::Head(key.clone(), e.to_string()))?,
+                Precondition::Matches(v.etag),
+            ),
+            None => (Head { seq: 0, hash: genesis(&stream), pending: None }, Precondition::Absent),
+        };
+        if let Some(pending) = head.pending {
+            // Another writer announced a record and may have stalled or died: finish it for them.
+            finish(store, &stream, &key, &pending, cond).await?;
+            continue;
         }
+        let mut stored = Record {
+            seq: head.seq + 1,
+            time: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+            tenant: tenant.to_string(),
+            detail: crate::redact::redact(&record.detail),
+            prev_hash: head.hash.clone(),
+            hash: String::new(),
+            ..record.clone()
+        };
+        stored.hash = stored.compute_hash();
+        let announce = Head { seq: head.seq, hash: head.hash, pending: Some(stored.clone()) };
+        let etag = match store.put_if(&key, &serde_json::to_vec(&announce).expect("heads serialize"), cond).await {
+            Ok(etag) => etag,
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        finish(store, &stream, &key, &stored, Precondition::Matches(etag)).await?;
+        return Ok(stored);
     }
-    let result = append_locked(store, &stream, tenant, now, record).await;
-    // Always give the lock back; if that fails the lease frees it.
-    if let Err(e) = store.release(&lock).await {
-        tracing::warn!("could not release {lock}: {e}");
-    }
-    result
+    Err(AuditError::Busy(stream))
 }
 
-async fn append_locked(
+/// Writes the announced record at its number (unless someone already did) and moves the head past it
+/// (unless someone already did: a lost swap means the head moved on without us).
+async fn finish(
     store: &dyn Store,
     stream: &str,
-    tenant: &str,
-    now: DateTime<Utc>,
-    record: Record,
-) -> Result<Record, AuditError> {
-    let key = keys::audit_head(stream);
-    let (mut head, mut cond) = match store.get(&key).await? {
-        Some(v) => (
-            serde_json::from_slice::<Head>(&v.value).map_err(|e| AuditError::Head(key.clone(), e.to_string()))?,
-            Precondition::Matches(v.etag),
-        ),
-        None => (Head { seq: 0, hash: genesis(stream), pending: None }, Precondition::Absent),
-    };
-    if let Some(pending) = head.pending.take() {
-        // The last writer died after announcing its record: finish its work first.
-        let records = store.read_stream(stream).await?;
-        let present = records
-            .last()
-            .and_then(|r| serde_json::from_slice::<Record>(r).ok())
-            .is_some_and(|last| last.hash == pending.hash);
-        if !present {
-            store.append(stream, &serde_json::to_vec(&pending).expect("records serialize")).await?;
-        }
-        head = Head { seq: pending.seq, hash: pending.hash, pending: None };
+    key: &str,
+    pending: &Record,
+    cond: Precondition,
+) -> Result<(), AuditError> {
+    let bytes = serde_json::to_vec(pending).expect("records serialize");
+    match store.append(stream, pending.seq, &bytes).await {
+        // Conflict: the number is taken, and only this announced record is ever written at it.
+        Ok(()) | Err(StoreError::Conflict { .. }) => {}
+        Err(e) => return Err(e.into()),
     }
-    let mut record = Record {
-        seq: head.seq + 1,
-        time: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-        tenant: tenant.to_string(),
-        detail: crate::redact::redact(&record.detail),
-        prev_hash: head.hash.clone(),
-        hash: String::new(),
-        ..record
-    };
-    record.hash = record.compute_hash();
-    let announce = Head { seq: head.seq, hash: head.hash.clone(), pending: Some(record.clone()) };
-    let etag = store.put_if(&key, &serde_json::to_vec(&announce).expect("heads serialize"), cond).await?;
-    cond = Precondition::Matches(etag);
-    store.append(stream, &serde_json::to_vec(&record).expect("records serialize")).await?;
-    let done = Head { seq: record.seq, hash: record.hash.clone(), pending: None };
-    store.put_if(&key, &serde_json::to_vec(&done).expect("heads serialize"), cond).await?;
-    Ok(record)
+    let done = Head { seq: pending.seq, hash: pending.hash.clone(), pending: None };
+    match store.put_if(key, &serde_json::to_vec(&done).expect("heads serialize"), cond).await {
+        Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The result of verifying one stream.
@@ -448,8 +442,8 @@ mod tests {
         let mut records = s.read_stream(STREAM).await.unwrap();
         f(&mut records);
         let fresh = SqliteStore::in_memory().unwrap();
-        for r in &records {
-            fresh.append(STREAM, r).await.unwrap();
+        for (seq, r) in records.iter().enumerate() {
+            fresh.append(STREAM, seq as u64 + 1, r).await.unwrap();
         }
         let head = s.get(&keys::audit_head(STREAM)).await.unwrap().unwrap();
         fresh.put(&keys::audit_head(STREAM), &head.value).await.unwrap();
@@ -545,6 +539,67 @@ mod tests {
         }
         let report = &verify(s.as_ref(), None).await.unwrap()[0];
         assert!(report.ok() && report.records == 16, "{report:?}");
+    }
+
+    /// Two store handles on one SQLite file (two `secmon run` processes) append at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_on_two_handles_of_one_file_keep_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let a = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+        let b = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                for j in 0..4 {
+                    append(s.as_ref(), "contoso", at("2026-11-26T10:00:00Z"), entry(&format!("c{i}-{j}")))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let report = &verify(a.as_ref(), None).await.unwrap()[0];
+        assert!(report.ok() && report.records == 32, "{report:?}");
+        let ids: std::collections::HashSet<String> = a
+            .read_stream(STREAM)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_slice::<Record>(r).unwrap().alert_id)
+            .collect();
+        assert_eq!(ids.len(), 32, "no record is written twice");
+    }
+
+    /// A writer that stalls after announcing its record, while the next writer finishes it and appends
+    /// its own, cannot write its record a second time when it wakes up.
+    #[tokio::test]
+    async fn a_stalled_writer_cannot_append_its_record_twice() {
+        let s = filled(1).await;
+        let key = keys::audit_head(STREAM);
+        let v = s.get(&key).await.unwrap().unwrap();
+        let head: Head = serde_json::from_slice(&v.value).unwrap();
+        let mut stalled = Record {
+            seq: 2,
+            time: "2026-11-26T10:00:00.000Z".into(),
+            tenant: "contoso".into(),
+            prev_hash: head.hash.clone(),
+            ..entry("stalled")
+        };
+        stalled.hash = stalled.compute_hash();
+        let announce = Head { seq: head.seq, hash: head.hash, pending: Some(stalled.clone()) };
+        let etag =
+            s.put_if(&key, &serde_json::to_vec(&announce).unwrap(), Precondition::Matches(v.etag)).await.unwrap();
+        // The next writer finds the pending record, finishes it, then appends its own.
+        let next = append(&s, "contoso", at("2026-11-26T11:00:00Z"), entry("next")).await.unwrap();
+        assert_eq!(next.seq, 3);
+        // The stalled writer wakes up and carries on where it stopped.
+        finish(&s, STREAM, &key, &stalled, Precondition::Matches(etag)).await.unwrap();
+        let report = &verify(&s, None).await.unwrap()[0];
+        assert!(report.ok() && report.records == 3, "{report:?}");
     }
 
     #[tokio::test]

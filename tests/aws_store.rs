@@ -52,6 +52,21 @@ async fn s3_store_passes_the_store_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_store_passes_the_fencing_contract() {
+    let Some(endpoint) = moto() else { return };
+    contract::fencing_contract(&store(&endpoint).await).await;
+}
+
+/// Two store instances (two Lambdas) append to one audit stream at once: one whole chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_audit_appends_keep_one_chain() {
+    let Some(endpoint) = moto() else { return };
+    let a = store(&endpoint).await;
+    let b = S3Store::new(s3_client(&sdk(&endpoint).await, true), a.bucket(), "secmon");
+    common::audit_race::concurrent_appends_keep_one_chain(Arc::new(a), Arc::new(b), 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_queue_passes_the_queue_contract() {
     let Some(endpoint) = moto() else { return };
     let receipts = Arc::new(store(&endpoint).await);
@@ -67,16 +82,17 @@ async fn streams_of_nested_names_stay_apart() {
     use secmon::store::Store;
     let Some(endpoint) = moto() else { return };
     let s = store(&endpoint).await;
-    s.append("audit/a", b"1").await.unwrap();
-    s.append("audit/a/b", b"2").await.unwrap();
-    s.append("audit/a", b"3").await.unwrap();
+    s.append("audit/a", 1, b"1").await.unwrap();
+    s.append("audit/a/b", 1, b"2").await.unwrap();
+    s.append("audit/a", 2, b"3").await.unwrap();
     assert_eq!(s.read_stream("audit/a").await.unwrap(), vec![b"1".to_vec(), b"3".to_vec()]);
     assert_eq!(s.read_stream("audit/a/b").await.unwrap(), vec![b"2".to_vec()]);
     assert_eq!(s.list_streams("audit/").await.unwrap(), vec!["audit/a".to_string(), "audit/a/b".to_string()]);
-    // A second instance (another Lambda) has no hint and must not overwrite record 0 or 1.
+    // A second instance (another Lambda) cannot overwrite record 1 or 2, and appends after them.
     let other = S3Store::new(s3_client(&sdk(&endpoint).await, true), s.bucket(), "secmon");
-    other.append("audit/a", b"4").await.unwrap();
-    s.append("audit/a", b"5").await.unwrap();
+    assert!(other.append("audit/a", 2, b"4").await.is_err());
+    other.append("audit/a", 3, b"4").await.unwrap();
+    s.append("audit/a", 4, b"5").await.unwrap();
     assert_eq!(
         s.read_stream("audit/a").await.unwrap(),
         vec![b"1".to_vec(), b"3".to_vec(), b"4".to_vec(), b"5".to_vec()]

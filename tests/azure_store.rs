@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -17,6 +18,24 @@ async fn passes_the_store_contract() {
         return;
     }
     contract::store_contract(&azurite::store().await).await;
+}
+
+#[tokio::test]
+async fn passes_the_fencing_contract() {
+    if !azurite::available("passes_the_fencing_contract") {
+        return;
+    }
+    contract::fencing_contract(&azurite::store().await).await;
+}
+
+/// Two store handles (two Functions instances) append to one audit stream at once: one whole chain.
+#[tokio::test]
+async fn concurrent_audit_appends_keep_one_chain() {
+    if !azurite::available("concurrent_audit_appends_keep_one_chain") {
+        return;
+    }
+    let (a, b) = (azurite::store().await, azurite::store().await);
+    common::audit_race::concurrent_appends_keep_one_chain(Arc::new(a), Arc::new(b), 5).await;
 }
 
 #[tokio::test]
@@ -91,7 +110,7 @@ async fn an_expired_lease_is_taken_over_once() {
     }
     let store = azurite::store().await;
     let key = format!("claim-race-{}/close", uuid::Uuid::new_v4().simple());
-    assert_eq!(store.claim(&key, Duration::from_secs(1)).await.unwrap(), Claim::Acquired);
+    assert!(matches!(store.claim(&key, Duration::from_secs(1)).await.unwrap(), Claim::Acquired(_)));
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let lease = Duration::from_secs(60);
     let (a, b, c, d) = tokio::join!(
@@ -101,8 +120,8 @@ async fn an_expired_lease_is_taken_over_once() {
         store.claim(&key, lease)
     );
     let results = [a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()];
-    assert_eq!(results.iter().filter(|r| **r == Claim::Acquired).count(), 1, "{results:?}");
-    assert!(results.iter().all(|r| matches!(r, Claim::Acquired | Claim::Held)), "{results:?}");
+    assert_eq!(results.iter().filter(|r| matches!(r, Claim::Acquired(_))).count(), 1, "{results:?}");
+    assert!(results.iter().all(|r| matches!(r, Claim::Acquired(_) | Claim::Held)), "{results:?}");
 }
 
 /// A failing call's error names what failed and carries no SAS signature.

@@ -16,6 +16,11 @@
 //! explained by a kill: its first copy is the last effect the killed process performed. See the chaos
 //! section of `docs/performance.md`.
 //!
+//! In even seeds every life is two `secmon run` processes on the one SQLite store, racing for the same
+//! queue messages and claims, so the fenced claims and the lock-free audit chain must keep every effect
+//! single between two live workers. A pair is stopped with SIGTERM (each process finishes the message
+//! in hand), not killed, so an even seed has no kill to explain a repeat: it must have none.
+//!
 //! Seeds: `SECMON_CHAOS_SEEDS=N` runs seeds 1..=N (default 3). A seed fixes the alerts, the faults, the
 //! moments of the kills and the versions touched; the interleaving of two real processes still varies.
 //! Counts per seed are printed and written to `target/chaos/seed-N.json`.
@@ -67,6 +72,7 @@ struct Life {
 struct Report {
     seed: u64,
     processes: usize,
+    concurrent_pairs: usize,
     kills: usize,
     faults_injected: Vec<String>,
     versions: usize,
@@ -303,20 +309,25 @@ async fn run_seed(seed: u64) -> Report {
         let names: Vec<String> = faults.into_iter().map(|(n, _)| n).collect();
         report.faults_injected.extend(names);
         let started = Instant::now();
-        let mut child = spawn(&dir, &emu, life);
-        report.processes += 1;
+        let pair = seed.is_multiple_of(2);
+        let mut children: Vec<Child> = (0..if pair { 2 } else { 1 }).map(|n| spawn(&dir, &emu, life * 2 + n)).collect();
+        report.processes += children.len();
+        report.concurrent_pairs += usize::from(pair);
         if last {
-            wait_until_done(&emu, &dir, &versions, &mut child).await;
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let status = child.wait().unwrap();
-            assert!(status.success(), "seed {seed}: secmon stopped on SIGTERM with {status}");
+            wait_until_done(&emu, &dir, &versions, &mut children).await;
+            stop(&mut children, seed);
+        } else if pair {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(300..=2500))).await;
+            stop(&mut children, seed);
         } else {
             tokio::time::sleep(Duration::from_millis(rng.random_range(300..=2500))).await;
-            child.kill().unwrap();
-            child.wait().unwrap();
+            for child in &mut children {
+                child.kill().unwrap();
+                child.wait().unwrap();
+            }
             report.kills += 1;
         }
-        lives.push(Life { started, ended: Instant::now(), killed: !last });
+        lives.push(Life { started, ended: Instant::now(), killed: !last && !pair });
         emu.faults().clear();
         report.watermark_checks += check_watermark(&emu, &dir, &versions, seed, life);
         let_time_pass(&dir);
@@ -324,6 +335,17 @@ async fn run_seed(seed: u64) -> Report {
 
     check_effects(&emu, &dir, &versions, &lives, seed, &mut report);
     report
+}
+
+/// Stops every process with SIGTERM; each must finish the message in hand and exit cleanly.
+fn stop(children: &mut [Child], seed: u64) {
+    for child in children.iter() {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    }
+    for child in children.iter_mut() {
+        let status = child.wait().unwrap();
+        assert!(status.success(), "seed {seed}: secmon stopped on SIGTERM with {status}");
+    }
 }
 
 /// Gives a few alerts whose first version both receivers already got a new, more severe version.
@@ -394,11 +416,13 @@ fn check_watermark(emu: &Emulator, dir: &Path, versions: &[Version], seed: u64, 
 
 /// Runs until every version's effects are in the emulator and the queue is empty; the bound only keeps a
 /// broken build from hanging the suite, and its failure names what is missing.
-async fn wait_until_done(emu: &Emulator, dir: &Path, versions: &[Version], child: &mut Child) {
+async fn wait_until_done(emu: &Emulator, dir: &Path, versions: &[Version], children: &mut [Child]) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("secmon exited early with {status}; see {}", dir.display());
+        for child in children.iter_mut() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("secmon exited early with {status}; see {}", dir.display());
+            }
         }
         let missing = missing_effects(emu, versions);
         let queued = sqlite(dir).query_row("SELECT COUNT(*) FROM queue", [], |r| r.get::<_, i64>(0)).unwrap_or(-1);
@@ -411,7 +435,9 @@ async fn wait_until_done(emu: &Emulator, dir: &Path, versions: &[Version], child
             }
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            for child in children.iter_mut() {
+                let _ = child.kill();
+            }
             let logs = std::fs::read_to_string(latest_log(dir)).unwrap_or_default();
             let tail: Vec<&str> = logs.lines().rev().take(30).collect();
             panic!(

@@ -11,8 +11,7 @@ mod lambda_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use lambda_support::{FakeRuntime, LambdaProcess, Reply, fixture};
 use secmon::app::App;

@@ -6,9 +6,13 @@
 //!   writes of the same bytes carry the same ETag, which is harmless for a compare-and-swap (the value
 //!   is still the one that was read) and is why claim records carry a random nonce.
 //! - Claims are objects under `claim/` holding `{state, until_ms, nonce}`: created with
-//!   `If-None-Match: *`, an expired lease taken over with `If-Match`.
+//!   `If-None-Match: *`, an expired lease taken over with `If-Match`. The holder's token is the ETag
+//!   of its write (unique thanks to the nonce): renew, complete and release are each one put with
+//!   `If-Match` on it, refused once anyone else has written the claim. A completed record names the
+//!   token that completed it, so the holder may complete again.
 //! - S3 has no append: a stream is numbered objects `stream/<name>/<seq>` (20 digits, so listing order
-//!   is append order), each created with `If-None-Match: *`, so two writers never share a number.
+//!   is append order; record `n` is object `n - 1`), each created with `If-None-Match: *`, so two
+//!   writers never share a number.
 //! - The queue is SQS. The dequeue count is SQS's `ApproximateReceiveCount`; a message received more
 //!   than [`Queue::max_dequeue`] times is moved to `<queue>-poison` by [`SqsQueue::receive`], as the
 //!   SQLite backend does (in Lambda, the event source mapping's redrive policy does the same, see
@@ -28,7 +32,9 @@ use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, Queu
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::{Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, Versioned, keys, poison_name};
+use super::{
+    Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, Token, Versioned, keys, poison_name,
+};
 use crate::clock::{Clock, SystemClock};
 
 /// S3's limit on the length of an object key, in bytes.
@@ -131,19 +137,23 @@ struct ClaimRecord {
     until_ms: i64,
     /// Makes every write's bytes (so its ETag) unique.
     nonce: String,
+    /// The token that completed it (absent in records older than fencing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    completed_by: Option<String>,
 }
 
 impl ClaimRecord {
     fn held(until_ms: i64) -> Vec<u8> {
-        Self::bytes("held", until_ms)
+        Self::bytes("held", until_ms, None)
     }
 
-    fn done() -> Vec<u8> {
-        Self::bytes("done", 0)
+    fn done(by: &Token) -> Vec<u8> {
+        Self::bytes("done", 0, Some(by.0.clone()))
     }
 
-    fn bytes(state: &str, until_ms: i64) -> Vec<u8> {
-        let r = ClaimRecord { state: state.into(), until_ms, nonce: uuid::Uuid::new_v4().simple().to_string() };
+    fn bytes(state: &str, until_ms: i64, completed_by: Option<String>) -> Vec<u8> {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let r = ClaimRecord { state: state.into(), until_ms, nonce, completed_by };
         serde_json::to_vec(&r).expect("claim record serializes")
     }
 }
@@ -154,8 +164,6 @@ pub struct S3Store {
     bucket: String,
     prefix: String,
     clock: Arc<dyn Clock>,
-    /// The next free number of each stream this instance appended to: a hint only, S3 decides.
-    next_seq: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -171,13 +179,7 @@ impl S3Store {
             "" => String::new(),
             p => format!("{p}/"),
         };
-        Self {
-            client,
-            bucket: bucket.into(),
-            prefix,
-            clock: Arc::new(SystemClock),
-            next_seq: Mutex::new(HashMap::new()),
-        }
+        Self { client, bucket: bucket.into(), prefix, clock: Arc::new(SystemClock) }
     }
 
     /// The bucket.
@@ -270,6 +272,16 @@ impl S3Store {
     fn now_ms(&self) -> i64 {
         self.clock.now().timestamp_millis()
     }
+
+    async fn read_claim(&self, object: &str) -> StoreResult<Option<(ClaimRecord, Etag)>> {
+        let Some(current) = self.get_object(object).await? else {
+            return Ok(None);
+        };
+        let record = serde_json::from_slice(&current.value).map_err(|e| {
+            StoreError::Backend(format!("claim s3://{}/{object} is not a claim record: {e}", self.bucket))
+        })?;
+        Ok(Some((record, current.etag)))
+    }
 }
 
 fn seq_key(base: &str, seq: u64) -> String {
@@ -318,27 +330,21 @@ impl Store for S3Store {
         // Bounded: each round either decides or saw a concurrent change; a few rounds settle any race.
         for _ in 0..8 {
             match self.put_object(&object, &ClaimRecord::held(until(self)), Some(&Precondition::Absent)).await {
-                Ok(_) => return Ok(Claim::Acquired),
+                Ok(etag) => return Ok(Claim::Acquired(Token(etag.0))),
                 Err(StoreError::Conflict { .. }) => {}
                 Err(e) => return Err(e),
             }
-            let Some(current) = self.get_object(&object).await? else {
+            let Some((record, etag)) = self.read_claim(&object).await? else {
                 continue;
             };
-            let record: ClaimRecord = serde_json::from_slice(&current.value).map_err(|e| {
-                StoreError::Backend(format!("claim s3://{}/{object} is not a claim record: {e}", self.bucket))
-            })?;
             match record.state.as_str() {
                 "done" => return Ok(Claim::Done),
                 _ if record.until_ms > self.now_ms() => return Ok(Claim::Held),
                 _ => {}
             }
-            // The lease ran out (its holder crashed): take it over, unless someone else just did.
-            match self
-                .put_object(&object, &ClaimRecord::held(until(self)), Some(&Precondition::Matches(current.etag)))
-                .await
-            {
-                Ok(_) => return Ok(Claim::Acquired),
+            // The lease ran out (its holder crashed or stalled): take it over, unless someone else just did.
+            match self.put_object(&object, &ClaimRecord::held(until(self)), Some(&Precondition::Matches(etag))).await {
+                Ok(etag) => return Ok(Claim::Acquired(Token(etag.0))),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
             }
@@ -346,51 +352,52 @@ impl Store for S3Store {
         Err(StoreError::Backend(format!("claim {key}: still contended after 8 rounds; retry")))
     }
 
-    async fn complete(&self, key: &str) -> StoreResult<()> {
-        self.put_object(&self.object_key("claim", key)?, &ClaimRecord::done(), None).await.map(|_| ())
-    }
-
-    async fn release(&self, key: &str) -> StoreResult<()> {
+    async fn renew(&self, key: &str, token: &Token, lease: Duration) -> StoreResult<Token> {
         let object = self.object_key("claim", key)?;
-        let Some(current) = self.get_object(&object).await? else {
-            return Ok(());
-        };
-        let record: ClaimRecord = serde_json::from_slice(&current.value).map_err(|e| {
-            StoreError::Backend(format!("claim s3://{}/{object} is not a claim record: {e}", self.bucket))
-        })?;
-        if record.state == "done" {
-            return Ok(());
-        }
-        // An expired lease is free at once. If the write loses, someone completed or took the claim:
-        // either way it is no longer ours to give back.
-        match self.put_object(&object, &ClaimRecord::held(0), Some(&Precondition::Matches(current.etag))).await {
-            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+        let body = ClaimRecord::held(self.now_ms() + lease.as_millis() as i64);
+        match self.put_object(&object, &body, Some(&Precondition::Matches(Etag(token.0.clone())))).await {
+            Ok(etag) => Ok(Token(etag.0)),
+            Err(StoreError::Conflict { .. }) => Err(StoreError::NotHolder { key: key.into() }),
             Err(e) => Err(e),
         }
     }
 
-    async fn append(&self, stream: &str, record: &[u8]) -> StoreResult<()> {
-        let base = self.object_key("stream", stream)?;
-        let hint = self.next_seq.lock().expect("seq lock").get(stream).copied();
-        let mut seq = match hint {
-            Some(n) => n,
-            None => self.stream_objects(stream).await?.last().map_or(0, |(n, _)| n + 1),
-        };
-        for attempt in 0..64 {
-            match self.put_object(&seq_key(&base, seq), record, Some(&Precondition::Absent)).await {
-                Ok(_) => {
-                    self.next_seq.lock().expect("seq lock").insert(stream.to_string(), seq + 1);
-                    return Ok(());
-                }
-                // Another writer took this number: after a few misses, list again instead of stepping.
-                Err(StoreError::Conflict { .. }) if attempt % 8 == 7 => {
-                    seq = self.stream_objects(stream).await?.last().map_or(0, |(n, _)| n + 1);
-                }
-                Err(StoreError::Conflict { .. }) => seq += 1,
-                Err(e) => return Err(e),
-            }
+    async fn complete(&self, key: &str, token: &Token) -> StoreResult<()> {
+        let object = self.object_key("claim", key)?;
+        match self
+            .put_object(&object, &ClaimRecord::done(token), Some(&Precondition::Matches(Etag(token.0.clone()))))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict { .. }) => match self.read_claim(&object).await? {
+                Some((r, _)) if r.state == "done" && r.completed_by.as_ref() == Some(&token.0) => Ok(()),
+                _ => Err(StoreError::NotHolder { key: key.into() }),
+            },
+            Err(e) => Err(e),
         }
-        Err(StoreError::Backend(format!("append to {stream}: still contended after 64 attempts; retry")))
+    }
+
+    async fn release(&self, key: &str, token: &Token) -> StoreResult<()> {
+        let object = self.object_key("claim", key)?;
+        // An expired lease is free at once; only the holder's version is overwritten.
+        match self.put_object(&object, &ClaimRecord::held(0), Some(&Precondition::Matches(Etag(token.0.clone())))).await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict { .. }) => match self.read_claim(&object).await? {
+                Some((r, _)) if r.state == "done" => Ok(()),
+                _ => Err(StoreError::NotHolder { key: key.into() }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn append(&self, stream: &str, seq: u64, record: &[u8]) -> StoreResult<()> {
+        let base = self.object_key("stream", stream)?;
+        let object = seq_key(&base, seq.saturating_sub(1));
+        self.put_object(&object, record, Some(&Precondition::Absent)).await.map(|_| ()).map_err(|e| match e {
+            StoreError::Conflict { .. } => StoreError::Conflict { key: format!("{stream}#{seq}") },
+            other => other,
+        })
     }
 
     async fn read_stream(&self, stream: &str) -> StoreResult<Vec<Vec<u8>>> {

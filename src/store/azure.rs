@@ -6,9 +6,15 @@
 //!   `If-None-Match: *` creates only (409 when it exists), `If-Match` swaps only (412 when stale);
 //! - claims: block blobs `claim/<key>` in the same container holding `{"done":false,"lease_until":…}`;
 //!   the first claim is a create-only write, an expired lease is taken over with `If-Match` on the
-//!   ETag just read, so two takers of one expired lease cannot both win;
+//!   ETag just read, so two takers of one expired lease cannot both win. The holder's token is the
+//!   ETag of its write: renew, complete and release are writes (or a delete) with `If-Match` on it, so
+//!   each is one request and fails (412) once anyone else has written the claim. A completed record
+//!   names the token that completed it, so the holder may complete again;
 //! - streams: append blobs `<stream>` in container [`AUDIT_CONTAINER`], one append block per record
-//!   (a block is written whole or not at all), framed as `<length>:<bytes>\n` so records may hold any byte;
+//!   (a block is written whole or not at all), framed as `<length>:<bytes>\n` so records may hold any byte.
+//!   Record `n` is the `n`th block: an append reads the blob's committed block count and length and
+//!   appends with the append-position condition at that length, so two writers of one number cannot
+//!   both land (412);
 //! - queues: Storage Queues; message text is the body in standard base64, which is what the Functions
 //!   queue trigger decodes with host.json's `messageEncoding: base64`. Messages never expire (TTL -1):
 //!   an alert left on a queue for a week is late, not lost.
@@ -26,8 +32,8 @@ use azure_core::http::{ClientOptions, RequestContent, Url};
 use azure_core::http::{ExponentialRetryOptions, RetryOptions};
 use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
 use azure_storage_blob::models::{
-    AppendBlobClientCreateOptions, BlobClientDeleteOptions, BlobClientUploadOptions,
-    BlobContainerClientListBlobsOptions,
+    AppendBlobClientAppendBlockOptions, AppendBlobClientCreateOptions, BlobClientDeleteOptions,
+    BlobClientGetPropertiesResultHeaders, BlobClientUploadOptions, BlobContainerClientListBlobsOptions,
 };
 use azure_storage_blob::{BlobContainerClient, BlobServiceClient, BlobServiceClientOptions};
 use azure_storage_queue::models::{
@@ -40,7 +46,9 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, Versioned, poison_name};
+use super::{
+    Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, Token, Versioned, poison_name,
+};
 use crate::clock::{Clock, SystemClock};
 
 /// The container holding values and claims.
@@ -316,6 +324,16 @@ fn claim_blob(key: &str) -> String {
 struct ClaimRecord {
     done: bool,
     lease_until: DateTime<Utc>,
+    /// The token that completed it (absent in records older than fencing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    completed_by: Option<String>,
+}
+
+impl ClaimRecord {
+    fn held(until: DateTime<Utc>) -> Vec<u8> {
+        serde_json::to_vec(&ClaimRecord { done: false, lease_until: until, completed_by: None })
+            .expect("claim records serialize")
+    }
 }
 
 impl AzureStore {
@@ -424,82 +442,111 @@ impl Store for AzureStore {
         // A few rounds at most: each lost race means someone else changed the claim meanwhile.
         for _ in 0..5 {
             let now = self.clock.now();
-            let record = ClaimRecord { done: false, lease_until: lease_end(now, lease) };
-            let body = serde_json::to_vec(&record).expect("claim records serialize");
-            match self.read_claim(key).await? {
-                None => match self.write_blob(&name, key, &body, Some(&Precondition::Absent)).await {
-                    Ok(_) => return Ok(Claim::Acquired),
-                    Err(StoreError::Conflict { .. }) => continue,
-                    Err(e) => return Err(e),
-                },
+            let body = ClaimRecord::held(lease_end(now, lease));
+            let cond = match self.read_claim(key).await? {
+                None => Precondition::Absent,
                 Some((held, _)) if held.done => return Ok(Claim::Done),
                 Some((held, _)) if held.lease_until > now => return Ok(Claim::Held),
-                // The holder crashed (or released): take it over, but only from the version just read.
-                Some((_, etag)) => {
-                    match self.write_blob(&name, key, &body, Some(&Precondition::Matches(Etag(etag)))).await {
-                        Ok(_) => return Ok(Claim::Acquired),
-                        Err(StoreError::Conflict { .. }) => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
+                // The holder crashed (or stalled): take it over, but only from the version just read.
+                Some((_, etag)) => Precondition::Matches(Etag(etag)),
+            };
+            match self.write_blob(&name, key, &body, Some(&cond)).await {
+                Ok(etag) => return Ok(Claim::Acquired(Token(etag.0))),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
             }
         }
         // Still contended after several rounds: someone else is acting on it right now.
         Ok(Claim::Held)
     }
 
-    async fn complete(&self, key: &str) -> StoreResult<()> {
+    async fn renew(&self, key: &str, token: &Token, lease: Duration) -> StoreResult<Token> {
         check_key(key)?;
-        let record = ClaimRecord { done: true, lease_until: self.clock.now() };
-        let body = serde_json::to_vec(&record).expect("claim records serialize");
-        self.write_blob(&claim_blob(key), key, &body, None).await.map(|_| ())
-    }
-
-    async fn release(&self, key: &str) -> StoreResult<()> {
-        check_key(key)?;
-        let name = claim_blob(key);
-        for _ in 0..5 {
-            let Some((record, etag)) = self.read_claim(key).await? else {
-                return Ok(());
-            };
-            if record.done {
-                return Ok(());
-            }
-            // Delete only the version read, so a completion that lands meanwhile is never undone.
-            let options = BlobClientDeleteOptions { if_match: Some(etag.as_str().into()), ..Default::default() };
-            match self.state.blob_client(&name).delete(Some(options)).await {
-                Ok(_) => return Ok(()),
-                Err(e) if status(&e) == Some(404) => return Ok(()),
-                Err(e) if status(&e) == Some(412) => continue,
-                Err(e) => return Err(backend(&format!("release {key}"), &e)),
-            }
+        let body = ClaimRecord::held(lease_end(self.clock.now(), lease));
+        let cond = Precondition::Matches(Etag(token.0.clone()));
+        match self.write_blob(&claim_blob(key), key, &body, Some(&cond)).await {
+            Ok(etag) => Ok(Token(etag.0)),
+            Err(StoreError::Conflict { .. }) => Err(StoreError::NotHolder { key: key.into() }),
+            Err(e) => Err(e),
         }
-        Err(StoreError::Backend(format!("release {key}: the claim kept changing; retry")))
     }
 
-    async fn append(&self, stream: &str, record: &[u8]) -> StoreResult<()> {
+    async fn complete(&self, key: &str, token: &Token) -> StoreResult<()> {
+        check_key(key)?;
+        let record = ClaimRecord { done: true, lease_until: self.clock.now(), completed_by: Some(token.0.clone()) };
+        let body = serde_json::to_vec(&record).expect("claim records serialize");
+        let cond = Precondition::Matches(Etag(token.0.clone()));
+        match self.write_blob(&claim_blob(key), key, &body, Some(&cond)).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict { .. }) => match self.read_claim(key).await? {
+                Some((r, _)) if r.done && r.completed_by.as_ref() == Some(&token.0) => Ok(()),
+                _ => Err(StoreError::NotHolder { key: key.into() }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn release(&self, key: &str, token: &Token) -> StoreResult<()> {
+        check_key(key)?;
+        // Delete only the holder's version, so neither a completion nor another holder is undone.
+        let options = BlobClientDeleteOptions { if_match: Some(token.0.as_str().into()), ..Default::default() };
+        match self.state.blob_client(&claim_blob(key)).delete(Some(options)).await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(status(&e), Some(404 | 412)) => match self.read_claim(key).await? {
+                Some((r, _)) if r.done => Ok(()),
+                _ => Err(StoreError::NotHolder { key: key.into() }),
+            },
+            Err(e) => Err(backend(&format!("release {key}"), &e)),
+        }
+    }
+
+    async fn append(&self, stream: &str, seq: u64, record: &[u8]) -> StoreResult<()> {
         check_key(stream)?;
         let mut frame = format!("{}:", record.len()).into_bytes();
         frame.extend_from_slice(record);
         frame.push(b'\n');
-        let blob = self.audit.blob_client(stream).append_blob_client();
-        for attempt in 0..2 {
-            let len = frame.len() as u64;
-            match blob.append_block(RequestContent::from(frame.clone()), len, None).await {
-                Ok(_) => return Ok(()),
-                Err(e) if status(&e) == Some(404) && attempt == 0 => {
+        let client = self.audit.blob_client(stream);
+        let blob = client.append_blob_client();
+        let taken = || StoreError::Conflict { key: format!("{stream}#{seq}") };
+        for _ in 0..4 {
+            let (blocks, length) = match client.get_properties(None).await {
+                Ok(r) => {
+                    let what = format!("properties of {stream}");
+                    let blocks = r.blob_committed_block_count().map_err(|e| backend(&what, &e))?.unwrap_or(0);
+                    (
+                        u64::try_from(blocks).unwrap_or(0),
+                        r.content_length().map_err(|e| backend(&what, &e))?.unwrap_or(0),
+                    )
+                }
+                Err(e) if status(&e) == Some(404) => {
                     // First record of the stream: create the append blob (create-only, so a
-                    // concurrent creator's records are never wiped), then append again.
+                    // concurrent creator's records are never wiped).
                     match blob.create(Some(AppendBlobClientCreateOptions::default().if_not_exists())).await {
                         Ok(_) => {}
                         Err(e) if status(&e) == Some(409) => {}
                         Err(e) => return Err(backend(&format!("create stream {stream}"), &e)),
                     }
+                    (0, 0)
                 }
+                Err(e) => return Err(backend(&format!("properties of {stream}"), &e)),
+            };
+            if blocks >= seq {
+                return Err(taken());
+            }
+            if blocks + 1 < seq {
+                return Err(StoreError::Backend(format!("append to {stream}: record {seq} after only {blocks}")));
+            }
+            let options =
+                AppendBlobClientAppendBlockOptions { append_position: Some(length as i64), ..Default::default() };
+            let len = frame.len() as u64;
+            match blob.append_block(RequestContent::from(frame.clone()), len, Some(options)).await {
+                Ok(_) => return Ok(()),
+                // Someone appended since the properties were read (or the blob was just created): look again.
+                Err(e) if matches!(status(&e), Some(412 | 404)) => continue,
                 Err(e) => return Err(backend(&format!("append to {stream}"), &e)),
             }
         }
-        Err(StoreError::Backend(format!("append to {stream}: the stream vanished while appending; retry")))
+        Err(StoreError::Backend(format!("append to {stream}: the stream kept changing while appending; retry")))
     }
 
     async fn read_stream(&self, stream: &str) -> StoreResult<Vec<Vec<u8>>> {

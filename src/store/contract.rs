@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use super::{Claim, Precondition, Queue, Store, StoreError, poison_name};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{Claim, Once, Precondition, Queue, Store, StoreError, StoreResult, Token, once, poison_name};
 
 fn prefix() -> String {
     format!("contract-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
@@ -50,11 +52,12 @@ pub async fn store_contract(store: &dyn Store) {
     // Claims: first caller wins; a completed claim is done for good; a released one is free again;
     // an abandoned one (crash between claim and complete) is free once its lease runs out.
     let c = format!("{p}/claim/a");
-    assert_eq!(store.claim(&c, Duration::from_secs(60)).await.unwrap(), Claim::Acquired);
+    let token = acquired(store.claim(&c, Duration::from_secs(60)).await.unwrap());
     assert_eq!(store.claim(&c, Duration::from_secs(60)).await.unwrap(), Claim::Held);
-    store.complete(&c).await.unwrap();
+    store.complete(&c, &token).await.unwrap();
+    store.complete(&c, &token).await.unwrap();
     assert_eq!(store.claim(&c, Duration::from_secs(60)).await.unwrap(), Claim::Done);
-    store.release(&c).await.unwrap();
+    store.release(&c, &token).await.unwrap();
     assert_eq!(
         store.claim(&c, Duration::from_secs(60)).await.unwrap(),
         Claim::Done,
@@ -62,33 +65,119 @@ pub async fn store_contract(store: &dyn Store) {
     );
 
     let r = format!("{p}/claim/b");
-    assert_eq!(store.claim(&r, Duration::from_secs(60)).await.unwrap(), Claim::Acquired);
-    store.release(&r).await.unwrap();
-    assert_eq!(store.claim(&r, Duration::from_secs(60)).await.unwrap(), Claim::Acquired);
+    let token = acquired(store.claim(&r, Duration::from_secs(60)).await.unwrap());
+    store.release(&r, &token).await.unwrap();
+    assert!(matches!(store.claim(&r, Duration::from_secs(60)).await.unwrap(), Claim::Acquired(_)));
 
     let l = format!("{p}/claim/c");
-    assert_eq!(store.claim(&l, Duration::from_secs(1)).await.unwrap(), Claim::Acquired);
+    acquired(store.claim(&l, Duration::from_secs(1)).await.unwrap());
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(
-        store.claim(&l, Duration::from_secs(60)).await.unwrap(),
-        Claim::Acquired,
+    assert!(
+        matches!(store.claim(&l, Duration::from_secs(60)).await.unwrap(), Claim::Acquired(_)),
         "an expired lease must be claimable"
     );
 
     // Concurrent claims: exactly one winner.
     let race = format!("{p}/claim/race");
     let results = futures_join(store, &race).await;
-    assert_eq!(results.iter().filter(|c| **c == Claim::Acquired).count(), 1, "{results:?}");
+    assert_eq!(results.iter().filter(|c| matches!(c, Claim::Acquired(_))).count(), 1, "{results:?}");
 
-    // Streams: append-only, in order, listed by prefix.
+    // Streams: append-only, in order, listed by prefix; each number is written once.
     let s = format!("{p}/audit/contoso/2026-11-26");
     for i in 0..5u8 {
-        store.append(&s, &[i]).await.unwrap();
+        store.append(&s, u64::from(i) + 1, &[i]).await.unwrap();
     }
-    store.append(&format!("{p}/audit/fabrikam/2026-11-26"), b"f").await.unwrap();
+    assert!(
+        matches!(store.append(&s, 5, b"again").await, Err(StoreError::Conflict { .. })),
+        "a number already written must conflict"
+    );
+    store.append(&format!("{p}/audit/fabrikam/2026-11-26"), 1, b"f").await.unwrap();
     assert_eq!(store.read_stream(&s).await.unwrap(), (0..5u8).map(|i| vec![i]).collect::<Vec<_>>());
     assert!(store.read_stream(&format!("{p}/audit/none")).await.unwrap().is_empty());
     assert_eq!(store.list_streams(&format!("{p}/audit/")).await.unwrap().len(), 2);
+
+    // Two writers of one number: exactly one wins, the stream holds its record once.
+    let w = format!("{p}/audit/race/2026-11-26");
+    let (a, b) = tokio::join!(store.append(&w, 1, b"a"), store.append(&w, 1, b"b"));
+    assert_eq!([&a, &b].iter().filter(|r| r.is_ok()).count(), 1, "{a:?} {b:?}");
+    assert!([&a, &b].iter().all(|r| matches!(r, Ok(()) | Err(StoreError::Conflict { .. }))), "{a:?} {b:?}");
+    let got = store.read_stream(&w).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0], if a.is_ok() { b"a".to_vec() } else { b"b".to_vec() });
+}
+
+fn acquired(claim: Claim) -> Token {
+    match claim {
+        Claim::Acquired(token) => token,
+        other => panic!("expected to acquire the claim, got {other:?}"),
+    }
+}
+
+fn not_holder(result: StoreResult<impl std::fmt::Debug>) -> bool {
+    matches!(result, Err(StoreError::NotHolder { .. }))
+}
+
+/// Checks that claims are fenced: only the holder's token renews, completes or releases, a taken-over
+/// claim's old holder can do neither, and two workers racing one [`once`] with an act slower than the
+/// lease perform it once. Uses leases of about a second of real time.
+pub async fn fencing_contract(store: &dyn Store) {
+    let p = prefix();
+    let lease = Duration::from_secs(1);
+
+    // A non-holder can neither complete nor release, and leaves the holder's claim as it was.
+    let k = format!("{p}/fence/a");
+    let holder = acquired(store.claim(&k, Duration::from_secs(60)).await.unwrap());
+    let stranger = Token("not-the-holder".into());
+    assert!(not_holder(store.complete(&k, &stranger).await), "a stranger must not complete");
+    assert!(not_holder(store.release(&k, &stranger).await), "a stranger must not release");
+    assert!(not_holder(store.renew(&k, &stranger, lease).await), "a stranger must not renew");
+    assert_eq!(store.claim(&k, Duration::from_secs(60)).await.unwrap(), Claim::Held, "the holder's claim stays");
+    store.complete(&k, &holder).await.unwrap();
+    assert_eq!(store.claim(&k, lease).await.unwrap(), Claim::Done);
+    assert!(not_holder(store.renew(&k, &holder, lease).await), "a completed claim is not renewed");
+
+    // An expired claim taken over: the old holder can no longer renew, complete or release it.
+    let k = format!("{p}/fence/b");
+    let old = acquired(store.claim(&k, lease).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let new = acquired(store.claim(&k, Duration::from_secs(60)).await.unwrap());
+    assert!(not_holder(store.renew(&k, &old, lease).await), "the old holder must not renew");
+    assert!(not_holder(store.complete(&k, &old).await), "the old holder must not complete");
+    assert!(not_holder(store.release(&k, &old).await), "the old holder must not release");
+    assert_eq!(store.claim(&k, lease).await.unwrap(), Claim::Held, "the new holder's claim stays");
+    store.release(&k, &new).await.unwrap();
+    assert!(matches!(store.claim(&k, lease).await.unwrap(), Claim::Acquired(_)), "released by its holder");
+
+    // Renewing extends the lease past its first end; a renewed claim completes with the renewed token.
+    let k = format!("{p}/fence/c");
+    let mut token = acquired(store.claim(&k, lease).await.unwrap());
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        token = store.renew(&k, &token, Duration::from_secs(2)).await.unwrap();
+    }
+    assert_eq!(store.claim(&k, lease).await.unwrap(), Claim::Held, "a renewed claim is still held");
+    store.complete(&k, &token).await.unwrap();
+    assert_eq!(store.claim(&k, lease).await.unwrap(), Claim::Done);
+
+    // Two workers race one `once` with an act three leases long: exactly one act runs and completes.
+    let k = format!("{p}/fence/race");
+    let acts = AtomicUsize::new(0);
+    let act = || async {
+        tokio::time::sleep(lease * 3).await;
+        acts.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, ()>(())
+    };
+    let late = async {
+        // Arrives after the first worker's first lease would have run out without renewal.
+        tokio::time::sleep(lease + Duration::from_millis(600)).await;
+        once(store, &k, lease, act).await.unwrap()
+    };
+    let (first, second, late) = tokio::join!(once(store, &k, lease, act), once(store, &k, lease, act), late);
+    let mut outcomes = [first.unwrap(), second.unwrap(), late];
+    outcomes.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(outcomes, [Once::Done(()), Once::Held, Once::Held]);
+    assert_eq!(acts.load(Ordering::SeqCst), 1, "the act must run once");
+    assert_eq!(store.claim(&k, lease).await.unwrap(), Claim::Done);
 }
 
 async fn futures_join(store: &dyn Store, key: &str) -> Vec<Claim> {

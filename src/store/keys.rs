@@ -26,9 +26,8 @@
 //! | `notify-group/{tenant}/{receiver}/{incident}` | JSON group of an incident's alerts (compare-and-swap) | `notify::deliver` | kept, taken over when stale |
 //! | `update/{tenant}/{alert}/{version}/{route}` | claim: a route's `set:` once per alert version | `notify::deliver` | kept |
 //! | `ratelimit/mail/{sender}/{YYYYMMDDTHHMM}` | decimal count of mails a sender sent in a minute (compare-and-swap) | `notify::email` | kept |
-//! | stream `audit/{tenant}/{YYYY-MM-DD}` | the hash-chained audit records of a tenant's day | `audit` | kept |
-//! | `audit-head/{tenant}/{YYYY-MM-DD}` | JSON head of that stream's chain (last seq and hash, pending record) | `audit` | kept |
-//! | `audit-lock/{tenant}/{YYYY-MM-DD}` | claim used as a lock: one writer per stream | `audit` | released after each append |
+//! | stream `audit/{tenant}/{YYYY-MM-DD}` | the hash-chained audit records of a tenant's day, each written at its number once | `audit` | kept |
+//! | `audit-head/{tenant}/{YYYY-MM-DD}` | JSON head of that stream's chain (last seq and hash, pending record; compare-and-swap) | `audit` | kept |
 //! | `queue-receipts/{queue}/{message id}` | the current SQS receipt handle of a received message | `store::aws` | until the message is deleted or poisoned |
 //!
 //! "Claim" keys live in the claim namespace of the backend ([`super::Store::claim`]), the others are
@@ -225,11 +224,6 @@ pub fn audit_head(stream: &str) -> String {
     format!("audit-head/{}", stream.trim_start_matches("audit/"))
 }
 
-/// `audit-lock/…`: the writer's lock of an [`audit_stream`].
-pub fn audit_lock(stream: &str) -> String {
-    format!("audit-lock/{}", stream.trim_start_matches("audit/"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +268,6 @@ mod tests {
             (audit_streams(Some("contoso")), "audit/contoso/"),
             (audit_stream("contoso", day), "audit/contoso/2026-11-26"),
             (audit_head("audit/contoso/2026-11-26"), "audit-head/contoso/2026-11-26"),
-            (audit_lock("audit/contoso/2026-11-26"), "audit-lock/contoso/2026-11-26"),
             (queue_receipt("alerts", "5fd1-77"), "queue-receipts/alerts/5fd1-77"),
         ];
         for (got, want) in cases {

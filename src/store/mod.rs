@@ -1,10 +1,14 @@
 //! State and queue behind one small contract, so the pipeline runs the same on every backend.
 //!
 //! - [`Store::get`] / [`Store::put_if`]: versioned values with ETags (watermarks, subscription records);
-//! - [`Store::claim`] / [`Store::complete`] / [`Store::release`]: the idempotency key of every side
-//!   effect: claim first, act, then complete; a crash between claim and complete lets a retry claim
-//!   again once the lease runs out, so work is repeated, never skipped;
-//! - [`Store::append`]: append-only record streams (the audit trail);
+//! - [`Store::claim`] / [`Store::renew`] / [`Store::complete`] / [`Store::release`]: the idempotency
+//!   key of every side effect: claim first, act, then complete; a crash between claim and complete lets
+//!   a retry claim again once the lease runs out, so work is repeated, never skipped. Claims are
+//!   fenced: the claimer gets a [`Token`], and only the token of the current holder renews, completes
+//!   or releases, so a worker whose lease ran out and was taken over cannot undo or finish the new
+//!   holder's claim ([`StoreError::NotHolder`]);
+//! - [`Store::append`]: append-only record streams (the audit trail), each record written at its
+//!   number with one conditional write, so two writers never both write number `n`;
 //! - [`Queue`]: at-least-once messages with a visibility timeout, a dequeue count, and a poison queue.
 //!
 //! Over the contract, the state layer every stage uses instead of writing it out again: [`keys`] (the
@@ -53,11 +57,17 @@ pub enum Precondition {
     Matches(Etag),
 }
 
+/// The proof that the caller holds a claim: whatever the backend needs to tell this holder from the
+/// next one (a random value, an ETag). Opaque; [`Store::renew`] may hand out a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token(pub String);
+
 /// The answer to [`Store::claim`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The caller owns the key now: perform the effect, then [`Store::complete`] or [`Store::release`].
-    Acquired,
+    /// The caller holds the key now: perform the effect, then [`Store::complete`] or [`Store::release`]
+    /// with this token ([`Store::renew`] it while a long effect runs).
+    Acquired(Token),
     /// The effect was already performed: skip it.
     Done,
     /// Someone else holds an unexpired lease: try again later (do not skip, do not act).
@@ -70,6 +80,13 @@ pub enum StoreError {
     /// A conditional write lost: the value changed (or exists) since it was read.
     #[error("conflict: {key} changed since it was read")]
     Conflict {
+        /// The key.
+        key: String,
+    },
+    /// The caller's token is not the holder's: its lease ran out and someone else claimed the key, or
+    /// the claim was completed or given back. The caller must not act on it any further.
+    #[error("{key} is no longer held by this worker")]
+    NotHolder {
         /// The key.
         key: String,
     },
@@ -102,14 +119,23 @@ pub trait Store: Send + Sync {
     async fn delete(&self, key: &str) -> StoreResult<()>;
     /// Keys that start with `prefix`, sorted.
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>>;
-    /// Claims `key` for one effect, with a lease of `lease` while the effect runs.
+    /// Claims `key` for one effect, with a lease of `lease` while the effect runs. An unexpired claim of
+    /// someone else is [`Claim::Held`]; an expired one is taken over (its holder's token stops working).
     async fn claim(&self, key: &str, lease: Duration) -> StoreResult<Claim>;
-    /// Marks a claimed effect as performed, for good.
-    async fn complete(&self, key: &str) -> StoreResult<()>;
+    /// Extends the holder's lease to `lease` from now; returns the token to use from now on.
+    /// [`StoreError::NotHolder`] when `token` no longer holds the claim.
+    async fn renew(&self, key: &str, token: &Token, lease: Duration) -> StoreResult<Token>;
+    /// Marks a claimed effect as performed, for good. [`StoreError::NotHolder`] when `token` no longer
+    /// holds the claim (nothing is changed). Completing twice with the holder's token is harmless.
+    async fn complete(&self, key: &str, token: &Token) -> StoreResult<()>;
     /// Gives a claim back after a failed effect, so that a retry can claim it at once.
-    async fn release(&self, key: &str) -> StoreResult<()>;
-    /// Appends a record to a stream.
-    async fn append(&self, stream: &str, record: &[u8]) -> StoreResult<()>;
+    /// [`StoreError::NotHolder`] when `token` no longer holds it (the holder's claim is left alone); a
+    /// completed claim is never undone.
+    async fn release(&self, key: &str, token: &Token) -> StoreResult<()>;
+    /// Writes `record` as number `seq` (from 1) of `stream`. [`StoreError::Conflict`] when the stream
+    /// already holds a record numbered `seq`: one conditional write decides between two writers of one
+    /// number. Callers append in order (number `seq` after `seq - 1`).
+    async fn append(&self, stream: &str, seq: u64, record: &[u8]) -> StoreResult<()>;
     /// Every record of a stream, in append order.
     async fn read_stream(&self, stream: &str) -> StoreResult<Vec<Vec<u8>>>;
     /// Stream names that start with `prefix`, sorted.

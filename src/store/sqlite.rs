@@ -2,22 +2,26 @@
 //!
 //! rusqlite is synchronous; each call runs on the blocking pool behind one connection in a mutex.
 //! That is plenty for one process (standalone mode) and keeps every operation a single transaction.
+//! Transactions that read before they write begin `IMMEDIATE`, so two processes on one file (two
+//! `secmon run` on one store) queue on SQLite's write lock instead of failing on a stale snapshot.
+//! A claim's holder token is a random value in the `token` column.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, poison_name};
+use super::{Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, Token, poison_name};
 use crate::clock::{Clock, SystemClock};
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, done INTEGER NOT NULL, lease_until INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, done INTEGER NOT NULL, lease_until INTEGER NOT NULL,
+    token TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS streams (stream TEXT NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL,
     PRIMARY KEY (stream, seq));
 CREATE TABLE IF NOT EXISTS queue (id TEXT PRIMARY KEY, queue TEXT NOT NULL, body BLOB NOT NULL,
@@ -61,6 +65,7 @@ impl SqliteStore {
     fn with_connection(conn: Connection) -> StoreResult<Self> {
         conn.busy_timeout(Duration::from_secs(10)).map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        migrate(&conn)?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)), clock: Arc::new(SystemClock), max_dequeue: 5 })
     }
 
@@ -93,6 +98,27 @@ impl SqliteStore {
         .await
         .map_err(backend)?
     }
+}
+
+/// Brings a file written by an older secmon up to [`SCHEMA`]: claims gained a holder token (an old
+/// claim has the empty token: completed ones stay done, a held one frees itself when its lease runs out).
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    let has_token = conn
+        .prepare("SELECT 1 FROM pragma_table_info('claims') WHERE name = 'token'")
+        .and_then(|mut s| s.exists([]))
+        .map_err(backend)?;
+    if !has_token {
+        conn.execute_batch("ALTER TABLE claims ADD COLUMN token TEXT NOT NULL DEFAULT ''").map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn immediate(c: &mut Connection) -> StoreResult<rusqlite::Transaction<'_>> {
+    c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)
+}
+
+fn not_holder(key: String) -> StoreError {
+    StoreError::NotHolder { key }
 }
 
 fn check_key(key: &str) -> StoreResult<()> {
@@ -128,7 +154,7 @@ impl Store for SqliteStore {
         check_key(key)?;
         let (key, value) = (key.to_string(), value.to_vec());
         self.run(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+            let tx = immediate(c)?;
             let current: Option<i64> = tx
                 .query_row("SELECT version FROM kv WHERE key = ?1", params![key], |r| r.get(0))
                 .optional()
@@ -194,7 +220,7 @@ impl Store for SqliteStore {
         let now = self.now_ms();
         let until = now + lease.as_millis() as i64;
         self.run(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+            let tx = immediate(c)?;
             let row: Option<(i64, i64)> = tx
                 .query_row("SELECT done, lease_until FROM claims WHERE key = ?1", params![key], |r| {
                     Ok((r.get(0)?, r.get(1)?))
@@ -205,13 +231,15 @@ impl Store for SqliteStore {
                 Some((1, _)) => Claim::Done,
                 Some((_, lease_until)) if lease_until > now => Claim::Held,
                 _ => {
+                    let token = uuid::Uuid::new_v4().simple().to_string();
                     tx.execute(
-                        "INSERT INTO claims (key, done, lease_until) VALUES (?1, 0, ?2)
-                         ON CONFLICT(key) DO UPDATE SET done = 0, lease_until = excluded.lease_until",
-                        params![key, until],
+                        "INSERT INTO claims (key, done, lease_until, token) VALUES (?1, 0, ?2, ?3)
+                         ON CONFLICT(key) DO UPDATE SET done = 0, lease_until = excluded.lease_until,
+                         token = excluded.token",
+                        params![key, until, token],
                     )
                     .map_err(backend)?;
-                    Claim::Acquired
+                    Claim::Acquired(Token(token))
                 }
             };
             tx.commit().map_err(backend)?;
@@ -220,39 +248,66 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn complete(&self, key: &str) -> StoreResult<()> {
-        let key = key.to_string();
+    async fn renew(&self, key: &str, token: &Token, lease: Duration) -> StoreResult<Token> {
+        let (key, token) = (key.to_string(), token.clone());
+        let until = self.now_ms() + lease.as_millis() as i64;
         self.run(move |c| {
-            c.execute(
-                "INSERT INTO claims (key, done, lease_until) VALUES (?1, 1, 0)
-                 ON CONFLICT(key) DO UPDATE SET done = 1",
-                params![key],
-            )
-            .map(|_| ())
-            .map_err(backend)
+            let n = c
+                .execute(
+                    "UPDATE claims SET lease_until = ?3 WHERE key = ?1 AND token = ?2 AND done = 0",
+                    params![key, token.0, until],
+                )
+                .map_err(backend)?;
+            if n == 0 { Err(not_holder(key)) } else { Ok(token) }
         })
         .await
     }
 
-    async fn release(&self, key: &str) -> StoreResult<()> {
-        let key = key.to_string();
+    async fn complete(&self, key: &str, token: &Token) -> StoreResult<()> {
+        let (key, token) = (key.to_string(), token.0.clone());
         self.run(move |c| {
-            c.execute("DELETE FROM claims WHERE key = ?1 AND done = 0", params![key]).map(|_| ()).map_err(backend)
+            let n = c
+                .execute("UPDATE claims SET done = 1 WHERE key = ?1 AND token = ?2", params![key, token])
+                .map_err(backend)?;
+            if n == 0 { Err(not_holder(key)) } else { Ok(()) }
         })
         .await
     }
 
-    async fn append(&self, stream: &str, record: &[u8]) -> StoreResult<()> {
+    async fn release(&self, key: &str, token: &Token) -> StoreResult<()> {
+        let (key, token) = (key.to_string(), token.0.clone());
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let done: Option<(i64, String)> = tx
+                .query_row("SELECT done, token FROM claims WHERE key = ?1", params![key], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(backend)?;
+            match done {
+                // Completed: never undone, whoever asks.
+                Some((1, _)) => Ok(()),
+                Some((_, holder)) if holder == token => {
+                    tx.execute("DELETE FROM claims WHERE key = ?1", params![key]).map_err(backend)?;
+                    tx.commit().map_err(backend)
+                }
+                _ => Err(not_holder(key)),
+            }
+        })
+        .await
+    }
+
+    async fn append(&self, stream: &str, seq: u64, record: &[u8]) -> StoreResult<()> {
         check_key(stream)?;
         let (stream, record) = (stream.to_string(), record.to_vec());
         self.run(move |c| {
-            c.execute(
-                "INSERT INTO streams (stream, seq, record)
-                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM streams WHERE stream = ?1), ?2)",
-                params![stream, record],
-            )
-            .map(|_| ())
-            .map_err(backend)
+            let n = c
+                .execute(
+                    "INSERT INTO streams (stream, seq, record) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    params![stream, seq as i64, record],
+                )
+                .map_err(backend)?;
+            if n == 0 { Err(StoreError::Conflict { key: format!("{stream}#{seq}") }) } else { Ok(()) }
         })
         .await
     }
@@ -304,7 +359,7 @@ impl Queue for SqliteStore {
         let hidden_until = now + visibility.as_millis() as i64;
         let max_dequeue = self.max_dequeue;
         self.run(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+            let tx = immediate(c)?;
             let mut out = Vec::new();
             {
                 let mut stmt = tx
@@ -406,6 +461,50 @@ mod tests {
     async fn passes_the_store_contract() {
         let store = SqliteStore::in_memory().unwrap();
         super::super::contract::store_contract(&store).await;
+    }
+
+    #[tokio::test]
+    async fn passes_the_fencing_contract() {
+        let store = SqliteStore::in_memory().unwrap();
+        super::super::contract::fencing_contract(&store).await;
+    }
+
+    /// Two handles on one file (two `secmon run` on one store) race one claim: one wins, and only its
+    /// token completes it.
+    #[tokio::test]
+    async fn two_handles_on_one_file_share_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (a, b) = (SqliteStore::open(&path).unwrap(), SqliteStore::open(&path).unwrap());
+        let lease = Duration::from_secs(60);
+        let (x, y) = tokio::join!(a.claim("k", lease), b.claim("k", lease));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let (winner, token) = match (&x, &y) {
+            (Claim::Acquired(t), Claim::Held) => (&a, t.clone()),
+            (Claim::Held, Claim::Acquired(t)) => (&b, t.clone()),
+            other => panic!("exactly one handle must win: {other:?}"),
+        };
+        let loser = if std::ptr::eq(winner, &a) { &b } else { &a };
+        assert!(matches!(loser.complete("k", &Token("guess".into())).await, Err(StoreError::NotHolder { .. })));
+        loser.complete("k", &token).await.unwrap();
+        assert_eq!(winner.claim("k", lease).await.unwrap(), Claim::Done);
+    }
+
+    #[tokio::test]
+    async fn a_file_from_before_fencing_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE claims (key TEXT PRIMARY KEY, done INTEGER NOT NULL, lease_until INTEGER NOT NULL);
+                 INSERT INTO claims VALUES ('done', 1, 0), ('stale', 0, 0);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.claim("done", Duration::from_secs(60)).await.unwrap(), Claim::Done);
+        assert!(matches!(s.claim("stale", Duration::from_secs(60)).await.unwrap(), Claim::Acquired(_)));
     }
 
     #[tokio::test]

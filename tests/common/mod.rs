@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod audit_race;
 pub mod azurite;
 #[cfg(feature = "aws")]
 pub mod moto;

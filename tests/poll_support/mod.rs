@@ -18,7 +18,7 @@ use secmon::graph::client::GraphClient;
 use secmon::graph::retry::{RecordingSleeper, RetryPolicy};
 use secmon::intake::Message;
 use secmon::store::sqlite::SqliteStore;
-use secmon::store::{Claim, Etag, Precondition, Store, StoreError, StoreResult, Versioned};
+use secmon::store::{Claim, Etag, Precondition, Store, StoreError, StoreResult, Token, Versioned};
 use secmon_emulator::{Emulator, Options};
 use serde_json::Value;
 
@@ -64,14 +64,17 @@ impl Store for CrashingStore {
     async fn claim(&self, key: &str, lease: Duration) -> StoreResult<Claim> {
         self.inner.claim(key, lease).await
     }
-    async fn complete(&self, key: &str) -> StoreResult<()> {
-        self.inner.complete(key).await
+    async fn renew(&self, key: &str, token: &Token, lease: Duration) -> StoreResult<Token> {
+        self.inner.renew(key, token, lease).await
     }
-    async fn release(&self, key: &str) -> StoreResult<()> {
-        self.inner.release(key).await
+    async fn complete(&self, key: &str, token: &Token) -> StoreResult<()> {
+        self.inner.complete(key, token).await
     }
-    async fn append(&self, stream: &str, record: &[u8]) -> StoreResult<()> {
-        self.inner.append(stream, record).await
+    async fn release(&self, key: &str, token: &Token) -> StoreResult<()> {
+        self.inner.release(key, token).await
+    }
+    async fn append(&self, stream: &str, seq: u64, record: &[u8]) -> StoreResult<()> {
+        self.inner.append(stream, seq, record).await
     }
     async fn read_stream(&self, stream: &str) -> StoreResult<Vec<Vec<u8>>> {
         self.inner.read_stream(stream).await

@@ -28,7 +28,9 @@ const CLIENT_ID: &str = "0c5bd3d2-6b6e-4c47-9a0c-2b1f7f8d9e10";
 const SECRET: &str = "fenced-tests~secret";
 const HIDDEN_FILE: &str = "da637551227677560813_-961444813";
 /// Longer than the close claim's lease (five minutes).
-const RETRY_AFTER_SECS: u64 = 900;
+/// Far longer than the 300 s close lease, and than the simulated time a real-time request to the emulator
+/// can let pass (see the heartbeat), so the second worker always comes while the first still waits.
+const RETRY_AFTER_SECS: u64 = 3600;
 
 /// Tokio's (paused) time as wall-clock time, so the store's leases move with the renewals' timers.
 struct TokioClock {
@@ -118,10 +120,11 @@ async fn two_workers_and_a_retry_after_longer_than_the_lease_close_once() {
         }
         (held, later)
     };
-    // A heartbeat, so that a wait for a socket moves simulated time by a second at most.
+    // A heartbeat, so that a wait for a socket moves simulated time in small steps (the emulator answers
+    // in real time; without it paused time would jump straight to the next timer, the request timeout).
     let heartbeat = async {
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     let (slow, (held, later)) = tokio::select! {

@@ -324,3 +324,64 @@ fn the_doctor_function_is_never_anonymous() {
     assert_eq!(json["bindings"][0]["type"], "httpTrigger");
     assert_eq!(json["bindings"][0]["authLevel"], "function");
 }
+
+/// `secmon doctor` as a command: the config file, the process environment, the exit status.
+mod cli {
+    use super::*;
+    use std::process::Command;
+
+    fn doctor(rig: &Rig, dir: &Path, yaml: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+        std::fs::write(dir.join("ca.pem"), rig.emu.ca_pem().unwrap()).unwrap();
+        let yaml = format!("store: {{ sqlite: \"{}\" }}\n{yaml}", dir.join("secmon.db").display());
+        std::fs::write(dir.join("secmon.yaml"), yaml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_secmon"))
+            .arg("doctor")
+            .arg("-c")
+            .arg(dir.join("secmon.yaml"))
+            .args(args)
+            .envs(&rig.env)
+            .envs(env.iter().copied())
+            .env("SSL_CERT_FILE", dir.join("ca.pem"))
+            .env_remove("SECMON_STORE")
+            .env_remove("IDENTITY_ENDPOINT")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for secret in [SECRET, HOOK_KEY, &rig.sig, "eyJ"] {
+            assert!(
+                !stdout.contains(secret) && !stderr.contains(secret),
+                "a secret in the output:\n{stdout}\n{stderr}"
+            );
+        }
+        (out.status.code().unwrap(), stdout)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_healthy_config_exits_0_with_json_lines() {
+        let rig = Rig::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let (code, out) = doctor(&rig, tmp.path(), &rig.yaml(""), &["--json"], &[]);
+        assert_eq!(code, 0, "{out}");
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(lines[..lines.len() - 1].iter().all(|l| l["kind"] == "check" && l["status"].is_string()), "{out}");
+        assert!(lines.iter().any(|l| l["check"] == "contoso: alerts_v2" && l["status"] == "ok"), "{out}");
+        assert_eq!(lines.last().unwrap()["kind"], "summary");
+        assert_eq!(lines.last().unwrap()["failures"], 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unresolved_key_vault_reference_exits_1_with_the_fix() {
+        let rig = Rig::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let reference = "@Microsoft.KeyVault(VaultName=kv-secmon;SecretName=teams-webhook-url)";
+        let (code, out) = doctor(&rig, tmp.path(), &rig.yaml(""), &[], &[("DOC_TEAMS_URL", reference)]);
+        assert_eq!(code, 1, "{out}");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("failure  environment: DOC_TEAMS_URL"))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(line.contains("unresolved reference text") && line.contains("Key Vault Secrets User"), "{line}");
+        assert!(out.lines().last().unwrap().ends_with("failures"), "{out}");
+    }
+}

@@ -424,6 +424,18 @@ pub fn token_claims(
             "check the credential issues Entra ID tokens",
         )),
     }
+    if let (Some(scp), None) = (claims["scp"].as_str(), claims.get("roles")) {
+        out.push(Check::warning(
+            format!("{t}: roles"),
+            format!(
+                "a signed-in user's delegated token (scp {scp}): it shows the user's scopes, not the application \
+                 roles of the identity secmon runs as"
+            ),
+            "check the deployed identity from inside Azure: GET /api/doctor (function key and doctor.token), or run \
+             secmon doctor with the app's own credential",
+        ));
+        return out;
+    }
     let roles: Vec<&str> =
         claims["roles"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     let shown = if roles.is_empty() { "no roles".to_string() } else { format!("roles {}", roles.join(", ")) };
@@ -959,6 +971,20 @@ mod tests {
         assert_eq!(checks[1].status, Status::Failure, "{checks:?}");
         let gov = Config { cloud: Cloud::Usgov, ..Default::default() };
         assert!(cloud(&gov).iter().all(|c| c.status == Status::Ok));
+    }
+
+    #[test]
+    fn a_users_delegated_token_is_not_judged_by_app_roles() {
+        let config = Config::default();
+        let tenant = TenantConfig { id: "t".into(), name: "c".into(), credential: None };
+        let user = json!({"tid": "t", "aud": GRAPH_APP_ID, "scp": "User.Read", "idtyp": "user"});
+        let checks = token_claims(&config, &tenant, Some(&Choice::AzureCli), &user, &needs(&config));
+        let roles = checks.iter().find(|c| c.name == "c: roles").unwrap();
+        assert_eq!(roles.status, Status::Warning);
+        assert!(roles.fix.as_deref().unwrap().contains("/api/doctor"));
+        let app = json!({"tid": "t", "aud": GRAPH_APP_ID});
+        let checks = token_claims(&config, &tenant, Some(&Choice::AzureCli), &app, &needs(&config));
+        assert_eq!(checks.iter().find(|c| c.name == "c: roles").unwrap().status, Status::Failure);
     }
 
     #[test]

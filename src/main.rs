@@ -453,7 +453,7 @@ async fn status(app: secmon::app::App) -> anyhow::Result<ExitCode> {
 }
 
 fn doctor(file: &std::path::Path, options: secmon::doctor::Options, json: bool) -> ExitCode {
-    use secmon::doctor::Check;
+    use secmon::doctor::{self, Check};
     let logs = secmon::logging::subscriber_with_default(
         secmon::logging::Format::Text,
         secmon::logging::Redacting(std::io::stderr),
@@ -461,58 +461,23 @@ fn doctor(file: &std::path::Path, options: secmon::doctor::Options, json: bool) 
     );
     let _ = tracing::subscriber::set_global_default(logs);
     let env: secmon::graph::auth::Env = std::sync::Arc::new(|k: &str| std::env::var(k).ok());
-    let fix_config = "fix it there (`secmon check-config` lists every problem)";
-    let mut checks = Vec::new();
-    match std::fs::read_to_string(file) {
-        Ok(text) => checks.extend(secmon::doctor::variables(&text, &*env)),
-        Err(e) => checks.push(Check::failure(
-            "config",
-            format!("cannot read {}: {e}", file.display()),
-            "pass -c FILE or set SECMON_CONFIG",
-        )),
-    }
-    let loaded = match secmon::setup::load(file, chrono::Utc::now()) {
-        Ok(loaded) => {
-            checks.extend(loaded.warnings.iter().map(|w| Check::warning("config", loaded.render(w), fix_config)));
-            Some(loaded)
-        }
-        Err(secmon::config::ConfigError::Invalid { lines, issues }) => {
-            for (line, issue) in lines.iter().zip(&issues) {
-                // An unset variable was reported by the environment check already.
-                if !issue.message.ends_with("is not set") {
-                    checks.push(match issue.level {
-                        secmon::config::Level::Error => Check::failure("config", line, fix_config),
-                        secmon::config::Level::Warning => Check::warning("config", line, fix_config),
-                    });
-                }
-            }
-            None
-        }
-        Err(e) => {
-            checks.push(Check::failure("config", e.to_string(), "pass -c FILE or set SECMON_CONFIG"));
-            None
-        }
+    let mut checks = match std::fs::read_to_string(file) {
+        Ok(text) => doctor::variables(&text, &*env),
+        Err(e) => vec![Check::failure("config", format!("cannot read {}: {e}", file.display()), "pass -c FILE")],
     };
-    if let Some(loaded) = loaded {
-        checks.push(Check::ok("config", format!("{} loads and validates", file.display())));
+    let loaded = secmon::setup::load(file, chrono::Utc::now());
+    checks.extend(doctor::loaded(&loaded));
+    if let Ok(loaded) = loaded {
         let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
         runtime.block_on(async {
             match secmon::setup::app_from_config(loaded.config).await {
-                Ok(app) => checks.extend(secmon::doctor::run(&app, env, &options).await),
+                Ok(app) => checks.extend(doctor::run(&app, env, &options).await),
                 Err(e) => checks.push(Check::failure("setup", e.to_string(), "fix the store settings it names")),
             }
         });
     }
-    for c in &checks {
-        println!("{}", if json { c.json().to_string() } else { c.line() });
-    }
-    let summary = secmon::doctor::summary(&checks);
-    if json {
-        println!("{summary}");
-    } else {
-        println!("{} ok, {} warnings, {} failures", summary["ok"], summary["warnings"], summary["failures"]);
-    }
-    if secmon::doctor::failed(&checks) { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    print!("{}", doctor::render(&checks, json));
+    if doctor::failed(&checks) { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {

@@ -28,10 +28,18 @@ struct Rig {
 }
 
 impl Rig {
+    /// A tenant with three alerts updated in the last two days.
     async fn start() -> Rig {
+        let rig = Rig::quiet().await;
+        rig.emu.generate_alerts(TENANT, 3, 7, chrono::Utc::now() - chrono::Duration::days(2));
+        rig
+    }
+
+    /// A tenant whose only alerts are Graph's documented samples, years old.
+    async fn quiet() -> Rig {
         let emu = Emulator::start(EmulatorOptions { tls: true, ..EmulatorOptions::default() }).await.unwrap();
         emu.add_client(TENANT, CLIENT_ID, SECRET);
-        emu.generate_alerts(TENANT, 3, 7, chrono::Utc::now() - chrono::Duration::days(2));
+        emu.seed_samples(TENANT);
         let teams = emu.teams_webhook_url("soc");
         let sig = url::Url::parse(&teams).unwrap().query_pairs().find(|(k, _)| k == "sig").unwrap().1.into_owned();
         let env = HashMap::from([
@@ -151,6 +159,19 @@ async fn a_healthy_config_has_no_failure() {
     // Read-only: nothing was sent, patched or mailed.
     assert!(rig.emu.teams_messages("soc").is_empty() && rig.emu.webhook_deliveries("tickets").is_empty());
     assert!(rig.emu.mails().is_empty() && rig.emu.patches().is_empty());
+}
+
+#[tokio::test]
+async fn no_alert_in_30_days_is_a_warning_with_the_usual_causes() {
+    let rig = Rig::quiet().await;
+    let checks = rig.run(&rig.yaml(""), false).await;
+    let recent = find(&checks, "contoso: recent alerts");
+    assert_eq!(recent.status, Status::Warning, "{}", lines(&checks));
+    let fix = recent.fix.as_deref().unwrap();
+    for cause in ["licence", "connected", "tuning", "high-risk"] {
+        assert!(fix.contains(cause), "{cause}: {fix}");
+    }
+    assert!(!secmon::doctor::failed(&checks), "{}", lines(&checks));
 }
 
 #[tokio::test]

@@ -117,6 +117,47 @@ pub fn summary(checks: &[Check]) -> Value {
     json!({"kind": "summary", "ok": count(Status::Ok), "warnings": count(Status::Warning), "failures": count(Status::Failure)})
 }
 
+/// The whole report: one line per check and a count, or (with `json`) JSON lines ending in the summary.
+pub fn render(checks: &[Check], json: bool) -> String {
+    let mut out = String::new();
+    for c in checks {
+        out.push_str(&if json { c.json().to_string() } else { c.line() });
+        out.push('\n');
+    }
+    let s = summary(checks);
+    if json {
+        out.push_str(&format!("{s}\n"));
+    } else {
+        out.push_str(&format!("{} ok, {} warnings, {} failures\n", s["ok"], s["warnings"], s["failures"]));
+    }
+    out
+}
+
+/// What loading the config said: each problem a check (an unset variable is left to [`variables`]),
+/// its warnings, or that it loads.
+pub fn loaded(result: &Result<crate::config::Loaded, crate::config::ConfigError>) -> Vec<Check> {
+    use crate::config::{ConfigError, Level};
+    let fix = "fix it there (`secmon check-config` lists every problem)";
+    match result {
+        Ok(loaded) => {
+            let mut out: Vec<Check> =
+                loaded.warnings.iter().map(|w| Check::warning("config", loaded.render(w), fix)).collect();
+            out.push(Check::ok("config", format!("{} loads and validates", loaded.file.display())));
+            out
+        }
+        Err(ConfigError::Invalid { lines, issues }) => lines
+            .iter()
+            .zip(issues)
+            .filter(|(_, issue)| !issue.message.ends_with("is not set"))
+            .map(|(line, issue)| match issue.level {
+                Level::Error => Check::failure("config", line, fix),
+                Level::Warning => Check::warning("config", line, fix),
+            })
+            .collect(),
+        Err(e) => vec![Check::failure("config", e.to_string(), "pass -c FILE or set SECMON_CONFIG")],
+    }
+}
+
 /// What to do besides the read-only checks.
 #[derive(Debug, Clone, Default)]
 pub struct Options {

@@ -249,7 +249,9 @@ async fn an_http_public_url_fails_though_the_handshake_answers() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let extra = format!(
-        "subscriptions:\n  - {{ tenant: contoso, resource: \"users/alerts@contoso.com/mailFolders('inbox')/messages\" }}\nwebhook: {{ public_url: http://127.0.0.1:{port} }}\n"
+        "subscriptions:\n  - {{ tenant: contoso, \
+         resource: \"users/alerts@contoso.com/mailFolders('inbox')/messages\" }}\n\
+         webhook: {{ public_url: http://127.0.0.1:{port} }}\n"
     );
     let yaml = rig.yaml(&extra);
     let served = secmon::functions::router(rig.app(&yaml));

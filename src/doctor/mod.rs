@@ -114,7 +114,8 @@ pub fn failed(checks: &[Check]) -> bool {
 /// The closing JSON line: `{"kind":"summary","ok":…,"warnings":…,"failures":…}`.
 pub fn summary(checks: &[Check]) -> Value {
     let count = |s: Status| checks.iter().filter(|c| c.status == s).count();
-    json!({"kind": "summary", "ok": count(Status::Ok), "warnings": count(Status::Warning), "failures": count(Status::Failure)})
+    let (ok, warnings, failures) = (count(Status::Ok), count(Status::Warning), count(Status::Failure));
+    json!({"kind": "summary", "ok": ok, "warnings": warnings, "failures": failures})
 }
 
 /// The whole report: one line per check and a count, or (with `json`) JSON lines ending in the summary.
@@ -324,12 +325,15 @@ pub fn cloud(config: &Config) -> Vec<Check> {
 pub struct Needs {
     /// Why writing alerts is needed (an enforcing close rule, a route's `set:`), if it is.
     pub write: Option<String>,
+    /// Why writing will be needed once `SECMON_CLOSE` stops holding the enforcing rules in shadow mode.
+    pub write_when_closing: Option<String>,
     /// The e-mail receivers, which send through each tenant's Graph.
     pub mail: Vec<String>,
 }
 
-/// What the config needs: writes when a close rule enforces or a route sets a status; `Mail.Send`
-/// when an e-mail receiver exists (mail is sent through the tenant the alert came from).
+/// What the config needs: writes when a close rule enforces (and `SECMON_CLOSE` lets it) or a route
+/// sets a status; `Mail.Send` when an e-mail receiver exists (mail is sent through the tenant the alert
+/// came from).
 pub fn needs(config: &Config) -> Needs {
     let enforcing =
         config.close_rules.iter().find(|r| r.mode == Mode::Enforce).map(|r| format!("close rule {:?} enforces", r.id));
@@ -343,7 +347,12 @@ pub fn needs(config: &Config) -> Needs {
         .filter(|(_, r)| matches!(r, ReceiverConfig::Email(_)))
         .map(|(n, _)| n.clone())
         .collect();
-    Needs { write: enforcing.or(setting), mail }
+    let (enforcing, held) = if config.closing_disabled {
+        (None, enforcing.map(|e| format!("{e} once SECMON_CLOSE allows closing")))
+    } else {
+        (enforcing, None)
+    };
+    Needs { write: enforcing.or(setting), write_when_closing: held, mail }
 }
 
 /// The claims of a JWT access token, read and not trusted: the payload is base64url-decoded and the
@@ -500,6 +509,12 @@ pub fn token_claims(
                 fix(READ_WRITE_ALL),
             ));
         }
+    } else if let (Some(why), false, true) = (&needs.write_when_closing, has(READ_WRITE_ALL), has(READ_ALL)) {
+        out.push(Check::warning(
+            check.clone(),
+            format!("{shown}: can read alerts, but {READ_ALL} cannot close them: {why}"),
+            fix(READ_WRITE_ALL),
+        ));
     } else if has(READ_ALL) || has(READ_WRITE_ALL) {
         out.push(Check::ok(check.clone(), format!("{shown}: can read alerts")));
     } else {
@@ -737,11 +752,14 @@ pub async fn subscriptions(app: &App) -> Vec<Check> {
     let public = config.webhook.public_url.clone().unwrap_or_default();
     let mut out = Vec::new();
     match url::Url::parse(&public) {
-        Ok(u) if u.scheme() == "https" => out.push(Check::ok("subscriptions: public_url", format!("{public} is https"))),
+        Ok(u) if u.scheme() == "https" => {
+            out.push(Check::ok("subscriptions: public_url", format!("{public} is https")))
+        }
         _ => out.push(Check::failure(
             "subscriptions: public_url",
             format!("{public} is not https: Graph only sends notifications to https URLs"),
-            "set webhook.public_url to the app's https URL (https://<app>.azurewebsites.net, or the TLS proxy in front of `secmon run`)",
+            "set webhook.public_url to the app's https URL (https://<app>.azurewebsites.net, or the TLS proxy in \
+             front of `secmon run`)",
         )),
     }
     for (function, target) in
@@ -830,9 +848,13 @@ pub fn receivers(config: &Config) -> Vec<Check> {
                 if !u.query_pairs().any(|(k, v)| k.eq_ignore_ascii_case("sig") && !v.is_empty()) {
                     out.push(Check::failure(
                         check,
-                        format!("the Workflows URL (host {host}) has no sig query parameter (the signature): the trigger will answer 401"),
-                        "copy the whole HTTP URL from the Workflows trigger \"When a Teams webhook request is received\" \
-                         (its last query parameter is the signature, sig), quoted, into the variable the config names",
+                        format!(
+                            "the Workflows URL (host {host}) has no sig query parameter (the signature): the \
+                             trigger will answer 401"
+                        ),
+                        "copy the whole HTTP URL from the Workflows trigger \"When a Teams webhook request is \
+                         received\" (its last query parameter is the signature, sig), quoted, into the variable \
+                         the config names",
                     ));
                     continue;
                 }
@@ -1026,6 +1048,26 @@ mod tests {
         let app = json!({"tid": "t", "aud": GRAPH_APP_ID});
         let checks = token_claims(&config, &tenant, Some(&Choice::AzureCli), &app, &needs(&config));
         assert_eq!(checks.iter().find(|c| c.name == "c: roles").unwrap().status, Status::Failure);
+    }
+
+    #[test]
+    fn the_kill_switch_turns_the_write_role_into_a_warning() {
+        let rule = crate::config::CloseRuleConfig {
+            mode: Mode::Enforce,
+            ..serde_json::from_value(json!({"id": "r", "when": "true", "classification": "c", "determination": "d"}))
+                .unwrap()
+        };
+        let mut config = Config { close_rules: vec![rule], ..Default::default() };
+        assert!(needs(&config).write.is_some());
+        config.closing_disabled = true;
+        let n = needs(&config);
+        assert_eq!(n.write, None);
+        let tenant = TenantConfig { id: "t".into(), name: "c".into(), credential: None };
+        let read = json!({"tid": "t", "aud": GRAPH_APP_ID, "roles": [READ_ALL]});
+        let checks = token_claims(&config, &tenant, None, &read, &n);
+        let roles = checks.iter().find(|c| c.name == "c: roles").unwrap();
+        assert_eq!(roles.status, Status::Warning, "{roles:?}");
+        assert!(roles.detail.contains("once SECMON_CLOSE allows closing"), "{}", roles.detail);
     }
 
     #[test]

@@ -312,8 +312,8 @@ async fn send_test_reaches_every_receiver_once() {
 async fn the_http_function_needs_its_token_and_answers_json() {
     use tower::ServiceExt;
     let rig = Rig::start().await;
-    let call = |app: App, auth: Option<&str>| {
-        let mut req = axum::http::Request::builder().uri("/api/doctor");
+    let call = |app: App, method: &str, uri: &str, auth: Option<&str>| {
+        let mut req = axum::http::Request::builder().method(method).uri(uri);
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
@@ -325,18 +325,25 @@ async fn the_http_function_needs_its_token_and_answers_json() {
             (status, String::from_utf8_lossy(&body).into_owned())
         }
     };
+    let bearer = Some("Bearer Doctor-Http-Token-p2Lx7s");
     let app = rig.app(&rig.yaml(""));
-    assert_eq!(call(app.clone(), None).await.0, 401);
-    assert_eq!(call(app.clone(), Some("Bearer wrong-token-of-some-length")).await.0, 401);
-    let (status, body) = call(app.clone(), Some("Bearer Doctor-Http-Token-p2Lx7s")).await;
+    assert_eq!(call(app.clone(), "GET", "/api/doctor", None).await.0, 401);
+    assert_eq!(call(app.clone(), "GET", "/api/doctor", Some("Bearer wrong-token-of-some-length")).await.0, 401);
+    let (status, body) = call(app.clone(), "GET", "/api/doctor", bearer).await;
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["summary"]["failures"], 0, "{body}");
     assert!(v["checks"].as_array().unwrap().iter().any(|c| c["check"] == "contoso: alerts_v2" && c["status"] == "ok"));
     assert!(!body.contains(SECRET) && !body.contains("eyJ"));
+    assert!(rig.emu.teams_messages("soc").is_empty(), "GET is read-only");
+    // POST ?send_test=true sends the test messages, through the same router.
+    let (status, body) = call(app.clone(), "POST", "/api/doctor?send_test=true&tenant=contoso", bearer).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(rig.emu.teams_messages("soc").len(), 1);
+    assert_eq!(call(app.clone(), "DELETE", "/api/doctor", bearer).await.0, 405);
     // Without doctor.token the function does not exist.
     let no_token = rig.yaml("").replace("doctor: { token: \"${DOC_TOKEN}\" }\n", "");
-    assert_eq!(call(rig.app(&no_token), Some("Bearer Doctor-Http-Token-p2Lx7s")).await.0, 404);
+    assert_eq!(call(rig.app(&no_token), "GET", "/api/doctor", bearer).await.0, 404);
 }
 
 #[test]

@@ -392,6 +392,11 @@ fn grant_fix(config: &Config, tenant: &TenantConfig, choice: Option<&Choice>, ap
              as a Privileged Role Administrator); there is no consent page for a managed identity, and the role \
              shows in tokens issued after the assignment"
         ),
+        Some(Choice::AzureCli) => format!(
+            "the signed-in user's delegated token is used: Graph wants {role} consented for the Azure CLI and a \
+             Security Reader (or higher) role for the user; to check the identity secmon runs as, use /api/doctor \
+             or the app's own credential"
+        ),
         _ => {
             let app = app.unwrap_or("<app id>");
             format!(
@@ -620,7 +625,7 @@ pub fn alerts_answer(
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     if (200..300).contains(&status) {
         let n = v["value"].as_array().map_or(0, Vec::len);
-        return Check::ok(name, format!("GET /security/alerts_v2?$top=1 answered {status} ({n} alert)"));
+        return Check::ok(name, format!("GET /security/alerts_v2?$top=1 answered {status} ({n} on the page)"));
     }
     let code = v["error"]["code"].as_str().unwrap_or("");
     let message = v["error"]["message"].as_str().unwrap_or("");

@@ -341,6 +341,11 @@ async fn the_http_function_needs_its_token_and_answers_json() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(rig.emu.teams_messages("soc").len(), 1);
     assert_eq!(call(app.clone(), "DELETE", "/api/doctor", bearer).await.0, 405);
+    // A failed check makes the answer 503, so `curl -f` and monitors see it.
+    rig.emu.set_client_roles(TENANT, CLIENT_ID, &[]);
+    let (status, body) = call(app.clone(), "GET", "/api/doctor?tenant=contoso", bearer).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("Missing application roles"), "{body}");
     // Without doctor.token the function does not exist.
     let no_token = rig.yaml("").replace("doctor: { token: \"${DOC_TOKEN}\" }\n", "");
     assert_eq!(call(rig.app(&no_token), "GET", "/api/doctor", bearer).await.0, 404);

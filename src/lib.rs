@@ -15,6 +15,8 @@
 //! - [`notify`]: receivers (Teams, e-mail, signed webhook), each one [`notify::Notifier`], and the
 //!   delivery of one alert version to them ([`notify::deliver`]).
 //! - [`audit`]: the hash-chained audit trail every effect is recorded in.
+//! - [`doctor`]: the preflight of a real deployment: every check with its fix (`secmon doctor`,
+//!   `/api/doctor`).
 //! - [`store`]: state, claims, audit streams and the queue behind one contract; SQLite, Azure
 //!   (Blob + Queue) and, with feature `aws`, S3 + SQS.
 //! - [`functions`]: every function as a plain async fn of `(app, payload, now)`, and the one HTTP
@@ -37,6 +39,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod doctor;
 pub mod functions;
 pub mod graph;
 pub mod host;

@@ -9,6 +9,7 @@ const EXAMPLES: &str = "\
 Examples:
   secmon demo --out /tmp/secmon-demo          the whole flow on a local Graph emulator
   secmon check-config -c secmon.yaml          every problem with its file, line and field
+  secmon doctor -c secmon.yaml                the real tenant, Graph and receivers checked, each fix named
   secmon rules test -c secmon.yaml alert.json what the rules and routes decide, offline
   secmon poll --once                          one poll of every tenant, JSON summary
   secmon run --listen 127.0.0.1:7071          the standalone daemon
@@ -34,6 +35,20 @@ enum Command {
     CheckConfig,
     /// Print the JSON Schema of the config file.
     ConfigSchema,
+    /// Check a deployment against the real services: environment, credentials, token claims, Graph,
+    /// clock, webhook URL, receivers; one line per check with its fix (exit 1 when any failed).
+    /// Read-only unless --send-test.
+    Doctor {
+        /// Only this tenant (by name).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Also send one clearly marked test message to every receiver.
+        #[arg(long)]
+        send_test: bool,
+        /// JSON lines (`{"kind":"check",...}`, then `{"kind":"summary",...}`) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Known-benign close rules and routes.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -148,6 +163,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.clone() {
         Command::CheckConfig => check_config(&cli.config),
+        Command::Doctor { tenant, send_test, json } => {
+            doctor(&cli.config, secmon::doctor::Options { tenant, send_test }, json)
+        }
         Command::ConfigSchema => {
             println!("{}", serde_json::to_string_pretty(&secmon::config::Config::json_schema()).expect("schema"));
             ExitCode::SUCCESS
@@ -433,6 +451,34 @@ async fn status(app: secmon::app::App) -> anyhow::Result<ExitCode> {
     let s = secmon::intake::health::status(&app, app.clock.now()).await?;
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(if s.healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn doctor(file: &std::path::Path, options: secmon::doctor::Options, json: bool) -> ExitCode {
+    use secmon::doctor::{self, Check};
+    let logs = secmon::logging::subscriber_with_default(
+        secmon::logging::Format::Text,
+        secmon::logging::Redacting(std::io::stderr),
+        "error",
+    );
+    let _ = tracing::subscriber::set_global_default(logs);
+    let env: secmon::graph::auth::Env = std::sync::Arc::new(|k: &str| std::env::var(k).ok());
+    let mut checks = match std::fs::read_to_string(file) {
+        Ok(text) => doctor::variables(&text, &*env),
+        Err(e) => vec![Check::failure("config", format!("cannot read {}: {e}", file.display()), "pass -c FILE")],
+    };
+    let loaded = secmon::setup::load(file, chrono::Utc::now());
+    checks.extend(doctor::loaded(&loaded));
+    if let Ok(loaded) = loaded {
+        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        runtime.block_on(async {
+            match secmon::setup::app_from_config(loaded.config).await {
+                Ok(app) => checks.extend(doctor::run(&app, env, &options).await),
+                Err(e) => checks.push(Check::failure("setup", e.to_string(), "fix the store settings it names")),
+            }
+        });
+    }
+    print!("{}", doctor::render(&checks, json));
+    if doctor::failed(&checks) { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {

@@ -15,13 +15,7 @@ async fn managed_identity_from_the_environment_polls_its_tenant() {
     // The emulator's identity endpoint is plain http on loopback, as the crate allows.
     let emu = secmon_emulator::Emulator::start(secmon_emulator::Options::default()).await.unwrap();
     // SAFETY: this binary has a single test, so no other thread reads the environment meanwhile.
-    unsafe {
-        std::env::set_var("IDENTITY_ENDPOINT", emu.identity_endpoint());
-        std::env::set_var("IDENTITY_HEADER", emu.identity_header());
-        std::env::remove_var("AZURE_CLIENT_ID");
-        std::env::remove_var("AZURE_CLIENT_SECRET");
-        std::env::remove_var("AZURE_FEDERATED_TOKEN_FILE");
-    }
+    unsafe { use_managed_identity(&emu) };
     let home = secmon_emulator::Options::default().default_tenant;
     let mut config = secmon::config::Config {
         graph_url: Some(emu.graph_url()),

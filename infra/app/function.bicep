@@ -66,6 +66,7 @@ var functionsByRole = {
     'poll-alerts'
     'graph-subscriptions'
     'respond'
+    'doctor'
   ]
 }
 

@@ -17,11 +17,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use self::doctor::DoctorConfig;
 pub use self::graph::{Cloud, CredentialConfig, CredentialKind};
 pub use self::intake::{PollConfig, SubscriptionConfig, WebhookConfig};
 pub use self::receivers::{MailConfig, ReceiverConfig, StatusUpdate};
 pub use self::rules::{CloseRuleConfig, Mode, RouteConfig};
 
+pub mod doctor;
 pub mod duration;
 pub mod graph;
 pub mod intake;
@@ -70,6 +72,9 @@ pub struct Config {
     /// E-mail: which tenant sends.
     #[serde(default)]
     pub mail: MailConfig,
+    /// The `/api/doctor` HTTP function (off without a token).
+    #[serde(default)]
+    pub doctor: DoctorConfig,
     /// True when `SECMON_CLOSE` is `off` (or another of [`rules::CLOSE_OFF`]): every close rule runs
     /// in shadow mode. Set from the environment at load, never from the file, so an operator can stop all
     /// closing at once; a value secmon does not know fails the load.
@@ -210,6 +215,7 @@ impl Config {
             s.validate(&format!("subscriptions[{i}]"), &cx, &mut out);
         }
         self.webhook.validate("webhook", &cx, &mut out);
+        self.doctor.validate("doctor", &mut out);
         out
     }
 

@@ -12,6 +12,7 @@
 //! | `graph-subscriptions` | timer | [`graph_subscriptions`]: create, renew, reauthorize subscriptions |
 //! | `respond` | queue `alerts` | [`respond`]: one queue message (an alert version, a poll, a lookup) |
 //! | `graph-webhook`, `graph-lifecycle`, `doorbell`, `health` | HTTP | [`router`]: `/api/{function}` |
+//! | `doctor` | HTTP | [`doctor`]: `secmon doctor`'s checks, behind the function key and `doctor.token` |
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -54,11 +55,13 @@ pub enum Function {
     Doorbell,
     /// `health`: each tenant's last successful poll.
     Health,
+    /// `doctor`: the checks of `secmon doctor`, from inside the deployment (its managed identity).
+    Doctor,
 }
 
 impl Function {
     /// Every function, timers first, then the queue, then HTTP.
-    pub const ALL: [Function; 7] = [
+    pub const ALL: [Function; 8] = [
         Function::PollAlerts,
         Function::GraphSubscriptions,
         Function::Respond,
@@ -66,6 +69,7 @@ impl Function {
         Function::GraphLifecycle,
         Function::Doorbell,
         Function::Health,
+        Function::Doctor,
     ];
 
     /// The function's name (`poll-alerts`, `respond`, …).
@@ -78,6 +82,7 @@ impl Function {
             Function::GraphLifecycle => "graph-lifecycle",
             Function::Doorbell => "doorbell",
             Function::Health => "health",
+            Function::Doctor => "doctor",
         }
     }
 
@@ -91,7 +96,11 @@ impl Function {
         match self {
             Function::PollAlerts | Function::GraphSubscriptions => Trigger::Timer,
             Function::Respond => Trigger::Queue,
-            Function::GraphWebhook | Function::GraphLifecycle | Function::Doorbell | Function::Health => Trigger::Http,
+            Function::GraphWebhook
+            | Function::GraphLifecycle
+            | Function::Doorbell
+            | Function::Health
+            | Function::Doctor => Trigger::Http,
         }
     }
 
@@ -255,7 +264,42 @@ impl From<MessageError> for RespondError {
 
 /// One HTTP function: `name` is the function's name (`graph-webhook`, …).
 pub async fn http(app: &App, name: &str, req: HttpRequest) -> HttpResponse {
-    crate::intake::webhook::handle(app, name, req).await
+    match name {
+        "doctor" => doctor(app, req).await,
+        _ => crate::intake::webhook::handle(app, name, req).await,
+    }
+}
+
+/// The HTTP function `doctor`: `GET` runs the read-only checks of `secmon doctor`, `POST
+/// ?send_test=true` also sends one test message to every receiver; `?tenant=` checks one tenant. It
+/// needs `Authorization: Bearer <doctor.token>` in every host (in Azure the function key as well), and
+/// answers 404 when no token is configured, so it is never open. The answer is
+/// `{"checks": [...], "summary": {...}}`, 200 when nothing failed, else 503.
+pub async fn doctor(app: &App, req: HttpRequest) -> HttpResponse {
+    use subtle::ConstantTimeEq;
+    let resp =
+        |r: HttpResponse| r.with_header("X-Content-Type-Options", "nosniff").with_header("Cache-Control", "no-store");
+    let Some(expected) = app.config.doctor.token.as_deref() else {
+        return resp(HttpResponse::text(404, "no such function"));
+    };
+    let given = req.header("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+    if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        return resp(HttpResponse::text(401, "Authorization: Bearer <doctor.token> required"));
+    }
+    let send_test = match req.method.as_str() {
+        "GET" => false,
+        "POST" => matches!(req.query_param("send_test"), Some("true" | "1")),
+        _ => return resp(HttpResponse::text(405, "GET, or POST ?send_test=true").with_header("Allow", "GET, POST")),
+    };
+    let options = crate::doctor::Options { tenant: req.query_param("tenant").map(str::to_string), send_test };
+    let env: crate::graph::auth::Env = std::sync::Arc::new(|k: &str| std::env::var(k).ok());
+    let checks = crate::doctor::run(app, env, &options).await;
+    let status = if crate::doctor::failed(&checks) { 503 } else { 200 };
+    let body = serde_json::json!({
+        "checks": checks.iter().map(crate::doctor::Check::json).collect::<Vec<_>>(),
+        "summary": crate::doctor::summary(&checks),
+    });
+    resp(HttpResponse::json(status, &body))
 }
 
 #[cfg(test)]
@@ -269,7 +313,7 @@ mod tests {
         }
         assert_eq!(Function::from_name("functions"), None);
         let http: Vec<&str> = Function::http().map(Function::name).collect();
-        assert_eq!(http, ["graph-webhook", "graph-lifecycle", "doorbell", "health"]);
+        assert_eq!(http, ["graph-webhook", "graph-lifecycle", "doorbell", "health", "doctor"]);
         assert_eq!(Function::Respond.trigger(), Trigger::Queue);
         assert_eq!(Function::PollAlerts.trigger(), Trigger::Timer);
     }

@@ -171,6 +171,20 @@ pub fn choose(tenant: &TenantConfig, env: &dyn Fn(&str) -> Option<String>) -> Re
     Ok(Choice::AzureCli)
 }
 
+/// Why [`choose`] picks what it picks for `tenant`: the rule of the documented order that applied.
+pub fn reason(tenant: &TenantConfig, env: &dyn Fn(&str) -> Option<String>) -> &'static str {
+    let set = |k: &str| env(k).is_some_and(|v| !v.trim().is_empty());
+    match &tenant.credential {
+        Some(c) if c.kind.is_some() => "the tenant's credential.kind in the config",
+        Some(c) if c.client_secret.is_some() => "the tenant's credential.client_secret in the config",
+        Some(c) if c.certificate.is_some() => "the tenant's credential.certificate in the config",
+        _ if set("IDENTITY_ENDPOINT") => "IDENTITY_ENDPOINT is set (App Service / Functions managed identity)",
+        _ if set("AZURE_FEDERATED_TOKEN_FILE") => "AZURE_FEDERATED_TOKEN_FILE is set (workload identity)",
+        _ if set("AZURE_CLIENT_SECRET") => "AZURE_CLIENT_SECRET is set",
+        _ => "no credential in the config or the environment, so the signed-in Azure CLI",
+    }
+}
+
 /// Turns an `azure_core` error into a [`GraphError`] that says whether a retry helps.
 ///
 /// The credentials wrap every failure as `Credential` ("… authentication failed"); the cause
@@ -418,6 +432,16 @@ mod tests {
         };
         let e = choose(&tenant(Some(wi)), &env_of(&[])).unwrap_err();
         assert!(e.message.contains("AZURE_FEDERATED_TOKEN_FILE"), "{e}");
+    }
+
+    #[test]
+    fn the_reason_names_the_rule_that_applied() {
+        let env = env_of(&[("IDENTITY_ENDPOINT", "http://127.0.0.1/msi"), ("AZURE_CLIENT_SECRET", "s3cret-value")]);
+        assert!(reason(&tenant(None), &env).starts_with("IDENTITY_ENDPOINT"));
+        let c =
+            CredentialConfig { client_id: Some("a".into()), client_secret: Some("x".repeat(10)), ..Default::default() };
+        assert!(reason(&tenant(Some(c)), &env).contains("client_secret in the config"));
+        assert!(reason(&tenant(None), &env_of(&[])).contains("Azure CLI"));
     }
 
     #[test]

@@ -46,7 +46,8 @@ expression names "edge" (edgePrincipalId, edgeIdentity.outputs.principalId); the
                         Microsoft.Insights/diagnosticSettings scoped to it that sends to a workspace
   APP_SPLIT             a function app file without `functionsByRole` {edge, worker} loaded through the
                         AzureFunctionsJobHost__functions__<i> settings, or lists that overlap, miss a
-                        function folder, or put a non-HTTP function on the edge / an HTTP one on the worker
+                        function folder, or put a non-HTTP function on the edge / an anonymous HTTP one
+                        on the worker (an HTTP function there, such as the doctor, needs a function key)
 """
 import json
 import re
@@ -204,6 +205,18 @@ class File:
         return None
 
 
+def function_auth_levels(functions_dir: Path):
+    """function folder name -> the authLevel of its httpTrigger (None for other triggers)."""
+    out = {}
+    for fj in sorted(functions_dir.glob("*/function.json")) if functions_dir.is_dir() else []:
+        try:
+            bindings = json.loads(fj.read_text()).get("bindings", [])
+        except (OSError, ValueError):
+            bindings = []
+        out[fj.parent.name] = next((b.get("authLevel") for b in bindings if b.get("type") == "httpTrigger"), None)
+    return out
+
+
 def function_triggers(functions_dir: Path):
     """function folder name -> trigger type, from <dir>/<name>/function.json."""
     out = {}
@@ -247,9 +260,13 @@ def split_findings(f, functions_dir, report):
     for name in lists["edge"]:
         if name in triggers and triggers[name] != "httpTrigger":
             report("APP_SPLIT", f, anchor, f"{name} ({triggers[name]}) is on the edge; the edge serves HTTP functions only")
+    # An HTTP function on the worker (the doctor, which must check the worker's own Graph roles) must need
+    # a function key: the worker's anonymous surface stays empty.
+    levels = function_auth_levels(functions_dir)
     for name in lists["worker"]:
-        if triggers.get(name) == "httpTrigger":
-            report("APP_SPLIT", f, anchor, f"{name} (httpTrigger) is on the worker; internet-facing functions belong on the edge")
+        if triggers.get(name) == "httpTrigger" and levels.get(name) not in ("function", "admin"):
+            report("APP_SPLIT", f, anchor, f"{name} (httpTrigger, authLevel {levels.get(name)}) is on the worker; "
+                   "anonymous functions belong on the edge, and one on the worker needs a function key")
 
 
 def check(directory: Path, functions_dir: Path = None):

@@ -48,7 +48,7 @@ EXPECTED = {
                     "edgeApp (Microsoft.Web/sites)"],
     "APP_SPLIT": ["no `var functionsByRole", "not loaded through AzureFunctionsJobHost__functions__",
                   "functions served by both apps: ['tick']", "served by neither app: ['orphan']",
-                  "tick (timerTrigger) is on the edge"],
+                  "tick (timerTrigger) is on the edge", "public (httpTrigger, authLevel anonymous) is on the worker"],
 }
 # Findings that must NOT appear on fixtures/bad: an .invalid placeholder is not a secret.
 NOT_EXPECTED = [("least-privilege.bicep", "SECMON_TEAMS_URL: looks secret")]

@@ -22,7 +22,8 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FUNCTIONS = ["poll-alerts", "graph-subscriptions", "graph-webhook", "graph-lifecycle", "doorbell", "health", "respond"]
+FUNCTIONS = ["poll-alerts", "graph-subscriptions", "graph-webhook", "graph-lifecycle", "doorbell", "health", "doctor",
+             "respond"]
 
 
 def package_source(tmp: Path) -> Path:

@@ -52,8 +52,10 @@ def add_extra(tree):
 
 CASES = [
     # (name, how the good tree is changed, keep zip modes, expected exit, substrings expected in the output)
+    # hook is an HTTP function behind the function key (authLevel function), as doctor and the webhooks are.
     ("good layout", None, True, 0, ["ok   tick: documented timer", "ok   work: observed queue message",
-                                     "ok   hook: documented HTTP POST", "the executable serves ['tick', 'work', 'hook']"]),
+                                     "ok   hook: documented HTTP POST", "the executable serves ['tick', 'work', 'hook']",
+                                     "hook/function.json: httpTrigger 'req' ['post'] /hook auth function"]),
     ("nested functions/<name>/ (the layout before issue 12)", nest, True, 1,
      ["functions/tick/function.json: not in a folder at the app root", "no function indexed",
       "the code serves 'hook' but the package has no hook/function.json"]),

@@ -102,6 +102,22 @@ pub fn http_for(emu: &Emulator) -> reqwest::Client {
     b.build().unwrap()
 }
 
+/// Points the process environment at the emulator's managed-identity endpoint, as App Service does, and
+/// clears what would select another credential.
+///
+/// # Safety
+/// Only for a test binary with a single test: no other thread may read the environment meanwhile.
+pub unsafe fn use_managed_identity(emu: &Emulator) {
+    // SAFETY: the caller guarantees no other thread reads the environment.
+    unsafe {
+        std::env::set_var("IDENTITY_ENDPOINT", emu.identity_endpoint());
+        std::env::set_var("IDENTITY_HEADER", emu.identity_header());
+        std::env::remove_var("AZURE_CLIENT_ID");
+        std::env::remove_var("AZURE_CLIENT_SECRET");
+        std::env::remove_var("AZURE_FEDERATED_TOKEN_FILE");
+    }
+}
+
 pub async fn emulator(page_size: usize) -> Emulator {
     Emulator::start(Options { tls: true, page_size, ..Options::default() }).await.unwrap()
 }

@@ -21,7 +21,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::state::{
-    AppState, CommentShape, Cursor, alert_time, fmt_time, graph_error, json_response, parse_time, random_string,
+    ALERT_READ_ROLES, ALERT_WRITE_ROLES, AppState, CommentShape, Cursor, alert_time, fmt_time, graph_error,
+    json_response, parse_time, random_string,
 };
 
 /// Largest `$top` accepted.
@@ -289,7 +290,7 @@ fn decode_skiptoken(token: &str) -> Option<(String, usize)> {
 
 /// `GET /v1.0/security/alerts_v2`.
 pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    let token = match state.authenticate(&headers) {
+    let token = match state.authorize(&headers, &ALERT_READ_ROLES) {
         Ok(t) => t,
         Err(resp) => return resp,
     };
@@ -415,7 +416,7 @@ fn entity(state: &AppState, alert: Value, headers: &HeaderMap) -> Response {
 
 /// `GET /v1.0/security/alerts_v2/{id}`.
 pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let token = match state.authenticate(&headers) {
+    let token = match state.authorize(&headers, &ALERT_READ_ROLES) {
         Ok(t) => t,
         Err(resp) => return resp,
     };
@@ -471,7 +472,7 @@ pub(crate) async fn patch(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let token = match state.authenticate(&headers) {
+    let token = match state.authorize(&headers, &ALERT_WRITE_ROLES) {
         Ok(t) => t,
         Err(resp) => return resp,
     };
@@ -538,7 +539,7 @@ pub(crate) async fn add_comments(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let token = match state.authenticate(&headers) {
+    let token = match state.authorize(&headers, &ALERT_WRITE_ROLES) {
         Ok(t) => t,
         Err(resp) => return resp,
     };

@@ -21,20 +21,26 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 
 /// An Entra (AADSTS) error body: `{"error","error_description","error_codes",…}`.
 fn entra_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
+    entra_error_with(status, error, code, description, None)
+}
+
+/// [`entra_error`] with a `suberror` (e.g. `consent_required`).
+fn entra_error_with(status: StatusCode, error: &str, code: u32, description: &str, suberror: Option<&str>) -> Response {
     let trace = uuid::Uuid::new_v4().to_string();
     let now = Utc::now();
-    json_response(
-        status,
-        &json!({
-            "error": error,
-            "error_description": format!("AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {trace} Timestamp: {}", now.format("%Y-%m-%d %H:%M:%SZ")),
-            "error_codes": [code],
-            "timestamp": now.format("%Y-%m-%d %H:%M:%SZ").to_string(),
-            "trace_id": trace,
-            "correlation_id": trace,
-            "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
-        }),
-    )
+    let mut body = json!({
+        "error": error,
+        "error_description": format!("AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {trace} Timestamp: {}", now.format("%Y-%m-%d %H:%M:%SZ")),
+        "error_codes": [code],
+        "timestamp": now.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+        "trace_id": trace,
+        "correlation_id": trace,
+        "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+    });
+    if let Some(sub) = suberror {
+        body["suberror"] = json!(sub);
+    }
+    json_response(status, &body)
 }
 
 /// `POST /{tenant}/oauth2/v2.0/token` with `grant_type=client_credentials`.
@@ -120,7 +126,22 @@ pub(crate) async fn token(State(state): State<AppState>, Path(tenant): Path<Stri
     if !accepted {
         return entra_error(StatusCode::UNAUTHORIZED, "invalid_client", 50027, "JWT token is invalid or is malformed.");
     }
-    let (access_token, _) = state.issue_token(&tenant, client_id, TOKEN_LIFETIME);
+    if state.lock().consent_missing.contains(&(tenant.clone(), client_id.clone())) {
+        // As Entra answers when the app has no admin consent in the tenant (MicrosoftDocs/azure-docs#39189).
+        let description = format!(
+            "The user or administrator has not consented to use the application with ID '{client_id}' named 'secmon'. Send an interactive authorization request for this user and resource."
+        );
+        return entra_error_with(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            65001,
+            &description,
+            Some("consent_required"),
+        );
+    }
+    let audience = scope.trim_end_matches("/.default");
+    let roles = state.client_roles(&tenant, client_id);
+    let (access_token, _) = state.issue_token(&tenant, client_id, audience, roles, TOKEN_LIFETIME);
     json_response(
         StatusCode::OK,
         &json!({
@@ -180,7 +201,13 @@ pub(crate) async fn managed_identity(
     };
     // A user-assigned identity may be named by client_id, principal_id or mi_res_id; any is accepted.
     let client_id = params.get("client_id").cloned().unwrap_or_else(|| state.mi_client_id.clone());
-    let (access_token, expires_at) = state.issue_token(&state.default_tenant, &client_id, MI_TOKEN_LIFETIME);
+    let roles = state
+        .lock()
+        .mi_roles
+        .clone()
+        .unwrap_or_else(|| crate::state::DEFAULT_ROLES.iter().map(|r| r.to_string()).collect());
+    let (access_token, expires_at) =
+        state.issue_token(&state.default_tenant, &client_id, resource.trim_end_matches('/'), roles, MI_TOKEN_LIFETIME);
     json_response(
         StatusCode::OK,
         &json!({

@@ -26,7 +26,14 @@
 //! - **Enums are strict.** Filter literals are case-sensitive (`status eq 'New'` is "Invalid filter
 //!   clause"); PATCH rejects `benignPositive` and the stale determination names (`compromisedUser`, …).
 //! - **Entra errors** follow Entra: an unknown client id is 400 `unauthorized_client` (AADSTS700016);
-//!   a wrong secret or a malformed assertion is 401 `invalid_client`.
+//!   a wrong secret or a malformed assertion is 401 `invalid_client`; a client marked with
+//!   [`Emulator::set_consent_missing`] gets 400 `invalid_grant` AADSTS65001 (`consent_required`).
+//! - **Tokens are JWT-shaped** with `aud`, `tid`, `appid` and `roles` claims (unsigned: the emulator
+//!   knows its tokens by lookup). Roles are per client ([`Emulator::set_client_roles`], default
+//!   `SecurityAlert.ReadWrite.All` and `Mail.Send`) and enforced: alerts need `SecurityAlert.Read.All` or
+//!   `.ReadWrite.All` (writes the latter), sendMail `Mail.Send`; without one Graph's real 403 body
+//!   (`Forbidden`, "Missing application roles. …").
+//! - **`Date`** of Graph's answers can be skewed ([`Emulator::set_date_skew`]).
 //! - **Subscriptions** accept plain-http notification URLs only on loopback, so tests can receive them.
 #![warn(missing_docs)]
 // Handlers bail out early with a ready `Response` (`Result<_, Response>`), the usual axum idiom;
@@ -295,9 +302,39 @@ impl Emulator {
         self.state.lock().now = now;
     }
 
-    /// Issues a Graph access token for a tenant directly, bypassing the token endpoint.
+    /// Issues a Graph access token for a tenant directly, bypassing the token endpoint (with the
+    /// client's roles, for the global Graph).
     pub fn issue_token(&self, tenant: &str, client_id: &str) -> String {
-        self.state.issue_token(tenant, client_id, 3599).0
+        let roles = self.state.client_roles(tenant, client_id);
+        self.state.issue_token(tenant, client_id, "https://graph.microsoft.com", roles, 3599).0
+    }
+
+    /// Grants a client of a tenant exactly these application roles (the token's `roles` claim, and
+    /// what Graph checks: listing alerts needs `SecurityAlert.Read.All` or `.ReadWrite.All`, updating and
+    /// commenting `SecurityAlert.ReadWrite.All`, sendMail `Mail.Send`). By default a client has
+    /// `SecurityAlert.ReadWrite.All` and `Mail.Send`.
+    pub fn set_client_roles(&self, tenant: &str, client_id: &str, roles: &[&str]) {
+        self.state
+            .lock()
+            .client_roles
+            .insert((tenant.to_string(), client_id.to_string()), roles.iter().map(|r| r.to_string()).collect());
+    }
+
+    /// Grants the managed identity exactly these application roles (default as for clients).
+    pub fn set_managed_identity_roles(&self, roles: &[&str]) {
+        self.state.lock().mi_roles = Some(roles.iter().map(|r| r.to_string()).collect());
+    }
+
+    /// Makes token requests of this client fail as Entra does when no admin consented to the app in
+    /// the tenant: 400 `invalid_grant`, AADSTS65001, `suberror: consent_required`.
+    pub fn set_consent_missing(&self, tenant: &str, client_id: &str) {
+        self.state.lock().consent_missing.insert((tenant.to_string(), client_id.to_string()));
+    }
+
+    /// Makes Graph's `Date` response header this far from the emulator's clock (a skewed client clock
+    /// looks the same from the client's side); `None` sends the true time.
+    pub fn set_date_skew(&self, skew: Option<chrono::Duration>) {
+        self.state.lock().date_skew = skew;
     }
 
     /// Puts a message in a mailbox and notifies every live subscription on its messages.

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::state::{AppState, graph_error};
+use crate::state::{AppState, MAIL_SEND_ROLES, graph_error};
 
 /// Checks a recipient list: an array of `{"emailAddress":{"address":"…@…"}}`.
 fn check_recipients(message: &Value, field: &str, required: bool) -> Result<(), (&'static str, String)> {
@@ -77,7 +77,7 @@ pub(crate) async fn send_mail(
     Path(sender): Path<String>,
     body: Bytes,
 ) -> Response {
-    let token = match state.authenticate(&headers) {
+    let token = match state.authorize(&headers, &MAIL_SEND_ROLES) {
         Ok(t) => t,
         Err(resp) => return resp,
     };

@@ -186,6 +186,12 @@ async fn handle(state: AppState, router: Router, req: Request<Incoming>) -> Resu
         }
     };
     if path.starts_with("/v1.0/") {
+        let skew = state.lock().date_skew;
+        if let Some(skew) = skew {
+            let date = (state.now() + skew).format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+            resp.headers_mut()
+                .insert(header::DATE, HeaderValue::from_str(&date).expect("an HTTP date is a valid header"));
+        }
         let request_id = uuid::Uuid::new_v4().to_string();
         let h = resp.headers_mut();
         h.insert("request-id", HeaderValue::from_str(&request_id).expect("uuid is a valid header"));

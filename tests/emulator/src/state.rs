@@ -53,7 +53,20 @@ pub(crate) struct TokenInfo {
     pub tenant: String,
     pub client_id: String,
     pub expires_at: DateTime<Utc>,
+    /// The application roles granted (the token's `roles` claim).
+    pub roles: Vec<String>,
 }
+
+/// The application roles a client or managed identity has unless a test says otherwise: what secmon
+/// needs to read and close alerts and to send mail.
+pub(crate) const DEFAULT_ROLES: [&str; 2] = ["SecurityAlert.ReadWrite.All", "Mail.Send"];
+
+/// Roles that allow reading alerts (`GET /security/alerts_v2`).
+pub(crate) const ALERT_READ_ROLES: [&str; 2] = ["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"];
+/// Roles that allow updating alerts and adding comments.
+pub(crate) const ALERT_WRITE_ROLES: [&str; 1] = ["SecurityAlert.ReadWrite.All"];
+/// Roles that allow `sendMail`.
+pub(crate) const MAIL_SEND_ROLES: [&str; 1] = ["Mail.Send"];
 
 /// A server-side snapshot of the alert ids matching a list query, walked by `$skiptoken`.
 pub(crate) struct Cursor {
@@ -81,6 +94,14 @@ pub(crate) struct Inner {
     pub now: Option<DateTime<Utc>>,
     pub comment_shape: CommentShape,
     pub clients: HashMap<(String, String), String>,
+    /// Roles per (tenant, client id) that differ from [`DEFAULT_ROLES`].
+    pub client_roles: HashMap<(String, String), Vec<String>>,
+    /// Clients whose token requests fail with AADSTS65001 (no admin consent in the tenant).
+    pub consent_missing: std::collections::HashSet<(String, String)>,
+    /// Roles of the managed identity, when they differ from [`DEFAULT_ROLES`].
+    pub mi_roles: Option<Vec<String>>,
+    /// How far the `Date` header of Graph's answers is from the emulator's clock.
+    pub date_skew: Option<chrono::Duration>,
     pub tokens: HashMap<String, TokenInfo>,
     pub alerts: HashMap<String, HashMap<String, Value>>,
     pub cursors: HashMap<String, Cursor>,
@@ -124,15 +145,59 @@ impl Shared {
         format!("{}/v1.0", self.base_url)
     }
 
-    /// Issues an opaque access token for a tenant and app, valid for `lifetime` seconds.
-    pub fn issue_token(&self, tenant: &str, client_id: &str, lifetime: i64) -> (String, DateTime<Utc>) {
-        let token = format!("emu.{}", random_string(48));
-        let expires_at = self.now() + chrono::Duration::seconds(lifetime);
+    /// Issues an access token for a tenant and app, valid for `lifetime` seconds, for the resource
+    /// `audience`, carrying `roles`. It is JWT-shaped, with the claims Entra puts in app-only tokens
+    /// (`aud`, `iss`, `iat`, `nbf`, `exp`, `tid`, `appid`, `roles`, `oid`, `idtyp`), so clients can read
+    /// them; the signature segment is random bytes: the emulator recognises its tokens by lookup.
+    pub fn issue_token(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        audience: &str,
+        roles: Vec<String>,
+        lifetime: i64,
+    ) -> (String, DateTime<Utc>) {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = self.now();
+        let expires_at = now + chrono::Duration::seconds(lifetime);
+        let header = json!({"typ": "JWT", "alg": "RS256", "kid": "emulator"});
+        let mut claims = json!({
+            "aud": audience,
+            "iss": format!("https://sts.windows.net/{tenant}/"),
+            "iat": now.timestamp(),
+            "nbf": now.timestamp(),
+            "exp": expires_at.timestamp(),
+            "appid": client_id,
+            "idtyp": "app",
+            "oid": uuid::Uuid::new_v4().to_string(),
+            "tid": tenant,
+        });
+        // Entra leaves the claim out when no role is granted.
+        if !roles.is_empty() {
+            claims["roles"] = json!(roles);
+        }
+        let token = format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string()),
+            random_string(43)
+        );
         self.lock().tokens.insert(
             token.clone(),
-            TokenInfo { tenant: tenant.to_string(), client_id: client_id.to_string(), expires_at },
+            TokenInfo { tenant: tenant.to_string(), client_id: client_id.to_string(), expires_at, roles },
         );
         (token, expires_at)
+    }
+
+    /// The roles a client of a tenant is granted.
+    pub fn client_roles(&self, tenant: &str, client_id: &str) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .client_roles
+            .get(&(tenant.to_string(), client_id.to_string()))
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_ROLES.iter().map(|r| r.to_string()).collect())
     }
 
     /// Checks `Authorization: Bearer …` the way Graph does and returns what the token stands for.
@@ -157,6 +222,26 @@ impl Shared {
             return Err(unauthorized("Lifetime validation failed, the token is expired."));
         }
         Ok(info)
+    }
+
+    /// [`Shared::authenticate`], then checks the token holds one of `required` roles. Without one,
+    /// Graph answers 403 with the body it really sends (as recorded in wazuh/wazuh-documentation#7300):
+    /// `{"error":{"code":"Forbidden","message":"Missing application roles. API required roles: …,
+    /// application roles: ….","innerError":{…}}}`.
+    pub fn authorize(&self, headers: &HeaderMap, required: &[&str]) -> Result<TokenInfo, Response> {
+        let info = self.authenticate(headers)?;
+        if info.roles.iter().any(|r| required.contains(&r.as_str())) {
+            return Ok(info);
+        }
+        Err(graph_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "Missing application roles. API required roles: {}, application roles: {}.",
+                required.join(","),
+                info.roles.join(",")
+            ),
+        ))
     }
 }
 

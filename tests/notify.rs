@@ -52,7 +52,7 @@ async fn each_receiver_is_told_once_even_when_the_message_is_redelivered() {
     assert_eq!(att["contentType"], "application/vnd.microsoft.card.adaptive");
     assert!(att["contentUrl"].is_null());
     let card = &att["content"];
-    assert_eq!(card["version"], "1.5");
+    assert_eq!(card["version"], "1.4");
     let actions = card["actions"].as_array().unwrap();
     assert_eq!(actions.len(), 2);
     assert_eq!(actions[0]["type"], "Action.OpenUrl");
@@ -108,7 +108,10 @@ async fn sendmail_body_has_graphs_shape_and_escapes_hostile_alert_text() {
     let message = w.sink.hits(TEAMS_PATH)[0].json();
     let card = &message["attachments"][0]["content"];
     let title = card["body"][0]["items"][1]["text"].as_str().unwrap();
-    assert_eq!(title, "<script>alert\\(\"x\"\\)</script> Zoë's 'quoted' & <b>bold</b> — 東京");
+    assert_eq!(
+        title,
+        "<\u{200B}script>alert\\(\"x\"\\)<\u{200B}/script> Zoë's 'quoted' & <\u{200B}b>bold<\u{200B}/b> — 東京"
+    );
     keep_card("hostile", &message);
 }
 
@@ -383,10 +386,10 @@ fn secrets_must_come_from_the_environment_and_templates_must_work_at_load() {
     );
     assert!(broken.contains("receivers.t.teams.template") && broken.contains("line 2"), "{broken}");
     let too_new = config_errors(
-        "  t:\n    teams:\n      webhook_url: \"${T_URL}\"\n      template: '{\"type\": \"AdaptiveCard\", \"version\": \"1.6\", \"body\": []}'\n",
+        "  t:\n    teams:\n      webhook_url: \"${T_URL}\"\n      template: '{\"type\": \"AdaptiveCard\", \"version\": \"1.5\", \"body\": []}'\n",
         &env,
     );
-    assert!(too_new.contains("up to 1.5"), "{too_new}");
+    assert!(too_new.contains("up to 1.4"), "{too_new}");
     let bad_json = config_errors(
         "  h:\n    webhook:\n      url: https://t.example/x\n      secret: \"${H_KEY}\"\n      template: '{\"title\": {{ title|safe }} }'\n",
         &env,

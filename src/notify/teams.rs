@@ -1,5 +1,6 @@
 //! Teams through a Workflows webhook ("When a Teams webhook request is received"): one message with one
-//! Adaptive Card, version 1.5 at most, never over Teams' 28 KB.
+//! Adaptive Card, version 1.4 at most (cards declaring 1.5 do not render when a Workflows flow posts
+//! them), never over Teams' message limit of 28,672 bytes.
 
 use async_trait::async_trait;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -14,8 +15,13 @@ use crate::config::Issue;
 use crate::graph::Retry;
 use crate::graph::retry::RetryPolicy;
 
-/// Teams refuses messages over 28 KB; secmon stays a little under, whichever K the service means.
+/// Teams refuses messages over 28,672 bytes (`MessageSizeExceeded`).
+pub const TEAMS_MESSAGE_LIMIT: usize = 28_672;
+/// What secmon sends at most: a margin under [`TEAMS_MESSAGE_LIMIT`] for what the flow adds around it.
 pub const MAX_MESSAGE_BYTES: usize = 28_000;
+/// The newest Adaptive Card version a Workflows post renders: 1.5 shows "We're sorry, this card
+/// couldn't be displayed".
+pub const MAX_CARD_VERSION: (u32, u32) = (1, 4);
 
 /// How many evidence entries per list a card tries first, then fewer until it fits.
 const CUTS: [usize; 7] = [25, 10, 5, 3, 2, 1, 0];
@@ -85,7 +91,7 @@ impl Notifier for Teams {
         Err(NotifyError::new(
             &self.name,
             format!(
-                "the card is {last} bytes even without evidence; Teams takes {MAX_MESSAGE_BYTES}: shorten the template"
+                "the card is {last} bytes even without evidence; Teams takes {TEAMS_MESSAGE_LIMIT} and secmon sends at most {MAX_MESSAGE_BYTES}: shorten the template"
             ),
             Retry::Permanent,
         ))
@@ -112,7 +118,8 @@ pub fn message(card: Value) -> Value {
     })
 }
 
-/// Checks what Teams insists on: an `AdaptiveCard` of version 1.5 or lower, with a body array.
+/// Checks what Teams insists on: an `AdaptiveCard` of version [`MAX_CARD_VERSION`] or lower, with a
+/// body array.
 pub fn check_card(card: &Value) -> Result<(), String> {
     if card.get("type").and_then(Value::as_str) != Some("AdaptiveCard") {
         return Err("the card's type must be \"AdaptiveCard\"".into());
@@ -120,8 +127,13 @@ pub fn check_card(card: &Value) -> Result<(), String> {
     let version = card.get("version").and_then(Value::as_str).unwrap_or("");
     let parsed = version.split_once('.').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
     match parsed {
-        Some((1, minor)) if minor <= 5 => {}
-        _ => return Err(format!("card version {version:?}: Teams renders Adaptive Cards up to 1.5")),
+        Some((major, minor)) if major == MAX_CARD_VERSION.0 && minor <= MAX_CARD_VERSION.1 => {}
+        _ => {
+            let (a, b) = MAX_CARD_VERSION;
+            return Err(format!(
+                "card version {version:?}: cards posted through Workflows render up to {a}.{b} (1.5 shows an error box)"
+            ));
+        }
     }
     if !card.get("body").is_some_and(Value::is_array) {
         return Err("the card needs a body array".into());

@@ -203,8 +203,8 @@ impl View {
     }
 
     /// The same view with every free-text string escaped for Adaptive Card `TextBlock`/`FactSet` text
-    /// (a Markdown subset), so that alert text can neither format nor link. URLs are left alone: they
-    /// only ever go into `Action.OpenUrl`, never into text.
+    /// (a Markdown subset), so that alert text can neither format, nor link, nor reorder itself. The
+    /// portal links are left alone: they only ever go into secmon's own `Action.OpenUrl` buttons.
     pub fn for_card(&self) -> View {
         let mut v = self.clone();
         for s in [
@@ -285,12 +285,15 @@ pub fn clip(s: &str, max: usize) -> String {
 
 /// Escapes text for Adaptive Card text, whose Markdown subset knows bold, italic, links and lists:
 /// `\ * _ [ ] ( )` get a backslash, so do list markers at the start of a line (`- `, `+ `, `1.`), and
-/// `{{` (the start of the card's `{{DATE(…)}}` functions) is broken with a zero-width space.
+/// `{{` (the start of the card's `{{DATE(…)}}` functions) is broken with a zero-width space. Nothing in
+/// the text can link either: `scheme://` and `www.` are broken with a zero-width space, and so is `<`
+/// (autolinks, HTML); bidirectional controls, which reorder what follows them, become `�`.
 pub fn card_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     // Only blanks so far on this line / only blanks and digits so far on this line.
     let (mut blank, mut numbered) = (true, true);
-    for c in s.chars() {
+    for (i, c) in s.char_indices() {
+        let rest = &s[i + c.len_utf8()..];
         match c {
             '\\' | '*' | '_' | '[' | ']' | '(' | ')' => {
                 out.push('\\');
@@ -309,6 +312,24 @@ pub fn card_text(s: &str) -> String {
                 out.push(c);
             }
             '\r' => {}
+            // `<https://…>` and `<a@b.c>` are autolinks; a space after `<` makes them plain text.
+            '<' => {
+                out.push(c);
+                out.push('\u{200B}');
+            }
+            // `https://…` is linked even bare: break the `://` so nothing in alert text links.
+            ':' if rest.starts_with("//") && ends_with_scheme(&out) => {
+                out.push(c);
+                out.push('\u{200B}');
+            }
+            // `www.example.com` is linked too.
+            '.' if out.len() >= 3 && out[out.len() - 3..].eq_ignore_ascii_case("www") && word_start(&out, 3) => {
+                out.push('\u{200B}');
+                out.push(c);
+            }
+            // Bidirectional overrides and isolates reorder what follows them (`exe.pdf` shown for
+            // `fdp.exe`): shown as a replacement character, never applied.
+            c if is_bidi_control(c) => out.push('\u{FFFD}'),
             _ => out.push(c),
         }
         (blank, numbered) = match c {
@@ -321,6 +342,22 @@ pub fn card_text(s: &str) -> String {
     out
 }
 
+/// True when `out` ends with a URL scheme (`https`, `ftp`, `ms-settings`) that starts a word.
+fn ends_with_scheme(out: &str) -> bool {
+    let scheme = out.chars().rev().take_while(|c| c.is_ascii_alphanumeric() || "+.-".contains(*c)).count();
+    scheme > 0 && out[out.len() - scheme..].starts_with(|c: char| c.is_ascii_alphabetic()) && word_start(out, scheme)
+}
+
+/// True when the last `n` bytes of `out` are not glued to a letter or digit before them.
+fn word_start(out: &str, n: usize) -> bool {
+    !out[..out.len() - n].ends_with(|c: char| c.is_alphanumeric())
+}
+
+/// The Unicode controls that change the display order of text (LRE … RLO, LRI … PDI, LRM, RLM, ALM).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,12 +365,26 @@ mod tests {
 
     #[test]
     fn card_text_neutralises_markdown_and_functions() {
-        assert_eq!(card_text("[click](https://evil)"), "\\[click\\]\\(https://evil\\)");
+        assert_eq!(card_text("[click](https://evil)"), "\\[click\\]\\(https:\u{200B}//evil\\)");
         assert_eq!(card_text("**bold** _it_"), "\\*\\*bold\\*\\* \\_it\\_");
         assert_eq!(card_text("- item\n1. one"), "\\- item\n1\\. one");
         assert_eq!(card_text("a-b 3.5 end."), "a-b 3.5 end.");
         assert_eq!(card_text("{{DATE(2017-02-14T06:08:39Z)}}"), "{\u{200B}{DATE\\(2017-02-14T06:08:39Z\\)}}");
-        assert_eq!(card_text("Zoë <script>"), "Zoë <script>");
+        assert_eq!(card_text("Zoë <script>"), "Zoë <\u{200B}script>");
+    }
+
+    #[test]
+    fn card_text_links_nothing_and_shows_bidi_controls() {
+        let zw = '\u{200B}';
+        assert_eq!(card_text("see https://evil.example/x"), format!("see https:{zw}//evil.example/x"));
+        assert_eq!(card_text("<https://evil.example>"), format!("<{zw}https:{zw}//evil.example>"));
+        assert_eq!(card_text("<it@evil.example>"), format!("<{zw}it@evil.example>"));
+        assert_eq!(card_text("WWW.evil.example"), format!("WWW{zw}.evil.example"));
+        assert_eq!(card_text("ms-settings://x"), format!("ms-settings:{zw}//x"));
+        // Not links: left alone.
+        assert_eq!(card_text("a:b, c: //d, awww.x, 10:30"), "a:b, c: //d, awww.x, 10:30");
+        assert_eq!(card_text("invoice\u{202E}fdp.exe"), "invoice\u{FFFD}fdp.exe");
+        assert_eq!(card_text("\u{2067}x\u{2069}\u{200F}"), "\u{FFFD}x\u{FFFD}\u{FFFD}");
     }
 
     #[test]

@@ -192,6 +192,15 @@ impl Config {
                 ));
             }
             r.validate(&format!("receivers.{name}"), &mut out);
+            if let ReceiverConfig::Teams(t) = r
+                && let Some(auth) = &t.auth
+                && self.tenant(&auth.tenant).is_none()
+            {
+                out.push(Issue::error(
+                    format!("receivers.{name}.teams.auth.tenant"),
+                    format!("{:?} is not a configured tenant (by name)", auth.tenant),
+                ));
+            }
         }
         for (i, s) in self.subscriptions.iter().enumerate() {
             s.validate(&format!("subscriptions[{i}]"), &cx, &mut out);

@@ -172,6 +172,14 @@ fn not_found(operation: &str, id: &str) -> GraphError {
 
 #[async_trait]
 impl Graph for FakeGraph {
+    /// A made-up token naming the tenant and scope (registered with the redactor, like a real one).
+    async fn token_for(&self, tenant: &str, scope: &str) -> Result<String, GraphError> {
+        self.check("token_for", tenant, None)?;
+        let token = format!("fake-token.{tenant}.{}", scope.replace(['/', ':'], "_"));
+        crate::redact::global().add(&token);
+        Ok(token)
+    }
+
     async fn list_alerts(&self, tenant: &str, _filter: &str) -> Result<AlertPage, GraphError> {
         self.check("list_alerts", tenant, None)?;
         Ok(AlertPage { alerts: self.alerts.lock().unwrap().values().cloned().collect(), next_link: None })

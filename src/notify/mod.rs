@@ -13,6 +13,7 @@
 //! the loader registers every substituted value with [`crate::redact`], and validation rejects a
 //! signature or key that was not substituted, i.e. one written in the file in clear.
 
+pub mod budget;
 pub mod deliver;
 pub mod email;
 pub mod http;
@@ -28,11 +29,12 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::alert::Alert;
-use crate::config::{Config, Issue, Level};
+use crate::config::{Cloud, Config, Issue, Level};
 use crate::graph::{Graph, Retry};
 use crate::store::Store;
+use budget::Budgeted;
 use template::Templates;
-use view::View;
+use view::{Digest, View};
 
 pub use email::EmailConfig;
 pub use teams::TeamsConfig;
@@ -45,7 +47,7 @@ pub use crate::config::receivers::{MAX_GROUP_WINDOW, ReceiverConfig, StatusUpdat
 pub fn check(config: &Config, out: &mut Vec<Issue>) {
     let mut templates = Templates::new();
     for (name, rc) in &config.receivers {
-        if let Err(issue) = build(name, &format!("receivers.{name}"), rc, &mut templates) {
+        if let Err(issue) = build(name, &format!("receivers.{name}"), rc, config.cloud, &mut templates) {
             out.push(issue);
         }
     }
@@ -98,18 +100,31 @@ pub trait Notifier: std::fmt::Debug + Send + Sync {
 
     /// Sends a rendered payload; returns the receiver's HTTP status (202 for mail Graph accepted).
     async fn send(&self, cx: &SendContext<'_>, payload: &Value) -> Result<u16, NotifyError>;
+
+    /// The posting budget this receiver sends under, if the service behind it throttles: what finds
+    /// the budget spent waits, and goes out in one digest ([`Notifier::render_digest`]).
+    fn budget(&self) -> Option<Budgeted> {
+        None
+    }
+
+    /// The payload of a digest of alerts that waited for the budget. It may keep fewer lines
+    /// ([`Digest::keep`]) to fit the service's size limit: those wait for the next digest.
+    fn render_digest(&self, _templates: &Templates, _digest: &mut Digest) -> Result<Value, NotifyError> {
+        Err(NotifyError::new(self.kind(), "this receiver kind has no digest", Retry::Permanent))
+    }
 }
 
-/// Builds receiver `name` (config at `path`), adding its templates to `templates` and rendering each once
-/// with the sample alert.
+/// Builds receiver `name` (config at `path`, in `cloud`), adding its templates to `templates` and
+/// rendering each once with the sample alert.
 fn build(
     name: &str,
     path: &str,
     config: &ReceiverConfig,
+    cloud: Cloud,
     templates: &mut Templates,
 ) -> Result<Box<dyn Notifier>, Issue> {
     let receiver: Box<dyn Notifier> = match config {
-        ReceiverConfig::Teams(c) => Box::new(teams::Teams::new(name, c, templates, path)?),
+        ReceiverConfig::Teams(c) => Box::new(teams::Teams::new(name, c, cloud, templates, path)?),
         ReceiverConfig::Email(c) => Box::new(email::Email::new(name, c, templates, path)?),
         ReceiverConfig::Webhook(c) => Box::new(webhook::Webhook::new(name, c, templates, path)?),
     };
@@ -145,7 +160,7 @@ impl Receivers {
             let mut own = Vec::new();
             rc.validate(&path, &mut own);
             issues.extend(own.into_iter().filter(|i| i.level == Level::Error));
-            match build(name, &path, rc, &mut templates) {
+            match build(name, &path, rc, config.cloud, &mut templates) {
                 Ok(r) => {
                     by_name.insert(name.clone(), r);
                 }

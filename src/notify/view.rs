@@ -239,6 +239,141 @@ impl View {
     }
 }
 
+/// One alert in a digest: the alerts that waited for a receiver's posting budget, told in one message.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct DigestLine {
+    /// Tenant name.
+    pub tenant: String,
+    /// Alert id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Severity wire value.
+    pub severity: String,
+    /// Severity as a word for people.
+    pub severity_label: String,
+    /// Adaptive Card colour of the severity.
+    pub severity_color: String,
+    /// Link to the alert in the Defender portal, if it has one (https only).
+    pub url: Option<String>,
+    /// Why it is told (`new`, `severity rose`, …).
+    pub why: String,
+    /// When it started to wait, RFC 3339.
+    pub since: String,
+}
+
+impl DigestLine {
+    /// The digest line of a view (the alert's other grouped alerts get lines of their own).
+    pub fn of(view: &View, since: &str) -> Vec<DigestLine> {
+        let line = |m: &Member| DigestLine {
+            tenant: view.tenant.clone(),
+            id: m.id.clone(),
+            title: m.title.clone(),
+            severity: m.severity.clone(),
+            severity_label: severity_label(&severity_of(&m.severity)),
+            severity_color: severity_color(&severity_of(&m.severity)).to_string(),
+            url: m.url.clone(),
+            why: view.why.clone(),
+            since: since.to_string(),
+        };
+        std::iter::once(view.member()).chain(view.group.iter().cloned()).map(|m| line(&m)).collect()
+    }
+
+    /// The severity's rank, for "highest first".
+    pub fn rank(&self) -> u8 {
+        severity_of(&self.severity).rank()
+    }
+}
+
+fn severity_of(wire: &str) -> Severity {
+    wire.parse().expect("infallible")
+}
+
+/// What a digest message says: how many alerts it carries, the highest severities first, one line per
+/// alert, and how many still wait for the next one ("and N more").
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Digest {
+    /// The receiver.
+    pub receiver: String,
+    /// The tenants of the alerts, comma-separated.
+    pub tenants: String,
+    /// How many alerts this message lists.
+    pub count: usize,
+    /// How many alerts wait for the next digest.
+    pub more: usize,
+    /// Counts per severity, highest first: `3 High, 12 Medium`.
+    pub summary: String,
+    /// The highest severity's label and card colour.
+    pub top_label: String,
+    /// The highest severity's card colour.
+    pub top_color: String,
+    /// One line per alert, highest severity first, then oldest first.
+    pub lines: Vec<DigestLine>,
+}
+
+impl Digest {
+    /// A digest of `lines` (sorted here) for `receiver`; `more` wait after it.
+    pub fn new(receiver: &str, mut lines: Vec<DigestLine>, more: usize) -> Digest {
+        lines.sort_by(|a, b| b.rank().cmp(&a.rank()).then_with(|| a.since.cmp(&b.since)));
+        let mut d = Digest {
+            receiver: receiver.to_string(),
+            tenants: String::new(),
+            count: 0,
+            more,
+            summary: String::new(),
+            top_label: String::new(),
+            top_color: String::new(),
+            lines,
+        };
+        d.recount();
+        d
+    }
+
+    /// Moves the last lines out (they wait for the next digest) until at most `keep` are left.
+    pub fn keep(&mut self, keep: usize) {
+        if self.lines.len() > keep {
+            self.more += self.lines.len() - keep;
+            self.lines.truncate(keep);
+            self.recount();
+        }
+    }
+
+    fn recount(&mut self) {
+        self.count = self.lines.len();
+        let mut counts: Vec<(u8, String, usize)> = Vec::new();
+        for l in &self.lines {
+            match counts.iter_mut().find(|(r, label, _)| *r == l.rank() && *label == l.severity_label) {
+                Some(c) => c.2 += 1,
+                None => counts.push((l.rank(), l.severity_label.clone(), 1)),
+            }
+        }
+        self.summary = counts.iter().map(|(_, label, n)| format!("{n} {label}")).collect::<Vec<_>>().join(", ");
+        let mut tenants: Vec<&str> = self.lines.iter().map(|l| l.tenant.as_str()).collect();
+        tenants.dedup();
+        tenants.sort();
+        tenants.dedup();
+        self.tenants = tenants.join(", ");
+        let top = self.lines.first();
+        self.top_label = top.map(|l| l.severity_label.clone()).unwrap_or_default();
+        self.top_color = top.map(|l| l.severity_color.clone()).unwrap_or_else(|| "default".into());
+    }
+
+    /// The same digest with its free text escaped for Adaptive Card text ([`card_text`]); links stay,
+    /// as the markdown link of each line, with `(`, `)` and spaces percent-encoded.
+    pub fn for_card(&self) -> Digest {
+        let mut d = self.clone();
+        d.receiver = card_text(&d.receiver);
+        d.tenants = card_text(&d.tenants);
+        for l in &mut d.lines {
+            for s in [&mut l.tenant, &mut l.id, &mut l.title, &mut l.severity_label, &mut l.why] {
+                *s = card_text(s);
+            }
+            l.url = l.url.as_ref().map(|u| u.replace('(', "%28").replace(')', "%29").replace(' ', "%20"));
+        }
+        d
+    }
+}
+
 /// The severity as people write it: `High`, `Medium`, …; unknown values keep their wire text.
 pub fn severity_label(s: &Severity) -> String {
     match s {

@@ -30,6 +30,8 @@ pub struct Hit {
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
     pub at: tokio::time::Instant,
+    /// What the sink answered.
+    pub status: u16,
 }
 
 impl Hit {
@@ -43,6 +45,8 @@ struct SinkState {
     hits: Vec<Hit>,
     /// Scripted answers per path: (status, retry-after seconds, body).
     script: HashMap<String, VecDeque<(u16, Option<u64>, String)>>,
+    /// How long every answer takes (after the request is recorded).
+    delay: Option<std::time::Duration>,
 }
 
 /// A local HTTP receiver that records every POST and answers as scripted (202 by default).
@@ -71,6 +75,11 @@ impl Sink {
         }
     }
 
+    /// Answers every request only after `delay` (the request is recorded at once).
+    pub fn delay(&self, delay: Option<std::time::Duration>) {
+        self.state.lock().unwrap().delay = delay;
+    }
+
     pub fn hits(&self, path: &str) -> Vec<Hit> {
         self.state.lock().unwrap().hits.iter().filter(|h| h.path == path).cloned().collect()
     }
@@ -84,15 +93,23 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = format!("/{path}");
-    let mut s = state.lock().unwrap();
-    s.hits.push(Hit {
-        path: path.clone(),
-        query: uri.query().unwrap_or("").to_string(),
-        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect(),
-        body: body.to_vec(),
-        at: tokio::time::Instant::now(),
-    });
-    match s.script.get_mut(&path).and_then(|q| q.pop_front()) {
+    let (answer, delay) = {
+        let mut s = state.lock().unwrap();
+        let answer = s.script.get_mut(&path).and_then(|q| q.pop_front());
+        s.hits.push(Hit {
+            path: path.clone(),
+            query: uri.query().unwrap_or("").to_string(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect(),
+            body: body.to_vec(),
+            at: tokio::time::Instant::now(),
+            status: answer.as_ref().map(|a| a.0).unwrap_or(202),
+        });
+        (answer, s.delay)
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    match answer {
         Some((status, retry_after, body)) => {
             let mut resp = (StatusCode::from_u16(status).unwrap(), body).into_response();
             if let Some(r) = retry_after {
@@ -111,6 +128,8 @@ pub struct FakeGraph {
     pub mails: Mutex<Vec<(String, String, Value)>>,
     pub updates: Mutex<Vec<(String, AlertUpdate)>>,
     pub mail_errors: Mutex<VecDeque<GraphError>>,
+    /// Tokens asked for other resources: (tenant, scope).
+    pub scopes: Mutex<Vec<(String, String)>>,
 }
 
 pub fn throttled() -> GraphError {
@@ -123,8 +142,20 @@ pub fn throttled() -> GraphError {
     }
 }
 
+/// The token the fake Graph hands out for `tenant` and `scope` (registered with the redactor, as a real
+/// one is).
+pub fn fake_token(tenant: &str, scope: &str) -> String {
+    format!("eyJ0eXAiOiJKV1Qi.{tenant}.{}", scope.replace(['/', ':'], "_"))
+}
+
 #[async_trait]
 impl Graph for FakeGraph {
+    async fn token_for(&self, tenant: &str, scope: &str) -> Result<String, GraphError> {
+        self.scopes.lock().unwrap().push((tenant.to_string(), scope.to_string()));
+        let token = fake_token(tenant, scope);
+        secmon::redact::global().add(&token);
+        Ok(token)
+    }
     async fn list_alerts(&self, _: &str, _: &str) -> Result<AlertPage, GraphError> {
         Ok(AlertPage::default())
     }

@@ -11,8 +11,9 @@
 //!   [`intake::Message`] on the queue.
 //! - [`rules`]: known-benign close rules and routes; pure evaluation.
 //! - [`respond`]: one message through decide → claim → act → record.
-//! - [`notify`]: receivers (Teams, e-mail, signed webhook), each one [`notify::Notifier`], and the
-//!   delivery of one alert version to them ([`notify::deliver`]).
+//! - [`notify`]: receivers (Teams, e-mail, signed webhook), each one [`notify::Notifier`], their
+//!   posting budgets ([`notify::budget`]), and the delivery of one alert version to them
+//!   ([`notify::deliver`]; what a budget holds back goes out in one digest).
 //! - [`audit`]: the hash-chained audit trail every effect is recorded in.
 //! - [`store`]: state, claims, audit streams and the queue behind one contract; SQLite, Azure
 //!   (Blob + Queue) and, with feature `aws`, S3 + SQS.

@@ -664,3 +664,44 @@ fn check_config_says_what_teams_cannot_do() {
     assert!(zero.contains("receivers.t.teams.budget"), "{zero}");
     assert_eq!(errors("  t: { teams: { webhook_url: \"${PUB}\", auth: { tenant: contoso } } }\n"), "");
 }
+
+#[tokio::test]
+async fn mail_beyond_the_mailboxs_budget_goes_out_as_one_digest_mail() {
+    let w = world(
+        r#"
+routes:
+  - { receivers: [soc-email, lead-email] }
+receivers:
+  soc-email: { email: { from: secmon@contoso.com, to: [soc@contoso.com], budget: { posts: 3, per: 1m } } }
+  lead-email: { email: { from: SECMON@contoso.com, to: [lead@contoso.com], budget: { posts: 3, per: 1m } } }
+"#,
+    )
+    .await;
+    for i in [0, 1, 2, 10] {
+        let done = deliver_routes(&w.app, &alert(&storm_alert(i))).await.unwrap();
+        // Both receivers send from one mailbox: they share its three mails a minute.
+        let expected = match i {
+            0 => (2, 0),
+            1 => (1, 1),
+            _ => (0, 2),
+        };
+        assert_eq!((done.sent.len(), done.deferred.len()), expected, "alert {i}: {done:?}");
+    }
+    assert_eq!(w.graph.mails.lock().unwrap().len(), 3);
+    w.clock.advance(chrono::Duration::minutes(1));
+    secmon::notify::deliver::flush(&w.app).await;
+    let mails = w.graph.mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 5, "one digest per receiver");
+    let lead = &mails
+        .iter()
+        .find(|(_, _, m)| m.to_string().contains("lead@contoso.com") && m.to_string().contains("alerts:"))
+        .unwrap()
+        .2;
+    assert_eq!(lead["message"]["subject"], "[secmon] 3 alerts: 1 High, 2 Medium");
+    let html = lead["message"]["body"]["content"].as_str().unwrap();
+    for i in [1, 2, 10] {
+        assert!(html.contains(&format!("storm-{i:03}")), "storm-{i:03} missing from {html}");
+    }
+    assert!(!html.contains("storm-000"), "alert 0 was mailed on its own");
+    assert!(html.find("storm-010") < html.find("storm-001"), "the high one first");
+}

@@ -82,6 +82,9 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
             crate::metrics::count(crate::metrics::Counter::AlertsNotified, tenant, 1);
             summary = format!("{summary}; notified {}", delivered.sent.join(", "));
         }
+        if !delivered.deferred.is_empty() {
+            summary = format!("{summary}; waiting for a digest: {}", delivered.deferred.join(", "));
+        }
     }
     Ok(summary)
 }

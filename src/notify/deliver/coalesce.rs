@@ -148,8 +148,8 @@ pub async fn drain(app: &App, tenant: &str, receiver: &str) -> Result<Drained, N
     loop {
         let now = app.clock.now();
         let (pending, _) = read(store, &pk).await.map_err(store_err)?;
-        drained.waiting = pending.waiting.iter().map(|w| w.lines.len()).sum();
-        let (id, entries) = match pending.digest {
+        drained.waiting = lines(&pending.waiting);
+        let (id, entries, more) = match pending.digest {
             // A digest in flight: its sender is at it, or crashed and its lease ran out.
             Some(d) => {
                 let dk = digest_key(tenant, receiver, &d.id);
@@ -167,7 +167,7 @@ pub async fn drain(app: &App, tenant: &str, receiver: &str) -> Result<Drained, N
                     drained.next = Some(at);
                     return Ok(drained);
                 }
-                (d.id, d.entries)
+                (d.id, d.entries, drained.waiting)
             }
             None if pending.waiting.is_empty() => return Ok(drained),
             None => {
@@ -196,11 +196,11 @@ pub async fn drain(app: &App, tenant: &str, receiver: &str) -> Result<Drained, N
                 if store.claim(&dk, SEND_LEASE).await.map_err(store_err)? != Claim::Acquired {
                     continue;
                 }
-                (id, carried)
+                let more = drained.waiting - lines(&carried);
+                (id, carried, more)
             }
         };
-        let waiting_after = drained.waiting - entries.iter().map(|w| w.lines.len()).sum::<usize>().min(drained.waiting);
-        let sent = send_digest(app, notifier, tenant, receiver, &id, &entries, waiting_after).await;
+        let sent = send_digest(app, notifier, tenant, receiver, &id, &entries, more).await;
         let dk = digest_key(tenant, receiver, &id);
         match sent {
             Ok(carried) => {
@@ -226,6 +226,11 @@ pub async fn drain(app: &App, tenant: &str, receiver: &str) -> Result<Drained, N
             }
         }
     }
+}
+
+/// How many alerts `entries` tell.
+fn lines(entries: &[Waiting]) -> usize {
+    entries.iter().map(|w| w.lines.len()).sum()
 }
 
 /// The waiting entries the next digest carries, highest severity first then oldest: as many as the
@@ -254,7 +259,7 @@ fn fitting(
 }
 
 /// Renders and sends one digest of `entries`, and audits it: a `notify_digest` record listing every
-/// alert, and a `notify` record per alert naming the digest. Returns how many alerts it carried.
+/// alert, and a `notify` record per entry's alert naming the digest. Returns how many alerts it carried.
 async fn send_digest(
     app: &App,
     notifier: &dyn Notifier,
@@ -281,11 +286,10 @@ async fn send_digest(
     match result {
         Ok(status) => {
             record::append(app, tenant, now, record::digest(id, receiver, notifier.kind(), &ids, status)).await;
+            // The alerts grouped into an entry's message have their `notify_grouped` records already.
             for w in entries {
-                for l in &w.lines {
-                    let r = record::in_digest(l, &w.version, &w.routes, receiver, notifier.kind(), id, status);
-                    record::append(app, tenant, now, r).await;
-                }
+                let r = record::in_digest(&w.lines[0], &w.version, &w.routes, receiver, notifier.kind(), id, status);
+                record::append(app, tenant, now, r).await;
             }
             Ok(count)
         }

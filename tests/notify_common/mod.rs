@@ -106,6 +106,11 @@ async fn handle(
         });
         (answer, s.delay)
     };
+    if path.starts_with("/workflows/")
+        && let Ok(message) = serde_json::from_slice::<Value>(&body)
+    {
+        keep_sent_card(&message);
+    }
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
@@ -275,6 +280,17 @@ pub fn sample(changes: Value) -> Value {
         a[k] = v.clone();
     }
     a
+}
+
+/// Writes every distinct card the sink receives as `target/cards/sent-<hash>.json`, so that
+/// `scripts/check-cards.sh` checks each card the suite sends with the real parser, not only the named ones.
+fn keep_sent_card(message: &Value) {
+    use sha2::Digest;
+    let card = &message["attachments"][0]["content"];
+    let hash = hex::encode(&sha2::Sha256::digest(card.to_string().as_bytes())[..8]);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cards");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("sent-{hash}.json")), serde_json::to_vec_pretty(card).unwrap()).unwrap();
 }
 
 /// Writes a Teams card where `scripts/check-cards.sh` validates it with the real Adaptive Cards parser.

@@ -705,3 +705,34 @@ receivers:
     assert!(!html.contains("storm-000"), "alert 0 was mailed on its own");
     assert!(html.find("storm-010") < html.find("storm-001"), "the high one first");
 }
+
+#[tokio::test]
+async fn the_poll_timer_sends_what_waits_when_no_other_alert_comes() {
+    let w = world(
+        r#"
+routes:
+  - { receivers: [soc-teams] }
+receivers:
+  soc-teams: { teams: { webhook_url: "${TEAMS_URL}", budget: { posts: 1, per: 5m } } }
+"#,
+    )
+    .await;
+    for i in 0..3 {
+        deliver_routes(&w.app, &alert(&storm_alert(i))).await.unwrap();
+    }
+    assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
+    let timer = secmon::functions::Timer::default();
+    // Within the window the timer has nothing to send.
+    secmon::functions::poll_alerts(&w.app, timer, now()).await;
+    assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
+    w.clock.advance(chrono::Duration::minutes(5));
+    let outcome = secmon::functions::poll_alerts(&w.app, timer, now()).await;
+    assert!(
+        outcome.summary().contains("contoso/soc-teams: 1 digests with 2 alerts sent, 0 waiting"),
+        "{}",
+        outcome.summary()
+    );
+    let hits = w.sink.hits(TEAMS_PATH);
+    assert_eq!(hits.len(), 2);
+    assert_eq!(storm_ids(&hits[1].json()), vec![1, 2]);
+}

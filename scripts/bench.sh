@@ -51,6 +51,7 @@ bench webhook
 BENCH_POLL_SIZES=${BENCH_POLL_SIZES:-10000,100000} bench poll_10k
 bench rules_eval
 bench notify_render
+bench teams_storm
 bench vs_alertmanager
 
 # The machine the figures came from.
@@ -95,6 +96,9 @@ table() {
   fi
   if [ -f "$OUT/notify_render.json" ]; then
     jq -r '.results[] | "| render a notification: \(.receiver), \(.alert) | \(.micros_per_render) µs |"' "$OUT/notify_render.json"
+  fi
+  if [ -f "$OUT/teams_storm.json" ]; then
+    jq -r '.profile as $p | .result | "| storm of \(.alerts) alerts to one Teams receiver (budget \(.budget)) | \(.wall_ms|round) ms of work (\($p)), \(.posts) posts (\(.digests) digests), all \(.told) told \(.last_told_after_s) s (clock) after the first |"' "$OUT/teams_storm.json"
   fi
 }
 

@@ -22,5 +22,5 @@ if [ "${NO_RENDER:-}" != "1" ]; then
   fi
   node "$cards/render.js" "$root/docs/img" \
     "$root/target/cards/sample-high.json" "$root/target/cards/grouped.json" \
-    "$root/target/cards/hostile.json" "$root/target/cards/long-evidence.json"
+    "$root/target/cards/hostile.json" "$root/target/cards/long-evidence.json" "$root/target/cards/digest.json"
 fi

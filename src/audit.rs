@@ -56,6 +56,11 @@ pub enum Action {
     NotifySuppressed,
     /// A notification was folded into its incident's group.
     NotifyGrouped,
+    /// The receiver's posting budget was spent: the alert waits for the next digest.
+    NotifyDeferred,
+    /// A digest was sent: the alerts that waited for the receiver's budget, in one message (the
+    /// record's alert id is the digest's, `digest-…`; its detail lists the alerts).
+    NotifyDigest,
     /// A route's `set:` updated the alert in Graph.
     Update,
     /// A route's update was refused.

@@ -12,8 +12,9 @@
 //! - [`rules`]: known-benign close rules and routes; pure evaluation.
 //! - [`respond`]: one alert version through decide (on Graph's current copy before a close) → claim →
 //!   act → record.
-//! - [`notify`]: receivers (Teams, e-mail, signed webhook), each one [`notify::Notifier`], and the
-//!   delivery of one alert version to them ([`notify::deliver`]).
+//! - [`notify`]: receivers (Teams, e-mail, signed webhook), each one [`notify::Notifier`], their
+//!   posting budgets ([`notify::budget`]), and the delivery of one alert version to them
+//!   ([`notify::deliver`]; what a budget holds back goes out in one digest).
 //! - [`audit`]: the hash-chained audit trail every effect is recorded in.
 //! - [`doctor`]: the preflight of a real deployment: every check with its fix (`secmon doctor`,
 //!   `/api/doctor`).

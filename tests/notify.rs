@@ -52,7 +52,7 @@ async fn each_receiver_is_told_once_even_when_the_message_is_redelivered() {
     assert_eq!(att["contentType"], "application/vnd.microsoft.card.adaptive");
     assert!(att["contentUrl"].is_null());
     let card = &att["content"];
-    assert_eq!(card["version"], "1.5");
+    assert_eq!(card["version"], "1.4");
     let actions = card["actions"].as_array().unwrap();
     assert_eq!(actions.len(), 2);
     assert_eq!(actions[0]["type"], "Action.OpenUrl");
@@ -108,7 +108,10 @@ async fn sendmail_body_has_graphs_shape_and_escapes_hostile_alert_text() {
     let message = w.sink.hits(TEAMS_PATH)[0].json();
     let card = &message["attachments"][0]["content"];
     let title = card["body"][0]["items"][1]["text"].as_str().unwrap();
-    assert_eq!(title, "<script>alert\\(\"x\"\\)</script> Zoë's 'quoted' & <b>bold</b> — 東京");
+    assert_eq!(
+        title,
+        "<\u{200B}script>alert\\(\"x\"\\)<\u{200B}/script> Zoë's 'quoted' & <\u{200B}b>bold<\u{200B}/b> — 東京"
+    );
     keep_card("hostile", &message);
 }
 
@@ -383,10 +386,10 @@ fn secrets_must_come_from_the_environment_and_templates_must_work_at_load() {
     );
     assert!(broken.contains("receivers.t.teams.template") && broken.contains("line 2"), "{broken}");
     let too_new = config_errors(
-        "  t:\n    teams:\n      webhook_url: \"${T_URL}\"\n      template: '{\"type\": \"AdaptiveCard\", \"version\": \"1.6\", \"body\": []}'\n",
+        "  t:\n    teams:\n      webhook_url: \"${T_URL}\"\n      template: '{\"type\": \"AdaptiveCard\", \"version\": \"1.5\", \"body\": []}'\n",
         &env,
     );
-    assert!(too_new.contains("up to 1.5"), "{too_new}");
+    assert!(too_new.contains("up to 1.4"), "{too_new}");
     let bad_json = config_errors(
         "  h:\n    webhook:\n      url: https://t.example/x\n      secret: \"${H_KEY}\"\n      template: '{\"title\": {{ title|safe }} }'\n",
         &env,
@@ -456,4 +459,335 @@ async fn check_config_warns_when_mail_would_go_out_through_each_customer() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("mail.tenant: unknown tenant \"initech\""), "{err}");
+}
+
+const STORM: &str = r#"
+routes:
+  - { receivers: [soc-teams] }
+receivers:
+  soc-teams: { teams: { webhook_url: "${TEAMS_URL}" } }
+"#;
+
+/// Alert `i` of a storm: one in ten high, four medium, five low; each with its own portal link.
+fn storm_alert(i: usize) -> Value {
+    let severity = match i % 10 {
+        0 => "high",
+        1..=4 => "medium",
+        _ => "low",
+    };
+    sample(json!({
+        "id": format!("storm-{i:03}"),
+        "title": format!("Suspicious PowerShell command line on ws-{i:03}.corp.contoso.com (storm)"),
+        "severity": severity,
+        "incidentId": format!("{}", 9000 + i),
+        "alertWebUrl": format!("https://security.microsoft.com/alerts/storm-{i:03}?tid=t"),
+    }))
+}
+
+/// The storm alerts a posted message tells, by their portal links.
+fn storm_ids(message: &Value) -> Vec<usize> {
+    let text = message.to_string();
+    text.match_indices("alerts/storm-")
+        .map(|(at, _)| text[at + 13..at + 16].parse().unwrap())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Every message the sink accepted, with the (manual) time it was posted at.
+struct Posts {
+    seen: usize,
+    accepted: Vec<(chrono::DateTime<chrono::Utc>, Value)>,
+}
+
+impl Posts {
+    fn collect(&mut self, w: &World) {
+        let hits = w.sink.hits(TEAMS_PATH);
+        for h in &hits[self.seen..] {
+            if h.status == 202 {
+                self.accepted.push((secmon::clock::Clock::now(w.clock.as_ref()), h.json()));
+            }
+        }
+        self.seen = hits.len();
+    }
+
+    /// The most posts in any window of `per` that starts at a post.
+    fn busiest(&self, per: chrono::Duration) -> usize {
+        self.accepted
+            .iter()
+            .map(|(t, _)| self.accepted.iter().filter(|(u, _)| *u >= *t && *u < *t + per).count())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// 200 alerts to one Teams receiver in 200 s, then the poll timer every minute and the queue
+/// redelivering what failed, until every alert was told.
+async fn storm(w: &World) -> Posts {
+    let mut posts = Posts { seen: 0, accepted: Vec::new() };
+    let mut redeliver = Vec::new();
+    for i in 0..200 {
+        let raw = storm_alert(i);
+        if deliver_routes(&w.app, &alert(&raw)).await.is_err() {
+            redeliver.push(raw);
+        }
+        posts.collect(w);
+        w.clock.advance(chrono::Duration::seconds(1));
+    }
+    for _ in 0..180 {
+        w.clock.advance(chrono::Duration::minutes(1));
+        for raw in std::mem::take(&mut redeliver) {
+            if deliver_routes(&w.app, &alert(&raw)).await.is_err() {
+                redeliver.push(raw);
+            }
+        }
+        secmon::notify::deliver::flush(&w.app).await;
+        posts.collect(w);
+        let told: usize = posts.accepted.iter().map(|(_, m)| storm_ids(m).len()).sum();
+        if told >= 200 && redeliver.is_empty() {
+            break;
+        }
+    }
+    posts
+}
+
+fn assert_each_alert_told_once(posts: &Posts) {
+    let mut times = vec![0; 200];
+    for (_, m) in &posts.accepted {
+        for i in storm_ids(m) {
+            times[i] += 1;
+        }
+    }
+    let wrong: Vec<_> = times.iter().enumerate().filter(|(_, n)| **n != 1).collect();
+    assert!(wrong.is_empty(), "alerts not told exactly once (id, times): {wrong:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_storm_of_200_alerts_stays_in_the_budget_and_tells_each_alert_once() {
+    let w = world(STORM).await;
+    let posts = storm(&w).await;
+    assert_each_alert_told_once(&posts);
+    let busiest = posts.busiest(chrono::Duration::minutes(5));
+    assert!(busiest <= 20, "{busiest} posts in 5 minutes");
+    assert!(posts.accepted.len() < 40, "{} posts: alerts were not coalesced", posts.accepted.len());
+
+    // The first digest: every waiting alert it could fit, highest severity first, "and N more".
+    let digest = posts.accepted.iter().map(|(_, m)| m).find(|m| storm_ids(m).len() > 1).unwrap().clone();
+    let card = &digest["attachments"][0]["content"];
+    assert_eq!(card["version"], "1.4");
+    let labels: Vec<&str> = card["body"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["text"].as_str()?.strip_prefix("**")?.split("**").next())
+        .collect();
+    let rank = |l: &str| ["Low", "Medium", "High"].iter().position(|x| *x == l).unwrap();
+    assert!(labels.windows(2).all(|p| rank(p[0]) >= rank(p[1])), "{labels:?}");
+    assert_eq!(labels[0], "High");
+    assert!(serde_json::to_vec(&digest).unwrap().len() <= 28_000);
+    assert!(digest.to_string().contains(" more, in the next message"), "the first digest cannot hold all 180");
+    keep_card("digest", &digest);
+
+    // Audited like a notification: one `notify` per alert, one `notify_digest` per digest listing them.
+    let records = audit(&w.store).await;
+    let notified: Vec<_> = records.iter().filter(|r| r["action"] == "notify").collect();
+    assert_eq!(notified.len(), 200);
+    let digests: Vec<_> = records.iter().filter(|r| r["action"] == "notify_digest").collect();
+    assert_eq!(digests.len(), posts.accepted.iter().filter(|(_, m)| storm_ids(m).len() > 1).count());
+    let listed: u64 = digests
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(r["detail"].as_str().unwrap()).unwrap()["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(listed as usize + (posts.accepted.len() - digests.len()), 200);
+    assert_eq!(records.iter().filter(|r| r["action"] == "notify_deferred").count(), 200 - 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_storm_against_a_failing_teams_still_tells_each_alert_once_within_the_budget() {
+    let w = world(STORM).await;
+    // Down for a while: 45 requests (15 sends of 3 attempts each) fail.
+    w.sink.script(TEAMS_PATH, 45, 503, None, "flow unavailable");
+    let posts = storm(&w).await;
+    assert_each_alert_told_once(&posts);
+    let busiest = posts.busiest(chrono::Duration::minutes(5));
+    assert!(busiest <= 20, "{busiest} posts in 5 minutes");
+    let failed = w.sink.hits(TEAMS_PATH).iter().filter(|h| h.status == 503).count();
+    assert_eq!(failed, 45);
+    assert!(audit(&w.store).await.iter().any(|r| r["action"] == "notify_failed"));
+}
+
+#[tokio::test]
+async fn a_crash_in_the_middle_of_a_digest_repeats_only_that_digest() {
+    let w = world(
+        r#"
+routes:
+  - { receivers: [soc-teams] }
+receivers:
+  soc-teams: { teams: { webhook_url: "${TEAMS_URL}", budget: { posts: 2, per: 5m } } }
+"#,
+    )
+    .await;
+    for i in 0..12 {
+        deliver_routes(&w.app, &alert(&storm_alert(i))).await.unwrap();
+    }
+    assert_eq!(w.sink.hits(TEAMS_PATH).len(), 2, "two alone, ten waiting");
+    w.clock.advance(chrono::Duration::minutes(5));
+    // The flow takes the digest, and secmon is killed before it records that.
+    w.sink.delay(Some(Duration::from_secs(30)));
+    let app = w.app.clone();
+    let worker = tokio::spawn(async move { secmon::notify::deliver::flush(&app).await });
+    while w.sink.hits(TEAMS_PATH).len() < 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    worker.abort();
+    let _ = worker.await;
+    w.sink.delay(None);
+    // Its claim's lease runs: nobody sends it meanwhile.
+    secmon::notify::deliver::flush(&w.app).await;
+    assert_eq!(w.sink.hits(TEAMS_PATH).len(), 3);
+    // After the lease, the same digest goes out again, once; then nothing waits.
+    w.clock.advance(chrono::Duration::minutes(6));
+    secmon::notify::deliver::flush(&w.app).await;
+    w.clock.advance(chrono::Duration::minutes(10));
+    secmon::notify::deliver::flush(&w.app).await;
+    let hits = w.sink.hits(TEAMS_PATH);
+    assert_eq!(hits.len(), 4, "{:?}", hits.iter().map(|h| storm_ids(&h.json())).collect::<Vec<_>>());
+    assert_eq!(storm_ids(&hits[2].json()), (2..12).collect::<Vec<_>>());
+    assert_eq!(storm_ids(&hits[3].json()), storm_ids(&hits[2].json()));
+    assert_eq!(audit(&w.store).await.iter().filter(|r| r["action"] == "notify_digest").count(), 1);
+}
+
+#[tokio::test]
+async fn an_authenticated_trigger_gets_a_bearer_token_that_never_shows() {
+    let w = world(
+        r#"
+routes:
+  - { receivers: [soc-teams] }
+receivers:
+  soc-teams: { teams: { webhook_url: "${TEAMS_URL}", auth: { tenant: contoso } } }
+"#,
+    )
+    .await;
+    deliver_routes(&w.app, &alert(&sample(json!({})))).await.unwrap();
+    let scope = "https://service.flow.microsoft.com//.default";
+    assert_eq!(w.graph.scopes(), vec![("contoso".to_string(), scope.to_string())]);
+    let token = fake_token("contoso", scope);
+    assert_eq!(w.sink.hits(TEAMS_PATH)[0].headers["authorization"], format!("Bearer {token}"));
+
+    // A trigger that refuses it and echoes it back: the error and the audit trail do not repeat it.
+    w.sink.script(TEAMS_PATH, 1, 401, None, &format!(r#"{{"error":{{"message":"bad token {token}"}}}}"#));
+    let err = deliver_routes(&w.app, &alert(&sample(json!({"id": "other"})))).await.unwrap_err().to_string();
+    assert!(err.contains("401") && !err.contains(&token), "{err}");
+    assert!(!serde_json::to_string(&audit(&w.store).await).unwrap().contains(&token));
+}
+
+#[test]
+fn check_config_says_what_teams_cannot_do() {
+    let env = |k: &str| match k {
+        "HIGH" => Some(
+            "https://prod-00.usgovtexas.logic.azure.us/workflows/x/triggers/manual/paths/invoke?sig=S0123456789".into(),
+        ),
+        "DOD" => {
+            Some("https://x.usgovdod.environment.api.powerplatform.appsplatform.us/workflows/x?sig=S0123456789".into())
+        }
+        "GCC" => Some("https://x.gov.environment.api.powerplatform.us/workflows/x?sig=S0123456789".into()),
+        "PUB" => Some("https://x.environment.api.powerplatform.com/workflows/x?sig=S0123456789".into()),
+        _ => None,
+    };
+    let warnings = |receivers: &str| -> Vec<String> {
+        let text = format!("tenants:\n  - {{id: t, name: contoso}}\nreceivers:\n{receivers}");
+        let loaded = secmon::setup::load_str(&text, Path::new("secmon.yaml"), &env, now()).unwrap();
+        loaded.warnings.iter().map(|w| loaded.render(w)).collect()
+    };
+    let high = warnings("  t: { teams: { webhook_url: \"${HIGH}\" } }\n");
+    assert!(high.iter().any(|w| w.contains("receivers.t.teams.webhook_url") && w.contains("GCC High")), "{high:?}");
+    let dod = warnings("  t: { teams: { webhook_url: \"${DOD}\" } }\n");
+    assert!(dod.iter().any(|w| w.contains("DoD")), "{dod:?}");
+    assert_eq!(warnings("  t: { teams: { webhook_url: \"${GCC}\" } }\n"), Vec::<String>::new());
+    assert_eq!(warnings("  t: { teams: { webhook_url: \"${PUB}\" } }\n"), Vec::<String>::new());
+    let fast = warnings("  t: { teams: { webhook_url: \"${PUB}\", budget: { posts: 60, per: 5m } } }\n");
+    assert!(fast.iter().any(|w| w.contains("receivers.t.teams.budget") && w.contains("Flow bot")), "{fast:?}");
+    assert_eq!(
+        warnings("  t: { teams: { webhook_url: \"${PUB}\", budget: { posts: 25, per: 5m } } }\n"),
+        Vec::<String>::new()
+    );
+
+    let errors = |receivers: &str| config_errors(receivers, &env);
+    let unknown = errors("  t: { teams: { webhook_url: \"${PUB}\", auth: { tenant: fabrikam } } }\n");
+    assert!(unknown.contains("receivers.t.teams.auth.tenant") && unknown.contains("fabrikam"), "{unknown}");
+    let zero = errors("  t: { teams: { webhook_url: \"${PUB}\", budget: { posts: 0, per: 5m } } }\n");
+    assert!(zero.contains("receivers.t.teams.budget"), "{zero}");
+    assert_eq!(errors("  t: { teams: { webhook_url: \"${PUB}\", auth: { tenant: contoso } } }\n"), "");
+}
+
+#[tokio::test]
+async fn mail_beyond_the_mailboxs_budget_goes_out_as_one_digest_mail() {
+    let w = world(
+        r#"
+routes:
+  - { receivers: [soc-email, lead-email] }
+receivers:
+  soc-email: { email: { from: secmon@contoso.com, to: [soc@contoso.com], budget: { posts: 3, per: 1m } } }
+  lead-email: { email: { from: SECMON@contoso.com, to: [lead@contoso.com], budget: { posts: 3, per: 1m } } }
+"#,
+    )
+    .await;
+    for i in [0, 1, 2, 10] {
+        let done = deliver_routes(&w.app, &alert(&storm_alert(i))).await.unwrap();
+        // Both receivers send from one mailbox: they share its three mails a minute.
+        let expected = match i {
+            0 => (2, 0),
+            1 => (1, 1),
+            _ => (0, 2),
+        };
+        assert_eq!((done.sent.len(), done.deferred.len()), expected, "alert {i}: {done:?}");
+    }
+    assert_eq!(w.graph.mails().len(), 3);
+    w.clock.advance(chrono::Duration::minutes(1));
+    secmon::notify::deliver::flush(&w.app).await;
+    let mails = w.graph.mails();
+    assert_eq!(mails.len(), 5, "one digest per receiver");
+    let lead = &mails
+        .iter()
+        .find(|(_, _, m)| m.to_string().contains("lead@contoso.com") && m.to_string().contains("alerts:"))
+        .unwrap()
+        .2;
+    assert_eq!(lead["message"]["subject"], "[secmon] 3 alerts: 1 High, 2 Medium");
+    let html = lead["message"]["body"]["content"].as_str().unwrap();
+    for i in [1, 2, 10] {
+        assert!(html.contains(&format!("storm-{i:03}")), "storm-{i:03} missing from {html}");
+    }
+    assert!(!html.contains("storm-000"), "alert 0 was mailed on its own");
+    assert!(html.find("storm-010") < html.find("storm-001"), "the high one first");
+}
+
+#[tokio::test]
+async fn the_poll_timer_sends_what_waits_when_no_other_alert_comes() {
+    let w = world(
+        r#"
+routes:
+  - { receivers: [soc-teams] }
+receivers:
+  soc-teams: { teams: { webhook_url: "${TEAMS_URL}", budget: { posts: 1, per: 5m } } }
+"#,
+    )
+    .await;
+    for i in 0..3 {
+        deliver_routes(&w.app, &alert(&storm_alert(i))).await.unwrap();
+    }
+    assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
+    let timer = secmon::functions::Timer::default();
+    // Within the window the timer has nothing to send.
+    secmon::functions::poll_alerts(&w.app, timer, now()).await;
+    assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
+    w.clock.advance(chrono::Duration::minutes(5));
+    let outcome = secmon::functions::poll_alerts(&w.app, timer, now()).await;
+    assert!(
+        outcome.summary().contains("contoso/soc-teams: 1 digests with 2 alerts sent, 0 waiting"),
+        "{}",
+        outcome.summary()
+    );
+    let hits = w.sink.hits(TEAMS_PATH);
+    assert_eq!(hits.len(), 2);
+    assert_eq!(storm_ids(&hits[1].json()), vec![1, 2]);
 }

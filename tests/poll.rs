@@ -397,3 +397,29 @@ async fn next_links_to_other_hosts_are_refused_without_sending_the_token() {
     assert_eq!(e.retry, secmon::graph::Retry::Permanent);
     assert!(r.emu.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_workflows_trigger_token_is_asked_for_its_own_scope_and_cached_beside_graphs() {
+    let rig = rig(&["contoso"], 100, t("2026-11-26T12:00:00Z"), |_| {}).await;
+    let token_requests = || {
+        rig.emu
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/oauth2/v2.0/token"))
+            .map(|r| String::from_utf8_lossy(&r.body).to_string())
+            .collect::<Vec<_>>()
+    };
+    let scope = "https://service.flow.microsoft.com//.default";
+    let flow = rig.app.graph.token_for("contoso", scope).await.unwrap();
+    assert_eq!(rig.app.graph.token_for("contoso", scope).await.unwrap(), flow, "cached");
+    let asked = token_requests();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(asked[0].contains("scope=https%3A%2F%2Fservice.flow.microsoft.com%2F%2F.default"), "{}", asked[0]);
+    // Graph's own token is another scope, asked for and cached on its own.
+    rig.app.graph.list_alerts("contoso", "lastUpdateDateTime ge 2026-11-26T00:00:00Z").await.unwrap();
+    let asked = token_requests();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked[1].contains("graph"), "{}", asked[1]);
+    assert_eq!(rig.app.graph.token_for("contoso", scope).await.unwrap(), flow);
+    assert_eq!(token_requests().len(), 2);
+}

@@ -31,6 +31,18 @@ impl Cloud {
         }
     }
 
+    /// The audience of a token for a Power Automate trigger set to "any user in my tenant"
+    /// (Power Automate's "Add OAuth authentication for HTTP request triggers"). GCC uses the `global`
+    /// cloud with `https://gov.service.flow.microsoft.us/`.
+    pub fn flow_audience(self) -> &'static str {
+        match self {
+            Cloud::Global => "https://service.flow.microsoft.com/",
+            Cloud::Usgov => "https://high.service.flow.microsoft.us/",
+            Cloud::Usgovdod => "https://service.flow.appsplatform.us/",
+            Cloud::China => "https://service.powerautomate.cn/",
+        }
+    }
+
     /// Token authority.
     pub fn authority_url(self) -> &'static str {
         match self {

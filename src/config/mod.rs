@@ -209,6 +209,15 @@ impl Config {
                 ));
             }
             r.validate(&format!("receivers.{name}"), &mut out);
+            if let ReceiverConfig::Teams(t) = r
+                && let Some(auth) = &t.auth
+                && self.tenant(&auth.tenant).is_none()
+            {
+                out.push(Issue::error(
+                    format!("receivers.{name}.teams.auth.tenant"),
+                    format!("{:?} is not a configured tenant (by name)", auth.tenant),
+                ));
+            }
         }
         self.validate_senders(&mut out);
         for (i, s) in self.subscriptions.iter().enumerate() {

@@ -55,6 +55,78 @@ pub struct TeamsConfig {
     /// one; values are written as JSON.
     #[serde(default)]
     pub template: Option<String>,
+    /// How many posts this receiver makes at most (default 20 per 5 minutes, under the Flow bot's
+    /// ~25 per 5 minutes per connection). Alerts beyond it wait and go out together in one digest card.
+    #[serde(default = "BudgetConfig::teams")]
+    pub budget: BudgetConfig,
+    /// For a trigger set to "any user in my tenant": get an Entra token with this tenant's credential
+    /// and send it as `Authorization: Bearer`.
+    #[serde(default)]
+    pub auth: Option<TeamsAuthConfig>,
+}
+
+/// How a Teams receiver authenticates to its Workflows trigger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamsAuthConfig {
+    /// The configured tenant (by name) whose credential gets the token.
+    pub tenant: String,
+    /// The token audience; defaults to the Power Automate service of the config's cloud
+    /// (`https://service.flow.microsoft.com/` for `global`). GCC tenants write
+    /// `https://gov.service.flow.microsoft.us/`.
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+/// A posting budget: at most `posts` sends in any `per` (a sliding window), counted in the store so
+/// that every instance shares it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Sends in one window.
+    pub posts: u32,
+    /// The window.
+    #[serde(with = "super::duration")]
+    #[schemars(with = "String")]
+    pub per: std::time::Duration,
+}
+
+/// The Flow bot's reported limit: about 25 posts per 300 s per connection.
+pub const FLOW_BOT_POSTS: u32 = 25;
+/// The window of [`FLOW_BOT_POSTS`].
+pub const FLOW_BOT_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl BudgetConfig {
+    /// A Teams receiver's default: 20 posts per 5 minutes, well under the Flow bot's limit.
+    pub fn teams() -> Self {
+        Self { posts: 20, per: FLOW_BOT_WINDOW }
+    }
+
+    /// A mailbox's default: Exchange Online's 30 messages per minute.
+    pub fn email() -> Self {
+        Self { posts: 30, per: std::time::Duration::from_secs(60) }
+    }
+
+    /// Checks the budget is usable; `limit` is the service's own (posts, window), when known.
+    pub fn validate(&self, path: &str, limit: (u32, std::time::Duration), service: &str, out: &mut Vec<Issue>) {
+        if self.posts == 0 || self.per < std::time::Duration::from_secs(1) {
+            out.push(Issue::error(path, "a budget needs at least 1 post per at least 1s"));
+            return;
+        }
+        // Above the service's rate (posts per second), sends beyond it are lost or refused.
+        let (posts, window) = limit;
+        if u128::from(self.posts) * window.as_millis() > u128::from(posts) * self.per.as_millis() {
+            out.push(Issue::warning(
+                path,
+                format!(
+                    "{} posts per {} is more than {service} takes ({posts} per {}); what it cannot post is lost",
+                    self.posts,
+                    humantime::format_duration(self.per),
+                    humantime::format_duration(window)
+                ),
+            ));
+        }
+    }
 }
 
 impl TeamsConfig {
@@ -62,6 +134,21 @@ impl TeamsConfig {
     pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
         let field = format!("{path}.webhook_url");
         let Some(url) = check_url(&field, &self.webhook_url, out) else { return };
+        self.budget.validate(&format!("{path}.budget"), (FLOW_BOT_POSTS, FLOW_BOT_WINDOW), "the Flow bot", out);
+        if let Some(cloud) = url.host_str().and_then(flow_bot_unavailable) {
+            out.push(Issue::warning(
+                field.clone(),
+                format!(
+                    "this Workflows URL is in {cloud}, where the Flow bot that posts the card is reported unavailable: \
+                     check that a test alert reaches the channel (the webhook answers 202 even when nothing is posted)"
+                ),
+            ));
+        }
+        if let Some(auth) = &self.auth
+            && let Some(audience) = &auth.audience
+        {
+            let _ = check_url(&format!("{path}.auth.audience"), audience, out);
+        }
         let has_sig = url.query_pairs().any(|(k, v)| k.eq_ignore_ascii_case("sig") && !v.is_empty());
         if has_sig && !from_environment(&self.webhook_url) {
             out.push(Issue::error(
@@ -70,6 +157,21 @@ impl TeamsConfig {
                  environment or as a Key Vault reference, so the secret stays out of the file",
             ));
         }
+    }
+}
+
+/// The cloud of a Workflows URL host where the Flow bot is reported unavailable (GCC High, DoD), if it
+/// is one of them: `*.appsplatform.us` is DoD; `*.logic.azure.us` and `*.powerplatform.us` other than
+/// GCC's `*.gov.…` are GCC High. (The host names follow Power Automate's US Government service URLs;
+/// the Flow bot's absence there is reported, not documented.)
+pub fn flow_bot_unavailable(host: &str) -> Option<&'static str> {
+    let host = host.to_ascii_lowercase();
+    if host.ends_with(".appsplatform.us") {
+        Some("the US Government DoD cloud")
+    } else if host.ends_with(".logic.azure.us") || host.ends_with(".powerplatform.us") && !host.contains(".gov.") {
+        Some("the US Government GCC High cloud")
+    } else {
+        None
     }
 }
 
@@ -94,6 +196,10 @@ pub struct EmailConfig {
     /// mailbox, so one mailbox sends for every customer. Default: `mail.tenant`, else the alert's own tenant.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// How many messages the sending mailbox sends at most (default Exchange Online's 30 per minute),
+    /// shared by every receiver that sends from it. Alerts beyond it go out together in one digest mail.
+    #[serde(default = "BudgetConfig::email")]
+    pub budget: BudgetConfig,
 }
 
 /// Settings for the mail secmon sends.
@@ -118,6 +224,12 @@ impl EmailConfig {
         if !is_address(&self.from) {
             out.push(Issue::error(format!("{path}.from"), format!("{:?} is not a mailbox address", self.from)));
         }
+        self.budget.validate(
+            &format!("{path}.budget"),
+            (30, std::time::Duration::from_secs(60)),
+            "Exchange Online",
+            out,
+        );
         if self.to.is_empty() {
             out.push(Issue::error(format!("{path}.to"), "at least one recipient"));
         }

@@ -177,6 +177,8 @@ pub async fn poll_alerts(app: &App, timer: Timer, now: DateTime<Utc>) -> Outcome
             logs.push(format!("{}: no successful poll for too long; raised {id}", o.tenant));
         }
     }
+    // Alerts that waited for a receiver's posting budget go out now if it has room again.
+    logs.extend(crate::notify::deliver::flush(app).await);
     if !outcomes.is_empty() && outcomes.iter().all(|o| o.error.is_some()) {
         return Outcome::Retry(logs.join("; "));
     }

@@ -229,7 +229,8 @@ pub struct Auth {
     http: reqwest::Client,
     env: Env,
     credentials: Mutex<HashMap<String, Arc<dyn TokenCredential>>>,
-    cache: tokio::sync::Mutex<HashMap<String, Cached>>,
+    /// Tokens by (tenant, scope).
+    cache: tokio::sync::Mutex<HashMap<(String, String), Cached>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -335,15 +336,22 @@ impl Auth {
 
     /// A bearer token for `tenant`'s Graph, from the cache while it has five minutes left.
     pub async fn token(&self, tenant: &str) -> Result<String, GraphError> {
+        self.token_for(tenant, &self.scope).await
+    }
+
+    /// A bearer token for `scope` (another resource, e.g. a Power Automate trigger) with `tenant`'s
+    /// credential, cached like Graph's.
+    pub async fn token_for(&self, tenant: &str, scope: &str) -> Result<String, GraphError> {
         let mut cache = self.cache.lock().await;
         let now = azure_core::time::OffsetDateTime::now_utc();
-        if let Some(c) = cache.get(tenant)
+        let cache_key = (tenant.to_string(), scope.to_string());
+        if let Some(c) = cache.get(&cache_key)
             && c.expires_on - REFRESH_MARGIN > now
         {
             return Ok(c.token.clone());
         }
         let credential = self.credential(tenant)?;
-        let token = credential.get_token(&[self.scope.as_str()], None).await.map_err(|e| token_error(tenant, &e))?;
+        let token = credential.get_token(&[scope], None).await.map_err(|e| token_error(tenant, &e))?;
         let value = token.token.secret().to_string();
         if value.trim().is_empty() {
             return Err(GraphError {
@@ -355,13 +363,13 @@ impl Auth {
             });
         }
         crate::redact::global().add(&value);
-        cache.insert(tenant.to_string(), Cached { token: value.clone(), expires_on: token.expires_on });
+        cache.insert(cache_key, Cached { token: value.clone(), expires_on: token.expires_on });
         Ok(value)
     }
 
     /// Forgets a tenant's cached token (after Graph refused it).
     pub async fn forget(&self, tenant: &str) {
-        self.cache.lock().await.remove(tenant);
+        self.cache.lock().await.retain(|(t, _), _| t != tenant);
     }
 }
 

@@ -299,6 +299,10 @@ fn json_body(status: u16, body: &[u8]) -> Result<Value, String> {
 
 #[async_trait]
 impl Graph for GraphClient {
+    async fn token_for(&self, tenant: &str, scope: &str) -> Result<String, GraphError> {
+        self.auth.token_for(tenant, scope).await
+    }
+
     async fn list_alerts(&self, tenant: &str, filter: &str) -> Result<AlertPage, GraphError> {
         let mut url = self.url(&["security", "alerts_v2"]);
         {

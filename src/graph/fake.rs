@@ -3,7 +3,7 @@
 //!
 //! Operation names, as logged by [`FakeGraph::calls`] (`"{operation} {tenant}"`) and as taken by
 //! [`FakeGraph::fail`]: `list_alerts`, `next_alerts`, `get_alert`, `update_alert`, `add_comment`,
-//! `send_mail`, and for subscriptions `create`, `renew`, `reauthorize`, `delete`, `list`. A failure
+//! `send_mail`, `token_for`, and for subscriptions `create`, `renew`, `reauthorize`, `delete`, `list`. A failure
 //! can also target one alert (`get_alert:{id}`, `update_alert:{id}`, …) or, for mail, one sending
 //! tenant: `send_mail:{tenant}`.
 
@@ -22,6 +22,7 @@ pub struct FakeGraph {
     mails: Mutex<Vec<(String, String, Value)>>,
     updates: Mutex<Vec<(String, AlertUpdate)>>,
     comments: Mutex<Vec<(String, String)>>,
+    scopes: Mutex<Vec<(String, String)>>,
     subscriptions: Mutex<BTreeMap<String, (String, Value)>>,
     calls: Mutex<Vec<String>>,
     failing: Mutex<BTreeMap<String, Failing>>,
@@ -76,6 +77,11 @@ impl FakeGraph {
     /// Every `add_comment`: (alert id, comment).
     pub fn comments(&self) -> Vec<(String, String)> {
         self.comments.lock().unwrap().clone()
+    }
+
+    /// Every token asked for a resource other than Graph: (tenant, scope).
+    pub fn scopes(&self) -> Vec<(String, String)> {
+        self.scopes.lock().unwrap().clone()
     }
 
     /// Every call, as `"{operation} {tenant}"`, in order.
@@ -171,8 +177,21 @@ fn not_found(operation: &str, id: &str) -> GraphError {
     }
 }
 
+/// The token [`FakeGraph`] hands out for `tenant` and `scope` (registered with the redactor, as a real
+/// one is).
+pub fn fake_token(tenant: &str, scope: &str) -> String {
+    format!("eyJ0eXAiOiJKV1Qi.{tenant}.{}", scope.replace(['/', ':'], "_"))
+}
+
 #[async_trait]
 impl Graph for FakeGraph {
+    async fn token_for(&self, tenant: &str, scope: &str) -> Result<String, GraphError> {
+        self.check("token_for", tenant, None)?;
+        self.scopes.lock().unwrap().push((tenant.to_string(), scope.to_string()));
+        let token = fake_token(tenant, scope);
+        crate::redact::global().add(&token);
+        Ok(token)
+    }
     async fn list_alerts(&self, tenant: &str, _filter: &str) -> Result<AlertPage, GraphError> {
         self.check("list_alerts", tenant, None)?;
         Ok(AlertPage { alerts: self.alerts.lock().unwrap().values().cloned().collect(), next_link: None })

@@ -127,6 +127,19 @@ pub trait Graph: Send + Sync {
     async fn delete_subscription(&self, tenant: &str, id: &str) -> Result<(), GraphError>;
     /// Lists the app's subscriptions in the tenant (`GET /subscriptions`).
     async fn list_subscriptions(&self, tenant: &str) -> Result<Vec<Value>, GraphError>;
+    /// An Entra access token for another resource than Graph (`scope`, e.g. a Power Automate trigger's
+    /// `https://service.flow.microsoft.com//.default`), with `tenant`'s credential. The token is
+    /// registered with [`crate::redact`], so it never shows in a log or error.
+    async fn token_for(&self, tenant: &str, scope: &str) -> Result<String, GraphError> {
+        let _ = scope;
+        Err(GraphError {
+            operation: format!("get a token for {tenant}"),
+            status: None,
+            code: None,
+            message: "this Graph has no credentials".into(),
+            retry: Retry::Permanent,
+        })
+    }
     /// Requests, retries and waits so far for `tenant` (zero for implementations that do not count).
     fn call_stats(&self, tenant: &str) -> CallStats {
         let _ = tenant;

@@ -1,25 +1,21 @@
 //! E-mail through Graph `POST /users/{sender}/sendMail` (application permission `Mail.Send`): an HTML
 //! body that Outlook renders well, subject `[secmon][High] <title>`, and Exchange Online's sending
-//! limit of 30 messages a minute per mailbox kept with a counter in the store.
-
-use std::time::Duration;
+//! limit of 30 messages a minute per mailbox kept as a posting budget ([`super::budget`]) shared by
+//! every receiver sending from the mailbox: mail beyond it goes out as one digest.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Timelike, Utc};
 use serde_json::{Value, json};
 
+use super::budget::Budgeted;
 use super::template::Templates;
-use super::view::{View, clip};
+use super::view::{Digest, View, clip};
 use super::{Notifier, NotifyError, SendContext};
 use crate::alert::Alert;
 use crate::config::Issue;
 use crate::graph::Retry;
-use crate::store::{Change, Store, StoreError, keys};
 
-/// Exchange Online accepts 30 messages a minute from one mailbox.
-pub const PER_MINUTE: u32 = 30;
-/// How many minutes ahead a send may book a slot before it gives up and lets the queue retry.
-const LOOKAHEAD_MINUTES: i64 = 10;
+/// The most alerts one digest mail lists; the rest wait for the next.
+const DIGEST_LINES: usize = 200;
 /// Graph keeps subjects to 255 characters.
 const SUBJECT_CHARS: usize = 255;
 
@@ -37,6 +33,7 @@ pub struct Email {
     cc: Vec<String>,
     subject: String,
     body: String,
+    budget: Budgeted,
 }
 
 impl Email {
@@ -68,6 +65,7 @@ impl Email {
             cc: config.cc.clone(),
             subject,
             body,
+            budget: Budgeted { name: format!("mail/{}", config.from.to_ascii_lowercase()), budget: config.budget },
         })
     }
 }
@@ -86,36 +84,29 @@ impl Notifier for Email {
         // A subject is one line; alert titles are not to be trusted with line breaks.
         let subject: String = subject.trim().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
         let html = templates.render(&self.body, view).map_err(|e| fail("body", e))?;
-        let recipients =
-            |list: &[String]| list.iter().map(|a| json!({"emailAddress": {"address": a}})).collect::<Vec<_>>();
-        let mut message = json!({
-            "subject": clip(&subject, SUBJECT_CHARS),
-            "body": {"contentType": "HTML", "content": html},
-            "toRecipients": recipients(&self.to),
-        });
-        if !self.cc.is_empty() {
-            message["ccRecipients"] = Value::Array(recipients(&self.cc));
-        }
-        Ok(json!({"message": message, "saveToSentItems": false}))
+        Ok(self.mail(&subject, html))
     }
 
-    /// Sends the mail through Graph as [`Email::from`], in a minute of its mailbox's sending limit
-    /// ([`book_slot`]); Graph's 202 is the status.
+    fn budget(&self) -> Option<Budgeted> {
+        Some(self.budget.clone())
+    }
+
+    /// A digest mail: subject `[secmon] 40 alerts: 3 High, 37 Medium`, one table row per alert.
+    fn render_digest(&self, templates: &Templates, digest: &mut Digest) -> Result<Value, NotifyError> {
+        digest.keep(DIGEST_LINES);
+        let html = templates
+            .render("builtin/digest.html", digest)
+            .map_err(|e| NotifyError::new(&self.name, format!("digest template: {e}"), Retry::Permanent))?;
+        let subject: String = format!("[secmon] {} alerts: {}", digest.count, digest.summary)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        Ok(self.mail(&subject, html))
+    }
+
+    /// Sends the mail through Graph as [`Email::from`] (the mailbox's sending limit is kept by its
+    /// budget before this is called); Graph's 202 is the status.
     async fn send(&self, cx: &SendContext<'_>, body: &Value) -> Result<u16, NotifyError> {
-        let slot = book_slot(cx.store, &self.from, cx.now)
-            .await
-            .map_err(|err| NotifyError::new(&self.name, format!("store: {err}"), Retry::Retryable))?;
-        match slot {
-            Some(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
-            Some(_) => {}
-            None => {
-                return Err(NotifyError::new(
-                    &self.name,
-                    format!("{} has used its Exchange sending limit for the next minutes", self.from),
-                    Retry::Retryable,
-                ));
-            }
-        }
         // The sending tenant's identity, when one is configured (an MSSP's SOC tenant), else the alert's own.
         let tenant = self.sender.as_deref().unwrap_or(cx.tenant);
         cx.graph.send_mail(tenant, &self.from, body).await.map(|()| 202).map_err(|e| {
@@ -125,27 +116,21 @@ impl Notifier for Email {
     }
 }
 
-/// Books one of the sender's [`PER_MINUTE`] slots in the store, in the first minute from `now` that has
-/// room, and returns how long to wait for that minute. The counter lives in the store so that every
-/// instance of the function app shares it.
-pub async fn book_slot(store: &dyn Store, sender: &str, now: DateTime<Utc>) -> Result<Option<Duration>, StoreError> {
-    let minute = now.with_second(0).and_then(|t| t.with_nanosecond(0)).expect("valid time");
-    for ahead in 0..LOOKAHEAD_MINUTES {
-        let start = minute + chrono::Duration::minutes(ahead);
-        // Compare-and-swap, so two instances never both take the thirtieth slot.
-        let booked = crate::store::update(store, &keys::mail_slots(sender, start), |current| {
-            let used: u32 = current.and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()).unwrap_or(0);
-            if used >= PER_MINUTE {
-                return Change::Keep(false);
-            }
-            Change::Put((used + 1).to_string().into_bytes(), true)
-        })
-        .await?;
-        if booked {
-            return Ok(Some((start - now).to_std().unwrap_or_default()));
+impl Email {
+    /// The sendMail body, as Graph documents it (`saveToSentItems` a JSON bool).
+    fn mail(&self, subject: &str, html: String) -> Value {
+        let recipients =
+            |list: &[String]| list.iter().map(|a| json!({"emailAddress": {"address": a}})).collect::<Vec<_>>();
+        let mut message = json!({
+            "subject": clip(subject, SUBJECT_CHARS),
+            "body": {"contentType": "HTML", "content": html},
+            "toRecipients": recipients(&self.to),
+        });
+        if !self.cc.is_empty() {
+            message["ccRecipients"] = Value::Array(recipients(&self.cc));
         }
+        json!({"message": message, "saveToSentItems": false})
     }
-    Ok(None)
 }
 
 #[cfg(test)]
@@ -162,21 +147,10 @@ mod tests {
             subject: None,
             template: None,
             tenant: None,
+            budget: crate::config::receivers::BudgetConfig::email(),
         };
         c.validate("receivers.x.email", &mut out);
         let paths: Vec<_> = out.iter().map(|i| i.path.as_str()).collect();
         assert_eq!(paths, ["receivers.x.email.to[1]", "receivers.x.email.cc[0]"]);
-    }
-
-    #[tokio::test]
-    async fn the_thirty_first_mail_of_a_minute_waits_for_the_next() {
-        let store = crate::store::sqlite::SqliteStore::in_memory().unwrap();
-        let now: DateTime<Utc> = "2026-11-26T10:00:45Z".parse().unwrap();
-        for _ in 0..PER_MINUTE {
-            assert_eq!(book_slot(&store, "secmon@contoso.com", now).await.unwrap(), Some(Duration::ZERO));
-        }
-        assert_eq!(book_slot(&store, "SECMON@contoso.com", now).await.unwrap(), Some(Duration::from_secs(15)));
-        // Another mailbox has its own budget.
-        assert_eq!(book_slot(&store, "other@contoso.com", now).await.unwrap(), Some(Duration::ZERO));
     }
 }

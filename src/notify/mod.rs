@@ -13,6 +13,7 @@
 //! the loader registers every substituted value with [`crate::redact`], and validation rejects a
 //! signature or key that was not substituted, i.e. one written in the file in clear.
 
+pub mod budget;
 pub mod deliver;
 pub mod email;
 pub mod http;
@@ -31,8 +32,9 @@ use crate::alert::Alert;
 use crate::config::{Config, Issue, Level};
 use crate::graph::{Graph, Retry};
 use crate::store::Store;
+use budget::Budgeted;
 use template::Templates;
-use view::View;
+use view::{Digest, View};
 
 pub use email::EmailConfig;
 pub use teams::TeamsConfig;
@@ -98,10 +100,22 @@ pub trait Notifier: std::fmt::Debug + Send + Sync {
 
     /// Sends a rendered payload; returns the receiver's HTTP status (202 for mail Graph accepted).
     async fn send(&self, cx: &SendContext<'_>, payload: &Value) -> Result<u16, NotifyError>;
+
+    /// The posting budget this receiver sends under, if the service behind it throttles: what finds
+    /// the budget spent waits, and goes out in one digest ([`Notifier::render_digest`]).
+    fn budget(&self) -> Option<Budgeted> {
+        None
+    }
+
+    /// The payload of a digest of alerts that waited for the budget. It may keep fewer lines
+    /// ([`Digest::keep`]) to fit the service's size limit: those wait for the next digest.
+    fn render_digest(&self, _templates: &Templates, _digest: &mut Digest) -> Result<Value, NotifyError> {
+        Err(NotifyError::new(self.kind(), "this receiver kind has no digest", Retry::Permanent))
+    }
 }
 
-/// Builds receiver `name` (config at `path`), adding its templates to `templates` and rendering each once
-/// with the sample alert.
+/// Builds receiver `name` (config at `path`, in `cloud`), adding its templates to `templates` and
+/// rendering each once with the sample alert.
 fn build(
     config: &Config,
     name: &str,
@@ -110,7 +124,7 @@ fn build(
     templates: &mut Templates,
 ) -> Result<Box<dyn Notifier>, Issue> {
     let receiver: Box<dyn Notifier> = match receiver {
-        ReceiverConfig::Teams(c) => Box::new(teams::Teams::new(name, c, templates, path)?),
+        ReceiverConfig::Teams(c) => Box::new(teams::Teams::new(name, c, config.cloud, templates, path)?),
         ReceiverConfig::Email(c) => {
             let sender = c.tenant.clone().or_else(|| config.mail.tenant.clone());
             Box::new(email::Email::new(name, c, sender, templates, path)?)

@@ -1,21 +1,28 @@
 //! Teams through a Workflows webhook ("When a Teams webhook request is received"): one message with one
-//! Adaptive Card, version 1.5 at most, never over Teams' 28 KB.
+//! Adaptive Card, version 1.4 at most (cards declaring 1.5 do not render when a Workflows flow posts
+//! them), never over Teams' message limit of 28,672 bytes.
 
 use async_trait::async_trait;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
+use super::budget::Budgeted;
 use super::http::post;
 use super::template::Templates;
-use super::view::View;
+use super::view::{Digest, View};
 use super::{Notifier, NotifyError, SendContext};
 use crate::alert::Alert;
-use crate::config::Issue;
+use crate::config::{Cloud, Issue};
 use crate::graph::Retry;
 use crate::graph::retry::RetryPolicy;
 
-/// Teams refuses messages over 28 KB; secmon stays a little under, whichever K the service means.
+/// Teams refuses messages over 28,672 bytes (`MessageSizeExceeded`).
+pub const TEAMS_MESSAGE_LIMIT: usize = 28_672;
+/// What secmon sends at most: a margin under [`TEAMS_MESSAGE_LIMIT`] for what the flow adds around it.
 pub const MAX_MESSAGE_BYTES: usize = 28_000;
+/// The newest Adaptive Card version a Workflows post renders: 1.5 shows "We're sorry, this card
+/// couldn't be displayed".
+pub const MAX_CARD_VERSION: (u32, u32) = (1, 4);
 
 /// How many evidence entries per list a card tries first, then fewer until it fits.
 const CUTS: [usize; 7] = [25, 10, 5, 3, 2, 1, 0];
@@ -28,13 +35,22 @@ pub struct Teams {
     name: String,
     url: String,
     template: String,
+    budget: Budgeted,
+    /// For an authenticated trigger: the tenant whose credential gets the token, and the token's scope.
+    auth: Option<(String, String)>,
     /// How hard a send tries before the queue takes over.
     pub retry: RetryPolicy,
 }
 
 impl Teams {
-    /// Builds the receiver `name`, compiling its template override (errors at `path`).
-    pub fn new(name: &str, config: &TeamsConfig, templates: &mut Templates, path: &str) -> Result<Teams, Issue> {
+    /// Builds the receiver `name` in `cloud`, compiling its template override (errors at `path`).
+    pub fn new(
+        name: &str,
+        config: &TeamsConfig,
+        cloud: Cloud,
+        templates: &mut Templates,
+        path: &str,
+    ) -> Result<Teams, Issue> {
         let template = match &config.template {
             Some(source) => {
                 let tname = format!("{name}/card.json");
@@ -45,12 +61,32 @@ impl Teams {
             }
             None => "builtin/card.json".to_string(),
         };
-        Ok(Teams { name: name.to_string(), url: config.webhook_url.clone(), template, retry: RetryPolicy::receivers() })
+        Ok(Teams {
+            name: name.to_string(),
+            url: config.webhook_url.clone(),
+            template,
+            budget: Budgeted { name: format!("teams/{name}"), budget: config.budget },
+            auth: config.auth.as_ref().map(|a| {
+                let audience = a.audience.as_deref().unwrap_or(cloud.flow_audience());
+                // The audience as written, trailing slash included, is what the token's `aud` carries.
+                (a.tenant.clone(), format!("{audience}/.default"))
+            }),
+            retry: RetryPolicy::receivers(),
+        })
     }
 
     fn card(&self, templates: &Templates, view: &View) -> Result<Value, NotifyError> {
+        self.render_card(templates, &self.template, view)
+    }
+
+    fn render_card<C: serde::Serialize>(
+        &self,
+        templates: &Templates,
+        name: &str,
+        cx: &C,
+    ) -> Result<Value, NotifyError> {
         let text = templates
-            .render(&self.template, view)
+            .render(name, cx)
             .map_err(|e| NotifyError::new(&self.name, format!("card template: {e}"), Retry::Permanent))?;
         let card: Value = serde_json::from_str(&text).map_err(|e| {
             NotifyError::new(&self.name, format!("card template did not produce JSON: {e}"), Retry::Permanent)
@@ -85,16 +121,51 @@ impl Notifier for Teams {
         Err(NotifyError::new(
             &self.name,
             format!(
-                "the card is {last} bytes even without evidence; Teams takes {MAX_MESSAGE_BYTES}: shorten the template"
+                "the card is {last} bytes even without evidence; Teams takes {TEAMS_MESSAGE_LIMIT} and secmon sends at most {MAX_MESSAGE_BYTES}: shorten the template"
             ),
             Retry::Permanent,
         ))
     }
 
-    /// POSTs the message to the Workflows URL; 429 waits `Retry-After`, 5xx backs off.
+    fn budget(&self) -> Option<Budgeted> {
+        Some(self.budget.clone())
+    }
+
+    /// The digest card: as many lines as fit in [`MAX_MESSAGE_BYTES`], the rest wait ("and N more").
+    fn render_digest(&self, templates: &Templates, digest: &mut Digest) -> Result<Value, NotifyError> {
+        loop {
+            let message = message(self.render_card(templates, "builtin/digest.json", &digest.for_card())?);
+            let size = serde_json::to_vec(&message).expect("JSON").len();
+            if size <= MAX_MESSAGE_BYTES {
+                return Ok(message);
+            }
+            if digest.lines.len() <= 1 {
+                return Err(NotifyError::new(
+                    &self.name,
+                    format!("a digest of one alert is {size} bytes; Teams takes {TEAMS_MESSAGE_LIMIT}"),
+                    Retry::Permanent,
+                ));
+            }
+            // Lines are about the same size: keep the share that fits, and at least one fewer.
+            let lines = digest.lines.len();
+            digest.keep((lines * MAX_MESSAGE_BYTES / size).clamp(1, lines - 1));
+        }
+    }
+
+    /// POSTs the message to the Workflows URL (with `Authorization: Bearer` when the receiver names a
+    /// credential); 429 waits `Retry-After`, 5xx backs off.
     async fn send(&self, cx: &SendContext<'_>, message: &Value) -> Result<u16, NotifyError> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some((tenant, scope)) = &self.auth {
+            let token = cx.graph.token_for(tenant, scope).await.map_err(|e| {
+                NotifyError::new(&self.name, format!("token for the Workflows trigger: {}", e.message), e.retry)
+            })?;
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| NotifyError::new(&self.name, "the token is not a header value", Retry::Permanent))?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
         let body = serde_json::to_vec(message).expect("JSON");
         post(cx.http, &self.name, &self.url, headers, body, &self.retry).await
     }
@@ -112,7 +183,8 @@ pub fn message(card: Value) -> Value {
     })
 }
 
-/// Checks what Teams insists on: an `AdaptiveCard` of version 1.5 or lower, with a body array.
+/// Checks what Teams insists on: an `AdaptiveCard` of version [`MAX_CARD_VERSION`] or lower, with a
+/// body array.
 pub fn check_card(card: &Value) -> Result<(), String> {
     if card.get("type").and_then(Value::as_str) != Some("AdaptiveCard") {
         return Err("the card's type must be \"AdaptiveCard\"".into());
@@ -120,8 +192,13 @@ pub fn check_card(card: &Value) -> Result<(), String> {
     let version = card.get("version").and_then(Value::as_str).unwrap_or("");
     let parsed = version.split_once('.').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
     match parsed {
-        Some((1, minor)) if minor <= 5 => {}
-        _ => return Err(format!("card version {version:?}: Teams renders Adaptive Cards up to 1.5")),
+        Some((major, minor)) if major == MAX_CARD_VERSION.0 && minor <= MAX_CARD_VERSION.1 => {}
+        _ => {
+            let (a, b) = MAX_CARD_VERSION;
+            return Err(format!(
+                "card version {version:?}: cards posted through Workflows render up to {a}.{b} (1.5 shows an error box)"
+            ));
+        }
     }
     if !card.get("body").is_some_and(Value::is_array) {
         return Err("the card needs a body array".into());

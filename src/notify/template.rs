@@ -11,6 +11,10 @@ use serde::Serialize;
 
 /// The built-in Adaptive Card (the `content` of the Teams message).
 pub const CARD: &str = include_str!("templates/card.json");
+/// The built-in Adaptive Card of a digest (alerts that waited for a posting budget).
+pub const DIGEST_CARD: &str = include_str!("templates/digest.json");
+/// The built-in body of a digest mail.
+pub const DIGEST_EMAIL: &str = include_str!("templates/digest.html");
 /// The built-in e-mail body.
 pub const EMAIL: &str = include_str!("templates/email.html");
 /// The built-in e-mail subject.
@@ -47,6 +51,8 @@ impl Templates {
         env.set_recursion_limit(50);
         for (name, source) in [
             ("builtin/card.json", CARD),
+            ("builtin/digest.json", DIGEST_CARD),
+            ("builtin/digest.html", DIGEST_EMAIL),
             ("builtin/email.html", EMAIL),
             ("builtin/subject.txt", SUBJECT),
             ("builtin/webhook.json", WEBHOOK),

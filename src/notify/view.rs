@@ -203,8 +203,8 @@ impl View {
     }
 
     /// The same view with every free-text string escaped for Adaptive Card `TextBlock`/`FactSet` text
-    /// (a Markdown subset), so that alert text can neither format nor link. URLs are left alone: they
-    /// only ever go into `Action.OpenUrl`, never into text.
+    /// (a Markdown subset), so that alert text can neither format, nor link, nor reorder itself. The
+    /// portal links are left alone: they only ever go into secmon's own `Action.OpenUrl` buttons.
     pub fn for_card(&self) -> View {
         let mut v = self.clone();
         for s in [
@@ -236,6 +236,141 @@ impl View {
             m.severity = card_text(&m.severity);
         }
         v
+    }
+}
+
+/// One alert in a digest: the alerts that waited for a receiver's posting budget, told in one message.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct DigestLine {
+    /// Tenant name.
+    pub tenant: String,
+    /// Alert id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Severity wire value.
+    pub severity: String,
+    /// Severity as a word for people.
+    pub severity_label: String,
+    /// Adaptive Card colour of the severity.
+    pub severity_color: String,
+    /// Link to the alert in the Defender portal, if it has one (https only).
+    pub url: Option<String>,
+    /// Why it is told (`new`, `severity rose`, …).
+    pub why: String,
+    /// When it started to wait, RFC 3339.
+    pub since: String,
+}
+
+impl DigestLine {
+    /// The digest line of a view (the alert's other grouped alerts get lines of their own).
+    pub fn of(view: &View, since: &str) -> Vec<DigestLine> {
+        let line = |m: &Member| DigestLine {
+            tenant: view.tenant.clone(),
+            id: m.id.clone(),
+            title: m.title.clone(),
+            severity: m.severity.clone(),
+            severity_label: severity_label(&severity_of(&m.severity)),
+            severity_color: severity_color(&severity_of(&m.severity)).to_string(),
+            url: m.url.clone(),
+            why: view.why.clone(),
+            since: since.to_string(),
+        };
+        std::iter::once(view.member()).chain(view.group.iter().cloned()).map(|m| line(&m)).collect()
+    }
+
+    /// The severity's rank, for "highest first".
+    pub fn rank(&self) -> u8 {
+        severity_of(&self.severity).rank()
+    }
+}
+
+fn severity_of(wire: &str) -> Severity {
+    wire.parse().expect("infallible")
+}
+
+/// What a digest message says: how many alerts it carries, the highest severities first, one line per
+/// alert, and how many still wait for the next one ("and N more").
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Digest {
+    /// The receiver.
+    pub receiver: String,
+    /// The tenants of the alerts, comma-separated.
+    pub tenants: String,
+    /// How many alerts this message lists.
+    pub count: usize,
+    /// How many alerts wait for the next digest.
+    pub more: usize,
+    /// Counts per severity, highest first: `3 High, 12 Medium`.
+    pub summary: String,
+    /// The highest severity's label and card colour.
+    pub top_label: String,
+    /// The highest severity's card colour.
+    pub top_color: String,
+    /// One line per alert, highest severity first, then oldest first.
+    pub lines: Vec<DigestLine>,
+}
+
+impl Digest {
+    /// A digest of `lines` (sorted here) for `receiver`; `more` wait after it.
+    pub fn new(receiver: &str, mut lines: Vec<DigestLine>, more: usize) -> Digest {
+        lines.sort_by(|a, b| b.rank().cmp(&a.rank()).then_with(|| a.since.cmp(&b.since)));
+        let mut d = Digest {
+            receiver: receiver.to_string(),
+            tenants: String::new(),
+            count: 0,
+            more,
+            summary: String::new(),
+            top_label: String::new(),
+            top_color: String::new(),
+            lines,
+        };
+        d.recount();
+        d
+    }
+
+    /// Moves the last lines out (they wait for the next digest) until at most `keep` are left.
+    pub fn keep(&mut self, keep: usize) {
+        if self.lines.len() > keep {
+            self.more += self.lines.len() - keep;
+            self.lines.truncate(keep);
+            self.recount();
+        }
+    }
+
+    fn recount(&mut self) {
+        self.count = self.lines.len();
+        let mut counts: Vec<(u8, String, usize)> = Vec::new();
+        for l in &self.lines {
+            match counts.iter_mut().find(|(r, label, _)| *r == l.rank() && *label == l.severity_label) {
+                Some(c) => c.2 += 1,
+                None => counts.push((l.rank(), l.severity_label.clone(), 1)),
+            }
+        }
+        self.summary = counts.iter().map(|(_, label, n)| format!("{n} {label}")).collect::<Vec<_>>().join(", ");
+        let mut tenants: Vec<&str> = self.lines.iter().map(|l| l.tenant.as_str()).collect();
+        tenants.dedup();
+        tenants.sort();
+        tenants.dedup();
+        self.tenants = tenants.join(", ");
+        let top = self.lines.first();
+        self.top_label = top.map(|l| l.severity_label.clone()).unwrap_or_default();
+        self.top_color = top.map(|l| l.severity_color.clone()).unwrap_or_else(|| "default".into());
+    }
+
+    /// The same digest with its free text escaped for Adaptive Card text ([`card_text`]); links stay,
+    /// as the markdown link of each line, with `(`, `)` and spaces percent-encoded.
+    pub fn for_card(&self) -> Digest {
+        let mut d = self.clone();
+        d.receiver = card_text(&d.receiver);
+        d.tenants = card_text(&d.tenants);
+        for l in &mut d.lines {
+            for s in [&mut l.tenant, &mut l.id, &mut l.title, &mut l.severity_label, &mut l.why] {
+                *s = card_text(s);
+            }
+            l.url = l.url.as_ref().map(|u| u.replace('(', "%28").replace(')', "%29").replace(' ', "%20"));
+        }
+        d
     }
 }
 
@@ -285,12 +420,15 @@ pub fn clip(s: &str, max: usize) -> String {
 
 /// Escapes text for Adaptive Card text, whose Markdown subset knows bold, italic, links and lists:
 /// `\ * _ [ ] ( )` get a backslash, so do list markers at the start of a line (`- `, `+ `, `1.`), and
-/// `{{` (the start of the card's `{{DATE(…)}}` functions) is broken with a zero-width space.
+/// `{{` (the start of the card's `{{DATE(…)}}` functions) is broken with a zero-width space. Nothing in
+/// the text can link either: `scheme://` and `www.` are broken with a zero-width space, and so is `<`
+/// (autolinks, HTML); bidirectional controls, which reorder what follows them, become `�`.
 pub fn card_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     // Only blanks so far on this line / only blanks and digits so far on this line.
     let (mut blank, mut numbered) = (true, true);
-    for c in s.chars() {
+    for (i, c) in s.char_indices() {
+        let rest = &s[i + c.len_utf8()..];
         match c {
             '\\' | '*' | '_' | '[' | ']' | '(' | ')' => {
                 out.push('\\');
@@ -309,6 +447,24 @@ pub fn card_text(s: &str) -> String {
                 out.push(c);
             }
             '\r' => {}
+            // `<https://…>` and `<a@b.c>` are autolinks; a space after `<` makes them plain text.
+            '<' => {
+                out.push(c);
+                out.push('\u{200B}');
+            }
+            // `https://…` is linked even bare: break the `://` so nothing in alert text links.
+            ':' if rest.starts_with("//") && ends_with_scheme(&out) => {
+                out.push(c);
+                out.push('\u{200B}');
+            }
+            // `www.example.com` is linked too.
+            '.' if out.len() >= 3 && out[out.len() - 3..].eq_ignore_ascii_case("www") && word_start(&out, 3) => {
+                out.push('\u{200B}');
+                out.push(c);
+            }
+            // Bidirectional overrides and isolates reorder what follows them (`exe.pdf` shown for
+            // `fdp.exe`): shown as a replacement character, never applied.
+            c if is_bidi_control(c) => out.push('\u{FFFD}'),
             _ => out.push(c),
         }
         (blank, numbered) = match c {
@@ -321,6 +477,22 @@ pub fn card_text(s: &str) -> String {
     out
 }
 
+/// True when `out` ends with a URL scheme (`https`, `ftp`, `ms-settings`) that starts a word.
+fn ends_with_scheme(out: &str) -> bool {
+    let scheme = out.chars().rev().take_while(|c| c.is_ascii_alphanumeric() || "+.-".contains(*c)).count();
+    scheme > 0 && out[out.len() - scheme..].starts_with(|c: char| c.is_ascii_alphabetic()) && word_start(out, scheme)
+}
+
+/// True when the last `n` bytes of `out` are not glued to a letter or digit before them.
+fn word_start(out: &str, n: usize) -> bool {
+    !out[..out.len() - n].ends_with(|c: char| c.is_alphanumeric())
+}
+
+/// The Unicode controls that change the display order of text (LRE … RLO, LRI … PDI, LRM, RLM, ALM).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,12 +500,26 @@ mod tests {
 
     #[test]
     fn card_text_neutralises_markdown_and_functions() {
-        assert_eq!(card_text("[click](https://evil)"), "\\[click\\]\\(https://evil\\)");
+        assert_eq!(card_text("[click](https://evil)"), "\\[click\\]\\(https:\u{200B}//evil\\)");
         assert_eq!(card_text("**bold** _it_"), "\\*\\*bold\\*\\* \\_it\\_");
         assert_eq!(card_text("- item\n1. one"), "\\- item\n1\\. one");
         assert_eq!(card_text("a-b 3.5 end."), "a-b 3.5 end.");
         assert_eq!(card_text("{{DATE(2017-02-14T06:08:39Z)}}"), "{\u{200B}{DATE\\(2017-02-14T06:08:39Z\\)}}");
-        assert_eq!(card_text("Zoë <script>"), "Zoë <script>");
+        assert_eq!(card_text("Zoë <script>"), "Zoë <\u{200B}script>");
+    }
+
+    #[test]
+    fn card_text_links_nothing_and_shows_bidi_controls() {
+        let zw = '\u{200B}';
+        assert_eq!(card_text("see https://evil.example/x"), format!("see https:{zw}//evil.example/x"));
+        assert_eq!(card_text("<https://evil.example>"), format!("<{zw}https:{zw}//evil.example>"));
+        assert_eq!(card_text("<it@evil.example>"), format!("<{zw}it@evil.example>"));
+        assert_eq!(card_text("WWW.evil.example"), format!("WWW{zw}.evil.example"));
+        assert_eq!(card_text("ms-settings://x"), format!("ms-settings:{zw}//x"));
+        // Not links: left alone.
+        assert_eq!(card_text("a:b, c: //d, awww.x, 10:30"), "a:b, c: //d, awww.x, 10:30");
+        assert_eq!(card_text("invoice\u{202E}fdp.exe"), "invoice\u{FFFD}fdp.exe");
+        assert_eq!(card_text("\u{2067}x\u{2069}\u{200F}"), "\u{FFFD}x\u{FFFD}\u{FFFD}");
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
             crate::metrics::count(crate::metrics::Counter::AlertsNotified, tenant, 1);
             summary = format!("{summary}; notified {}", delivered.sent.join(", "));
         }
+        if !delivered.deferred.is_empty() {
+            summary = format!("{summary}; waiting for a digest: {}", delivered.deferred.join(", "));
+        }
     }
     // One line per outcome, naming the alert and what happened to it, for the person following the logs.
     tracing::info!(tenant, alert = %alert.id, version = alert.version(), "{summary}");

@@ -24,6 +24,9 @@
 //! | `notify/{tenant}/{alert}/{version}/{receiver}` | claim: one delivery per alert version and receiver | `notify::deliver` | kept |
 //! | `notify-last/{tenant}/{alert}/{receiver}` | JSON of what the receiver was last told (`realert`) | `notify::deliver` | kept |
 //! | `notify-group/{tenant}/{receiver}/{incident}` | JSON group of an incident's alerts (compare-and-swap) | `notify::deliver` | kept, taken over when stale |
+//! | `notify-budget/{receiver or mailbox}` | JSON send times inside a posting budget's window (compare-and-swap) | `notify::budget` | kept, pruned each send |
+//! | `notify-pending/{tenant}/{receiver}` | JSON alerts waiting for a digest, and the digest in flight (compare-and-swap) | `notify::deliver::coalesce` | kept, emptied by each digest |
+//! | `notify-digest/{tenant}/{receiver}/{id}` | claim: one digest is sent once | `notify::deliver::coalesce` | kept |
 //! | `update/{tenant}/{alert}/{version}/{route}` | claim: a route's `set:` once per alert version | `notify::deliver` | kept |
 //! | `ratelimit/mail/{sender}/{YYYYMMDDTHHMM}` | decimal count of mails a sender sent in a minute (compare-and-swap) | `notify::email` | kept |
 //! | stream `audit/{tenant}/{YYYY-MM-DD}` | the hash-chained audit records of a tenant's day, each written at its number once | `audit` | kept |
@@ -193,6 +196,22 @@ pub fn notify_group(tenant: &str, receiver: &str, incident: &str) -> String {
 /// `update/{tenant}/{alert}/{version}/{route}`: the claim of a route's `set:`.
 pub fn update(tenant: &str, alert: &str, version: &str, route: &str) -> String {
     key("update", &[tenant, alert, version, route])
+}
+
+/// `notify-budget/{receiver or mailbox}`: the send times of a posting budget's window.
+pub fn notify_budget(name: &str) -> String {
+    key("notify-budget", &[name])
+}
+
+/// `notify-pending/{tenant}/{receiver}`: the alerts waiting for a budgeted receiver's digest, and the
+/// digest in flight.
+pub fn notify_pending(tenant: &str, receiver: &str) -> String {
+    key("notify-pending", &[tenant, receiver])
+}
+
+/// `notify-digest/{tenant}/{receiver}/{id}`: the claim of sending one digest.
+pub fn notify_digest(tenant: &str, receiver: &str, id: &str) -> String {
+    key("notify-digest", &[tenant, receiver, id])
 }
 
 /// `ratelimit/mail/{sender}/{minute}`: a sender's mails in the minute starting at `minute` (the

@@ -1,12 +1,12 @@
 // Parses every card JSON file given on the command line (or in target/cards) with the real Adaptive
 // Cards parser and fails on any parse error or warning: unknown element types, invalid values, a
-// version above what the host (Teams: 1.5) supports.
+// version above what the host (Teams through Workflows: 1.4; 1.5 cards show an error box) supports.
 "use strict";
 const fs = require("fs");
 const path = require("path");
 const AC = require("adaptivecards/dist/adaptivecards.js");
 
-const MAX_VERSION = new AC.Version(1, 5);
+const MAX_VERSION = new AC.Version(1, 4);
 
 function cardFiles(args) {
   if (args.length > 0) return args;
@@ -19,7 +19,7 @@ function validate(file) {
   const problems = [];
   const version = AC.Version.parse(json.version, new AC.SerializationContext());
   if (!version || !version.isValid || version.major !== 1 || version.minor > MAX_VERSION.minor) {
-    problems.push(`version ${JSON.stringify(json.version)}: Teams renders up to 1.5`);
+    problems.push(`version ${JSON.stringify(json.version)}: Workflows posts render up to 1.4`);
   }
   const context = new AC.SerializationContext(MAX_VERSION);
   const card = new AC.AdaptiveCard();

@@ -29,6 +29,8 @@ pub struct Hit {
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
     pub at: tokio::time::Instant,
+    /// What the sink answered.
+    pub status: u16,
 }
 
 impl Hit {
@@ -42,6 +44,8 @@ struct SinkState {
     hits: Vec<Hit>,
     /// Scripted answers per path: (status, retry-after seconds, body).
     script: HashMap<String, VecDeque<(u16, Option<u64>, String)>>,
+    /// How long every answer takes (after the request is recorded).
+    delay: Option<std::time::Duration>,
 }
 
 /// A local HTTP receiver that records every POST and answers as scripted (202 by default).
@@ -70,6 +74,11 @@ impl Sink {
         }
     }
 
+    /// Answers every request only after `delay` (the request is recorded at once).
+    pub fn delay(&self, delay: Option<std::time::Duration>) {
+        self.state.lock().unwrap().delay = delay;
+    }
+
     pub fn hits(&self, path: &str) -> Vec<Hit> {
         self.state.lock().unwrap().hits.iter().filter(|h| h.path == path).cloned().collect()
     }
@@ -83,15 +92,28 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = format!("/{path}");
-    let mut s = state.lock().unwrap();
-    s.hits.push(Hit {
-        path: path.clone(),
-        query: uri.query().unwrap_or("").to_string(),
-        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect(),
-        body: body.to_vec(),
-        at: tokio::time::Instant::now(),
-    });
-    match s.script.get_mut(&path).and_then(|q| q.pop_front()) {
+    let (answer, delay) = {
+        let mut s = state.lock().unwrap();
+        let answer = s.script.get_mut(&path).and_then(|q| q.pop_front());
+        s.hits.push(Hit {
+            path: path.clone(),
+            query: uri.query().unwrap_or("").to_string(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect(),
+            body: body.to_vec(),
+            at: tokio::time::Instant::now(),
+            status: answer.as_ref().map(|a| a.0).unwrap_or(202),
+        });
+        (answer, s.delay)
+    };
+    if path.starts_with("/workflows/")
+        && let Ok(message) = serde_json::from_slice::<Value>(&body)
+    {
+        keep_sent_card(&message);
+    }
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    match answer {
         Some((status, retry_after, body)) => {
             let mut resp = (StatusCode::from_u16(status).unwrap(), body).into_response();
             if let Some(r) = retry_after {
@@ -115,6 +137,7 @@ pub fn throttled() -> GraphError {
     }
 }
 
+pub use secmon::graph::fake::fake_token;
 pub struct World {
     pub app: App,
     pub graph: Arc<FakeGraph>,
@@ -188,6 +211,17 @@ pub fn sample(changes: Value) -> Value {
         a[k] = v.clone();
     }
     a
+}
+
+/// Writes every distinct card the sink receives as `target/cards/sent-<hash>.json`, so that
+/// `scripts/check-cards.sh` checks each card the suite sends with the real parser, not only the named ones.
+fn keep_sent_card(message: &Value) {
+    use sha2::Digest;
+    let card = &message["attachments"][0]["content"];
+    let hash = hex::encode(&sha2::Sha256::digest(card.to_string().as_bytes())[..8]);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cards");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("sent-{hash}.json")), serde_json::to_vec_pretty(card).unwrap()).unwrap();
 }
 
 /// Writes a Teams card where `scripts/check-cards.sh` validates it with the real Adaptive Cards parser.

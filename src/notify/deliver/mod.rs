@@ -9,10 +9,15 @@
 //! succeeded, the routes' `set:` updates run, each claimed once like a send and never applied to an alert
 //! that someone changed since secmon read it.
 //!
-//! Each step is a named function in its own file: `claim`, [`realert`], `group`, `render`, `send`,
-//! `record`, and the routes' `update`s; [`deliver`] runs them in that order.
+//! A receiver with a posting budget (Teams, e-mail) takes a slot before it sends; an alert that finds
+//! none waits in the receiver's pending list and goes out in a digest (`coalesce`, [`drain`], and
+//! [`flush`] from the poll timer).
+//!
+//! Each step is a named function in its own file: `claim`, [`realert`], `group`, `coalesce`, `render`,
+//! `send`, `record`, and the routes' `update`s; [`deliver`] runs them in that order.
 
 mod claim;
+mod coalesce;
 mod group;
 mod realert;
 mod record;
@@ -20,6 +25,7 @@ mod render;
 mod send;
 mod update;
 
+pub use self::coalesce::{Drained, drain, flush};
 use self::group::Grouping;
 pub use self::realert::{Last, Why, realert};
 use crate::alert::Alert;
@@ -40,6 +46,8 @@ pub struct Delivered {
     pub suppressed: Vec<String>,
     /// Receivers that got this alert inside another alert's message of the same incident.
     pub grouped: Vec<String>,
+    /// Receivers whose posting budget was spent: the alert waits in their pending list for a digest.
+    pub deferred: Vec<String>,
     /// Routes whose `set:` update was applied to the alert.
     pub updated: Vec<String>,
 }
@@ -85,6 +93,7 @@ pub async fn deliver(
             Once::Done(Outcome::Sent) => done.sent.push(target.receiver.clone()),
             Once::Done(Outcome::Suppressed) => done.suppressed.push(target.receiver.clone()),
             Once::Done(Outcome::Grouped) => done.grouped.push(target.receiver.clone()),
+            Once::Done(Outcome::Deferred) => done.deferred.push(target.receiver.clone()),
             // The claim was given back so the retry sends; the audit record says what happened.
             Once::Failed(e) => failures.push(e),
         }
@@ -110,6 +119,7 @@ enum Outcome {
     Sent,
     Suppressed,
     Grouped,
+    Deferred,
 }
 
 /// The steps for one claimed receiver: realert → group → render → send → record. The caller completes
@@ -149,6 +159,31 @@ async fn notify_one(
     };
 
     let notifier = receivers.get(name)?;
+    if let Some(budgeted) = notifier.budget()
+        && !coalesce::slot_for_one(app.store.as_ref(), tenant, name, &budgeted, now).await.map_err(store_err)?
+    {
+        // The budget is spent, or others wait already: this alert waits with them for a digest.
+        let since = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let entry = coalesce::Waiting {
+            claim: claim_key.to_string(),
+            version: alert.version().to_string(),
+            routes: target.routes.clone(),
+            lines: crate::notify::view::DigestLine::of(&view, &since),
+        };
+        // Its claim is completed by `once` when this returns: from now the list holds it, durably.
+        coalesce::wait(app.store.as_ref(), tenant, name, entry).await.map_err(store_err)?;
+        realert::remember(app.store.as_ref(), &last_key, alert, now).await;
+        if let Some(gk) = group_key {
+            group::mark_sent(app.store.as_ref(), &gk, &alert.id).await;
+        }
+        record::append(app, tenant, now, record::deferred(alert, name, notifier.kind())).await;
+        // A slot may be free with others waiting: send them (and this one) now. A failure leaves
+        // them waiting for the next delivery or the poll timer; this alert is safe in the list.
+        if let Err(e) = coalesce::drain(app, tenant, name).await {
+            tracing::warn!(receiver = name, "digest not sent yet: {e}");
+        }
+        return Ok(Outcome::Deferred);
+    }
     let result = match notifier.render(&receivers.templates, &view, alert) {
         Ok(payload) => send::send(app, notifier, tenant, &payload, now, claim_key).await,
         Err(e) => Err(e),

@@ -9,7 +9,7 @@ use crate::app::App;
 use crate::audit::{Action, Record};
 use crate::graph::{AlertUpdate, Retry};
 use crate::notify::NotifyError;
-use crate::notify::view::View;
+use crate::notify::view::{DigestLine, View};
 
 /// Appends a delivery record to the audit trail. A record that cannot be written is logged, never a
 /// reason to send twice.
@@ -74,6 +74,78 @@ pub(super) fn grouped(alert: &Alert, receiver: &str, leader: &str) -> Record {
         leader: &'a str,
     }
     Record { detail: facts(Grouped { leader }), ..record(alert, Action::NotifyGrouped, receiver) }
+}
+
+/// The receiver's budget is spent: the alert waits for a digest.
+pub(super) fn deferred(alert: &Alert, receiver: &str, kind: &str) -> Record {
+    #[derive(Serialize)]
+    struct Deferred<'a> {
+        kind: &'a str,
+    }
+    Record { detail: facts(Deferred { kind }), ..record(alert, Action::NotifyDeferred, receiver) }
+}
+
+/// The audit id of digest `id`.
+fn digest_id(id: &str) -> String {
+    format!("digest-{id}")
+}
+
+/// Digest `id` was sent to the receiver, carrying `alerts`.
+pub(super) fn digest(id: &str, receiver: &str, kind: &str, alerts: &[&str], status: u16) -> Record {
+    #[derive(Serialize)]
+    struct Sent<'a> {
+        kind: &'a str,
+        count: usize,
+        alerts: &'a [&'a str],
+    }
+    Record {
+        receiver: Some(receiver.to_string()),
+        graph_status: Some(status),
+        detail: facts(Sent { kind, count: alerts.len(), alerts }),
+        ..Record::new(&digest_id(id), id, Action::NotifyDigest)
+    }
+}
+
+/// Digest `id` could not be sent; its alerts wait again.
+pub(super) fn digest_failed(id: &str, receiver: &str, kind: &str, alerts: &[&str], e: &NotifyError) -> Record {
+    #[derive(Serialize)]
+    struct Failed<'a> {
+        kind: &'a str,
+        error: &'a str,
+        retryable: bool,
+        alerts: &'a [&'a str],
+    }
+    let retryable = e.retry == Retry::Retryable;
+    Record {
+        receiver: Some(receiver.to_string()),
+        detail: facts(Failed { kind, error: &e.message, retryable, alerts }),
+        ..Record::new(&digest_id(id), id, Action::NotifyFailed)
+    }
+}
+
+/// The receiver was told about the alert of `line` (version `version`) in digest `id`.
+pub(super) fn in_digest(
+    line: &DigestLine,
+    version: &str,
+    routes: &[String],
+    receiver: &str,
+    kind: &str,
+    id: &str,
+    status: u16,
+) -> Record {
+    #[derive(Serialize)]
+    struct Sent<'a> {
+        kind: &'a str,
+        why: &'a str,
+        routes: &'a [String],
+        digest: String,
+    }
+    Record {
+        receiver: Some(receiver.to_string()),
+        graph_status: Some(status),
+        detail: facts(Sent { kind, why: &line.why, routes, digest: digest_id(id) }),
+        ..Record::new(&line.id, version, Action::Notify)
+    }
 }
 
 /// The route's `set:` changed the alert in Graph.

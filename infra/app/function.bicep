@@ -22,6 +22,8 @@ param teamsSecretName string
 
 @description('NCRONTAB (6 fields, UTC) for the poll-alerts timer.')
 param pollSchedule string
+@description('NCRONTAB (6 fields, UTC) for the reconcile-alerts timer (keep it equal to poll.reconcile.schedule).')
+param reconcileSchedule string = '0 17 */6 * * *'
 @description('Comma-separated tenant ids secmon polls.')
 param tenants string
 @description('Mailbox secmon sends mail as (Graph sendMail).')
@@ -127,6 +129,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'SECMON_QUEUE_URL', value: queueEndpoint }
         { name: 'SECMON_CONFIG', value: configPath }
         { name: 'SECMON_POLL_SCHEDULE', value: pollSchedule }
+        { name: 'SECMON_RECONCILE_SCHEDULE', value: reconcileSchedule }
         { name: 'SECMON_TENANTS', value: tenants }
         { name: 'SECMON_MAIL_SENDER', value: mailSender }
         { name: 'SECMON_CLOSE', value: close }

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{AlertPage, AlertUpdate, Graph, GraphError, Retry};
+use super::{AlertPage, AlertQuery, AlertUpdate, Graph, GraphError, Retry};
 
 /// An in-memory Graph (see the module docs).
 #[derive(Default)]
@@ -172,7 +172,7 @@ fn not_found(operation: &str, id: &str) -> GraphError {
 
 #[async_trait]
 impl Graph for FakeGraph {
-    async fn list_alerts(&self, tenant: &str, _filter: &str) -> Result<AlertPage, GraphError> {
+    async fn list_alerts(&self, tenant: &str, _query: &AlertQuery) -> Result<AlertPage, GraphError> {
         self.check("list_alerts", tenant, None)?;
         Ok(AlertPage { alerts: self.alerts.lock().unwrap().values().cloned().collect(), next_link: None })
     }

@@ -179,7 +179,7 @@ async fn two_concurrent_polls_of_one_tenant_queue_each_version_once() {
 }
 
 #[tokio::test]
-async fn a_capped_poll_stops_at_a_window_and_its_follow_up_queues_behind_other_tenants() {
+async fn a_capped_poll_stops_at_a_window_and_the_next_polls_finish_the_backlog() {
     let now = t(NOW);
     let r = rig(&["big", "small"], 100, now, |c| c.poll.max_versions_per_poll = 300).await;
     let seeded: Vec<Value> =
@@ -298,4 +298,44 @@ async fn the_emulators_offset_paging_does_skip_under_change_when_next_links_are_
     }
     let never: Vec<_> = seeded.iter().filter(|a| !listed.contains(a["id"].as_str().unwrap())).collect();
     assert!(!never.is_empty(), "offset paging under change skipped nothing");
+}
+
+#[tokio::test]
+async fn a_backfill_of_one_tenant_delays_another_tenants_alert_by_at_most_one_cap() {
+    use secmon::intake::Message;
+    use secmon::store::Queue;
+    let now = t(NOW);
+    let cap = 300;
+    let r = rig(&["big", "small"], 100, now, |c| c.poll.max_versions_per_poll = cap).await;
+    let backlog: Vec<Value> =
+        (0..2000).map(|i| alert(&format!("b-{i:04}"), now - chrono::Duration::seconds(30 * i))).collect();
+    r.emu.seed_alerts(&tenant_id("big"), backlog);
+    r.emu.seed_alerts(&tenant_id("small"), vec![alert("urgent", now)]);
+    // One timer tick polls both tenants; the big one stops at its cap and queues its follow-up.
+    let Outcome::Done { .. } = functions::poll_alerts(&r.app, Default::default(), now).await else { panic!() };
+    // A FIFO worker: alerts are taken off in order, poll requests run (and queue more behind).
+    let (mut position, mut taken, mut big_polls) = (None, 0usize, 0);
+    loop {
+        let got = r.sqlite.receive(secmon::store::ALERTS_QUEUE, 1, Duration::from_secs(300)).await.unwrap();
+        let Some(m) = got.into_iter().next() else { break };
+        match Message::parse(&m.body).unwrap().resolve(r.sqlite.as_ref()).await.unwrap() {
+            Message::Alert { tenant, alert } => {
+                taken += 1;
+                if tenant == "small" && alert["id"] == "urgent" {
+                    position = Some(taken);
+                }
+                Queue::delete(r.sqlite.as_ref(), secmon::store::ALERTS_QUEUE, &m).await.unwrap();
+            }
+            Message::Poll { tenant, .. } => {
+                assert_eq!(tenant, "big");
+                big_polls += 1;
+                assert!(matches!(standalone::work_one(&r.app, &m).await, WorkResult::Done(_)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let position = position.expect("the urgent alert was queued");
+    assert!(position <= cap + 100 + 1, "behind {position} messages, more than one cap of the backfill");
+    assert_eq!(taken, 2001, "the backfill completes: every version once");
+    assert!(big_polls >= 2000 / (cap + 100), "{big_polls} follow-up polls");
 }

@@ -23,7 +23,7 @@ param teamsSecretName string
 @description('NCRONTAB (6 fields, UTC) for the poll-alerts timer.')
 param pollSchedule string
 @description('NCRONTAB (6 fields, UTC) for the reconcile-alerts timer (keep it equal to poll.reconcile.schedule).')
-param reconcileSchedule string = '0 17 */6 * * *'
+param reconcileSchedule string
 @description('Comma-separated tenant ids secmon polls.')
 param tenants string
 @description('Mailbox secmon sends mail as (Graph sendMail).')

@@ -339,3 +339,26 @@ async fn a_backfill_of_one_tenant_delays_another_tenants_alert_by_at_most_one_ca
     assert_eq!(taken, 2001, "the backfill completes: every version once");
     assert!(big_polls >= 2000 / (cap + 100), "{big_polls} follow-up polls");
 }
+
+#[tokio::test]
+async fn reconciliation_does_not_count_what_an_older_seen_window_could_not_remember() {
+    use secmon::store::Store;
+    let now = t(NOW);
+    let r = rig(&["contoso"], 50, now, |c| c.poll.overlap = Duration::from_secs(600)).await;
+    let tid = tenant_id("contoso");
+    let seeded: Vec<Value> =
+        (0..12).map(|i| alert(&format!("u-{i}"), now - chrono::Duration::minutes(10 * i))).collect();
+    r.emu.seed_alerts(&tid, seeded.clone());
+    poll::poll_tenant(&r.app, "contoso", now).await.unwrap();
+    assert_eq!(drain(&r).await.len(), 12);
+    // What a version before reconciliation left: the overlap behind the watermark, no `since`.
+    let mut old = serde_json::json!({"versions": {}});
+    for a in seeded.iter().take(2) {
+        let (key, at) = poll::version_key(a);
+        old["versions"][key] = json!(at.unwrap());
+    }
+    r.sqlite.put("seen/contoso/window", old.to_string().as_bytes()).await.unwrap();
+    let report = poll::reconcile_tenant(&r.app, "contoso", now).await.unwrap();
+    assert_eq!(report.queued, 0, "only the overlap is re-listed: {report:?}");
+    assert!(drain(&r).await.is_empty());
+}

@@ -168,6 +168,11 @@ pub struct SeenWindow {
     /// Version key → the poll queueing it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub queueing: BTreeMap<String, Queueing>,
+    /// Every version queued with an instant at or after this is in `versions` (absent in windows
+    /// written before reconciliation existed; they held the overlap only). Reconciliation starts here,
+    /// so it never counts as missing what was queued before the window remembered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// A poll's claim on a version it is queueing.
@@ -362,8 +367,20 @@ async fn walk(
         }
     };
     let first_lookback = Duration::from_std(app.config.poll.first_lookback).unwrap_or(Duration::days(1));
+    let remembered = match kind {
+        Walk::Reconcile(_) => {
+            let seen = store
+                .get(&keys::seen(tenant))
+                .await
+                .map_err(|e| PollError::store(tenant, "read the seen window", e))?;
+            // A window written before `since` existed held the overlap behind the watermark only.
+            seen.map(|v| parse_window(tenant, Some(&v.value))).and_then(|w| w.since.or(old.map(|o| o - overlap)))
+        }
+        _ => None,
+    };
     let lower = match (kind, old) {
-        (Walk::Backfill(s) | Walk::Reconcile(s), _) => s,
+        (Walk::Reconcile(s), _) => remembered.map_or(s, |r| r.max(s)),
+        (Walk::Backfill(s), _) => s,
         (Walk::Poll, Some(wm)) => wm - overlap,
         (Walk::Poll, None) => now - first_lookback,
     };
@@ -375,6 +392,7 @@ async fn walk(
         holder: uuid::Uuid::new_v4().to_string(),
         orderby: orderby_allowed(app, tenant, now).await?,
         floor_base: old,
+        lower: floor_second(lower),
         retention: retention(app),
         report: PollReport {
             tenant: tenant.to_string(),
@@ -437,6 +455,7 @@ struct Lister<'a> {
     holder: String,
     orderby: bool,
     floor_base: Option<DateTime<Utc>>,
+    lower: DateTime<Utc>,
     retention: Duration,
     report: PollReport,
     newest: Option<DateTime<Utc>>,
@@ -559,10 +578,12 @@ impl Lister<'_> {
         // Forget versions that no later listing can reach (memory and bytes stay flat on long walks).
         let newest = self.newest.unwrap_or(now).min(now);
         let floor = self.floor_base.map_or(newest, |o| o.min(newest)) - self.retention;
-        let holder = self.holder.clone();
+        let (holder, lower) = (self.holder.clone(), self.lower);
         let claimed = store::update(app.store.as_ref(), &keys::seen(tenant), |current| {
             let mut w = parse_window(tenant, current);
-            let before = (w.versions.len(), w.queueing.len());
+            let before = (w.versions.len(), w.queueing.len(), w.since);
+            // A window without `since` holds what its polls queued from this walk's lower bound on.
+            w.since = Some(w.since.unwrap_or(lower).max(floor));
             w.versions.retain(|_, t| *t >= floor);
             w.queueing.retain(|_, q| q.until > now);
             let mut take = Vec::new();
@@ -580,7 +601,7 @@ impl Lister<'_> {
                     }
                 }
             }
-            if take.is_empty() && before == (w.versions.len(), w.queueing.len()) {
+            if take.is_empty() && before == (w.versions.len(), w.queueing.len(), w.since) {
                 return Change::Keep((take, held));
             }
             Change::Put(serde_json::to_vec(&w).expect("windows serialize"), (take, held))

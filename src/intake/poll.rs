@@ -245,33 +245,41 @@ impl Window {
         }
     }
 
-    /// Splits a window whose first page (`alerts`) did not hold it all. The page only chooses the point:
-    /// sorted ascending, everything before its last second fitted; sorted descending, everything after
-    /// its first second; otherwise the middle (of `lo` and `now`, for the open window). `None` when the
-    /// window is one second wide.
-    pub fn split(&self, alerts: &[Value], now: DateTime<Utc>) -> Option<(Window, Window)> {
+    /// Splits a window whose first page (`alerts`) did not hold it all, into two or three windows, oldest
+    /// first. The page only chooses the points: sorted ascending, everything before its last second
+    /// fitted; sorted descending (Graph's default), everything after its first second fitted, and the
+    /// rest is halved (a walk goes oldest first, so peeling one page at a time off the top would cost a
+    /// request per page for every poll of a backlog); in any other order, the middle (of `lo` and `now`,
+    /// for the open window). `None` when the window is one second wide.
+    pub fn split(&self, alerts: &[Value], now: DateTime<Utc>) -> Option<Vec<Window>> {
         let times: Vec<DateTime<Utc>> = alerts.iter().filter_map(|a| version_key(a).1).collect();
-        let hi_or = |t: DateTime<Utc>| self.hi.is_none_or(|hi| t < hi);
-        let usable = |s: DateTime<Utc>| s > self.lo && hi_or(s);
-        let at = |s: DateTime<Utc>| (Window { lo: self.lo, hi: Some(s) }, Window { lo: s, hi: self.hi });
+        let inside =
+            |s: DateTime<Utc>, lo: DateTime<Utc>, hi: Option<DateTime<Utc>>| s > lo && hi.is_none_or(|h| s < h);
+        let cut = |points: &[DateTime<Utc>]| {
+            let mut bounds = vec![self.lo];
+            bounds.extend_from_slice(points);
+            let mut out: Vec<Window> = bounds.windows(2).map(|b| Window { lo: b[0], hi: Some(b[1]) }).collect();
+            out.push(Window { lo: *bounds.last().expect("not empty"), hi: self.hi });
+            out
+        };
+        let middle = |lo: DateTime<Utc>, hi: DateTime<Utc>| floor_second(lo + (hi - lo) / 2);
         if let (Some(min), Some(max)) = (times.iter().min(), times.iter().max()) {
             let ascending = times.windows(2).all(|p| p[0] <= p[1]);
             let descending = times.windows(2).all(|p| p[0] >= p[1]);
-            let mut candidates = Vec::new();
-            if ascending {
-                candidates.push(floor_second(*max));
+            let s = floor_second(*max);
+            if ascending && inside(s, self.lo, self.hi) {
+                return Some(cut(&[s]));
             }
-            if descending {
-                candidates.push(floor_second(*min) + Duration::seconds(1));
-            }
-            if let Some(s) = candidates.into_iter().find(|s| usable(*s)) {
-                return Some(at(s));
+            let s = floor_second(*min) + Duration::seconds(1);
+            if descending && inside(s, self.lo, self.hi) {
+                let mid = middle(self.lo, s);
+                return Some(if inside(mid, self.lo, Some(s)) { cut(&[mid, s]) } else { cut(&[s]) });
             }
         }
         let top = times.iter().max().copied().unwrap_or(now).max(now);
         let hi = self.hi.unwrap_or(floor_second(top) + Duration::seconds(1));
-        let mid = floor_second(self.lo + (hi - self.lo) / 2);
-        usable(mid).then(|| at(mid))
+        let mid = middle(self.lo, hi);
+        inside(mid, self.lo, self.hi).then(|| cut(&[mid]))
     }
 }
 
@@ -473,10 +481,11 @@ impl Lister<'_> {
             if page.next_link.is_none() {
                 self.take(page.alerts).await?;
                 self.report.windows += 1;
-            } else if let Some((older, newer)) = window.split(&page.alerts, self.now) {
+            } else if let Some(parts) = window.split(&page.alerts, self.now) {
                 self.report.splits += 1;
-                pending.push_front(newer);
-                pending.push_front(older);
+                for part in parts.into_iter().rev() {
+                    pending.push_front(part);
+                }
                 continue;
             } else {
                 self.dense(&window, page).await?;
@@ -848,18 +857,20 @@ mod tests {
     fn a_window_is_split_where_the_page_says_or_in_the_middle() {
         let now = t("2026-11-26T12:00:00Z");
         let w = Window { lo: t("2026-11-26T10:00:00Z"), hi: None };
+        let bounds = |parts: Vec<Window>| parts.iter().map(|p| p.hi).collect::<Vec<_>>();
         let asc = page(&["2026-11-26T10:00:01.5Z", "2026-11-26T10:30:00.2Z", "2026-11-26T11:00:07.9Z"]);
-        let (a, b) = w.split(&asc, now).unwrap();
-        assert_eq!((a.hi, b.lo, b.hi), (Some(t("2026-11-26T11:00:07Z")), t("2026-11-26T11:00:07Z"), None));
-        let mut desc = asc.clone();
-        desc.reverse();
-        let (a, b) = w.split(&desc, now).unwrap();
-        assert_eq!((a.hi, b.lo), (Some(t("2026-11-26T10:00:02Z")), t("2026-11-26T10:00:02Z")));
-        let mixed = vec![asc[1].clone(), asc[0].clone(), asc[2].clone()];
-        let (a, _) = w.split(&mixed, now).unwrap();
-        assert_eq!(a.hi, Some(t("2026-11-26T11:00:00Z")), "the middle of lo and now");
+        assert_eq!(bounds(w.split(&asc, now).unwrap()), [Some(t("2026-11-26T11:00:07Z")), None]);
+        let desc = page(&["2026-11-26T11:50:00Z", "2026-11-26T11:40:00.2Z", "2026-11-26T11:20:07.9Z"]);
         assert_eq!(
-            a.filter(),
+            bounds(w.split(&desc, now).unwrap()),
+            [Some(t("2026-11-26T10:40:04Z")), Some(t("2026-11-26T11:20:08Z")), None],
+            "the top page fits, the rest is halved"
+        );
+        let mixed = vec![asc[1].clone(), asc[0].clone(), asc[2].clone()];
+        let parts = w.split(&mixed, now).unwrap();
+        assert_eq!(bounds(parts.clone()), [Some(t("2026-11-26T11:00:00Z")), None], "the middle of lo and now");
+        assert_eq!(
+            parts[0].filter(),
             "lastUpdateDateTime ge 2026-11-26T10:00:00Z and lastUpdateDateTime lt 2026-11-26T11:00:00Z"
         );
         let narrow = Window { lo: t("2026-11-26T10:00:00Z"), hi: Some(t("2026-11-26T10:00:01Z")) };

@@ -115,6 +115,7 @@ pub fn throttled() -> GraphError {
     }
 }
 
+
 pub struct World {
     pub app: App,
     pub graph: Arc<FakeGraph>,

@@ -206,8 +206,14 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1_000, 10_000]);
+    // BENCH_POLL_QUEUES=counting skips the SQLite-queue rows (the poller's own cost only).
+    let queues: Vec<bool> = match std::env::var("BENCH_POLL_QUEUES").as_deref() {
+        Ok("counting") => vec![false],
+        Ok("sqlite") => vec![true],
+        _ => vec![false, true],
+    };
     let mut plan: Vec<(usize, bool, bool)> =
-        [false, true].iter().flat_map(|sqlite| sizes.iter().map(move |n| (*n, *sqlite, false))).collect();
+        queues.iter().flat_map(|sqlite| sizes.iter().map(move |n| (*n, *sqlite, false))).collect();
     if let Some(largest) = sizes.iter().max() {
         plan.push((*largest, false, true));
     }

@@ -115,7 +115,6 @@ pub fn throttled() -> GraphError {
     }
 }
 
-
 pub struct World {
     pub app: App,
     pub graph: Arc<FakeGraph>,

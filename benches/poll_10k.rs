@@ -1,7 +1,11 @@
-//! Benchmark: one poll of 1,000 and of 10,000 alerts against the Graph emulator (TLS, client secret,
-//! file-backed SQLite queue). Reports alerts per second and the poll's peak heap above its starting
-//! point (a counting allocator), plus the process's VmHWM. The poll streams pages, so the peak must
-//! not grow with the number of alerts. Prints a table and writes `target/bench/poll.json`.
+//! Benchmark: polling a backlog of 1,000 and of 10,000 alerts (`BENCH_POLL_SIZES`) against the Graph
+//! emulator (TLS, client secret, file-backed SQLite queue or a counting one) with the windowed walk at
+//! the default page size (2000) and the default cap per poll, so a backlog takes several polls, each
+//! queueing behind the last. Reports alerts per second, Graph requests per alert, and the peak heap
+//! above the starting point (a counting allocator), plus the process's VmHWM; the last row repeats the
+//! largest size against a Graph that refuses `$orderby` (the fallback split). The walk holds one page
+//! at a time, so the peak must not grow with the number of alerts. Prints a table and writes
+//! `target/bench/poll.json`.
 //!
 //! Run: `cargo bench --bench poll_10k` (or `--profile dev` on a busy machine; the numbers say which).
 
@@ -115,14 +119,23 @@ impl secmon::store::Queue for CountingQueue {
 
 struct Run {
     queue: &'static str,
+    orderby: &'static str,
     alerts: usize,
+    polls: usize,
     pages: usize,
+    requests: u64,
     seconds: f64,
     peak_extra_bytes: usize,
 }
 
-async fn run(n: usize, sqlite_queue: bool, dir: &std::path::Path) -> Run {
+async fn run(n: usize, sqlite_queue: bool, refused: bool, dir: &std::path::Path) -> Run {
     let (emu, _stop_emulator) = start_emulator();
+    if refused {
+        emu.set_listing(secmon_emulator::Listing {
+            orderby: secmon_emulator::OrderBy::Refused,
+            ..secmon_emulator::Listing::default()
+        });
+    }
     let tenant = "b3c1b5fc-828c-45fa-a1e1-10d74f6d6e9c";
     emu.add_client(tenant, "app", "bench-secret-value");
     let now = chrono::Utc::now();
@@ -131,7 +144,6 @@ async fn run(n: usize, sqlite_queue: bool, dir: &std::path::Path) -> Run {
     emu.generate_alerts(tenant, n, 42, now - span);
     let mut config =
         Config { graph_url: Some(emu.graph_url()), authority_url: Some(emu.authority_url()), ..Default::default() };
-    config.poll.page_size = Some(500);
     config.poll.first_lookback = (span + chrono::Duration::days(1)).to_std().unwrap();
     config.tenants.push(TenantConfig {
         id: tenant.into(),
@@ -144,7 +156,7 @@ async fn run(n: usize, sqlite_queue: bool, dir: &std::path::Path) -> Run {
     });
     let ca = reqwest::Certificate::from_pem(emu.ca_pem().unwrap().as_bytes()).unwrap();
     let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.join(format!("bench-{n}-{sqlite_queue}.db"))).unwrap());
+    let store = Arc::new(SqliteStore::open(dir.join(format!("bench-{n}-{sqlite_queue}-{refused}.db"))).unwrap());
     let queue: Arc<dyn secmon::store::Queue> =
         if sqlite_queue { store.clone() } else { Arc::new(CountingQueue(AtomicUsize::new(0))) };
     let graph = Arc::new(GraphClient::new(&config, http.clone()).unwrap());
@@ -159,13 +171,27 @@ async fn run(n: usize, sqlite_queue: bool, dir: &std::path::Path) -> Run {
     let base = CURRENT.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let start = Instant::now();
-    let report = secmon::intake::poll::poll_tenant(&app, "bench", now).await.unwrap();
+    // A backlog larger than `poll.max_versions_per_poll` takes several polls (each a follow-up).
+    let (mut polls, mut pages, mut requests, mut queued) = (0, 0, 0, 0);
+    loop {
+        let report = secmon::intake::poll::poll_tenant(&app, "bench", now).await.unwrap();
+        polls += 1;
+        pages += report.pages;
+        requests += report.requests;
+        queued += report.queued;
+        if !report.more {
+            break;
+        }
+    }
     let seconds = start.elapsed().as_secs_f64();
-    assert_eq!(report.queued, n);
+    assert_eq!(queued, n);
     Run {
         queue: if sqlite_queue { "sqlite" } else { "counting" },
+        orderby: if refused { "refused" } else { "honoured" },
         alerts: n,
-        pages: report.pages,
+        polls,
+        pages,
+        requests,
         seconds,
         peak_extra_bytes: (PEAK.load(Ordering::Relaxed) - base).max(0) as usize,
     }
@@ -180,24 +206,45 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1_000, 10_000]);
-    let runs: Vec<Run> = [false, true]
-        .iter()
-        .flat_map(|sqlite| sizes.iter().map(move |n| (*n, *sqlite)))
-        .map(|(n, sqlite)| rt.block_on(run(n, sqlite, dir.path())))
-        .collect();
+    // BENCH_POLL_QUEUES=counting skips the SQLite-queue rows (the poller's own cost only).
+    let queues: Vec<bool> = match std::env::var("BENCH_POLL_QUEUES").as_deref() {
+        Ok("counting") => vec![false],
+        Ok("sqlite") => vec![true],
+        _ => vec![false, true],
+    };
+    let mut plan: Vec<(usize, bool, bool)> =
+        queues.iter().flat_map(|sqlite| sizes.iter().map(move |n| (*n, *sqlite, false))).collect();
+    if let Some(largest) = sizes.iter().max() {
+        plan.push((*largest, false, true));
+    }
+    let runs: Vec<Run> =
+        plan.into_iter().map(|(n, sqlite, refused)| rt.block_on(run(n, sqlite, refused, dir.path()))).collect();
     println!("poll benchmark ({profile} build; emulator in-process over TLS, its threads not counted)");
     println!(
-        "{:>9} {:>8} {:>6} {:>9} {:>12} {:>16}",
-        "queue", "alerts", "pages", "seconds", "alerts/s", "peak extra KiB"
+        "{:>9} {:>9} {:>8} {:>6} {:>6} {:>9} {:>9} {:>12} {:>12} {:>16}",
+        "queue",
+        "$orderby",
+        "alerts",
+        "polls",
+        "pages",
+        "requests",
+        "seconds",
+        "alerts/s",
+        "req/alert",
+        "peak extra KiB"
     );
     for r in &runs {
         println!(
-            "{:>9} {:>8} {:>6} {:>9.2} {:>12.0} {:>16}",
+            "{:>9} {:>9} {:>8} {:>6} {:>6} {:>9} {:>9.2} {:>12.0} {:>12.5} {:>16}",
             r.queue,
+            r.orderby,
             r.alerts,
+            r.polls,
             r.pages,
+            r.requests,
             r.seconds,
             r.alerts as f64 / r.seconds,
+            r.requests as f64 / r.alerts as f64,
             r.peak_extra_bytes / 1024
         );
     }
@@ -207,7 +254,8 @@ fn main() {
         "profile": profile,
         "vm_hwm_kib": hwm,
         "runs": runs.iter().map(|r| serde_json::json!({
-            "queue": r.queue, "alerts": r.alerts, "pages": r.pages, "seconds": r.seconds,
+            "queue": r.queue, "orderby": r.orderby, "alerts": r.alerts, "polls": r.polls, "pages": r.pages,
+            "requests": r.requests, "requests_per_alert": r.requests as f64 / r.alerts as f64, "seconds": r.seconds,
             "alerts_per_second": r.alerts as f64 / r.seconds, "peak_extra_bytes": r.peak_extra_bytes,
         })).collect::<Vec<_>>(),
     });

@@ -19,6 +19,9 @@ param principalId string = ''
 @description('NCRONTAB schedule (6 fields, UTC) of the poll-alerts timer: app setting SECMON_POLL_SCHEDULE.')
 param pollSchedule string = '0 */5 * * * *'
 
+@description('NCRONTAB schedule (6 fields, UTC) of the reconcile-alerts timer: app setting SECMON_RECONCILE_SCHEDULE (keep it equal to poll.reconcile.schedule).')
+param reconcileSchedule string = '0 17 */6 * * *'
+
 @description('Comma-separated tenant ids to poll (SECMON_TENANTS). Empty = the deployment tenant.')
 param tenants string = ''
 
@@ -212,6 +215,7 @@ module edgeApp 'app/function.bicep' = {
     keyVaultName: keyVault.outputs.name
     teamsSecretName: teamsSecretName
     pollSchedule: pollSchedule
+    reconcileSchedule: reconcileSchedule
     tenants: empty(tenants) ? tenant().tenantId : tenants
     mailSender: mailSender
     close: close
@@ -245,6 +249,7 @@ module workerApp 'app/function.bicep' = {
     keyVaultName: keyVault.outputs.name
     teamsSecretName: teamsSecretName
     pollSchedule: pollSchedule
+    reconcileSchedule: reconcileSchedule
     tenants: empty(tenants) ? tenant().tenantId : tenants
     mailSender: mailSender
     close: close

@@ -88,7 +88,7 @@ table() {
     jq -r '.concurrency as $c | .runs[] | "| webhook acknowledgements on loopback, \(.route), concurrency \($c) | \(.acked_per_second|round)/s, p50 \(.p50_ms*100|round/100) ms, p99 \(.p99_ms*100|round/100) ms |"' "$OUT/webhook.json"
   fi
   if [ -f "$OUT/poll.json" ]; then
-    jq -r '.runs[] | "| poll \(.alerts) alerts (\(.pages) pages, \(.queue) queue) | \(.alerts_per_second|round) alerts/s, peak heap above start \(.peak_extra_bytes/1048576*10|round/10) MiB |"' "$OUT/poll.json"
+    jq -r '.runs[] | "| poll \(.alerts) alerts (\(.polls) polls, \(.pages) pages, \(.queue) queue, $orderby \(.orderby)) | \(.alerts_per_second|round) alerts/s, \(.requests_per_alert*10000|round/10000) Graph requests per alert, peak heap above start \(.peak_extra_bytes/1048576*10|round/10) MiB |"' "$OUT/poll.json"
     jq -r '"| poll benchmark process peak RSS (VmHWM, emulator with every alert included) | \(.vm_hwm_kib/1024|round) MiB |"' "$OUT/poll.json"
   fi
   if [ -f "$OUT/rules_eval.json" ]; then

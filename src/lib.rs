@@ -6,8 +6,9 @@
 //! - [`alert`]: the alerts_v2 model; tolerant of everything Graph may add.
 //! - [`config`]: the one YAML config, validated at load with file, line and field in every error.
 //! - [`graph`]: Microsoft Graph: auth, alerts, mail; one retry policy.
-//! - [`intake`]: how alerts come in: `poll` (timer), `webhook` (change notifications, doorbells),
-//!   `subscriptions`, and `health` (last successful poll, the dead man's switch); all end as an
+//! - [`intake`]: how alerts come in: `poll` (timer, windowed paging, reconciliation), `webhook`
+//!   (change notifications, doorbells), `coalesce` (one pending poll per tenant), `subscriptions`, and
+//!   `health` (last successful poll and reconciliation, the dead man's switch); all end as an
 //!   [`intake::Message`] on the queue.
 //! - [`rules`]: known-benign close rules and routes; pure evaluation.
 //! - [`respond`]: one alert version through decide (on Graph's current copy before a close) → claim →

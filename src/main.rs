@@ -422,15 +422,15 @@ async fn backfill(
     };
     let mut failed = false;
     for tenant in tenants {
-        // Pages come most recent first, so the oldest time seen so far measures the way back to `since`.
+        // Windows are listed oldest first, so the newest time listed so far measures the way from `since`.
         let total = (now - since).num_seconds().max(1) as u64;
         let bar = indicatif::ProgressBar::new(total).with_style(
             indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {percent}% {msg}")?.progress_chars("=> "),
         );
         bar.set_prefix(tenant.clone());
         let progress = |p: &secmon::intake::poll::Progress| {
-            if let Some(oldest) = p.oldest {
-                bar.set_position(((now - oldest).num_seconds().max(0) as u64).min(total));
+            if let Some(newest) = p.newest {
+                bar.set_position(((newest - since).num_seconds().max(0) as u64).min(total));
             }
             bar.set_message(format!("{} pages, {} alerts, {} queued", p.pages, p.alerts_seen, p.queued));
         };

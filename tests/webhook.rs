@@ -112,7 +112,7 @@ async fn a_mixed_batch_queues_only_what_its_secret_proves() {
 }
 
 #[tokio::test]
-async fn duplicates_ring_once_per_subscription_per_batch_and_again_when_resent() {
+async fn duplicates_ring_once_per_tenant_while_a_poll_is_pending_and_again_once_it_runs() {
     let h = harness();
     let secret = "contoso-secret-0123456789abcdefghijklmnopq";
     seed(&h, "contoso", "sub-c", MAILBOX, secret).await;
@@ -126,10 +126,20 @@ async fn duplicates_ring_once_per_subscription_per_batch_and_again_when_resent()
     ]});
     let resp = h.handle("graph-webhook", json_post(&body)).await;
     assert_eq!(resp.status, 202);
-    assert_eq!(h.queued().await.len(), 2, "one poll per subscription in the batch");
-    // Graph retrying the same batch queues again: a second poll is harmless, a lost one is not.
+    assert_eq!(h.queued().await.len(), 1, "one pending poll per tenant, whatever the batch holds");
+    // Graph retrying the same batch while that poll waits: it answers the retry too.
     assert_eq!(h.handle("graph-webhook", json_post(&body)).await.status, 202);
-    assert_eq!(h.queued().await.len(), 4);
+    assert_eq!(h.queued().await.len(), 1);
+    // Once the poll has started, a ring needs a poll after it: exactly one follow-up.
+    secmon::intake::coalesce::begin(&h.app, "contoso", h.app.clock.now()).await.unwrap();
+    assert_eq!(h.handle("graph-webhook", json_post(&body)).await.status, 202);
+    assert_eq!(h.handle("graph-webhook", json_post(&body)).await.status, 202);
+    assert_eq!(h.queued().await.len(), 2);
+    let slot = secmon::intake::coalesce::load(&h.app, "contoso").await.unwrap();
+    assert_eq!(
+        slot.coalesced, 6,
+        "two rings a batch (one per subscription), all but the first of each pending poll coalesced"
+    );
 }
 
 #[tokio::test]

@@ -39,6 +39,8 @@ param teamsSecretName string
 
 @description('NCRONTAB (6 fields, UTC) for the poll-alerts timer.')
 param pollSchedule string
+@description('NCRONTAB (6 fields, UTC) for the reconcile-alerts timer (keep it equal to poll.reconcile.schedule).')
+param reconcileSchedule string
 @description('Comma-separated tenant ids secmon polls.')
 param tenants string
 @description('Mailbox secmon sends mail as (Graph sendMail).')
@@ -64,6 +66,7 @@ var functionsByRole = {
   ]
   worker: [
     'poll-alerts'
+    'reconcile-alerts'
     'graph-subscriptions'
     'respond'
     'doctor'
@@ -94,6 +97,7 @@ var commonSettings = [
   { name: 'SECMON_QUEUE_URL', value: queueEndpoint }
   { name: 'SECMON_CONFIG', value: configPath }
   { name: 'SECMON_POLL_SCHEDULE', value: pollSchedule }
+  { name: 'SECMON_RECONCILE_SCHEDULE', value: reconcileSchedule }
   { name: 'SECMON_TENANTS', value: tenants }
   { name: 'SECMON_CLOSE', value: close }
   // Not a secret; the edge has it so that a config naming ${SECMON_MAIL_SENDER} loads there too.

@@ -28,13 +28,54 @@ pub struct PollConfig {
     #[serde(default = "default_stale_after", with = "super::duration")]
     #[schemars(with = "String")]
     pub stale_after: Duration,
-    /// Page size (`$top`); Graph's default applies when absent.
+    /// Page size (`$top`), 2000 when absent (the largest page production pollers ask for).
     #[serde(default)]
     pub page_size: Option<u32>,
     /// Graph's documented budget for security APIs: requests per minute per app per tenant.
     #[serde(default = "default_rpm")]
     pub max_requests_per_minute: u32,
+    /// How many tenants `poll-alerts` polls at once.
+    #[serde(default = "default_parallel_tenants")]
+    pub parallel_tenants: usize,
+    /// The most new alert versions one poll of a tenant queues. A poll that has more to do stops at a
+    /// window boundary, moves the watermark there and queues a follow-up poll behind what is already
+    /// queued, so one tenant's backlog delays another tenant's alerts by at most this many messages.
+    #[serde(default = "default_max_versions_per_poll")]
+    pub max_versions_per_poll: usize,
+    /// Reconciliation: a longer re-listing on its own schedule that catches alerts Graph made visible
+    /// after the overlap had passed them.
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
 }
+
+/// `poll.reconcile`: re-list a longer window now and then and queue what the polls missed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// NCRONTAB schedule with seconds, UTC (the `reconcile-alerts` timer); four times a day by default.
+    #[serde(default = "default_reconcile_schedule")]
+    pub schedule: String,
+    /// How far back each reconciliation lists.
+    #[serde(default = "default_reconcile_window", with = "super::duration")]
+    #[schemars(with = "String")]
+    pub window: Duration,
+}
+
+fn default_reconcile_schedule() -> String {
+    "0 17 */6 * * *".into()
+}
+fn default_reconcile_window() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self { schedule: default_reconcile_schedule(), window: default_reconcile_window() }
+    }
+}
+
+/// The page size used when `poll.page_size` is not set.
+pub const DEFAULT_PAGE_SIZE: u32 = 2000;
 
 fn default_schedule() -> String {
     "0 */5 * * * *".into()
@@ -51,6 +92,12 @@ fn default_stale_after() -> Duration {
 fn default_rpm() -> u32 {
     150
 }
+fn default_parallel_tenants() -> usize {
+    4
+}
+fn default_max_versions_per_poll() -> usize {
+    5000
+}
 
 impl Default for PollConfig {
     fn default() -> Self {
@@ -61,11 +108,19 @@ impl Default for PollConfig {
             stale_after: default_stale_after(),
             page_size: None,
             max_requests_per_minute: default_rpm(),
+            parallel_tenants: default_parallel_tenants(),
+            max_versions_per_poll: default_max_versions_per_poll(),
+            reconcile: ReconcileConfig::default(),
         }
     }
 }
 
 impl PollConfig {
+    /// The page size (`$top`) of every list request.
+    pub fn page_size(&self) -> u32 {
+        self.page_size.unwrap_or(DEFAULT_PAGE_SIZE)
+    }
+
     /// Checks the schedule parses and the numbers make sense.
     pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
         if let Err(e) = self.schedule.parse::<cron::Schedule>() {
@@ -77,8 +132,34 @@ impl PollConfig {
         if self.max_requests_per_minute == 0 {
             out.push(Issue::error(format!("{path}.max_requests_per_minute"), "must be at least 1"));
         }
-        if let Some(0) = self.page_size {
-            out.push(Issue::error(format!("{path}.page_size"), "must be at least 1"));
+        match self.page_size {
+            Some(0) => out.push(Issue::error(format!("{path}.page_size"), "must be at least 1")),
+            Some(n) if n > DEFAULT_PAGE_SIZE => out.push(Issue::warning(
+                format!("{path}.page_size"),
+                "Graph's largest page is undocumented; 2000 is the most production pollers ask for",
+            )),
+            _ => {}
+        }
+        if self.parallel_tenants == 0 {
+            out.push(Issue::error(format!("{path}.parallel_tenants"), "must be at least 1"));
+        }
+        if self.max_versions_per_poll < self.page_size() as usize {
+            out.push(Issue::error(
+                format!("{path}.max_versions_per_poll"),
+                "must be at least the page size, so that every poll makes progress",
+            ));
+        }
+        if let Err(e) = self.reconcile.schedule.parse::<cron::Schedule>() {
+            out.push(Issue::error(
+                format!("{path}.reconcile.schedule"),
+                format!("not a 6-field NCRONTAB schedule (sec min hour day month weekday): {e}"),
+            ));
+        }
+        if self.reconcile.window <= self.overlap {
+            out.push(Issue::error(
+                format!("{path}.reconcile.window"),
+                "must be longer than poll.overlap, or reconciliation finds nothing the polls would not",
+            ));
         }
     }
 }
@@ -147,6 +228,56 @@ pub struct WebhookConfig {
     #[serde(default = "default_time_limit", with = "super::duration")]
     #[schemars(with = "String")]
     pub time_limit: Duration,
+    /// Limits of the standalone HTTP server (`secmon run --listen`); the Functions host and Lambda's
+    /// Function URL keep their own.
+    #[serde(default)]
+    pub server: ServerLimits,
+}
+
+/// `webhook.server`: what one client may hold of the standalone HTTP server.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerLimits {
+    /// How long a client may take to send a request's headers (and, on a new connection, to start).
+    #[serde(default = "default_header_timeout", with = "super::duration")]
+    #[schemars(with = "String")]
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body.
+    #[serde(default = "default_body_timeout", with = "super::duration")]
+    #[schemars(with = "String")]
+    pub body_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(default = "default_idle_timeout", with = "super::duration")]
+    #[schemars(with = "String")]
+    pub idle_timeout: Duration,
+    /// The most connections open at once. At the cap a new connection closes the longest-idle one; when
+    /// none is idle, the new one is closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_connections() -> usize {
+    256
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
 }
 
 fn default_replay_window() -> Duration {
@@ -168,6 +299,7 @@ impl Default for WebhookConfig {
             replay_window: default_replay_window(),
             max_body_bytes: default_max_body(),
             time_limit: default_time_limit(),
+            server: ServerLimits::default(),
         }
     }
 }
@@ -203,6 +335,19 @@ impl WebhookConfig {
         }
         if self.max_body_bytes < 4096 || self.max_body_bytes > 16 * 1024 * 1024 {
             out.push(Issue::error(format!("{path}.max_body_bytes"), "use between 4096 and 16777216 bytes"));
+        }
+        let server = &self.server;
+        for (name, value) in [
+            ("header_timeout", server.header_timeout),
+            ("body_timeout", server.body_timeout),
+            ("idle_timeout", server.idle_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                out.push(Issue::error(format!("{path}.server.{name}"), "use at least 100ms"));
+            }
+        }
+        if server.max_connections == 0 {
+            out.push(Issue::error(format!("{path}.server.max_connections"), "must be at least 1"));
         }
         if self.time_limit < Duration::from_millis(100) {
             out.push(Issue::error(format!("{path}.time_limit"), "use at least 100ms"));

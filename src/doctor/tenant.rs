@@ -420,7 +420,9 @@ pub async fn tenant(
     out.push(clock(&t.name, date.as_deref(), now));
     if readable {
         let since = (now - chrono::Duration::days(RECENT_DAYS)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        match graph.list_alerts(&t.name, &format!("lastUpdateDateTime ge {since}")).await {
+        let query =
+            crate::graph::AlertQuery { filter: format!("lastUpdateDateTime ge {since}"), orderby: None, top: Some(1) };
+        match graph.list_alerts(&t.name, &query).await {
             Ok(page) if page.alerts.is_empty() => out.push(no_recent_alerts(&t.name)),
             Ok(_) => out.push(Check::ok(
                 format!("{}: recent alerts", t.name),

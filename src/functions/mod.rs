@@ -9,6 +9,7 @@
 //! | function | trigger | what |
 //! |---|---|---|
 //! | `poll-alerts` | timer | [`poll_alerts`]: poll every tenant |
+//! | `reconcile-alerts` | timer | [`reconcile_alerts`]: re-list a longer window, queue what the polls missed |
 //! | `graph-subscriptions` | timer | [`graph_subscriptions`]: create, renew, reauthorize subscriptions |
 //! | `respond` | queue `alerts` | [`respond`]: one queue message (an alert version, a poll, a lookup) |
 //! | `graph-webhook`, `graph-lifecycle`, `doorbell`, `health` | HTTP | [`router`]: `/api/{function}` |
@@ -43,6 +44,8 @@ pub enum Trigger {
 pub enum Function {
     /// `poll-alerts`: the polling timer.
     PollAlerts,
+    /// `reconcile-alerts`: the reconciliation timer.
+    ReconcileAlerts,
     /// `graph-subscriptions`: the subscription-keeping timer.
     GraphSubscriptions,
     /// `respond`: one message of the `alerts` queue.
@@ -61,8 +64,9 @@ pub enum Function {
 
 impl Function {
     /// Every function, timers first, then the queue, then HTTP.
-    pub const ALL: [Function; 8] = [
+    pub const ALL: [Function; 9] = [
         Function::PollAlerts,
+        Function::ReconcileAlerts,
         Function::GraphSubscriptions,
         Function::Respond,
         Function::GraphWebhook,
@@ -76,6 +80,7 @@ impl Function {
     pub fn name(self) -> &'static str {
         match self {
             Function::PollAlerts => "poll-alerts",
+            Function::ReconcileAlerts => "reconcile-alerts",
             Function::GraphSubscriptions => "graph-subscriptions",
             Function::Respond => "respond",
             Function::GraphWebhook => "graph-webhook",
@@ -94,7 +99,7 @@ impl Function {
     /// How it is triggered.
     pub fn trigger(self) -> Trigger {
         match self {
-            Function::PollAlerts | Function::GraphSubscriptions => Trigger::Timer,
+            Function::PollAlerts | Function::ReconcileAlerts | Function::GraphSubscriptions => Trigger::Timer,
             Function::Respond => Trigger::Queue,
             Function::GraphWebhook
             | Function::GraphLifecycle
@@ -161,6 +166,9 @@ pub async fn poll_alerts(app: &App, timer: Timer, now: DateTime<Utc>) -> Outcome
     let outcomes = crate::intake::poll::poll_all(app, now).await;
     for o in &outcomes {
         logs.push(match (&o.report, &o.error) {
+            (None, None) if o.coalesced.is_some() => {
+                format!("{}: coalesced ({})", o.tenant, o.coalesced.as_deref().unwrap_or_default())
+            }
             (Some(r), _) => format!(
                 "{}: {} pages, {} alerts, {} queued, watermark {} -> {}",
                 o.tenant,
@@ -179,6 +187,29 @@ pub async fn poll_alerts(app: &App, timer: Timer, now: DateTime<Utc>) -> Outcome
     }
     // Alerts that waited for a receiver's posting budget go out now if it has room again.
     logs.extend(crate::notify::deliver::flush(app).await);
+    if !outcomes.is_empty() && outcomes.iter().all(|o| o.error.is_some()) {
+        return Outcome::Retry(logs.join("; "));
+    }
+    Outcome::Done { logs, value: serde_json::to_value(&outcomes).expect("outcomes serialize") }
+}
+
+/// The timer function `reconcile-alerts`: re-lists `poll.reconcile.window` for every tenant and queues
+/// the versions the polls missed. Fails only when every tenant failed.
+pub async fn reconcile_alerts(app: &App, _timer: Timer, now: DateTime<Utc>) -> Outcome {
+    let outcomes = crate::intake::poll::reconcile_all(app, now).await;
+    let logs: Vec<String> = outcomes
+        .iter()
+        .map(|o| match (&o.report, &o.error) {
+            (Some(r), _) => {
+                format!(
+                    "{}: {} versions listed since {}, {} missing and queued",
+                    o.tenant, r.alerts_seen, r.since, r.queued
+                )
+            }
+            (None, Some(e)) => format!("{}: failed: {e}", o.tenant),
+            (None, None) => format!("{}: no result", o.tenant),
+        })
+        .collect();
     if !outcomes.is_empty() && outcomes.iter().all(|o| o.error.is_some()) {
         return Outcome::Retry(logs.join("; "));
     }
@@ -231,10 +262,15 @@ pub async fn respond(app: &App, body: &[u8], now: DateTime<Utc>) -> Outcome {
 async fn dispatch(app: &App, message: Message, now: DateTime<Utc>) -> Result<String, RespondError> {
     match message {
         Message::Poll { tenant, reason } => {
-            let report = crate::intake::poll::poll_tenant(app, &tenant, now)
+            use crate::intake::coalesce;
+            coalesce::begin(app, &tenant, now).await.map_err(|e| RespondError::Retry(format!("poll slot: {e}")))?;
+            let result = crate::intake::poll::poll_tenant(app, &tenant, now).await;
+            coalesce::finish(app, &tenant, now, result.as_ref().ok())
                 .await
                 .map_err(|e| RespondError::Retry(e.to_string()))?;
-            Ok(format!("polled {tenant} ({reason}): {} new alert versions", report.queued))
+            let report = result.map_err(|e| RespondError::Retry(e.to_string()))?;
+            let more = if report.more { "; more to do, follow-up queued" } else { "" };
+            Ok(format!("polled {tenant} ({reason}): {} new alert versions{more}", report.queued))
         }
         Message::Lookup { tenant, alert_id } => {
             let alert = app.graph.get_alert(&tenant, &alert_id).await.map_err(|e| match e.retry {

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::auth::Auth;
 use super::retry::{Buckets, Next, RetryPolicy, Sleeper, TokioSleeper, retry_after};
-use super::{AlertPage, AlertUpdate, CallStats, Graph, GraphError, Retry};
+use super::{AlertPage, AlertQuery, AlertUpdate, CallStats, Graph, GraphError, Retry};
 use crate::config::Config;
 
 /// The `Prefer` value that makes Graph send evolvable enum members as themselves.
@@ -28,7 +28,6 @@ pub struct GraphClient {
     policy: RetryPolicy,
     sleeper: Arc<dyn Sleeper>,
     buckets: Buckets,
-    page_size: Option<u32>,
     stats: Mutex<HashMap<String, CallStats>>,
 }
 
@@ -81,7 +80,6 @@ impl GraphClient {
             policy: RetryPolicy::default(),
             sleeper: Arc::new(TokioSleeper::default()),
             buckets: Buckets::new(config.poll.max_requests_per_minute),
-            page_size: config.poll.page_size,
             stats: Mutex::new(HashMap::new()),
         })
     }
@@ -303,12 +301,15 @@ impl Graph for GraphClient {
         self.auth.token_for(tenant, scope).await
     }
 
-    async fn list_alerts(&self, tenant: &str, filter: &str) -> Result<AlertPage, GraphError> {
+    async fn list_alerts(&self, tenant: &str, query: &AlertQuery) -> Result<AlertPage, GraphError> {
         let mut url = self.url(&["security", "alerts_v2"]);
         {
             let mut q = url.query_pairs_mut();
-            q.append_pair("$filter", filter);
-            if let Some(top) = self.page_size {
+            q.append_pair("$filter", &query.filter);
+            if let Some(orderby) = &query.orderby {
+                q.append_pair("$orderby", orderby);
+            }
+            if let Some(top) = query.top {
                 q.append_pair("$top", &top.to_string());
             }
         }

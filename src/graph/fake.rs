@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{AlertPage, AlertUpdate, Graph, GraphError, Retry};
+use super::{AlertPage, AlertQuery, AlertUpdate, Graph, GraphError, Retry};
 
 /// An in-memory Graph (see the module docs).
 #[derive(Default)]
@@ -192,7 +192,7 @@ impl Graph for FakeGraph {
         crate::redact::global().add(&token);
         Ok(token)
     }
-    async fn list_alerts(&self, tenant: &str, _filter: &str) -> Result<AlertPage, GraphError> {
+    async fn list_alerts(&self, tenant: &str, _query: &AlertQuery) -> Result<AlertPage, GraphError> {
         self.check("list_alerts", tenant, None)?;
         Ok(AlertPage { alerts: self.alerts.lock().unwrap().values().cloned().collect(), next_link: None })
     }

@@ -31,6 +31,17 @@ pub struct AlertPage {
     pub next_link: Option<String>,
 }
 
+/// One `GET /security/alerts_v2` request: the `$filter`, and optionally `$orderby` and `$top`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertQuery {
+    /// The `$filter` expression.
+    pub filter: String,
+    /// The `$orderby` expression (undocumented for alerts_v2; a server may refuse it with 400).
+    pub orderby: Option<String>,
+    /// The page size (`$top`).
+    pub top: Option<u32>,
+}
+
 /// The updatable properties of an alert (`PATCH /security/alerts_v2/{id}`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -104,8 +115,8 @@ mod millis {
 /// The Microsoft Graph operations secmon performs, per tenant (by tenant name).
 #[async_trait]
 pub trait Graph: Send + Sync {
-    /// First page of alerts updated at or after `since`; `next` pages come from [`Graph::next_alerts`].
-    async fn list_alerts(&self, tenant: &str, filter: &str) -> Result<AlertPage, GraphError>;
+    /// First page of the alerts `query` selects; later pages come from [`Graph::next_alerts`].
+    async fn list_alerts(&self, tenant: &str, query: &AlertQuery) -> Result<AlertPage, GraphError>;
     /// The page at an `@odata.nextLink`.
     async fn next_alerts(&self, tenant: &str, next_link: &str) -> Result<AlertPage, GraphError>;
     /// One alert.

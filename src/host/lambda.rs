@@ -7,6 +7,7 @@
 //! | `Handler` | trigger | calls |
 //! |---|---|---|
 //! | `poll-alerts` | EventBridge schedule | [`functions::poll_alerts`] |
+//! | `reconcile-alerts` | EventBridge schedule | [`functions::reconcile_alerts`] |
 //! | `graph-subscriptions` | EventBridge schedule | [`functions::graph_subscriptions`] |
 //! | `respond` | SQS (`alerts`), `ReportBatchItemFailures` | [`functions::respond`] per record |
 //! | `http` | Function URL (`lambda_http`) | [`functions::router`]: `/api/{function}` |
@@ -38,6 +39,8 @@ use crate::store::{ALERTS_QUEUE, poison_name};
 pub enum Function {
     /// `poll-alerts`: the polling timer.
     PollAlerts,
+    /// `reconcile-alerts`: the reconciliation timer.
+    ReconcileAlerts,
     /// `graph-subscriptions`: the subscription-keeping timer.
     GraphSubscriptions,
     /// `respond`: the `alerts` queue.
@@ -51,11 +54,12 @@ impl Function {
     pub fn from_handler(handler: &str) -> Result<Self, String> {
         match handler.trim() {
             "poll-alerts" => Ok(Function::PollAlerts),
+            "reconcile-alerts" => Ok(Function::ReconcileAlerts),
             "graph-subscriptions" => Ok(Function::GraphSubscriptions),
             "respond" => Ok(Function::Respond),
             "http" => Ok(Function::Http),
             other => Err(format!(
-                "_HANDLER is {other:?}; set the Lambda function's Handler to one of poll-alerts, graph-subscriptions, respond, http"
+                "_HANDLER is {other:?}; set the Lambda function's Handler to one of poll-alerts, reconcile-alerts, graph-subscriptions, respond, http"
             )),
         }
     }
@@ -64,6 +68,7 @@ impl Function {
     pub fn name(self) -> &'static str {
         match self {
             Function::PollAlerts => "poll-alerts",
+            Function::ReconcileAlerts => "reconcile-alerts",
             Function::GraphSubscriptions => "graph-subscriptions",
             Function::Respond => "respond",
             Function::Http => "http",
@@ -119,7 +124,7 @@ async fn serve(app: App, function: Function) -> Result<(), lambda_runtime::Error
             }))
             .await
         }
-        Function::PollAlerts | Function::GraphSubscriptions => {
+        Function::PollAlerts | Function::ReconcileAlerts | Function::GraphSubscriptions => {
             lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent<Value>>| {
                 let app = app.clone();
                 async move { on_schedule(&app, function, event.payload, Some(event.context.request_id)).await }
@@ -197,6 +202,7 @@ pub async fn on_schedule(
     // EventBridge; the watermark makes the next run catch up either way.
     let outcome = match function {
         Function::PollAlerts => functions::poll_alerts(app, Timer::default(), now).await,
+        Function::ReconcileAlerts => functions::reconcile_alerts(app, Timer::default(), now).await,
         Function::GraphSubscriptions => functions::graph_subscriptions(app, Timer::default(), now).await,
         other => return Err(LambdaFailure::new(&format!("{} is not a timer function", other.name()))),
     };
@@ -264,7 +270,13 @@ mod tests {
 
     #[test]
     fn handlers_name_the_functions() {
-        for f in [Function::PollAlerts, Function::GraphSubscriptions, Function::Respond, Function::Http] {
+        for f in [
+            Function::PollAlerts,
+            Function::ReconcileAlerts,
+            Function::GraphSubscriptions,
+            Function::Respond,
+            Function::Http,
+        ] {
             assert_eq!(Function::from_handler(f.name()), Ok(f));
         }
         let err = Function::from_handler("bootstrap").unwrap_err();

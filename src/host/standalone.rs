@@ -1,6 +1,11 @@
 //! Standalone mode: one process runs the scheduler, the HTTP server and the queue worker on the
 //! embedded store — the same functions the Functions host would invoke, driven from here.
 //!
+//! The HTTP server ([`serve`]) limits what one client can hold (`webhook.server`): a request's headers
+//! must arrive within `header_timeout` and its body within `body_timeout`, a connection idle for
+//! `idle_timeout` is closed, and at most `max_connections` are open; at the cap a new connection
+//! closes the longest-idle one, so idle sockets can never lock out `/api/health` or a notification.
+//!
 //! Shutdown (SIGTERM or Ctrl-C) stops the scheduler and the HTTP server, lets the message in hand
 //! finish, and exits. A message is deleted only after it was processed, so one in flight when the
 //! process dies reappears after its visibility timeout: work is repeated, never lost.
@@ -113,8 +118,13 @@ pub fn next_fire(schedule: &cron::Schedule, now: DateTime<Utc>) -> Option<DateTi
     schedule.after(&now).next()
 }
 
-/// Runs the `poll-alerts` function on its schedule until shutdown.
-async fn poll_scheduler(app: App, schedule: cron::Schedule, mut shutdown: watch::Receiver<bool>) {
+/// Runs a timer function on its schedule until shutdown.
+async fn scheduler(
+    app: App,
+    function: functions::Function,
+    schedule: cron::Schedule,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let now = app.clock.now();
         let Some(next) = next_fire(&schedule, now) else { return };
@@ -124,9 +134,13 @@ async fn poll_scheduler(app: App, schedule: cron::Schedule, mut shutdown: watch:
             _ = shutdown.changed() => return,
         }
         let now = app.clock.now();
-        let past_due = (now - next).num_seconds() > 60;
-        if let Outcome::Retry(e) = functions::poll_alerts(&app, Timer { past_due }, now).await {
-            tracing::error!("poll-alerts failed: {e}");
+        let timer = Timer { past_due: (now - next).num_seconds() > 60 };
+        let outcome = match function {
+            functions::Function::ReconcileAlerts => functions::reconcile_alerts(&app, timer, now).await,
+            _ => functions::poll_alerts(&app, timer, now).await,
+        };
+        if let Outcome::Retry(e) = outcome {
+            tracing::error!("{} failed: {e}", function.name());
         }
     }
 }
@@ -151,6 +165,9 @@ async fn subscriptions_scheduler(app: App, mut shutdown: watch::Receiver<bool>) 
 pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let schedule = cron::Schedule::from_str(&app.config.poll.schedule)
         .map_err(|e| anyhow::anyhow!("poll.schedule {:?}: {e}", app.config.poll.schedule))?;
+    let reconcile = &app.config.poll.reconcile.schedule;
+    let reconcile = cron::Schedule::from_str(reconcile)
+        .map_err(|e| anyhow::anyhow!("poll.reconcile.schedule {reconcile:?}: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let server = match listen {
@@ -161,28 +178,202 @@ pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Out
             tracing::info!("listening on http://{}", listener.local_addr()?);
             let mut rx = stop_rx.clone();
             let router = functions::router(app.clone());
+            let limits = app.config.webhook.server.clone();
+            let max_body = app.config.webhook.max_body_bytes;
             Some(tokio::spawn(async move {
                 let graceful = async move {
                     let _ = rx.wait_for(|stop| *stop).await;
                 };
-                axum::serve(listener, router).with_graceful_shutdown(graceful).await
+                serve(listener, router, Limits { server: limits, max_body }, graceful).await
             }))
         }
         None => None,
     };
-    let poller = tokio::spawn(poll_scheduler(app.clone(), schedule, stop_rx.clone()));
+    let poller = tokio::spawn(scheduler(app.clone(), functions::Function::PollAlerts, schedule, stop_rx.clone()));
+    let reconciler =
+        tokio::spawn(scheduler(app.clone(), functions::Function::ReconcileAlerts, reconcile, stop_rx.clone()));
     let subscriptions = tokio::spawn(subscriptions_scheduler(app.clone(), stop_rx.clone()));
     let worker = tokio::spawn(worker(app.clone(), stop_rx));
 
     shutdown.await;
     tracing::info!("shutting down: finishing the message in hand");
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(poller, subscriptions, worker);
+    let _ = tokio::join!(poller, reconciler, subscriptions, worker);
     if let Some(server) = server {
         server.await??;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What [`serve`] enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Timeouts and the connection cap (`webhook.server`).
+    pub server: crate::config::intake::ServerLimits,
+    /// The largest body read (`webhook.max_body_bytes`; the function answers 413 with a reason, this
+    /// is the backstop one byte above).
+    pub max_body: usize,
+}
+
+/// One open connection, as the accept loop sees it.
+struct Conn {
+    /// Requests in flight.
+    busy: std::sync::atomic::AtomicUsize,
+    /// When the last request ended (or the connection opened).
+    idle_since: std::sync::Mutex<tokio::time::Instant>,
+    /// Told to close.
+    close: tokio::sync::Notify,
+}
+
+impl Conn {
+    fn idle_for(&self) -> Option<Duration> {
+        use std::sync::atomic::Ordering;
+        (self.busy.load(Ordering::SeqCst) == 0).then(|| self.idle_since.lock().expect("conn lock").elapsed())
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, with the [`Limits`] (see the module docs).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    let conns: Arc<Mutex<BTreeMap<u64, Arc<Conn>>>> = Arc::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let limits = Arc::new(limits);
+    tokio::pin!(shutdown);
+    let mut next_id = 0u64;
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors or a connection reset before accept: wait, never spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        while tasks.try_join_next().is_some() {}
+        {
+            let mut open = conns.lock().expect("conns lock");
+            if open.len() >= limits.server.max_connections {
+                let victim =
+                    open.iter().filter_map(|(id, c)| c.idle_for().map(|idle| (idle, *id))).max().map(|(_, id)| id);
+                match victim.and_then(|id| open.remove(&id)) {
+                    Some(c) => c.close.notify_one(),
+                    None => {
+                        tracing::warn!(
+                            cap = limits.server.max_connections,
+                            "connection cap reached, none idle; refused one"
+                        );
+                        continue;
+                    }
+                }
+            }
+            next_id += 1;
+            let conn = Arc::new(Conn {
+                busy: Default::default(),
+                idle_since: Mutex::new(tokio::time::Instant::now()),
+                close: tokio::sync::Notify::new(),
+            });
+            open.insert(next_id, conn.clone());
+            let (conns, router, limits, stop) = (conns.clone(), router.clone(), limits.clone(), stop_rx.clone());
+            let id = next_id;
+            tasks.spawn(async move {
+                serve_connection(stream, router, &limits, &conn, stop).await;
+                conns.lock().expect("conns lock").remove(&id);
+            });
+        }
+    }
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    router: axum::Router,
+    limits: &Limits,
+    conn: &std::sync::Arc<Conn>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering;
+    let body_timeout = limits.server.body_timeout;
+    let max_body = limits.max_body.saturating_add(1);
+    let state = conn.clone();
+    let service = tower::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+        let (router, state) = (router.clone(), state.clone());
+        async move {
+            state.busy.fetch_add(1, Ordering::SeqCst);
+            let resp = answer(router, req, body_timeout, max_body).await;
+            *state.idle_since.lock().expect("conn lock") = tokio::time::Instant::now();
+            state.busy.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.server.header_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    let idle_timeout = limits.server.idle_timeout;
+    let idle = async {
+        loop {
+            tokio::time::sleep(idle_timeout / 4).await;
+            if conn.idle_for().is_some_and(|d| d >= idle_timeout) {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = conn.close.notified() => {}
+        () = idle => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+}
+
+/// Reads the body within `body_timeout` (408 after), then hands the request to the router.
+async fn answer(
+    router: axum::Router,
+    req: axum::http::Request<hyper::body::Incoming>,
+    body_timeout: Duration,
+    max_body: usize,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, max_body);
+    let bytes = match tokio::time::timeout(body_timeout, limited.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "the body is too large").into_response();
+        }
+        Ok(Err(_)) => return (axum::http::StatusCode::BAD_REQUEST, "the body could not be read").into_response(),
+        Err(_) => {
+            return (
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {body_timeout:?}"),
+            )
+                .into_response();
+        }
+    };
+    let req = axum::http::Request::from_parts(parts, axum::body::Body::from(bytes));
+    match router.oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -1,7 +1,7 @@
 //! Health of the poll, per tenant, and the dead man's switch.
 //!
 //! Every poll writes `health/{tenant}` (JSON [`Health`]): the last attempt, the last success, the last
-//! error. `secmon status` and `GET /api/health` report it ([`status`], [`http`]). A tenant whose last
+//! error; every reconciliation writes when it ran and how many versions it found missing. `secmon status` and `GET /api/health` report it ([`status`], [`http`]). A tenant whose last
 //! successful poll (or, if it never had one, its first attempt) is older than `poll.stale_after` is
 //! unhealthy, and [`check_stale`] raises it as an alert on the queue: one synthetic alerts_v2-shaped
 //! alert per tenant per stale period, with the id `secmon-health-{tenant}-{yyyymmddHH}`. Ids that
@@ -37,6 +37,12 @@ pub struct Health {
     pub last_alarm: Option<DateTime<Utc>>,
     /// Alert versions queued by the last successful poll.
     pub last_queued: Option<usize>,
+    /// The last successful reconciliation.
+    pub last_reconciled: Option<DateTime<Utc>>,
+    /// Versions the last successful reconciliation found missing (and queued).
+    pub reconcile_missing: Option<usize>,
+    /// The error of the last reconciliation, if it failed.
+    pub reconcile_error: Option<String>,
 }
 
 impl Health {
@@ -99,6 +105,22 @@ pub async fn record(app: &App, tenant: &str, now: DateTime<Utc>, result: &Result
     .await;
     if let Err(e) = written {
         tracing::error!(tenant, "could not record poll health: {e}");
+    }
+}
+
+/// Records a reconciliation's outcome (logged, not returned, like [`record`]).
+pub async fn record_reconcile(app: &App, tenant: &str, now: DateTime<Utc>, result: &Result<PollReport, PollError>) {
+    let written = update(app, tenant, |h| match result {
+        Ok(r) => {
+            h.last_reconciled = Some(now);
+            h.reconcile_missing = Some(r.queued);
+            h.reconcile_error = None;
+        }
+        Err(e) => h.reconcile_error = Some(e.message.clone()),
+    })
+    .await;
+    if let Err(e) = written {
+        tracing::error!(tenant, "could not record reconciliation health: {e}");
     }
 }
 
@@ -183,6 +205,14 @@ pub struct TenantStatus {
     pub consecutive_failures: u32,
     /// The tenant's watermark.
     pub watermark: Option<DateTime<Utc>>,
+    /// The last successful reconciliation.
+    pub last_reconciled: Option<DateTime<Utc>>,
+    /// Versions it found missing; more than zero means `poll.overlap` is too small.
+    pub reconcile_missing: Option<usize>,
+    /// The error of the last reconciliation, if it failed.
+    pub reconcile_error: Option<String>,
+    /// Poll requests (doorbells, timers) answered by a poll already pending.
+    pub polls_coalesced: u64,
 }
 
 /// The health of every tenant.
@@ -208,6 +238,7 @@ pub async fn status(app: &App, now: DateTime<Utc>) -> Result<Status, StoreError>
             .await?
             .and_then(|v| serde_json::from_slice::<Watermark>(&v.value).ok())
             .map(|w| w.watermark);
+        let slot = super::coalesce::load(app, &t.name).await?;
         tenants.push(TenantStatus {
             tenant: t.name.clone(),
             healthy: health.last_success.is_some_and(|s| now - s < period),
@@ -217,6 +248,10 @@ pub async fn status(app: &App, now: DateTime<Utc>) -> Result<Status, StoreError>
             last_error: health.last_error,
             consecutive_failures: health.consecutive_failures,
             watermark,
+            last_reconciled: health.last_reconciled,
+            reconcile_missing: health.reconcile_missing,
+            reconcile_error: health.reconcile_error,
+            polls_coalesced: slot.coalesced,
         });
     }
     Ok(Status { healthy: tenants.iter().all(|t| t.healthy), stale_after_seconds: period.num_seconds(), tenants })

@@ -1,4 +1,5 @@
-//! How alerts come in: [`poll`] (the timer, with its [`health`]), [`webhook`] (Graph change notifications and doorbells),
+//! How alerts come in: [`poll`] (the timer, with its [`health`], and reconciliation), [`webhook`] (Graph
+//! change notifications and doorbells), [`coalesce`] (at most one pending poll per tenant),
 //! [`subscriptions`] (keeping Graph subscriptions alive). Both paths end in a [`Message`] on the queue.
 //! [`http`] holds the host-neutral request and response the HTTP stages take and give.
 
@@ -7,6 +8,7 @@ use serde_json::Value;
 
 use crate::store::{Queue, Store, StoreError};
 
+pub mod coalesce;
 pub mod health;
 pub mod http;
 pub mod poll;

@@ -2,37 +2,75 @@
 //! watermark with compare-and-swap.
 //!
 //! Graph has no change notifications for `alerts_v2`, so this poll is secmon's backbone. Per tenant:
-//! 1. read the watermark and the window of versions already queued;
-//! 2. `GET /security/alerts_v2?$filter=lastUpdateDateTime ge {watermark − overlap}` and follow
-//!    `@odata.nextLink`, one page in memory at a time;
-//! 3. queue every alert version (`id` + `lastUpdateDateTime` as Graph wrote it) not queued before;
-//! 4. only then save the window and advance the watermark (compare-and-swap).
+//! 1. read the watermark; the walk covers `lastUpdateDateTime ≥ watermark − overlap`;
+//! 2. list that range as **windows that each fit in one page** (below), oldest window first;
+//! 3. for every window, claim its versions in the seen window (compare-and-swap), queue the ones this
+//!    poll claimed, and mark them queued (compare-and-swap again);
+//! 4. only then advance the watermark (compare-and-swap, forward only, never past `now`).
+//!
+//! **Why windows.** Offset paging over a set that changes between pages skips items (an update moves an
+//! alert, every later item shifts by one; `../shared` research notes, "Paging under change"), and the
+//! docs promise no order. One response without `@odata.nextLink` is a consistent snapshot whatever the
+//! order, so a window counts as listed only when one page covered it. A window that does not fit is
+//! split and its halves are listed again; the page that did not fit only chooses the split point:
+//! sorted ascending (we ask `$orderby=lastUpdateDateTime asc`), everything before its last second fits;
+//! sorted descending (Graph's documented default), everything after its first second fits; in any other
+//! order, the middle. A server that refuses `$orderby` (400) is asked again without it, and the refusal
+//! is remembered in `paging/{tenant}` for [`ORDERBY_RETRY_AFTER`]. Only a window one second wide
+//! with more alerts than a page is walked by `nextLink`, then listed again until a pass finds nothing
+//! new; reconciliation (below) covers what that could still miss.
+//!
+//! **Why claims in the seen window.** Two polls of one tenant (a timer and a doorbell, two instances)
+//! must not both queue a version: each window's versions are claimed in `seen/{tenant}/window` under a
+//! lease before they are sent, so the second poll skips them; a claim whose poll died expires and is
+//! taken again (work repeated, never skipped). A poll never moves the watermark past a version another
+//! poll still holds.
+//!
+//! **Why a cap.** A poll queues at most `poll.max_versions_per_poll` new versions; with more to do it
+//! stops at a window boundary, moves the watermark there and asks for a follow-up poll, which queues
+//! behind everything already queued, so one tenant's backfill cannot hold another tenant's alerts back
+//! by more than that many messages.
+//!
+//! **Reconciliation** ([`reconcile_tenant`], the `reconcile-alerts` timer) lists `poll.reconcile.window`
+//! back from now with the same walk and queues every version the seen window does not hold: alerts
+//! Graph made visible after the overlap had passed them. It counts them in the health record; a
+//! non-zero count means the overlap is too small.
 //!
 //! A crash anywhere before step 4 leaves the old watermark, so the next poll lists the same alerts
-//! again: work is repeated, never skipped. The overlap re-reads alerts whose `lastUpdateDateTime`
-//! lands late (Graph's clock and indexing are not ours); the window keeps those repeats off the queue.
-//! The watermark is the newest `lastUpdateDateTime` seen, never later than our `now` (a future
-//! timestamp must not make us skip) and never moving backwards.
+//! again: work is repeated, never skipped. The watermark is the newest `lastUpdateDateTime` listed,
+//! never later than our `now` (a version written during the walk carries a later time, so the
+//! watermark never passes a version that was not listed) and never moving backwards.
 //!
 //! Store keys:
 //! - `watermark/{tenant}`: `{"watermark": RFC 3339, "updated": RFC 3339}`;
-//! - `seen/{tenant}/window`: `{"versions": {"{id}\u001f{lastUpdateDateTime}": instant}}`, the
-//!   versions queued whose instant is at or after `watermark − overlap` (older ones can no longer be
-//!   listed, so forgetting them costs nothing);
+//! - `seen/{tenant}/window`: `{"versions": {"{id}\u001f{lastUpdateDateTime}": instant}, "queueing": {…}}`,
+//!   the versions queued whose instant is within the overlap or the reconciliation window, whichever
+//!   is longer, before the watermark (older ones can no longer be listed), and the claims of versions
+//!   being queued;
+//! - `paging/{tenant}`: `{"orderby_refused_until": RFC 3339}`;
 //! - `health/{tenant}`: see [`super::health`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::app::App;
-use crate::graph::Retry;
+use crate::graph::{AlertPage, AlertQuery, GraphError, Retry};
 use crate::intake::Message;
 use crate::store::{self, Change, StoreError, Versioned, keys};
 
-pub use crate::config::intake::PollConfig;
+pub use crate::config::intake::{PollConfig, ReconcileConfig};
+
+/// How long a refused `$orderby` is not sent again to that tenant.
+pub const ORDERBY_RETRY_AFTER: Duration = Duration::hours(6);
+/// How long a poll holds its claim on the versions it is queueing.
+pub const QUEUEING_LEASE: Duration = Duration::minutes(5);
+/// The order asked for: a hint for splitting windows, never trusted for completeness.
+pub const ORDERBY: &str = "lastUpdateDateTime asc";
+/// How many more times a one-second window that needs `nextLink` is listed, until a pass finds nothing new.
+const DENSE_PASSES: usize = 3;
 
 /// What one poll of one tenant did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -41,12 +79,20 @@ pub struct PollReport {
     pub tenant: String,
     /// Pages read.
     pub pages: usize,
-    /// Alert versions listed by Graph (repeats included).
+    /// Windows listed whole (each by one page, or by a dense walk).
+    pub windows: usize,
+    /// Windows that did not fit in one page and were split.
+    pub splits: usize,
+    /// Alert versions listed by Graph in the windows (repeats included).
     pub alerts_seen: usize,
     /// New alert versions queued.
     pub queued: usize,
-    /// Versions skipped because they were queued before.
+    /// Versions skipped because they were queued before (or are being queued by another poll).
     pub already_queued: usize,
+    /// The poll stopped at `poll.max_versions_per_poll` and asked for a follow-up poll.
+    pub more: bool,
+    /// Whether `$orderby` was sent (false when the tenant's Graph refused it).
+    pub orderby: bool,
     /// The `$filter` lower bound used.
     pub since: String,
     /// Watermark before the poll (`None` on a tenant's first poll).
@@ -85,6 +131,10 @@ impl PollError {
     fn store(tenant: &str, what: &str, e: StoreError) -> Self {
         Self::new(tenant, format!("{what}: {e}"), Retry::Retryable)
     }
+
+    fn graph(tenant: &str, e: GraphError) -> Self {
+        Self::new(tenant, e.to_string(), e.retry)
+    }
 }
 
 /// How far a poll or backfill has come, for a progress bar.
@@ -96,8 +146,8 @@ pub struct Progress {
     pub alerts_seen: usize,
     /// Versions queued so far.
     pub queued: usize,
-    /// The oldest `lastUpdateDateTime` seen so far (pages come most recent first).
-    pub oldest: Option<DateTime<Utc>>,
+    /// The newest `lastUpdateDateTime` listed so far (windows are listed oldest first).
+    pub newest: Option<DateTime<Utc>>,
 }
 
 /// The stored watermark of a tenant.
@@ -109,11 +159,39 @@ pub struct Watermark {
     pub updated: DateTime<Utc>,
 }
 
-/// The versions queued recently, keyed `{id}\u{1f}{lastUpdateDateTime as written}`.
+/// The versions queued recently, keyed `{id}\u{1f}{lastUpdateDateTime as written}`, and the claims of
+/// versions being queued.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SeenWindow {
     /// Version key → the instant used to forget it.
     pub versions: BTreeMap<String, DateTime<Utc>>,
+    /// Version key → the poll queueing it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub queueing: BTreeMap<String, Queueing>,
+    /// Every version queued with an instant at or after this is in `versions` (absent in windows
+    /// written before reconciliation existed; they held the overlap only). Reconciliation starts here,
+    /// so it never counts as missing what was queued before the window remembered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// A poll's claim on a version it is queueing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Queueing {
+    /// The poll (a random token per walk).
+    pub by: String,
+    /// When the claim lapses if the poll never marks the version queued.
+    pub until: DateTime<Utc>,
+    /// The version's instant.
+    pub at: DateTime<Utc>,
+}
+
+/// What the tenant's Graph accepts in a list request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Paging {
+    /// `$orderby` answered 400; not sent again before this time.
+    pub orderby_refused_until: Option<DateTime<Utc>>,
 }
 
 /// An alert version's dedupe key and its instant, if `lastUpdateDateTime` parses.
@@ -135,19 +213,89 @@ pub fn version_key(alert: &Value) -> (String, Option<DateTime<Utc>>) {
     (key, instant)
 }
 
+fn fmt_filter_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// The `$filter` for alerts updated at or after `since` (floored to the second: Graph's filter is
 /// compared against times with more precision, and a lower bound may only err early).
 pub fn filter_since(since: DateTime<Utc>) -> String {
-    format!("lastUpdateDateTime ge {}", since.format("%Y-%m-%dT%H:%M:%SZ"))
+    format!("lastUpdateDateTime ge {}", fmt_filter_time(since))
 }
 
-fn overlap(app: &App) -> chrono::Duration {
-    chrono::Duration::from_std(app.config.poll.overlap).unwrap_or(chrono::Duration::zero())
+fn floor_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(Duration::seconds(1)).unwrap_or(t)
+}
+
+/// One window of the walk: `lo ≤ lastUpdateDateTime < hi`, whole seconds, open above when `hi` is `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Lower bound, inclusive.
+    pub lo: DateTime<Utc>,
+    /// Upper bound, exclusive.
+    pub hi: Option<DateTime<Utc>>,
+}
+
+impl Window {
+    /// The window's `$filter`.
+    pub fn filter(&self) -> String {
+        match self.hi {
+            None => filter_since(self.lo),
+            Some(hi) => format!("{} and lastUpdateDateTime lt {}", filter_since(self.lo), fmt_filter_time(hi)),
+        }
+    }
+
+    /// Splits a window whose first page (`alerts`) did not hold it all, into two or three windows, oldest
+    /// first. The page only chooses the points: sorted ascending, everything before its last second
+    /// fitted; sorted descending (Graph's default), everything after its first second fitted, and the
+    /// rest is halved (a walk goes oldest first, so peeling one page at a time off the top would cost a
+    /// request per page for every poll of a backlog); in any other order, the middle (of `lo` and `now`,
+    /// for the open window). `None` when the window is one second wide.
+    pub fn split(&self, alerts: &[Value], now: DateTime<Utc>) -> Option<Vec<Window>> {
+        let times: Vec<DateTime<Utc>> = alerts.iter().filter_map(|a| version_key(a).1).collect();
+        let inside =
+            |s: DateTime<Utc>, lo: DateTime<Utc>, hi: Option<DateTime<Utc>>| s > lo && hi.is_none_or(|h| s < h);
+        let cut = |points: &[DateTime<Utc>]| {
+            let mut bounds = vec![self.lo];
+            bounds.extend_from_slice(points);
+            let mut out: Vec<Window> = bounds.windows(2).map(|b| Window { lo: b[0], hi: Some(b[1]) }).collect();
+            out.push(Window { lo: *bounds.last().expect("not empty"), hi: self.hi });
+            out
+        };
+        let middle = |lo: DateTime<Utc>, hi: DateTime<Utc>| floor_second(lo + (hi - lo) / 2);
+        if let (Some(min), Some(max)) = (times.iter().min(), times.iter().max()) {
+            let ascending = times.windows(2).all(|p| p[0] <= p[1]);
+            let descending = times.windows(2).all(|p| p[0] >= p[1]);
+            let s = floor_second(*max);
+            if ascending && inside(s, self.lo, self.hi) {
+                return Some(cut(&[s]));
+            }
+            let s = floor_second(*min) + Duration::seconds(1);
+            if descending && inside(s, self.lo, self.hi) {
+                let mid = middle(self.lo, s);
+                return Some(if inside(mid, self.lo, Some(s)) { cut(&[mid, s]) } else { cut(&[s]) });
+            }
+        }
+        let top = times.iter().max().copied().unwrap_or(now).max(now);
+        let hi = self.hi.unwrap_or(floor_second(top) + Duration::seconds(1));
+        let mid = middle(self.lo, hi);
+        inside(mid, self.lo, self.hi).then(|| cut(&[mid]))
+    }
+}
+
+fn overlap(app: &App) -> Duration {
+    Duration::from_std(app.config.poll.overlap).unwrap_or(Duration::zero())
+}
+
+/// How long queued versions are remembered: the overlap or the reconciliation window, the longer.
+fn retention(app: &App) -> Duration {
+    let reconcile = Duration::from_std(app.config.poll.reconcile.window).unwrap_or(Duration::days(1));
+    overlap(app).max(reconcile)
 }
 
 /// Polls one tenant and records the outcome in its health record.
 pub async fn poll_tenant(app: &App, tenant: &str, now: DateTime<Utc>) -> Result<PollReport, PollError> {
-    let result = walk(app, tenant, None, now, &|_| {}).await;
+    let result = walk(app, tenant, Walk::Poll, now, &|_| {}).await;
     super::health::record(app, tenant, now, &result).await;
     if let Ok(r) = &result {
         crate::metrics::count(crate::metrics::Counter::AlertsPulled, tenant, r.queued as u64);
@@ -165,15 +313,41 @@ pub async fn backfill(
     now: DateTime<Utc>,
     progress: &(dyn Fn(&Progress) + Send + Sync),
 ) -> Result<PollReport, PollError> {
-    let result = walk(app, tenant, Some(since), now, progress).await;
+    let result = walk(app, tenant, Walk::Backfill(since), now, progress).await;
     super::health::record(app, tenant, now, &result).await;
     result
+}
+
+/// Re-lists `poll.reconcile.window` back from `now` and queues every version not queued before; the
+/// watermark does not move. Records when it ran and how many versions it found missing.
+pub async fn reconcile_tenant(app: &App, tenant: &str, now: DateTime<Utc>) -> Result<PollReport, PollError> {
+    let window = Duration::from_std(app.config.poll.reconcile.window).unwrap_or(Duration::days(1));
+    let result = walk(app, tenant, Walk::Reconcile(now - window), now, &|_| {}).await;
+    match &result {
+        Ok(r) if r.queued > 0 => tracing::warn!(
+            tenant,
+            missing = r.queued,
+            "reconciliation found alert versions the polls had missed; poll.overlap is too small for this tenant"
+        ),
+        Ok(r) => tracing::info!(tenant, listed = r.alerts_seen, "reconciliation found nothing missing"),
+        Err(e) => tracing::error!(tenant, "reconciliation failed: {e}"),
+    }
+    super::health::record_reconcile(app, tenant, now, &result).await;
+    result
+}
+
+/// What a walk is for.
+#[derive(Debug, Clone, Copy)]
+enum Walk {
+    Poll,
+    Backfill(DateTime<Utc>),
+    Reconcile(DateTime<Utc>),
 }
 
 async fn walk(
     app: &App,
     tenant: &str,
-    since: Option<DateTime<Utc>>,
+    kind: Walk,
     now: DateTime<Utc>,
     progress: &(dyn Fn(&Progress) + Send + Sync),
 ) -> Result<PollReport, PollError> {
@@ -200,92 +374,66 @@ async fn walk(
             Some(wm.watermark)
         }
     };
-    let seen_key = keys::seen(tenant);
-    let old_seen: SeenWindow =
-        match store.get(&seen_key).await.map_err(|e| PollError::store(tenant, "read the seen window", e))? {
-            None => SeenWindow::default(),
-            Some(v) => serde_json::from_slice(&v.value).unwrap_or_else(|e| {
-                // Forgetting what was queued only repeats work; it never skips an alert.
-                tracing::warn!(tenant, "seen window unreadable ({e}); alerts in the overlap may be queued again");
-                SeenWindow::default()
-            }),
-        };
-
-    let first_lookback =
-        chrono::Duration::from_std(app.config.poll.first_lookback).unwrap_or(chrono::Duration::days(1));
-    let lower = match (since, old) {
-        (Some(s), _) => s,
-        (None, Some(wm)) => wm - overlap,
-        (None, None) => now - first_lookback,
-    };
-    let mut report = PollReport {
-        tenant: tenant.to_string(),
-        since: lower.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        watermark_before: old.map(|w| w.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-        ..Default::default()
-    };
-
-    let mut fresh: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-    let mut newest: Option<DateTime<Utc>> = None;
-    let mut prune_at = 1024;
-    let mut prog = Progress::default();
-    let graph_err = |e: crate::graph::GraphError| PollError::new(tenant, e.to_string(), e.retry);
-    let mut page = app.graph.list_alerts(tenant, &filter_since(lower)).await.map_err(graph_err)?;
-    loop {
-        report.pages += 1;
-        for alert in std::mem::take(&mut page.alerts) {
-            report.alerts_seen += 1;
-            let (key, instant) = version_key(&alert);
-            if let Some(t) = instant {
-                newest = newest.max(Some(t));
-                prog.oldest = Some(prog.oldest.map_or(t, |o| o.min(t)));
-            }
-            if old_seen.versions.contains_key(&key) || fresh.contains_key(&key) {
-                report.already_queued += 1;
-                continue;
-            }
-            if instant.is_none() {
-                tracing::error!(tenant, key, "alert without a readable id or lastUpdateDateTime; queued as is");
-            }
-            Message::Alert { tenant: tenant.to_string(), alert }
-                .send(store, app.queue.as_ref())
+    let first_lookback = Duration::from_std(app.config.poll.first_lookback).unwrap_or(Duration::days(1));
+    let remembered = match kind {
+        Walk::Reconcile(_) => {
+            let seen = store
+                .get(&keys::seen(tenant))
                 .await
-                .map_err(|e| PollError::store(tenant, "queue an alert", e))?;
-            report.queued += 1;
-            fresh.insert(key, instant.unwrap_or(now));
+                .map_err(|e| PollError::store(tenant, "read the seen window", e))?;
+            // A window written before `since` existed held the overlap behind the watermark only.
+            seen.map(|v| parse_window(tenant, Some(&v.value))).and_then(|w| w.since.or(old.map(|o| o - overlap)))
         }
-        // Keep memory flat on long walks: versions older than the newest seen minus the overlap
-        // will be below the next poll's lower bound, so they need not be remembered.
-        if fresh.len() > prune_at
-            && let Some(n) = newest
-        {
-            fresh.retain(|_, t| *t >= n.min(now) - overlap);
-            prune_at = (fresh.len() * 2).max(1024);
-        }
-        prog.pages = report.pages;
-        prog.alerts_seen = report.alerts_seen;
-        prog.queued = report.queued;
-        progress(&prog);
-        let Some(next) = page.next_link.take() else { break };
-        page = app.graph.next_alerts(tenant, &next).await.map_err(graph_err)?;
-    }
-
-    // Everything listed is queued: now the watermark may move (forward only, never past `now`).
-    let candidate = newest.map(|n| n.min(now));
-    let new_wm = match (old, candidate) {
-        (Some(o), Some(c)) => o.max(c),
-        (Some(o), None) => o,
-        (None, Some(c)) => c,
-        (None, None) => lower,
+        _ => None,
     };
-    let cutoff = new_wm - overlap;
-    let mut window = old_seen;
-    window.versions.extend(fresh);
-    window.versions.retain(|_, t| *t >= cutoff);
-    let bytes = serde_json::to_vec(&window).expect("windows serialize");
-    store.put(&seen_key, &bytes).await.map_err(|e| PollError::store(tenant, "save the seen window", e))?;
-    let written = advance(app, tenant, stored, new_wm, now).await?;
-    report.watermark_after = Some(written.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+    let lower = match (kind, old) {
+        (Walk::Reconcile(s), _) => remembered.map_or(s, |r| r.max(s)),
+        (Walk::Backfill(s), _) => s,
+        (Walk::Poll, Some(wm)) => wm - overlap,
+        (Walk::Poll, None) => now - first_lookback,
+    };
+    let cap = matches!(kind, Walk::Poll).then_some(app.config.poll.max_versions_per_poll.max(1));
+    let mut lister = Lister {
+        app,
+        tenant,
+        now,
+        holder: uuid::Uuid::new_v4().to_string(),
+        orderby: orderby_allowed(app, tenant, now).await?,
+        floor_base: old,
+        lower: floor_second(lower),
+        retention: retention(app),
+        report: PollReport {
+            tenant: tenant.to_string(),
+            since: floor_second(lower).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            watermark_before: old.map(|w| w.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            ..Default::default()
+        },
+        newest: None,
+        held: None,
+        progress,
+    };
+    let stopped_at = lister.list(floor_second(lower), cap).await?;
+    let Lister { mut report, newest, held, .. } = lister;
+    report.more = stopped_at.is_some();
+
+    if !matches!(kind, Walk::Reconcile(_)) {
+        // Everything listed is queued: now the watermark may move (forward only, never past `now`, never
+        // past where a capped poll stopped, never past a version another poll is still queueing).
+        let mut candidate = stopped_at.or(newest).map(|n| n.min(now));
+        if let (Some(c), Some(h)) = (candidate, held) {
+            candidate = Some(c.min(h));
+        }
+        let new_wm = match (old, candidate) {
+            (Some(o), Some(c)) => o.max(c),
+            (Some(o), None) => o,
+            (None, Some(c)) => c,
+            (None, None) => floor_second(lower),
+        };
+        let written = advance(app, tenant, stored, new_wm, now).await?;
+        report.watermark_after = Some(written.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+    } else {
+        report.watermark_after = report.watermark_before.clone();
+    }
 
     let stats = app.graph.call_stats(tenant);
     report.requests = stats.requests - stats_before.requests;
@@ -294,6 +442,246 @@ async fn walk(
     report.throttled_wait_ms = (stats.throttled_wait.saturating_sub(stats_before.throttled_wait)).as_millis() as u64;
     report.budget_waits = stats.budget_waits - stats_before.budget_waits;
     Ok(report)
+}
+
+/// Whether `$orderby` may be sent to the tenant's Graph (it has not refused it lately).
+async fn orderby_allowed(app: &App, tenant: &str, now: DateTime<Utc>) -> Result<bool, PollError> {
+    let stored = app
+        .store
+        .get(&keys::paging(tenant))
+        .await
+        .map_err(|e| PollError::store(tenant, "read the paging record", e))?;
+    let paging: Paging = stored.and_then(|v| serde_json::from_slice(&v.value).ok()).unwrap_or_default();
+    Ok(paging.orderby_refused_until.is_none_or(|until| until <= now))
+}
+
+/// One walk over a range: the windows still to list, the claims, the counters.
+struct Lister<'a> {
+    app: &'a App,
+    tenant: &'a str,
+    now: DateTime<Utc>,
+    holder: String,
+    orderby: bool,
+    floor_base: Option<DateTime<Utc>>,
+    lower: DateTime<Utc>,
+    retention: Duration,
+    report: PollReport,
+    newest: Option<DateTime<Utc>>,
+    held: Option<DateTime<Utc>>,
+    progress: &'a (dyn Fn(&Progress) + Send + Sync),
+}
+
+impl Lister<'_> {
+    /// Lists `[lower, ∞)` window by window, oldest first. Returns where it stopped when `cap` new
+    /// versions were queued with windows left (everything before that point is listed and queued).
+    async fn list(&mut self, lower: DateTime<Utc>, cap: Option<usize>) -> Result<Option<DateTime<Utc>>, PollError> {
+        let mut pending = VecDeque::from([Window { lo: lower, hi: None }]);
+        while let Some(window) = pending.pop_front() {
+            let page = self.first_page(&window).await?;
+            if page.next_link.is_none() {
+                self.take(page.alerts).await?;
+                self.report.windows += 1;
+            } else if let Some(parts) = window.split(&page.alerts, self.now) {
+                self.report.splits += 1;
+                for part in parts.into_iter().rev() {
+                    pending.push_front(part);
+                }
+                continue;
+            } else {
+                self.dense(&window, page).await?;
+                self.report.windows += 1;
+            }
+            if let (Some(cap), Some(next)) = (cap, pending.front())
+                && self.report.queued >= cap
+            {
+                return Ok(Some(next.lo));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first page of a window, with `$orderby` unless the tenant's Graph refuses it.
+    async fn first_page(&mut self, window: &Window) -> Result<AlertPage, PollError> {
+        let top = Some(self.app.config.poll.page_size());
+        let query =
+            |orderby: bool| AlertQuery { filter: window.filter(), orderby: orderby.then(|| ORDERBY.to_string()), top };
+        self.report.pages += 1;
+        self.report.orderby = self.orderby;
+        match self.app.graph.list_alerts(self.tenant, &query(self.orderby)).await {
+            Err(e) if self.orderby && e.status == Some(400) => {
+                let plain = self.app.graph.list_alerts(self.tenant, &query(false)).await;
+                let page = plain.map_err(|e| PollError::graph(self.tenant, e))?;
+                tracing::warn!(tenant = self.tenant, "Graph refused $orderby ({e}); listing without it");
+                self.orderby = false;
+                self.report.orderby = false;
+                self.remember_refusal().await;
+                Ok(page)
+            }
+            other => other.map_err(|e| PollError::graph(self.tenant, e)),
+        }
+    }
+
+    async fn remember_refusal(&self) {
+        let until = self.now + ORDERBY_RETRY_AFTER;
+        let record = serde_json::to_vec(&Paging { orderby_refused_until: Some(until) }).expect("serializes");
+        let written =
+            store::update(self.app.store.as_ref(), &keys::paging(self.tenant), |_| Change::Put(record.clone(), ()))
+                .await;
+        if let Err(e) = written {
+            // Only costs a refused request on the next poll.
+            tracing::warn!(tenant = self.tenant, "could not remember the $orderby refusal: {e}");
+        }
+    }
+
+    /// A one-second window with more alerts than a page: follow `nextLink`, then list it again until a
+    /// pass finds nothing new.
+    async fn dense(&mut self, window: &Window, first: AlertPage) -> Result<(), PollError> {
+        tracing::warn!(
+            tenant = self.tenant,
+            filter = window.filter(),
+            "more alerts in one second than fit in a page; walking it by nextLink"
+        );
+        let mut page = first;
+        for pass in 0..=DENSE_PASSES {
+            let mut found = 0;
+            loop {
+                found += self.take(std::mem::take(&mut page.alerts)).await?;
+                let Some(next) = page.next_link.take() else { break };
+                self.report.pages += 1;
+                page = self
+                    .app
+                    .graph
+                    .next_alerts(self.tenant, &next)
+                    .await
+                    .map_err(|e| PollError::graph(self.tenant, e))?;
+            }
+            if found == 0 || pass == DENSE_PASSES {
+                if found > 0 {
+                    tracing::warn!(
+                        tenant = self.tenant,
+                        "a dense window still changes; reconciliation will look again"
+                    );
+                }
+                return Ok(());
+            }
+            page = self.first_page(window).await?;
+        }
+        Ok(())
+    }
+
+    /// Claims, queues and marks queued the versions of one listed page; returns how many it queued.
+    async fn take(&mut self, alerts: Vec<Value>) -> Result<usize, PollError> {
+        let (app, tenant, now) = (self.app, self.tenant, self.now);
+        let mut candidates = Vec::with_capacity(alerts.len());
+        for alert in alerts {
+            let (key, instant) = version_key(&alert);
+            if let Some(t) = instant {
+                self.newest = self.newest.max(Some(t));
+            }
+            if instant.is_none() {
+                tracing::error!(tenant, key, "alert without a readable id or lastUpdateDateTime; queued as is");
+            }
+            candidates.push((key, instant.unwrap_or(now), alert));
+        }
+        self.report.alerts_seen += candidates.len();
+        // Forget versions that no later listing can reach (memory and bytes stay flat on long walks).
+        let newest = self.newest.unwrap_or(now).min(now);
+        let floor = self.floor_base.map_or(newest, |o| o.min(newest)) - self.retention;
+        let (holder, lower) = (self.holder.clone(), self.lower);
+        let claimed = store::update(app.store.as_ref(), &keys::seen(tenant), |current| {
+            let mut w = parse_window(tenant, current);
+            let before = (w.versions.len(), w.queueing.len(), w.since);
+            // A window without `since` holds what its polls queued from this walk's lower bound on.
+            w.since = Some(w.since.unwrap_or(lower).max(floor));
+            w.versions.retain(|_, t| *t >= floor);
+            w.queueing.retain(|_, q| q.until > now);
+            let mut take = Vec::new();
+            let mut held: Option<DateTime<Utc>> = None;
+            for (i, (key, at, _)) in candidates.iter().enumerate() {
+                if w.versions.contains_key(key) {
+                    continue;
+                }
+                match w.queueing.get(key) {
+                    Some(q) if q.by != holder => held = Some(held.map_or(*at, |h| h.min(*at))),
+                    _ => {
+                        take.push(i);
+                        let claim = Queueing { by: holder.clone(), until: now + QUEUEING_LEASE, at: *at };
+                        w.queueing.insert(key.clone(), claim);
+                    }
+                }
+            }
+            if take.is_empty() && before == (w.versions.len(), w.queueing.len(), w.since) {
+                return Change::Keep((take, held));
+            }
+            Change::Put(serde_json::to_vec(&w).expect("windows serialize"), (take, held))
+        })
+        .await
+        .map_err(|e| PollError::store(tenant, "claim versions in the seen window", e))?;
+        let (take, held) = claimed;
+        if let Some(h) = held {
+            self.held = Some(self.held.map_or(h, |o| o.min(h)));
+        }
+        self.report.already_queued += candidates.len() - take.len();
+        let mut sent = Vec::with_capacity(take.len());
+        let mut failure = None;
+        for i in take.iter().copied() {
+            let (key, at, alert) = &candidates[i];
+            match (Message::Alert { tenant: tenant.to_string(), alert: alert.clone() })
+                .send(app.store.as_ref(), app.queue.as_ref())
+                .await
+            {
+                Ok(()) => sent.push((key.clone(), *at)),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        self.settle(&sent, &take.iter().map(|i| candidates[*i].0.clone()).collect::<Vec<_>>()).await?;
+        self.report.queued += sent.len();
+        let prog = Progress {
+            pages: self.report.pages,
+            alerts_seen: self.report.alerts_seen,
+            queued: self.report.queued,
+            newest: self.newest,
+        };
+        (self.progress)(&prog);
+        match failure {
+            Some(e) => Err(PollError::store(tenant, "queue an alert", e)),
+            None => Ok(sent.len()),
+        }
+    }
+
+    /// Marks `sent` queued and gives back the claims of the rest of `claimed`.
+    async fn settle(&self, sent: &[(String, DateTime<Utc>)], claimed: &[String]) -> Result<(), PollError> {
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        store::update(self.app.store.as_ref(), &keys::seen(self.tenant), |current| {
+            let mut w = parse_window(self.tenant, current);
+            for key in claimed {
+                if w.queueing.get(key).is_some_and(|q| q.by == self.holder) {
+                    w.queueing.remove(key);
+                }
+            }
+            for (key, at) in sent {
+                w.versions.insert(key.clone(), *at);
+            }
+            Change::Put(serde_json::to_vec(&w).expect("windows serialize"), ())
+        })
+        .await
+        .map_err(|e| PollError::store(self.tenant, "mark versions queued in the seen window", e))
+    }
+}
+
+fn parse_window(tenant: &str, bytes: Option<&[u8]>) -> SeenWindow {
+    bytes.map_or_else(SeenWindow::default, |b| {
+        serde_json::from_slice(b).unwrap_or_else(|e| {
+            // Forgetting what was queued only repeats work; it never skips an alert.
+            tracing::warn!(tenant, "seen window unreadable ({e}); alerts in the overlap may be queued again");
+            SeenWindow::default()
+        })
+    })
 }
 
 /// Compare-and-swap the watermark to `new_wm`. When another poll moved it meanwhile, the later of
@@ -324,7 +712,7 @@ async fn advance(
     }
 }
 
-/// The outcome of one tenant in [`poll_all`].
+/// The outcome of one tenant in [`poll_all`] or [`reconcile_all`].
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantOutcome {
     /// Tenant name.
@@ -335,48 +723,92 @@ pub struct TenantOutcome {
     /// The error, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Not polled now: a poll of the tenant was already pending or running, and this one was
+    /// coalesced into it (see [`super::coalesce`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coalesced: Option<String>,
     /// The id of the dead man's switch alert raised for the tenant, if one was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stale_alarm: Option<String>,
 }
 
-/// At most this many tenants are polled at once.
-const PARALLEL_TENANTS: usize = 4;
+/// What one tenant's turn of [`poll_all`] or [`reconcile_all`] came to.
+enum Turn {
+    Ran(Result<PollReport, String>),
+    Coalesced(String),
+}
 
-/// Polls every configured tenant, a few at a time; one tenant's failure never stops the others.
-/// Afterwards each tenant's dead man's switch is checked.
-pub async fn poll_all(app: &App, now: DateTime<Utc>) -> Vec<TenantOutcome> {
+/// Runs `each` for every configured tenant, `poll.parallel_tenants` at a time; one tenant's failure
+/// never stops the others.
+async fn for_tenants<F, Fut>(app: &App, each: F) -> Vec<(String, Turn)>
+where
+    F: Fn(App, String) -> Fut,
+    Fut: std::future::Future<Output = Turn> + Send + 'static,
+{
     let names: Vec<String> = app.config.tenants.iter().map(|t| t.name.clone()).collect();
-    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_TENANTS));
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(app.config.poll.parallel_tenants.max(1)));
     let mut set = tokio::task::JoinSet::new();
     let mut ids = std::collections::HashMap::new();
     for name in &names {
-        let (app, tenant, sem) = (app.clone(), name.clone(), sem.clone());
+        let (sem, run) = (sem.clone(), each(app.clone(), name.clone()));
         let handle = set.spawn(async move {
             let _permit = sem.acquire_owned().await.expect("semaphore open");
-            poll_tenant(&app, &tenant, now).await
+            run.await
         });
         ids.insert(handle.id(), name.clone());
     }
-    let mut results: std::collections::HashMap<String, Result<PollReport, String>> = std::collections::HashMap::new();
+    let mut results = std::collections::HashMap::new();
     while let Some(joined) = set.join_next_with_id().await {
         match joined {
-            Ok((id, r)) => {
-                results.insert(ids[&id].clone(), r.map_err(|e| e.to_string()));
+            Ok((id, turn)) => {
+                results.insert(ids[&id].clone(), turn);
             }
             Err(e) => {
                 let name = ids[&e.id()].clone();
                 tracing::error!(tenant = name, "poll task failed: {e}");
-                results.insert(name, Err(format!("poll task failed: {e}")));
+                results.insert(name, Turn::Ran(Err(format!("poll task failed: {e}"))));
             }
         }
     }
-    let mut out = Vec::new();
-    for name in names {
-        let result = results.remove(&name).unwrap_or_else(|| Err("poll did not run".into()));
-        if let Err(e) = &result {
-            tracing::error!(tenant = name, "{e}");
+    names
+        .into_iter()
+        .map(|n| {
+            let turn = results.remove(&n).unwrap_or_else(|| Turn::Ran(Err("poll did not run".into())));
+            (n, turn)
+        })
+        .collect()
+}
+
+/// Polls every configured tenant, `poll.parallel_tenants` at a time; one tenant's failure never stops
+/// the others. A tenant whose poll is already pending or running is not polled again now: the timer is
+/// coalesced into that poll (or schedules its one follow-up). Afterwards each tenant's dead man's
+/// switch is checked.
+pub async fn poll_all(app: &App, now: DateTime<Utc>) -> Vec<TenantOutcome> {
+    let turns = for_tenants(app, |app, tenant| async move {
+        match super::coalesce::timer(&app, &tenant, now).await {
+            Ok(super::coalesce::TimerTurn::Run) => {}
+            Ok(super::coalesce::TimerTurn::Coalesced(why)) => return Turn::Coalesced(why),
+            Err(e) => return Turn::Ran(Err(format!("poll slot: {e}"))),
         }
+        let result = poll_tenant(&app, &tenant, now).await;
+        Turn::Ran(
+            super::coalesce::finish(&app, &tenant, now, result.as_ref().ok())
+                .await
+                .and(result)
+                .map_err(|e| e.to_string()),
+        )
+    })
+    .await;
+    let mut out = Vec::new();
+    for (name, turn) in turns {
+        let (report, error, coalesced) = match turn {
+            Turn::Ran(Ok(r)) => (Some(r), None, None),
+            Turn::Ran(Err(e)) => {
+                tracing::error!(tenant = name, "{e}");
+                (None, Some(e), None)
+            }
+            Turn::Coalesced(why) => (None, None, Some(why)),
+        };
         let stale_alarm = match super::health::check_stale(app, &name, now).await {
             Ok(alarm) => alarm,
             Err(e) => {
@@ -384,11 +816,72 @@ pub async fn poll_all(app: &App, now: DateTime<Utc>) -> Vec<TenantOutcome> {
                 None
             }
         };
-        let (report, error) = match result {
-            Ok(r) => (Some(r), None),
-            Err(e) => (None, Some(e)),
-        };
-        out.push(TenantOutcome { tenant: name, report, error, stale_alarm });
+        out.push(TenantOutcome { tenant: name, report, error, coalesced, stale_alarm });
     }
     out
+}
+
+/// Reconciles every configured tenant, `poll.parallel_tenants` at a time ([`reconcile_tenant`]).
+pub async fn reconcile_all(app: &App, now: DateTime<Utc>) -> Vec<TenantOutcome> {
+    let turns = for_tenants(app, |app, tenant| async move {
+        Turn::Ran(reconcile_tenant(&app, &tenant, now).await.map_err(|e| e.to_string()))
+    })
+    .await;
+    turns
+        .into_iter()
+        .map(|(tenant, turn)| {
+            let (report, error) = match turn {
+                Turn::Ran(Ok(r)) => (Some(r), None),
+                Turn::Ran(Err(e)) => (None, Some(e)),
+                Turn::Coalesced(_) => (None, None),
+            };
+            TenantOutcome { tenant, report, error, coalesced: None, stale_alarm: None }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn page(times: &[&str]) -> Vec<Value> {
+        times.iter().enumerate().map(|(i, ts)| json!({"id": format!("a{i}"), "lastUpdateDateTime": ts})).collect()
+    }
+
+    #[test]
+    fn a_window_is_split_where_the_page_says_or_in_the_middle() {
+        let now = t("2026-11-26T12:00:00Z");
+        let w = Window { lo: t("2026-11-26T10:00:00Z"), hi: None };
+        let bounds = |parts: Vec<Window>| parts.iter().map(|p| p.hi).collect::<Vec<_>>();
+        let asc = page(&["2026-11-26T10:00:01.5Z", "2026-11-26T10:30:00.2Z", "2026-11-26T11:00:07.9Z"]);
+        assert_eq!(bounds(w.split(&asc, now).unwrap()), [Some(t("2026-11-26T11:00:07Z")), None]);
+        let desc = page(&["2026-11-26T11:50:00Z", "2026-11-26T11:40:00.2Z", "2026-11-26T11:20:07.9Z"]);
+        assert_eq!(
+            bounds(w.split(&desc, now).unwrap()),
+            [Some(t("2026-11-26T10:40:04Z")), Some(t("2026-11-26T11:20:08Z")), None],
+            "the top page fits, the rest is halved"
+        );
+        let mixed = vec![asc[1].clone(), asc[0].clone(), asc[2].clone()];
+        let parts = w.split(&mixed, now).unwrap();
+        assert_eq!(bounds(parts.clone()), [Some(t("2026-11-26T11:00:00Z")), None], "the middle of lo and now");
+        assert_eq!(
+            parts[0].filter(),
+            "lastUpdateDateTime ge 2026-11-26T10:00:00Z and lastUpdateDateTime lt 2026-11-26T11:00:00Z"
+        );
+        let narrow = Window { lo: t("2026-11-26T10:00:00Z"), hi: Some(t("2026-11-26T10:00:01Z")) };
+        assert_eq!(narrow.split(&page(&["2026-11-26T10:00:00.5Z"; 3]), now), None, "one second cannot be split");
+    }
+
+    #[test]
+    fn old_seen_windows_still_read() {
+        let w: SeenWindow =
+            serde_json::from_str(r#"{"versions":{"a\u001f2026-11-26T10:00:00Z":"2026-11-26T10:00:00Z"}}"#).unwrap();
+        assert_eq!(w.versions.len(), 1);
+        assert!(w.queueing.is_empty());
+    }
 }

@@ -20,7 +20,6 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::graph::GraphError;
-use crate::intake::Message;
 use crate::store::{Store, StoreError, keys};
 
 pub use crate::config::intake::SubscriptionConfig;
@@ -695,7 +694,7 @@ pub async fn record_lifecycle(
     };
     if !matches!(event, LifecycleEvent::ReauthorizationRequired) {
         let reason = format!("lifecycle:{}", event.as_str());
-        Message::Poll { tenant: record.tenant.clone(), reason }.send(app.store.as_ref(), app.queue.as_ref()).await?;
+        super::coalesce::request(app, &record.tenant, &reason, app.clock.now()).await?;
     }
     if let Some(n) = needs {
         let mut marked = record.clone();

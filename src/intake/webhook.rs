@@ -292,8 +292,8 @@ async fn notifications(app: &App, function: &str, body: &[u8], now: DateTime<Utc
             let Some(record) = record else {
                 // A lifecycle event for a subscription still being created: catching up is all that is safe.
                 if polled.insert(format!("{tenant}\n{resource}")) {
-                    let m = Message::Poll { tenant, reason: format!("lifecycle:{event}") };
-                    if let Err(e) = m.send(app.store.as_ref(), app.queue.as_ref()).await {
+                    let reason = format!("lifecycle:{event}");
+                    if let Err(e) = super::coalesce::request(app, &tenant, &reason, now).await {
                         return retry_later(function, &format!("queueing a poll: {e}"));
                     }
                     out.queued += 1;
@@ -315,8 +315,7 @@ async fn notifications(app: &App, function: &str, body: &[u8], now: DateTime<Utc
         if !polled.insert(format!("{tenant}\n{resource}")) {
             continue;
         }
-        let m = Message::Poll { tenant, reason: resource };
-        if let Err(e) = m.send(app.store.as_ref(), app.queue.as_ref()).await {
+        if let Err(e) = super::coalesce::request(app, &tenant, &resource, now).await {
             return retry_later(function, &format!("queueing a poll: {e}"));
         }
         out.queued += 1;
@@ -467,8 +466,12 @@ async fn doorbell(app: &App, req: &HttpRequest, now: DateTime<Utc>) -> HttpRespo
         Some(alert_id) => Message::Lookup { tenant: tenant.name.clone(), alert_id },
         None => Message::Poll { tenant: tenant.name.clone(), reason: "doorbell".into() },
     };
-    let queued = once(app.store.as_ref(), &keys::doorbell(&sig), window * 2, || {
-        message.send(app.store.as_ref(), app.queue.as_ref())
+    let queued = once(app.store.as_ref(), &keys::doorbell(&sig), window * 2, || async {
+        match &message {
+            // However many ring, at most one poll per tenant is pending (`coalesce`).
+            Message::Poll { tenant, reason } => super::coalesce::request(app, tenant, reason, now).await.map(|_| ()),
+            other => other.send(app.store.as_ref(), app.queue.as_ref()).await,
+        }
     })
     .await;
     match queued {

@@ -8,8 +8,10 @@
 //! | key / stream | holds | written by | lifetime |
 //! |---|---|---|---|
 //! | `watermark/{tenant}` | JSON watermark of the tenant's poll (compare-and-swap) | `intake::poll` | kept |
-//! | `seen/{tenant}/window` | JSON versions already queued inside the overlap | `intake::poll` | kept, pruned each poll |
-//! | `health/{tenant}` | JSON poll health record (compare-and-swap) | `intake::health` | kept |
+//! | `seen/{tenant}/window` | JSON versions already queued inside the overlap and the reconciliation window, and those being queued (compare-and-swap) | `intake::poll` | kept, pruned each poll |
+//! | `paging/{tenant}` | JSON of what the tenant's Graph accepts (`$orderby` refused until …) (compare-and-swap) | `intake::poll` | kept |
+//! | `poll-slot/{tenant}` | JSON of the tenant's pending and running poll and the doorbells coalesced into them (compare-and-swap) | `intake::coalesce` | kept |
+//! | `health/{tenant}` | JSON poll and reconciliation health record (compare-and-swap) | `intake::health` | kept |
 //! | `subscriptions/{tenant}/{id}` | JSON record of one Graph subscription | `intake::subscriptions` | until the subscription is removed |
 //! | `subscriptions/{tenant}/pending-{uuid}` | JSON record of a subscription being created | `intake::subscriptions` | until created, or stale after its TTL |
 //! | `alerts/{tenant}/{sha256}` | an alert too large for a queue message (see [`crate::intake::Message`]) | `intake` (send) | kept |
@@ -90,6 +92,16 @@ pub fn watermark(tenant: &str) -> String {
 /// `seen/{tenant}/window`: the alert versions already queued inside the poll overlap.
 pub fn seen(tenant: &str) -> String {
     key("seen", &[tenant, "window"])
+}
+
+/// `paging/{tenant}`: what the tenant's Graph accepts in a list request.
+pub fn paging(tenant: &str) -> String {
+    key("paging", &[tenant])
+}
+
+/// `poll-slot/{tenant}`: the tenant's pending and running poll.
+pub fn poll_slot(tenant: &str) -> String {
+    key("poll-slot", &[tenant])
 }
 
 /// `health/{tenant}`: the tenant's poll health record.

@@ -162,9 +162,11 @@ pub fn rig_with(emu: Emulator, config: Config, now: DateTime<Utc>) -> Rig {
     Rig { emu, app, sleeper, sqlite, store, clock }
 }
 
+/// A rig whose emulator pages by `page_size` and whose polls ask for pages of that size (`$top`).
 pub async fn rig(tenants: &[&str], page_size: usize, now: DateTime<Utc>, tweak: impl FnOnce(&mut Config)) -> Rig {
     let emu = emulator(page_size).await;
     let mut config = config_for(&emu, tenants);
+    config.poll.page_size = Some(page_size as u32);
     tweak(&mut config);
     rig_with(emu, config, now)
 }

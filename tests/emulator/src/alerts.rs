@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::state::{
-    ALERT_READ_ROLES, ALERT_WRITE_ROLES, AppState, CommentShape, Cursor, alert_time, fmt_time, graph_error,
-    json_response, parse_time, random_string,
+    ALERT_READ_ROLES, ALERT_WRITE_ROLES, AppState, CommentShape, Cursor, Inner, OrderBy, Paging, ServerOrder,
+    alert_time, fmt_time, graph_error, json_response, parse_time, random_string,
 };
 
 /// Largest `$top` accepted.
@@ -278,6 +278,50 @@ fn id_of(alert: &Value) -> &str {
     alert.get("id").and_then(Value::as_str).unwrap_or("")
 }
 
+/// An `$orderby` the emulator understands: a time field and a direction.
+#[derive(Clone, Debug, PartialEq)]
+struct Sort {
+    field: String,
+    descending: bool,
+}
+
+fn parse_orderby(value: &str) -> Option<Sort> {
+    let mut words = value.split_whitespace();
+    let field = words.next()?;
+    if !["lastUpdateDateTime", "createdDateTime"].contains(&field) {
+        return None;
+    }
+    let descending = match words.next() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => return None,
+    };
+    words.next().is_none().then(|| Sort { field: field.to_string(), descending })
+}
+
+/// The ids of a tenant's alerts matching `clauses`, in the order the listing gives them.
+fn matching_ids(inner: &Inner, tenant: &str, clauses: &[Clause], sort: Option<&Sort>) -> Vec<String> {
+    let mut matching: Vec<&Value> = inner
+        .alerts
+        .get(tenant)
+        .map(|m| m.values().filter(|a| clauses.iter().all(|c| c.matches(a))).collect())
+        .unwrap_or_default();
+    let honoured = sort.filter(|_| inner.listing.orderby == OrderBy::Honoured);
+    match (honoured, inner.listing.order) {
+        (Some(s), _) => matching.sort_by(|a, b| {
+            let by = alert_time(a, &s.field).cmp(&alert_time(b, &s.field)).then_with(|| id_of(a).cmp(id_of(b)));
+            if s.descending { by.reverse() } else { by }
+        }),
+        (None, ServerOrder::RecentFirst) => sort_recent_first(&mut matching),
+        (None, ServerOrder::OldestFirst) => {
+            sort_recent_first(&mut matching);
+            matching.reverse();
+        }
+        (None, ServerOrder::ById) => matching.sort_by(|a, b| id_of(a).cmp(id_of(b))),
+    }
+    matching.iter().map(|a| id_of(a).to_string()).collect()
+}
+
 fn encode_skiptoken(cursor: &str, offset: usize) -> String {
     URL_SAFE_NO_PAD.encode(json!({"c": cursor, "o": offset}).to_string())
 }
@@ -288,6 +332,17 @@ fn decode_skiptoken(token: &str) -> Option<(String, usize)> {
     Some((v["c"].as_str()?.to_string(), v["o"].as_u64()? as usize))
 }
 
+/// Upserts the next batch of between-pages changes for `tenant`, if any.
+fn change_after_page(inner: &mut Inner, tenant: &str) {
+    let Some(batch) = inner.between_pages.get_mut(tenant).and_then(|q| q.pop_front()) else { return };
+    let alerts = inner.alerts.entry(tenant.to_string()).or_default();
+    for alert in batch {
+        if let Some(id) = alert.get("id").and_then(Value::as_str) {
+            alerts.insert(id.to_string(), alert);
+        }
+    }
+}
+
 /// `GET /v1.0/security/alerts_v2`.
 pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let token = match state.authorize(&headers, &ALERT_READ_ROLES) {
@@ -296,8 +351,11 @@ pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap, RawQ
     };
     let params: HashMap<String, String> =
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    let orderby_refused = state.lock().listing.orderby == OrderBy::Refused;
     for key in params.keys() {
-        if key.starts_with('$') && !["$filter", "$top", "$skip", "$skiptoken", "$count"].contains(&key.as_str()) {
+        let supported = ["$filter", "$top", "$skip", "$skiptoken", "$count"].contains(&key.as_str())
+            || (key == "$orderby" && !orderby_refused);
+        if key.starts_with('$') && !supported {
             return graph_error(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
@@ -305,6 +363,13 @@ pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap, RawQ
             );
         }
     }
+    let sort = match params.get("$orderby").map(|v| parse_orderby(v)) {
+        Some(None) => {
+            return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid $orderby expression.");
+        }
+        Some(Some(s)) => Some(s),
+        None => None,
+    };
     let number = |name: &str| -> Result<Option<usize>, Response> {
         params
             .get(name)
@@ -338,21 +403,32 @@ pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap, RawQ
         let mut inner = state.lock();
         let found = decode_skiptoken(skiptoken).and_then(|(c, o)| {
             let cursor = inner.cursors.get(&c)?;
-            (cursor.tenant == token.tenant && o <= cursor.ids.len()).then_some((c, o))
+            (cursor.tenant == token.tenant && (cursor.offset_paging || o <= cursor.ids.len())).then_some((c, o))
         });
         let Some((cursor_id, offset)) = found else {
             drop(inner);
             return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "The $skiptoken is invalid or has expired.");
         };
         let cursor = &inner.cursors[&cursor_id];
-        let end = (offset + cursor.page).min(cursor.ids.len());
-        let ids = cursor.ids[offset..end].to_vec();
-        let next = (end < cursor.ids.len()).then(|| encode_skiptoken(&cursor_id, end));
+        let ids = if cursor.offset_paging {
+            // Offset paging runs the query again, on the alerts as they are now.
+            let clauses = parse_filter(&cursor.filter).unwrap_or_default();
+            let sort = cursor.orderby.as_deref().and_then(parse_orderby);
+            matching_ids(&inner, &token.tenant, &clauses, sort.as_ref())
+        } else {
+            cursor.ids.clone()
+        };
+        let page = cursor.page;
+        let start = offset.min(ids.len());
+        let end = (offset + page).min(ids.len());
+        let page_ids = ids[start..end].to_vec();
+        let next = (end < ids.len()).then(|| encode_skiptoken(&cursor_id, end));
         if next.is_none() {
             inner.cursors.remove(&cursor_id);
         }
-        (ids, next)
+        (page_ids, next)
     } else {
+        let filter = params.get("$filter").cloned().unwrap_or_default();
         let clauses = match params.get("$filter") {
             Some(f) => match parse_filter(f) {
                 Some(c) => c,
@@ -362,15 +438,7 @@ pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap, RawQ
         };
         let page = top.unwrap_or(state.page_size).max(1);
         let mut inner = state.lock();
-        let ids: Vec<String> = {
-            let mut matching: Vec<&Value> = inner
-                .alerts
-                .get(&token.tenant)
-                .map(|m| m.values().filter(|a| clauses.iter().all(|c| c.matches(a))).collect())
-                .unwrap_or_default();
-            sort_recent_first(&mut matching);
-            matching.iter().map(|a| id_of(a).to_string()).collect()
-        };
+        let ids = matching_ids(&inner, &token.tenant, &clauses, sort.as_ref());
         if params.get("$count").is_some_and(|c| c == "true") {
             body.insert("@odata.count".into(), json!(ids.len()));
         }
@@ -381,17 +449,29 @@ pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap, RawQ
             inner.cursors.retain(|_, c| c.created.elapsed() < CURSOR_TTL);
             let cursor_id = random_string(16);
             let first = ids[..page].to_vec();
-            inner
-                .cursors
-                .insert(cursor_id.clone(), Cursor { tenant: token.tenant.clone(), ids, page, created: Instant::now() });
-            (first, Some(encode_skiptoken(&cursor_id, page)))
+            let offset_paging = inner.listing.paging == Paging::Offset;
+            let cursor = Cursor {
+                tenant: token.tenant.clone(),
+                ids: if offset_paging { Vec::new() } else { ids },
+                page,
+                created: Instant::now(),
+                offset_paging,
+                filter,
+                orderby: params.get("$orderby").cloned(),
+            };
+            inner.cursors.insert(cursor_id.clone(), cursor);
+            (first, Some(encode_skiptoken(&cursor_id, page + skip * usize::from(offset_paging))))
         }
     };
 
     let values: Vec<Value> = {
-        let inner = state.lock();
-        let alerts = inner.alerts.get(&token.tenant);
-        page_ids.iter().filter_map(|id| alerts.and_then(|m| m.get(id))).map(|a| present(a, &headers)).collect()
+        let mut inner = state.lock();
+        let values = {
+            let alerts = inner.alerts.get(&token.tenant);
+            page_ids.iter().filter_map(|id| alerts.and_then(|m| m.get(id))).map(|a| present(a, &headers)).collect()
+        };
+        change_after_page(&mut inner, &token.tenant);
+        values
     };
     body.insert("value".into(), Value::Array(values));
     if let Some(next) = next {

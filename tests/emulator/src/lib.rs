@@ -21,7 +21,11 @@
 //!   between pages. Real Graph's doc example shows offset paging (`$top`/`$skip`), which can repeat or
 //!   skip an alert under concurrent updates, so clients must still dedupe and poll with an overlap.
 //!   `$top` is the page size (1..=2000); `$skip` and `$count=true` work on the first page;
-//!   other `$` options (`$orderby`, `$select`, …) answer 400.
+//!   `$orderby` on `lastUpdateDateTime` or `createdDateTime` is honoured (undocumented, but production
+//!   pollers send it); other `$` options (`$select`, …) answer 400. [`Emulator::set_listing`] changes
+//!   all three: the server's own order (most recent first, oldest first, by id), `$orderby` honoured,
+//!   ignored or refused, and snapshot or offset paging; [`Emulator::change_between_pages`] updates
+//!   alerts after each page served, as a busy tenant does while a client pages.
 //! - **Comments bump `lastUpdateDateTime`**, like PATCH does: the harder case for a poller.
 //! - **Enums are strict.** Filter literals are case-sensitive (`status eq 'New'` is "Invalid filter
 //!   clause"); PATCH rejects `benignPositive` and the stale determination names (`compromisedUser`, …).
@@ -58,7 +62,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 pub use faults::{Fault, FaultKind, Faults};
-pub use state::{CommentShape, Recorded};
+pub use state::{CommentShape, Listing, OrderBy, Paging, Recorded, ServerOrder};
 pub use subscriptions::Delivery;
 
 use state::{Inner, Shared, Workflow, random_string};
@@ -285,6 +289,16 @@ impl Emulator {
     /// The handle to inject faults.
     pub fn faults(&self) -> Faults {
         self.state.faults.clone()
+    }
+
+    /// How alert lists are ordered and paged from now on.
+    pub fn set_listing(&self, listing: Listing) {
+        self.state.lock().listing = listing;
+    }
+
+    /// After each list page served for `tenant` (any listing), upserts the next batch of `batches`.
+    pub fn change_between_pages(&self, tenant: &str, batches: Vec<Vec<Value>>) {
+        self.state.lock().between_pages.entry(tenant.to_string()).or_default().extend(batches);
     }
 
     /// Which comment body shapes are accepted from now on.

@@ -44,6 +44,52 @@ pub enum CommentShape {
     ArrayOnly,
 }
 
+/// The order the server lists alerts in when `$orderby` is absent or ignored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerOrder {
+    /// Most recent `lastUpdateDateTime` first, as the docs say results come.
+    #[default]
+    RecentFirst,
+    /// Oldest first.
+    OldestFirst,
+    /// By id: unrelated to time.
+    ById,
+}
+
+/// What the server does with `$orderby`, which alerts_v2 does not document.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OrderBy {
+    /// `$orderby=lastUpdateDateTime|createdDateTime [asc|desc]` is honoured (what production pollers see).
+    #[default]
+    Honoured,
+    /// Accepted and ignored: the [`ServerOrder`] applies.
+    Ignored,
+    /// Answered 400, as an unsupported query option.
+    Refused,
+}
+
+/// How `@odata.nextLink` pages a listing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Paging {
+    /// The first page snapshots the matching ids; later pages return their current state.
+    #[default]
+    Snapshot,
+    /// `$skip`-style: each page runs the query again on the current alerts and skips what earlier
+    /// pages returned, so an update between pages can repeat or skip an alert.
+    Offset,
+}
+
+/// How the alert list behaves: order, `$orderby` and paging.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The server's own order.
+    pub order: ServerOrder,
+    /// What `$orderby` does.
+    pub orderby: OrderBy,
+    /// How pages follow each other.
+    pub paging: Paging,
+}
+
 /// One delivery to a webhook sink: headers (lower-case names) and the raw body.
 pub(crate) type SinkDelivery = (HashMap<String, String>, Vec<u8>);
 
@@ -74,6 +120,10 @@ pub(crate) struct Cursor {
     pub ids: Vec<String>,
     pub page: usize,
     pub created: std::time::Instant,
+    /// Offset paging: `ids` is empty and each page runs `filter` / `orderby` again.
+    pub offset_paging: bool,
+    pub filter: String,
+    pub orderby: Option<String>,
 }
 
 /// A Teams Workflows trigger: its signature and the messages it accepted.
@@ -113,6 +163,9 @@ pub(crate) struct Inner {
     pub sinks: HashMap<String, Vec<SinkDelivery>>,
     pub subscriptions: BTreeMap<String, Subscription>,
     pub mailboxes: HashMap<(String, String), Vec<Value>>,
+    pub listing: Listing,
+    /// Per tenant: alerts upserted after each list page served (one batch per page).
+    pub between_pages: HashMap<String, std::collections::VecDeque<Vec<Value>>>,
 }
 
 /// State shared by the server task and the `Emulator` handle.

@@ -209,15 +209,7 @@ pub async fn send_tests(app: &App, tenant: &str, now: DateTime<Utc>) -> Vec<Chec
             }
         };
         let delivery = format!("secmon-doctor-{}", uuid::Uuid::new_v4());
-        let cx = crate::notify::SendContext {
-            http: &app.http,
-            graph: app.graph.as_ref(),
-            store: app.store.as_ref(),
-            tenant,
-            now,
-            delivery: &delivery,
-        };
-        match receiver.send(&cx, &payload).await {
+        match receiver.send(&crate::notify::SendContext::new(app, tenant, now, &delivery), &payload).await {
             Ok(status) => out.push(Check::ok(
                 check,
                 format!("{} test message sent; the receiver answered {status}", receiver.kind()),

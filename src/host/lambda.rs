@@ -50,27 +50,32 @@ pub enum Function {
 }
 
 impl Function {
+    /// Every Lambda handler.
+    pub const ALL: [Function; 5] = [
+        Function::PollAlerts,
+        Function::ReconcileAlerts,
+        Function::GraphSubscriptions,
+        Function::Respond,
+        Function::Http,
+    ];
+
     /// The function named by a Lambda `Handler` (`_HANDLER`).
     pub fn from_handler(handler: &str) -> Result<Self, String> {
-        match handler.trim() {
-            "poll-alerts" => Ok(Function::PollAlerts),
-            "reconcile-alerts" => Ok(Function::ReconcileAlerts),
-            "graph-subscriptions" => Ok(Function::GraphSubscriptions),
-            "respond" => Ok(Function::Respond),
-            "http" => Ok(Function::Http),
-            other => Err(format!(
-                "_HANDLER is {other:?}; set the Lambda function's Handler to one of poll-alerts, reconcile-alerts, graph-subscriptions, respond, http"
-            )),
-        }
+        let handler = handler.trim();
+        Function::ALL.into_iter().find(|f| f.name() == handler).ok_or_else(|| {
+            let names: Vec<&str> = Function::ALL.iter().map(|f| f.name()).collect();
+            format!("_HANDLER is {handler:?}; set the Lambda function's Handler to one of {}", names.join(", "))
+        })
     }
 
-    /// The secmon function name, as in Azure (`poll-alerts`, `respond`, …).
+    /// The secmon function name, as in Azure (`poll-alerts`, `respond`, …); `http` serves every HTTP
+    /// function.
     pub fn name(self) -> &'static str {
         match self {
-            Function::PollAlerts => "poll-alerts",
-            Function::ReconcileAlerts => "reconcile-alerts",
-            Function::GraphSubscriptions => "graph-subscriptions",
-            Function::Respond => "respond",
+            Function::PollAlerts => functions::Function::PollAlerts.name(),
+            Function::ReconcileAlerts => functions::Function::ReconcileAlerts.name(),
+            Function::GraphSubscriptions => functions::Function::GraphSubscriptions.name(),
+            Function::Respond => functions::Function::Respond.name(),
             Function::Http => "http",
         }
     }

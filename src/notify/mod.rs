@@ -89,6 +89,13 @@ pub struct SendContext<'a> {
     pub delivery: &'a str,
 }
 
+impl<'a> SendContext<'a> {
+    /// The context of one send for `tenant` with `app`'s edges; `delivery` identifies it across retries.
+    pub fn new(app: &'a crate::app::App, tenant: &'a str, now: DateTime<Utc>, delivery: &'a str) -> Self {
+        SendContext { http: &app.http, graph: app.graph.as_ref(), store: app.store.as_ref(), tenant, now, delivery }
+    }
+}
+
 /// The one shape of every receiver kind: render an alert into a payload, then send it.
 #[async_trait]
 pub trait Notifier: std::fmt::Debug + Send + Sync {

@@ -205,28 +205,27 @@ class File:
         return None
 
 
-def function_auth_levels(functions_dir: Path):
-    """function folder name -> the authLevel of its httpTrigger (None for other triggers)."""
+def function_bindings(functions_dir: Path):
+    """function folder name -> its bindings, from <dir>/<name>/function.json (empty when unreadable)."""
     out = {}
     for fj in sorted(functions_dir.glob("*/function.json")) if functions_dir.is_dir() else []:
         try:
-            bindings = json.loads(fj.read_text()).get("bindings", [])
+            out[fj.parent.name] = json.loads(fj.read_text()).get("bindings", [])
         except (OSError, ValueError):
-            bindings = []
-        out[fj.parent.name] = next((b.get("authLevel") for b in bindings if b.get("type") == "httpTrigger"), None)
+            out[fj.parent.name] = []
     return out
+
+
+def function_auth_levels(functions_dir: Path):
+    """function folder name -> the authLevel of its httpTrigger (None for other triggers)."""
+    return {name: next((b.get("authLevel") for b in bindings if b.get("type") == "httpTrigger"), None)
+            for name, bindings in function_bindings(functions_dir).items()}
 
 
 def function_triggers(functions_dir: Path):
     """function folder name -> trigger type, from <dir>/<name>/function.json."""
-    out = {}
-    for fj in sorted(functions_dir.glob("*/function.json")) if functions_dir.is_dir() else []:
-        try:
-            bindings = json.loads(fj.read_text()).get("bindings", [])
-        except (OSError, ValueError):
-            bindings = []
-        out[fj.parent.name] = next((b.get("type") for b in bindings if str(b.get("type", "")).endswith("Trigger")), None)
-    return out
+    return {name: next((b.get("type") for b in bindings if str(b.get("type", "")).endswith("Trigger")), None)
+            for name, bindings in function_bindings(functions_dir).items()}
 
 
 def split_findings(f, functions_dir, report):

@@ -19,13 +19,5 @@ pub(super) async fn send(
     claim_key: &str,
 ) -> Result<u16, NotifyError> {
     let delivery = hex::encode(&Sha256::digest(claim_key.as_bytes())[..16]);
-    let cx = SendContext {
-        http: &app.http,
-        graph: app.graph.as_ref(),
-        store: app.store.as_ref(),
-        tenant,
-        now,
-        delivery: &delivery,
-    };
-    notifier.send(&cx, payload).await
+    notifier.send(&SendContext::new(app, tenant, now, &delivery), payload).await
 }

@@ -26,7 +26,7 @@ else
   TARGET=x86_64-unknown-linux-gnu
   RUSTFLAGS_EXTRA='-C target-feature=+crt-static'
 fi
-BIN=$ROOT/target/$TARGET/release/secmon
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$TARGET/release/secmon
 
 if [ "${SECMON_SKIP_BUILD:-0}" != 1 ]; then
   echo "package: building secmon for $TARGET"

@@ -448,7 +448,7 @@ fn summary_for(rule: &str, hash: String, tp: &[&str], alerts: usize) -> ReplayRe
 async fn enforce_rules_without_a_clean_replay_are_warned_about_and_require_replay_makes_it_an_error() {
     let mut config = Config { close_rules: rules(), ..Config::default() };
     config.tenants = config_for(&emulator(5).await, &["contoso", "fabrikam"]).tenants;
-    config.close_rules[2].mode = Mode::Enforce; // lab-devices: replayed clean on both tenants below
+    config.close_rules[2].mode = Mode::Enforce; // lab-devices: replayed clean on contoso, on nothing on fabrikam
     let store = SqliteStore::in_memory().unwrap();
     let hash = |i: usize| secmon::rules::replay::rule_hash(&config.close_rules[i]);
     let put = |tenant: &str, record: ReplayRecord| {
@@ -457,16 +457,18 @@ async fn enforce_rules_without_a_clean_replay_are_warned_about_and_require_repla
         async move { store.put(&key, &serde_json::to_vec(&record).unwrap()).await.unwrap() }
     };
     put("contoso", summary_for("lab-devices", hash(2), &[], 40)).await;
-    put("fabrikam", summary_for("lab-devices", hash(2), &[], 12)).await;
+    put("fabrikam", summary_for("lab-devices", hash(2), &[], 0)).await;
     put("contoso", summary_for("pentest", hash(0), &["p5"], 40)).await;
     put("fabrikam", summary_for("pentest", "0".repeat(64), &[], 40)).await;
 
     let issues = secmon::replay::enforcement_issues(&config, &store).await;
     let text: Vec<String> = issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect();
-    assert_eq!(issues.len(), 2, "{text:#?}");
-    assert!(issues.iter().all(|i| i.level == Level::Warning && i.path == "close_rules[0].mode"), "{text:#?}");
-    assert!(text[0].contains("tenant contoso") && text[0].contains("truePositive: p5"), "{}", text[0]);
+    assert_eq!(issues.len(), 3, "{text:#?}");
+    assert!(issues.iter().all(|i| i.level == Level::Warning), "{text:#?}");
+    assert!(text[0].starts_with("close_rules[0].mode: ") && text[0].contains("tenant contoso"), "{}", text[0]);
+    assert!(text[0].contains("truePositive: p5"), "the true positive is named: {}", text[0]);
     assert!(text[1].contains("changed since its last replay on tenant fabrikam"), "{}", text[1]);
+    assert!(text[2].starts_with("close_rules[2].mode: ") && text[2].contains("had no alerts to judge"), "{}", text[2]);
 
     // Never replayed at all, and the backup rule is in shadow mode: only enforce rules are judged.
     let empty = SqliteStore::in_memory().unwrap();
@@ -476,7 +478,7 @@ async fn enforce_rules_without_a_clean_replay_are_warned_about_and_require_repla
 
     config.require_replay = true;
     let strict = secmon::replay::enforcement_issues(&config, &store).await;
-    assert_eq!(strict.len(), 2);
+    assert_eq!(strict.len(), 3);
     assert!(strict.iter().all(|i| i.level == Level::Error && i.message.contains("require_replay")));
 }
 

@@ -614,3 +614,68 @@ fn since_reads_durations_dates_and_times() {
     assert_eq!(secmon::replay::parse_since("2026-11-01T06:00:00Z", now).unwrap(), t("2026-11-01T06:00:00Z"));
     assert!(secmon::replay::parse_since("last month", now).unwrap_err().contains("neither a duration"));
 }
+
+/// The command itself, against the emulator: JSON lines of every kind on stdout, the report under
+/// `--out`, each rule's result stored where `check-config` finds it.
+#[tokio::test]
+async fn the_replay_command_prints_json_lines_writes_the_report_and_stores_the_results() {
+    let emu = Emulator::start(secmon_emulator::Options::default()).await.unwrap();
+    let tenant = secmon_emulator::Options::default().default_tenant;
+    emu.seed_alerts(&tenant, history());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("secmon.db");
+    let file = dir.path().join("secmon.yaml");
+    let mut text = format!(
+        "graph_url: {}\nauthority_url: {}\nstore: {{ sqlite: {db:?} }}\ntenants:\n  - {{ id: {tenant}, name: contoso }}\nclose_rules:\n",
+        emu.graph_url(),
+        emu.authority_url()
+    );
+    for r in rules() {
+        text.push_str(&format!(
+            "  - id: {}\n    owner: secops@contoso.com\n    expires: 2099-06-30\n    mode: {}\n    when: {}\n    \
+             classification: informationalExpectedActivity\n    determination: securityTesting\n    max_severity: {}\n",
+            r.id,
+            if r.mode == Mode::Enforce { "enforce" } else { "shadow" },
+            serde_json::to_string(&r.when).unwrap(),
+            r.max_severity.as_deref().unwrap()
+        ));
+    }
+    std::fs::write(&file, text).unwrap();
+    let out_dir = dir.path().join("report");
+    let secmon = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_secmon"));
+        cmd.args(args)
+            .arg("-c")
+            .arg(&file)
+            .env("IDENTITY_ENDPOINT", emu.identity_endpoint())
+            .env("IDENTITY_HEADER", emu.identity_header());
+        for var in
+            ["SECMON_STORE", "SECMON_CLOSE", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE"]
+        {
+            cmd.env_remove(var);
+        }
+        cmd.output()
+    };
+    let since = (t(NOW) - chrono::Duration::days(30)).to_rfc3339();
+    let out = secmon(&["rules", "replay", "--since", &since, "--out", out_dir.to_str().unwrap()]).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["replay_rule", "replay_rule", "replay_rule", "replay_overlap", "replay_summary"]);
+    assert_eq!(lines[0]["rule"], "pentest");
+    assert_eq!(lines[0]["true_positive_alerts"], json!(["p5"]));
+    for field in ["would_close", "analyst_true_positive", "analyst_benign", "unresolved", "blocked"] {
+        assert!(lines[0][field].is_u64(), "{field} in {}", lines[0]);
+    }
+    assert_eq!(lines[3]["rules"], json!(["pentest", "lab-devices"]));
+    let html = std::fs::read_to_string(out_dir.join("replay-contoso.html")).unwrap();
+    assert!(html.contains(r#"<table id="rules">"#) && html.contains(r#"<svg id="matches-per-day""#));
+
+    // The stored result of pentest names p5: check-config warns about the enforce rule.
+    let out = secmon(&["check-config"]).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("close_rules[0].mode") && stderr.contains("truePositive: p5"), "{stderr}");
+}

@@ -286,12 +286,19 @@ async fn suggestions_draft_safe_shadow_rules_for_what_analysts_call_benign_and_n
         titles,
         [
             ("Suspicious backup activity", backup_noise().len() + 1, false),
-            ("Network scan", 6, false),
+            ("Network scan", 6, true),
             ("Mailbox forwarding rule", 5, true),
             ("Impossible travel", 4, false),
         ],
         "most benign first; a detector with a true positive gets no draft"
     );
+    let scan = &got[1];
+    assert_eq!(
+        scan.draft.as_ref().unwrap()["when"],
+        r#"alert.serviceSource == "microsoftDefenderForEndpoint" && alert.detectorId == "det-network-scan" && alert.allEvidence("ip", e, e.ipAddress in ["203.0.113.20", "203.0.113.21", "203.0.113.7"])"#,
+        "narrowed by the benign alerts' IPs, which leaves p8 (an outside IP too) out"
+    );
+    assert_eq!(scan.true_positive_alerts, ["p8"]);
     let fwd = &got[2];
     assert_eq!(fwd.verdicts, BTreeMap::from([("falsePositive/notMalicious".to_string(), 5)]));
     let travel = &got[3];
@@ -302,11 +309,11 @@ async fn suggestions_draft_safe_shadow_rules_for_what_analysts_call_benign_and_n
     let text = format!("tenants:\n  - {{ id: {}, name: contoso }}\nclose_rules:\n{yaml}", tenant_id("contoso"));
     let loaded = secmon::setup::load_str(&text, std::path::Path::new("s.yaml"), &|_| None, t(NOW))
         .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    assert_eq!(loaded.config.close_rules.len(), 1, "{yaml}");
+    assert_eq!(loaded.config.close_rules.len(), 2, "{yaml}");
     assert!(loaded.config.close_rules.iter().all(|r| r.mode == Mode::Shadow));
     assert!(loaded.warnings.iter().all(|w| !w.path.starts_with("close_rules")), "{:?}", loaded.warnings);
     assert_eq!(
-        loaded.config.close_rules[0].when,
+        loaded.config.close_rules[1].when,
         r#"alert.serviceSource == "microsoftDefenderForEndpoint" && alert.detectorId == "det-mailbox-forwarding-rule""#
     );
 
@@ -317,6 +324,13 @@ async fn suggestions_draft_safe_shadow_rules_for_what_analysts_call_benign_and_n
     let replayed = secmon::replay::replay_tenant(&app, "contoso", None, since, t(NOW), &|_| {}).await.unwrap();
     let fwd = by_rule(&replayed.report.rules)[fwd.draft.as_ref().unwrap()["id"].as_str().unwrap()].clone();
     assert_eq!((fwd.would_close, fwd.analyst_benign, fwd.analyst_true_positive), (5, 5, 0));
+    // The network-scan draft hides no attack: p1, p2, p4, p9, p10 benign; p6 open and s1 closed by secmon;
+    // p7 (high) and a1 (attack disruption) blocked.
+    let scan = by_rule(&replayed.report.rules)[scan.draft.as_ref().unwrap()["id"].as_str().unwrap()].clone();
+    assert_eq!(
+        (scan.would_close, scan.analyst_benign, scan.unresolved, scan.analyst_true_positive, scan.blocked),
+        (7, 5, 2, 0, 2)
+    );
 }
 
 /// A virtual clock for the Graph client that remembers, for every wait, how many Graph requests the

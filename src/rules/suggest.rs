@@ -3,16 +3,22 @@
 //!
 //! Alerts are grouped by detector: `serviceSource` plus `detectorId` (the analytic that raised them), or
 //! plus the title when Graph gives no detector. A group is worth a rule when analysts resolved at least
-//! `min_benign` of its alerts as `falsePositive` / `informationalExpectedActivity`. A group with a single
-//! `truePositive` gets no draft: a rule on the detector alone would have hidden that attack, so it names
-//! the alerts instead and leaves narrowing to a person.
+//! `min_benign` of its alerts as `falsePositive` / `informationalExpectedActivity`.
+//!
+//! **Narrowed by evidence.** When every benign alert of a group carries evidence of one kind (IP, device,
+//! user, file, URL) and all of it takes few values (at most [`MAX_VALUES`]), the draft also says that
+//! *all* evidence of that kind is among those values (`allEvidence`, the safe form), so the rule does not
+//! close the same detector firing on another machine. A group with a `truePositive` gets a draft only
+//! when that narrowing leaves every true positive out — checked with the real engine on the alerts as they
+//! arrived; otherwise it names the alerts and leaves narrowing to a person.
 //!
 //! Drafts use only the safe forms of `docs/rules.md` (exact `==` on `serviceSource`, `detectorId`,
-//! `title`: no `matches`, no `exists` over evidence), run in `mode: shadow`, expire in
+//! `title`, `allEvidence` with exact values or `hashIn`: no `matches`, no `exists` over evidence), run in
+//! `mode: shadow`, expire in
 //! [`DRAFT_LIFETIME_DAYS`], cap the severity at the highest one analysts resolved as benign (never above
 //! medium), take the analysts' most common classification and determination, and need an owner.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -25,6 +31,42 @@ use crate::alert::Severity;
 pub const DRAFT_LIFETIME_DAYS: i64 = 90;
 /// The owner a draft carries until a person puts theirs.
 pub const DRAFT_OWNER: &str = "CHANGE-ME";
+/// The most distinct values of one evidence kind a draft lists.
+pub const MAX_VALUES: usize = 8;
+/// True positives kept per group to check a narrowed draft against.
+const MAX_KEPT: usize = 50;
+
+/// The evidence kinds a draft narrows by: the kind as `allEvidence` names it, the field path in an item,
+/// and whether the values are hashes (compared with `hashIn`).
+const NARROWING: &[(&str, &[&str], bool)] = &[
+    ("ip", &["ipAddress"], false),
+    ("device", &["deviceDnsName"], false),
+    ("user", &["userAccount", "accountName"], false),
+    ("file", &["fileDetails", "sha256"], true),
+    ("url", &["url"], false),
+];
+
+/// Per evidence kind of one benign alert: every item's value, or `None` when an item lacks the field.
+fn evidence_values(raw: &Value) -> BTreeMap<&'static str, Option<BTreeSet<String>>> {
+    let mut out: BTreeMap<&'static str, Option<BTreeSet<String>>> = BTreeMap::new();
+    for item in raw["evidence"].as_array().into_iter().flatten() {
+        let kind = item["@odata.type"].as_str().unwrap_or("");
+        let kind = kind.trim_start_matches('#').trim_start_matches("microsoft.graph.security.");
+        let kind = kind.strip_suffix("Evidence").unwrap_or(kind);
+        let Some((name, path, _)) = NARROWING.iter().find(|(k, _, _)| k.eq_ignore_ascii_case(kind)) else {
+            continue;
+        };
+        let value = path.iter().try_fold(item, |v, p| v.get(*p)).and_then(Value::as_str).filter(|v| !v.is_empty());
+        let entry = out.entry(name).or_insert_with(|| Some(BTreeSet::new()));
+        match (entry.as_mut(), value) {
+            (Some(set), Some(v)) => {
+                set.insert(v.to_string());
+            }
+            _ => *entry = None,
+        }
+    }
+    out
+}
 
 #[derive(Default)]
 struct Group {
@@ -37,6 +79,10 @@ struct Group {
     verdicts: BTreeMap<(String, String), usize>,
     max_benign_severity: Option<Severity>,
     true_positive_alerts: Vec<String>,
+    /// The true positives as Graph returned them (at most [`MAX_KEPT`]), to check a draft against.
+    true_positive_raw: Vec<Value>,
+    /// Per evidence kind: how many benign alerts carry it with a value on every item, and the values.
+    evidence: BTreeMap<&'static str, (usize, BTreeSet<String>)>,
     first: Option<String>,
     last: Option<String>,
 }
@@ -121,6 +167,13 @@ impl Suggester {
                     raw["determination"].as_str().unwrap_or("notMalicious").to_string(),
                 );
                 *g.verdicts.entry(pair).or_default() += 1;
+                for (kind, values) in evidence_values(raw) {
+                    if let Some(values) = values {
+                        let (n, all) = g.evidence.entry(kind).or_default();
+                        *n += 1;
+                        all.extend(values);
+                    }
+                }
                 let severity: Severity = raw["severity"].as_str().unwrap_or("unknown").parse().expect("infallible");
                 if g.max_benign_severity.as_ref().is_none_or(|m| severity.rank() > m.rank()) {
                     g.max_benign_severity = Some(severity);
@@ -130,6 +183,9 @@ impl Suggester {
                 g.true_positive += 1;
                 if let Some(id) = raw["id"].as_str() {
                     g.true_positive_alerts.push(id.to_string());
+                }
+                if g.true_positive_raw.len() < MAX_KEPT {
+                    g.true_positive_raw.push(raw.clone());
                 }
             }
             Verdict::Unresolved => g.unresolved += 1,
@@ -150,23 +206,34 @@ impl Suggester {
                 titles.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
                 let title = titles.first().map(|t| t.0.clone()).unwrap_or_default();
                 let alerts = g.benign + g.true_positive + g.unresolved;
-                let (draft, yaml, no_draft) = if g.true_positive > 0 {
+                let mut id = format!("suggested-{}", slug(&title));
+                let mut n = 2;
+                while used_ids.contains(&id) {
+                    id = format!("suggested-{}-{n}", slug(&title));
+                    n += 1;
+                }
+                let (value, text) = draft(&g, &id, &title, alerts, now);
+                let hidden = hides(&value, &g.true_positive_raw, &self.tenant);
+                let (draft, yaml, no_draft) = if g.true_positive > 0 && (narrowing(&g).is_empty() || !hidden.is_empty())
+                {
                     let why = format!(
-                        "analysts also resolved {} alert(s) of this detector as truePositive ({}): a rule on the detector \
-                         alone would have hidden them; narrow it by evidence before writing one",
+                        "analysts also resolved {} alert(s) of this detector as truePositive ({}): {}; narrow it by \
+                         evidence before writing one",
                         g.true_positive,
-                        g.true_positive_alerts.join(", ")
+                        g.true_positive_alerts.join(", "),
+                        if narrowing(&g).is_empty() {
+                            "a rule on the detector alone would have hidden them".to_string()
+                        } else {
+                            format!(
+                                "even narrowed by the benign alerts' evidence a rule would hide {}",
+                                hidden.join(", ")
+                            )
+                        }
                     );
                     (None, None, Some(why))
                 } else {
-                    let mut id = format!("suggested-{}", slug(&title));
-                    let mut n = 2;
-                    while !used_ids.insert(id.clone()) {
-                        id = format!("suggested-{}-{n}", slug(&title));
-                        n += 1;
-                    }
-                    let (draft, yaml) = draft(&g, &id, &title, alerts, now);
-                    (Some(draft), Some(yaml), None)
+                    used_ids.insert(id);
+                    (Some(value), Some(text), None)
                 };
                 Suggestion {
                     kind: "rule_suggestion",
@@ -248,12 +315,50 @@ fn cel_string(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialize")
 }
 
+/// The `allEvidence` clauses a group's benign alerts support: kinds every benign alert carries, with few
+/// values.
+fn narrowing(g: &Group) -> Vec<String> {
+    let mut out = Vec::new();
+    for (kind, path, hashes) in NARROWING {
+        let Some((n, values)) = g.evidence.get(kind) else { continue };
+        if *n < g.benign || values.is_empty() || values.len() > MAX_VALUES {
+            continue;
+        }
+        let list = values.iter().map(|v| cel_string(v)).collect::<Vec<_>>().join(", ");
+        let field = format!("e.{}", path.join("."));
+        let test = if *hashes { format!("{field}.hashIn([{list}])") } else { format!("{field} in [{list}]") };
+        out.push(format!("alert.allEvidence({}, e, {test})", cel_string(kind)));
+    }
+    out
+}
+
+/// The ids of the true positives `draft` would match (before guardrails), judged as they arrived with
+/// the real engine.
+fn hides(draft: &Value, true_positives: &[Value], tenant: &str) -> Vec<String> {
+    let Ok(rule) = serde_json::from_value::<super::CloseRuleConfig>(draft.clone()) else {
+        return vec!["(the draft does not parse)".into()];
+    };
+    let config = crate::config::Config { close_rules: vec![rule], ..Default::default() };
+    let Ok(engine) = super::Engine::compile(&config) else {
+        return vec!["(the draft does not compile)".into()];
+    };
+    true_positives
+        .iter()
+        .filter_map(|raw| {
+            let (arrived, at) = super::replay::as_arrived(raw)?;
+            let alert = crate::alert::Alert::from_value(arrived).ok()?;
+            engine.decide(&alert, tenant, at).close.is_some().then(|| alert.id.clone())
+        })
+        .collect()
+}
+
 fn draft(g: &Group, id: &str, title: &str, alerts: usize, now: DateTime<Utc>) -> (Value, String) {
     let mut when = vec![format!("alert.serviceSource == {}", cel_string(&g.service_source))];
     match &g.detector_id {
         Some(d) => when.push(format!("alert.detectorId == {}", cel_string(d))),
         None => when.push(format!("alert.title == {}", cel_string(title))),
     }
+    when.extend(narrowing(g));
     let when = when.join(" && ");
     let ((classification, determination), _) =
         g.verdicts.iter().max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0))).expect("a benign group has verdicts");
@@ -299,6 +404,39 @@ fn draft(g: &Group, id: &str, title: &str, alerts: usize, now: DateTime<Utc>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_draft_is_narrowed_by_the_benign_alerts_evidence_and_so_leaves_the_true_positive_out() {
+        let now: DateTime<Utc> = "2026-11-30T00:00:00Z".parse().unwrap();
+        let ip = |a: &str| json!({"@odata.type": "#microsoft.graph.security.ipEvidence", "ipAddress": a});
+        let alert = |id: &str, ips: Vec<Value>, classification: &str| {
+            json!({"id": id, "serviceSource": "microsoftDefenderForIdentity", "detectorId": "travel",
+                "title": "Impossible travel", "severity": "medium", "classification": classification,
+                "determination": "confirmedActivity", "createdDateTime": "2026-11-20T10:00:00Z", "evidence": ips})
+        };
+        let mut s = Suggester::new("contoso");
+        for (i, a) in ["192.0.2.1", "192.0.2.2", "192.0.2.1"].iter().enumerate() {
+            s.observe(&alert(&format!("b{i}"), vec![ip(a)], "informationalExpectedActivity"));
+        }
+        s.observe(&alert("tp", vec![ip("192.0.2.1"), ip("198.51.100.9")], "truePositive"));
+        let got = s.finish(3, 10, now);
+        let draft = got[0].draft.as_ref().unwrap_or_else(|| panic!("{:?}", got[0].no_draft));
+        assert_eq!(
+            draft["when"],
+            r#"alert.serviceSource == "microsoftDefenderForIdentity" && alert.detectorId == "travel" && alert.allEvidence("ip", e, e.ipAddress in ["192.0.2.1", "192.0.2.2"])"#
+        );
+        assert_eq!(got[0].true_positive, 1, "the true positive is still counted");
+
+        // When the attack came from a benign alert's address too, narrowing cannot separate it: no draft.
+        let mut s = Suggester::new("contoso");
+        for i in 0..3 {
+            s.observe(&alert(&format!("b{i}"), vec![ip("192.0.2.1")], "falsePositive"));
+        }
+        s.observe(&alert("tp", vec![ip("192.0.2.1")], "truePositive"));
+        let got = s.finish(3, 10, now);
+        assert!(got[0].draft.is_none());
+        assert!(got[0].no_draft.as_deref().unwrap().contains("would hide tp"), "{:?}", got[0].no_draft);
+    }
 
     #[test]
     fn slugs_are_rule_ids() {

@@ -17,6 +17,8 @@
 //!   posting budgets ([`notify::budget`]), and the delivery of one alert version to them
 //!   ([`notify::deliver`]; what a budget holds back goes out in one digest).
 //! - [`audit`]: the hash-chained audit trail every effect is recorded in.
+//! - [`replay`]: close rules judged on a tenant's history before they enforce (`secmon rules replay`,
+//!   `secmon rules suggest`), and the `check-config` findings about enforce rules without that proof.
 //! - [`doctor`]: the preflight of a real deployment: every check with its fix (`secmon doctor`,
 //!   `/api/doctor`).
 //! - [`store`]: state, claims, audit streams and the queue behind one contract; SQLite, Azure
@@ -50,6 +52,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod redact;
+pub mod replay;
 pub mod respond;
 pub mod rules;
 pub mod setup;

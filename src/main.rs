@@ -11,6 +11,8 @@ Examples:
   secmon check-config -c secmon.yaml          every problem with its file, line and field
   secmon doctor -c secmon.yaml                the real tenant, Graph and receivers checked, each fix named
   secmon rules test -c secmon.yaml alert.json what the rules and routes decide, offline
+  secmon rules replay --since 30d --out rpt/  every close rule judged on the tenant's own history
+  secmon rules suggest --since 30d            draft shadow rules for what analysts resolve as benign
   secmon poll --once                          one poll of every tenant, JSON summary
   secmon run --listen 127.0.0.1:7071          the standalone daemon
   SECMON_CLOSE=off secmon run                 every close rule in shadow mode
@@ -124,7 +126,76 @@ enum RulesCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Judge the close rules on the tenant's own alert history (read-only), analysts' verdicts as ground
+    /// truth; JSON lines per rule and overlap, an HTML report with --out.
+    #[command(after_help = REPLAY_HELP)]
+    Replay {
+        /// How far back: a duration (30d, 12h), a date (2026-11-01) or an RFC 3339 time.
+        #[arg(long)]
+        since: String,
+        /// Only this tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this close rule (by id).
+        #[arg(long)]
+        rule: Option<String>,
+        /// Also write replay-{tenant}.html here: self-contained, charts inline, opens offline.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Graph requests per minute per tenant for this walk (default: half of
+        /// poll.max_requests_per_minute, leaving the rest of Graph's budget to the running secmon).
+        #[arg(long)]
+        max_requests_per_minute: Option<u32>,
+    },
+    /// List what analysts most often resolved as benign, each with a draft close rule in shadow mode
+    /// (YAML to paste, or JSON lines with --json).
+    #[command(after_help = SUGGEST_HELP)]
+    Suggest {
+        /// How far back: a duration (30d, 12h), a date (2026-11-01) or an RFC 3339 time.
+        #[arg(long)]
+        since: String,
+        /// Only this tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only detectors analysts resolved as benign at least this many times.
+        #[arg(long, default_value_t = 3)]
+        min_benign: usize,
+        /// At most this many suggestions per tenant.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// JSON lines (`{"kind":"rule_suggestion",...}`) instead of YAML.
+        #[arg(long)]
+        json: bool,
+        /// Graph requests per minute per tenant (default: half of poll.max_requests_per_minute).
+        #[arg(long)]
+        max_requests_per_minute: Option<u32>,
+    },
 }
+
+/// `secmon rules replay` and `secmon rules suggest`: read-only walks of a tenant's alert history.
+const REPLAY_HELP: &str = "\
+Every close rule is evaluated on every alert created since --since, as the alert was when it arrived
+(status new, no classification, assignment or comments), with the real engine and guardrails. The
+analysts' classification is the ground truth: truePositive means the rule would have hidden a real attack.
+
+Output: one JSON line per rule ({\"kind\":\"replay_rule\", \"rule\", \"would_close\", \"analyst_true_positive\",
+\"analyst_benign\", \"unresolved\", \"blocked\", \"true_positive_alerts\", ...}), one per pair of rules matching
+the same alerts ({\"kind\":\"replay_overlap\"}), and a {\"kind\":\"replay_summary\"} per tenant. Each rule's
+result is stored (replay/{tenant}/{rule}); check-config warns about enforce rules without a clean replay.
+
+Examples:
+  secmon rules replay --since 30d
+  secmon rules replay --since 2026-11-01 --tenant contoso --rule pentest-2026q4 --out report/";
+
+const SUGGEST_HELP: &str = "\
+Groups the alerts created since --since by detector (serviceSource + detectorId, or title) and lists those
+analysts resolved as falsePositive / informationalExpectedActivity most often, each with a draft close rule
+in shadow mode (exact matches only; set its owner, replay it, then enforce). A detector with a truePositive
+gets no draft. Writes nothing.
+
+Examples:
+  secmon rules suggest --since 30d >> suggested.yaml
+  secmon rules suggest --since 30d --tenant contoso --json";
 
 #[derive(Subcommand, Clone)]
 enum AuditCommand {
@@ -189,6 +260,22 @@ fn main() -> ExitCode {
         Command::Run { listen } => with_app(&cli.config, move |app| run(app, listen)),
         Command::Subscriptions { action } => with_app(&cli.config, move |app| subscriptions(app, action)),
         Command::Rules(RulesCommand::Test { now, tenant, paths }) => rules_test(&cli.config, now, tenant, &paths),
+        Command::Rules(RulesCommand::Replay { since, tenant, rule, out, max_requests_per_minute }) => {
+            let budget = max_requests_per_minute;
+            with_app_tuned(
+                &cli.config,
+                move |c| replay_budget(c, budget),
+                move |app| rules_replay(app, since, tenant, rule, out),
+            )
+        }
+        Command::Rules(RulesCommand::Suggest { since, tenant, min_benign, top, json, max_requests_per_minute }) => {
+            let budget = max_requests_per_minute;
+            with_app_tuned(
+                &cli.config,
+                move |c| replay_budget(c, budget),
+                move |app| rules_suggest(app, since, tenant, min_benign, top, json),
+            )
+        }
         Command::Audit(cmd) => audit(&cli.config, cmd),
     }
 }
@@ -304,17 +391,27 @@ where
     F: FnOnce(secmon::app::App) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
+    with_app_tuned(file, |_| {}, f)
+}
+
+/// [`with_app`] with the loaded config adjusted by `tune` before the app is built.
+fn with_app_tuned<F, Fut>(file: &std::path::Path, tune: impl FnOnce(&mut secmon::config::Config), f: F) -> ExitCode
+where
+    F: FnOnce(secmon::app::App) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
     // Logs go to stderr: stdout carries the command's JSON.
     let format = secmon::logging::chosen(secmon::logging::Format::Text);
     let logs = secmon::logging::subscriber(format, secmon::logging::Redacting(std::io::stderr));
     let _ = tracing::subscriber::set_global_default(logs);
-    let loaded = match secmon::setup::load(file, chrono::Utc::now()) {
+    let mut loaded = match secmon::setup::load(file, chrono::Utc::now()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(1);
         }
     };
+    tune(&mut loaded.config);
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(async { f(secmon::setup::app_from_config(loaded.config).await?).await }));
@@ -487,6 +584,13 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             for w in &loaded.warnings {
                 eprintln!("{}", loaded.render(w));
             }
+            let replay = replay_findings(&loaded.config);
+            for issue in &replay {
+                eprintln!("{}", loaded.render(issue));
+            }
+            if replay.iter().any(|i| i.level == secmon::config::Level::Error) {
+                return ExitCode::from(1);
+            }
             println!(
                 "{}: ok ({} tenants, {} close rules, {} routes, {} receivers)",
                 file.display(),
@@ -502,4 +606,151 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The replay budget: `--max-requests-per-minute`, else half of `poll.max_requests_per_minute`, so a
+/// replay next to a running secmon leaves it the rest of Graph's per-tenant budget.
+fn replay_budget(config: &mut secmon::config::Config, per_minute: Option<u32>) {
+    config.poll.max_requests_per_minute = per_minute.unwrap_or(config.poll.max_requests_per_minute / 2).max(1);
+}
+
+/// The tenants a replay or suggestion run covers.
+fn replay_tenants(app: &secmon::app::App, only: Option<String>) -> anyhow::Result<Vec<String>> {
+    match only {
+        Some(t) if app.config.tenant(&t).is_none() => anyhow::bail!("no tenant named {t:?} in the config"),
+        Some(t) => Ok(vec![t]),
+        None => Ok(app.config.tenants.iter().map(|t| t.name.clone()).collect()),
+    }
+}
+
+/// A progress bar over a history walk's days, drawn on stderr only when it is a terminal.
+fn history_bar(tenant: &str) -> anyhow::Result<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} days {msg}")?
+                .progress_chars("=> "),
+        )
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_prefix(tenant.to_string());
+    Ok(bar)
+}
+
+async fn rules_replay(
+    app: secmon::app::App,
+    since: String,
+    tenant: Option<String>,
+    rule: Option<String>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let until = app.clock.now();
+    let since = secmon::replay::parse_since(&since, until).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+    if let Some(dir) = &out {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("--out {}: {e}", dir.display()))?;
+    }
+    let mut failed = false;
+    for tenant in replay_tenants(&app, tenant)? {
+        let bar = history_bar(&tenant)?;
+        let progress = |p: &secmon::intake::history::Progress| {
+            bar.set_length(p.days as u64);
+            bar.set_position(p.days_done as u64);
+            bar.set_message(format!("{} pages, {} alerts", p.pages, p.alerts));
+        };
+        let result = secmon::replay::replay_tenant(&app, &tenant, rule.as_deref(), since, until, &progress).await;
+        bar.finish_and_clear();
+        let replayed = match result {
+            Ok(r) => r,
+            Err(e) => {
+                failed = true;
+                eprintln!("{}", secmon::redact::redact(&e.to_string()));
+                continue;
+            }
+        };
+        let report = &replayed.report;
+        for r in &report.rules {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        for o in &report.overlaps {
+            println!("{}", serde_json::to_string(o)?);
+        }
+        let mut summary = serde_json::to_value(report)?;
+        summary["graph"] = serde_json::to_value(&replayed.walked)?;
+        println!("{summary}");
+        if let Some(dir) = &out {
+            let file = dir.join(format!("replay-{tenant}.html"));
+            std::fs::write(&file, secmon::rules::report::render(report))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            eprintln!("report: {}", file.display());
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+async fn rules_suggest(
+    app: secmon::app::App,
+    since: String,
+    tenant: Option<String>,
+    min_benign: usize,
+    top: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let until = app.clock.now();
+    let since = secmon::replay::parse_since(&since, until).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+    let mut failed = false;
+    for tenant in replay_tenants(&app, tenant)? {
+        let bar = history_bar(&tenant)?;
+        let progress = |p: &secmon::intake::history::Progress| {
+            bar.set_length(p.days as u64);
+            bar.set_position(p.days_done as u64);
+            bar.set_message(format!("{} pages, {} alerts", p.pages, p.alerts));
+        };
+        let result = secmon::replay::suggest_tenant(&app, &tenant, since, until, min_benign, top, &progress).await;
+        bar.finish_and_clear();
+        let suggestions = match result {
+            Ok((s, _)) => s,
+            Err(e) => {
+                failed = true;
+                eprintln!("{}", secmon::redact::redact(&e.to_string()));
+                continue;
+            }
+        };
+        if json {
+            for s in &suggestions {
+                println!("{}", serde_json::to_string(s)?);
+            }
+            continue;
+        }
+        print!("{}", secmon::rules::suggest::render_yaml(&tenant, since, until, &suggestions));
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// `check-config`'s findings about enforce rules without a supporting replay, read from the store the
+/// functions use. A standalone SQLite file that does not exist yet holds no replay (and is not created).
+fn replay_findings(config: &secmon::config::Config) -> Vec<secmon::config::Issue> {
+    if !config.close_rules.iter().any(|r| r.mode == secmon::rules::Mode::Enforce) {
+        return Vec::new();
+    }
+    let sqlite = !matches!(std::env::var("SECMON_STORE").ok().as_deref().map(str::trim), Some("azure"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime");
+    runtime.block_on(async {
+        if sqlite && !config.store.sqlite.exists() {
+            let empty = secmon::store::sqlite::SqliteStore::in_memory().expect("an in-memory store");
+            return secmon::replay::enforcement_issues(config, &empty).await;
+        }
+        match secmon::setup::stores_from_env(config).await {
+            Ok((store, _)) => secmon::replay::enforcement_issues(config, store.as_ref()).await,
+            Err(e) => {
+                let empty = secmon::store::sqlite::SqliteStore::in_memory().expect("an in-memory store");
+                let mut issues = vec![secmon::config::Issue::warning(
+                    "store",
+                    format!("cannot read the stored replays ({e}); every enforce rule counts as never replayed"),
+                )];
+                issues.extend(secmon::replay::enforcement_issues(config, &empty).await);
+                issues
+            }
+        }
+    })
 }

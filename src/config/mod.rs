@@ -75,6 +75,11 @@ pub struct Config {
     /// The `/api/doctor` HTTP function (off without a token).
     #[serde(default)]
     pub doctor: DoctorConfig,
+    /// A close rule in `mode: enforce` must have a stored replay of its current version on every tenant
+    /// that found no true positive (`secmon rules replay`); without it `check-config` fails instead of
+    /// warning.
+    #[serde(default)]
+    pub require_replay: bool,
     /// True when `SECMON_CLOSE` is `off` (or another of [`rules::CLOSE_OFF`]): every close rule runs
     /// in shadow mode. Set from the environment at load, never from the file, so an operator can stop all
     /// closing at once; a value secmon does not know fails the load.

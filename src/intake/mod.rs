@@ -1,7 +1,8 @@
 //! How alerts come in: [`poll`] (the timer, with its [`health`], and reconciliation), [`webhook`] (Graph
 //! change notifications and doorbells), [`coalesce`] (at most one pending poll per tenant),
 //! [`subscriptions`] (keeping Graph subscriptions alive). Both paths end in a [`Message`] on the queue.
-//! [`http`] holds the host-neutral request and response the HTTP stages take and give.
+//! [`http`] holds the host-neutral request and response the HTTP stages take and give. [`history`] reads
+//! a tenant's past alerts read-only, for replaying rules on them.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -10,6 +11,7 @@ use crate::store::{Queue, Store, StoreError};
 
 pub mod coalesce;
 pub mod health;
+pub mod history;
 pub mod http;
 pub mod poll;
 pub mod subscriptions;

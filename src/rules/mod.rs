@@ -8,7 +8,10 @@
 //!   properties);
 //! - [`lint`]: warnings about close rules that compile but fail open (`exists` over evidence, …);
 //! - [`Engine`]: the compiled rules and routes; [`Engine::decide`] turns one alert into a [`Decision`];
-//! - [`dry_run`]: `secmon rules test`, the offline evaluation of alert files.
+//! - [`dry_run`]: `secmon rules test`, the offline evaluation of alert files;
+//! - [`replay`]: `secmon rules replay`, every close rule judged on a tenant's history as it arrived,
+//!   analysts' verdicts as ground truth; [`report`] renders it as one self-contained HTML page;
+//! - [`suggest`]: `secmon rules suggest`, draft shadow rules for what analysts keep resolving as benign.
 
 use crate::config::{Config, Issue};
 
@@ -17,6 +20,9 @@ pub mod dry_run;
 mod engine;
 pub mod expr;
 pub mod lint;
+pub mod replay;
+pub mod report;
+pub mod suggest;
 
 pub use engine::{Blocked, CloseMatch, Decision, Delivery, Engine, EvalError, Outcome, RouteMatch, Update};
 

@@ -34,6 +34,7 @@
 //! | stream `audit/{tenant}/{YYYY-MM-DD}` | the hash-chained audit records of a tenant's day, each written at its number once | `audit` | kept |
 //! | `audit-head/{tenant}/{YYYY-MM-DD}` | JSON head of that stream's chain (last seq and hash, pending record; compare-and-swap) | `audit` | kept |
 //! | `queue-receipts/{queue}/{message id}` | the current SQS receipt handle of a received message | `store::aws` | until the message is deleted or poisoned |
+//! | `replay/{tenant}/{rule}` | JSON of the rule's last replay on the tenant: its hash without `mode`, the window, would-close and true-positive counts and ids | `secmon rules replay` (`crate::replay`) | kept, replaced by the next replay of the rule |
 //!
 //! "Claim" keys live in the claim namespace of the backend ([`super::Store::claim`]), the others are
 //! values ([`super::Store::get`]) or streams ([`super::Store::append`]). "Kept" means nothing deletes the
@@ -237,6 +238,11 @@ pub fn queue_receipt(queue: &str, message_id: &str) -> String {
     key("queue-receipts", &[queue, message_id])
 }
 
+/// `replay/{tenant}/{rule}`: the last replay of a close rule on a tenant; `check-config` reads it.
+pub fn replay(tenant: &str, rule: &str) -> String {
+    key("replay", &[tenant, rule])
+}
+
 /// The prefix of the audit streams of `tenant`, or of all tenants.
 pub fn audit_streams(tenant: Option<&str>) -> String {
     match tenant {
@@ -300,6 +306,7 @@ mod tests {
             (audit_stream("contoso", day), "audit/contoso/2026-11-26"),
             (audit_head("audit/contoso/2026-11-26"), "audit-head/contoso/2026-11-26"),
             (queue_receipt("alerts", "5fd1-77"), "queue-receipts/alerts/5fd1-77"),
+            (replay("contoso", "pentest"), "replay/contoso/pentest"),
         ];
         for (got, want) in cases {
             assert_eq!(got, want);

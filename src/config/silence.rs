@@ -163,7 +163,9 @@ pub fn validate(config: &Config, out: &mut Vec<Issue>) {
                 None => first = Some((format!("routes[{i}].digest"), d)),
                 Some((at, other)) if *other != d => out.push(Issue::error(
                     format!("routes[{i}].digest"),
-                    format!("receiver {name:?} already gets digests on another schedule ({at}); one schedule per receiver"),
+                    format!(
+                        "receiver {name:?} already gets digests on another schedule ({at}); one schedule per receiver"
+                    ),
                 )),
                 Some(_) => {}
             }

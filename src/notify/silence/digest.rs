@@ -13,10 +13,11 @@
 //! the messages they need (as many lines as fit the receiver's size rule, the Teams card's 28,000
 //! bytes or 200 lines a mail), and the split is stored with the batch, so every retry sends the same
 //! messages. Each message is claimed (`digest-send/…/{part}`), takes a slot of the receiver's posting
-//! budget, is sent and audited (`notify_digest`, and a `notify` record per alert naming it). A kill at
-//! any point repeats what was not completed and skips nothing; only a kill between a post and the
-//! completion of its claim sends that one message again (nothing reports a post back), as for every
-//! notification.
+//! budget and is sent; once its claim is completed it is audited (`notify_digest`, and a `notify`
+//! record per alert naming it), and the batch notes that, so a process that dies in between leaves the
+//! records to the next run. A kill at any point repeats what was not completed and skips nothing; only
+//! a kill between a post and the completion of its claim (no store write lies between them) sends
+//! that one message again, the same, since nothing reports a post back.
 
 use std::collections::HashSet;
 
@@ -54,6 +55,9 @@ struct Batch {
     entries: Vec<Entry>,
     #[serde(default)]
     parts: Option<Vec<Vec<String>>>,
+    /// The parts whose audit records are written (after their claim completed).
+    #[serde(default)]
+    audited: Vec<usize>,
     #[serde(default)]
     sent: bool,
 }
@@ -183,7 +187,10 @@ async fn flush(app: &App, tenant: &str, receiver: &str, now: DateTime<Utc>) -> R
         }
         let (alerts, messages) = send_batch(app, tenant, receiver, &key, fire, now).await?;
         if messages > 0 {
-            logs.push(format!("{tenant}/{receiver}: scheduled digest of {} sent: {alerts} alerts in {messages} messages", time(fire)));
+            logs.push(format!(
+                "{tenant}/{receiver}: scheduled digest of {} sent: {alerts} alerts in {messages} messages",
+                time(fire)
+            ));
         }
     }
     Ok(logs)
@@ -209,28 +216,47 @@ async fn send_batch(
             claims.iter().filter_map(|c| batch.entries.iter().find(|e| e.claims.first() == Some(c))).collect();
         let more: usize = parts[k + 1..].iter().map(Vec::len).sum();
         let claim = keys::digest_send(tenant, receiver, fire, k);
-        let part = Part { tenant, receiver, fire, index: k, entries: &entries, more, schedule: &schedule, claim: &claim };
-        match once(store, &claim, SEND_LEASE, || send_part(app, notifier, &part, now)).await? {
-            Once::Done(()) => {
+        let part =
+            Part { tenant, receiver, fire, index: k, entries: &entries, more, schedule: &schedule, claim: &claim };
+        // Only the post runs inside the claim, so that nothing but the post itself lies between the
+        // post and the claim's completion; the audit records follow, marked in the batch once written.
+        let status = match once(store, &claim, SEND_LEASE, || send_part(app, notifier, &part, now)).await? {
+            Once::Done(status) => {
                 alerts += entries.len();
                 messages += 1;
+                Some(status)
             }
-            Once::AlreadyDone => {}
+            Once::AlreadyDone if batch.audited.contains(&k) => continue,
+            // Sent, by a process that died before its audit records were written.
+            Once::AlreadyDone => None,
             // Another worker sends it now; the messages after it wait for the next run.
             Once::Held => return Ok((alerts, messages)),
             Once::Failed(e) => return Err(e.into()),
-        }
+        };
+        audit_part(app, notifier.kind(), &part, status, now).await;
+        mark(store, key, |b| {
+            if !b.audited.contains(&k) {
+                b.audited.push(k);
+            }
+        })
+        .await?;
     }
+    mark(store, key, |b| b.sent = true).await?;
+    Ok((alerts, messages))
+}
+
+/// Changes the batch at `key` by compare-and-swap.
+async fn mark(store: &dyn crate::store::Store, key: &str, change: impl Fn(&mut Batch)) -> Result<(), StoreError> {
     crate::store::update(store, key, |current| {
         let mut b: Batch = current.and_then(|v| serde_json::from_slice(v).ok()).unwrap_or_default();
-        if b.sent {
+        let before = b.clone();
+        change(&mut b);
+        if b == before {
             return Change::Keep(());
         }
-        b.sent = true;
         Change::Put(serde_json::to_vec(&b).expect("JSON"), ())
     })
-    .await?;
-    Ok((alerts, messages))
+    .await
 }
 
 /// The schedule of `receiver`'s digests in words, for the message.
@@ -239,7 +265,13 @@ fn schedule_words(app: &App, receiver: &str) -> String {
         receiver: receiver.to_string(),
         realert: None,
         group: None,
-        routes: app.config.routes.iter().enumerate().map(|(i, r)| r.name.clone().unwrap_or(format!("routes[{i}]"))).collect(),
+        routes: app
+            .config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.name.clone().unwrap_or(format!("routes[{i}]")))
+            .collect(),
     };
     app.mute.digest_for(&target).map(|s| s.words()).unwrap_or_default()
 }
@@ -316,8 +348,14 @@ impl Part<'_> {
     }
 }
 
-/// Takes a budget slot, renders, sends and audits one message of a digest.
-async fn send_part(app: &App, notifier: &dyn Notifier, part: &Part<'_>, now: DateTime<Utc>) -> Result<(), NotifyError> {
+/// Takes a budget slot, renders and sends one message of a digest; returns the receiver's status. A
+/// failure is audited here (the claim is given back and the next run tries again).
+async fn send_part(
+    app: &App,
+    notifier: &dyn Notifier,
+    part: &Part<'_>,
+    now: DateTime<Utc>,
+) -> Result<u16, NotifyError> {
     let receiver = part.receiver;
     let store_err = |e: StoreError| NotifyError::new(receiver, format!("store: {e}"), Retry::Retryable);
     if let Some(budgeted) = notifier.budget()
@@ -332,52 +370,66 @@ async fn send_part(app: &App, notifier: &dyn Notifier, part: &Part<'_>, now: Dat
     let lines: Vec<DigestLine> = part.entries.iter().map(|e| e.line.clone()).collect();
     let count = lines.len();
     let mut digest = Digest::scheduled(receiver, lines, part.more, part.schedule);
-    let payload = notifier.render_digest(&app.receivers.templates, &mut digest)?;
-    if digest.count < count {
-        return Err(NotifyError::new(
-            receiver,
-            format!("a digest of {count} alerts no longer fits ({} do)", digest.count),
-            Retry::Permanent,
-        ));
-    }
+    let rendered = notifier.render_digest(&app.receivers.templates, &mut digest).and_then(|payload| {
+        if digest.count < count {
+            return Err(NotifyError::new(
+                receiver,
+                format!("a digest of {count} alerts no longer fits ({} do)", digest.count),
+                Retry::Permanent,
+            ));
+        }
+        Ok(payload)
+    });
     let delivery = hex::encode(&sha2::Sha256::digest(part.claim.as_bytes())[..16]);
-    let result = notifier.send(&SendContext::new(app, part.tenant, now, &delivery), &payload).await;
-    let id = part.id();
+    let result = match rendered {
+        Ok(payload) => notifier.send(&SendContext::new(app, part.tenant, now, &delivery), &payload).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result {
+        let ids: Vec<&str> = part.entries.iter().map(|e| e.alert.as_str()).collect();
+        let detail = serde_json::json!({
+            "kind": notifier.kind(), "error": e.message, "retryable": e.retry == Retry::Retryable, "alerts": ids,
+        });
+        let record = Record {
+            receiver: Some(receiver.to_string()),
+            detail: detail.to_string(),
+            ..Record::new(&part.id(), &time(part.fire), Action::NotifyFailed)
+        };
+        append(app, part, now, record).await;
+    }
+    result
+}
+
+/// The audit records of a sent message: `notify_digest` listing its alerts, and a `notify` record per
+/// alert naming it. `status` is `None` when the process that sent it died before it could record it.
+async fn audit_part(app: &App, kind: &str, part: &Part<'_>, status: Option<u16>, now: DateTime<Utc>) {
     let ids: Vec<&str> = part.entries.iter().map(|e| e.alert.as_str()).collect();
-    let kind = notifier.kind();
-    let digest_record = |action: Action, detail: serde_json::Value, status: Option<u16>| Record {
-        receiver: Some(receiver.to_string()),
+    let id = part.id();
+    let detail = serde_json::json!({
+        "kind": kind, "scheduled": part.schedule, "count": ids.len(), "alerts": ids,
+    });
+    let record = Record {
+        receiver: Some(part.receiver.to_string()),
         graph_status: status,
         detail: detail.to_string(),
-        ..Record::new(&id, &time(part.fire), action)
+        ..Record::new(&id, &time(part.fire), Action::NotifyDigest)
     };
-    let append = |record: Record| async move {
-        if let Err(e) = crate::audit::append(app.store.as_ref(), part.tenant, now, record).await {
-            tracing::error!("audit record of {id} lost ({e})", id = part.id());
-        }
-    };
-    match result {
-        Ok(status) => {
-            let detail =
-                serde_json::json!({"kind": kind, "scheduled": part.schedule, "count": count, "alerts": ids});
-            append(digest_record(Action::NotifyDigest, detail, Some(status))).await;
-            for e in part.entries {
-                let detail =
-                    serde_json::json!({"kind": kind, "why": e.line.why, "routes": e.routes, "digest": id});
-                let record = Record {
-                    receiver: Some(receiver.to_string()),
-                    graph_status: Some(status),
-                    detail: detail.to_string(),
-                    ..Record::new(&e.alert, &e.version, Action::Notify)
-                };
-                append(record).await;
-            }
-            Ok(())
-        }
-        Err(e) => {
-            let detail = serde_json::json!({"kind": kind, "error": e.message, "retryable": e.retry == Retry::Retryable, "alerts": ids});
-            append(digest_record(Action::NotifyFailed, detail, None)).await;
-            Err(e)
-        }
+    append(app, part, now, record).await;
+    for e in part.entries {
+        let detail = serde_json::json!({"kind": kind, "why": e.line.why, "routes": e.routes, "digest": id});
+        let record = Record {
+            receiver: Some(part.receiver.to_string()),
+            graph_status: status,
+            detail: detail.to_string(),
+            ..Record::new(&e.alert, &e.version, Action::Notify)
+        };
+        append(app, part, now, record).await;
+    }
+}
+
+/// Appends one record to the tenant's audit trail; a lost record is logged.
+async fn append(app: &App, part: &Part<'_>, now: DateTime<Utc>, record: Record) {
+    if let Err(e) = crate::audit::append(app.store.as_ref(), part.tenant, now, record).await {
+        tracing::error!("audit record of {} lost ({e})", part.id());
     }
 }

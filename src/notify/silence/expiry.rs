@@ -153,7 +153,9 @@ async fn renotify(
     };
     let current = match app.graph.get_alert(tenant, &muted.alert).await {
         Ok(v) => v,
-        Err(e) if e.retry == Retry::Retryable => return Err(fail("reading the alert", e.to_string(), Retry::Retryable)),
+        Err(e) if e.retry == Retry::Retryable => {
+            return Err(fail("reading the alert", e.to_string(), Retry::Retryable));
+        }
         // Gone, or no longer readable: there is nothing open to tell.
         Err(e) => {
             tracing::info!("alert {} muted by silence {} cannot be read: {e}", muted.alert, s.id);
@@ -168,9 +170,8 @@ async fn renotify(
         return Ok(Told::Resolved);
     }
     let target = Delivery { receiver: receiver.to_string(), realert: None, group: None, routes: Vec::new() };
-    let other = muting(app, tenant, &alert, &target, now)
-        .await
-        .map_err(|e| fail("store", e.to_string(), Retry::Retryable))?;
+    let other =
+        muting(app, tenant, &alert, &target, now).await.map_err(|e| fail("store", e.to_string(), Retry::Retryable))?;
     if let Some(m) = other {
         append(m.record(&alert, receiver, &[])).await;
         return Ok(Told::StillMuted);

@@ -126,15 +126,14 @@ impl Part {
         }
         let mut years = Vec::new();
         for (i, y) in c.years.iter().enumerate() {
-            let r = range(y, |s| s.trim().parse::<i32>().map_err(|_| format!("{s:?} is not a year"))).and_then(
-                |(a, b)| {
+            let r =
+                range(y, |s| s.trim().parse::<i32>().map_err(|_| format!("{s:?} is not a year"))).and_then(|(a, b)| {
                     if a > b {
                         return Err(format!("{y:?}: the range runs backwards"));
                     }
                     years.push((a, b));
                     Ok(())
-                },
-            );
+                });
             field("years", i, r);
         }
         let zone = match c.location.as_deref() {
@@ -197,7 +196,10 @@ fn minute_of_day(s: &str) -> Result<u32, String> {
 fn weekday(s: &str) -> Result<u32, String> {
     const DAYS: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
     let s = s.trim().to_ascii_lowercase();
-    DAYS.iter().position(|d| *d == s).map(|p| p as u32).ok_or_else(|| format!("{s:?} is not a weekday (monday … sunday)"))
+    DAYS.iter()
+        .position(|d| *d == s)
+        .map(|p| p as u32)
+        .ok_or_else(|| format!("{s:?} is not a weekday (monday … sunday)"))
 }
 
 fn month(s: &str) -> Result<u32, String> {
@@ -282,8 +284,7 @@ mod tests {
     use crate::config::silence::TimesConfig;
 
     fn window(parts: Vec<TimeRangeConfig>) -> Interval {
-        Interval::compile(&TimeIntervalConfig { name: "w".into(), time_intervals: parts }, "time_intervals[0]")
-            .unwrap()
+        Interval::compile(&TimeIntervalConfig { name: "w".into(), time_intervals: parts }, "time_intervals[0]").unwrap()
     }
 
     fn times(s: &str, e: &str) -> TimesConfig {

@@ -424,7 +424,8 @@ pub fn check(config: &Config, out: &mut Vec<Issue>) {
     }
     for (name, rc) in &config.receivers {
         if let (Some(_), ReceiverConfig::Teams(_) | ReceiverConfig::Email(_)) = (rc.digest(), rc) {
-            let routed_high = config.routes.iter().any(|r| r.receivers.contains(name) && matches_high(&env, r.when.as_deref()));
+            let routed_high =
+                config.routes.iter().any(|r| r.receivers.contains(name) && matches_high(&env, r.when.as_deref()));
             if routed_high {
                 out.push(Issue::warning(
                     format!("receivers.{name}.{}.digest", rc.kind()),

@@ -452,7 +452,7 @@ async fn a_scheduled_digest_carries_every_alert_once_in_as_few_messages_as_fit()
     assert!(first.contains(r"since the last digest (0 0 8 \\* \\* \\* Europe/Berlin)"), "{first}");
     assert!(first.contains("30 High"), "counts by severity: {first}");
     assert!(first.contains("Sources"), "{first}");
-    keep_card("scheduled-digest", &h.emu.teams_messages("soc")[0]);
+    keep_card("scheduled-digest-long", &h.emu.teams_messages("soc")[0]);
     // Nothing more at the next runs; audited per message and per alert.
     secmon::functions::poll_alerts(&h.app, timer, h.clock.now() + chrono::Duration::minutes(5)).await;
     assert_eq!(h.emu.teams_messages("soc").len(), messages.len());
@@ -487,7 +487,7 @@ async fn a_small_digest_for_the_docs() {
     let text = messages[0].to_string();
     assert!(text.contains("2 High, 2 Medium, 1 Low, 1 Informational"), "{text}");
     assert!(text.contains("4 microsoftDefenderForEndpoint, 2 microsoftSentinel"), "{text}");
-    keep_card("scheduled-digest-small", &messages[0]);
+    keep_card("scheduled-digest", &messages[0]);
 }
 
 /// A store that dies: after `left` writes it answers nothing, ever (the process was killed with

@@ -15,7 +15,9 @@
 //!   act → record.
 //! - [`notify`]: receivers (Teams, e-mail, signed webhook), each one [`notify::Notifier`], their
 //!   posting budgets ([`notify::budget`]), and the delivery of one alert version to them
-//!   ([`notify::deliver`]; what a budget holds back goes out in one digest).
+//!   ([`notify::deliver`]; what a budget holds back goes out in one digest), and noise control
+//!   ([`notify::silence`]: silences, recurring mute windows, re-notification when a silence ends,
+//!   scheduled digests).
 //! - [`audit`]: the hash-chained audit trail every effect is recorded in.
 //! - [`doctor`]: the preflight of a real deployment: every check with its fix (`secmon doctor`,
 //!   `/api/doctor`).

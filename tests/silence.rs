@@ -383,6 +383,39 @@ async fn preview_shows_what_a_matcher_would_mute_and_changes_nothing() {
     assert!(h.emu.patches().is_empty());
 }
 
+/// Each process reads the silences at most every `silences.cache`: a silence made by another instance
+/// mutes here once the cache is older than that, and deliveries in between cost no listing.
+#[tokio::test]
+async fn the_silence_list_is_cached_per_process() {
+    let (emu, http) = emulator().await;
+    let clock = Arc::new(ManualClock::new(now()));
+    let inner = Arc::new(SqliteStore::in_memory().unwrap().with_clock(clock.clone()));
+    let counted = Arc::new(Killable::new(inner.clone(), usize::MAX));
+    let config = config(&emu, "soc", TEAMS_AND_MAIL);
+    let here = app(&emu, &http, config.clone(), counted.clone(), inner.clone(), clock.clone());
+    let there = app(&emu, &http, config, inner.clone(), inner.clone(), clock.clone());
+    let base = emu.alerts(TENANT_ID).remove(0);
+    let alert = |i: usize| {
+        let mut a = base.clone();
+        a["id"] = json!(format!("ex01-c{i}"));
+        a["title"] = json!(format!("Suspicious process on ex01 #{i}"));
+        a
+    };
+    for i in 0..10 {
+        process_alert(&here, "contoso", alert(i)).await.unwrap();
+    }
+    // 10 alerts, 2 receivers each: one listing.
+    assert_eq!(counted.silence_lists.load(Ordering::SeqCst), 1);
+    cli::add(&there, silence("alert.title.contains(\"ex01\")", 2, &[]), clock.now()).await.unwrap();
+    clock.advance(chrono::Duration::seconds(10));
+    process_alert(&here, "contoso", alert(10)).await.unwrap();
+    assert_eq!(emu.teams_messages("soc").len(), 11, "within the cache time the new silence is not seen here");
+    clock.advance(chrono::Duration::seconds(25));
+    process_alert(&here, "contoso", alert(11)).await.unwrap();
+    assert_eq!(emu.teams_messages("soc").len(), 11, "after it, it mutes");
+    assert_eq!(counted.silence_lists.load(Ordering::SeqCst), 2);
+}
+
 // ----- scheduled digests -----
 
 const DIGEST: &str = "routes:\n  - { receivers: [digest-teams] }\nreceivers:\n  digest-teams: { teams: { webhook_url: \"${TEAMS_URL}\", digest: { schedule: \"0 0 8 * * *\", time_zone: Europe/Berlin } } }\n";
@@ -498,6 +531,8 @@ struct Killable {
     dead: AtomicBool,
     died: tokio::sync::Notify,
     writes: AtomicUsize,
+    /// Listings of the silences (`silences/`).
+    silence_lists: AtomicUsize,
 }
 
 impl Killable {
@@ -508,6 +543,7 @@ impl Killable {
             dead: AtomicBool::new(false),
             died: tokio::sync::Notify::new(),
             writes: AtomicUsize::new(0),
+            silence_lists: AtomicUsize::new(0),
         }
     }
 
@@ -553,6 +589,9 @@ impl Store for Killable {
     }
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
         self.alive().await;
+        if prefix == "silences/" {
+            self.silence_lists.fetch_add(1, Ordering::SeqCst);
+        }
         self.inner.list(prefix).await
     }
     async fn claim(&self, key: &str, lease: Duration) -> StoreResult<Claim> {

@@ -183,6 +183,7 @@ async fn a_silenced_alert_is_not_sent_and_each_muted_delivery_is_audited() {
     // query: JSON objects with a kind; expired ones only on request.
     let listed = cli::query(&h.app, Filter::Active, now()).await.unwrap();
     assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["problems"], json!([]));
     assert_eq!((listed[0]["kind"].as_str(), listed[0]["state"].as_str()), (Some("silence"), Some("active")));
     assert!(cli::query(&h.app, Filter::Expired, now()).await.unwrap().is_empty());
     assert!(secmon::audit::verify(h.store.as_ref(), None).await.unwrap().iter().all(|r| r.ok()));
@@ -200,8 +201,18 @@ async fn a_silence_is_bounded_and_checked_like_a_route() {
     let no_comment = NewSilence { comment: " ".into(), ..silence("true", 1, &[]) };
     assert!(cli::add(&h.app, no_comment, now()).await.unwrap_err().contains("--comment"));
     // Muting every high-severity alert is allowed, with a warning.
-    let (_, warnings) = cli::add(&h.app, silence("alert.severity == \"high\"", 1, &[]), now()).await.unwrap();
+    let (high, warnings) = cli::add(&h.app, silence("alert.severity == \"high\"", 1, &[]), now()).await.unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
+    // A stored silence is checked against the config in force when it is listed.
+    let listed = cli::query(&h.app, Filter::Active, now()).await.unwrap();
+    assert!(listed[0]["problems"][0].as_str().unwrap().contains("high-severity"), "{listed:?}");
+    let mut stale = high.clone();
+    stale.receivers = vec!["gone".into()];
+    stale.when = "alert.titel == 1".into();
+    h.store.put(&format!("silences/{}", high.id), &serde_json::to_vec(&stale).unwrap()).await.unwrap();
+    let listed = cli::query(&h.app, Filter::Active, now()).await.unwrap();
+    let problems = listed[0]["problems"].to_string();
+    assert!(problems.contains("mutes nothing") && problems.contains("\\\"gone\\\""), "{problems}");
     let (_, warnings) = cli::add(&h.app, silence("alert.title.contains(\"ex01\")", 1, &[]), now()).await.unwrap();
     assert!(warnings.is_empty());
     assert!(h.emu.teams_messages("soc").is_empty() && h.emu.mails().is_empty());
@@ -358,6 +369,10 @@ fn check_config_locates_unknown_windows_and_warns_about_muted_high_severity() {
     let always = "time_intervals:\n  - { name: always, time_intervals: [{}] }\nroutes:\n  - { when: 'alert.severity == \"low\"', receivers: [t], mute_during: [always] }\nreceivers:\n  t: { teams: { webhook_url: \"${TEAMS_URL}\" } }\n";
     let loaded = load(always).unwrap();
     assert!(loaded.warnings.iter().any(|i| i.message.contains("all times")), "{:?}", loaded.warnings);
+    let two = "routes:\n  - { when: 'alert.severity == \"low\"', receivers: [t], digest: { schedule: \"0 0 8 * * *\" } }\n  - { receivers: [t, h], digest: { schedule: \"0 0 9 * * *\" } }\nreceivers:\n  t: { teams: { webhook_url: \"${TEAMS_URL}\" } }\n  h: { webhook: { url: \"https://hooks.example.net/x\" } }\n";
+    let err = load(two).unwrap_err().to_string();
+    assert!(err.contains("routes[1].digest") && err.contains("one schedule per receiver"), "{err}");
+    assert!(err.contains("digests are for Teams and e-mail"), "{err}");
     let bad_digest = "routes:\n  - { receivers: [t], digest: { schedule: \"0 8 * * *\" } }\nreceivers:\n  t: { teams: { webhook_url: \"${TEAMS_URL}\" } }\n";
     let err = load(bad_digest).unwrap_err().to_string();
     assert!(err.contains("routes[0].digest.schedule") && err.contains("six"), "{err}");

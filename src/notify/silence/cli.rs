@@ -146,10 +146,32 @@ pub async fn query(app: &App, filter: Filter, now: DateTime<Utc>) -> Result<Vec<
             if let (Value::Object(o), Value::Object(fields)) = (&mut v, serde_json::to_value(&s).expect("JSON")) {
                 o.extend(fields);
             }
+            v["problems"] = json!(problems(app, &s));
             out.push(v);
         }
     }
     Ok(out)
+}
+
+/// What is wrong with a stored silence under the config in force (it was checked when it was made,
+/// but the config may have changed since): a matcher that no longer compiles mutes nothing; a receiver,
+/// tenant or window that is gone; and the warning about muting every high-severity alert.
+pub fn problems(app: &App, s: &Silence) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Err(e) = compile(&s.when) {
+        out.push(format!("when: {e}; it mutes nothing"));
+    }
+    for r in s.receivers.iter().filter(|r| !app.config.receivers.contains_key(*r)) {
+        out.push(format!("receiver {r:?} is not in the config"));
+    }
+    if let Some(t) = s.tenant.as_deref().filter(|t| app.config.tenant(t).is_none()) {
+        out.push(format!("tenant {t:?} is not in the config"));
+    }
+    for w in s.active_during.iter().filter(|w| app.mute.intervals.get(w).is_none()) {
+        out.push(format!("time interval {w:?} is not in the config; it never holds"));
+    }
+    out.extend(warnings(&s.when));
+    out
 }
 
 /// Ends silence `id` now (`by` says who), then settles it at once: `silence_expired` audited, the

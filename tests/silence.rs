@@ -290,6 +290,28 @@ async fn expiring_a_silence_early_tells_at_once() {
     assert_eq!(h.emu.teams_messages("soc").len(), 2);
 }
 
+/// An alert whose newer version was told after the silence ended is not told again by the expiry.
+#[tokio::test]
+async fn a_newer_version_told_after_the_end_is_the_news() {
+    let h = harness(TEAMS_AND_MAIL).await;
+    let a = h.seed("ex01-3", "Suspicious process on ex01", "low");
+    cli::add(&h.app, silence("alert.title.contains(\"ex01\")", 1, &["soc-teams"]), now()).await.unwrap();
+    process_alert(&h.app, "contoso", a.clone()).await.unwrap();
+    h.clock.set(now() + chrono::Duration::minutes(61));
+    let mut newer = a;
+    newer["lastUpdateDateTime"] = json!("2026-11-26T11:01:00Z");
+    h.emu.seed_alerts(TENANT_ID, vec![newer.clone()]);
+    process_alert(&h.app, "contoso", newer).await.unwrap();
+    assert_eq!(h.emu.teams_messages("soc").len(), 1);
+    let outcome = secmon::functions::poll_alerts(&h.app, secmon::functions::Timer::default(), h.clock.now()).await;
+    assert!(
+        outcome.summary().contains("0 told again") && outcome.summary().contains("1 told a newer version since"),
+        "{}",
+        outcome.summary()
+    );
+    assert_eq!(h.emu.teams_messages("soc").len(), 1);
+}
+
 const WINDOWS: &str = "time_intervals:
   - name: tokyo-night
     time_intervals:

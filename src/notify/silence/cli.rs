@@ -185,7 +185,9 @@ pub async fn expire(app: &App, id: &str, by: &str, now: DateTime<Utc>) -> Result
         if s.ends_at <= now {
             return Change::Keep(Ok(s));
         }
-        s.ends_at = now.max(s.starts_at);
+        // A pending silence ends before it began: it never muted anything.
+        s.starts_at = s.starts_at.min(now);
+        s.ends_at = now;
         s.expired_by = Some(by.to_string());
         Change::Put(serde_json::to_vec(&s).expect("JSON"), Ok(s))
     })

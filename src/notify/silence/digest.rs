@@ -270,6 +270,7 @@ fn schedule_words(app: &App, receiver: &str) -> String {
             .routes
             .iter()
             .enumerate()
+            .filter(|(_, r)| r.receivers.iter().any(|n| n == receiver))
             .map(|(i, r)| r.name.clone().unwrap_or(format!("routes[{i}]")))
             .collect(),
     };

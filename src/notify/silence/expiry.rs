@@ -2,7 +2,8 @@
 //! alert it muted is read from Graph, and one still open is told once to each receiver it was muted for
 //! (claim `silence-renotify/{id}/{tenant}/{alert}/{receiver}`, audited `notify` with why "silence
 //! ended"). An alert resolved meanwhile is not told (`notify_suppressed`); one that another silence
-//! mutes now is left to that one (`notify_silenced`). A receiver whose posting budget is spent, or a
+//! mutes now is left to that one (`notify_silenced`); one whose newer version the receiver was told
+//! about since the end is not told again. A receiver whose posting budget is spent, or a
 //! Graph that fails, leaves the rest to the next run of the poll timer. When nothing is left the silence
 //! is marked settled; 30 days after it ended it is deleted with its list of muted alerts.
 
@@ -36,6 +37,8 @@ pub struct Settled {
     pub resolved: usize,
     /// Muted alerts another silence mutes now.
     pub still_muted: usize,
+    /// Muted alerts the receiver was told about since the silence ended (a newer version went through).
+    pub told_since: usize,
     /// Re-notifications left for the next run (budget spent, Graph failing, another worker at it).
     pub waiting: usize,
     /// Whether everything is done (the silence is marked settled).
@@ -60,8 +63,9 @@ pub async fn settle_ended(app: &App, now: DateTime<Utc>) -> Vec<String> {
         }
         match settle(app, s, now).await {
             Ok(r) if r.told + r.resolved + r.still_muted + r.waiting > 0 || r.settled => logs.push(format!(
-                "silence {} ended: {} told again, {} resolved meanwhile, {} muted by another silence, {} waiting",
-                s.id, r.told, r.resolved, r.still_muted, r.waiting
+                "silence {} ended: {} told again, {} resolved meanwhile, {} muted by another silence, {} told a newer \
+                 version since, {} waiting",
+                s.id, r.told, r.resolved, r.still_muted, r.told_since, r.waiting
             )),
             Ok(_) => {}
             Err(e) => logs.push(format!("silence {}: {e}", s.id)),
@@ -93,6 +97,7 @@ pub async fn settle(app: &App, s: &Silence, now: DateTime<Utc>) -> Result<Settle
                 Once::Done(Told::Sent) => report.told += 1,
                 Once::Done(Told::Resolved) => report.resolved += 1,
                 Once::Done(Told::StillMuted) => report.still_muted += 1,
+                Once::Done(Told::Since) => report.told_since += 1,
                 Once::AlreadyDone => {}
                 Once::Held => {
                     report.waiting += 1;
@@ -128,6 +133,7 @@ enum Told {
     Sent,
     Resolved,
     StillMuted,
+    Since,
 }
 
 /// Tells `receiver` once about an alert `s` muted, if Graph still has it open and nothing mutes it now.
@@ -141,6 +147,12 @@ async fn renotify(
 ) -> Result<Told, NotifyError> {
     let tenant = muted.tenant.as_str();
     let fail = |what: &str, e: String, retry| NotifyError::new(receiver, format!("{what}: {e}"), retry);
+    let last_key = keys::notify_last(tenant, &muted.alert, receiver);
+    let last = app.store.get(&last_key).await.map_err(|e| fail("store", e.to_string(), Retry::Retryable))?;
+    if last.and_then(|v| serde_json::from_slice::<Last>(&v.value).ok()).is_some_and(|l| l.at >= s.ends_at) {
+        // A newer version was told since the silence ended: that was the news.
+        return Ok(Told::Since);
+    }
     let record_of = |alert: &Alert, action: Action, detail: serde_json::Value| Record {
         receiver: Some(receiver.to_string()),
         detail: detail.to_string(),
@@ -192,7 +204,6 @@ async fn renotify(
     match notifier.send(&SendContext::new(app, tenant, now, &delivery), &payload).await {
         Ok(status) => {
             let last = Last { at: now, severity: alert.severity().rank(), status: alert.status().as_str().to_string() };
-            let last_key = keys::notify_last(tenant, &alert.id, receiver);
             if let Err(e) = app.store.put(&last_key, &serde_json::to_vec(&last).expect("JSON")).await {
                 tracing::warn!("could not record the realert state at {last_key}: {e}");
             }

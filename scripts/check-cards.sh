@@ -12,7 +12,7 @@ cards="$root/tests/cards"
 
 # The Rust tests write each card they send to target/cards/*.json.
 rm -rf "$root/target/cards"
-(cd "$root" && cargo test --quiet --test notify)
+(cd "$root" && cargo test --quiet --test notify --test silence)
 node "$cards/validate.js"
 
 if [ "${NO_RENDER:-}" != "1" ]; then
@@ -22,5 +22,6 @@ if [ "${NO_RENDER:-}" != "1" ]; then
   fi
   node "$cards/render.js" "$root/docs/img" \
     "$root/target/cards/sample-high.json" "$root/target/cards/grouped.json" \
-    "$root/target/cards/hostile.json" "$root/target/cards/long-evidence.json" "$root/target/cards/digest.json"
+    "$root/target/cards/hostile.json" "$root/target/cards/long-evidence.json" "$root/target/cards/digest.json" \
+    "$root/target/cards/scheduled-digest.json"
 fi

@@ -10,6 +10,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Issue};
 use crate::graph::Graph;
 use crate::notify::Receivers;
+use crate::notify::silence::Mute;
 use crate::rules::Engine;
 use crate::store::{Queue, Store};
 
@@ -22,6 +23,8 @@ pub struct App {
     pub engine: Arc<Engine>,
     /// The receivers, built, with their compiled templates.
     pub receivers: Arc<Receivers>,
+    /// Noise control: the compiled windows and digest schedules, and this process's silence cache.
+    pub mute: Arc<Mute>,
     /// State, claims and audit.
     pub store: Arc<dyn Store>,
     /// The alerts queue.
@@ -75,19 +78,23 @@ impl App {
 
     /// The same edges with another config, compiled anew.
     pub fn with_config(&self, config: Config) -> Result<App, BuildError> {
-        let (engine, receivers) = compile(&config)?;
-        Ok(App { config: Arc::new(config), engine, receivers, ..self.clone() })
+        let (engine, receivers, mute) = compile(&config)?;
+        Ok(App { config: Arc::new(config), engine, receivers, mute, ..self.clone() })
     }
 }
 
-fn compile(config: &Config) -> Result<(Arc<Engine>, Arc<Receivers>), BuildError> {
+type Compiled = (Arc<Engine>, Arc<Receivers>, Arc<Mute>);
+
+fn compile(config: &Config) -> Result<Compiled, BuildError> {
     let engine = Engine::compile(config);
     let receivers = Receivers::build(config);
-    match (engine, receivers) {
-        (Ok(e), Ok(r)) => Ok((Arc::new(e), Arc::new(r))),
-        (e, r) => {
+    let mute = Mute::build(config);
+    match (engine, receivers, mute) {
+        (Ok(e), Ok(r), Ok(m)) => Ok((Arc::new(e), Arc::new(r), Arc::new(m))),
+        (e, r, m) => {
             let mut issues = e.err().unwrap_or_default();
             issues.extend(r.err().unwrap_or_default());
+            issues.extend(m.err().unwrap_or_default());
             Err(BuildError(issues))
         }
     }
@@ -134,11 +141,12 @@ impl AppBuilder {
     /// # Panics
     /// When no store, queue or Graph was given: that is a programming error, not a config error.
     pub fn build(self) -> Result<App, BuildError> {
-        let (engine, receivers) = compile(&self.config)?;
+        let (engine, receivers, mute) = compile(&self.config)?;
         Ok(App {
             config: Arc::new(self.config),
             engine,
             receivers,
+            mute,
             store: self.store.expect("App::builder needs a store"),
             queue: self.queue.expect("App::builder needs a queue"),
             graph: self.graph.expect("App::builder needs a Graph"),

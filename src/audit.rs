@@ -67,6 +67,12 @@ pub enum Action {
     UpdateFailed,
     /// A route's update was not applied (the alert changed since it was read).
     UpdateSkipped,
+    /// A silence was made (`secmon silence add`; the record's alert id is `silence-{id}`).
+    SilenceCreated,
+    /// A silence ended: its time ran out or `secmon silence expire` ended it (alert id `silence-{id}`).
+    SilenceExpired,
+    /// A receiver was not told about an alert version: a silence or a route's window muted it.
+    NotifySilenced,
 }
 
 impl std::fmt::Display for Action {

@@ -15,7 +15,9 @@
 //!   act → record.
 //! - [`notify`]: receivers (Teams, e-mail, signed webhook), each one [`notify::Notifier`], their
 //!   posting budgets ([`notify::budget`]), and the delivery of one alert version to them
-//!   ([`notify::deliver`]; what a budget holds back goes out in one digest).
+//!   ([`notify::deliver`]; what a budget holds back goes out in one digest), and noise control
+//!   ([`notify::silence`]: silences, recurring mute windows, re-notification when a silence ends,
+//!   scheduled digests).
 //! - [`audit`]: the hash-chained audit trail every effect is recorded in.
 //! - [`replay`]: close rules judged on a tenant's history before they enforce (`secmon rules replay`,
 //!   `secmon rules suggest`), and the `check-config` findings about enforce rules without that proof.

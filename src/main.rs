@@ -14,6 +14,7 @@ Examples:
   secmon rules replay --since 30d --out rpt/  every close rule judged on the tenant's own history
   secmon rules suggest --since 30d            draft shadow rules for what analysts resolve as benign
   secmon poll --once                          one poll of every tenant, JSON summary
+  secmon silence add --when EXPR --for 2h --comment TEXT   mute matching alerts, Defender untouched
   secmon run --listen 127.0.0.1:7071          the standalone daemon
   SECMON_CLOSE=off secmon run                 every close rule in shadow mode
 
@@ -100,6 +101,84 @@ enum Command {
     Subscriptions {
         #[command(subcommand)]
         action: SubscriptionsAction,
+    },
+    /// Silences: mute notifications for matching alerts without touching Defender (JSON lines out).
+    #[command(subcommand, after_help = SILENCE_EXAMPLES)]
+    Silence(SilenceCommand),
+}
+
+const SILENCE_EXAMPLES: &str = "\
+Examples:
+  secmon silence add --when 'alert.title.contains(\"ex01\")' --for 2h --comment 'patching ex01, CHG-123'
+  secmon silence add --when 'alert.severity == \"low\"' --for 1d --comment 'noisy' --receiver soc-teams
+  secmon silence preview --when 'alert.serviceSource == \"microsoftDefenderForCloudApps\"' --since 24h
+  secmon silence query --all
+  secmon silence expire 3f2a9c0d1e4b4c8e9a7d6b5c4a3f2e1d
+
+A silence is stored (every instance sees it within silences.cache), lasts at most silences.max_duration,
+and is audited (silence_created, notify_silenced per muted delivery, silence_expired). When it ends, each
+alert it muted that Graph still has open is told once.";
+
+#[derive(Subcommand, Clone)]
+enum SilenceCommand {
+    /// Make a silence; prints it as a JSON line (warnings on stderr).
+    Add {
+        /// CEL expression over the alert, as in a route's `when` (checked the same way).
+        #[arg(long)]
+        when: String,
+        /// How long it lasts (`2h`, `30m`, `1d`), at most silences.max_duration.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Why (required; shown in every `notify_silenced` record).
+        #[arg(long)]
+        comment: String,
+        /// Only mute these receivers (repeat the flag); default all.
+        #[arg(long = "receiver")]
+        receivers: Vec<String>,
+        /// Only mute this tenant's alerts (by name); default all.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only mute while this time interval holds (repeat the flag): a recurring silence.
+        #[arg(long = "active-during")]
+        active_during: Vec<String>,
+        /// Start at this RFC 3339 time instead of now.
+        #[arg(long, value_parser = parse_since)]
+        start: Option<chrono::DateTime<chrono::Utc>>,
+        /// Who makes it (default: $USER).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
+    /// List silences as JSON lines (`{"kind":"silence","state":"active",...}`); default --active.
+    Query {
+        /// Active and pending ones (the default).
+        #[arg(long, conflicts_with_all = ["expired", "all"])]
+        active: bool,
+        /// Ended ones.
+        #[arg(long, conflicts_with = "all")]
+        expired: bool,
+        /// All of them.
+        #[arg(long)]
+        all: bool,
+    },
+    /// End a silence now; the alerts it muted that are still open are told once. Prints a JSON line.
+    Expire {
+        /// The silence id (from `silence query`).
+        id: String,
+        /// Who ends it (default: $USER).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
+    /// Show which recent alerts a matcher would have muted (read-only: Graph and the audit trail).
+    Preview {
+        /// CEL expression over the alert.
+        #[arg(long)]
+        when: String,
+        /// How far back (`24h`, `7d`).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -277,6 +356,74 @@ fn main() -> ExitCode {
             )
         }
         Command::Audit(cmd) => audit(&cli.config, cmd),
+        Command::Silence(cmd) => with_app(&cli.config, move |app| silence(app, cmd)),
+    }
+}
+
+async fn silence(app: secmon::app::App, cmd: SilenceCommand) -> anyhow::Result<ExitCode> {
+    use secmon::notify::silence::cli;
+    let now = app.clock.now();
+    match cmd {
+        SilenceCommand::Add { when, duration, comment, receivers, tenant, active_during, start, by } => {
+            let new = cli::NewSilence {
+                when,
+                duration,
+                starts_at: start,
+                comment,
+                created_by: by,
+                receivers,
+                tenant,
+                active_during,
+            };
+            match cli::add(&app, new, now).await {
+                Ok((s, warnings)) => {
+                    warnings.iter().for_each(|w| eprintln!("warning: {w}"));
+                    let mut line = serde_json::to_value(&s)?;
+                    line["kind"] = "silence".into();
+                    println!("{line}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        SilenceCommand::Query { active: _, expired, all } => {
+            let filter = if all {
+                cli::Filter::All
+            } else if expired {
+                cli::Filter::Expired
+            } else {
+                cli::Filter::Active
+            };
+            for line in cli::query(&app, filter, now).await? {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SilenceCommand::Expire { id, by } => match cli::expire(&app, &id, &by, now).await {
+            Ok(settled) => {
+                let mut line = serde_json::to_value(&settled)?;
+                line["kind"] = "expired".into();
+                println!("{line}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        SilenceCommand::Preview { when, since, tenant } => {
+            let since = now - chrono::Duration::from_std(since)?;
+            match cli::preview(&app, &when, tenant.as_deref(), since, now, &mut std::io::stdout()).await {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
     }
 }
 

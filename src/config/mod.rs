@@ -29,6 +29,7 @@ pub mod graph;
 pub mod intake;
 pub mod receivers;
 pub mod rules;
+pub mod silence;
 pub mod yaml;
 
 /// The whole configuration.
@@ -80,6 +81,12 @@ pub struct Config {
     /// warning.
     #[serde(default)]
     pub require_replay: bool,
+    /// Limits of silences (`secmon silence add`).
+    #[serde(default)]
+    pub silences: silence::SilencesConfig,
+    /// Named recurring windows that routes reference as `mute_during` / `active_during`.
+    #[serde(default)]
+    pub time_intervals: Vec<silence::TimeIntervalConfig>,
     /// True when `SECMON_CLOSE` is `off` (or another of [`rules::CLOSE_OFF`]): every close rule runs
     /// in shadow mode. Set from the environment at load, never from the file, so an operator can stop all
     /// closing at once; a value secmon does not know fails the load.
@@ -230,6 +237,7 @@ impl Config {
         }
         self.webhook.validate("webhook", &cx, &mut out);
         self.doctor.validate("doctor", &mut out);
+        silence::validate(self, &mut out);
         out
     }
 

@@ -27,6 +27,24 @@ impl ReceiverConfig {
             ReceiverConfig::Webhook(w) => w.validate(&format!("{path}.webhook"), out),
         }
     }
+
+    /// The kind's name as the config spells it: `teams`, `email`, `webhook`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReceiverConfig::Teams(_) => "teams",
+            ReceiverConfig::Email(_) => "email",
+            ReceiverConfig::Webhook(_) => "webhook",
+        }
+    }
+
+    /// The receiver's own digest schedule, if it sends scheduled digests (Teams and e-mail).
+    pub fn digest(&self) -> Option<&super::silence::DigestConfig> {
+        match self {
+            ReceiverConfig::Teams(t) => t.digest.as_ref(),
+            ReceiverConfig::Email(e) => e.digest.as_ref(),
+            ReceiverConfig::Webhook(_) => None,
+        }
+    }
 }
 
 /// The status update a route may apply after notifying (`set:`).
@@ -63,6 +81,9 @@ pub struct TeamsConfig {
     /// and send it as `Authorization: Bearer`.
     #[serde(default)]
     pub auth: Option<TeamsAuthConfig>,
+    /// Send what is routed here as one scheduled digest card instead of a card per alert.
+    #[serde(default)]
+    pub digest: Option<super::silence::DigestConfig>,
 }
 
 /// How a Teams receiver authenticates to its Workflows trigger.
@@ -200,6 +221,9 @@ pub struct EmailConfig {
     /// shared by every receiver that sends from it. Alerts beyond it go out together in one digest mail.
     #[serde(default = "BudgetConfig::email")]
     pub budget: BudgetConfig,
+    /// Send what is routed here as one scheduled digest mail instead of a mail per alert.
+    #[serde(default)]
+    pub digest: Option<super::silence::DigestConfig>,
 }
 
 /// Settings for the mail secmon sends.

@@ -111,6 +111,16 @@ pub struct RouteConfig {
     /// Update the alert in Defender after notifying (`{status: inProgress, assigned_to: …}`).
     #[serde(default)]
     pub set: Option<super::receivers::StatusUpdate>,
+    /// Names of `time_intervals` during which this route's receivers are not told (a muted alert is
+    /// audited `notify_silenced`).
+    #[serde(default)]
+    pub mute_during: Vec<String>,
+    /// Names of `time_intervals` outside which this route's receivers are not told.
+    #[serde(default)]
+    pub active_during: Vec<String>,
+    /// Collect what this route sends and send it as one scheduled digest per receiver.
+    #[serde(default)]
+    pub digest: Option<super::silence::DigestConfig>,
 }
 
 /// The severity a close rule may close at most when the rule does not say.

@@ -187,6 +187,8 @@ pub async fn poll_alerts(app: &App, timer: Timer, now: DateTime<Utc>) -> Outcome
     }
     // Alerts that waited for a receiver's posting budget go out now if it has room again.
     logs.extend(crate::notify::deliver::flush(app).await);
+    // Silences that ended tell what they muted; scheduled digests that are due go out.
+    logs.extend(crate::notify::silence::tick(app, now).await);
     if !outcomes.is_empty() && outcomes.iter().all(|o| o.error.is_some()) {
         return Outcome::Retry(logs.join("; "));
     }

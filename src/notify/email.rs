@@ -97,7 +97,8 @@ impl Notifier for Email {
         let html = templates
             .render("builtin/digest.html", digest)
             .map_err(|e| NotifyError::new(&self.name, format!("digest template: {e}"), Retry::Permanent))?;
-        let subject: String = format!("[secmon] {} alerts: {}", digest.count, digest.summary)
+        let kind = if digest.scheduled.is_some() { "digest: " } else { "" };
+        let subject: String = format!("[secmon] {kind}{} alerts: {}", digest.count, digest.summary)
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
@@ -148,6 +149,7 @@ mod tests {
             template: None,
             tenant: None,
             budget: crate::config::receivers::BudgetConfig::email(),
+            digest: None,
         };
         c.validate("receivers.x.email", &mut out);
         let paths: Vec<_> = out.iter().map(|i| i.path.as_str()).collect();

@@ -6,7 +6,8 @@
 //! [`Receivers::build`] builds them all from the config, with their templates compiled ([`template`])
 //! and rendered once with a sample alert, so a broken template is a config error at its path. What a
 //! notification says comes from [`view::View`]. [`deliver`] tells the receivers of a decision about one
-//! alert version: claim, realert, group, render, send, record, each step in its own file.
+//! alert version: claim, realert, group, render, send, record, each step in its own file. [`silence`]
+//! mutes deliveries (silences, recurring windows) and collects scheduled digests.
 //!
 //! Secrets: a Workflows URL carries a signature (`sig=`) and a webhook has an HMAC key. Both must come
 //! from the environment (`${NAME}`, which in Azure may be a Key Vault reference in the app settings):
@@ -17,6 +18,7 @@ pub mod budget;
 pub mod deliver;
 pub mod email;
 pub mod http;
+pub mod silence;
 pub mod teams;
 pub mod template;
 pub mod view;
@@ -51,6 +53,7 @@ pub fn check(config: &Config, out: &mut Vec<Issue>) {
             out.push(issue);
         }
     }
+    silence::check(config, out);
 }
 
 /// Why a notification was not sent.

@@ -260,6 +260,9 @@ pub struct DigestLine {
     pub why: String,
     /// When it started to wait, RFC 3339.
     pub since: String,
+    /// The product that raised it (`serviceSource`), for the digest's counts by source.
+    #[serde(default)]
+    pub source: String,
 }
 
 impl DigestLine {
@@ -275,6 +278,7 @@ impl DigestLine {
             url: m.url.clone(),
             why: view.why.clone(),
             since: since.to_string(),
+            source: view.service_source.clone(),
         };
         std::iter::once(view.member()).chain(view.group.iter().cloned()).map(|m| line(&m)).collect()
     }
@@ -309,6 +313,11 @@ pub struct Digest {
     pub top_color: String,
     /// One line per alert, highest severity first, then oldest first.
     pub lines: Vec<DigestLine>,
+    /// Counts per source (`serviceSource`), most first: `3 microsoftDefenderForEndpoint, 1 microsoftSentinel`.
+    pub sources: String,
+    /// For a scheduled digest, its schedule in words (`0 0 8 * * * Europe/Berlin`); `None` for a digest
+    /// of alerts that waited for a posting budget.
+    pub scheduled: Option<String>,
 }
 
 impl Digest {
@@ -324,9 +333,16 @@ impl Digest {
             top_label: String::new(),
             top_color: String::new(),
             lines,
+            sources: String::new(),
+            scheduled: None,
         };
         d.recount();
         d
+    }
+
+    /// A scheduled digest of `lines` for `receiver` on `schedule` (in words); `more` follow it.
+    pub fn scheduled(receiver: &str, lines: Vec<DigestLine>, more: usize, schedule: &str) -> Digest {
+        Digest { scheduled: Some(schedule.to_string()), ..Digest::new(receiver, lines, more) }
     }
 
     /// Moves the last lines out (they wait for the next digest) until at most `keep` are left.
@@ -348,6 +364,15 @@ impl Digest {
             }
         }
         self.summary = counts.iter().map(|(_, label, n)| format!("{n} {label}")).collect::<Vec<_>>().join(", ");
+        let mut sources: Vec<(String, usize)> = Vec::new();
+        for l in self.lines.iter().filter(|l| !l.source.is_empty()) {
+            match sources.iter_mut().find(|(s, _)| *s == l.source) {
+                Some(c) => c.1 += 1,
+                None => sources.push((l.source.clone(), 1)),
+            }
+        }
+        sources.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        self.sources = sources.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ");
         let mut tenants: Vec<&str> = self.lines.iter().map(|l| l.tenant.as_str()).collect();
         tenants.dedup();
         tenants.sort();
@@ -364,8 +389,10 @@ impl Digest {
         let mut d = self.clone();
         d.receiver = card_text(&d.receiver);
         d.tenants = card_text(&d.tenants);
+        d.sources = card_text(&d.sources);
+        d.scheduled = d.scheduled.as_deref().map(card_text);
         for l in &mut d.lines {
-            for s in [&mut l.tenant, &mut l.id, &mut l.title, &mut l.severity_label, &mut l.why] {
+            for s in [&mut l.tenant, &mut l.id, &mut l.title, &mut l.severity_label, &mut l.why, &mut l.source] {
                 *s = card_text(s);
             }
             l.url = l.url.as_ref().map(|u| u.replace('(', "%28").replace(')', "%29").replace(' ', "%20"));

@@ -30,6 +30,13 @@
 //! | `notify-pending/{tenant}/{receiver}` | JSON alerts waiting for a digest, and the digest in flight (compare-and-swap) | `notify::deliver::coalesce` | kept, emptied by each digest |
 //! | `notify-digest/{tenant}/{receiver}/{id}` | claim: one digest is sent once | `notify::deliver::coalesce` | kept |
 //! | `update/{tenant}/{alert}/{version}/{route}` | claim: a route's `set:` once per alert version | `notify::deliver` | kept |
+//! | `silences/{id}` | JSON of one silence (`secmon silence add`; compare-and-swap when expired or settled) | `notify::silence` | kept until 30 days after it ended and was settled |
+//! | `silence-muted/{silence}/{tenant}/{alert}` | JSON of an alert the silence muted, the version and receivers (compare-and-swap) | `notify::silence` | deleted with its silence |
+//! | `silence-ended/{silence}` | claim: `silence_expired` is audited once | `notify::silence::expiry` | kept |
+//! | `silence-renotify/{silence}/{tenant}/{alert}/{receiver}` | claim: a muted alert still open is told once when the silence ends | `notify::silence::expiry` | kept |
+//! | `digest-batch/{tenant}/{receiver}/{fire time}` | JSON of the alerts collected for one scheduled digest, sealed with its parts when due (compare-and-swap) | `notify::silence::digest` | kept until 7 days after it was sent |
+//! | `digest-member/{tenant}/{alert}/{version}/{receiver}` | the batch key an alert version was collected into (compare-and-swap) | `notify::silence::digest` | kept |
+//! | `digest-send/{tenant}/{receiver}/{fire time}/{part}` | claim: one message of a scheduled digest is sent once | `notify::silence::digest` | kept |
 //! | `ratelimit/mail/{sender}/{YYYYMMDDTHHMM}` | decimal count of mails a sender sent in a minute (compare-and-swap) | `notify::email` | kept |
 //! | stream `audit/{tenant}/{YYYY-MM-DD}` | the hash-chained audit records of a tenant's day, each written at its number once | `audit` | kept |
 //! | `audit-head/{tenant}/{YYYY-MM-DD}` | JSON head of that stream's chain (last seq and hash, pending record; compare-and-swap) | `audit` | kept |
@@ -227,6 +234,57 @@ pub fn notify_digest(tenant: &str, receiver: &str, id: &str) -> String {
     key("notify-digest", &[tenant, receiver, id])
 }
 
+/// The prefix of every silence record.
+pub fn silences() -> String {
+    "silences/".to_string()
+}
+
+/// `silences/{id}`: one silence.
+pub fn silence(id: &str) -> String {
+    key("silences", &[id])
+}
+
+/// The prefix of the alerts silence `id` muted.
+pub fn silence_muted_all(id: &str) -> String {
+    format!("{}/", key("silence-muted", &[id]))
+}
+
+/// `silence-muted/{silence}/{tenant}/{alert}`: an alert the silence muted.
+pub fn silence_muted(id: &str, tenant: &str, alert: &str) -> String {
+    key("silence-muted", &[id, tenant, alert])
+}
+
+/// `silence-ended/{silence}`: the claim that audits a silence's end once.
+pub fn silence_ended(id: &str) -> String {
+    key("silence-ended", &[id])
+}
+
+/// `silence-renotify/{silence}/{tenant}/{alert}/{receiver}`: the claim of telling a muted alert once
+/// when its silence ends.
+pub fn silence_renotify(id: &str, tenant: &str, alert: &str, receiver: &str) -> String {
+    key("silence-renotify", &[id, tenant, alert, receiver])
+}
+
+/// The prefix of the scheduled digest batches of `receiver` in `tenant`.
+pub fn digest_batches(tenant: &str, receiver: &str) -> String {
+    format!("{}/", key("digest-batch", &[tenant, receiver]))
+}
+
+/// `digest-batch/{tenant}/{receiver}/{fire}`: what one scheduled digest collects.
+pub fn digest_batch(tenant: &str, receiver: &str, fire: DateTime<Utc>) -> String {
+    key("digest-batch", &[tenant, receiver, &fire.format("%Y-%m-%dT%H:%M:%SZ").to_string()])
+}
+
+/// `digest-member/{tenant}/{alert}/{version}/{receiver}`: the batch an alert version was collected into.
+pub fn digest_member(tenant: &str, alert: &str, version: &str, receiver: &str) -> String {
+    key("digest-member", &[tenant, alert, version, receiver])
+}
+
+/// `digest-send/{tenant}/{receiver}/{fire}/{part}`: the claim of sending one message of a digest.
+pub fn digest_send(tenant: &str, receiver: &str, fire: DateTime<Utc>, part: usize) -> String {
+    key("digest-send", &[tenant, receiver, &fire.format("%Y-%m-%dT%H:%M:%SZ").to_string(), &part.to_string()])
+}
+
 /// `ratelimit/mail/{sender}/{minute}`: a sender's mails in the minute starting at `minute` (the
 /// address lower-cased, since Exchange counts per mailbox).
 pub fn mail_slots(sender: &str, minute: DateTime<Utc>) -> String {
@@ -307,6 +365,15 @@ mod tests {
             (audit_head("audit/contoso/2026-11-26"), "audit-head/contoso/2026-11-26"),
             (queue_receipt("alerts", "5fd1-77"), "queue-receipts/alerts/5fd1-77"),
             (replay("contoso", "pentest"), "replay/contoso/pentest"),
+            (silence("3f2a"), "silences/3f2a"),
+            (silence_muted("3f2a", "contoso", "da1"), "silence-muted/3f2a/contoso/da1"),
+            (silence_muted_all("3f2a"), "silence-muted/3f2a/"),
+            (silence_ended("3f2a"), "silence-ended/3f2a"),
+            (silence_renotify("3f2a", "contoso", "da1", "soc"), "silence-renotify/3f2a/contoso/da1/soc"),
+            (digest_batch("contoso", "soc", now), "digest-batch/contoso/soc/2026-11-26T10:42:17Z"),
+            (digest_batches("contoso", "soc"), "digest-batch/contoso/soc/"),
+            (digest_member("contoso", "da1", v, "soc"), "digest-member/contoso/da1/2026-11-26T10:00:00.123Z/soc"),
+            (digest_send("contoso", "soc", now, 1), "digest-send/contoso/soc/2026-11-26T10:42:17Z/1"),
         ];
         for (got, want) in cases {
             assert_eq!(got, want);

@@ -31,7 +31,7 @@ pub use self::realert::{Last, Why, realert};
 use crate::alert::Alert;
 use crate::app::App;
 use crate::graph::Retry;
-use crate::notify::{NotifyError, Receivers};
+use crate::notify::{NotifyError, Receivers, silence};
 use crate::rules::{Delivery, Update};
 use crate::store::{Once, StoreError, keys, once};
 
@@ -50,6 +50,8 @@ pub struct Delivered {
     pub deferred: Vec<String>,
     /// Routes whose `set:` update was applied to the alert.
     pub updated: Vec<String>,
+    /// Receivers not told: a silence or a route's window muted the alert (`notify_silenced`).
+    pub silenced: Vec<String>,
 }
 
 /// Why a delivery did not finish, and whether retrying the message can help.
@@ -94,6 +96,7 @@ pub async fn deliver(
             Once::Done(Outcome::Suppressed) => done.suppressed.push(target.receiver.clone()),
             Once::Done(Outcome::Grouped) => done.grouped.push(target.receiver.clone()),
             Once::Done(Outcome::Deferred) => done.deferred.push(target.receiver.clone()),
+            Once::Done(Outcome::Silenced) => done.silenced.push(target.receiver.clone()),
             // The claim was given back so the retry sends; the audit record says what happened.
             Once::Failed(e) => failures.push(e),
         }
@@ -120,6 +123,7 @@ enum Outcome {
     Suppressed,
     Grouped,
     Deferred,
+    Silenced,
 }
 
 /// The steps for one claimed receiver: realert → group → render → send → record. The caller completes
@@ -135,6 +139,10 @@ async fn notify_one(
     let now = app.clock.now();
     let name = target.receiver.as_str();
     let store_err = |e: StoreError| NotifyError::new(name, format!("store: {e}"), Retry::Retryable);
+    if let Some(muted) = silence::muting(app, tenant, alert, target, now).await.map_err(store_err)? {
+        record::append(app, tenant, now, muted.record(alert, name, &target.routes)).await;
+        return Ok(Outcome::Silenced);
+    }
     let last_key = keys::notify_last(tenant, &alert.id, name);
     let last = realert::last(app.store.as_ref(), &last_key).await.map_err(store_err)?;
     let why = match realert(last.as_ref(), alert, now, target.realert) {
@@ -145,6 +153,10 @@ async fn notify_one(
         }
     };
     let mut view = render::view(tenant, alert, target, why);
+    if silence::digest::collect(app, tenant, alert, target, &view, claim_key, now).await.map_err(store_err)? {
+        realert::remember(app.store.as_ref(), &last_key, alert, now).await;
+        return Ok(Outcome::Deferred);
+    }
     let group_key = match group::group(app.store.as_ref(), tenant, name, alert, &mut view, target.group, now)
         .await
         .map_err(store_err)?

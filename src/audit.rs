@@ -67,6 +67,12 @@ pub enum Action {
     UpdateFailed,
     /// A route's update was not applied (the alert changed since it was read).
     UpdateSkipped,
+    /// The alert was already resolved when secmon first saw it: not announced as new (see
+    /// `docs/notifications.md`, "Alerts first seen resolved").
+    FirstSeenResolved,
+    /// A message was deleted from a poison queue by `secmon queue poison purge` (its detail says what
+    /// it carried; the alert id is the message's alert, or its message id).
+    PoisonPurged,
 }
 
 impl std::fmt::Display for Action {

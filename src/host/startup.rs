@@ -96,7 +96,7 @@ pub fn summary(app: &App, store: &str, listen: Option<SocketAddr>, now: DateTime
             format!("{name} → {}", r.receivers.join(", "))
         })
         .collect();
-    lines.push(format!("routes ({}): {}", c.routes.len(), list(&routes)));
+    lines.push(format!("routes ({}): {}", c.routes.len(), routes.join("; ")));
     let receivers: Vec<String> = c
         .receivers
         .iter()

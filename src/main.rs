@@ -58,7 +58,7 @@ enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Poll every tenant's alerts and print a JSON summary per tenant.
+    /// Poll every tenant's alerts and print one `{"kind":"poll",...}` line per tenant.
     Poll {
         /// One poll cycle, then exit (the only mode; `secmon run` polls on the schedule).
         #[arg(long)]
@@ -73,7 +73,8 @@ enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Print each tenant's last successful poll as JSON (exit 1 when any tenant is unhealthy).
+    /// Print each tenant's last successful poll as one `{"kind":"status",...}` line (exit 1 when any
+    /// tenant is unhealthy).
     Status,
     /// Standalone daemon: poll on the schedule, serve the webhook routes, work the queue (embedded store).
     Run {
@@ -164,7 +165,7 @@ enum PoisonAction {
 
 #[derive(Subcommand, Clone, Copy)]
 enum SubscriptionsAction {
-    /// Print the stored subscriptions (without their secrets) as JSON.
+    /// Print the stored subscriptions (without their secrets), one `{"kind":"subscription",...}` line each.
     List,
     /// Create, renew, re-create and delete subscriptions so Graph matches the config; print what was done.
     Sync,
@@ -460,12 +461,14 @@ async fn subscriptions(app: secmon::app::App, action: SubscriptionsAction) -> an
     match action {
         SubscriptionsAction::List => {
             let list = secmon::intake::subscriptions::list(&app, now).await?;
-            println!("{}", serde_json::to_string_pretty(&list)?);
+            for subscription in list.as_array().into_iter().flatten() {
+                secmon::output::print("subscription", &subscription);
+            }
             Ok(ExitCode::SUCCESS)
         }
         SubscriptionsAction::Sync => {
             let report = secmon::intake::subscriptions::sync(&app, now).await;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            secmon::output::print("subscriptions_sync", &report);
             eprintln!("subscriptions: {}", report.summary());
             Ok(if report.has_failures() { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
@@ -474,7 +477,9 @@ async fn subscriptions(app: secmon::app::App, action: SubscriptionsAction) -> an
 
 async fn poll_once(app: secmon::app::App) -> anyhow::Result<ExitCode> {
     let outcomes = secmon::intake::poll::poll_all(&app, app.clock.now()).await;
-    println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    for o in &outcomes {
+        secmon::output::print("poll", o);
+    }
     Ok(if outcomes.iter().any(|o| o.error.is_some()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
@@ -506,7 +511,7 @@ async fn backfill(
         let result = secmon::intake::poll::backfill(&app, &tenant, since, now, &progress).await;
         bar.finish();
         match result {
-            Ok(report) => println!("{}", serde_json::to_string(&report)?),
+            Ok(report) => secmon::output::print("backfill", &report),
             Err(e) => {
                 failed = true;
                 eprintln!("{e}");
@@ -518,7 +523,7 @@ async fn backfill(
 
 async fn status(app: secmon::app::App) -> anyhow::Result<ExitCode> {
     let s = secmon::intake::health::status(&app, app.clock.now()).await?;
-    println!("{}", serde_json::to_string_pretty(&s)?);
+    secmon::output::print("status", &s);
     Ok(if s.healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

@@ -91,7 +91,7 @@ async fn sendmail_body_has_graphs_shape_and_escapes_hostile_alert_text() {
     assert_eq!(body["saveToSentItems"], json!(false));
     assert_eq!(body.as_object().unwrap().len(), 2);
     let m = &body["message"];
-    assert_eq!(m["subject"], format!("[secmon][High] {hostile}"));
+    assert_eq!(m["subject"], format!("[secmon][contoso][High] {hostile}"));
     assert_eq!(m["body"]["contentType"], "HTML");
     assert_eq!(m["toRecipients"], json!([{"emailAddress": {"address": "soc@contoso.com"}}]));
     assert_eq!(m["ccRecipients"], json!([{"emailAddress": {"address": "lead@contoso.com"}}]));
@@ -253,6 +253,7 @@ receivers:
     assert_eq!(hits.len(), 2, "one message for incident 77, one for 78");
     let grouped = hits.iter().map(|h| h.json()).find(|m| m.to_string().contains("First of incident 77")).unwrap();
     assert!(grouped.to_string().contains("Second of incident 77"));
+    assert!(grouped.to_string().contains("Second of incident 77 · alert alert-b"), "each grouped alert names its id");
     keep_card("grouped", &grouped);
     // After the window a new alert of the incident starts a new message.
     w.clock.advance(chrono::Duration::seconds(5));
@@ -584,6 +585,13 @@ async fn a_storm_of_200_alerts_stays_in_the_budget_and_tells_each_alert_once() {
     let rank = |l: &str| ["Low", "Medium", "High"].iter().position(|x| *x == l).unwrap();
     assert!(labels.windows(2).all(|p| rank(p[0]) >= rank(p[1])), "{labels:?}");
     assert_eq!(labels[0], "High");
+    let lines: Vec<&str> = card["body"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["text"].as_str().filter(|t| t.starts_with("**")))
+        .collect();
+    assert!(!lines.is_empty() && lines.iter().all(|l| l.contains(" · alert ")), "every digest line names its alert id: {lines:?}");
     assert!(serde_json::to_vec(&digest).unwrap().len() <= 28_000);
     assert!(digest.to_string().contains(" more, in the next message"), "the first digest cannot hold all 180");
     keep_card("digest", &digest);
@@ -752,7 +760,7 @@ receivers:
         .find(|(_, _, m)| m.to_string().contains("lead@contoso.com") && m.to_string().contains("alerts:"))
         .unwrap()
         .2;
-    assert_eq!(lead["message"]["subject"], "[secmon] 3 alerts: 1 High, 2 Medium");
+    assert_eq!(lead["message"]["subject"], "[secmon][contoso] 3 alerts: 1 High, 2 Medium");
     let html = lead["message"]["body"]["content"].as_str().unwrap();
     for i in [1, 2, 10] {
         assert!(html.contains(&format!("storm-{i:03}")), "storm-{i:03} missing from {html}");

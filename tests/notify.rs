@@ -442,6 +442,38 @@ async fn an_mssp_sends_every_mail_through_the_sending_tenant() {
     );
 }
 
+/// An alert first seen already resolved is not announced as new (with or without a matching rule):
+/// it is audited once as `first_seen_resolved`. One that was told about and is resolved later is not
+/// "first seen", and a version secmon closed itself stays quiet as before.
+#[tokio::test]
+async fn an_alert_first_seen_resolved_is_recorded_not_announced() {
+    let w = world(ALL).await;
+    let resolved = sample(json!({"id": "resolved-before", "status": "resolved"}));
+    let summary = secmon::respond::process_alert(&w.app, "contoso", resolved.clone()).await.unwrap();
+    assert!(summary.contains("already resolved when secmon first saw it; not announced to soc-teams"), "{summary}");
+    secmon::respond::process_alert(&w.app, "contoso", resolved).await.unwrap();
+    assert!(w.sink.hits(TEAMS_PATH).is_empty() && w.graph.mails().is_empty() && w.sink.hits("/hook").is_empty());
+    let records = audit(&w.store).await;
+    let first: Vec<&Value> = records.iter().filter(|r| r["action"] == "first_seen_resolved").collect();
+    assert_eq!(first.len(), 1, "once per version, even when redelivered: {records:?}");
+    assert_eq!(first[0]["alert_id"], "resolved-before");
+
+    // Told as new, resolved later: the resolved version is no first sighting (realert decides).
+    let open = sample(json!({"id": "told-before", "status": "new", "lastUpdateDateTime": "2026-11-26T10:00:00Z"}));
+    secmon::respond::process_alert(&w.app, "contoso", open).await.unwrap();
+    assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
+    let later = sample(json!({"id": "told-before", "status": "resolved", "lastUpdateDateTime": "2026-11-26T11:00:00Z"}));
+    let summary = secmon::respond::process_alert(&w.app, "contoso", later).await.unwrap();
+    assert!(!summary.contains("first saw it"), "{summary}");
+    assert_eq!(audit(&w.store).await.iter().filter(|r| r["action"] == "first_seen_resolved").count(), 1);
+
+    // Resolved by secmon's own close (its comment): not a first sighting either.
+    let ours = sample(json!({"id": "closed-by-us", "status": "resolved",
+        "comments": [{"comment": "Closed by secmon rule lab (x).", "createdByDisplayName": "secmon"}]}));
+    let summary = secmon::respond::process_alert(&w.app, "contoso", ours).await.unwrap();
+    assert!(!summary.contains("first saw it"), "{summary}");
+}
+
 #[tokio::test]
 async fn check_config_warns_when_mail_would_go_out_through_each_customer() {
     let text = "tenants:\n  - {id: 11111111-2222-3333-4444-555555555555, name: contoso}\n  - {id: 22222222-3333-4444-5555-666666666666, name: fabrikam}\nroutes:\n  - { receivers: [m] }\nreceivers:\n  m: { email: { from: a@contoso.com, to: [b@contoso.com] } }\n";

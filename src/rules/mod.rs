@@ -18,7 +18,9 @@ mod engine;
 pub mod expr;
 pub mod lint;
 
-pub use engine::{Blocked, CloseMatch, Decision, Delivery, Engine, EvalError, Outcome, RouteMatch, Update};
+pub use engine::{
+    Blocked, COMMENT_PREFIX, CloseMatch, Decision, Delivery, Engine, EvalError, Outcome, RouteMatch, Update,
+};
 
 pub use crate::config::rules::{
     CLOSE_OFF, CLOSE_ON, CloseRuleConfig, DEFAULT_MAX_PER_HOUR, DEFAULT_MAX_SEVERITY, EXPIRY_WARNING_DAYS, Mode,

@@ -96,7 +96,7 @@ pub fn summary(app: &App, store: &str, listen: Option<SocketAddr>, now: DateTime
             format!("{name} → {}", r.receivers.join(", "))
         })
         .collect();
-    lines.push(format!("routes ({}): {}", c.routes.len(), routes.join("; ")));
+    lines.push(format!("routes ({}): {}", c.routes.len(), if routes.is_empty() { "none".into() } else { routes.join("; ") }));
     let receivers: Vec<String> = c
         .receivers
         .iter()
@@ -105,7 +105,7 @@ pub fn summary(app: &App, store: &str, listen: Option<SocketAddr>, now: DateTime
             ReceiverConfig::Email(e) => {
                 let sender = e.tenant.clone().or_else(|| c.mail.tenant.clone());
                 let via = sender.map_or_else(|| "the alert's tenant".to_string(), |t| format!("tenant {t}"));
-                format!("{name} (e-mail from {} to {} via {via})", e.from, e.to.len())
+                format!("{name} (e-mail from {} to {} via {via})", e.from, e.to.join(", "))
             }
             ReceiverConfig::Webhook(_) => format!("{name} (signed webhook)"),
         })

@@ -642,7 +642,10 @@ async fn queue_command(
             print("poison_action", d);
         }
         let missing = done.iter().filter(|d| d.outcome == "not_found").count();
-        print("summary", &serde_json::json!({"queue": secmon::store::poison_name(&queue), "messages": done.len(), "not_found": missing}));
+        print(
+            "summary",
+            &serde_json::json!({"queue": secmon::store::poison_name(&queue), "messages": done.len(), "not_found": missing}),
+        );
         if missing > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
     };
     Ok(match action {
@@ -680,7 +683,11 @@ async fn queue_command(
                 let (entries, _) = tools.list(&queue, now).await?;
                 let n = entries
                     .iter()
-                    .filter(|e| before.is_none_or(|b| e.enqueued_at.as_deref().and_then(|t| parse_since(t).ok()).is_some_and(|t| t < b)))
+                    .filter(|e| {
+                        before.is_none_or(|b| {
+                            e.enqueued_at.as_deref().and_then(|t| parse_since(t).ok()).is_some_and(|t| t < b)
+                        })
+                    })
                     .count();
                 eprintln!(
                     "would purge {n} messages of {}; nothing deleted. Add --yes to delete them (each is recorded in the audit trail)",

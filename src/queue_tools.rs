@@ -229,7 +229,8 @@ mod tests {
     async fn list_show_redrive_and_an_audited_purge() {
         let store = SqliteStore::in_memory().unwrap();
         let tools = Tools { queue: &store, admin: &store, store: &store };
-        let alert = r#"{"kind":"alert","tenant":"contoso","alert":{"id":"da1","lastUpdateDateTime":"2026-11-26T10:00:00Z"}}"#;
+        let alert =
+            r#"{"kind":"alert","tenant":"contoso","alert":{"id":"da1","lastUpdateDateTime":"2026-11-26T10:00:00Z"}}"#;
         poisoned(&store, &[alert, r#"{"kind":"poll","tenant":"fabrikam","reason":"doorbell"}"#, "garbage"]).await;
         let now = Utc::now();
 
@@ -262,7 +263,11 @@ mod tests {
         let record: Record = serde_json::from_slice(&contoso[0]).unwrap();
         assert_eq!(record.action, Action::PoisonPurged);
         assert_eq!(record.alert_id, "da1");
-        assert!(record.detail.contains("purged from alerts-poison") && record.detail.contains("sha256"), "{}", record.detail);
+        assert!(
+            record.detail.contains("purged from alerts-poison") && record.detail.contains("sha256"),
+            "{}",
+            record.detail
+        );
         let unnamed = store.read_stream(&crate::store::keys::audit_stream(NO_TENANT, now.date_naive())).await.unwrap();
         assert_eq!(unnamed.len(), 1, "a message naming no tenant is audited too");
     }

@@ -85,8 +85,8 @@ pub async fn queue_tools_from_env(config: &Config) -> Result<QueueTools, SetupEr
         }
         #[cfg(feature = "aws")]
         Some("aws") => {
-            let settings = crate::store::aws::AwsSettings::from_env(&|k| std::env::var(k).ok())
-                .map_err(SetupError::Aws)?;
+            let settings =
+                crate::store::aws::AwsSettings::from_env(&|k| std::env::var(k).ok()).map_err(SetupError::Aws)?;
             let (store, queue) = settings.connect(Arc::new(SystemClock)).await;
             Ok((store, queue.clone(), queue))
         }

@@ -80,8 +80,7 @@ async fn sqs_queue_passes_the_queue_contract() {
 async fn sqs_queue_passes_the_queue_admin_contract() {
     let Some(endpoint) = moto() else { return };
     let receipts = Arc::new(store(&endpoint).await);
-    let queue =
-        SqsQueue::new(aws_sdk_sqs::Client::new(&sdk(&endpoint).await), receipts).with_create_missing(true);
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk(&endpoint).await), receipts).with_create_missing(true);
     contract::queue_admin_contract(&queue, &queue).await;
 }
 

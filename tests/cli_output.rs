@@ -52,7 +52,8 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
 async fn queue_tools_list_redrive_and_purge_with_an_audit_record() {
     let (dir, db) = setup();
     let store = SqliteStore::open(&db).unwrap();
-    let alert = r#"{"kind":"alert","tenant":"contoso","alert":{"id":"da1","lastUpdateDateTime":"2026-11-26T10:00:00Z"}}"#;
+    let alert =
+        r#"{"kind":"alert","tenant":"contoso","alert":{"id":"da1","lastUpdateDateTime":"2026-11-26T10:00:00Z"}}"#;
     for body in [alert, "not a message", r#"{"kind":"poll","tenant":"contoso","reason":"doorbell"}"#] {
         store.send("alerts", body.as_bytes()).await.unwrap();
     }
@@ -63,7 +64,10 @@ async fn queue_tools_list_redrive_and_purge_with_an_audit_record() {
     let (code, lines, _) = secmon(dir.path(), &["queue", "stats"]);
     assert_eq!(code, 0);
     assert_eq!(kinds(&lines), ["queue_stats"]);
-    assert_eq!((lines[0]["queue"].as_str(), lines[0]["depth"].as_u64(), lines[0]["poison"].as_u64()), (Some("alerts"), Some(0), Some(3)));
+    assert_eq!(
+        (lines[0]["queue"].as_str(), lines[0]["depth"].as_u64(), lines[0]["poison"].as_u64()),
+        (Some("alerts"), Some(0), Some(3))
+    );
     assert_eq!(lines[0]["tenants"]["contoso"]["poison"], 2);
 
     let (code, lines, _) = secmon(dir.path(), &["queue", "poison", "list"]);
@@ -112,8 +116,11 @@ async fn queue_tools_list_redrive_and_purge_with_an_audit_record() {
 fn rules_test_prints_one_decision_line_per_alert() {
     let (dir, _) = setup();
     let alert = dir.path().join("alert.json");
-    std::fs::write(&alert, r#"{"id":"a1","title":"t","severity":"low","status":"new","lastUpdateDateTime":"2026-11-26T10:00:00Z"}"#)
-        .unwrap();
+    std::fs::write(
+        &alert,
+        r#"{"id":"a1","title":"t","severity":"low","status":"new","lastUpdateDateTime":"2026-11-26T10:00:00Z"}"#,
+    )
+    .unwrap();
     let (code, lines, _) = secmon(dir.path(), &["rules", "test", alert.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert_eq!(kinds(&lines), ["decision"]);
@@ -127,7 +134,10 @@ fn work_once_drains_and_says_so() {
     let (code, lines, err) = secmon(dir.path(), &["work", "--once"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(kinds(&lines), ["work"]);
-    assert_eq!((lines[0]["done"].as_u64(), lines[0]["poisoned"].as_u64(), lines[0]["retry"].as_u64()), (Some(0), Some(0), Some(0)));
+    assert_eq!(
+        (lines[0]["done"].as_u64(), lines[0]["poisoned"].as_u64(), lines[0]["retry"].as_u64()),
+        (Some(0), Some(0), Some(0))
+    );
 }
 
 /// A message `work --once` cannot process goes to the poison queue, and the exit code says so.
@@ -140,4 +150,26 @@ async fn work_once_fails_when_a_message_is_poisoned() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(lines[0]["poisoned"], 1);
     assert_eq!(store.len("alerts-poison").await.unwrap(), 1);
+}
+
+/// Dead-lease recovery: a process died holding a message (received, never deleted); the next
+/// `work --once` gets it at once instead of after its 5-minute visibility timeout.
+#[tokio::test]
+async fn work_once_after_a_crash_redelivers_what_was_in_flight() {
+    use secmon::store::sqlite::Instance;
+    let (dir, db) = setup();
+    let gone = {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    };
+    let crashed =
+        SqliteStore::open(&db).unwrap().as_instance(Instance { pid: gone, ..Instance::this_process() }).unwrap();
+    crashed.send("alerts", b"not a message").await.unwrap();
+    assert_eq!(crashed.receive("alerts", 10, Duration::from_secs(300)).await.unwrap().len(), 1);
+    drop(crashed);
+    let (code, lines, err) = secmon(dir.path(), &["work", "--once"]);
+    assert_eq!(lines[0]["poisoned"], 1, "the message in flight was worked at once: {lines:?} {err}");
+    assert_eq!(code, 1);
 }

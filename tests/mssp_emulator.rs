@@ -44,8 +44,10 @@ async fn every_mail_goes_through_the_sending_tenant_and_a_failing_customers_alar
         let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         emu.seed_alerts(
             &tenant_id(name),
-            vec![json!({"id": format!("{name}-1"), "title": format!("Suspicious sign-in at {name}"), "severity": "high",
-                "status": "new", "createdDateTime": stamp, "lastUpdateDateTime": stamp})],
+            vec![
+                json!({"id": format!("{name}-1"), "title": format!("Suspicious sign-in at {name}"), "severity": "high",
+                "status": "new", "createdDateTime": stamp, "lastUpdateDateTime": stamp}),
+            ],
         );
     }
     emu.add_client(&tenant_id("soc"), CLIENT_ID, SECRET);

@@ -462,7 +462,8 @@ async fn an_alert_first_seen_resolved_is_recorded_not_announced() {
     let open = sample(json!({"id": "told-before", "status": "new", "lastUpdateDateTime": "2026-11-26T10:00:00Z"}));
     secmon::respond::process_alert(&w.app, "contoso", open).await.unwrap();
     assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
-    let later = sample(json!({"id": "told-before", "status": "resolved", "lastUpdateDateTime": "2026-11-26T11:00:00Z"}));
+    let later =
+        sample(json!({"id": "told-before", "status": "resolved", "lastUpdateDateTime": "2026-11-26T11:00:00Z"}));
     let summary = secmon::respond::process_alert(&w.app, "contoso", later).await.unwrap();
     assert!(!summary.contains("first saw it"), "{summary}");
     assert_eq!(audit(&w.store).await.iter().filter(|r| r["action"] == "first_seen_resolved").count(), 1);
@@ -623,7 +624,10 @@ async fn a_storm_of_200_alerts_stays_in_the_budget_and_tells_each_alert_once() {
         .iter()
         .filter_map(|b| b["text"].as_str().filter(|t| t.starts_with("**")))
         .collect();
-    assert!(!lines.is_empty() && lines.iter().all(|l| l.contains(" · alert ")), "every digest line names its alert id: {lines:?}");
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.contains(" · alert ")),
+        "every digest line names its alert id: {lines:?}"
+    );
     assert!(serde_json::to_vec(&digest).unwrap().len() <= 28_000);
     assert!(digest.to_string().contains(" more, in the next message"), "the first digest cannot hold all 180");
     keep_card("digest", &digest);

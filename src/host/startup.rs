@@ -72,12 +72,8 @@ pub fn summary(app: &App, store: &str, listen: Option<SocketAddr>, now: DateTime
             shadow.push(r.id.clone());
         }
     }
-    let mut rules = format!(
-        "close rules ({}): enforce: {}; shadow: {}",
-        c.close_rules.len(),
-        list(&enforce),
-        list(&shadow)
-    );
+    let mut rules =
+        format!("close rules ({}): enforce: {}; shadow: {}", c.close_rules.len(), list(&enforce), list(&shadow));
     if !expired.is_empty() {
         rules.push_str(&format!("; expired (not applied): {}", list(&expired)));
     }
@@ -96,7 +92,11 @@ pub fn summary(app: &App, store: &str, listen: Option<SocketAddr>, now: DateTime
             format!("{name} → {}", r.receivers.join(", "))
         })
         .collect();
-    lines.push(format!("routes ({}): {}", c.routes.len(), if routes.is_empty() { "none".into() } else { routes.join("; ") }));
+    lines.push(format!(
+        "routes ({}): {}",
+        c.routes.len(),
+        if routes.is_empty() { "none".into() } else { routes.join("; ") }
+    ));
     let receivers: Vec<String> = c
         .receivers
         .iter()
@@ -115,9 +115,9 @@ pub fn summary(app: &App, store: &str, listen: Option<SocketAddr>, now: DateTime
         lines.push(format!("subscriptions: {} doorbells, synced now and every 6 h", c.subscriptions.len()));
     }
     lines.push(match listen {
-        Some(addr) => format!(
-            "listening on http://{addr} (/api/health, /api/graph-webhook, /api/graph-lifecycle, /api/doorbell)"
-        ),
+        Some(addr) => {
+            format!("listening on http://{addr} (/api/health, /api/graph-webhook, /api/graph-lifecycle, /api/doorbell)")
+        }
         None => "no HTTP routes (pass --listen ADDR for the webhook, doorbell and /api/health)".into(),
     });
     lines.into_iter().map(|l| crate::redact::redact(&l)).collect()
@@ -164,7 +164,10 @@ receivers:
         assert!(!text.contains("very-secret") && !text.contains("c2VjcmV0"), "{text}");
         assert!(lines.len() <= 20, "one screen");
 
-        let off = App { config: std::sync::Arc::new(crate::config::Config { closing_disabled: true, ..(*app.config).clone() }), ..app };
+        let off = App {
+            config: std::sync::Arc::new(crate::config::Config { closing_disabled: true, ..(*app.config).clone() }),
+            ..app
+        };
         let text = summary(&off, "SQLite", None, now).join("\n");
         assert!(text.contains("enforce: none; shadow: pentest, backup") && text.contains("closing is OFF"), "{text}");
     }

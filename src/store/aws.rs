@@ -698,7 +698,12 @@ impl SqsQueue {
                 self.client.change_message_visibility().queue_url(url).receipt_handle(&m.handle).visibility_timeout(0);
             if let Err(e) = shown.send().await {
                 // It comes back by itself after the scan's visibility timeout.
-                tracing::warn!(queue, id = m.id, "could not make a message visible again: {}", backend(String::new(), &e));
+                tracing::warn!(
+                    queue,
+                    id = m.id,
+                    "could not make a message visible again: {}",
+                    backend(String::new(), &e)
+                );
             }
         }
     }

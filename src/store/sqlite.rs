@@ -635,7 +635,13 @@ impl super::admin::QueueAdmin for SqliteStore {
                     c.prepare("SELECT id, pid, boot, host, started FROM instances WHERE id != ?1").map_err(backend)?;
                 let rows = stmt
                     .query_map(params![me], |r| {
-                        Ok(Instance { id: r.get(0)?, pid: r.get(1)?, boot: r.get(2)?, host: r.get(3)?, started: r.get(4)? })
+                        Ok(Instance {
+                            id: r.get(0)?,
+                            pid: r.get(1)?,
+                            boot: r.get(2)?,
+                            host: r.get(3)?,
+                            started: r.get(4)?,
+                        })
                     })
                     .map_err(backend)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(backend)

@@ -145,21 +145,35 @@ impl Tools<'_> {
     /// Moves poison messages of `queue` back onto it: the ones named, or every one (`ids` empty).
     pub async fn redrive(&self, queue: &str, ids: &[String]) -> Result<Vec<Done>, ToolError> {
         let dead = poison_name(queue);
-        let ids = if ids.is_empty() {
-            self.admin.peek(&dead, MAX_LISTED).await?.messages.into_iter().map(|m| m.id).collect()
-        } else {
-            ids.to_vec()
-        };
         let mut out = Vec::new();
-        for id in ids {
-            let moved = self.admin.move_message(&dead, &id, queue).await?;
-            if moved {
-                tracing::info!(queue = dead, message_id = id, "redriven to {queue}");
+        if !ids.is_empty() {
+            for id in ids {
+                out.push(self.redrive_one(&dead, queue, id).await?);
             }
-            let outcome = if moved { "redriven" } else { "not_found" };
-            out.push(Done { queue: dead.clone(), id, outcome, to: moved.then(|| queue.to_string()) });
+            return Ok(out);
         }
-        Ok(out)
+        // Every message: round after round, as a backend may show only some at a time (Azure: 32).
+        loop {
+            let peeked = self.admin.peek(&dead, MAX_LISTED).await?;
+            let mut moved = 0;
+            for m in &peeked.messages {
+                let done = self.redrive_one(&dead, queue, &m.id).await?;
+                moved += usize::from(done.outcome == "redriven");
+                out.push(done);
+            }
+            if peeked.complete || moved == 0 {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn redrive_one(&self, dead: &str, queue: &str, id: &str) -> Result<Done, ToolError> {
+        let moved = self.admin.move_message(dead, id, queue).await?;
+        if moved {
+            tracing::info!(queue = dead, message_id = id, "redriven to {queue}");
+        }
+        let outcome = if moved { "redriven" } else { "not_found" };
+        Ok(Done { queue: dead.to_string(), id: id.to_string(), outcome, to: moved.then(|| queue.to_string()) })
     }
 
     /// Deletes poison messages of `queue` (those put there before `before`, when given), each after
@@ -171,9 +185,30 @@ impl Tools<'_> {
         now: DateTime<Utc>,
     ) -> Result<Vec<Done>, ToolError> {
         let dead = poison_name(queue);
-        let peeked = self.admin.peek(&dead, MAX_LISTED).await?;
         let mut out = Vec::new();
-        for m in &peeked.messages {
+        // Round after round, as a backend may show only some at a time (Azure: 32); oldest first, so a
+        // round that deletes nothing has nothing older behind it.
+        loop {
+            let peeked = self.admin.peek(&dead, MAX_LISTED).await?;
+            let before_round = out.len();
+            self.purge_round(&dead, &peeked.messages, before, now, &mut out).await?;
+            let removed = out[before_round..].iter().filter(|d| d.outcome == "purged").count();
+            if peeked.complete || removed == 0 {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn purge_round(
+        &self,
+        dead: &str,
+        messages: &[Listed],
+        before: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        out: &mut Vec<Done>,
+    ) -> Result<(), ToolError> {
+        let dead = dead.to_string();
+        for m in messages {
             // A message of unknown age is not "older than" anything.
             if before.is_some_and(|b| m.enqueued_at.is_none_or(|t| t >= b)) {
                 continue;
@@ -206,7 +241,7 @@ impl Tools<'_> {
                 to: None,
             });
         }
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -356,6 +356,11 @@ fn serve(file: &std::path::Path, port: u16) -> ExitCode {
             tracing::warn!("{}", loaded.render(w));
         }
         let app = secmon::setup::app_from_config(loaded.config).await?;
+        let store = secmon::host::startup::store_label(&app);
+        for line in secmon::host::startup::summary(&app, &store, chrono::Utc::now()) {
+            tracing::info!("{line}");
+        }
+        tracing::info!("serving the Functions host's invocations on 127.0.0.1:{port}");
         secmon::host::azure::serve(app, port, secmon::host::standalone::shutdown_signal()).await
     });
     match result {

@@ -209,9 +209,11 @@ pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Out
     };
     // Say what this process is about to do, then poll every tenant at once rather than at the first tick.
     let store = super::startup::store_label(&app);
-    for line in super::startup::summary(&app, &store, bound, app.clock.now()) {
+    for line in super::startup::summary(&app, &store, app.clock.now()) {
         tracing::info!("{line}");
     }
+    tracing::info!("{}", super::startup::listening(bound));
+    tracing::info!("polling every tenant now, without waiting for the schedule");
     let first_poll = tokio::spawn(first_poll(app.clone(), stop_rx.clone()));
     let poller = tokio::spawn(scheduler(app.clone(), functions::Function::PollAlerts, schedule, stop_rx.clone()));
     let reconciler =

@@ -35,8 +35,8 @@ fn list(items: &[String]) -> String {
     if items.is_empty() { "none".into() } else { items.join(", ") }
 }
 
-/// The lines of the start-up summary, redacted. `listen` is the address the HTTP routes are served on.
-pub fn summary(app: &App, store: &str, listen: Option<SocketAddr>, now: DateTime<Utc>) -> Vec<String> {
+/// The lines of the start-up summary, redacted; the host adds where it listens ([`listening`]).
+pub fn summary(app: &App, store: &str, now: DateTime<Utc>) -> Vec<String> {
     let c = &app.config;
     let mut lines = vec![format!("secmon {} starting", env!("CARGO_PKG_VERSION")), format!("store: {store}")];
     let tenants: Vec<String> = c
@@ -54,7 +54,7 @@ pub fn summary(app: &App, store: &str, listen: Option<SocketAddr>, now: DateTime
         .collect();
     lines.push(format!("tenants ({}): {}", c.tenants.len(), list(&tenants)));
     lines.push(format!(
-        "poll: every tenant now, then on \"{}\" (next {}), overlap {}, first lookback {}; reconcile on \"{}\" (next {})",
+        "poll: on \"{}\" (next {}), overlap {}, first lookback {}; reconcile on \"{}\" (next {})",
         c.poll.schedule,
         next(&c.poll.schedule, now),
         humantime::format_duration(c.poll.overlap),
@@ -114,13 +114,17 @@ pub fn summary(app: &App, store: &str, listen: Option<SocketAddr>, now: DateTime
     if !c.subscriptions.is_empty() {
         lines.push(format!("subscriptions: {} doorbells, synced now and every 6 h", c.subscriptions.len()));
     }
-    lines.push(match listen {
+    lines.into_iter().map(|l| crate::redact::redact(&l)).collect()
+}
+
+/// The summary's last line in standalone mode: where the HTTP routes are served, if anywhere.
+pub fn listening(listen: Option<SocketAddr>) -> String {
+    match listen {
         Some(addr) => {
             format!("listening on http://{addr} (/api/health, /api/graph-webhook, /api/graph-lifecycle, /api/doorbell)")
         }
         None => "no HTTP routes (pass --listen ADDR for the webhook, doorbell and /api/health)".into(),
-    });
-    lines.into_iter().map(|l| crate::redact::redact(&l)).collect()
+    }
 }
 
 #[cfg(test)]
@@ -153,8 +157,8 @@ receivers:
             .graph(std::sync::Arc::new(crate::graph::fake::FakeGraph::new()))
             .build()
             .unwrap();
-        let lines = summary(&app, "SQLite ./secmon.db", Some("127.0.0.1:7071".parse().unwrap()), now);
-        let text = lines.join("\n");
+        let lines = summary(&app, "SQLite ./secmon.db", now);
+        let text = format!("{}\n{}", lines.join("\n"), listening(Some("127.0.0.1:7071".parse().unwrap())));
         assert!(text.contains("contoso (11111111-2222-3333-4444-555555555555, client secret)"), "{text}");
         assert!(text.contains("enforce: pentest; shadow: backup"), "{text}");
         assert!(text.contains("next 2026-11-26T10:05:00Z"), "{text}");
@@ -168,7 +172,7 @@ receivers:
             config: std::sync::Arc::new(crate::config::Config { closing_disabled: true, ..(*app.config).clone() }),
             ..app
         };
-        let text = summary(&off, "SQLite", None, now).join("\n");
+        let text = summary(&off, "SQLite", now).join("\n");
         assert!(text.contains("enforce: none; shadow: pentest, backup") && text.contains("closing is OFF"), "{text}");
     }
 }

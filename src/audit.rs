@@ -73,6 +73,12 @@ pub enum Action {
     SilenceExpired,
     /// A receiver was not told about an alert version: a silence or a route's window muted it.
     NotifySilenced,
+    /// The alert was already resolved when secmon first saw it: not announced as new (see
+    /// `docs/notifications.md`, "Alerts first seen resolved").
+    FirstSeenResolved,
+    /// A message was deleted from a poison queue by `secmon queue poison purge` (its detail says what
+    /// it carried; the alert id is the message's alert, or its message id).
+    PoisonPurged,
 }
 
 impl std::fmt::Display for Action {
@@ -350,7 +356,8 @@ fn verify_stream(stream: &str, raw: &[Vec<u8>], head: Option<Result<Head, serde_
     StreamReport { stream: stream.to_string(), records: raw.len(), problems }
 }
 
-/// Writes every record at or after `since` as JSON lines (tenant and day order); returns how many.
+/// Writes every record at or after `since` as JSON lines, `{"kind":"audit_record",…}` (tenant and day
+/// order); returns how many.
 pub async fn export(
     store: &dyn Store,
     since: DateTime<Utc>,
@@ -372,8 +379,16 @@ pub async fn export(
                 Err(_) => true,
             };
             if keep {
-                out.write_all(&raw)?;
-                out.write_all(b"\n")?;
+                // The record as stored with `"kind":"audit_record"` first (drop `kind` to check its hash);
+                // a record that is not JSON goes out as its text, so nothing is left out.
+                let line = match serde_json::from_slice::<serde_json::Value>(&raw) {
+                    Ok(record) => crate::output::line("audit_record", &record),
+                    Err(_) => crate::output::line(
+                        "audit_record_unreadable",
+                        &serde_json::json!({"stream": stream, "text": String::from_utf8_lossy(&raw)}),
+                    ),
+                };
+                writeln!(out, "{line}")?;
                 n += 1;
             }
         }
@@ -391,14 +406,15 @@ pub fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|_| format!("--since {s:?}: expected a date (2026-11-26) or an RFC 3339 time (2026-11-26T08:00:00Z)"))
 }
 
-/// `secmon audit verify`: one JSON line per stream (`{"stream","records","ok","problems"}`); returns
+/// `secmon audit verify`: one JSON line per stream (`{"kind":"audit_stream","stream","records","ok","problems"}`); returns
 /// true when every chain is intact.
 pub async fn verify_command(store: &dyn Store, tenant: Option<&str>, out: &mut dyn Write) -> Result<bool, ExportError> {
     let reports = verify(store, tenant).await?;
     let mut all_ok = true;
     for r in &reports {
         all_ok &= r.ok();
-        let line = serde_json::json!({"stream": r.stream, "records": r.records, "ok": r.ok(), "problems": r.problems});
+        let line = serde_json::json!({"kind": "audit_stream", "stream": r.stream, "records": r.records, "ok": r.ok(),
+            "problems": r.problems});
         writeln!(out, "{line}")?;
     }
     Ok(all_ok)

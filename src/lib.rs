@@ -32,6 +32,8 @@
 //! - [`app`], [`setup`], [`clock`], [`redact`]: the shared state and how it is built from config and
 //!   environment, time as an input, and secret hygiene.
 //! - [`logging`], [`metrics`]: JSON logs carrying the invocation id, counters, the poll heartbeat.
+//! - [`output`]: the one shape of every command's machine output (JSON lines with a `kind`).
+//! - [`queue_tools`]: the operator's queue tools (`secmon queue stats`, `secmon queue poison …`).
 //! - `demo` (feature `demo`, on by default): the whole flow against the bundled Graph emulator.
 //!
 //! Start reading at [`functions`] (what each host calls), then [`intake::poll`], then [`respond`].
@@ -53,6 +55,8 @@ pub mod intake;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod output;
+pub mod queue_tools;
 pub mod redact;
 pub mod replay;
 pub mod respond;

@@ -16,6 +16,9 @@ Examples:
   secmon poll --once                          one poll of every tenant, JSON summary
   secmon silence add --when EXPR --for 2h --comment TEXT   mute matching alerts, Defender untouched
   secmon run --listen 127.0.0.1:7071          the standalone daemon
+  secmon work --once                          work the queue until it is empty, then exit (cron)
+  secmon queue stats                          queue depth, oldest message, poison count, per tenant
+  secmon queue poison list                    what could not be processed; then show, redrive, purge
   SECMON_CLOSE=off secmon run                 every close rule in shadow mode
 
 Docs: README.md, docs/configuration.md, docs/rules.md, docs/operations.md";
@@ -58,7 +61,7 @@ enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Poll every tenant's alerts and print a JSON summary per tenant.
+    /// Poll every tenant's alerts and print one `{"kind":"poll",...}` line per tenant.
     Poll {
         /// One poll cycle, then exit (the only mode; `secmon run` polls on the schedule).
         #[arg(long)]
@@ -73,7 +76,8 @@ enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Print each tenant's last successful poll as JSON (exit 1 when any tenant is unhealthy).
+    /// Print each tenant's last successful poll as one `{"kind":"status",...}` line (exit 1 when any
+    /// tenant is unhealthy).
     Status,
     /// Standalone daemon: poll on the schedule, serve the webhook routes, work the queue (embedded store).
     Run {
@@ -105,6 +109,17 @@ enum Command {
     /// Silences: mute notifications for matching alerts without touching Defender (JSON lines out).
     #[command(subcommand, after_help = SILENCE_EXAMPLES)]
     Silence(SilenceCommand),
+    /// The queues: depth, age of the oldest message and poison count (`stats`); the poison queue's
+    /// messages: list, show, redrive, purge. JSON lines on stdout. Works on every store (`SECMON_STORE`).
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Work the queue: with --once, process every message visible now (and what they queue), then exit
+    /// with a JSON summary; exit 1 when any message failed or was poisoned. For cron, after `poll --once`.
+    Work {
+        /// Drain once, then exit (the only mode; `secmon run` works the queue continuously).
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 const SILENCE_EXAMPLES: &str = "\
@@ -182,9 +197,56 @@ enum SilenceCommand {
     },
 }
 
+#[derive(Subcommand, Clone)]
+enum QueueCommand {
+    /// One `{"kind":"queue_stats",...}` line per queue: depth, oldest_age_secs, poison, per tenant.
+    Stats {
+        /// The queue (repeatable): `alerts`, or another secmon queue.
+        #[arg(long = "queue", default_value = secmon::store::ALERTS_QUEUE)]
+        queues: Vec<String>,
+    },
+    /// The poison queue `<queue>-poison`: messages that could not be processed.
+    Poison {
+        /// The queue whose poison queue to work on.
+        #[arg(long, global = true, default_value = secmon::store::ALERTS_QUEUE)]
+        queue: String,
+        #[command(subcommand)]
+        action: PoisonAction,
+    },
+}
+
+#[derive(Subcommand, Clone)]
+enum PoisonAction {
+    /// One `{"kind":"poison_message",...}` line per message (id, age, tenant, alert id and version), oldest
+    /// first, then `{"kind":"summary",...}`.
+    List,
+    /// One message whole, its body included.
+    Show {
+        /// The message id (from `list`).
+        id: String,
+    },
+    /// Move messages back onto the queue with a fresh dequeue count (after fixing what made them fail).
+    Redrive {
+        /// Message ids (from `list`).
+        ids: Vec<String>,
+        /// Every message of the poison queue.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Delete poison messages for good; each is recorded in the audit trail first (`poison_purged`).
+    Purge {
+        /// Only messages on the poison queue for longer than this (`7d`, `12h`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Really delete (without it, nothing is deleted).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
 #[derive(Subcommand, Clone, Copy)]
 enum SubscriptionsAction {
-    /// Print the stored subscriptions (without their secrets) as JSON.
+    /// Print the stored subscriptions (without their secrets), one `{"kind":"subscription",...}` line each.
     List,
     /// Create, renew, re-create and delete subscriptions so Graph matches the config; print what was done.
     Sync,
@@ -338,6 +400,14 @@ fn main() -> ExitCode {
         Command::Demo { out } => demo(out),
         Command::Run { listen } => with_app(&cli.config, move |app| run(app, listen)),
         Command::Subscriptions { action } => with_app(&cli.config, move |app| subscriptions(app, action)),
+        Command::Queue(cmd) => queue(&cli.config, cmd),
+        Command::Work { once } => {
+            if !once {
+                eprintln!("secmon work needs --once (use `secmon run` to work the queue continuously)");
+                return ExitCode::from(2);
+            }
+            with_app(&cli.config, work_once)
+        }
         Command::Rules(RulesCommand::Test { now, tenant, paths }) => rules_test(&cli.config, now, tenant, &paths),
         Command::Rules(RulesCommand::Replay { since, tenant, rule, out, max_requests_per_minute }) => {
             let budget = max_requests_per_minute;
@@ -520,6 +590,11 @@ fn serve(file: &std::path::Path, port: u16) -> ExitCode {
             tracing::warn!("{}", loaded.render(w));
         }
         let app = secmon::setup::app_from_config(loaded.config).await?;
+        let store = secmon::host::startup::store_label(&app);
+        for line in secmon::host::startup::summary(&app, &store, chrono::Utc::now()) {
+            tracing::info!("{line}");
+        }
+        tracing::info!("serving the Functions host's invocations on 127.0.0.1:{port}");
         secmon::host::azure::serve(app, port, secmon::host::standalone::shutdown_signal()).await
     });
     match result {
@@ -635,12 +710,14 @@ async fn subscriptions(app: secmon::app::App, action: SubscriptionsAction) -> an
     match action {
         SubscriptionsAction::List => {
             let list = secmon::intake::subscriptions::list(&app, now).await?;
-            println!("{}", serde_json::to_string_pretty(&list)?);
+            for subscription in list.as_array().into_iter().flatten() {
+                secmon::output::print("subscription", &subscription);
+            }
             Ok(ExitCode::SUCCESS)
         }
         SubscriptionsAction::Sync => {
             let report = secmon::intake::subscriptions::sync(&app, now).await;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            secmon::output::print("subscriptions_sync", &report);
             eprintln!("subscriptions: {}", report.summary());
             Ok(if report.has_failures() { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
@@ -649,7 +726,9 @@ async fn subscriptions(app: secmon::app::App, action: SubscriptionsAction) -> an
 
 async fn poll_once(app: secmon::app::App) -> anyhow::Result<ExitCode> {
     let outcomes = secmon::intake::poll::poll_all(&app, app.clock.now()).await;
-    println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    for o in &outcomes {
+        secmon::output::print("poll", o);
+    }
     Ok(if outcomes.iter().any(|o| o.error.is_some()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
@@ -681,7 +760,7 @@ async fn backfill(
         let result = secmon::intake::poll::backfill(&app, &tenant, since, now, &progress).await;
         bar.finish();
         match result {
-            Ok(report) => println!("{}", serde_json::to_string(&report)?),
+            Ok(report) => secmon::output::print("backfill", &report),
             Err(e) => {
                 failed = true;
                 eprintln!("{e}");
@@ -693,7 +772,7 @@ async fn backfill(
 
 async fn status(app: secmon::app::App) -> anyhow::Result<ExitCode> {
     let s = secmon::intake::health::status(&app, app.clock.now()).await?;
-    println!("{}", serde_json::to_string_pretty(&s)?);
+    secmon::output::print("status", &s);
     Ok(if s.healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -898,6 +977,128 @@ fn replay_findings(config: &secmon::config::Config) -> Vec<secmon::config::Issue
                 issues.extend(secmon::replay::enforcement_issues(config, &empty).await);
                 issues
             }
+        }
+    })
+}
+
+/// `secmon work --once`: the standalone worker's drain, once.
+async fn work_once(app: secmon::app::App) -> anyhow::Result<ExitCode> {
+    use secmon::host::standalone::WorkResult;
+    let results = secmon::host::standalone::drain(&app, usize::MAX).await;
+    let count = |f: fn(&WorkResult) -> bool| results.iter().filter(|r| f(r)).count();
+    let (done, poisoned, retry) = (
+        count(|r| matches!(r, WorkResult::Done(_))),
+        count(|r| matches!(r, WorkResult::Poisoned(_))),
+        count(|r| matches!(r, WorkResult::Retry(_))),
+    );
+    secmon::output::print(
+        "work",
+        &serde_json::json!({"queue": secmon::store::ALERTS_QUEUE, "done": done, "poisoned": poisoned, "retry": retry}),
+    );
+    Ok(if poisoned + retry > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// `secmon queue …`: the store the environment selects, without Graph or credentials.
+fn queue(file: &std::path::Path, cmd: QueueCommand) -> ExitCode {
+    let format = secmon::logging::chosen(secmon::logging::Format::Text);
+    let logs = secmon::logging::subscriber_with_default(format, secmon::logging::Redacting(std::io::stderr), "warn");
+    let _ = tracing::subscriber::set_global_default(logs);
+    let loaded = match secmon::setup::load(file, chrono::Utc::now()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a Tokio runtime");
+    let result = runtime.block_on(async {
+        let (store, queue, admin) = secmon::setup::queue_tools_from_env(&loaded.config).await?;
+        let tools = secmon::queue_tools::Tools { queue: queue.as_ref(), admin: admin.as_ref(), store: store.as_ref() };
+        queue_command(tools, cmd, chrono::Utc::now()).await
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", secmon::redact::redact(&format!("{e:#}")));
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn queue_command(
+    tools: secmon::queue_tools::Tools<'_>,
+    cmd: QueueCommand,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<ExitCode> {
+    use secmon::output::print;
+    let (queue, action) = match cmd {
+        QueueCommand::Stats { queues } => {
+            for s in tools.stats(&queues, now).await? {
+                print("queue_stats", &s);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        QueueCommand::Poison { queue, action } => (queue, action),
+    };
+    let settled = |done: &[secmon::queue_tools::Done]| {
+        for d in done {
+            print("poison_action", d);
+        }
+        let missing = done.iter().filter(|d| d.outcome == "not_found").count();
+        print(
+            "summary",
+            &serde_json::json!({"queue": secmon::store::poison_name(&queue), "messages": done.len(), "not_found": missing}),
+        );
+        if missing > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    };
+    Ok(match action {
+        PoisonAction::List => {
+            let (entries, complete) = tools.list(&queue, now).await?;
+            for e in &entries {
+                print("poison_message", e);
+            }
+            print(
+                "summary",
+                &serde_json::json!({"queue": secmon::store::poison_name(&queue), "messages": entries.len(), "complete": complete}),
+            );
+            ExitCode::SUCCESS
+        }
+        PoisonAction::Show { id } => match tools.show(&queue, &id, now).await? {
+            Some(shown) => {
+                print("poison_message", &shown);
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("no message {id:?} on {}", secmon::store::poison_name(&queue));
+                ExitCode::from(1)
+            }
+        },
+        PoisonAction::Redrive { ids, all } => {
+            if ids.is_empty() && !all {
+                eprintln!("name the messages to redrive (ids from `secmon queue poison list`), or pass --all");
+                return Ok(ExitCode::from(2));
+            }
+            settled(&tools.redrive(&queue, &ids).await?)
+        }
+        PoisonAction::Purge { older_than, yes } => {
+            let before = older_than.map(|d| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
+            if !yes {
+                let (entries, _) = tools.list(&queue, now).await?;
+                let n = entries
+                    .iter()
+                    .filter(|e| {
+                        before.is_none_or(|b| {
+                            e.enqueued_at.as_deref().and_then(|t| parse_since(t).ok()).is_some_and(|t| t < b)
+                        })
+                    })
+                    .count();
+                eprintln!(
+                    "would purge {n} messages of {}; nothing deleted. Add --yes to delete them (each is recorded in the audit trail)",
+                    secmon::store::poison_name(&queue)
+                );
+                return Ok(ExitCode::from(2));
+            }
+            settled(&tools.purge(&queue, before, now).await?)
         }
     })
 }

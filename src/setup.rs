@@ -32,6 +32,9 @@ pub enum SetupError {
     /// The config's rules or receivers do not compile.
     #[error(transparent)]
     Compile(#[from] crate::app::BuildError),
+    /// The AWS store's settings are incomplete (`SECMON_STORE=aws`, feature `aws`).
+    #[error("SECMON_STORE=aws: {0}")]
+    Aws(String),
     /// The SQLite file could not be opened.
     #[error("store.sqlite {path}: {message}")]
     Sqlite {
@@ -54,11 +57,52 @@ pub async fn stores_from_env(config: &Config) -> Result<(Arc<dyn Store>, Arc<dyn
             let store = SqliteStore::open(path)
                 .map_err(|e| SetupError::Sqlite { path: path.display().to_string(), message: e.to_string() })?;
             let store = Arc::new(store);
+            recover_dead_leases(store.as_ref()).await;
             Ok((store.clone(), store))
         }
         Some(other) => Err(SetupError::UnknownStore(other.to_string())),
     }
 }
+
+/// Makes visible at once what processes that died left in flight on the SQLite queue (see
+/// [`crate::store::sqlite::Instance`]); a failure only means those messages wait for their timeout.
+async fn recover_dead_leases(store: &dyn crate::store::QueueAdmin) {
+    match store.recover_dead_leases().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(messages = n, "re-delivering what a stopped or crashed secmon left in flight"),
+        Err(e) => tracing::warn!("could not look for messages left in flight by a dead process: {e}"),
+    }
+}
+
+/// The store, the queue and the queue's operator side ([`crate::store::QueueAdmin`]) that
+/// `SECMON_STORE` selects, for `secmon queue …`: as [`stores_from_env`], and with feature `aws`
+/// `SECMON_STORE=aws` (S3 and SQS, settings as the Lambda functions read them).
+pub async fn queue_tools_from_env(config: &Config) -> Result<QueueTools, SetupError> {
+    match std::env::var("SECMON_STORE").ok().as_deref().map(str::trim) {
+        Some("azure") => {
+            let store = Arc::new(AzureStore::connect(&AzureSettings::from_env()?).await?);
+            Ok((store.clone(), store.clone(), store))
+        }
+        #[cfg(feature = "aws")]
+        Some("aws") => {
+            let settings =
+                crate::store::aws::AwsSettings::from_env(&|k| std::env::var(k).ok()).map_err(SetupError::Aws)?;
+            let (store, queue) = settings.connect(Arc::new(SystemClock)).await;
+            Ok((store, queue.clone(), queue))
+        }
+        None | Some("") | Some("sqlite") => {
+            let path = &config.store.sqlite;
+            let store = SqliteStore::open(path)
+                .map_err(|e| SetupError::Sqlite { path: path.display().to_string(), message: e.to_string() })?;
+            let store = Arc::new(store);
+            Ok((store.clone(), store.clone(), store))
+        }
+        Some(other) => Err(SetupError::UnknownStore(other.to_string())),
+    }
+}
+
+/// What [`queue_tools_from_env`] returns.
+pub type QueueTools = (Arc<dyn Store>, Arc<dyn Queue>, Arc<dyn crate::store::QueueAdmin>);
 
 /// The HTTP client every edge shares (Graph, token endpoints, receivers).
 pub fn http_client() -> Result<reqwest::Client, SetupError> {

@@ -77,6 +77,14 @@ async fn sqs_queue_passes_the_queue_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_queue_passes_the_queue_admin_contract() {
+    let Some(endpoint) = moto() else { return };
+    let receipts = Arc::new(store(&endpoint).await);
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk(&endpoint).await), receipts).with_create_missing(true);
+    contract::queue_admin_contract(&queue, &queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_of_nested_names_stay_apart() {
     // `audit/a` and `audit/a/b` share an S3 prefix; neither may see the other's records.
     use secmon::store::Store;

@@ -47,6 +47,15 @@ async fn passes_the_queue_contract() {
     contract::queue_contract(&azurite::store().await.with_max_dequeue(2)).await;
 }
 
+#[tokio::test]
+async fn passes_the_queue_admin_contract() {
+    if !azurite::available("passes_the_queue_admin_contract") {
+        return;
+    }
+    let store = azurite::store().await;
+    contract::queue_admin_contract(&store, &store).await;
+}
+
 /// What the backend writes is base64 text; decoded the way the Functions host does with
 /// `messageEncoding: base64`, it is the JSON that `Message::parse` reads.
 #[tokio::test]

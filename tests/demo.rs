@@ -37,7 +37,7 @@ async fn the_demo_closes_notifies_and_reports_what_graph_teams_and_exchange_rece
     assert_eq!(s.emails, report.mails.len());
     assert_eq!(s.emails, 3);
     let subjects: Vec<&str> = report.mails.iter().filter_map(|m| m["message"]["subject"].as_str()).collect();
-    assert!(subjects.iter().all(|s| s.starts_with("[secmon][High] ")), "{subjects:?}");
+    assert!(subjects.iter().all(|s| s.starts_with("[secmon][contoso][High] ")), "{subjects:?}");
 
     // Shadow mode records "would close" and changes nothing.
     assert!(report.audit.iter().any(|r| r["action"] == "would_close" && r["alert_id"] == "demo-dlp-backup"));

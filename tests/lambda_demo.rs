@@ -266,7 +266,7 @@ async fn the_demo_flow_runs_on_the_lambda_adapter() {
     let mails = emulator.mails();
     assert_eq!(mails.len(), 3);
     let subjects: Vec<&str> = mails.iter().filter_map(|(_, _, m)| m["message"]["subject"].as_str()).collect();
-    assert!(subjects.len() == 3 && subjects.iter().all(|s| s.starts_with("[secmon][High] ")), "{subjects:?}");
+    assert!(subjects.len() == 3 && subjects.iter().all(|s| s.starts_with("[secmon][contoso][High] ")), "{subjects:?}");
 
     // Shadow mode records "would close" and changes nothing.
     assert!(audit.iter().any(|r| r["action"] == "would_close" && r["alert_id"] == "demo-dlp-backup"));

@@ -91,7 +91,7 @@ async fn sendmail_body_has_graphs_shape_and_escapes_hostile_alert_text() {
     assert_eq!(body["saveToSentItems"], json!(false));
     assert_eq!(body.as_object().unwrap().len(), 2);
     let m = &body["message"];
-    assert_eq!(m["subject"], format!("[secmon][High] {hostile}"));
+    assert_eq!(m["subject"], format!("[secmon][contoso][High] {hostile}"));
     assert_eq!(m["body"]["contentType"], "HTML");
     assert_eq!(m["toRecipients"], json!([{"emailAddress": {"address": "soc@contoso.com"}}]));
     assert_eq!(m["ccRecipients"], json!([{"emailAddress": {"address": "lead@contoso.com"}}]));
@@ -253,6 +253,7 @@ receivers:
     assert_eq!(hits.len(), 2, "one message for incident 77, one for 78");
     let grouped = hits.iter().map(|h| h.json()).find(|m| m.to_string().contains("First of incident 77")).unwrap();
     assert!(grouped.to_string().contains("Second of incident 77"));
+    assert!(grouped.to_string().contains("Second of incident 77 · alert alert-b"), "each grouped alert names its id");
     keep_card("grouped", &grouped);
     // After the window a new alert of the incident starts a new message.
     w.clock.advance(chrono::Duration::seconds(5));
@@ -441,6 +442,39 @@ async fn an_mssp_sends_every_mail_through_the_sending_tenant() {
     );
 }
 
+/// An alert first seen already resolved is not announced as new (with or without a matching rule):
+/// it is audited once as `first_seen_resolved`. One that was told about and is resolved later is not
+/// "first seen", and a version secmon closed itself stays quiet as before.
+#[tokio::test]
+async fn an_alert_first_seen_resolved_is_recorded_not_announced() {
+    let w = world(ALL).await;
+    let resolved = sample(json!({"id": "resolved-before", "status": "resolved"}));
+    let summary = secmon::respond::process_alert(&w.app, "contoso", resolved.clone()).await.unwrap();
+    assert!(summary.contains("already resolved when secmon first saw it; not announced to soc-teams"), "{summary}");
+    secmon::respond::process_alert(&w.app, "contoso", resolved).await.unwrap();
+    assert!(w.sink.hits(TEAMS_PATH).is_empty() && w.graph.mails().is_empty() && w.sink.hits("/hook").is_empty());
+    let records = audit(&w.store).await;
+    let first: Vec<&Value> = records.iter().filter(|r| r["action"] == "first_seen_resolved").collect();
+    assert_eq!(first.len(), 1, "once per version, even when redelivered: {records:?}");
+    assert_eq!(first[0]["alert_id"], "resolved-before");
+
+    // Told as new, resolved later: the resolved version is no first sighting (realert decides).
+    let open = sample(json!({"id": "told-before", "status": "new", "lastUpdateDateTime": "2026-11-26T10:00:00Z"}));
+    secmon::respond::process_alert(&w.app, "contoso", open).await.unwrap();
+    assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
+    let later =
+        sample(json!({"id": "told-before", "status": "resolved", "lastUpdateDateTime": "2026-11-26T11:00:00Z"}));
+    let summary = secmon::respond::process_alert(&w.app, "contoso", later).await.unwrap();
+    assert!(!summary.contains("first saw it"), "{summary}");
+    assert_eq!(audit(&w.store).await.iter().filter(|r| r["action"] == "first_seen_resolved").count(), 1);
+
+    // Resolved by secmon's own close (its comment): not a first sighting either.
+    let ours = sample(json!({"id": "closed-by-us", "status": "resolved",
+        "comments": [{"comment": "Closed by secmon rule lab (x).", "createdByDisplayName": "secmon"}]}));
+    let summary = secmon::respond::process_alert(&w.app, "contoso", ours).await.unwrap();
+    assert!(!summary.contains("first saw it"), "{summary}");
+}
+
 #[tokio::test]
 async fn check_config_warns_when_mail_would_go_out_through_each_customer() {
     let text = "tenants:\n  - {id: 11111111-2222-3333-4444-555555555555, name: contoso}\n  - {id: 22222222-3333-4444-5555-666666666666, name: fabrikam}\nroutes:\n  - { receivers: [m] }\nreceivers:\n  m: { email: { from: a@contoso.com, to: [b@contoso.com] } }\n";
@@ -584,6 +618,16 @@ async fn a_storm_of_200_alerts_stays_in_the_budget_and_tells_each_alert_once() {
     let rank = |l: &str| ["Low", "Medium", "High"].iter().position(|x| *x == l).unwrap();
     assert!(labels.windows(2).all(|p| rank(p[0]) >= rank(p[1])), "{labels:?}");
     assert_eq!(labels[0], "High");
+    let lines: Vec<&str> = card["body"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["text"].as_str().filter(|t| t.starts_with("**")))
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.contains(" · alert ")),
+        "every digest line names its alert id: {lines:?}"
+    );
     assert!(serde_json::to_vec(&digest).unwrap().len() <= 28_000);
     assert!(digest.to_string().contains(" more, in the next message"), "the first digest cannot hold all 180");
     keep_card("digest", &digest);
@@ -752,7 +796,7 @@ receivers:
         .find(|(_, _, m)| m.to_string().contains("lead@contoso.com") && m.to_string().contains("alerts:"))
         .unwrap()
         .2;
-    assert_eq!(lead["message"]["subject"], "[secmon] 3 alerts: 1 High, 2 Medium");
+    assert_eq!(lead["message"]["subject"], "[secmon][contoso] 3 alerts: 1 High, 2 Medium");
     let html = lead["message"]["body"]["content"].as_str().unwrap();
     for i in [1, 2, 10] {
         assert!(html.contains(&format!("storm-{i:03}")), "storm-{i:03} missing from {html}");

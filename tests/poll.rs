@@ -391,6 +391,40 @@ async fn backfill_walks_history_with_progress() {
     assert_eq!(poll::poll_tenant(&r.app, "contoso", now).await.unwrap().queued, 0);
 }
 
+/// `backfill` is idempotent: run twice over the same history (and over what the polls queued), each
+/// version is queued once, however old it is, and a version that changed since is queued again.
+#[tokio::test]
+async fn backfill_twice_queues_each_version_once() {
+    let now = t(NOW);
+    let r = rig(&["contoso"], 10, now, |_| {}).await;
+    let tid = tenant_id("contoso");
+    // Ten days of alerts, one every six hours: far older than the seen window remembers.
+    let seeded: Vec<Value> = (0..40)
+        .map(|i| {
+            let at = now - chrono::Duration::hours(6 * i);
+            alert(&format!("d-{i}"), &at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        })
+        .collect();
+    r.emu.seed_alerts(&tid, seeded);
+    // The polls first: they queue the first look-back (a day), then the backfills go further.
+    let polled = poll::poll_tenant(&r.app, "contoso", now).await.unwrap().queued;
+    assert!(polled > 0 && polled < 40, "{polled}");
+    let since = now - chrono::Duration::days(11);
+    let first = poll::backfill(&r.app, "contoso", since, now, &|_| {}).await.unwrap();
+    assert_eq!(first.queued, 40 - polled, "the polls' versions are not queued again: {first:?}");
+    let later = now + chrono::Duration::hours(1);
+    let second = poll::backfill(&r.app, "contoso", since, later, &|_| {}).await.unwrap();
+    assert_eq!(second.queued, 0, "{second:?}");
+    assert_eq!(second.already_queued, 40, "{second:?}");
+    let queued = counts(&drain(&r).await);
+    assert_eq!(queued.len(), 40);
+    assert!(queued.values().all(|n| *n == 1), "each version once: {queued:?}");
+    // An alert updated since has a new version: that one is queued.
+    r.emu.seed_alerts(&tid, vec![alert("d-39", &later.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]);
+    let third = poll::backfill(&r.app, "contoso", since, later, &|_| {}).await.unwrap();
+    assert_eq!(third.queued, 1, "{third:?}");
+}
+
 #[tokio::test]
 async fn next_links_to_other_hosts_are_refused_without_sending_the_token() {
     let now = t(NOW);

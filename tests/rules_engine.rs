@@ -470,7 +470,7 @@ fn rules_test_prints_one_line_per_alert_from_every_file_shape() {
     assert_eq!(lines[2]["alert"], "da637551227677560813_-961444813");
     assert_eq!(
         lines[0],
-        json!({"alert": "one", "decision": "close", "rule": "lab", "mode": "enforce", "receivers": [], "reason": lines[0]["reason"]})
+        json!({"kind": "decision", "alert": "one", "decision": "close", "rule": "lab", "mode": "enforce", "receivers": [], "reason": lines[0]["reason"]})
     );
     assert_eq!(
         (lines[1]["decision"].as_str(), &lines[1]["rule"], &lines[1]["receivers"]),

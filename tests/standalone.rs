@@ -56,6 +56,23 @@ async fn run_polls_on_schedule_works_the_queue_and_stops_on_request() {
     assert_eq!(world.app.queue.len(ALERTS_QUEUE).await.unwrap(), 0);
 }
 
+/// `run` polls every tenant as it starts: with a schedule whose first tick is a year away, the alerts
+/// are still told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_polls_every_tenant_at_start_without_waiting_for_the_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = secmon::demo::world(dir.path(), chrono::Utc::now()).await.unwrap();
+    let mut c = (*world.app.config).clone();
+    c.poll.schedule = "0 0 0 1 1 *".into();
+    world.app.config = Arc::new(c);
+    let (stop, daemon) = start(world.app.clone());
+    let emulator = &world.emulator;
+    eventually("six Teams messages", || emulator.teams_messages(secmon::demo::TEAMS_SINK).len() >= 6).await;
+    stop.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+    assert_eq!(emulator.teams_messages(secmon::demo::TEAMS_SINK).len(), 6);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_while_a_message_is_in_hand_loses_nothing_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();

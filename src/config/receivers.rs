@@ -207,7 +207,7 @@ pub struct EmailConfig {
     /// Copy recipients.
     #[serde(default)]
     pub cc: Vec<String>,
-    /// A minijinja template for the subject instead of `[secmon][{{ severity_label }}] {{ title }}`.
+    /// A minijinja template for the subject instead of `[secmon][{{ tenant }}][{{ severity_label }}] {{ title }}`.
     #[serde(default)]
     pub subject: Option<String>,
     /// A minijinja template for the HTML body instead of the built-in one; values are HTML-escaped.

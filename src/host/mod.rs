@@ -6,3 +6,4 @@ pub mod azure;
 #[cfg(feature = "aws")]
 pub mod lambda;
 pub mod standalone;
+pub mod startup;

@@ -6,9 +6,14 @@
 //! `idle_timeout` is closed, and at most `max_connections` are open; at the cap a new connection
 //! closes the longest-idle one, so idle sockets can never lock out `/api/health` or a notification.
 //!
+//! At start it logs a one-screen summary of what it will do ([`super::startup::summary`]) and polls
+//! every tenant at once, without waiting for the schedule's first tick.
+//!
 //! Shutdown (SIGTERM or Ctrl-C) stops the scheduler and the HTTP server, lets the message in hand
 //! finish, and exits. A message is deleted only after it was processed, so one in flight when the
-//! process dies reappears after its visibility timeout: work is repeated, never lost.
+//! process dies reappears: after its visibility timeout, or at once when the next secmon process opens
+//! the SQLite store and finds its holder gone (dead-lease recovery, [`crate::store::sqlite::Instance`]).
+//! Work is repeated, never lost.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -145,6 +150,18 @@ async fn scheduler(
     }
 }
 
+/// Polls every tenant once at start (a shutdown meanwhile abandons it; the watermark makes that safe).
+async fn first_poll(app: App, mut shutdown: watch::Receiver<bool>) {
+    tokio::select! {
+        outcome = functions::poll_alerts(&app, Timer::default(), app.clock.now()) => {
+            if let Outcome::Retry(e) = outcome {
+                tracing::error!("the first poll failed: {e}");
+            }
+        }
+        _ = shutdown.changed() => {}
+    }
+}
+
 /// Runs the `graph-subscriptions` function at start and then every [`SUBSCRIPTIONS_EVERY`].
 async fn subscriptions_scheduler(app: App, mut shutdown: watch::Receiver<bool>) {
     if app.config.subscriptions.is_empty() {
@@ -170,12 +187,13 @@ pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Out
         .map_err(|e| anyhow::anyhow!("poll.reconcile.schedule {reconcile:?}: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    let mut bound = None;
     let server = match listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-            tracing::info!("listening on http://{}", listener.local_addr()?);
+            bound = Some(listener.local_addr()?);
             let mut rx = stop_rx.clone();
             let router = functions::router(app.clone());
             let limits = app.config.webhook.server.clone();
@@ -189,6 +207,14 @@ pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Out
         }
         None => None,
     };
+    // Say what this process is about to do, then poll every tenant at once rather than at the first tick.
+    let store = super::startup::store_label(&app);
+    for line in super::startup::summary(&app, &store, app.clock.now()) {
+        tracing::info!("{line}");
+    }
+    tracing::info!("{}", super::startup::listening(bound));
+    tracing::info!("polling every tenant now, without waiting for the schedule");
+    let first_poll = tokio::spawn(first_poll(app.clone(), stop_rx.clone()));
     let poller = tokio::spawn(scheduler(app.clone(), functions::Function::PollAlerts, schedule, stop_rx.clone()));
     let reconciler =
         tokio::spawn(scheduler(app.clone(), functions::Function::ReconcileAlerts, reconcile, stop_rx.clone()));
@@ -198,7 +224,7 @@ pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Out
     shutdown.await;
     tracing::info!("shutting down: finishing the message in hand");
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(poller, reconciler, subscriptions, worker);
+    let _ = tokio::join!(first_poll, poller, reconciler, subscriptions, worker);
     if let Some(server) = server {
         server.await??;
     }

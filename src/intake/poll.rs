@@ -157,6 +157,12 @@ pub struct Watermark {
     pub watermark: DateTime<Utc>,
     /// When it was written.
     pub updated: DateTime<Utc>,
+    /// Every version updated from here up to `watermark − overlap` has been queued: the lower bound of
+    /// the tenant's first poll, or of a backfill that reached further back. A backfill skips what lies
+    /// in between, so running it twice queues each version once. Absent in records written before it
+    /// existed (a backfill then relies on the seen window and sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered_since: Option<DateTime<Utc>>,
 }
 
 /// The versions queued recently, keyed `{id}\u{1f}{lastUpdateDateTime as written}`, and the claims of
@@ -360,6 +366,7 @@ async fn walk(
 
     let wm_key = keys::watermark(tenant);
     let stored = store.get(&wm_key).await.map_err(|e| PollError::store(tenant, "read the watermark", e))?;
+    let mut covered_since = None;
     let old = match &stored {
         None => None,
         Some(v) => {
@@ -371,6 +378,7 @@ async fn walk(
                     Retry::Permanent,
                 )
             })?;
+            covered_since = wm.covered_since;
             Some(wm.watermark)
         }
     };
@@ -411,6 +419,11 @@ async fn walk(
         newest: None,
         held: None,
         progress,
+        // A backfill skips the versions the polls (or an earlier backfill) have queued for certain.
+        covered: match (kind, covered_since, old) {
+            (Walk::Backfill(_), Some(from), Some(wm)) if from < wm - overlap => Some((from, wm - overlap)),
+            _ => None,
+        },
     };
     let stopped_at = lister.list(floor_second(lower), cap).await?;
     let Lister { mut report, newest, held, .. } = lister;
@@ -429,7 +442,13 @@ async fn walk(
             (None, Some(c)) => c,
             (None, None) => floor_second(lower),
         };
-        let written = advance(app, tenant, stored, new_wm, now).await?;
+        // What this walk adds to the range known to be queued (see `Watermark::covered_since`).
+        let covers = match (kind, old) {
+            (Walk::Backfill(s), _) => Some(floor_second(s)),
+            (Walk::Poll, None) => Some(floor_second(lower)),
+            _ => None,
+        };
+        let written = advance(app, tenant, stored, new_wm, covers, now).await?;
         report.watermark_after = Some(written.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
     } else {
         report.watermark_after = report.watermark_before.clone();
@@ -469,6 +488,8 @@ struct Lister<'a> {
     newest: Option<DateTime<Utc>>,
     held: Option<DateTime<Utc>>,
     progress: &'a (dyn Fn(&Progress) + Send + Sync),
+    /// Versions whose instant lies in `[from, to)` were queued before: a backfill skips them.
+    covered: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl Lister<'_> {
@@ -581,6 +602,11 @@ impl Lister<'_> {
             if instant.is_none() {
                 tracing::error!(tenant, key, "alert without a readable id or lastUpdateDateTime; queued as is");
             }
+            if instant.is_some_and(|t| self.covered.is_some_and(|(from, to)| from <= t && t < to)) {
+                self.report.already_queued += 1;
+                self.report.alerts_seen += 1;
+                continue;
+            }
             candidates.push((key, instant.unwrap_or(now), alert));
         }
         self.report.alerts_seen += candidates.len();
@@ -691,13 +717,27 @@ async fn advance(
     tenant: &str,
     read: Option<Versioned>,
     new_wm: DateTime<Utc>,
+    covers: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, PollError> {
-    let value = serde_json::to_vec(&Watermark { watermark: new_wm, updated: now }).expect("serializes");
     let written = store::update_from(app.store.as_ref(), &keys::watermark(tenant), read, |current| {
-        match current.map(serde_json::from_slice::<Watermark>) {
-            Some(Ok(w)) if w.watermark > new_wm => Change::Keep(w.watermark),
-            _ => Change::Put(value.clone(), new_wm),
+        let current = current.map(serde_json::from_slice::<Watermark>);
+        let known = match &current {
+            Some(Ok(w)) => w.covered_since,
+            _ => None,
+        };
+        let covered_since = match (known, covers) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let put = |watermark| {
+            let w = Watermark { watermark, updated: now, covered_since };
+            Change::Put(serde_json::to_vec(&w).expect("serializes"), watermark)
+        };
+        match current {
+            Some(Ok(w)) if w.watermark > new_wm && w.covered_since == covered_since => Change::Keep(w.watermark),
+            Some(Ok(w)) if w.watermark > new_wm => put(w.watermark),
+            _ => put(new_wm),
         }
     })
     .await;

@@ -1,5 +1,5 @@
 //! E-mail through Graph `POST /users/{sender}/sendMail` (application permission `Mail.Send`): an HTML
-//! body that Outlook renders well, subject `[secmon][High] <title>`, and Exchange Online's sending
+//! body that Outlook renders well, subject `[secmon][contoso][High] <title>` (the tenant, the severity, the title), and Exchange Online's sending
 //! limit of 30 messages a minute per mailbox kept as a posting budget ([`super::budget`]) shared by
 //! every receiver sending from the mailbox: mail beyond it goes out as one digest.
 
@@ -91,14 +91,14 @@ impl Notifier for Email {
         Some(self.budget.clone())
     }
 
-    /// A digest mail: subject `[secmon] 40 alerts: 3 High, 37 Medium`, one table row per alert.
+    /// A digest mail: subject `[secmon][contoso] 40 alerts: 3 High, 37 Medium`, one table row per alert.
     fn render_digest(&self, templates: &Templates, digest: &mut Digest) -> Result<Value, NotifyError> {
         digest.keep(DIGEST_LINES);
         let html = templates
             .render("builtin/digest.html", digest)
             .map_err(|e| NotifyError::new(&self.name, format!("digest template: {e}"), Retry::Permanent))?;
         let kind = if digest.scheduled.is_some() { "digest: " } else { "" };
-        let subject: String = format!("[secmon] {kind}{} alerts: {}", digest.count, digest.summary)
+        let subject: String = format!("[secmon][{}] {kind}{} alerts: {}", digest.tenants, digest.count, digest.summary)
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();

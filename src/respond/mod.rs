@@ -54,6 +54,10 @@ impl From<DeliverError> for RespondError {
 ///   on the queue (routes deliver it; match `alert.id.startsWith("secmon-")` to reach the owner).
 /// - A rule that matches an alert already resolved does nothing (that is also how secmon's own close,
 ///   which comes back as a new resolved version, stays quiet).
+/// - An alert **first seen already resolved** (resolved, not closed by secmon, and no receiver it is routed
+///   to was ever told about it) is not announced as new, whether or not a rule matches: it is recorded
+///   once in the audit trail as `first_seen_resolved` and logged. A resolved version of an alert a
+///   receiver was told about follows realert as before.
 pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) -> Result<String, RespondError> {
     if app.config.tenant(tenant).is_none() {
         return Err(RespondError::Malformed(format!("tenant {tenant:?} is not in the config")));
@@ -64,6 +68,9 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
     let mut alert = alert;
     if decision.closes() {
         (alert, decision) = decide_on_current(app, tenant, alert, decision, now).await?;
+    }
+    if first_seen_resolved(app, tenant, &alert, &decision).await? {
+        return record_first_seen_resolved(app, tenant, &alert, &decision, now).await;
     }
     let mut summary = format!("{}: {}", alert.id, decision.reason);
     // Whether the matched routes are told; their own options (realert, grouping, `set`) apply.
@@ -209,4 +216,54 @@ async fn tell_owner_breaker_open(
 
 fn retry(e: crate::store::StoreError) -> RespondError {
     RespondError::Retry(format!("store: {e}"))
+}
+
+/// Whether `alert` is an alert first seen already resolved (see [`process_alert`]): resolved, not by a
+/// secmon close (whose comment it carries), and none of the receivers it is routed to was told about
+/// it. Costs one read per routed receiver, for resolved versions only.
+async fn first_seen_resolved(
+    app: &App,
+    tenant: &str,
+    alert: &Alert,
+    decision: &Decision,
+) -> Result<bool, RespondError> {
+    if alert.status() != AlertStatus::Resolved || alert.id.starts_with("secmon-") {
+        return Ok(false);
+    }
+    let comments = alert.comments.as_deref().unwrap_or_default();
+    if comments.iter().any(|c| c.comment.as_deref().unwrap_or("").starts_with(crate::rules::COMMENT_PREFIX)) {
+        return Ok(false);
+    }
+    for d in &decision.deliveries {
+        if app.store.get(&keys::notify_last(tenant, &alert.id, &d.receiver)).await.map_err(retry)?.is_some() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Records an alert first seen resolved, once per version, instead of announcing it.
+async fn record_first_seen_resolved(
+    app: &App,
+    tenant: &str,
+    alert: &Alert,
+    decision: &Decision,
+    now: DateTime<Utc>,
+) -> Result<String, RespondError> {
+    let mut record = Record::new(&alert.id, alert.version(), audit::Action::FirstSeenResolved);
+    record.status_before = Some(alert.status().as_str().to_string());
+    if let Some(m) = &decision.close {
+        record.rule_id = Some(m.rule_id.clone());
+        record.rule_hash = Some(m.rule_hash.clone());
+        record.mode = Some(m.mode);
+    }
+    let routed = decision.receivers();
+    record.detail = format!(
+        "already resolved when secmon first saw it; not announced{}",
+        if routed.is_empty() { String::new() } else { format!(" to {}", routed.join(", ")) }
+    );
+    let summary = format!("{}: {}", alert.id, record.detail);
+    record_once(app, tenant, now, record).await?;
+    tracing::info!(tenant, alert = %alert.id, version = alert.version(), "{summary}");
+    Ok(summary)
 }

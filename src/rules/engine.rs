@@ -196,6 +196,7 @@ impl Decision {
             _ => Value::Null,
         };
         serde_json::json!({
+            "kind": "decision",
             "alert": alert_id,
             "decision": decision,
             "rule": self.close.as_ref().map(|m| m.rule_id.as_str()),

@@ -24,7 +24,9 @@ pub mod replay;
 pub mod report;
 pub mod suggest;
 
-pub use engine::{Blocked, CloseMatch, Decision, Delivery, Engine, EvalError, Outcome, RouteMatch, Update};
+pub use engine::{
+    Blocked, COMMENT_PREFIX, CloseMatch, Decision, Delivery, Engine, EvalError, Outcome, RouteMatch, Update,
+};
 
 pub use crate::config::rules::{
     CLOSE_OFF, CLOSE_ON, CloseRuleConfig, DEFAULT_MAX_PER_HOUR, DEFAULT_MAX_SEVERITY, EXPIRY_WARNING_DAYS, Mode,

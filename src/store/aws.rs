@@ -638,6 +638,123 @@ impl Queue for SqsQueue {
     }
 }
 
+// The operator's side of the queue ([`QueueAdmin`](super::admin::QueueAdmin)).
+
+/// A message received by an operator's scan.
+struct Scanned {
+    id: String,
+    handle: String,
+    body: Vec<u8>,
+    sent: Option<chrono::DateTime<chrono::Utc>>,
+    count: u32,
+}
+
+impl SqsQueue {
+    /// Receives every visible message of `queue`, hiding each for [`super::admin::SCAN_VISIBILITY`];
+    /// the caller gives back what it does not delete ([`SqsQueue::hand_back`]).
+    async fn scan(&self, queue: &str, url: &str) -> StoreResult<Vec<Scanned>> {
+        let mut out: Vec<Scanned> = Vec::new();
+        loop {
+            let batch = self
+                .client
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .visibility_timeout(super::admin::SCAN_VISIBILITY.as_secs() as i32)
+                .wait_time_seconds(0)
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .map_err(|e| backend(format!("receive from {queue}"), &e))?;
+            if batch.messages().is_empty() {
+                return Ok(out);
+            }
+            for m in batch.messages() {
+                let (Some(id), Some(handle)) = (m.message_id(), m.receipt_handle()) else { continue };
+                let encoding =
+                    m.message_attributes().and_then(|a| a.get(ENCODING_ATTRIBUTE)).and_then(|v| v.string_value());
+                let attr = |name: MessageSystemAttributeName| m.attributes().and_then(|a| a.get(&name)).cloned();
+                out.push(Scanned {
+                    id: id.to_string(),
+                    handle: handle.to_string(),
+                    body: decode_body(m.body().unwrap_or_default(), encoding)?,
+                    sent: attr(MessageSystemAttributeName::SentTimestamp)
+                        .and_then(|t| t.parse::<i64>().ok())
+                        .and_then(chrono::DateTime::from_timestamp_millis),
+                    count: attr(MessageSystemAttributeName::ApproximateReceiveCount)
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0),
+                });
+            }
+        }
+    }
+
+    /// Makes scanned messages visible again at once.
+    async fn hand_back(&self, queue: &str, url: &str, scanned: &[Scanned]) {
+        for m in scanned {
+            let shown =
+                self.client.change_message_visibility().queue_url(url).receipt_handle(&m.handle).visibility_timeout(0);
+            if let Err(e) = shown.send().await {
+                // It comes back by itself after the scan's visibility timeout.
+                tracing::warn!(
+                    queue,
+                    id = m.id,
+                    "could not make a message visible again: {}",
+                    backend(String::new(), &e)
+                );
+            }
+        }
+    }
+
+    /// Scans `queue`, takes message `id` out of the scan (still hidden, to delete) and gives back the rest.
+    async fn take(&self, queue: &str, url: &str, id: &str) -> StoreResult<Option<Scanned>> {
+        let mut scanned = self.scan(queue, url).await?;
+        let found = scanned.iter().position(|m| m.id == id).map(|i| scanned.remove(i));
+        self.hand_back(queue, url, &scanned).await;
+        Ok(found)
+    }
+}
+
+#[async_trait]
+impl super::admin::QueueAdmin for SqsQueue {
+    async fn peek(&self, queue: &str, max: usize) -> StoreResult<super::admin::Peeked> {
+        let url = self.url(queue).await?;
+        let scanned = self.scan(queue, &url).await?;
+        self.hand_back(queue, &url, &scanned).await;
+        let mut messages: Vec<super::admin::Listed> = scanned
+            .into_iter()
+            .map(|m| super::admin::Listed { id: m.id, body: m.body, enqueued_at: m.sent, dequeue_count: m.count })
+            .collect();
+        messages.sort_by_key(|m| m.enqueued_at);
+        let complete = messages.len() <= max;
+        messages.truncate(max);
+        Ok(super::admin::Peeked { messages, complete })
+    }
+
+    async fn move_message(&self, from: &str, id: &str, to: &str) -> StoreResult<bool> {
+        let url = self.url(from).await?;
+        let Some(m) = self.take(from, &url, id).await? else { return Ok(false) };
+        // Copy first, then delete: a crash in between leaves a duplicate, never a loss.
+        self.send(to, &m.body).await?;
+        self.delete_handle(from, &url, &m.handle).await?;
+        Ok(true)
+    }
+
+    async fn remove(&self, queue: &str, id: &str) -> StoreResult<bool> {
+        let url = self.url(queue).await?;
+        let Some(m) = self.take(queue, &url, id).await? else { return Ok(false) };
+        self.delete_handle(queue, &url, &m.handle).await?;
+        Ok(true)
+    }
+
+    /// SQS cannot look without receiving (see the module docs of [`super::admin`]).
+    fn peek_is_free(&self) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -686,6 +686,102 @@ impl Queue for AzureStore {
     }
 }
 
+// The operator's side of the queue ([`QueueAdmin`](super::admin::QueueAdmin)).
+
+/// The body secmon sent, from a message's text (as [`Queue::receive`] decodes it).
+fn body_of(text: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(text.trim()).unwrap_or_else(|_| text.as_bytes().to_vec())
+}
+
+fn chrono_of(t: Option<azure_core::time::OffsetDateTime>) -> Option<DateTime<Utc>> {
+    t.and_then(|t| DateTime::from_timestamp(t.unix_timestamp(), 0))
+}
+
+impl AzureStore {
+    /// Receives `queue`'s messages until message `id` is among them and gives back every other one at
+    /// once; returns its body and pop receipt.
+    async fn find(&self, queue: &str, id: &str) -> StoreResult<Option<(Vec<u8>, String)>> {
+        let client = self.queue(queue)?;
+        let mut hand_back = Vec::new();
+        let mut found = None;
+        while found.is_none() {
+            let options = QueueClientReceiveMessagesOptions {
+                number_of_messages: Some(32),
+                visibility_timeout: Some(visibility_secs(super::admin::SCAN_VISIBILITY)),
+                ..Default::default()
+            };
+            let batch = match client.receive_messages(Some(options)).await {
+                Ok(r) => r.into_model().map_err(|e| backend(&format!("receive from {queue}"), &e))?,
+                Err(e) if status(&e) == Some(404) => break,
+                Err(e) => return Err(backend(&format!("receive from {queue}"), &e)),
+            };
+            let items = batch.items.unwrap_or_default();
+            if items.is_empty() {
+                break;
+            }
+            for m in items {
+                let (Some(mid), Some(receipt)) = (m.message_id, m.pop_receipt) else { continue };
+                if mid == id && found.is_none() {
+                    found = Some((body_of(&m.message_text.unwrap_or_default()), receipt));
+                } else {
+                    hand_back.push((mid, receipt));
+                }
+            }
+        }
+        for (mid, receipt) in hand_back {
+            if let Err(e) = client.update_message(&mid, &receipt, 0, None).await {
+                // It comes back by itself after the scan's visibility timeout.
+                tracing::warn!(queue, message_id = %mid, "could not make a message visible again: {}", redacted(&e));
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[async_trait]
+impl super::admin::QueueAdmin for AzureStore {
+    async fn peek(&self, queue: &str, max: usize) -> StoreResult<super::admin::Peeked> {
+        use azure_storage_queue::models::QueueClientPeekMessagesOptions;
+        let client = self.queue(queue)?;
+        let options =
+            QueueClientPeekMessagesOptions { number_of_messages: Some(max.clamp(1, 32) as i32), ..Default::default() };
+        let items = match client.peek_messages(Some(options)).await {
+            Ok(r) => r.into_model().map_err(|e| backend(&format!("peek at {queue}"), &e))?.items.unwrap_or_default(),
+            Err(e) if status(&e) == Some(404) => Vec::new(),
+            Err(e) => return Err(backend(&format!("peek at {queue}"), &e)),
+        };
+        let messages: Vec<super::admin::Listed> = items
+            .into_iter()
+            .filter_map(|m| {
+                Some(super::admin::Listed {
+                    id: m.message_id?,
+                    body: body_of(&m.message_text.unwrap_or_default()),
+                    enqueued_at: chrono_of(m.insertion_time),
+                    dequeue_count: m.dequeue_count.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+                })
+            })
+            .take(max)
+            .collect();
+        let complete = messages.len() >= Queue::len(self, queue).await?;
+        Ok(super::admin::Peeked { messages, complete })
+    }
+
+    async fn move_message(&self, from: &str, id: &str, to: &str) -> StoreResult<bool> {
+        let Some((body, receipt)) = self.find(from, id).await? else { return Ok(false) };
+        // Copy first, then delete: a crash in between leaves a duplicate, never a loss.
+        self.send(to, &body).await?;
+        let msg = Received { id: id.to_string(), receipt, body, dequeue_count: 0 };
+        Queue::delete(self, from, &msg).await?;
+        Ok(true)
+    }
+
+    async fn remove(&self, queue: &str, id: &str) -> StoreResult<bool> {
+        let Some((body, receipt)) = self.find(queue, id).await? else { return Ok(false) };
+        Queue::delete(self, queue, &Received { id: id.to_string(), receipt, body, dequeue_count: 0 }).await?;
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

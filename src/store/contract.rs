@@ -250,3 +250,75 @@ pub async fn queue_contract(queue: &dyn Queue) {
     assert_eq!(m[0].body, big);
     queue.delete(&q, &m[0]).await.unwrap();
 }
+
+/// Checks the operator's side of a queue ([`super::admin::QueueAdmin`]): look without taking, move a
+/// poison message back (redrive), delete one for good, on any queue name, and the stats built on them.
+pub async fn queue_admin_contract(queue: &dyn Queue, admin: &dyn super::admin::QueueAdmin) {
+    use super::admin::{stats, tenant_of};
+    let q = prefix();
+    let dead = poison_name(&q);
+    let now = chrono::Utc::now();
+
+    for tenant in ["contoso", "contoso", "fabrikam"] {
+        queue.send(&q, format!(r#"{{"kind":"poll","tenant":"{tenant}"}}"#).as_bytes()).await.unwrap();
+    }
+    queue.send(&q, b"not json").await.unwrap();
+    if admin.peek_is_free() {
+        let seen = admin.peek(&q, 100).await.unwrap();
+        assert!(seen.complete);
+        assert_eq!(seen.messages.len(), 4);
+        assert_eq!(tenant_of(&seen.messages[0].body).as_deref(), Some("contoso"), "oldest first");
+        assert_eq!(seen.messages[3].body, b"not json");
+        assert!(seen.messages.iter().all(|m| m.dequeue_count == 0 && m.enqueued_at.is_some()));
+        let first = admin.peek(&q, 1).await.unwrap();
+        assert_eq!((first.messages.len(), first.complete), (1, false));
+        let s = stats(queue, admin, &q, now + chrono::Duration::seconds(90)).await.unwrap();
+        assert_eq!((s.depth, s.poison), (4, 0));
+        assert_eq!(s.tenants["contoso"].depth, 2);
+        assert_eq!(s.tenants["fabrikam"].depth, 1);
+        assert!(s.oldest_age_secs.is_some_and(|a| a >= 80), "{s:?}");
+    }
+
+    // Peeking took nothing: every message is received, each for the first time.
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.extend(queue.receive(&q, 10, Duration::from_secs(60)).await.unwrap());
+        if got.len() >= 4 {
+            break;
+        }
+    }
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|m| m.dequeue_count == 1), "peek must not count as a receive");
+    for m in &got {
+        queue.poison(&q, m).await.unwrap();
+    }
+    assert_eq!(queue.len(&q).await.unwrap(), 0);
+
+    // The poison queue is looked at, one message moved back, one deleted.
+    let listed = admin.peek(&dead, 100).await.unwrap();
+    assert_eq!(listed.messages.len(), 4, "{listed:?}");
+    let s = stats(queue, admin, &q, now).await.unwrap();
+    assert_eq!((s.depth, s.poison), (0, 4));
+    assert_eq!(s.tenants["contoso"].poison, 2);
+    let fabrikam = listed.messages.iter().find(|m| tenant_of(&m.body).as_deref() == Some("fabrikam")).unwrap();
+    assert!(admin.move_message(&dead, &fabrikam.id, &q).await.unwrap());
+    assert!(!admin.move_message(&dead, &fabrikam.id, &q).await.unwrap(), "moved once");
+    assert_eq!(queue.len(&dead).await.unwrap(), 3);
+    let back = queue.receive(&q, 10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].body, fabrikam.body);
+    assert_eq!(back[0].dequeue_count, 1, "a redriven message starts afresh");
+    queue.delete(&q, &back[0]).await.unwrap();
+
+    let garbage = listed.messages.iter().find(|m| m.body == b"not json").unwrap();
+    assert!(admin.remove(&dead, &garbage.id).await.unwrap());
+    assert!(!admin.remove(&dead, &garbage.id).await.unwrap(), "removed once");
+    assert!(!admin.remove(&dead, "no-such-message").await.unwrap());
+    let left = admin.peek(&dead, 100).await.unwrap();
+    assert_eq!(left.messages.len(), 2, "{left:?}");
+    assert!(left.messages.iter().all(|m| tenant_of(&m.body).as_deref() == Some("contoso")));
+    for m in &left.messages {
+        assert!(admin.remove(&dead, &m.id).await.unwrap());
+    }
+    assert_eq!(queue.len(&dead).await.unwrap(), 0);
+}

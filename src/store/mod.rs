@@ -9,7 +9,9 @@
 //!   holder's claim ([`StoreError::NotHolder`]);
 //! - [`Store::append`]: append-only record streams (the audit trail), each record written at its
 //!   number with one conditional write, so two writers never both write number `n`;
-//! - [`Queue`]: at-least-once messages with a visibility timeout, a dequeue count, and a poison queue.
+//! - [`Queue`]: at-least-once messages with a visibility timeout, a dequeue count, and a poison queue;
+//! - [`QueueAdmin`]: the operator's side of a queue (look without taking, redrive, delete, recover what a
+//!   dead process held), in its own trait ([`admin`]).
 //!
 //! Over the contract, the state layer every stage uses instead of writing it out again: [`keys`] (the
 //! whole keyspace, one function per key family), [`once()`] (the claim protocol around one side effect)
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod admin;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod azure;
@@ -32,6 +35,7 @@ pub mod keys;
 mod once;
 pub mod sqlite;
 
+pub use admin::QueueAdmin;
 pub use cas::{CAS_ATTEMPTS, Change, update, update_from};
 pub use once::{Once, once};
 

@@ -37,6 +37,8 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     clock: Arc<dyn Clock>,
     max_dequeue: u32,
+    /// This process, recorded in the file: the holder of what it receives (see [`Instance`]).
+    instance: Arc<Instance>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -66,7 +68,9 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(10)).map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
         migrate(&conn)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), clock: Arc::new(SystemClock), max_dequeue: 5 })
+        let instance = Arc::new(Instance::this_process());
+        register(&conn, &instance)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), clock: Arc::new(SystemClock), max_dequeue: 5, instance })
     }
 
     /// Uses `clock` for leases and visibility timeouts.
@@ -110,7 +114,7 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
     if !has_token {
         conn.execute_batch("ALTER TABLE claims ADD COLUMN token TEXT NOT NULL DEFAULT ''").map_err(backend)?;
     }
-    Ok(())
+    migrate_admin(conn)
 }
 
 fn immediate(c: &mut Connection) -> StoreResult<rusqlite::Transaction<'_>> {
@@ -343,8 +347,8 @@ impl Queue for SqliteStore {
         let now = self.now_ms();
         self.run(move |c| {
             c.execute(
-                "INSERT INTO queue (id, queue, body, visible_at, dequeue_count, receipt, seq)
-                 VALUES (?1, ?2, ?3, ?4, 0, '', (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue))",
+                "INSERT INTO queue (id, queue, body, visible_at, dequeue_count, receipt, seq, enqueued_at)
+                 VALUES (?1, ?2, ?3, ?4, 0, '', (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue), ?4)",
                 params![uuid::Uuid::new_v4().to_string(), queue, body, now],
             )
             .map(|_| ())
@@ -358,6 +362,7 @@ impl Queue for SqliteStore {
         let now = self.now_ms();
         let hidden_until = now + visibility.as_millis() as i64;
         let max_dequeue = self.max_dequeue;
+        let holder = self.instance.id.clone();
         self.run(move |c| {
             let tx = immediate(c)?;
             let mut out = Vec::new();
@@ -387,8 +392,9 @@ impl Queue for SqliteStore {
                     }
                     let receipt = uuid::Uuid::new_v4().to_string();
                     tx.execute(
-                        "UPDATE queue SET visible_at = ?2, dequeue_count = dequeue_count + 1, receipt = ?3 WHERE id = ?1",
-                        params![id, hidden_until, receipt],
+                        "UPDATE queue SET visible_at = ?2, dequeue_count = dequeue_count + 1, receipt = ?3,
+                         leased_by = ?4 WHERE id = ?1",
+                        params![id, hidden_until, receipt, holder],
                     )
                     .map_err(backend)?;
                     out.push(Received { id, receipt, body, dequeue_count: count + 1 });
@@ -450,6 +456,228 @@ impl Queue for SqliteStore {
     /// and the tests send a large alert the way production does.
     fn max_body(&self) -> usize {
         super::azure::MAX_BODY
+    }
+}
+
+// The operator's side of the queue ([`QueueAdmin`]) and who holds a message (dead-lease recovery).
+
+/// One process that opened the file: who holds the messages it receives. A process that is gone (it
+/// crashed, or was stopped) leaves its messages hidden until their visibility timeout; the next process
+/// to open the file sees that the holder is not alive and makes them visible at once
+/// ([`QueueAdmin::recover_dead_leases`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// Random, per opened store.
+    pub id: String,
+    /// The process id.
+    pub pid: u32,
+    /// The machine's boot id (`/proc/sys/kernel/random/boot_id`): a process of an earlier boot is gone.
+    pub boot: String,
+    /// The host name: a process on another machine (a store on a shared disk) cannot be checked, so it
+    /// is taken to be alive.
+    pub host: String,
+    /// When the process started, in clock ticks since boot (`/proc/<pid>/stat`), so a new process that
+    /// was given a dead one's pid is not taken for it.
+    pub started: String,
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`), `None` when there is no such process.
+fn process_started(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19).map(str::to_string)
+}
+
+impl Instance {
+    /// This process, as recorded in the file.
+    pub fn this_process() -> Instance {
+        let pid = std::process::id();
+        Instance {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            pid,
+            boot: read_trimmed("/proc/sys/kernel/random/boot_id"),
+            host: read_trimmed("/proc/sys/kernel/hostname"),
+            started: process_started(pid).unwrap_or_default(),
+        }
+    }
+
+    /// Whether the process may still be running. Only Linux can tell (`/proc`); elsewhere, and for a
+    /// process of another host, the answer is yes (its messages then wait for their visibility timeout).
+    pub fn alive(&self) -> bool {
+        if !cfg!(target_os = "linux") {
+            return true;
+        }
+        let me = Instance::this_process();
+        if self.host != me.host || me.boot.is_empty() {
+            return true;
+        }
+        if self.boot != me.boot {
+            return false;
+        }
+        process_started(self.pid).is_some_and(|started| started == self.started)
+    }
+}
+
+fn migrate_admin(conn: &Connection) -> StoreResult<()> {
+    let has = |column: &str| {
+        conn.prepare("SELECT 1 FROM pragma_table_info('queue') WHERE name = ?1")
+            .and_then(|mut s| s.exists(params![column]))
+            .map_err(backend)
+    };
+    if !has("enqueued_at")? {
+        // Messages of an older file count as put on the queue at 0 (the age of the oldest is then unknown).
+        conn.execute_batch("ALTER TABLE queue ADD COLUMN enqueued_at INTEGER NOT NULL DEFAULT 0").map_err(backend)?;
+    }
+    if !has("leased_by")? {
+        conn.execute_batch("ALTER TABLE queue ADD COLUMN leased_by TEXT NOT NULL DEFAULT ''").map_err(backend)?;
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, pid INTEGER NOT NULL, boot TEXT NOT NULL,
+             host TEXT NOT NULL, started TEXT NOT NULL, opened INTEGER NOT NULL)",
+    )
+    .map_err(backend)
+}
+
+fn register(conn: &Connection, me: &Instance) -> StoreResult<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO instances (id, pid, boot, host, started, opened)
+         VALUES (?1, ?2, ?3, ?4, ?5, CAST(strftime('%s', 'now') AS INTEGER))",
+        params![me.id, me.pid, me.boot, me.host, me.started],
+    )
+    .map(|_| ())
+    .map_err(backend)
+}
+
+impl SqliteStore {
+    /// The same store, holding what it receives as `instance` (recorded in the file); tests use it
+    /// to play a process that died.
+    pub fn as_instance(mut self, instance: Instance) -> StoreResult<Self> {
+        register(&*self.conn.lock().map_err(|_| StoreError::Backend("sqlite connection poisoned".into()))?, &instance)?;
+        self.instance = Arc::new(instance);
+        Ok(self)
+    }
+
+    /// The process this store records itself as.
+    pub fn instance(&self) -> &Instance {
+        &self.instance
+    }
+}
+
+fn millis(ms: i64) -> Option<chrono::DateTime<chrono::Utc>> {
+    (ms > 0).then(|| chrono::DateTime::from_timestamp_millis(ms)).flatten()
+}
+
+#[async_trait]
+impl super::admin::QueueAdmin for SqliteStore {
+    async fn peek(&self, queue: &str, max: usize) -> StoreResult<super::admin::Peeked> {
+        let queue = queue.to_string();
+        self.run(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT id, body, enqueued_at, dequeue_count FROM queue WHERE queue = ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let messages = stmt
+                .query_map(params![queue, max.saturating_add(1) as i64], |r| {
+                    Ok(super::admin::Listed {
+                        id: r.get(0)?,
+                        body: r.get(1)?,
+                        enqueued_at: millis(r.get(2)?),
+                        dequeue_count: r.get(3)?,
+                    })
+                })
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            let complete = messages.len() <= max;
+            Ok(super::admin::Peeked { messages: messages.into_iter().take(max).collect(), complete })
+        })
+        .await
+    }
+
+    async fn move_message(&self, from: &str, id: &str, to: &str) -> StoreResult<bool> {
+        check_key(to)?;
+        let (from, id, to) = (from.to_string(), id.to_string(), to.to_string());
+        let now = self.now_ms();
+        self.run(move |c| {
+            // One statement: the message is on one queue or the other, never both or neither.
+            let n = c
+                .execute(
+                    "UPDATE queue SET queue = ?3, visible_at = ?4, dequeue_count = 0, receipt = '', leased_by = '',
+                     seq = (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue) WHERE id = ?1 AND queue = ?2",
+                    params![id, from, to, now],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn remove(&self, queue: &str, id: &str) -> StoreResult<bool> {
+        let (queue, id) = (queue.to_string(), id.to_string());
+        self.run(move |c| {
+            let n = c.execute("DELETE FROM queue WHERE id = ?1 AND queue = ?2", params![id, queue]).map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn recover_dead_leases(&self) -> StoreResult<usize> {
+        let me = self.instance.id.clone();
+        let others: Vec<Instance> = self
+            .run(move |c| {
+                let mut stmt =
+                    c.prepare("SELECT id, pid, boot, host, started FROM instances WHERE id != ?1").map_err(backend)?;
+                let rows = stmt
+                    .query_map(params![me], |r| {
+                        Ok(Instance {
+                            id: r.get(0)?,
+                            pid: r.get(1)?,
+                            boot: r.get(2)?,
+                            host: r.get(3)?,
+                            started: r.get(4)?,
+                        })
+                    })
+                    .map_err(backend)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+            })
+            .await?;
+        let dead: Vec<Instance> = others.into_iter().filter(|i| !i.alive()).collect();
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        let now = self.now_ms();
+        let freed = self
+            .run(move |c| {
+                let tx = immediate(c)?;
+                let mut freed = 0;
+                for instance in &dead {
+                    let n = tx
+                        .execute(
+                            "UPDATE queue SET visible_at = ?2, leased_by = '' WHERE leased_by = ?1 AND visible_at > ?2",
+                            params![instance.id, now],
+                        )
+                        .map_err(backend)?;
+                    if n > 0 {
+                        tracing::warn!(
+                            pid = instance.pid,
+                            messages = n,
+                            "a secmon process that is gone held messages; they are visible again now"
+                        );
+                    }
+                    freed += n;
+                    tx.execute("DELETE FROM instances WHERE id = ?1", params![instance.id]).map_err(backend)?;
+                }
+                tx.commit().map_err(backend)?;
+                Ok(freed)
+            })
+            .await?;
+        Ok(freed)
     }
 }
 
@@ -525,5 +753,63 @@ mod tests {
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.get("k").await.unwrap().unwrap().value, b"v");
         assert_eq!(s.receive("q", 10, Duration::from_secs(30)).await.unwrap()[0].body, b"m");
+    }
+
+    #[tokio::test]
+    async fn passes_the_queue_admin_contract() {
+        let store = SqliteStore::in_memory().unwrap().with_max_dequeue(2);
+        super::super::contract::queue_admin_contract(&store, &store).await;
+    }
+
+    /// A process dies holding a message (received, never deleted); the next one to open the file makes it
+    /// visible at once, long before its visibility timeout. One held by a live process stays hidden.
+    #[tokio::test]
+    async fn a_dead_processes_lease_is_recovered_at_the_next_start() {
+        use super::super::admin::QueueAdmin;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let gone = {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            let pid = child.id();
+            child.wait().unwrap();
+            pid
+        };
+        {
+            let live = SqliteStore::open(&path).unwrap();
+            live.send("alerts", b"held-by-the-living").await.unwrap();
+            assert_eq!(live.receive("alerts", 1, Duration::from_secs(300)).await.unwrap().len(), 1);
+            let crashed = SqliteStore::open(&path)
+                .unwrap()
+                .as_instance(Instance { pid: gone, started: "1".into(), ..Instance::this_process() })
+                .unwrap();
+            crashed.send("alerts", b"in-flight").await.unwrap();
+            let got = crashed.receive("alerts", 10, Duration::from_secs(300)).await.unwrap();
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].body, b"in-flight");
+            // Both dropped without a delete: the crash (the living one is this test's own process).
+        }
+        let next = SqliteStore::open(&path).unwrap();
+        assert!(next.receive("alerts", 10, Duration::from_secs(300)).await.unwrap().is_empty(), "hidden before");
+        assert_eq!(next.recover_dead_leases().await.unwrap(), 1);
+        let again = next.receive("alerts", 10, Duration::from_secs(300)).await.unwrap();
+        assert_eq!(again.len(), 1, "only the dead process's message comes back");
+        assert_eq!(again[0].body, b"in-flight");
+        assert_eq!(again[0].dequeue_count, 2);
+        assert_eq!(next.recover_dead_leases().await.unwrap(), 0, "the dead process is forgotten");
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_finished_one_is_not() {
+        let me = Instance::this_process();
+        assert!(me.alive());
+        if cfg!(target_os = "linux") {
+            assert!(!me.started.is_empty());
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            let pid = child.id();
+            child.wait().unwrap();
+            assert!(!Instance { pid, ..me.clone() }.alive());
+            assert!(!Instance { boot: "an-earlier-boot".into(), ..me.clone() }.alive());
+            assert!(Instance { host: "another-host".into(), pid, ..me }.alive(), "another host cannot be checked");
+        }
     }
 }

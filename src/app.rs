@@ -32,6 +32,10 @@ pub struct App {
     pub http: reqwest::Client,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// When this process built its state: `/api/health` says "starting" for `health.start_grace` after it.
+    pub started: chrono::DateTime<chrono::Utc>,
+    /// The anonymous health answer, reused for `health.cache_for`.
+    pub health_cache: Arc<crate::intake::health::Cache>,
 }
 
 impl std::fmt::Debug for App {
@@ -81,6 +85,10 @@ impl App {
 }
 
 fn compile(config: &Config) -> Result<(Arc<Engine>, Arc<Receivers>), BuildError> {
+    // Doorbell keys are secrets wherever they were written (a literal in the file too).
+    for key in config.webhook.doorbell_secret.iter().chain(config.webhook.doorbell_secrets.values()) {
+        crate::redact::global().add(key);
+    }
     let engine = Engine::compile(config);
     let receivers = Receivers::build(config);
     match (engine, receivers) {
@@ -135,7 +143,10 @@ impl AppBuilder {
     /// When no store, queue or Graph was given: that is a programming error, not a config error.
     pub fn build(self) -> Result<App, BuildError> {
         let (engine, receivers) = compile(&self.config)?;
+        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         Ok(App {
+            started: clock.now(),
+            health_cache: Arc::default(),
             config: Arc::new(self.config),
             engine,
             receivers,
@@ -143,7 +154,7 @@ impl AppBuilder {
             queue: self.queue.expect("App::builder needs a queue"),
             graph: self.graph.expect("App::builder needs a Graph"),
             http: self.http.unwrap_or_default(),
-            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            clock,
         })
     }
 }

@@ -235,7 +235,17 @@ async fn rotating_the_function_key_replaces_every_subscription_first_then_delete
     let delete = calls.iter().position(|c| c == "delete contoso").expect("deleted");
     assert!(create < delete, "{calls:?}");
 
-    // A notification for the new subscription is recognised; the next sync keeps it.
+    // Nothing missed: a notification for the new subscription rings the bell (and one for the old id,
+    // which Graph no longer sends, would be refused).
+    let notify = |id: &str, secret: &str| {
+        json_post(&json!({"value": [{"subscriptionId": id, "clientState": secret, "changeType": "created",
+            "tenantId": "84bd8158-6d4d-4958-8b9f-9d6445542f95", "resource": "Users/x/Messages/y"}]}))
+    };
+    let resp = secmon::intake::webhook::handle(&app, "graph-webhook", notify(&new[0].id, &new[0].client_state)).await;
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    assert!(resp.body.contains("\"queued\":1"), "{}", resp.body);
+    let resp = secmon::intake::webhook::handle(&app, "graph-webhook", notify(&old.id, &old.client_state)).await;
+    assert!(resp.body.contains("\"rejected\":1"), "{}", resp.body);
     let report = subscriptions::sync(&app, t0() + chrono::Duration::hours(18)).await;
     assert_eq!(report.count("kept"), 2, "{report:?}");
 }

@@ -66,3 +66,26 @@ impl HealthConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_and_the_durations_are_checked() {
+        let check = |c: HealthConfig| {
+            let mut out = Vec::new();
+            c.validate("health", &mut out);
+            out.into_iter().map(|i| i.path).collect::<Vec<_>>()
+        };
+        assert!(check(HealthConfig::default()).is_empty());
+        let short = HealthConfig { token: Some("short".into()), ..Default::default() };
+        assert_eq!(check(short), ["health.token"]);
+        let long = HealthConfig {
+            start_grace: Duration::from_secs(25 * 3600),
+            cache_for: Duration::from_secs(301),
+            ..Default::default()
+        };
+        assert_eq!(check(long), ["health.start_grace", "health.cache_for"]);
+    }
+}

@@ -180,7 +180,14 @@ async fn validation(app: &App, token: &str, now: DateTime<Utc>) -> HttpResponse 
             tracing::warn!("refused a validation handshake: no subscription of ours is being created");
             HttpResponse::text(403, "no subscription is being created")
         }
-        Err(e) => retry_later("validation", &format!("reading subscription-creating markers: {e}")),
+        Err(e) => {
+            // Graph's create fails and the next sync tries again; the caller learns nothing of the store.
+            tracing::error!(
+                "validation handshake: reading subscription-creating markers: {}",
+                crate::redact::redact(&e.to_string())
+            );
+            HttpResponse::text(503, "retry").with_header("Retry-After", "5")
+        }
     }
 }
 

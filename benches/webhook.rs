@@ -45,6 +45,7 @@ webhook: { public_url: "https://secmon.example.net" }
             expiration: now + chrono::Duration::days(6),
             client_state: SECRET.into(),
             notification_url: "https://secmon.example.net/api/graph-webhook".into(),
+            url_fingerprint: None,
             created: now,
             needs: None,
         };

@@ -35,6 +35,10 @@ pub struct App {
     pub http: reqwest::Client,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// When this process built its state: `/api/health` says "starting" for `health.start_grace` after it.
+    pub started: chrono::DateTime<chrono::Utc>,
+    /// The anonymous health answer, reused for `health.cache_for`.
+    pub health_cache: Arc<crate::intake::health::Cache>,
 }
 
 impl std::fmt::Debug for App {
@@ -86,6 +90,10 @@ impl App {
 type Compiled = (Arc<Engine>, Arc<Receivers>, Arc<Mute>);
 
 fn compile(config: &Config) -> Result<Compiled, BuildError> {
+    // Doorbell keys are secrets wherever they were written (a literal in the file too).
+    for key in config.webhook.doorbell_secret.iter().chain(config.webhook.doorbell_secrets.values()) {
+        crate::redact::global().add(key);
+    }
     let engine = Engine::compile(config);
     let receivers = Receivers::build(config);
     let mute = Mute::build(config);
@@ -142,7 +150,10 @@ impl AppBuilder {
     /// When no store, queue or Graph was given: that is a programming error, not a config error.
     pub fn build(self) -> Result<App, BuildError> {
         let (engine, receivers, mute) = compile(&self.config)?;
+        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         Ok(App {
+            started: clock.now(),
+            health_cache: Arc::default(),
             config: Arc::new(self.config),
             engine,
             receivers,
@@ -151,7 +162,7 @@ impl AppBuilder {
             queue: self.queue.expect("App::builder needs a queue"),
             graph: self.graph.expect("App::builder needs a Graph"),
             http: self.http.unwrap_or_default(),
-            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            clock,
         })
     }
 }

@@ -106,3 +106,22 @@ async fn streams_of_nested_names_stay_apart() {
         vec![b"1".to_vec(), b"3".to_vec(), b"4".to_vec(), b"5".to_vec()]
     );
 }
+
+/// The validation handshake's "creating" marker on S3: written by the worker's store handle, seen by the
+/// edge's (a second handle on the same bucket), not counted after its window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creating_marker_is_seen_by_another_instance() {
+    use secmon::intake::subscriptions::{CREATING_WINDOW_SECONDS, creating, mark_creating, unmark_creating};
+    use secmon::store::Store;
+    let Some(endpoint) = moto() else { return };
+    let worker = store(&endpoint).await;
+    let edge = S3Store::new(s3_client(&sdk(&endpoint).await, true), worker.bucket(), "secmon");
+    let now = chrono::Utc::now();
+    assert!(!creating(&edge, now).await.unwrap(), "a fresh bucket has no marker");
+    let key = mark_creating(&worker, "contoso", now).await.unwrap();
+    assert!(creating(&edge, now).await.unwrap());
+    assert!(!creating(&edge, now + chrono::Duration::seconds(CREATING_WINDOW_SECONDS)).await.unwrap());
+    unmark_creating(&worker, "contoso", &key).await;
+    assert!(edge.get(&key).await.unwrap().is_none());
+    assert!(!creating(&edge, now).await.unwrap());
+}

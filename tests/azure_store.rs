@@ -149,3 +149,22 @@ async fn errors_do_not_leak_the_sas() {
     assert!(!err.contains(&sig), "{err}");
     assert!(err.contains("start-up"), "{err}");
 }
+
+/// The validation handshake's "creating" marker works across instances: written through one store
+/// handle (the worker app), seen through another (the edge app), and no longer counted after its window.
+#[tokio::test]
+async fn a_creating_marker_is_seen_by_another_instance() {
+    if !azurite::available("a_creating_marker_is_seen_by_another_instance") {
+        return;
+    }
+    use secmon::intake::subscriptions::{CREATING_WINDOW_SECONDS, creating, mark_creating, unmark_creating};
+    let (worker, edge) = (azurite::store().await, azurite::store().await);
+    let tenant = format!("marker-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let now = chrono::Utc::now();
+    let key = mark_creating(&worker, &tenant, now).await.unwrap();
+    assert!(creating(&edge, now).await.unwrap(), "the edge sees the worker's marker");
+    let later = now + chrono::Duration::seconds(CREATING_WINDOW_SECONDS + 60);
+    assert!(!creating(&edge, later).await.unwrap(), "no longer counted after its window");
+    unmark_creating(&worker, &tenant, &key).await;
+    assert!(edge.get(&key).await.unwrap().is_none(), "removed");
+}

@@ -254,9 +254,17 @@ async fn an_http_public_url_fails_though_the_handshake_answers() {
          webhook: {{ public_url: http://127.0.0.1:{port} }}\n"
     );
     let yaml = rig.yaml(&extra);
-    let served = secmon::functions::router(rig.app(&yaml));
+    // The doctor and the webhook share the store (the worker's /api/doctor and the edge in Azure; one
+    // process standalone): the doctor's "creating" marker lets the webhook answer its handshake.
+    let app = rig.app(&yaml);
+    let served = secmon::functions::router(app.clone());
     tokio::spawn(async move { axum::serve(listener, served).await });
-    let checks = rig.run(&yaml, false).await;
+    // A doctor with a store of its own (a laptop against the deployment): refused, and told why.
+    let apart = rig.run(&yaml, false).await;
+    let refused = find(&apart, "subscriptions: graph-webhook handshake");
+    assert_eq!(refused.status, Status::Warning, "{}", lines(&apart));
+    assert!(refused.detail.contains("403"), "{}", refused.line());
+    let checks = secmon::doctor::run(&app, rig.env(), &Options { tenant: None, send_test: false }).await;
     let public = find(&checks, "subscriptions: public_url");
     assert_eq!(public.status, Status::Failure, "{}", lines(&checks));
     assert!(public.detail.contains("not https"), "{}", public.line());

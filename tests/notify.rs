@@ -835,3 +835,106 @@ receivers:
     assert_eq!(hits.len(), 2);
     assert_eq!(storm_ids(&hits[1].json()), vec![1, 2]);
 }
+
+/// The documented sample alert with its four evidence items (device, file, process, registry key)
+/// repeated until there are `n`, each made different, as an alert on a worm outbreak looks.
+fn evidence_storm(n: usize) -> Value {
+    let base = sample(json!({}));
+    let kinds = base["evidence"].as_array().unwrap().clone();
+    let evidence: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut e = kinds[i % kinds.len()].clone();
+            for (pointer, value) in [
+                ("/deviceDnsName", format!("host-{i:05}.middleeast.corp.contoso.com")),
+                ("/fileDetails/fileName", format!("payload-{i:05}.exe")),
+                ("/processCommandLine", format!("\"payload-{i:05}.exe\" --spread \\\\host-{i:05}\\c$")),
+                ("/registryKey", format!("SYSTEM\\CONTROLSET001\\SERVICES\\WORM{i:05}")),
+            ] {
+                if let Some(slot) = e.pointer_mut(pointer) {
+                    *slot = json!(value);
+                }
+            }
+            e
+        })
+        .collect();
+    sample(json!({"evidence": evidence}))
+}
+
+#[tokio::test]
+async fn an_alert_with_thousands_of_evidence_items_is_mailed_cut_to_fit() {
+    let w = world(ALL).await;
+    let raw = evidence_storm(5000);
+    assert!(raw.to_string().len() > 4_000_000, "the fixture is bigger than any limit");
+    let outcome = deliver(&w.app, &alert(&raw), &names(&["soc-email"])).await.unwrap();
+    assert_eq!(outcome.sent, names(&["soc-email"]), "told, not poisoned");
+    let mails = w.graph.mails();
+    let (_, _, body) = &mails[0];
+    let size = serde_json::to_vec(body).unwrap().len();
+    assert!(size <= secmon::notify::email::MAX_MAIL_BYTES, "{size} bytes");
+    let html = body["message"]["body"]["content"].as_str().unwrap();
+    // 1250 devices, files, processes and registry keys in three lists (files and processes share one):
+    // 25 of each list shown, the rest counted.
+    assert!(html.contains("host-00000.middleeast.corp.contoso.com"), "the first items are shown");
+    assert!(!html.contains("host-04996"), "not every item");
+    let shown = 25 * 3;
+    assert!(html.contains(&format!("{} more evidence items not shown", 5000 - shown)), "no count of what was cut");
+    assert!(html.contains("and 1225 more") && html.contains("and 2475 more"), "each list says how many it left out");
+}
+
+#[tokio::test]
+async fn an_alert_with_thousands_of_evidence_items_is_posted_to_a_webhook_cut_to_fit() {
+    let w = world(ALL).await;
+    let raw = evidence_storm(5000);
+    let outcome = deliver(&w.app, &alert(&raw), &names(&["tickets"])).await.unwrap();
+    assert_eq!(outcome.sent, names(&["tickets"]), "told, not poisoned");
+    let hit = &w.sink.hits("/hook")[0];
+    assert!(hit.body.len() <= secmon::notify::webhook::MAX_BODY_BYTES, "{} bytes", hit.body.len());
+    let body = hit.json();
+    let kept = body["alert"]["evidence"].as_array().unwrap().len();
+    assert!((1..5000).contains(&kept), "{kept} evidence items kept");
+    assert_eq!(body["evidence_not_shown"], 5000 - kept);
+    assert_eq!(body["notice"], format!("{} more evidence items not shown", 5000 - kept));
+    assert_eq!(body["alert"]["evidence"][0], raw["evidence"][0], "what is kept is as Graph sent it");
+    assert_eq!(body["alert"]["id"], raw["id"]);
+
+    // A small alert goes out whole, and says nothing was cut.
+    let small = sample(json!({"id": "small-one"}));
+    deliver(&w.app, &alert(&small), &names(&["tickets"])).await.unwrap();
+    let body = w.sink.hits("/hook")[1].json();
+    assert_eq!(body["alert"]["evidence"], small["evidence"]);
+    assert_eq!(body["evidence_not_shown"], 0);
+    assert!(body.get("notice").is_none());
+}
+
+#[tokio::test]
+async fn a_template_that_loops_over_every_item_is_cut_until_it_renders_within_the_fuel() {
+    // A receiver's own templates that walk every evidence entry several times: with all 5000 items they
+    // run out of fuel; cut, they render.
+    let receivers = r#"
+routes:
+  - name: soc
+    receivers: [soc-email, tickets]
+receivers:
+  soc-email:
+    email:
+      from: secmon@contoso.com
+      to: [soc@contoso.com]
+      template: "{% for round in range(40) %}{% for i in evidence.devices.items %}{{ i }}{% endfor %}{% endfor %} {{ evidence_not_shown }} not shown"
+  tickets:
+    webhook:
+      url: "${HOOK_URL}"
+      secret: "${HOOK_KEY}"
+      template: '{"n": {{ alert.evidence | length }}, "x": [{% for round in range(40) %}{% for e in alert.evidence %}{{ loop.index }},{% endfor %}{% endfor %}0], "cut": {{ evidence_not_shown }}}'
+"#;
+    let w = world(receivers).await;
+    let raw = evidence_storm(5000);
+    let outcome = deliver(&w.app, &alert(&raw), &names(&["soc-email", "tickets"])).await.unwrap();
+    assert_eq!(outcome.sent.len(), 2, "{outcome:?}");
+    let (_, _, mail) = &w.graph.mails()[0];
+    let html = mail["message"]["body"]["content"].as_str().unwrap();
+    assert!(html.ends_with(" not shown"), "{}", &html[html.len().saturating_sub(80)..]);
+    let body = w.sink.hits("/hook")[0].json();
+    let n = body["n"].as_u64().unwrap();
+    assert!(n < 1000, "cut below what the fuel allows: {n}");
+    assert_eq!(body["cut"].as_u64().unwrap(), 5000 - n);
+}

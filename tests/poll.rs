@@ -343,9 +343,10 @@ async fn status_and_health_report_the_last_success() {
     assert_eq!(s.tenants[0].last_success, Some(now));
     assert_eq!(s.tenants[0].seconds_since_success, Some(300));
     assert_eq!(s.tenants[0].watermark, Some(now));
-    let resp = health::http(&r.app, later).await;
+    let resp = health::details_http(&r.app, later).await;
     assert_eq!(resp.status, 200);
     assert_eq!(serde_json::from_str::<Value>(&resp.body).unwrap()["tenants"][0]["tenant"], "contoso");
+    assert_eq!(health::http(&r.app, later).await.body, r#"{"status":"up"}"#, "anonymous: one word");
     // And it goes stale when nothing succeeds for longer than stale_after (default 30 minutes).
     assert_eq!(health::http(&r.app, now + chrono::Duration::minutes(31)).await.status, 503);
 }

@@ -150,7 +150,7 @@ async fn reconciliation_queues_an_alert_that_became_visible_after_the_overlap_an
     assert_eq!(queued.iter().map(|(_, a)| version(a)).collect::<Vec<_>>(), vec![version(&late)]);
     let status = health::status(&r.app, later).await.unwrap();
     assert_eq!((status.tenants[0].last_reconciled, status.tenants[0].reconcile_missing), (Some(later), Some(1)));
-    let body: Value = serde_json::from_str(&health::http(&r.app, later).await.body).unwrap();
+    let body: Value = serde_json::from_str(&health::details_http(&r.app, later).await.body).unwrap();
     assert_eq!(body["tenants"][0]["reconcile_missing"], 1);
     // Claims make repeats harmless, and the seen window makes them rare: a second run finds nothing.
     let again = poll::reconcile_tenant(&r.app, "contoso", later).await.unwrap();

@@ -30,6 +30,7 @@ async fn seed(h: &Harness, tenant: &str, id: &str, resource: &str, client_state:
         expiration: t0() + chrono::Duration::days(6),
         client_state: client_state.into(),
         notification_url: "https://secmon.example.net/api/graph-webhook".into(),
+        url_fingerprint: None,
         created: t0(),
         needs: None,
     };
@@ -55,6 +56,7 @@ fn item(sub: &str, client_state: Option<&str>, tenant_id: &str) -> Value {
 #[tokio::test]
 async fn validation_handshake_echoes_the_token_as_plain_text_on_both_routes() {
     let h = harness();
+    let marker = secmon::intake::subscriptions::mark_creating(h.app.store.as_ref(), "contoso", t0()).await.unwrap();
     for function in ["graph-webhook", "graph-lifecycle"] {
         let token = "Validation: Testing client application reachability <script>alert(1)</script> +&=/%?";
         let req = post(Some("text/plain; charset=utf-8"), &[("validationToken", token), ("code", "K")], "");
@@ -71,6 +73,49 @@ async fn validation_handshake_echoes_the_token_as_plain_text_on_both_routes() {
     let resp = h.handle("graph-webhook", post(None, &[("validationToken", &long)], "")).await;
     assert_eq!(resp.status, 400);
     assert!(h.queued().await.is_empty());
+    secmon::intake::subscriptions::unmark_creating(h.app.store.as_ref(), "contoso", &marker).await;
+}
+
+#[tokio::test]
+async fn validation_is_answered_only_while_a_subscription_is_being_created() {
+    let h = harness();
+    let token = "Validation: Testing client application reachability";
+    let handshake = |function: &'static str| {
+        let req = post(Some("text/plain; charset=utf-8"), &[("validationToken", token)], "");
+        let h = &h;
+        async move { h.handle(function, req).await }
+    };
+    // Nobody is creating: refused, nothing echoed.
+    for function in ["graph-webhook", "graph-lifecycle"] {
+        let resp = handshake(function).await;
+        assert_eq!(resp.status, 403, "{function}");
+        assert!(!resp.body.contains("Validation"), "{}", resp.body);
+    }
+    // Another instance (the worker) marks a creation in the shared store: answered on both URLs.
+    let worker = h.app.with_config((*h.app.config).clone()).unwrap();
+    let marker = secmon::intake::subscriptions::mark_creating(worker.store.as_ref(), "fabrikam", t0()).await.unwrap();
+    assert!(marker.starts_with("subscription-creating/fabrikam/"), "{marker}");
+    for function in ["graph-webhook", "graph-lifecycle"] {
+        let resp = handshake(function).await;
+        assert_eq!((resp.status, resp.body.as_str()), (200, token), "{function}");
+    }
+    // Graph validates within 10 s; a marker left behind by a crash stops counting after its window.
+    h.clock.advance(chrono::Duration::seconds(secmon::intake::subscriptions::CREATING_WINDOW_SECONDS));
+    assert_eq!(handshake("graph-webhook").await.status, 403);
+    h.clock.set(t0());
+    secmon::intake::subscriptions::unmark_creating(worker.store.as_ref(), "fabrikam", &marker).await;
+    assert_eq!(handshake("graph-webhook").await.status, 403, "removed when the create is answered");
+
+    // A whole sync leaves no marker behind, and a stale one is removed by the next sync.
+    let stale = secmon::intake::subscriptions::mark_creating(
+        h.app.store.as_ref(),
+        "contoso",
+        t0() - chrono::Duration::minutes(10),
+    )
+    .await
+    .unwrap();
+    secmon::intake::subscriptions::sync(&h.app, t0()).await;
+    assert_eq!(h.app.store.list(keys::SUBSCRIPTION_CREATING).await.unwrap(), Vec::<String>::new(), "{stale}");
 }
 
 #[tokio::test]
@@ -354,6 +399,84 @@ async fn the_doorbell_refuses_what_it_cannot_trust() {
     assert_eq!(off.handle("doorbell", doorbell(body, ts, DOORBELL_SECRET)).await.status, 404);
 }
 
+const FABRIKAM_KEY: &str = "fabrikam-own-doorbell-key-0123";
+
+#[tokio::test]
+async fn a_tenant_with_its_own_doorbell_key_rings_only_with_it() {
+    let mut config = load_config(&config_yaml("https://secmon.example.net"));
+    config.webhook.doorbell_secrets.insert("fabrikam".into(), FABRIKAM_KEY.into());
+    let h = Harness::new(config);
+    let ts = t0().timestamp();
+    let fabrikam = r#"{"tenant":"fabrikam"}"#;
+    let contoso = r#"{"tenant":"contoso"}"#;
+    let cases = [
+        ("fabrikam with the shared key", doorbell(fabrikam, ts, DOORBELL_SECRET), 401),
+        ("contoso with fabrikam's key", doorbell(contoso, ts, FABRIKAM_KEY), 401),
+        (
+            "fabrikam by id with contoso's shared key",
+            doorbell(r#"{"tenant":"FABRIKAM.onmicrosoft.com"}"#, ts, DOORBELL_SECRET),
+            401,
+        ),
+        ("fabrikam with its own key", doorbell(fabrikam, ts, FABRIKAM_KEY), 202),
+        ("contoso falls back to the shared key", doorbell(contoso, ts, DOORBELL_SECRET), 202),
+        // The alert id is still validated behind a tenant's own key.
+        ("dot-dot alert id", doorbell(r#"{"tenant":"fabrikam","alert_id":".."}"#, ts, FABRIKAM_KEY), 422),
+    ];
+    for (what, req, want) in cases {
+        let resp = h.handle("doorbell", req).await;
+        assert_eq!(resp.status, want, "{what}: {}", resp.body);
+    }
+    assert_eq!(
+        h.queued().await,
+        vec![
+            Message::Poll { tenant: "fabrikam".into(), reason: "doorbell".into() },
+            Message::Poll { tenant: "contoso".into(), reason: "doorbell".into() },
+        ]
+    );
+
+    // Only per-tenant keys: a tenant without one, or a tenant that does not exist, is refused unsigned-alike
+    // (401, never 422), so a caller without a key learns nothing about the tenants.
+    let mut config = load_config(&config_yaml("https://secmon.example.net"));
+    config.webhook.doorbell_secret = None;
+    config.webhook.doorbell_secrets.insert("fabrikam".into(), FABRIKAM_KEY.into());
+    let only = Harness::new(config);
+    for (what, body, key) in [
+        ("contoso has no key", contoso, DOORBELL_SECRET),
+        ("unknown tenant", r#"{"tenant":"initech"}"#, FABRIKAM_KEY),
+        ("not JSON", "tenant=fabrikam", FABRIKAM_KEY),
+    ] {
+        let resp = only.handle("doorbell", doorbell(body, ts, key)).await;
+        assert_eq!(resp.status, 401, "{what}: {}", resp.body);
+        assert!(!resp.body.contains("initech") && !resp.body.contains("tenant"), "{what}: {}", resp.body);
+    }
+    assert_eq!(only.handle("doorbell", doorbell(fabrikam, ts, FABRIKAM_KEY)).await.status, 202);
+}
+
+#[tokio::test]
+async fn per_tenant_doorbell_keys_are_checked_at_load_and_masked() {
+    let yaml = format!(
+        "{}  doorbell_secrets:\n    fabrikam: \"${{DOORBELL}}\"\n    initech: short\n",
+        config_yaml("https://secmon.example.net")
+    );
+    let env = |k: &str| match k {
+        "FUNCTION_KEY" => Some("FUNCTIONKEY-abc123==".to_string()),
+        "DOORBELL" => Some(DOORBELL_SECRET.to_string()),
+        _ => None,
+    };
+    let err = secmon::setup::load_str(&yaml, std::path::Path::new("test.yaml"), &env, t0()).unwrap_err().to_string();
+    assert!(
+        err.contains("webhook.doorbell_secrets.fabrikam") && err.contains("the same key as doorbell_secret"),
+        "{err}"
+    );
+    assert!(err.contains("webhook.doorbell_secrets.initech") && err.contains("not a configured tenant"), "{err}");
+    assert!(err.contains("at least 16 characters"), "{err}");
+    assert!(!err.contains(DOORBELL_SECRET), "{err}");
+    let mut config = load_config(&config_yaml("https://secmon.example.net"));
+    config.webhook.doorbell_secrets.insert("fabrikam".into(), FABRIKAM_KEY.into());
+    let _h = Harness::new(config);
+    assert_eq!(secmon::redact::redact(&format!("key {FABRIKAM_KEY}")), "key ***", "registered when the App is built");
+}
+
 #[tokio::test]
 async fn a_doorbell_that_could_not_be_queued_can_be_retried_with_the_same_signature() {
     let h = Harness::with_broken_queue(load_config(&config_yaml("https://secmon.example.net")), None);
@@ -366,17 +489,102 @@ async fn a_doorbell_that_could_not_be_queued_can_be_retried_with_the_same_signat
 async fn health_reports_each_tenants_last_poll_and_503_when_stale() {
     let h = harness();
     let get = || HttpRequest { method: "GET".into(), ..Default::default() };
+    let status = |resp: &secmon::intake::http::HttpResponse| -> Value { serde_json::from_str(&resp.body).unwrap() };
+    // Just started, never polled, nothing failed: starting, and 200 so a load balancer keeps the instance.
     let resp = h.handle("health", get()).await;
-    assert_eq!(resp.status, 503, "never polled is not healthy");
+    assert_eq!((resp.status, status(&resp)), (200, json!({"status": "starting"})));
     let fresh = json!({"last_success": "2026-11-26T11:55:00Z"}).to_string();
     h.app.store.put("health/contoso", fresh.as_bytes()).await.unwrap();
     h.app.store.put("health/fabrikam", fresh.as_bytes()).await.unwrap();
+    // The anonymous answer is cached for health.cache_for (10 s): the store is not read again yet.
+    assert_eq!(status(&h.handle("health", get()).await), json!({"status": "starting"}));
+    h.clock.advance(chrono::Duration::seconds(10));
     let resp = h.handle("health", get()).await;
-    assert_eq!(resp.status, 200, "{}", resp.body);
-    let body: Value = serde_json::from_str(&resp.body).unwrap();
-    assert_eq!(body["tenants"][0]["seconds_since_success"], 300);
+    assert_eq!(
+        (resp.status, status(&resp)),
+        (200, json!({"status": "up"})),
+        "only up or down, no tenant: {}",
+        resp.body
+    );
     h.clock.advance(chrono::Duration::minutes(31));
     let resp = h.handle("health", get()).await;
-    assert_eq!(resp.status, 503);
+    assert_eq!((resp.status, status(&resp)), (503, json!({"status": "down"})));
     assert_eq!(h.handle("health", post(None, &[], "")).await.status, 405);
+}
+
+fn bearer(token: &str) -> HttpRequest {
+    let mut req = HttpRequest { method: "GET".into(), ..Default::default() };
+    req.headers.insert("authorization".into(), format!("Bearer {token}"));
+    req
+}
+
+#[tokio::test]
+async fn health_details_need_the_function_key_or_the_token_and_redact_errors() {
+    use secmon::functions::{Gate, http_behind};
+    const TOKEN: &str = "health-token-0123456789abcdef";
+    let h = harness();
+    let failing = json!({"last_attempt": "2026-11-26T11:59:00Z", "last_error": "401 from login: client secret FUNCTIONKEY-abc123== was refused",
+        "consecutive_failures": 3, "first_attempt": "2026-11-26T11:00:00Z"}).to_string();
+    h.app.store.put("health/contoso", failing.as_bytes()).await.unwrap();
+    let anonymous = HttpRequest { method: "GET".into(), ..Default::default() };
+
+    // Anonymous: one word, no tenant, no error (a failing tenant makes it down at once, starting or not).
+    let resp = http_behind(&h.app, "health", anonymous.clone(), Gate::Open).await;
+    assert_eq!((resp.status, resp.body.as_str()), (503, r#"{"status":"down"}"#));
+
+    // Standalone / AWS without health.token: the details do not exist.
+    assert_eq!(http_behind(&h.app, "health-details", anonymous.clone(), Gate::Open).await.status, 404);
+    // Azure: the host checked the function key (authLevel function), so the details are given.
+    let resp = http_behind(&h.app, "health-details", anonymous.clone(), Gate::FunctionKey).await;
+    assert_eq!(resp.status, 503, "{}", resp.body);
+    let body: Value = serde_json::from_str(&resp.body).unwrap();
+    assert_eq!(body["status"], "down");
+    assert_eq!(
+        (body["tenants"][0]["tenant"].as_str(), body["tenants"][0]["state"].as_str()),
+        (Some("contoso"), Some("down"))
+    );
+    assert_eq!(body["tenants"][1]["state"], "starting", "fabrikam has not polled yet");
+    assert!(body["tenants"][0]["last_error"].as_str().unwrap().contains("401 from login"));
+    assert!(!resp.body.contains("FUNCTIONKEY-abc123=="), "errors are redacted: {}", resp.body);
+
+    // With health.token: required everywhere, with or without the function key.
+    let mut config = (*h.app.config).clone();
+    config.health.token = Some(TOKEN.into());
+    let app = h.app.with_config(config).unwrap();
+    for gate in [Gate::Open, Gate::FunctionKey] {
+        assert_eq!(http_behind(&app, "health-details", anonymous.clone(), gate).await.status, 401, "{gate:?}");
+        assert_eq!(
+            http_behind(&app, "health-details", bearer("health-token-0123456789abcdeX"), gate).await.status,
+            401
+        );
+        let resp = http_behind(&app, "health-details", bearer(TOKEN), gate).await;
+        assert_eq!(resp.status, 503, "{gate:?}: {}", resp.body);
+        assert!(resp.body.contains("\"tenants\""), "{}", resp.body);
+    }
+    let resp = http_behind(&app, "health-details", bearer(TOKEN), Gate::Open).await;
+    assert_eq!(header(&resp, "Cache-Control"), Some("no-store"), "details are never cached by a proxy");
+}
+
+#[tokio::test]
+async fn after_the_start_grace_a_tenant_that_never_polled_is_down() {
+    let h = harness();
+    let get = HttpRequest { method: "GET".into(), ..Default::default() };
+    assert_eq!(h.handle("health", get.clone()).await.status, 200);
+    h.clock.advance(chrono::Duration::minutes(10));
+    let resp = h.handle("health", get).await;
+    assert_eq!((resp.status, resp.body.as_str()), (503, r#"{"status":"down"}"#));
+    // A restart (a new App on the same store) starts a new grace: old records of a stopped secmon are not failures.
+    let old = json!({"last_success": "2026-11-26T10:00:00Z", "last_attempt": "2026-11-26T10:00:00Z"}).to_string();
+    h.app.store.put("health/contoso", old.as_bytes()).await.unwrap();
+    h.app.store.put("health/fabrikam", old.as_bytes()).await.unwrap();
+    let restarted = secmon::app::App::builder((*h.app.config).clone())
+        .store(h.store.clone())
+        .queue(h.store.clone())
+        .graph(h.graph.clone())
+        .clock(h.clock.clone())
+        .build()
+        .unwrap();
+    let s = secmon::intake::health::status(&restarted, restarted.clock.now()).await.unwrap();
+    assert_eq!(s.status, secmon::intake::health::State::Starting);
+    assert!(!s.healthy, "`secmon status` stays strict: nobody is up yet");
 }

@@ -63,6 +63,15 @@ async fn subscription_mail_notification_poll() {
     let handshakes: Vec<_> =
         emulator.requests().into_iter().filter(|r| r.method == "POST" && r.path == "/v1.0/subscriptions").collect();
     assert_eq!(handshakes.iter().map(|r| r.status).collect::<Vec<_>>(), vec![Some(201)]);
+    // Once created, nobody else gets a handshake answered: 403, nothing echoed.
+    let probe = reqwest::Client::new()
+        .post(format!("{public}/api/graph-webhook?validationToken=reflect-me"))
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status().as_u16(), 403);
+    assert!(!probe.text().await.unwrap().contains("reflect-me"));
 
     // 2. Mail arrives → Graph notifies → 202 → one poll of contoso queued.
     let deliveries = emulator.deliver_mail(TENANT_ID, "alerts@contoso.com", "Defender: suspicious sign-in").await;

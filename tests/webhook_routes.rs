@@ -25,10 +25,13 @@ async fn seeded() -> Harness {
         expiration: t0() + chrono::Duration::days(6),
         client_state: "secretClientValue".into(),
         notification_url: "https://secmon.example.net/api/graph-webhook".into(),
+        url_fingerprint: None,
         created: t0(),
         needs: None,
     };
     h.app.store.put(&keys::subscription("contoso", &record.id), &serde_json::to_vec(&record).unwrap()).await.unwrap();
+    // A subscription is being created, so the handshakes below are answered.
+    secmon::intake::subscriptions::mark_creating(h.app.store.as_ref(), "contoso", t0()).await.unwrap();
     h
 }
 
@@ -72,6 +75,28 @@ async fn the_custom_handler_route_answers_the_handshake_and_notifications() {
         client.post(format!("{base}/graph-webhook")).json(&notification).send().await.unwrap().json().await.unwrap();
     assert_eq!(out["Outputs"]["res"]["statusCode"], 202, "{out}");
     assert_eq!(h.queued().await, vec![Message::Poll { tenant: "contoso".into(), reason: MAILBOX.into() }]);
+
+    // health-details is authLevel function: the host invokes it only with a valid key, so it answers
+    // with the details; the anonymous health says one word.
+    let get = |name: &str| {
+        json!({"Data": {"req": {
+        "Url": format!("https://secmon.example.net/api/{name}"), "Method": "GET", "Query": {}, "Headers": {}, "Body": ""
+    }}, "Metadata": {}})
+    };
+    let out: Value = client
+        .post(format!("{base}/health-details"))
+        .json(&get("health-details"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let details: Value = serde_json::from_str(out["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(details["tenants"][0]["tenant"], "contoso", "{out}");
+    let out: Value =
+        client.post(format!("{base}/health")).json(&get("health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(out["Outputs"]["res"]["body"], r#"{"status":"starting"}"#, "{out}");
 }
 
 #[tokio::test]
@@ -79,6 +104,9 @@ async fn the_standalone_routes_answer_over_loopback() {
     let h = seeded().await;
     let base = serve(secmon::functions::router(h.app.clone())).await;
     let client = reqwest::Client::new();
+    // Nobody vouches for a caller here: without health.token the details do not exist.
+    let resp = client.get(format!("{base}/api/health-details")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
     let resp = client
         .post(format!("{base}/api/graph-webhook?validationToken=a%3Cb%3E+c%2B&code=KEY"))
         .header("content-type", "text/plain; charset=utf-8")
@@ -111,8 +139,9 @@ async fn the_standalone_routes_answer_over_loopback() {
         .unwrap();
     assert_eq!(resp.status(), 413);
     let resp = client.get(format!("{base}/api/health")).send().await.unwrap();
-    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.status(), 200, "just started, nothing failed: starting");
     assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.text().await.unwrap(), r#"{"status":"starting"}"#);
 }
 
 #[derive(Clone, Default)]

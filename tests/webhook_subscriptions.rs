@@ -191,3 +191,79 @@ fn config_without_a_public_url_is_refused_when_subscriptions_exist() {
     let err = secmon::setup::load_str(&yaml, std::path::Path::new("t.yaml"), &env, t0()).unwrap_err().to_string();
     assert!(err.contains("https"), "{err}");
 }
+
+#[tokio::test]
+async fn rotating_the_function_key_replaces_every_subscription_first_then_deletes_the_old() {
+    let h = harness();
+    subscriptions::sync(&h.app, t0()).await;
+    let old = records(&h, "contoso").await[0].clone();
+    let fingerprint = old.url_fingerprint.clone().expect("new records carry a fingerprint");
+    let stored = String::from_utf8(
+        h.app.store.get(&secmon::store::keys::subscription("contoso", &old.id)).await.unwrap().unwrap().value,
+    )
+    .unwrap();
+    assert!(!stored.contains("FUNCTIONKEY"), "the record holds a hash, never the key: {stored}");
+
+    // Same key: nothing to do.
+    let report = subscriptions::sync(&h.app, t0() + chrono::Duration::hours(6)).await;
+    assert_eq!(report.count("kept"), 2, "{report:?}");
+
+    // The key is rotated: the config's notification query changes, the base URL does not.
+    let mut config = (*h.app.config).clone();
+    config.webhook.notification_query = Some("code=ROTATED-key-456==".into());
+    let app = h.app.with_config(config).unwrap();
+    let before = h.graph.calls().len();
+    let report = subscriptions::sync(&app, t0() + chrono::Duration::hours(12)).await;
+    assert_eq!(report.count("recreated"), 2, "{report:?}");
+    assert!(!report.has_failures(), "{report:?}");
+    let detail = report.actions.iter().find(|a| a.tenant == "contoso").unwrap().detail.clone().unwrap();
+    assert!(detail.contains("function key") && !detail.contains("ROTATED"), "{detail}");
+    let new = records(&h, "contoso").await;
+    assert_eq!(new.len(), 1);
+    assert_ne!(new[0].id, old.id);
+    assert_ne!(new[0].url_fingerprint.as_deref(), Some(fingerprint.as_str()));
+    let sent = h.graph.sub(&new[0].id).unwrap();
+    assert_eq!(sent["notificationUrl"], "https://secmon.example.net/api/graph-webhook?code=ROTATED-key-456==");
+    assert_eq!(
+        sent["lifecycleNotificationUrl"],
+        "https://secmon.example.net/api/graph-lifecycle?code=ROTATED-key-456=="
+    );
+    assert!(h.graph.sub(&old.id).is_none(), "the old subscription is deleted at Graph");
+    // No gap: for each tenant the replacement was created before the old one was deleted.
+    let calls: Vec<String> = h.graph.calls()[before..].to_vec();
+    let create = calls.iter().position(|c| c == "create contoso").expect("created");
+    let delete = calls.iter().position(|c| c == "delete contoso").expect("deleted");
+    assert!(create < delete, "{calls:?}");
+
+    // Nothing missed: a notification for the new subscription rings the bell (and one for the old id,
+    // which Graph no longer sends, would be refused).
+    let notify = |id: &str, secret: &str| {
+        json_post(&json!({"value": [{"subscriptionId": id, "clientState": secret, "changeType": "created",
+            "tenantId": "84bd8158-6d4d-4958-8b9f-9d6445542f95", "resource": "Users/x/Messages/y"}]}))
+    };
+    let resp = secmon::intake::webhook::handle(&app, "graph-webhook", notify(&new[0].id, &new[0].client_state)).await;
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    assert!(resp.body.contains("\"queued\":1"), "{}", resp.body);
+    let resp = secmon::intake::webhook::handle(&app, "graph-webhook", notify(&old.id, &old.client_state)).await;
+    assert!(resp.body.contains("\"rejected\":1"), "{}", resp.body);
+    let report = subscriptions::sync(&app, t0() + chrono::Duration::hours(18)).await;
+    assert_eq!(report.count("kept"), 2, "{report:?}");
+}
+
+#[tokio::test]
+async fn a_record_without_a_fingerprint_is_replaced_once() {
+    let h = harness();
+    subscriptions::sync(&h.app, t0()).await;
+    let mut old = records(&h, "contoso").await[0].clone();
+    old.url_fingerprint = None;
+    h.app
+        .store
+        .put(&secmon::store::keys::subscription("contoso", &old.id), &serde_json::to_vec(&old).unwrap())
+        .await
+        .unwrap();
+    let report = subscriptions::sync(&h.app, t0() + chrono::Duration::hours(6)).await;
+    assert_eq!(report.count("recreated"), 1, "{report:?}");
+    assert_eq!(report.count("kept"), 1, "{report:?}");
+    let report = subscriptions::sync(&h.app, t0() + chrono::Duration::hours(12)).await;
+    assert_eq!(report.count("kept"), 2, "{report:?}");
+}

@@ -63,6 +63,7 @@ var functionsByRole = {
     'graph-lifecycle'
     'doorbell'
     'health'
+    'health-details'
   ]
   worker: [
     'poll-alerts'

@@ -216,6 +216,11 @@ pub struct WebhookConfig {
     /// doorbell answers 404.
     #[serde(default)]
     pub doorbell_secret: Option<String>,
+    /// Per-tenant doorbell keys, by tenant name: a doorbell naming such a tenant must be signed with its
+    /// own key (the shared `doorbell_secret` is refused for it), so one customer's key rings only that
+    /// customer. Tenants not listed use `doorbell_secret`. Write `${NAME}`; every value is a secret.
+    #[serde(default)]
+    pub doorbell_secrets: std::collections::BTreeMap<String, String>,
     /// How far a doorbell's `X-Secmon-Timestamp` may be from now, either way.
     #[serde(default = "default_replay_window", with = "super::duration")]
     #[schemars(with = "String")]
@@ -296,6 +301,7 @@ impl Default for WebhookConfig {
             public_url: None,
             notification_query: None,
             doorbell_secret: None,
+            doorbell_secrets: Default::default(),
             replay_window: default_replay_window(),
             max_body_bytes: default_max_body(),
             time_limit: default_time_limit(),
@@ -305,6 +311,19 @@ impl Default for WebhookConfig {
 }
 
 impl WebhookConfig {
+    /// The key a doorbell for `tenant` (by name) must be signed with: its own, else the shared one.
+    pub fn doorbell_key(&self, tenant: Option<&str>) -> Option<&str> {
+        match tenant.and_then(|t| self.doorbell_secrets.get(t)) {
+            Some(own) => Some(own),
+            None => self.doorbell_secret.as_deref(),
+        }
+    }
+
+    /// Whether any doorbell key is configured (else `/api/doorbell` answers 404).
+    pub fn doorbell_enabled(&self) -> bool {
+        self.doorbell_secret.is_some() || !self.doorbell_secrets.is_empty()
+    }
+
     /// Checks URLs, secrets and limits.
     pub fn validate(&self, path: &str, cx: &ValidationContext<'_>, out: &mut Vec<Issue>) {
         if let Some(u) = &self.public_url {
@@ -329,6 +348,26 @@ impl WebhookConfig {
             && s.len() < 16
         {
             out.push(Issue::error(format!("{path}.doorbell_secret"), "use at least 16 characters"));
+        }
+        let mut seen: Vec<(&str, &str)> =
+            self.doorbell_secret.iter().map(|s| ("doorbell_secret", s.as_str())).collect();
+        for (tenant, key) in &self.doorbell_secrets {
+            let at = format!("{path}.doorbell_secrets.{tenant}");
+            if cx.config.tenants.iter().all(|t| &t.name != tenant) {
+                out.push(Issue::error(&at, format!("{tenant:?} is not a configured tenant (by name)")));
+            }
+            if key.len() < 16 {
+                out.push(Issue::error(&at, "use at least 16 characters"));
+            }
+            if let Some((other, _)) = seen.iter().find(|(_, k)| k == key) {
+                out.push(Issue::error(
+                    &at,
+                    format!(
+                        "the same key as {other}: a doorbell signed for one would ring the other; use a key per tenant"
+                    ),
+                ));
+            }
+            seen.push((tenant.as_str(), key.as_str()));
         }
         if self.replay_window < Duration::from_secs(10) || self.replay_window > Duration::from_secs(3600) {
             out.push(Issue::error(format!("{path}.replay_window"), "use between 10s and 1h"));

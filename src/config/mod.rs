@@ -19,6 +19,7 @@ use serde_json::Value;
 
 pub use self::doctor::DoctorConfig;
 pub use self::graph::{Cloud, CredentialConfig, CredentialKind};
+pub use self::health::HealthConfig;
 pub use self::intake::{PollConfig, SubscriptionConfig, WebhookConfig};
 pub use self::receivers::{MailConfig, ReceiverConfig, StatusUpdate};
 pub use self::rules::{CloseRuleConfig, Mode, RouteConfig};
@@ -26,6 +27,7 @@ pub use self::rules::{CloseRuleConfig, Mode, RouteConfig};
 pub mod doctor;
 pub mod duration;
 pub mod graph;
+pub mod health;
 pub mod intake;
 pub mod receivers;
 pub mod rules;
@@ -87,6 +89,9 @@ pub struct Config {
     /// Named recurring windows that routes reference as `mute_during` / `active_during`.
     #[serde(default)]
     pub time_intervals: Vec<silence::TimeIntervalConfig>,
+    /// `/api/health` (anonymous up/down) and `/api/health-details` (per tenant, behind a key or token).
+    #[serde(default)]
+    pub health: HealthConfig,
     /// True when `SECMON_CLOSE` is `off` (or another of [`rules::CLOSE_OFF`]): every close rule runs
     /// in shadow mode. Set from the environment at load, never from the file, so an operator can stop all
     /// closing at once; a value secmon does not know fails the load.
@@ -238,6 +243,7 @@ impl Config {
         self.webhook.validate("webhook", &cx, &mut out);
         self.doctor.validate("doctor", &mut out);
         silence::validate(self, &mut out);
+        self.health.validate("health", &mut out);
         out
     }
 
@@ -503,6 +509,8 @@ pub fn is_secret_field(path: &str) -> bool {
         || field.ends_with("_token")
         || field.ends_with("_key")
         || field == "token"
+        // `webhook.doorbell_secrets.<tenant>`: the last segment is a tenant name, every value a key.
+        || path.split('.').any(|segment| segment == "doorbell_secrets")
 }
 
 fn expand(s: &str, env: EnvLookup<'_>, secret: bool) -> Result<String, String> {
@@ -619,6 +627,7 @@ mod tests {
         assert_eq!(shown, "store /var/lib/secmon/state-file.db, key ***");
         assert!(is_secret_field("tenants[0].credential.client_secret"));
         assert!(is_secret_field("receivers.soc.teams.webhook_url"));
+        assert!(is_secret_field("webhook.doorbell_secrets.contoso"), "a per-tenant doorbell key is a secret");
         assert!(!is_secret_field("store.sqlite") && !is_secret_field("graph_url"));
     }
 

@@ -37,10 +37,17 @@ pub async fn subscriptions(app: &App) -> Vec<Check> {
              front of `secmon run`)",
         )),
     }
+    // The webhook answers the handshake only while a subscription is being created: say so in the store
+    // it reads for as long as the probe takes, as the subscription code does around a create.
+    use crate::intake::subscriptions::{mark_creating, unmark_creating};
+    let marker = mark_creating(app.store.as_ref(), "doctor", app.clock.now()).await.ok();
     for (function, target) in
         [("graph-webhook", &endpoints.notification_url), ("graph-lifecycle", &endpoints.lifecycle_url)]
     {
         out.push(handshake(&app.http, function, target).await);
+    }
+    if let Some(key) = marker {
+        unmark_creating(app.store.as_ref(), "doctor", &key).await;
     }
     out
 }
@@ -76,6 +83,16 @@ async fn handshake(http: &reqwest::Client, function: &str, target: &str) -> Chec
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/plain"));
     let body = resp.text().await.unwrap_or_default();
+    if status == 403 {
+        // Reachable, and refusing strangers as it should: it reads another store than this run wrote to.
+        return Check::warning(
+            name,
+            format!(
+                "{shown} refused the handshake (403): it answers only while a subscription is being created, and it does not see this run's marker"
+            ),
+            "run the check from inside the deployment (GET /api/doctor on the worker app), which shares the edge's store",
+        );
+    }
     if status == 200 && body == token && text_plain {
         Check::ok(name, format!("{shown} echoed the validation token as text/plain"))
     } else if status == 200 && body == token {

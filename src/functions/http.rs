@@ -10,22 +10,28 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 
-use super::Function;
+use super::{Function, Gate};
 use crate::app::App;
 use crate::intake::http::{HttpRequest, HttpResponse};
 
 /// The HTTP functions at `/api/{function}`. The body limit here is a backstop above
 /// `webhook.max_body_bytes`, which the functions themselves answer with 413 and a reason.
 pub fn router(app: App) -> Router {
+    router_with(app, Gate::Open)
+}
+
+/// The same router for a host that checks callers first: the Functions host replays its invocations
+/// through `router_with(app, Gate::FunctionKey)`.
+pub fn router_with(app: App, gate: Gate) -> Router {
     let backstop = app.config.webhook.max_body_bytes.saturating_add(1);
     Router::new()
         .route("/api/{function}", axum::routing::any(serve))
         .layer(axum::extract::DefaultBodyLimit::max(backstop))
-        .with_state(app)
+        .with_state((app, gate))
 }
 
 async fn serve(
-    State(app): State<App>,
+    State((app, gate)): State<(App, Gate)>,
     Path(function): Path<String>,
     method: Method,
     uri: Uri,
@@ -33,7 +39,7 @@ async fn serve(
     body: Bytes,
 ) -> Response {
     let resp = match Function::from_name(&function).filter(|f| f.trigger() == super::Trigger::Http) {
-        Some(f) => super::http(&app, f.name(), request_from_parts(&method, &uri, &headers, &body)).await,
+        Some(f) => super::http_behind(&app, f.name(), request_from_parts(&method, &uri, &headers, &body), gate).await,
         None => HttpResponse::text(404, "no such function"),
     };
     into_response(resp)

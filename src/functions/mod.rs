@@ -12,7 +12,8 @@
 //! | `reconcile-alerts` | timer | [`reconcile_alerts`]: re-list a longer window, queue what the polls missed |
 //! | `graph-subscriptions` | timer | [`graph_subscriptions`]: create, renew, reauthorize subscriptions |
 //! | `respond` | queue `alerts` | [`respond`]: one queue message (an alert version, a poll, a lookup) |
-//! | `graph-webhook`, `graph-lifecycle`, `doorbell`, `health` | HTTP | [`router`]: `/api/{function}` |
+//! | `graph-webhook`, `graph-lifecycle`, `doorbell`, `health` | HTTP | [`router`]: `/api/{function}`; `health` only says up/starting/down |
+//! | `health-details` | HTTP | [`health_details`]: each tenant's state and last error, behind the function key or `health.token` |
 //! | `doctor` | HTTP | [`doctor`]: `secmon doctor`'s checks, behind the function key and `doctor.token` |
 
 use chrono::{DateTime, Utc};
@@ -25,7 +26,7 @@ use crate::respond::RespondError;
 
 pub mod http;
 
-pub use self::http::router;
+pub use self::http::{router, router_with};
 
 /// How a function is triggered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,15 +57,17 @@ pub enum Function {
     GraphLifecycle,
     /// `doorbell`: the signed "poll now".
     Doorbell,
-    /// `health`: each tenant's last successful poll.
+    /// `health`: up, starting or down, for anyone (no tenant names, no errors).
     Health,
+    /// `health-details`: each tenant's state and last (redacted) error, behind the function key or `health.token`.
+    HealthDetails,
     /// `doctor`: the checks of `secmon doctor`, from inside the deployment (its managed identity).
     Doctor,
 }
 
 impl Function {
     /// Every function, timers first, then the queue, then HTTP.
-    pub const ALL: [Function; 9] = [
+    pub const ALL: [Function; 10] = [
         Function::PollAlerts,
         Function::ReconcileAlerts,
         Function::GraphSubscriptions,
@@ -73,6 +76,7 @@ impl Function {
         Function::GraphLifecycle,
         Function::Doorbell,
         Function::Health,
+        Function::HealthDetails,
         Function::Doctor,
     ];
 
@@ -87,6 +91,7 @@ impl Function {
             Function::GraphLifecycle => "graph-lifecycle",
             Function::Doorbell => "doorbell",
             Function::Health => "health",
+            Function::HealthDetails => "health-details",
             Function::Doctor => "doctor",
         }
     }
@@ -105,6 +110,7 @@ impl Function {
             | Function::GraphLifecycle
             | Function::Doorbell
             | Function::Health
+            | Function::HealthDetails
             | Function::Doctor => Trigger::Http,
         }
     }
@@ -302,12 +308,54 @@ impl From<MessageError> for RespondError {
     }
 }
 
-/// One HTTP function: `name` is the function's name (`graph-webhook`, …).
+/// Who checked a caller before its request reached secmon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Gate {
+    /// Nobody: the standalone server, Lambda's Function URL (`AuthType: NONE`), the tests.
+    #[default]
+    Open,
+    /// The Functions host, which invokes a function whose `function.json` says `"authLevel": "function"`
+    /// (`health-details`, `doctor`) only with a valid function key, and answers 401 itself otherwise.
+    FunctionKey,
+}
+
+/// One HTTP function: `name` is the function's name (`graph-webhook`, …), with nobody having checked
+/// the caller before ([`Gate::Open`]).
 pub async fn http(app: &App, name: &str, req: HttpRequest) -> HttpResponse {
+    http_behind(app, name, req, Gate::Open).await
+}
+
+/// One HTTP function behind `gate` (who checked the caller before).
+pub async fn http_behind(app: &App, name: &str, req: HttpRequest, gate: Gate) -> HttpResponse {
     match name {
         "doctor" => doctor(app, req).await,
+        "health-details" => health_details(app, req, gate).await,
         _ => crate::intake::webhook::handle(app, name, req).await,
     }
+}
+
+/// The HTTP function `health-details`: every tenant's state, last poll and last error (redacted), as
+/// `GET /api/health` would tell it if it told strangers anything. Allowed with `Authorization: Bearer
+/// <health.token>` when a token is configured (in every host; in Azure the function key as well), and
+/// with the function key alone in Azure when none is; otherwise (standalone, AWS, no token) 404.
+pub async fn health_details(app: &App, req: HttpRequest, gate: Gate) -> HttpResponse {
+    use subtle::ConstantTimeEq;
+    let resp =
+        |r: HttpResponse| r.with_header("X-Content-Type-Options", "nosniff").with_header("Cache-Control", "no-store");
+    match (app.config.health.token.as_deref(), gate) {
+        (Some(expected), _) => {
+            let given = req.header("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+            if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+                return resp(HttpResponse::text(401, "Authorization: Bearer <health.token> required"));
+            }
+        }
+        (None, Gate::FunctionKey) => {}
+        (None, Gate::Open) => return resp(HttpResponse::text(404, "no such function")),
+    }
+    if req.method != "GET" && req.method != "HEAD" {
+        return resp(HttpResponse::text(405, "use GET").with_header("Allow", "GET"));
+    }
+    resp(crate::intake::health::details_http(app, app.clock.now()).await)
 }
 
 /// The HTTP function `doctor`: `GET` runs the read-only checks of `secmon doctor`, `POST
@@ -353,8 +401,23 @@ mod tests {
         }
         assert_eq!(Function::from_name("functions"), None);
         let http: Vec<&str> = Function::http().map(Function::name).collect();
-        assert_eq!(http, ["graph-webhook", "graph-lifecycle", "doorbell", "health", "doctor"]);
+        assert_eq!(http, ["graph-webhook", "graph-lifecycle", "doorbell", "health", "health-details", "doctor"]);
         assert_eq!(Function::Respond.trigger(), Trigger::Queue);
         assert_eq!(Function::PollAlerts.trigger(), Trigger::Timer);
+    }
+
+    /// [`Gate::FunctionKey`] trusts the Functions host to have checked the key: only true of functions
+    /// whose `function.json` says so.
+    #[test]
+    fn the_functions_that_trust_the_host_key_require_it_in_function_json() {
+        for name in ["health-details", "doctor"] {
+            let path = format!("{}/functions/{name}/function.json", env!("CARGO_MANIFEST_DIR"));
+            let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            assert_eq!(json["bindings"][0]["authLevel"], "function", "{path}");
+            assert_eq!(json["bindings"][0]["route"], name, "{path}");
+        }
+        let path = format!("{}/functions/health/function.json", env!("CARGO_MANIFEST_DIR"));
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(json["bindings"][0]["authLevel"], "anonymous", "the up/down answer stays open for probes");
     }
 }

@@ -1,7 +1,18 @@
 //! Health of the poll, per tenant, and the dead man's switch.
 //!
 //! Every poll writes `health/{tenant}` (JSON [`Health`]): the last attempt, the last success, the last
-//! error; every reconciliation writes when it ran and how many versions it found missing. `secmon status` and `GET /api/health` report it ([`status`], [`http`]). A tenant whose last
+//! error; every reconciliation writes when it ran and how many versions it found missing. `secmon status`
+//! and `GET /api/health-details` report it per tenant ([`status`], [`details_http`]); the anonymous
+//! `GET /api/health` says only `up`, `starting` or `down` ([`http`]), from a briefly cached [`Overall`],
+//! so it tells a stranger nothing about the tenants and costs no store read per request.
+//!
+//! Each tenant is in one [`State`]: **up** (a successful poll within `poll.stale_after`), **starting**
+//! (not up, its last recorded poll did not fail, and this process started less than
+//! `health.start_grace` ago: never polled yet, or secmon was stopped for a while), or **down**
+//! (otherwise: its polls fail, or are overdue). The whole is down if one tenant is, else starting if
+//! one is, else up. Starting answers 200, like up: a load balancer keeps sending Graph's notifications
+//! to a fresh instance (which can take them), and an uptime probe alarms only once the grace is over.
+//! Down answers 503. A tenant whose last successful poll (or, if it never had one, its first attempt) is older than `poll.stale_after` is
 //! successful poll (or, if it never had one, its first attempt) is older than `poll.stale_after` is
 //! unhealthy, and [`check_stale`] raises it as an alert on the queue: one synthetic alerts_v2-shaped
 //! alert per tenant per stale period, with the id `secmon-health-{tenant}-{yyyymmddHH}`. Ids that
@@ -186,11 +197,58 @@ pub async fn check_stale(app: &App, tenant: &str, now: DateTime<Utc>) -> Result<
     Ok(Some(id))
 }
 
-/// One tenant's line in `secmon status` and `GET /api/health`.
+/// Where a tenant's polling stands (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Polled successfully within `poll.stale_after`.
+    Up,
+    /// No recent success, no failure either, and this process started less than `health.start_grace` ago.
+    Starting,
+    /// Its polls fail or are overdue.
+    Down,
+}
+
+impl State {
+    /// The state of a tenant with `health` at `now`, for a process started at `started`.
+    pub fn of(
+        health: &Health,
+        now: DateTime<Utc>,
+        stale_after: chrono::Duration,
+        started: DateTime<Utc>,
+        grace: chrono::Duration,
+    ) -> State {
+        if health.last_success.is_some_and(|s| now - s < stale_after) {
+            State::Up
+        } else if health.last_error.is_none() && now - started < grace {
+            State::Starting
+        } else {
+            State::Down
+        }
+    }
+
+    /// The state of several tenants together: down if one is, else starting if one is, else up.
+    pub fn all(states: impl IntoIterator<Item = State>) -> State {
+        states.into_iter().fold(State::Up, |acc, s| match (acc, s) {
+            (State::Down, _) | (_, State::Down) => State::Down,
+            (State::Starting, _) | (_, State::Starting) => State::Starting,
+            _ => State::Up,
+        })
+    }
+
+    /// The HTTP status that goes with it: 200 for up and starting, 503 for down.
+    pub fn http_status(self) -> u16 {
+        if self == State::Down { 503 } else { 200 }
+    }
+}
+
+/// One tenant's line in `secmon status` and `GET /api/health-details`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TenantStatus {
     /// Tenant name.
     pub tenant: String,
+    /// Up, starting or down.
+    pub state: State,
     /// Polled successfully within `stale_after`.
     pub healthy: bool,
     /// The last successful poll.
@@ -218,7 +276,9 @@ pub struct TenantStatus {
 /// The health of every tenant.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Status {
-    /// Every tenant healthy.
+    /// The tenants' states together ([`State::all`]).
+    pub status: State,
+    /// Every tenant healthy (up).
     pub healthy: bool,
     /// The configured `poll.stale_after`, in seconds.
     pub stale_after_seconds: i64,
@@ -229,6 +289,7 @@ pub struct Status {
 /// Reads the health of every configured tenant. A tenant never polled is unhealthy.
 pub async fn status(app: &App, now: DateTime<Utc>) -> Result<Status, StoreError> {
     let period = stale_after(app);
+    let grace = chrono::Duration::from_std(app.config.health.start_grace).unwrap_or_default();
     let mut tenants = Vec::new();
     for t in &app.config.tenants {
         let health = load(app, &t.name).await?.unwrap_or_default();
@@ -239,29 +300,80 @@ pub async fn status(app: &App, now: DateTime<Utc>) -> Result<Status, StoreError>
             .and_then(|v| serde_json::from_slice::<Watermark>(&v.value).ok())
             .map(|w| w.watermark);
         let slot = super::coalesce::load(app, &t.name).await?;
+        let state = State::of(&health, now, period, app.started, grace);
         tenants.push(TenantStatus {
             tenant: t.name.clone(),
-            healthy: health.last_success.is_some_and(|s| now - s < period),
+            state,
+            healthy: state == State::Up,
             last_success: health.last_success,
             seconds_since_success: health.last_success.map(|s| (now - s).num_seconds()),
             last_attempt: health.last_attempt,
-            last_error: health.last_error,
+            // Upstream errors may echo what they were sent; redacted again on the way out.
+            last_error: health.last_error.as_deref().map(crate::redact::redact),
             consecutive_failures: health.consecutive_failures,
             watermark,
             last_reconciled: health.last_reconciled,
             reconcile_missing: health.reconcile_missing,
-            reconcile_error: health.reconcile_error,
+            reconcile_error: health.reconcile_error.as_deref().map(crate::redact::redact),
             polls_coalesced: slot.coalesced,
         });
     }
-    Ok(Status { healthy: tenants.iter().all(|t| t.healthy), stale_after_seconds: period.num_seconds(), tenants })
+    Ok(Status {
+        status: State::all(tenants.iter().map(|t| t.state)),
+        healthy: tenants.iter().all(|t| t.healthy),
+        stale_after_seconds: period.num_seconds(),
+        tenants,
+    })
 }
 
-/// `GET /api/health`: 200 when every tenant is healthy, 503 otherwise (so an uptime probe alarms),
-/// with the [`Status`] as JSON; 500 when the store cannot be read.
+/// The anonymous answer, as last computed: the state and when it was computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overall {
+    /// Up, starting or down; a store that cannot be read is down.
+    pub state: State,
+    /// When it was computed.
+    pub at: DateTime<Utc>,
+}
+
+/// The last [`Overall`], kept in the [`App`] for `health.cache_for`.
+#[derive(Debug, Default)]
+pub struct Cache(std::sync::Mutex<Option<Overall>>);
+
+/// The state of every tenant together, computed at most once per `health.cache_for` (a clock that went
+/// back computes anew).
+pub async fn overall(app: &App, now: DateTime<Utc>) -> Overall {
+    let ttl = chrono::Duration::from_std(app.config.health.cache_for).unwrap_or_default();
+    let cached = *app.health_cache.0.lock().expect("health cache lock");
+    if let Some(o) = cached
+        && o.at <= now
+        && now - o.at < ttl
+    {
+        return o;
+    }
+    let state = match status(app, now).await {
+        Ok(s) => s.status,
+        Err(e) => {
+            tracing::error!("health: the store cannot be read: {}", crate::redact::redact(&e.to_string()));
+            State::Down
+        }
+    };
+    let fresh = Overall { state, at: now };
+    *app.health_cache.0.lock().expect("health cache lock") = Some(fresh);
+    fresh
+}
+
+/// `GET /api/health`, anonymous: `{"status": "up" | "starting" | "down"}`, 200 for up and starting, 503
+/// for down (see the module doc); nothing else, so it names no tenant and shows no error.
 pub async fn http(app: &App, now: DateTime<Utc>) -> HttpResponse {
+    let o = overall(app, now).await;
+    HttpResponse::json(o.state.http_status(), &json!({ "status": o.state }))
+}
+
+/// `GET /api/health-details` (behind the function key or `health.token`): the [`Status`] of every
+/// tenant as JSON, errors redacted; 200 for up and starting, 503 for down, 500 when the store cannot be read.
+pub async fn details_http(app: &App, now: DateTime<Utc>) -> HttpResponse {
     match status(app, now).await {
-        Ok(s) => HttpResponse::json(if s.healthy { 200 } else { 503 }, &serde_json::to_value(&s).expect("serializes")),
-        Err(e) => HttpResponse::json(500, &json!({"healthy": false, "error": crate::redact::redact(&e.to_string())})),
+        Ok(s) => HttpResponse::json(s.status.http_status(), &serde_json::to_value(&s).expect("serializes")),
+        Err(e) => HttpResponse::json(500, &json!({"status": "down", "error": crate::redact::redact(&e.to_string())})),
     }
 }

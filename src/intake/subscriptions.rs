@@ -35,6 +35,10 @@ pub const MAX_MINUTES_OTHER: i64 = 4_230;
 pub const EXPIRY_MARGIN_MINUTES: i64 = 15;
 /// A pending record older than this belongs to a creation that crashed; it is removed.
 const PENDING_TTL_MINUTES: i64 = 60;
+/// How long a "creating" marker lets the webhook answer Graph's validation handshake. Graph validates
+/// within 10 seconds of the create request; the rest is room for the create's own retries and for clocks
+/// of the worker (which writes the marker) and the edge (which reads it) that differ a little.
+pub const CREATING_WINDOW_SECONDS: i64 = 120;
 /// Bytes of randomness in a `clientState` (43 characters of base64url; Graph allows 128).
 const CLIENT_STATE_BYTES: usize = 32;
 
@@ -103,6 +107,12 @@ pub struct SubscriptionRecord {
     pub client_state: String,
     /// The notification URL without its query string (which may hold a function key).
     pub notification_url: String,
+    /// [`Endpoints::fingerprint`] of the URLs Graph was given, query (function key) included: a hash,
+    /// never the key. When the configured URLs no longer match it (the key was rotated), [`sync`]
+    /// creates a replacement and then deletes this one. Absent in records of older versions, which are
+    /// therefore replaced once.
+    #[serde(default)]
+    pub url_fingerprint: Option<String>,
     /// When it was created.
     pub created: DateTime<Utc>,
     /// Work left over from a lifecycle notification.
@@ -207,6 +217,19 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
+    /// A fingerprint of both URLs as Graph is given them, query included: the first 128 bits of a
+    /// SHA-256, hex. Function keys are long random values, so the hash does not reveal them; it only
+    /// tells whether a subscription was created with the URLs configured now.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"secmon notification urls\n");
+        h.update(self.notification_url.as_bytes());
+        h.update(b"\n");
+        h.update(self.lifecycle_url.as_bytes());
+        hex::encode(&h.finalize()[..16])
+    }
+
     /// Builds the endpoints from the webhook config, or `None` when `webhook.public_url` is not set.
     pub fn from_config(config: &crate::config::Config) -> Option<Endpoints> {
         let base = config.webhook.public_url.as_deref()?.trim_end_matches('/').to_string();
@@ -342,6 +365,8 @@ async fn sync_tenant(app: &App, tenant: &str, endpoints: Option<&Endpoints>, now
         return;
     }
     let pending = clean_pending(store, tenant, now).await;
+    // Markers are judged by the clock the webhook reads them with.
+    clean_creating(store, app.clock.now()).await;
     let live: HashMap<String, Value> = match app.graph.list_subscriptions(tenant).await {
         Ok(list) => list.into_iter().filter_map(|v| Some((v.get("id")?.as_str()?.to_string(), v.clone()))).collect(),
         Err(e) => return report.push(tenant, "failed", None, "", Some(format!("listing subscriptions: {e}"))),
@@ -380,12 +405,18 @@ async fn sync_tenant(app: &App, tenant: &str, endpoints: Option<&Endpoints>, now
         matched.insert(record.id.clone());
         let vanished = !live.contains_key(&record.id);
         let moved = record.notification_url != endpoints.notification_base;
+        // The same base but another query: the function key was rotated, and Graph still calls with the old one.
+        let rekeyed = record.url_fingerprint.as_deref() != Some(endpoints.fingerprint().as_str());
         let lapsed = record.expiration <= now;
-        if vanished || moved || lapsed || record.needs == Some(Needs::Recreate) {
+        if vanished || moved || rekeyed || lapsed || record.needs == Some(Needs::Recreate) {
             let why = if vanished {
                 "vanished from Graph"
             } else if moved {
                 "notification URL changed"
+            } else if rekeyed && record.url_fingerprint.is_some() {
+                "notification URL's query (function key) changed"
+            } else if rekeyed {
+                "created by an older secmon without a URL fingerprint"
             } else if lapsed {
                 "expired"
             } else {
@@ -501,6 +532,59 @@ async fn clean_pending(store: &dyn Store, tenant: &str, now: DateTime<Utc>) -> V
     live
 }
 
+/// The marker of a subscription being created (`subscription-creating/{tenant}/{uuid}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CreatingMarker {
+    started: DateTime<Utc>,
+}
+
+/// Writes a "creating" marker for `tenant` at `now` and returns its key; see [`creating`].
+pub async fn mark_creating(store: &dyn Store, tenant: &str, now: DateTime<Utc>) -> Result<String, StoreError> {
+    let key = keys::subscription_creating(tenant, &uuid::Uuid::new_v4().to_string());
+    store.put(&key, &serde_json::to_vec(&CreatingMarker { started: now }).expect("serializes")).await?;
+    Ok(key)
+}
+
+/// Removes a marker [`mark_creating`] wrote. A failure is only logged: the marker stops counting after
+/// its window anyway, and the next [`sync`] removes it.
+pub async fn unmark_creating(store: &dyn Store, tenant: &str, key: &str) {
+    if let Err(e) = store.delete(key).await {
+        tracing::warn!(tenant, "could not remove a subscription-creating marker: {e}");
+    }
+}
+
+/// Whether a subscription of ours is being created at `now` (a marker younger than
+/// [`CREATING_WINDOW_SECONDS`] exists): only then is the validation handshake answered. Works across
+/// instances and apps, since the marker is in the shared store.
+pub async fn creating(store: &dyn Store, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    for key in store.list(keys::SUBSCRIPTION_CREATING).await? {
+        let Some(v) = store.get(&key).await? else { continue };
+        let Ok(marker) = serde_json::from_slice::<CreatingMarker>(&v.value) else { continue };
+        let age = now - marker.started;
+        // A little tolerance the other way too: the writer's clock may be ahead of ours.
+        if age.num_seconds().abs() < CREATING_WINDOW_SECONDS {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Removes markers older than [`CREATING_WINDOW_SECONDS`] (a creation that crashed).
+async fn clean_creating(store: &dyn Store, now: DateTime<Utc>) {
+    let Ok(listed) = store.list(keys::SUBSCRIPTION_CREATING).await else { return };
+    for key in listed {
+        let stale = match store.get(&key).await {
+            Ok(Some(v)) => serde_json::from_slice::<CreatingMarker>(&v.value)
+                .map(|m| (now - m.started).num_seconds() >= CREATING_WINDOW_SECONDS)
+                .unwrap_or(true),
+            _ => false,
+        };
+        if stale {
+            let _ = store.delete(&key).await;
+        }
+    }
+}
+
 /// Every pending record (subscriptions being created), for notifications that arrive before the record.
 pub async fn load_pending(store: &dyn Store, listed: &[String]) -> Result<Vec<PendingRecord>, StoreError> {
     let mut out = Vec::new();
@@ -529,6 +613,50 @@ async fn create(
         started: now,
     };
     app.store.put(&pending_key, &serde_json::to_vec(&pending).expect("serializes")).await?;
+    // Graph validates both URLs before it answers the create: the edge answers only while this exists.
+    let marker = mark_creating(app.store.as_ref(), tenant, app.clock.now()).await?;
+    let created = post_subscription(app, tenant, want, endpoints, &client_state, now).await;
+    unmark_creating(app.store.as_ref(), tenant, &marker).await;
+    let created = created?;
+    let expiry = requested_expiry(&want.resource, now);
+    let id = created.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+    if !valid_id(&id) {
+        return Err(OpError::Other(format!("Graph answered a subscription without a usable id: {id:?}")));
+    }
+    let expiration = created
+        .get("expirationDateTime")
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(expiry);
+    let record = SubscriptionRecord {
+        id,
+        tenant: tenant.into(),
+        resource: want.resource.clone(),
+        change_type: want.change_type.clone(),
+        expiration,
+        client_state,
+        notification_url: endpoints.notification_base.clone(),
+        url_fingerprint: Some(endpoints.fingerprint()),
+        created: now,
+        needs: None,
+    };
+    put_record(app.store.as_ref(), &record).await?;
+    app.store.delete(&pending_key).await?;
+    tracing::info!(tenant, id = %record.id, resource = %record.resource, "subscription created");
+    Ok(record)
+}
+
+/// POSTs one subscription; a 400 (most likely our clock ahead of Graph's, so the expiry looks too far
+/// out) is retried once asking for less.
+async fn post_subscription(
+    app: &App,
+    tenant: &str,
+    want: &SubscriptionConfig,
+    endpoints: &Endpoints,
+    client_state: &str,
+    now: DateTime<Utc>,
+) -> Result<Value, OpError> {
     let expiry = requested_expiry(&want.resource, now);
     let body = json!({
         "changeType": want.change_type,
@@ -548,31 +676,7 @@ async fn create(
         }
         other => other?,
     };
-    let id = created.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-    if !valid_id(&id) {
-        return Err(OpError::Other(format!("Graph answered a subscription without a usable id: {id:?}")));
-    }
-    let expiration = created
-        .get("expirationDateTime")
-        .and_then(Value::as_str)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or(expiry);
-    let record = SubscriptionRecord {
-        id,
-        tenant: tenant.into(),
-        resource: want.resource.clone(),
-        change_type: want.change_type.clone(),
-        expiration,
-        client_state,
-        notification_url: endpoints.notification_base.clone(),
-        created: now,
-        needs: None,
-    };
-    put_record(app.store.as_ref(), &record).await?;
-    app.store.delete(&pending_key).await?;
-    tracing::info!(tenant, id = %record.id, resource = %record.resource, "subscription created");
-    Ok(record)
+    Ok(created)
 }
 
 /// Creates a replacement first (no gap), then removes the old one (at Graph too when `delete_old`).
@@ -782,6 +886,7 @@ mod tests {
             expiration: t0() + chrono::Duration::days(4),
             client_state: "x".into(),
             notification_url: "https://x/api/graph-webhook".into(),
+            url_fingerprint: None,
             created: t0(),
             needs: None,
         };

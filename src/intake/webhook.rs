@@ -9,7 +9,7 @@
 //! | `graph-webhook` | POST | `?validationToken=` handshake, or a `value[]` batch of change notifications |
 //! | `graph-lifecycle` | POST | the same handshake, or a batch of lifecycle notifications |
 //! | `doorbell` | POST | `{"tenant", "alert_id"?}` signed with HMAC-SHA256 over `"{timestamp}.{body}"` |
-//! | `health` | GET | each tenant's last successful poll; 503 when one is stale |
+//! | `health` | GET | `{"status": "up" \| "starting" \| "down"}` only; 503 when down (details: `functions::health_details`) |
 //!
 //! A batch is answered 202 only after every valid item is on the queue, and 503 when queuing failed, so
 //! Graph retries (a second poll of a tenant is harmless). Items whose `clientState` does not match their
@@ -125,7 +125,7 @@ async fn route(app: &App, function: &str, req: &HttpRequest) -> HttpResponse {
                 return resp;
             }
             if let Some(token) = req.query_param("validationToken") {
-                return validation_answer(token);
+                return validation(app, token, now).await;
             }
             if let Some(resp) = check_body(req, app.config.webhook.max_body_bytes, "application/json") {
                 return resp;
@@ -168,6 +168,27 @@ fn check_body(req: &HttpRequest, max: usize, content_type: &str) -> Option<HttpR
         return Some(HttpResponse::text(415, format!("Content-Type must be {content_type}, not {shown:?}")));
     }
     None
+}
+
+/// The validation handshake, answered only while a subscription of ours is being created (a
+/// `subscription-creating` marker, written by whichever instance creates it, exists); otherwise 403
+/// with nothing echoed, so the endpoint cannot be used to reflect text or to probe it.
+async fn validation(app: &App, token: &str, now: DateTime<Utc>) -> HttpResponse {
+    match subscriptions::creating(app.store.as_ref(), now).await {
+        Ok(true) => validation_answer(token),
+        Ok(false) => {
+            tracing::warn!("refused a validation handshake: no subscription of ours is being created");
+            HttpResponse::text(403, "no subscription is being created")
+        }
+        Err(e) => {
+            // Graph's create fails and the next sync tries again; the caller learns nothing of the store.
+            tracing::error!(
+                "validation handshake: reading subscription-creating markers: {}",
+                crate::redact::redact(&e.to_string())
+            );
+            HttpResponse::text(503, "retry").with_header("Retry-After", "5")
+        }
+    }
 }
 
 /// Graph's validation handshake: the decoded token, as plain text, never interpreted as markup.
@@ -421,10 +442,23 @@ fn valid_alert_id(id: &str) -> bool {
 }
 
 async fn doorbell(app: &App, req: &HttpRequest, now: DateTime<Utc>) -> HttpResponse {
-    let Some(secret) = app.config.webhook.doorbell_secret.as_deref() else {
+    let webhook = &app.config.webhook;
+    if !webhook.doorbell_enabled() {
         return HttpResponse::text(404, "the doorbell is not configured (webhook.doorbell_secret)");
+    }
+    // The body names the tenant, and the tenant picks the key (its own, else the shared one). It is read
+    // here only to choose the key: nothing about it is answered before the signature holds, so an
+    // unsigned caller learns neither which tenants exist nor which have keys of their own.
+    let named: Result<DoorbellRequest, _> = serde_json::from_slice(&req.body);
+    let tenant = named
+        .as_ref()
+        .ok()
+        .and_then(|r| app.config.tenants.iter().find(|t| t.name == r.tenant || t.id.eq_ignore_ascii_case(&r.tenant)));
+    let Some(secret) = webhook.doorbell_key(tenant.map(|t| t.name.as_str())) else {
+        tracing::warn!("refused a doorbell: no key applies to it");
+        return HttpResponse::text(401, DoorbellError::Unauthenticated("the signature does not match").to_string());
     };
-    let window = app.config.webhook.replay_window;
+    let window = webhook.replay_window;
     let sig = match verify_doorbell(
         secret.as_bytes(),
         req.header("x-secmon-timestamp"),
@@ -439,7 +473,7 @@ async fn doorbell(app: &App, req: &HttpRequest, now: DateTime<Utc>) -> HttpRespo
             return HttpResponse::text(401, e.to_string());
         }
     };
-    let parsed: DoorbellRequest = match serde_json::from_slice(&req.body) {
+    let parsed = match named {
         Ok(r) => r,
         Err(e) => {
             return HttpResponse::text(
@@ -448,9 +482,7 @@ async fn doorbell(app: &App, req: &HttpRequest, now: DateTime<Utc>) -> HttpRespo
             );
         }
     };
-    let Some(tenant) =
-        app.config.tenants.iter().find(|t| t.name == parsed.tenant || t.id.eq_ignore_ascii_case(&parsed.tenant))
-    else {
+    let Some(tenant) = tenant else {
         return HttpResponse::text(
             422,
             format!("unknown tenant {:?}", parsed.tenant.chars().take(80).collect::<String>()),

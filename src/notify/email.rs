@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::budget::Budgeted;
-use super::template::Templates;
+use super::template::{RenderError, Templates};
 use super::view::{Digest, View, clip};
 use super::{Notifier, NotifyError, SendContext};
 use crate::alert::Alert;
@@ -18,6 +18,13 @@ use crate::graph::Retry;
 const DIGEST_LINES: usize = 200;
 /// Graph keeps subjects to 255 characters.
 const SUBJECT_CHARS: usize = 255;
+/// The largest sendMail request secmon sends, in bytes of JSON. Graph's request cap for sendMail is about
+/// 4 MB and Exchange Online's default message size limit 25 MB (35 MB with encoding overhead counted);
+/// 1 MB stays far under both, and far over any mail worth reading.
+pub const MAX_MAIL_BYTES: usize = 1_000_000;
+/// How many entries per evidence list a mail tries first, then fewer until it renders within the
+/// template fuel and fits in [`MAX_MAIL_BYTES`]; the rest is counted ("N more evidence items not shown").
+const CUTS: [usize; 6] = [25, 10, 5, 2, 1, 0];
 
 pub use crate::config::receivers::EmailConfig;
 
@@ -76,15 +83,42 @@ impl Notifier for Email {
         "email"
     }
 
-    /// The sendMail body for `view`, as Graph documents it (`saveToSentItems` a JSON bool).
+    /// The sendMail body for `view`, as Graph documents it (`saveToSentItems` a JSON bool), with the
+    /// evidence cut like the Teams card's until it renders within the template fuel and fits in
+    /// [`MAX_MAIL_BYTES`], so an alert with thousands of evidence items is still told.
     fn render(&self, templates: &Templates, view: &View, _alert: &Alert) -> Result<Value, NotifyError> {
         let fail =
             |what: &str, e: String| NotifyError::new(&self.name, format!("{what} template: {e}"), Retry::Permanent);
-        let subject = templates.render(&self.subject, view).map_err(|e| fail("subject", e))?;
-        // A subject is one line; alert titles are not to be trusted with line breaks.
-        let subject: String = subject.trim().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-        let html = templates.render(&self.body, view).map_err(|e| fail("body", e))?;
-        Ok(self.mail(&subject, html))
+        let mut why = String::new();
+        for max in CUTS {
+            let mut v = view.clone();
+            v.cut(max);
+            v.group.truncate(max.max(1) * 4);
+            let rendered = templates
+                .try_render(&self.subject, &v)
+                .and_then(|subject| Ok((subject, templates.try_render(&self.body, &v)?)));
+            let (subject, html) = match rendered {
+                Ok(both) => both,
+                Err(RenderError::OutOfFuel(e)) => {
+                    why = format!("needs more template fuel than {} allows ({e})", super::template::FUEL);
+                    continue;
+                }
+                Err(RenderError::Failed(e)) => return Err(fail("body or subject", e)),
+            };
+            // A subject is one line; alert titles are not to be trusted with line breaks.
+            let subject: String = subject.trim().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            let mail = self.mail(&subject, html);
+            let size = serde_json::to_vec(&mail).expect("JSON").len();
+            if size <= MAX_MAIL_BYTES {
+                return Ok(mail);
+            }
+            why = format!("is {size} bytes; secmon sends at most {MAX_MAIL_BYTES}");
+        }
+        Err(NotifyError::new(
+            &self.name,
+            format!("the mail {why} even without evidence: shorten the template"),
+            Retry::Permanent,
+        ))
     }
 
     fn budget(&self) -> Option<Budgeted> {

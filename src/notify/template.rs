@@ -69,9 +69,33 @@ impl Templates {
 
     /// Renders the template `name` with `ctx`.
     pub fn render<C: Serialize>(&self, name: &str, ctx: &C) -> Result<String, String> {
-        let template = self.env.get_template(name).map_err(describe)?;
-        template.render(minijinja::Value::from(minijinja::value::Serde(ctx))).map_err(describe)
+        self.try_render(name, ctx).map_err(|e| match e {
+            RenderError::OutOfFuel(m) | RenderError::Failed(m) => m,
+        })
     }
+
+    /// Renders the template `name` with `ctx`, telling running out of [`FUEL`] (less to show may fit)
+    /// from every other error.
+    pub fn try_render<C: Serialize>(&self, name: &str, ctx: &C) -> Result<String, RenderError> {
+        let failed = |e: minijinja::Error| {
+            if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                RenderError::OutOfFuel(describe(e))
+            } else {
+                RenderError::Failed(describe(e))
+            }
+        };
+        let template = self.env.get_template(name).map_err(failed)?;
+        template.render(minijinja::Value::from(minijinja::value::Serde(ctx))).map_err(failed)
+    }
+}
+
+/// Why a rendering failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    /// The rendering needed more than [`FUEL`]: the same template with less to show may fit.
+    OutOfFuel(String),
+    /// Anything else (a template error): showing less does not help.
+    Failed(String),
 }
 
 /// A template error with its line and the chain of causes.
@@ -99,6 +123,9 @@ mod tests {
             .unwrap();
         let err = t.render("x/loop.json", &serde_json::json!({})).unwrap_err();
         assert!(err.to_lowercase().contains("fuel"), "{err}");
+        assert!(matches!(t.try_render("x/loop.json", &serde_json::json!({})), Err(RenderError::OutOfFuel(_))));
+        t.add("x/bad.json", "{{ 1 + [] }}").unwrap();
+        assert!(matches!(t.try_render("x/bad.json", &serde_json::json!({})), Err(RenderError::Failed(_))));
     }
 
     #[test]

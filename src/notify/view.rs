@@ -120,6 +120,10 @@ pub struct View {
     pub evidence: EvidenceView,
     /// Whether there is any evidence to show.
     pub has_evidence: bool,
+    /// How many evidence items were cut to make the message fit ("N more evidence items not shown"):
+    /// the entries left out of the lists by [`View::cut`], or, in a webhook body, the items left out of
+    /// the raw alert's `evidence`.
+    pub evidence_not_shown: usize,
     /// Other alerts of the same incident told in this message.
     pub group: Vec<Member>,
     /// Why this alert is told again (`new`, `severity rose`, `reopened`, `reminder`).
@@ -135,19 +139,22 @@ impl View {
         let internal = alert.id.starts_with("secmon-");
         let link = |u: &Option<String>| if internal { None } else { u.clone().filter(|u| is_https(u)) };
         let mut evidence = EvidenceView::default();
+        // Thousands of evidence items happen (an alert storm on one device): dedupe in linear time.
+        let mut seen = std::collections::HashSet::new();
         for e in alert.evidence() {
             let Some((kind, text)) = e.summary() else { continue };
-            let list = match kind {
-                "user" | "mailbox" => &mut evidence.users,
-                "device" => &mut evidence.devices,
-                "ip" => &mut evidence.ips,
-                "file" | "process" => &mut evidence.files,
-                "url" => &mut evidence.urls,
-                _ => &mut evidence.other,
+            // The index into `lists_mut`, which is also what duplicates are judged within.
+            let slot = match kind {
+                "user" | "mailbox" => 0,
+                "device" => 1,
+                "ip" => 2,
+                "file" | "process" => 3,
+                "url" => 4,
+                _ => 5,
             };
             let text = clip(&text, ITEM_CHARS);
-            if !list.items.contains(&text) {
-                list.items.push(text);
+            if seen.insert((slot, text.clone())) {
+                evidence.lists_mut()[slot].items.push(text);
             }
         }
         let mitre = Cut { items: alert.mitre_techniques.clone().unwrap_or_default(), more: 0 };
@@ -174,6 +181,7 @@ impl View {
             incident_url: link(&alert.incident_web_url),
             mitre,
             has_evidence: !evidence.is_empty(),
+            evidence_not_shown: 0,
             evidence,
             group: Vec::new(),
             why: "new".to_string(),
@@ -196,9 +204,11 @@ impl View {
         for list in self.evidence.lists_mut() {
             list.keep(max);
         }
-        self.mitre.keep(max.max(1) * 2);
-        if self.description.chars().count() > max * 100 {
-            self.description = clip(&self.description, (max * 100).max(80));
+        self.evidence_not_shown = self.evidence.lists_mut().iter().map(|l| l.more).sum();
+        self.mitre.keep(max.max(1).saturating_mul(2));
+        let chars = max.saturating_mul(100);
+        if self.description.chars().count() > chars {
+            self.description = clip(&self.description, chars.max(80));
         }
     }
 

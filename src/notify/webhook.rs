@@ -11,8 +11,8 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use super::http::post;
-use super::template::Templates;
-use super::view::View;
+use super::template::{RenderError, Templates};
+use super::view::{View, clip};
 use super::{Notifier, NotifyError, SendContext};
 use crate::alert::Alert;
 use crate::config::Issue;
@@ -20,6 +20,17 @@ use crate::graph::Retry;
 use crate::graph::retry::RetryPolicy;
 
 pub use crate::config::receivers::{MIN_SECRET_BYTES, WebhookReceiverConfig};
+
+/// The largest body secmon posts, in bytes: a little under the 1 MiB that common reverse proxies accept
+/// by default (nginx's `client_max_body_size`), which ticketing and SOAR endpoints often sit behind.
+pub const MAX_BODY_BYTES: usize = 1_000_000;
+/// How many items of the raw alert's `evidence` a body tries (all first), then fewer until it renders
+/// within the template fuel and fits in [`MAX_BODY_BYTES`]; the rest is counted in `evidence_not_shown`.
+const CUTS: [usize; 7] = [usize::MAX, 1000, 250, 100, 25, 5, 0];
+/// Comments a body keeps at the last cut (the newest).
+const LAST_COMMENTS: usize = 10;
+/// Characters of the description a body keeps at the last cut.
+const LAST_DESCRIPTION_CHARS: usize = 1_500;
 
 /// A built webhook receiver.
 #[derive(Debug, Clone)]
@@ -69,16 +80,54 @@ impl Notifier for Webhook {
         "webhook"
     }
 
-    /// The JSON body for `view` and the alert as Graph sent it; checked to be JSON.
+    /// The JSON body for `view` and the alert as Graph sent it; checked to be JSON. When it needs more
+    /// than the template fuel or is larger than [`MAX_BODY_BYTES`], the alert's evidence (and the
+    /// view's lists) are cut further and `evidence_not_shown` counts what was left out; the last cut also
+    /// shortens the description and keeps only the newest comments.
     fn render(&self, templates: &Templates, view: &View, alert: &Alert) -> Result<Value, NotifyError> {
-        let mut ctx = serde_json::to_value(view).expect("view serializes");
-        ctx["alert"] = alert.raw().clone();
-        let text = templates
-            .render(&self.template, &ctx)
-            .map_err(|e| NotifyError::new(&self.name, format!("body template: {e}"), Retry::Permanent))?;
-        serde_json::from_str(&text).map_err(|e| {
-            NotifyError::new(&self.name, format!("body template did not produce JSON: {e}"), Retry::Permanent)
-        })
+        let permanent = |m: String| NotifyError::new(&self.name, m, Retry::Permanent);
+        let mut why = String::new();
+        for max in CUTS {
+            let mut v = view.clone();
+            v.cut(max);
+            v.group.truncate(max.clamp(1, 100) * 4);
+            let mut raw = alert.raw().clone();
+            let mut omitted = 0;
+            if let Some(Value::Array(evidence)) = raw.get_mut("evidence")
+                && evidence.len() > max
+            {
+                omitted = evidence.len() - max;
+                evidence.truncate(max);
+            }
+            if max == 0 {
+                if let Some(Value::String(d)) = raw.get_mut("description") {
+                    *d = clip(d, LAST_DESCRIPTION_CHARS);
+                }
+                if let Some(Value::Array(comments)) = raw.get_mut("comments") {
+                    let drop = comments.len().saturating_sub(LAST_COMMENTS);
+                    comments.drain(..drop);
+                }
+            }
+            let mut ctx = serde_json::to_value(&v).expect("view serializes");
+            ctx["evidence_not_shown"] = Value::from(omitted);
+            ctx["alert"] = raw;
+            let text = match templates.try_render(&self.template, &ctx) {
+                Ok(text) => text,
+                Err(RenderError::OutOfFuel(e)) => {
+                    why = format!("needs more template fuel than {} allows ({e})", super::template::FUEL);
+                    continue;
+                }
+                Err(RenderError::Failed(e)) => return Err(permanent(format!("body template: {e}"))),
+            };
+            let body: Value = serde_json::from_str(&text)
+                .map_err(|e| permanent(format!("body template did not produce JSON: {e}")))?;
+            let size = serde_json::to_vec(&body).expect("JSON").len();
+            if size <= MAX_BODY_BYTES {
+                return Ok(body);
+            }
+            why = format!("is {size} bytes; secmon sends at most {MAX_BODY_BYTES}");
+        }
+        Err(permanent(format!("the body {why} even without evidence: shorten the template")))
     }
 
     /// POSTs the body, signed at `cx.now`, with the delivery's id.

@@ -14,6 +14,7 @@
 //! | `health/{tenant}` | JSON poll and reconciliation health record (compare-and-swap) | `intake::health` | kept |
 //! | `subscriptions/{tenant}/{id}` | JSON record of one Graph subscription | `intake::subscriptions` | until the subscription is removed |
 //! | `subscriptions/{tenant}/pending-{uuid}` | JSON record of a subscription being created | `intake::subscriptions` | until created, or stale after its TTL |
+//! | `subscription-creating/{tenant}/{uuid}` | JSON `{"started"}`: a subscription of ours is being created right now, so the webhook answers Graph's validation handshake | `intake::subscriptions` (worker) | deleted when Graph answers the create; ignored after 2 minutes ([`crate::intake::subscriptions::CREATING_WINDOW_SECONDS`]) and removed by the next sync |
 //! | `alerts/{tenant}/{sha256}` | an alert too large for a queue message (see [`crate::intake::Message`]) | `intake` (send) | kept |
 //! | `doorbell/{signature}` | claim: a doorbell signature is used once | `intake::webhook` | kept |
 //! | `close/{tenant}/{alert}/{version}` | claim: the close PATCH of one alert version | `respond::close` | kept |
@@ -150,6 +151,15 @@ pub fn subscription_tenant(key: &str) -> Option<String> {
 pub fn is_subscription_pending(key: &str) -> bool {
     key.rsplit('/').next().is_some_and(|last| last.starts_with("pending-"))
 }
+
+/// `subscription-creating/{tenant}/{token}`: a subscription of ours is being created (the validation
+/// handshake is answered only while one exists).
+pub fn subscription_creating(tenant: &str, token: &str) -> String {
+    key("subscription-creating", &[tenant, token])
+}
+
+/// The prefix of every [`subscription_creating`] marker.
+pub const SUBSCRIPTION_CREATING: &str = "subscription-creating/";
 
 /// `alerts/{tenant}/{digest}`: an alert too large for a queue message.
 pub fn large_alert(tenant: &str, digest: &str) -> String {

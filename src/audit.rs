@@ -67,6 +67,9 @@ pub enum Action {
     UpdateFailed,
     /// A route's update was not applied (the alert changed since it was read).
     UpdateSkipped,
+    /// A person acted on the alert from a card (acknowledge, resolve, true positive): who, the alert
+    /// version before and after, and Graph's answer are in the record (`detail` names the person).
+    ActionByUser,
 }
 
 impl std::fmt::Display for Action {

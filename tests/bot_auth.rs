@@ -17,8 +17,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let emu = Emulator::start(Options::default()).await.unwrap();
-    let settings =
-        BotAuthSettings { openid_metadata: emu.bot_openid_url(), ..BotAuthSettings::global(APP_ID) };
+    let settings = BotAuthSettings { openid_metadata: emu.bot_openid_url(), ..BotAuthSettings::global(APP_ID) };
     let auth = BotAuth::new(settings, reqwest::Client::new());
     let service_url = emu.bot_service_url();
     let now: DateTime<Utc> = "2026-12-01T10:42:00Z".parse().unwrap();
@@ -57,8 +56,7 @@ impl Fixture {
 async fn a_token_the_connector_signed_is_accepted_and_the_keys_are_fetched_once() {
     let f = fixture().await;
     let token = f.emu.bot_token(APP_ID, &f.service_url, f.now - Duration::minutes(1));
-    let verified =
-        f.auth.verify(Some(&format!("Bearer {token}")), &f.service_url, "msteams", f.now).await.unwrap();
+    let verified = f.auth.verify(Some(&format!("Bearer {token}")), &f.service_url, "msteams", f.now).await.unwrap();
     assert_eq!(verified.service_url, f.service_url);
     assert_eq!(verified.expires, f.now + Duration::minutes(59));
     // The service URL may differ by a trailing slash only.
@@ -139,8 +137,7 @@ async fn a_token_for_another_service_url_is_forbidden() {
 async fn a_key_not_endorsed_for_the_channel_is_unauthorized() {
     let f = fixture().await;
     let token = f.emu.bot_token_with(&f.claims());
-    let refused =
-        f.auth.verify(Some(&format!("Bearer {token}")), &f.service_url, "webchat", f.now).await.unwrap_err();
+    let refused = f.auth.verify(Some(&format!("Bearer {token}")), &f.service_url, "webchat", f.now).await.unwrap_err();
     assert_eq!(refused, Refusal::Unauthorized("key is not endorsed for the activity's channel".into()));
 }
 

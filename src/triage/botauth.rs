@@ -243,11 +243,7 @@ impl BotAuth {
         let jwks = get(jwks_uri.to_string()).await?;
         let keys: Vec<Value> = jwks.get("keys").and_then(Value::as_array).cloned().unwrap_or_default();
         // A key this check cannot use (another type, no kid) is skipped, not fatal for the others.
-        Ok(keys
-            .into_iter()
-            .filter_map(|k| serde_json::from_value::<Jwk>(k).ok())
-            .map(|k| (k.kid.clone(), k))
-            .collect())
+        Ok(keys.into_iter().filter_map(|k| serde_json::from_value::<Jwk>(k).ok()).map(|k| (k.kid.clone(), k)).collect())
     }
 }
 

@@ -63,11 +63,8 @@ impl SigningKey {
     /// A compact RS256 JWT of `claims`, with `kid` in the header.
     pub(crate) fn sign(&self, kid: &str, claims: &Value) -> String {
         let header = json!({"alg": "RS256", "typ": "JWT", "kid": kid});
-        let signed = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
+        let signed =
+            format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
         let mut signature = vec![0; self.pair.public_modulus_len()];
         self.pair.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), signed.as_bytes(), &mut signature).expect("RSA sign");
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
@@ -195,7 +192,11 @@ mod tests {
         let (signed, sig) = token.rsplit_once('.').unwrap();
         let public = aws_lc_rs::signature::RsaPublicKeyComponents { n: &n, e: &e };
         public
-            .verify(&aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256, signed.as_bytes(), &URL_SAFE_NO_PAD.decode(sig).unwrap())
+            .verify(
+                &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+                signed.as_bytes(),
+                &URL_SAFE_NO_PAD.decode(sig).unwrap(),
+            )
             .unwrap();
     }
 }

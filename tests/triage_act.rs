@@ -1,0 +1,262 @@
+//! A card click on the worker, against the Graph emulator and its Bot Connector stand-in (over TLS, with
+//! the real Graph client): each action end to end (PATCH, comment, `action_by_user` audit record, the card
+//! updated in place), a double click acting once, and an alert that changed meanwhile left alone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secmon::app::App;
+use secmon::audit::{self, Action, Record};
+use secmon::clock::ManualClock;
+use secmon::graph::client::GraphClient;
+use secmon::graph::retry::RetryPolicy;
+use secmon::respond::RespondError;
+use secmon::store::Store;
+use secmon::store::sqlite::SqliteStore;
+use secmon::triage::act::{Acted, Actor, BotClient, CardRef, Click, TriageAction, act};
+use secmon_emulator::{Emulator, Options};
+use serde_json::{Value, json};
+
+const TENANT_ID: &str = "b3c1b5fc-828c-45fa-a1e1-10d74f6d6e9c";
+const CLIENT_ID: &str = "0c5bd3d2-6b6e-4c47-9a0c-2b1f7f8d9e10";
+const SECRET: &str = "triage-tests~secret";
+const BOT_APP: &str = "7d1e3b5a-1111-4222-8333-444455556666";
+const BOT_SECRET: &str = "bot-tests~secret";
+const HIDDEN_FILE: &str = "da637551227677560813_-961444813";
+const CONVERSATION: &str = "19:secops@thread.tacv2";
+
+struct Harness {
+    emu: Emulator,
+    app: App,
+    store: Arc<SqliteStore>,
+    bot: BotClient,
+    card_id: String,
+}
+
+fn now() -> DateTime<Utc> {
+    "2026-12-01T10:42:00Z".parse().unwrap()
+}
+
+async fn harness() -> Harness {
+    let emu = Emulator::start(Options { tls: true, ..Options::default() }).await.unwrap();
+    emu.seed_samples(TENANT_ID);
+    emu.add_client(TENANT_ID, CLIENT_ID, SECRET);
+    emu.add_client(TENANT_ID, BOT_APP, BOT_SECRET);
+    let clock = Arc::new(ManualClock::new(now()));
+    let store = Arc::new(SqliteStore::in_memory().unwrap().with_clock(clock.clone()));
+    let pem = emu.ca_pem().expect("tls");
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let (graph, authority) = (emu.graph_url(), emu.authority_url());
+    let text = format!(
+        "graph_url: {graph}\nauthority_url: {authority}\ntenants:\n  - {{ id: {TENANT_ID}, name: contoso, credential: {{ client_id: {CLIENT_ID}, client_secret: {SECRET} }} }}\n"
+    );
+    let config =
+        secmon::setup::load_str(&text, std::path::Path::new("test.yaml"), &|_: &str| None, now()).unwrap().config;
+    let policy = RetryPolicy {
+        max_attempts: 2,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(2),
+        max_retry_after: Duration::ZERO,
+        timeout: Duration::from_secs(10),
+    };
+    let graph = GraphClient::new(&config, http.clone()).unwrap().with_policy(policy);
+    let app = App::builder(config)
+        .backend(store.clone())
+        .graph(Arc::new(graph))
+        .http(http.clone())
+        .clock(clock)
+        .build()
+        .unwrap();
+    let bot = BotClient {
+        http: http.clone(),
+        token_url: format!("{authority}/{TENANT_ID}/oauth2/v2.0/token"),
+        app_id: BOT_APP.into(),
+        app_secret: BOT_SECRET.into(),
+    };
+    // The card the click comes from, posted proactively as the receiver does.
+    let token = emu.issue_token(TENANT_ID, BOT_APP);
+    let posted: Value = http
+        .post(format!("{}v3/conversations/{CONVERSATION}/activities", emu.bot_service_url()))
+        .bearer_auth(token)
+        .json(&json!({"type": "message", "attachments": []}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let card_id = posted["id"].as_str().unwrap().to_string();
+    Harness { emu, app, store, bot, card_id }
+}
+
+impl Harness {
+    fn click(&self, action: TriageAction) -> Click {
+        let alert = self.emu.alert(TENANT_ID, HIDDEN_FILE).unwrap();
+        Click {
+            tenant: "contoso".into(),
+            alert_id: HIDDEN_FILE.into(),
+            version: alert["lastUpdateDateTime"].as_str().unwrap().into(),
+            action,
+            actor: Actor {
+                aad_object_id: "0b6c8e2a-dana-4c1e-9f00-000000000042".into(),
+                upn: Some("dana@contoso.com".into()),
+                name: "Dana Lee".into(),
+            },
+            card: CardRef {
+                service_url: self.emu.bot_service_url(),
+                conversation_id: CONVERSATION.into(),
+                activity_id: self.card_id.clone(),
+            },
+        }
+    }
+
+    async fn audit(&self) -> Vec<Record> {
+        let mut out = Vec::new();
+        for stream in self.store.list_streams("audit/").await.unwrap() {
+            for r in self.store.read_stream(&stream).await.unwrap() {
+                out.push(serde_json::from_slice(&r).unwrap());
+            }
+        }
+        out
+    }
+
+    /// The texts of the updated cards, in order.
+    fn card_updates(&self) -> Vec<String> {
+        self.emu
+            .bot_calls()
+            .iter()
+            .filter(|c| c.method == "PUT")
+            .map(|c| {
+                assert_eq!(c.activity_id, self.card_id);
+                assert_eq!(c.client_id, BOT_APP, "updated with the bot's own token");
+                let card = &c.activity["attachments"][0]["content"];
+                assert_eq!(card["version"], "1.4");
+                card["body"][1]["text"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+}
+
+async fn clicked(action: TriageAction, patch: Value, status: &str, comment: &str, card: &str) {
+    let h = harness().await;
+    let click = h.click(action);
+    let acted = act(&h.app, &h.bot, &click, now()).await.unwrap();
+    let Acted::Changed { version_after } = acted else { panic!("{acted:?}") };
+    assert_ne!(version_after, click.version);
+    let patches = h.emu.patches();
+    assert_eq!(patches.len(), 1);
+    assert_eq!(patches[0].2, patch);
+    assert_eq!(h.emu.alert(TENANT_ID, HIDDEN_FILE).unwrap()["status"], status);
+    let comments: Vec<String> = h.emu.comments().into_iter().map(|c| c.2).collect();
+    assert_eq!(comments, [comment]);
+    let audit = h.audit().await;
+    assert_eq!(audit.len(), 1);
+    let r = &audit[0];
+    assert_eq!(r.action, Action::ActionByUser);
+    assert_eq!(r.alert_version, click.version, "the version before");
+    assert_eq!(r.graph_status, Some(200));
+    assert_eq!(r.status_after.as_deref(), Some(status));
+    assert!(r.detail.contains("dana@contoso.com") && r.detail.contains(&click.actor.aad_object_id), "{}", r.detail);
+    assert!(r.detail.contains(&format!("{} -> {version_after}", click.version)), "{}", r.detail);
+    assert!(audit::verify(h.store.as_ref(), None).await.unwrap().iter().all(|v| v.ok()));
+    assert_eq!(h.card_updates(), [card]);
+}
+
+#[tokio::test]
+async fn acknowledge_assigns_to_the_person_and_sets_in_progress() {
+    clicked(
+        TriageAction::Acknowledge,
+        json!({"status": "inProgress", "assignedTo": "dana@contoso.com"}),
+        "inProgress",
+        "Acknowledged by dana@contoso.com via secmon",
+        "Acknowledged by Dana Lee, 10:42 UTC",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn resolve_as_benign_resolves_with_the_chosen_classification() {
+    clicked(
+        TriageAction::ResolveBenign {
+            classification: "informationalExpectedActivity".into(),
+            determination: "securityTesting".into(),
+        },
+        json!({"status": "resolved", "classification": "informationalExpectedActivity",
+               "determination": "securityTesting", "assignedTo": "dana@contoso.com"}),
+        "resolved",
+        "Resolved as benign by dana@contoso.com via secmon",
+        "Resolved as benign by Dana Lee, 10:42 UTC",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn true_positive_classifies_and_keeps_the_alert_open_for_the_response() {
+    clicked(
+        TriageAction::TruePositive { determination: "malware".into() },
+        json!({"status": "inProgress", "classification": "truePositive", "determination": "malware",
+               "assignedTo": "dana@contoso.com"}),
+        "inProgress",
+        "Marked as a true positive by dana@contoso.com via secmon",
+        "Marked as a true positive by Dana Lee, 10:42 UTC",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_double_click_changes_the_alert_once() {
+    let h = harness().await;
+    let click = h.click(TriageAction::Acknowledge);
+    assert!(matches!(act(&h.app, &h.bot, &click, now()).await.unwrap(), Acted::Changed { .. }));
+    // The same person, action and card version again (a second activity, or a redelivered message).
+    assert_eq!(act(&h.app, &h.bot, &click, now()).await.unwrap(), Acted::AlreadyDone);
+    assert_eq!(h.emu.patches().len(), 1);
+    assert_eq!(h.emu.comments().len(), 1);
+    assert_eq!(h.audit().await.len(), 1);
+    assert_eq!(h.card_updates().len(), 1);
+}
+
+#[tokio::test]
+async fn an_alert_resolved_by_someone_else_meanwhile_is_not_overridden_and_the_card_says_so() {
+    let h = harness().await;
+    let click = h.click(TriageAction::TruePositive { determination: "malware".into() });
+    // Someone resolves it in Defender after the card was posted.
+    let graph = h.app.graph.clone();
+    let by_someone = secmon::graph::AlertUpdate {
+        status: Some("resolved".into()),
+        classification: Some("falsePositive".into()),
+        determination: Some("notMalicious".into()),
+        assigned_to: Some("sam@contoso.com".into()),
+    };
+    graph.update_alert("contoso", HIDDEN_FILE, &by_someone).await.unwrap();
+    let before = h.emu.alert(TENANT_ID, HIDDEN_FILE).unwrap();
+
+    let acted = act(&h.app, &h.bot, &click, now()).await.unwrap();
+    assert!(matches!(acted, Acted::Stale { .. }), "{acted:?}");
+    assert_eq!(h.emu.patches().len(), 1, "only the other person's change");
+    assert!(h.emu.comments().is_empty());
+    assert_eq!(h.emu.alert(TENANT_ID, HIDDEN_FILE).unwrap(), before, "not overridden");
+    assert_eq!(
+        h.card_updates(),
+        ["Not changed: the alert changed in Defender since this card (now resolved, assigned to sam@contoso.com)"]
+    );
+    let audit = h.audit().await;
+    assert_eq!(audit.len(), 1);
+    assert!(audit[0].detail.contains("refused"), "{}", audit[0].detail);
+    assert_eq!(audit[0].graph_status, None, "nothing was sent to Graph");
+}
+
+#[tokio::test]
+async fn a_classification_that_is_not_benign_is_unprocessable_and_changes_nothing() {
+    let h = harness().await;
+    let click =
+        h.click(TriageAction::ResolveBenign { classification: "truePositive".into(), determination: "malware".into() });
+    let err = act(&h.app, &h.bot, &click, now()).await.unwrap_err();
+    assert!(matches!(err, RespondError::Malformed(_)), "{err}");
+    assert!(h.emu.patches().is_empty());
+    assert!(h.card_updates().is_empty());
+}

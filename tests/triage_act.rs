@@ -1,6 +1,7 @@
 //! A card click on the worker, against the Graph emulator and its Bot Connector stand-in (over TLS, with
 //! the real Graph client): each action end to end (PATCH, comment, `action_by_user` audit record, the card
-//! updated in place), a double click acting once, and an alert that changed meanwhile left alone.
+//! updated in place), a double click acting once, and an alert that changed meanwhile left alone; and the
+//! messaging endpoint in front of it: tokens the stand-in signed (or forged), the allow-list, the refusal.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +12,13 @@ use secmon::audit::{self, Action, Record};
 use secmon::clock::ManualClock;
 use secmon::graph::client::GraphClient;
 use secmon::graph::retry::RetryPolicy;
+use secmon::intake::http::HttpRequest;
 use secmon::respond::RespondError;
 use secmon::store::Store;
 use secmon::store::sqlite::SqliteStore;
-use secmon::triage::act::{Acted, Actor, BotClient, CardRef, Click, TriageAction, act};
+use secmon::triage::act::{Acted, Actor, BotClient, CardRef, Cards, Click, TriageAction, act};
+use secmon::triage::botauth::{BotAuth, BotAuthSettings};
+use secmon::triage::inbound::{AllowList, Inbound, REFUSAL, handle};
 use secmon_emulator::{Emulator, Options};
 use serde_json::{Value, json};
 
@@ -259,4 +263,150 @@ async fn a_classification_that_is_not_benign_is_unprocessable_and_changes_nothin
     assert!(matches!(err, RespondError::Malformed(_)), "{err}");
     assert!(h.emu.patches().is_empty());
     assert!(h.card_updates().is_empty());
+}
+
+const DANA: &str = "0b6c8e2a-dana-4c1e-9f00-000000000042";
+
+impl Harness {
+    fn auth(&self) -> BotAuth {
+        let settings =
+            BotAuthSettings { openid_metadata: self.emu.bot_openid_url(), ..BotAuthSettings::global(BOT_APP) };
+        BotAuth::new(settings, self.app.http.clone())
+    }
+
+    /// The activity Teams sends when Dana clicks "Resolve as benign" on the card.
+    fn activity(&self, service_url: &str, from: &str) -> Value {
+        let alert = self.emu.alert(TENANT_ID, HIDDEN_FILE).unwrap();
+        json!({
+            "type": "message", "id": "1701234567890", "channelId": "msteams", "serviceUrl": service_url,
+            "from": {"id": "29:1abc", "name": "Dana Lee", "aadObjectId": from},
+            "conversation": {"id": CONVERSATION, "conversationType": "channel"},
+            "recipient": {"id": format!("28:{BOT_APP}")},
+            "replyToId": self.card_id,
+            "value": {"secmon": "resolve-benign", "tenant": "contoso", "alert": HIDDEN_FILE,
+                      "version": alert["lastUpdateDateTime"], "classification": "informationalExpectedActivity",
+                      "determination": "securityTesting"},
+        })
+    }
+
+    fn request(&self, token: Option<&str>, activity: &Value) -> HttpRequest {
+        let mut req =
+            HttpRequest { method: "POST".into(), body: activity.to_string().into_bytes(), ..HttpRequest::default() };
+        if let Some(t) = token {
+            req.headers.insert("authorization".into(), format!("Bearer {t}"));
+        }
+        req
+    }
+
+    fn token(&self) -> String {
+        self.emu.bot_token(BOT_APP, &self.emu.bot_service_url(), now() - chrono::Duration::minutes(1))
+    }
+}
+
+fn allowed() -> AllowList {
+    AllowList(vec![DANA.to_uppercase(), "sam@contoso.com".into()])
+}
+
+fn status(inbound: &Inbound) -> u16 {
+    match inbound {
+        Inbound::Answer(r) => r.status,
+        other => panic!("not an answer: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_click_through_the_endpoint_is_queued_then_acted_on() {
+    let h = harness().await;
+    let auth = h.auth();
+    let activity = h.activity(&h.emu.bot_service_url(), DANA);
+    let Inbound::Accepted(click) = handle(&auth, &allowed(), &h.request(Some(&h.token()), &activity), now()).await
+    else {
+        panic!("not accepted")
+    };
+    assert_eq!(
+        click.action,
+        TriageAction::ResolveBenign {
+            classification: "informationalExpectedActivity".into(),
+            determination: "securityTesting".into()
+        }
+    );
+    assert_eq!(click.actor.name, "Dana Lee");
+    assert_eq!(click.card.activity_id, h.card_id);
+    assert!(h.emu.patches().is_empty(), "the endpoint changes nothing itself");
+    // What the worker gets from the queue.
+    let queued: Click = serde_json::from_str(&serde_json::to_string(&click).unwrap()).unwrap();
+    assert_eq!(queued, click);
+    assert!(matches!(act(&h.app, &h.bot, &queued, now()).await.unwrap(), Acted::Changed { .. }));
+    assert_eq!(h.emu.patches().len(), 1);
+    assert_eq!(h.card_updates(), ["Resolved as benign by Dana Lee, 10:42 UTC"]);
+}
+
+#[tokio::test]
+async fn forged_expired_wrong_audience_and_missing_tokens_are_401_and_a_wrong_service_url_403() {
+    let h = harness().await;
+    let auth = h.auth();
+    let service_url = h.emu.bot_service_url();
+    let activity = h.activity(&service_url, DANA);
+    let claims = |aud: &str, exp: i64| {
+        json!({"iss": "https://api.botframework.com", "aud": aud, "serviceUrl": service_url,
+               "nbf": now().timestamp() - 60, "exp": exp})
+    };
+    let forged = h.emu.forged_bot_token(&claims(BOT_APP, now().timestamp() + 3600));
+    let expired = h.emu.bot_token_with(&claims(BOT_APP, now().timestamp() - 3600));
+    let other_bot = h.emu.bot_token_with(&claims("another-bot", now().timestamp() + 3600));
+    for (what, token) in
+        [("forged", Some(forged.as_str())), ("expired", Some(&expired)), ("audience", Some(&other_bot)), ("none", None)]
+    {
+        let inbound = handle(&auth, &allowed(), &h.request(token, &activity), now()).await;
+        assert_eq!(status(&inbound), 401, "{what}");
+        let Inbound::Answer(r) = inbound else { unreachable!() };
+        assert_eq!(r.body, "unauthorized", "{what}: nothing echoed");
+    }
+    // A valid token, but the activity names another service URL (where the bot would then post).
+    let elsewhere = h.activity("https://smba.trafficmanager.net/evil/", DANA);
+    assert_eq!(status(&handle(&auth, &allowed(), &h.request(Some(&h.token()), &elsewhere), now()).await), 403);
+    assert!(h.emu.patches().is_empty() && h.emu.bot_calls().len() == 1, "nothing happened but the card's post");
+}
+
+#[tokio::test]
+async fn a_person_outside_the_list_is_refused_politely_and_nothing_changes() {
+    let h = harness().await;
+    let auth = h.auth();
+    let mallory = "9f9f9f9f-0000-4000-8000-00000000beef";
+    let activity = h.activity(&h.emu.bot_service_url(), mallory);
+    let Inbound::Refused { card, actor } =
+        handle(&auth, &allowed(), &h.request(Some(&h.token()), &activity), now()).await
+    else {
+        panic!("not refused")
+    };
+    assert_eq!(actor.aad_object_id, mallory);
+    h.bot.reply(&card, REFUSAL).await.unwrap();
+    let calls = h.emu.bot_calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].activity["text"], "You are not allowed to act on secmon alerts.");
+    assert_eq!(calls[1].activity["replyToId"], h.card_id);
+    assert!(h.emu.patches().is_empty() && h.emu.comments().is_empty());
+    // The UPN counts when the activity carries it.
+    let mut by_upn = h.activity(&h.emu.bot_service_url(), mallory);
+    by_upn["from"]["userPrincipalName"] = json!("Sam@Contoso.com");
+    let inbound = handle(&auth, &allowed(), &h.request(Some(&h.token()), &by_upn), now()).await;
+    assert!(matches!(inbound, Inbound::Accepted(_)), "{inbound:?}");
+}
+
+#[tokio::test]
+async fn other_activities_and_bad_requests_change_nothing() {
+    let h = harness().await;
+    let auth = h.auth();
+    let mut chat = h.activity(&h.emu.bot_service_url(), DANA);
+    chat.as_object_mut().unwrap().remove("value");
+    chat["text"] = json!("hello bot");
+    assert_eq!(status(&handle(&auth, &allowed(), &h.request(Some(&h.token()), &chat), now()).await), 200);
+    let mut unknown = h.activity(&h.emu.bot_service_url(), DANA);
+    unknown["value"]["secmon"] = json!("delete-everything");
+    assert_eq!(status(&handle(&auth, &allowed(), &h.request(Some(&h.token()), &unknown), now()).await), 400);
+    let mut get = h.request(Some(&h.token()), &chat);
+    get.method = "GET".into();
+    assert_eq!(status(&handle(&auth, &allowed(), &get, now()).await), 405);
+    let garbage = HttpRequest { method: "POST".into(), body: b"{".to_vec(), ..HttpRequest::default() };
+    assert_eq!(status(&handle(&auth, &allowed(), &garbage, now()).await), 400);
 }

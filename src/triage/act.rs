@@ -169,6 +169,9 @@ pub enum Acted {
 pub trait Cards: Send + Sync {
     /// Replaces the card at `card` with `content` (an Adaptive Card).
     async fn update(&self, card: &CardRef, content: &Value) -> Result<(), String>;
+
+    /// Replies `text` to the card in its conversation.
+    async fn reply(&self, card: &CardRef, text: &str) -> Result<(), String>;
 }
 
 /// Acts on one click: once per person, action and alert version. See the module doc.
@@ -340,6 +343,21 @@ impl Cards for BotClient {
         let resp = self.http.put(&url).bearer_auth(token).json(&activity).send().await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("PUT activity: HTTP {}", resp.status()));
+        }
+        Ok(())
+    }
+
+    async fn reply(&self, card: &CardRef, text: &str) -> Result<(), String> {
+        let token = self.token().await?;
+        let url = format!(
+            "{}/v3/conversations/{}/activities",
+            card.service_url.trim_end_matches('/'),
+            crate::store::keys::part(&card.conversation_id)
+        );
+        let activity = json!({"type": "message", "text": text, "replyToId": card.activity_id});
+        let resp = self.http.post(&url).bearer_auth(token).json(&activity).send().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("POST activity: HTTP {}", resp.status()));
         }
         Ok(())
     }

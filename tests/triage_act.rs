@@ -410,3 +410,46 @@ async fn other_activities_and_bad_requests_change_nothing() {
     let garbage = HttpRequest { method: "POST".into(), body: b"{".to_vec(), ..HttpRequest::default() };
     assert_eq!(status(&handle(&auth, &allowed(), &garbage, now()).await), 400);
 }
+
+/// Writes a card for scripts/check-cards.sh (the Adaptive Cards parser, 1.4, and the docs' screenshots).
+fn save_card(name: &str, card: &Value) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cards");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(card).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn the_card_buttons_submit_what_the_endpoint_reads_and_the_cards_are_saved_for_checking() {
+    let h = harness().await;
+    let alert = secmon::alert::Alert::from_value(h.emu.alert(TENANT_ID, HIDDEN_FILE).unwrap()).unwrap();
+    let before = secmon::triage::act::action_card("contoso", &alert);
+    assert_eq!(before["version"], "1.4");
+    let titles: Vec<&str> =
+        before["actions"].as_array().unwrap().iter().map(|a| a["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["Acknowledge", "Resolve as benign", "True positive", "Open in Defender"]);
+    assert!(before["actions"][3]["url"].as_str().unwrap().starts_with("https://security.microsoft.com/alerts/"));
+    // What Teams submits for "Resolve": the button's data merged with the inputs' values.
+    let resolve = &before["actions"][1]["card"];
+    let mut value = resolve["actions"][0]["data"].clone();
+    for input in resolve["body"].as_array().unwrap() {
+        value[input["id"].as_str().unwrap()] = input["value"].clone();
+    }
+    let mut activity = h.activity(&h.emu.bot_service_url(), DANA);
+    activity["value"] = value;
+    let inbound = handle(&h.auth(), &allowed(), &h.request(Some(&h.token()), &activity), now()).await;
+    let Inbound::Accepted(click) = inbound else { panic!("{inbound:?}") };
+    assert_eq!(click.version, alert.version());
+    // And for "True positive".
+    let tp = &before["actions"][2]["card"];
+    let mut value = tp["actions"][0]["data"].clone();
+    value["tpDetermination"] = tp["body"][0]["value"].clone();
+    let mut tp_activity = h.activity(&h.emu.bot_service_url(), DANA);
+    tp_activity["value"] = value;
+    let inbound = handle(&h.auth(), &allowed(), &h.request(Some(&h.token()), &tp_activity), now()).await;
+    let Inbound::Accepted(tp_click) = inbound else { panic!("{inbound:?}") };
+    assert_eq!(tp_click.action, TriageAction::TruePositive { determination: "malware".into() });
+    assert!(matches!(act(&h.app, &h.bot, &click, now()).await.unwrap(), Acted::Changed { .. }));
+    let after = &h.emu.bot_calls().last().unwrap().activity["attachments"][0]["content"].clone();
+    save_card("bot-before", &before);
+    save_card("bot-after", after);
+}

@@ -270,6 +270,70 @@ async fn act_once(app: &App, click: &Click, now: DateTime<Utc>) -> Result<(Acted
     Ok((Acted::Changed { version_after: after.version().to_string() }, card(&after, &outcome)))
 }
 
+/// Determinations offered with "Resolve as benign" (the wire names of the v1.0 metadata).
+pub const BENIGN_DETERMINATIONS: [&str; 5] =
+    ["securityTesting", "lineOfBusinessApplication", "confirmedActivity", "notMalicious", "notEnoughDataToValidate"];
+/// Determinations offered with "True positive".
+pub const TRUE_POSITIVE_DETERMINATIONS: [&str; 7] = [
+    "malware",
+    "phishing",
+    "compromisedAccount",
+    "maliciousUserActivity",
+    "unwantedSoftware",
+    "multiStagedAttack",
+    "other",
+];
+
+/// The bot's card for an alert, before any click (Adaptive Card 1.4): the title, severity and status,
+/// and the buttons. Each `Action.Submit` carries `{"secmon": action, "tenant", "alert", "version"}`, and
+/// the choice sets add `classification` and `determination` (resolve) or `tpDetermination` (true
+/// positive: input ids are unique across a card and its show-cards); [`super::inbound`] reads exactly that.
+/// "Silence 24 h" waits for the silences feature (issue 20).
+pub fn action_card(tenant: &str, alert: &Alert) -> Value {
+    let data =
+        |action: &str| json!({"secmon": action, "tenant": tenant, "alert": alert.id, "version": alert.version()});
+    let choices = |values: &[&str]| values.iter().map(|v| json!({"title": v, "value": v})).collect::<Vec<_>>();
+    let severity = alert.raw().get("severity").and_then(Value::as_str).unwrap_or("unknown");
+    let mut actions = vec![
+        json!({"type": "Action.Submit", "title": "Acknowledge", "data": data("acknowledge")}),
+        json!({"type": "Action.ShowCard", "title": "Resolve as benign", "card": {
+            "type": "AdaptiveCard",
+            "body": [
+                {"type": "Input.ChoiceSet", "id": "classification", "label": "Classification", "isRequired": true,
+                 "errorMessage": "Choose a classification", "value": BENIGN_CLASSIFICATIONS[0],
+                 "choices": choices(&BENIGN_CLASSIFICATIONS)},
+                {"type": "Input.ChoiceSet", "id": "determination", "label": "Determination", "isRequired": true,
+                 "errorMessage": "Choose a determination", "value": BENIGN_DETERMINATIONS[0],
+                 "choices": choices(&BENIGN_DETERMINATIONS)},
+            ],
+            "actions": [{"type": "Action.Submit", "title": "Resolve", "data": data("resolve-benign")}],
+        }}),
+        json!({"type": "Action.ShowCard", "title": "True positive", "card": {
+            "type": "AdaptiveCard",
+            "body": [
+                {"type": "Input.ChoiceSet", "id": "tpDetermination", "label": "Determination", "isRequired": true,
+                 "errorMessage": "Choose a determination", "value": TRUE_POSITIVE_DETERMINATIONS[0],
+                 "choices": choices(&TRUE_POSITIVE_DETERMINATIONS)},
+            ],
+            "actions": [{"type": "Action.Submit", "title": "Confirm", "data": data("true-positive")}],
+        }}),
+    ];
+    if let Some(url) = alert.raw().get("alertWebUrl").and_then(Value::as_str) {
+        actions.push(json!({"type": "Action.OpenUrl", "title": "Open in Defender", "url": url}));
+    }
+    json!({
+        "type": "AdaptiveCard",
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "version": "1.4",
+        "body": [
+            {"type": "TextBlock", "text": alert.title_or_id(), "weight": "Bolder", "size": "Medium", "wrap": true},
+            {"type": "TextBlock", "text": format!("Severity {severity}, status {}", alert.status().as_str()), "wrap": true,
+             "isSubtle": true},
+        ],
+        "actions": actions,
+    })
+}
+
 /// The card after a click: the alert's title, the outcome, and the link to Defender (Adaptive Card 1.4).
 pub fn card(alert: &Alert, outcome: &str) -> Value {
     let mut actions = Vec::new();

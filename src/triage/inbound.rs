@@ -110,8 +110,8 @@ pub async fn handle(auth: &BotAuth, allowed: &AllowList, req: &HttpRequest, now:
 }
 
 /// The click the card's `Action.Submit` data names: `{"secmon": "acknowledge" | "resolve-benign" |
-/// "true-positive", "tenant", "alert", "version", "classification", "determination"}` (the last two
-/// from the card's choice sets).
+/// "true-positive", "tenant", "alert", "version"}` with the card's choices: `classification` and
+/// `determination` (resolve as benign) or `tpDetermination` (true positive).
 fn click(value: &Value, actor: Actor, card: CardRef) -> Result<Click, String> {
     let field = |f: &str| value.get(f).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
     let need = |f: &str| field(f).ok_or_else(|| format!("the card action has no {f}"));
@@ -121,7 +121,7 @@ fn click(value: &Value, actor: Actor, card: CardRef) -> Result<Click, String> {
             classification: need("classification")?,
             determination: need("determination")?,
         },
-        "true-positive" => TriageAction::TruePositive { determination: need("determination")? },
+        "true-positive" => TriageAction::TruePositive { determination: need("tpDetermination")? },
         other => return Err(format!("unknown card action {other:?}")),
     };
     action.check()?;

@@ -453,3 +453,25 @@ async fn the_card_buttons_submit_what_the_endpoint_reads_and_the_cards_are_saved
     save_card("bot-before", &before);
     save_card("bot-after", after);
 }
+
+#[tokio::test]
+async fn a_retry_whose_patch_reached_graph_finishes_without_a_second_patch() {
+    let h = harness().await;
+    let click = h.click(TriageAction::Acknowledge);
+    // The first attempt's PATCH reached Graph, then the worker died before the comment and the record.
+    let same = secmon::graph::AlertUpdate {
+        status: Some("inProgress".into()),
+        assigned_to: Some("dana@contoso.com".into()),
+        ..Default::default()
+    };
+    h.app.graph.update_alert("contoso", HIDDEN_FILE, &same).await.unwrap();
+    let acted = act(&h.app, &h.bot, &click, now()).await.unwrap();
+    assert!(matches!(acted, Acted::Changed { .. }), "{acted:?}");
+    assert_eq!(h.emu.patches().len(), 1, "no second PATCH");
+    assert_eq!(h.emu.comments().len(), 1);
+    let audit = h.audit().await;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, Action::ActionByUser);
+    assert!(audit[0].detail.contains("finished by a retry"), "{}", audit[0].detail);
+    assert_eq!(h.card_updates(), ["Acknowledged by Dana Lee, 10:42 UTC"]);
+}

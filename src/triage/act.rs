@@ -6,7 +6,8 @@
 //! 1. claims `triage/{tenant}/{alert}/{version}/{action}/{user}` ([`crate::store::once`]): a double
 //!    click, or a redelivered message, acts once;
 //! 2. reads the alert from Graph; when it is no longer the version the card showed (someone resolved
-//!    it meanwhile, its severity changed), nothing is changed: the card says so;
+//!    it meanwhile, its severity changed), nothing is changed: the card says so (unless it is exactly
+//!    as this click would leave it: a retry whose PATCH had reached Graph finishes without a second one);
 //! 3. PATCHes status, classification, determination and assignedTo, then comments "Resolved as benign by
 //!    dana@contoso.com via secmon";
 //! 4. appends an `action_by_user` audit record: the person, the version before and after, Graph's status;
@@ -207,7 +208,11 @@ async fn act_once(app: &App, click: &Click, now: DateTime<Utc>) -> Result<(Acted
     };
     let current = app.graph.get_alert(&click.tenant, &click.alert_id).await.map_err(|e| graph_retry("reading", e))?;
     let current = Alert::from_value(current).map_err(|e| RespondError::Malformed(e.to_string()))?;
-    if current.version() != click.version {
+    let update = click.action.update(click.actor.principal());
+    // A retry of this click whose PATCH reached Graph (the worker died, or the audit failed, after it)
+    // finds the alert as this click left it: it finishes (comment, record, card) without a second PATCH.
+    let resumed = current.version() != click.version && applied(&update, &current);
+    if current.version() != click.version && !resumed {
         let status = current.status().as_str().to_string();
         let assigned = current.raw().get("assignedTo").and_then(Value::as_str).unwrap_or("nobody").to_string();
         let outcome = format!(
@@ -232,23 +237,27 @@ async fn act_once(app: &App, click: &Click, now: DateTime<Utc>) -> Result<(Acted
         return Ok((Acted::Stale { current_version: current.version().to_string() }, card));
     }
 
-    let update = click.action.update(click.actor.principal());
-    let updated = app
-        .graph
-        .update_alert(&click.tenant, &click.alert_id, &update)
-        .await
-        .map_err(|e| graph_retry("updating", e))?;
-    let after = Alert::from_value(updated).map_err(|e| RespondError::Malformed(e.to_string()))?;
+    let after = if resumed {
+        current.clone()
+    } else {
+        let updated = app
+            .graph
+            .update_alert(&click.tenant, &click.alert_id, &update)
+            .await
+            .map_err(|e| graph_retry("updating", e))?;
+        Alert::from_value(updated).map_err(|e| RespondError::Malformed(e.to_string()))?
+    };
     let comment = format!("{} by {} via secmon", click.action.done(), click.actor.principal());
     let comment_error = app.graph.add_comment(&click.tenant, &click.alert_id, &comment).await.err();
     let mut detail = format!(
-        "{} by {} (object id {}): version {} -> {}; Graph answered 200 ({})",
+        "{} by {} (object id {}): version {} -> {}; Graph answered 200 ({}){}",
         click.action.done(),
         click.actor.principal(),
         click.actor.aad_object_id,
         click.version,
         after.version(),
-        serde_json::to_string(&update).expect("updates serialize")
+        serde_json::to_string(&update).expect("updates serialize"),
+        if resumed { "; finished by a retry, the PATCH had reached Graph" } else { "" }
     );
     if let Some(e) = &comment_error {
         detail.push_str(&format!("; the comment was refused: {}", crate::redact::redact(&e.to_string())));
@@ -283,6 +292,17 @@ pub const TRUE_POSITIVE_DETERMINATIONS: [&str; 7] = [
     "multiStagedAttack",
     "other",
 ];
+
+/// Whether `alert` already is as `update` leaves it (every field the update sets has that value).
+fn applied(update: &AlertUpdate, alert: &Alert) -> bool {
+    let is = |field: &str, want: &Option<String>| {
+        want.as_deref().is_none_or(|w| alert.raw().get(field).and_then(Value::as_str) == Some(w))
+    };
+    is("status", &update.status)
+        && is("classification", &update.classification)
+        && is("determination", &update.determination)
+        && is("assignedTo", &update.assigned_to)
+}
 
 /// The bot's card for an alert, before any click (Adaptive Card 1.4): the title, severity and status,
 /// and the buttons. Each `Action.Submit` carries `{"secmon": action, "tenant", "alert", "version"}`, and

@@ -13,6 +13,8 @@ cards="$root/tests/cards"
 # The Rust tests write each card they send to target/cards/*.json.
 rm -rf "$root/target/cards"
 (cd "$root" && cargo test --quiet --test notify --test silence)
+# The Teams bot's cards (before and after a click): tests/triage_act.rs.
+(cd "$root" && cargo test --quiet --test triage_act)
 node "$cards/validate.js"
 
 if [ "${NO_RENDER:-}" != "1" ]; then
@@ -23,5 +25,6 @@ if [ "${NO_RENDER:-}" != "1" ]; then
   node "$cards/render.js" "$root/docs/img" \
     "$root/target/cards/sample-high.json" "$root/target/cards/grouped.json" \
     "$root/target/cards/hostile.json" "$root/target/cards/long-evidence.json" "$root/target/cards/digest.json" \
-    "$root/target/cards/scheduled-digest.json"
+    "$root/target/cards/scheduled-digest.json" \
+    "$root/target/cards/bot-before.json" "$root/target/cards/bot-after.json"
 fi

@@ -79,6 +79,9 @@ pub enum Action {
     /// A message was deleted from a poison queue by `secmon queue poison purge` (its detail says what
     /// it carried; the alert id is the message's alert, or its message id).
     PoisonPurged,
+    /// A person acted on the alert from a card (acknowledge, resolve, true positive): who, the alert
+    /// version before and after, and Graph's answer are in the record (`detail` names the person).
+    ActionByUser,
 }
 
 impl std::fmt::Display for Action {

@@ -21,6 +21,7 @@
 //! - [`audit`]: the hash-chained audit trail every effect is recorded in.
 //! - [`replay`]: close rules judged on a tenant's history before they enforce (`secmon rules replay`,
 //!   `secmon rules suggest`), and the `check-config` findings about enforce rules without that proof.
+//! - [`triage`]: acting on an alert from Teams: the Bot Connector token check ([`triage::botauth`]).
 //! - [`doctor`]: the preflight of a real deployment: every check with its fix (`secmon doctor`,
 //!   `/api/doctor`).
 //! - [`store`]: state, claims, audit streams and the queue behind one contract; SQLite, Azure
@@ -63,3 +64,4 @@ pub mod respond;
 pub mod rules;
 pub mod setup;
 pub mod store;
+pub mod triage;

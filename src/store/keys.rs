@@ -21,6 +21,7 @@
 //! | `close-outcome/{tenant}/{alert}/{version}` | text `failed {status} {message}` of a close Graph refused | `respond::close` | kept |
 //! | `close-started/{tenant}/{alert}/{version}` | the rule id whose close of this version began (set right before the PATCH) | `respond::close` | kept |
 //! | `comment/{tenant}/{alert}/{version}` | claim: the close comment of one alert version | `respond::close` | kept |
+//! | `triage/{tenant}/{alert}/{version}/{action}/{user}` | claim: one person's card action on one alert version (a double click acts once) | `triage::act` | kept |
 //! | `breaker/{tenant}/{rule}/{YYYY-MM-DDTHH}` | decimal count of a rule's closes in one tenant in a UTC hour (compare-and-swap) | `respond::close` | kept |
 //! | `breaker-notice/{tenant}/{rule}/{YYYY-MM-DDTHH}` | claim: the owner is told once per rule, tenant and hour | `respond` | kept |
 //! | `audited/{tenant}/{alert}/{version}/{action}` | claim: one audit record per alert version and action | `respond` | kept |
@@ -190,6 +191,12 @@ pub fn close_started(tenant: &str, alert: &str, version: &str) -> String {
 /// `comment/{tenant}/{alert}/{version}`: the claim of one close comment.
 pub fn comment(tenant: &str, alert: &str, version: &str) -> String {
     key("comment", &[tenant, alert, version])
+}
+
+/// `triage/{tenant}/{alert}/{version}/{action}/{user}`: the claim of one card action (`acknowledge`,
+/// `resolve-benign`, …) by one person (Entra object id) on the alert version the card showed.
+pub fn triage(tenant: &str, alert: &str, version: &str, action: &str, user: &str) -> String {
+    key("triage", &[tenant, alert, version, action, user])
 }
 
 /// `breaker/{tenant}/{rule}/{hour}`: a close rule's count of closes in one tenant in the UTC hour of `now`.

@@ -10,6 +10,8 @@
 //! - `mail`: `/v1.0/users/{sender}/sendMail`.
 //! - `subscriptions`: `/v1.0/subscriptions` with the validation handshake; change and lifecycle notifications.
 //! - `sinks`: a Teams Workflows trigger and a generic webhook sink.
+//! - `botconnector`: a Bot Connector stand-in: OpenID metadata and JWKS, activities signed with its own
+//!   RSA key ([`Emulator::bot_token`]), proactive posts and in-place updates recorded ([`Emulator::bot_calls`]).
 //! - [`faults`]: status, delay, dropped-connection and garbage faults for any route.
 //! - `server`: routing, request recording, the accept loop, TLS.
 //! - `generate`: the documented sample alerts and deterministic generated ones.
@@ -45,6 +47,7 @@
 #![allow(clippy::result_large_err)]
 
 mod alerts;
+mod botconnector;
 mod entra;
 pub mod faults;
 mod generate;
@@ -61,6 +64,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+pub use botconnector::BotCall;
 pub use faults::{Fault, FaultKind, Faults};
 pub use state::{CommentShape, Listing, OrderBy, Paging, Recorded, ServerOrder};
 pub use subscriptions::Delivery;
@@ -130,6 +134,7 @@ impl Emulator {
             page_size: opts.page_size.clamp(1, alerts::MAX_TOP),
             faults: Faults::default(),
             http,
+            bot_key: std::sync::OnceLock::new(),
             inner: Mutex::new(Inner { comment_shape: opts.comment_shape, ..Inner::default() }),
         });
         let task = server::spawn(listener, tls, state.clone());
@@ -314,6 +319,47 @@ impl Emulator {
     /// Fixes the emulator's clock (token expiry, PATCH times, subscription lifetimes); `None` follows the wall clock.
     pub fn set_now(&self, now: Option<DateTime<Utc>>) {
         self.state.lock().now = now;
+    }
+
+    /// The Bot Connector stand-in's OpenID metadata URL (what a bot fetches its signing keys through).
+    pub fn bot_openid_url(&self) -> String {
+        format!("{}/botframework/v1/.well-known/openidconfiguration", self.state.base_url)
+    }
+
+    /// The Bot Connector stand-in's service URL (activities' `serviceUrl`; the bot posts under it).
+    pub fn bot_service_url(&self) -> String {
+        format!("{}/botconnector/", self.state.base_url)
+    }
+
+    /// A Bot Connector token as the stand-in signs it for an activity to the bot `app_id`: issuer
+    /// `https://api.botframework.com`, audience `app_id`, the `serviceUrl` claim, valid for an hour from
+    /// `issued`. [`Emulator::bot_token_with`] makes the broken ones.
+    pub fn bot_token(&self, app_id: &str, service_url: &str, issued: DateTime<Utc>) -> String {
+        self.bot_token_with(&json!({
+            "iss": botconnector::ISSUER,
+            "aud": app_id,
+            "serviceUrl": service_url,
+            "nbf": issued.timestamp(),
+            "iat": issued.timestamp(),
+            "exp": issued.timestamp() + 3600,
+        }))
+    }
+
+    /// A token of exactly `claims`, signed with the stand-in's key.
+    pub fn bot_token_with(&self, claims: &Value) -> String {
+        let key = botconnector::key(&self.state.bot_key);
+        key.sign(&key.kid, claims)
+    }
+
+    /// A forgery: `claims` signed with a key of the forger's own under the stand-in's `kid`.
+    pub fn forged_bot_token(&self, claims: &Value) -> String {
+        let kid = botconnector::key(&self.state.bot_key).kid.clone();
+        botconnector::SigningKey::generate().sign(&kid, claims)
+    }
+
+    /// Every call bots made to the Bot Connector stand-in (posts and updates), in order.
+    pub fn bot_calls(&self) -> Vec<BotCall> {
+        self.state.lock().bot_calls.clone()
     }
 
     /// Issues a Graph access token for a tenant directly, bypassing the token endpoint (with the

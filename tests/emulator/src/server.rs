@@ -20,7 +20,7 @@ use tower::ServiceExt;
 
 use crate::faults::FaultKind;
 use crate::state::{AppState, Recorded, graph_error, json_response};
-use crate::{alerts, entra, mail, sinks, subscriptions};
+use crate::{alerts, botconnector, entra, mail, sinks, subscriptions};
 
 /// Request bodies above this size are refused before routing.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -42,6 +42,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1.0/subscriptions/{id}/reauthorize", post(subscriptions::reauthorize))
         .route("/workflows/{name}/triggers/manual/paths/invoke", post(sinks::teams))
         .route("/sink/{name}", post(sinks::webhook))
+        .route("/botframework/v1/.well-known/openidconfiguration", get(botconnector::openid_configuration))
+        .route("/botframework/v1/.well-known/keys", get(botconnector::keys))
+        .route("/botconnector/v3/conversations/{conversation}/activities", post(botconnector::post_activity))
+        .route(
+            "/botconnector/v3/conversations/{conversation}/activities/{activity}",
+            axum::routing::put(botconnector::put_activity),
+        )
         .fallback(|req: Request<Body>| async move {
             if req.uri().path().starts_with("/v1.0/") {
                 graph_error(

@@ -166,6 +166,8 @@ pub(crate) struct Inner {
     pub listing: Listing,
     /// Per tenant: alerts upserted after each list page served (one batch per page).
     pub between_pages: HashMap<String, std::collections::VecDeque<Vec<Value>>>,
+    /// Calls bots made to the Bot Connector stand-in.
+    pub bot_calls: Vec<crate::botconnector::BotCall>,
 }
 
 /// State shared by the server task and the `Emulator` handle.
@@ -177,6 +179,8 @@ pub(crate) struct Shared {
     pub page_size: usize,
     pub faults: Faults,
     pub http: reqwest::Client,
+    /// The Bot Connector stand-in's signing key (made on first use).
+    pub bot_key: std::sync::OnceLock<crate::botconnector::SigningKey>,
     pub inner: Mutex<Inner>,
 }
 

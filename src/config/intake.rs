@@ -123,7 +123,7 @@ impl PollConfig {
 
     /// Checks the schedule parses and the numbers make sense.
     pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
-        if let Err(e) = self.schedule.parse::<cron::Schedule>() {
+        if let Err(e) = super::ncrontab::parse(&self.schedule) {
             out.push(Issue::error(
                 format!("{path}.schedule"),
                 format!("not a 6-field NCRONTAB schedule (sec min hour day month weekday): {e}"),
@@ -149,7 +149,7 @@ impl PollConfig {
                 "must be at least the page size, so that every poll makes progress",
             ));
         }
-        if let Err(e) = self.reconcile.schedule.parse::<cron::Schedule>() {
+        if let Err(e) = super::ncrontab::parse(&self.reconcile.schedule) {
             out.push(Issue::error(
                 format!("{path}.reconcile.schedule"),
                 format!("not a 6-field NCRONTAB schedule (sec min hour day month weekday): {e}"),

@@ -29,6 +29,7 @@ pub mod duration;
 pub mod graph;
 pub mod health;
 pub mod intake;
+pub mod ncrontab;
 pub mod receivers;
 pub mod rules;
 pub mod silence;

@@ -180,11 +180,11 @@ async fn subscriptions_scheduler(app: App, mut shutdown: watch::Receiver<bool>) 
 
 /// Runs the daemon until `shutdown` resolves: scheduler, HTTP server on `listen` (if any), worker.
 pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let schedule = cron::Schedule::from_str(&app.config.poll.schedule)
-        .map_err(|e| anyhow::anyhow!("poll.schedule {:?}: {e}", app.config.poll.schedule))?;
+    let schedule =
+        crate::config::ncrontab::parse(&app.config.poll.schedule).map_err(|e| anyhow::anyhow!("poll.schedule: {e}"))?;
     let reconcile = &app.config.poll.reconcile.schedule;
-    let reconcile = cron::Schedule::from_str(reconcile)
-        .map_err(|e| anyhow::anyhow!("poll.reconcile.schedule {reconcile:?}: {e}"))?;
+    let reconcile =
+        crate::config::ncrontab::parse(reconcile).map_err(|e| anyhow::anyhow!("poll.reconcile.schedule: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut bound = None;

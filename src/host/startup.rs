@@ -3,7 +3,6 @@
 //! name and id, receivers by name and kind (never a webhook URL or a key), the store by kind and path.
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
@@ -25,7 +24,7 @@ pub fn store_label(app: &App) -> String {
 }
 
 fn next(schedule: &str, now: DateTime<Utc>) -> String {
-    cron::Schedule::from_str(schedule)
+    crate::config::ncrontab::parse(schedule)
         .ok()
         .and_then(|s| s.after(&now).next())
         .map_or_else(|| "never".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))

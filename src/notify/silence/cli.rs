@@ -271,7 +271,15 @@ async fn told_since(
     crate::audit::export(app.store.as_ref(), since, Some(tenant), &mut lines).await?;
     let mut told: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let Ok(r) = serde_json::from_slice::<Record>(line) else { continue };
+        // Each export line is a record with `"kind":"audit_record"` in front (the one output shape).
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+        if value.get("kind").and_then(|k| k.as_str()) != Some("audit_record") {
+            continue;
+        }
+        if let Some(object) = value.as_object_mut() {
+            object.remove("kind");
+        }
+        let Ok(r) = serde_json::from_value::<Record>(value) else { continue };
         if let (Action::Notify, Some(receiver)) = (r.action, r.receiver) {
             let list = told.entry(r.alert_id).or_default();
             if !list.contains(&receiver) {

@@ -6,12 +6,11 @@
 //! Sunday, where NCRONTAB numbers them 0–6 from Sunday: the day-of-week field is translated to names
 //! first, so `1-5` means Monday to Friday as it does in Azure.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use super::interval::zone;
+use crate::config::ncrontab;
 use crate::config::silence::DigestConfig;
 
 /// A compiled digest schedule.
@@ -32,17 +31,7 @@ impl PartialEq for Schedule {
 impl Schedule {
     /// Compiles a `digest:` setting; the error says what is wrong in words.
     pub fn compile(config: &DigestConfig) -> Result<Schedule, String> {
-        let fields: Vec<&str> = config.schedule.split_whitespace().collect();
-        if fields.len() != 6 {
-            return Err(format!(
-                "{:?} has {} fields; NCRONTAB takes six: second minute hour day month day-of-week (\"0 0 8 * * *\")",
-                config.schedule,
-                fields.len()
-            ));
-        }
-        let weekday = weekday_names(fields[5])?;
-        let text = format!("{} {}", fields[..5].join(" "), weekday);
-        let cron = cron::Schedule::from_str(&text).map_err(|e| format!("{:?}: {e}", config.schedule))?;
+        let cron = ncrontab::parse(&config.schedule)?;
         let zone = match config.time_zone.as_deref() {
             Some(name) => zone(name)?,
             None => Tz::UTC,
@@ -63,40 +52,6 @@ impl Schedule {
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron.after(&t.with_timezone(&self.zone)).next().map(|d| d.with_timezone(&Utc))
     }
-}
-
-/// NCRONTAB's numeric days of the week (0 or 7 Sunday, 1 Monday … 6 Saturday) as names, which the
-/// `cron` crate reads the same way; names, `*` and `?` pass through.
-fn weekday_names(field: &str) -> Result<String, String> {
-    const NAMES: [&str; 8] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"];
-    let mut out = String::new();
-    let mut digits = String::new();
-    let flush = |digits: &mut String, out: &mut String| -> Result<(), String> {
-        if digits.is_empty() {
-            return Ok(());
-        }
-        let n: usize = digits.parse().map_err(|_| format!("day of week {digits:?}"))?;
-        let name = NAMES.get(n).ok_or_else(|| format!("day of week {n}: use 0 (Sunday) to 6 (Saturday)"))?;
-        out.push_str(name);
-        digits.clear();
-        Ok(())
-    };
-    let mut after_slash = false;
-    for c in field.chars() {
-        if c.is_ascii_digit() && !after_slash {
-            digits.push(c);
-            continue;
-        }
-        flush(&mut digits, &mut out)?;
-        if c == '/' {
-            after_slash = true;
-        } else if c == ',' {
-            after_slash = false;
-        }
-        out.push(c);
-    }
-    flush(&mut digits, &mut out)?;
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -122,21 +77,6 @@ mod tests {
     }
 
     #[test]
-    fn days_of_week_are_numbered_as_in_azure() {
-        // 1-5 is Monday to Friday in NCRONTAB (Sunday is 0).
-        let weekdays = schedule("0 0 8 * * 1-5", None);
-        // Friday 27 November 2026 08:00, then Monday 30 November.
-        assert_eq!(weekdays.next_after(at("2026-11-27T07:00:00Z")), Some(at("2026-11-27T08:00:00Z")));
-        assert_eq!(weekdays.next_after(at("2026-11-27T08:00:00Z")), Some(at("2026-11-30T08:00:00Z")));
-        let sunday = schedule("0 0 8 * * 0", None);
-        assert_eq!(sunday.next_after(at("2026-11-27T08:00:00Z")), Some(at("2026-11-29T08:00:00Z")));
-        assert_eq!(weekday_names("1-5").unwrap(), "MON-FRI");
-        assert_eq!(weekday_names("0,6").unwrap(), "SUN,SAT");
-        assert_eq!(weekday_names("*/2").unwrap(), "*/2");
-        assert_eq!(weekday_names("Mon-Fri").unwrap(), "Mon-Fri");
-    }
-
-    #[test]
     fn bad_schedules_say_why() {
         let bad = |s: &str, tz: Option<&str>| {
             Schedule::compile(&DigestConfig { schedule: s.into(), time_zone: tz.map(str::to_string) }).unwrap_err()
@@ -145,5 +85,16 @@ mod tests {
         assert!(bad("0 0 8 * * 9", None).contains("0 (Sunday)"));
         assert!(bad("0 0 25 * * *", None).contains("0 0 25"));
         assert!(bad("0 0 8 * * *", Some("Europe/Nowhere")).contains("IANA"));
+    }
+
+    #[test]
+    fn days_of_week_are_numbered_as_in_azure() {
+        // 1-5 is Monday to Friday in NCRONTAB (Sunday is 0).
+        let weekdays = schedule("0 0 8 * * 1-5", None);
+        // Friday 27 November 2026 08:00, then Monday 30 November.
+        assert_eq!(weekdays.next_after(at("2026-11-27T07:00:00Z")), Some(at("2026-11-27T08:00:00Z")));
+        assert_eq!(weekdays.next_after(at("2026-11-27T08:00:00Z")), Some(at("2026-11-30T08:00:00Z")));
+        let sunday = schedule("0 0 8 * * 0", None);
+        assert_eq!(sunday.next_after(at("2026-11-27T08:00:00Z")), Some(at("2026-11-29T08:00:00Z")));
     }
 }

@@ -173,7 +173,14 @@ pub struct AzureStore {
     queues: QueueServiceClient,
     clock: Arc<dyn Clock>,
     max_dequeue: u32,
+    /// The block count and length of the streams this store last appended to, so the next append to one
+    /// tries its append position at once instead of reading the blob's properties first (a wrong guess
+    /// costs one refused append, then the properties are read as without it).
+    tails: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
 }
+
+/// How many streams' tails an [`AzureStore`] remembers (one per open segment of each tenant is enough).
+const TAILS: usize = 256;
 
 impl std::fmt::Debug for AzureStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -211,6 +218,7 @@ impl AzureStore {
             queues,
             clock: Arc::new(SystemClock),
             max_dequeue: DEFAULT_MAX_DEQUEUE,
+            tails: Default::default(),
         };
         for (name, container) in [(STATE_CONTAINER, &store.state), (AUDIT_CONTAINER, &store.audit)] {
             match container.create(None).await {
@@ -238,6 +246,19 @@ impl AzureStore {
     pub fn with_max_dequeue(mut self, n: u32) -> Self {
         self.max_dequeue = n;
         self
+    }
+
+    fn tail(&self, stream: &str) -> Option<(u64, u64)> {
+        self.tails.lock().ok()?.get(stream).copied()
+    }
+
+    fn remember_tail(&self, stream: &str, tail: (u64, u64)) {
+        if let Ok(mut tails) = self.tails.lock() {
+            if tails.len() >= TAILS && !tails.contains_key(stream) {
+                tails.clear();
+            }
+            tails.insert(stream.to_string(), tail);
+        }
     }
 
     fn queue(&self, name: &str) -> StoreResult<QueueClient> {
@@ -508,27 +529,32 @@ impl Store for AzureStore {
         let client = self.audit.blob_client(stream);
         let blob = client.append_blob_client();
         let taken = || StoreError::Conflict { key: format!("{stream}#{seq}") };
-        for _ in 0..4 {
-            let (blocks, length) = match client.get_properties(None).await {
-                Ok(r) => {
-                    let what = format!("properties of {stream}");
-                    let blocks = r.blob_committed_block_count().map_err(|e| backend(&what, &e))?.unwrap_or(0);
-                    (
-                        u64::try_from(blocks).unwrap_or(0),
-                        r.content_length().map_err(|e| backend(&what, &e))?.unwrap_or(0),
-                    )
-                }
-                Err(e) if status(&e) == Some(404) => {
-                    // First record of the stream: create the append blob (create-only, so a
-                    // concurrent creator's records are never wiped).
-                    match blob.create(Some(AppendBlobClientCreateOptions::default().if_not_exists())).await {
-                        Ok(_) => {}
-                        Err(e) if status(&e) == Some(409) => {}
-                        Err(e) => return Err(backend(&format!("create stream {stream}"), &e)),
+        let mut guess = self.tail(stream).filter(|(blocks, _)| blocks + 1 == seq);
+        for _ in 0..5 {
+            let known = guess.take();
+            let (blocks, length) = match known {
+                Some(tail) => tail,
+                None => match client.get_properties(None).await {
+                    Ok(r) => {
+                        let what = format!("properties of {stream}");
+                        let blocks = r.blob_committed_block_count().map_err(|e| backend(&what, &e))?.unwrap_or(0);
+                        (
+                            u64::try_from(blocks).unwrap_or(0),
+                            r.content_length().map_err(|e| backend(&what, &e))?.unwrap_or(0),
+                        )
                     }
-                    (0, 0)
-                }
-                Err(e) => return Err(backend(&format!("properties of {stream}"), &e)),
+                    Err(e) if status(&e) == Some(404) => {
+                        // First record of the stream: create the append blob (create-only, so a
+                        // concurrent creator's records are never wiped).
+                        match blob.create(Some(AppendBlobClientCreateOptions::default().if_not_exists())).await {
+                            Ok(_) => {}
+                            Err(e) if status(&e) == Some(409) => {}
+                            Err(e) => return Err(backend(&format!("create stream {stream}"), &e)),
+                        }
+                        (0, 0)
+                    }
+                    Err(e) => return Err(backend(&format!("properties of {stream}"), &e)),
+                },
             };
             if blocks >= seq {
                 return Err(taken());
@@ -540,7 +566,10 @@ impl Store for AzureStore {
                 AppendBlobClientAppendBlockOptions { append_position: Some(length as i64), ..Default::default() };
             let len = frame.len() as u64;
             match blob.append_block(RequestContent::from(frame.clone()), len, Some(options)).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.remember_tail(stream, (seq, length + len));
+                    return Ok(());
+                }
                 // Someone appended since the properties were read (or the blob was just created): look again.
                 Err(e) if matches!(status(&e), Some(412 | 404)) => continue,
                 Err(e) => return Err(backend(&format!("append to {stream}"), &e)),

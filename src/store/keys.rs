@@ -250,6 +250,34 @@ pub fn audit_stream(tenant: &str, day: NaiveDate) -> String {
     key("audit", &[tenant, &day.format("%Y-%m-%d").to_string()])
 }
 
+/// Stream `audit/{tenant}/{day}/{segment}`: segment `segment` (from 1, six digits) of a tenant's day.
+/// A day's chain is cut into segments of at most [`crate::audit::SEGMENT_RECORDS`] records, so no stream
+/// comes near a backend's limit (50,000 blocks in an Azure append blob). The unsegmented stream
+/// [`audit_stream`] itself holds the records written before segments existed (segment 0).
+pub fn audit_segment(day: &str, segment: u32) -> String {
+    if segment == 0 { day.to_string() } else { format!("{day}/{segment:06}") }
+}
+
+/// What a stream name under [`audit_streams`] is: the day's stream (the chain's name, [`audit_stream`]),
+/// the UTC day, and the segment (0 for the unsegmented stream of before segments). `None` for a name
+/// that is neither.
+pub fn audit_stream_parts(stream: &str) -> Option<(String, NaiveDate, u32)> {
+    let rest = stream.strip_prefix("audit/")?;
+    let mut parts = rest.split('/');
+    let tenant = parts.next().filter(|t| !t.is_empty())?;
+    let day_text = parts.next()?;
+    let day = NaiveDate::parse_from_str(day_text, "%Y-%m-%d").ok()?;
+    let segment = match parts.next() {
+        None => 0,
+        Some(s) if s.len() == 6 && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok().filter(|n| *n > 0)?,
+        Some(_) => return None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((format!("audit/{tenant}/{day_text}"), day, segment))
+}
+
 /// `audit-head/…`: the chain head of an [`audit_stream`].
 pub fn audit_head(stream: &str) -> String {
     format!("audit-head/{}", stream.trim_start_matches("audit/"))
@@ -299,6 +327,8 @@ mod tests {
             (audit_streams(Some("contoso")), "audit/contoso/"),
             (audit_stream("contoso", day), "audit/contoso/2026-11-26"),
             (audit_head("audit/contoso/2026-11-26"), "audit-head/contoso/2026-11-26"),
+            (audit_segment("audit/contoso/2026-11-26", 3), "audit/contoso/2026-11-26/000003"),
+            (audit_segment("audit/contoso/2026-11-26", 0), "audit/contoso/2026-11-26"),
             (queue_receipt("alerts", "5fd1-77"), "queue-receipts/alerts/5fd1-77"),
         ];
         for (got, want) in cases {
@@ -321,5 +351,17 @@ mod tests {
         assert_eq!(subscription_tenant(&subscription_pending("contoso", "x")).as_deref(), Some("contoso"));
         assert!(is_subscription_pending(&subscription_pending("contoso", "x")));
         assert!(!is_subscription_pending(&subscription("contoso", "x")));
+    }
+
+    #[test]
+    fn audit_stream_names_say_their_day_and_segment() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+        let stream = audit_stream("a/b", day);
+        assert_eq!(audit_stream_parts(&stream), Some((stream.clone(), day, 0)));
+        assert_eq!(audit_stream_parts(&audit_segment(&stream, 12)), Some((stream.clone(), day, 12)));
+        for bad in ["audit/contoso", "audit/contoso/yesterday", "audit/contoso/2026-11-26/12", "watermark/x/2026-11-26"]
+        {
+            assert_eq!(audit_stream_parts(bad), None, "{bad}");
+        }
     }
 }

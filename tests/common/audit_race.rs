@@ -30,9 +30,9 @@ pub async fn concurrent_appends_keep_one_chain(a: Arc<dyn Store>, b: Arc<dyn Sto
     assert_eq!(reports.len(), 1, "{reports:?}");
     assert!(reports[0].ok(), "{:?}", reports[0]);
     assert_eq!(reports[0].records, 4 * per_writer, "{:?}", reports[0]);
-    let stream = reports[0].stream.clone();
-    let ids: Vec<String> = a
-        .read_stream(&stream)
+    let day = audit::days(a.as_ref(), Some(&tenant)).await.unwrap().remove(0);
+    let ids: Vec<String> = day
+        .records(a.as_ref())
         .await
         .unwrap()
         .iter()

@@ -16,7 +16,8 @@
 //! - [`notify`]: receivers (Teams, e-mail, signed webhook), each one [`notify::Notifier`], their
 //!   posting budgets ([`notify::budget`]), and the delivery of one alert version to them
 //!   ([`notify::deliver`]; what a budget holds back goes out in one digest).
-//! - [`audit`]: the hash-chained audit trail every effect is recorded in.
+//! - [`audit`]: the hash-chained audit trail every effect is recorded in, in segments per tenant-day.
+//! - [`retention`]: the `sweep` timer: what outlived its lifetime is removed, a bounded batch a run.
 //! - [`doctor`]: the preflight of a real deployment: every check with its fix (`secmon doctor`,
 //!   `/api/doctor`).
 //! - [`store`]: state, claims, audit streams and the queue behind one contract; SQLite, Azure
@@ -51,6 +52,7 @@ pub mod metrics;
 pub mod notify;
 pub mod redact;
 pub mod respond;
+pub mod retention;
 pub mod rules;
 pub mod setup;
 pub mod store;

@@ -52,6 +52,12 @@ async fn s3_store_passes_the_store_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_store_passes_the_retention_contract() {
+    let Some(endpoint) = moto() else { return };
+    contract::retention_contract(&store(&endpoint).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_store_passes_the_fencing_contract() {
     let Some(endpoint) = moto() else { return };
     contract::fencing_contract(&store(&endpoint).await).await;
@@ -97,4 +103,14 @@ async fn streams_of_nested_names_stay_apart() {
         s.read_stream("audit/a").await.unwrap(),
         vec![b"1".to_vec(), b"3".to_vec(), b"4".to_vec(), b"5".to_vec()]
     );
+}
+
+/// A tenant-day in small segments on S3: the chain rolls over and verifies and exports across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_day_rolls_over_into_segments() {
+    let Some(endpoint) = moto() else { return };
+    let s = store(&endpoint).await;
+    let segments = secmon::audit::Segments { records: 4 };
+    assert_eq!(common::audit_race::a_long_day_rolls_over_and_verifies(&s, segments, 10, 1).await, 3);
+    assert_eq!(common::audit_race::a_long_day_rolls_over_and_verifies(&s, segments, 10, 3).await, 3);
 }

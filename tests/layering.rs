@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 /// The modules under `src/` that are stages of the pipeline.
-const STAGES: &[&str] = &["intake", "rules", "respond", "notify", "doctor", "graph", "store"];
+const STAGES: &[&str] = &["intake", "rules", "respond", "notify", "doctor", "graph", "store", "retention"];
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -137,6 +137,7 @@ async fn scheduler(
         let timer = Timer { past_due: (now - next).num_seconds() > 60 };
         let outcome = match function {
             functions::Function::ReconcileAlerts => functions::reconcile_alerts(&app, timer, now).await,
+            functions::Function::Sweep => functions::sweep(&app, timer, now).await,
             _ => functions::poll_alerts(&app, timer, now).await,
         };
         if let Outcome::Retry(e) = outcome {
@@ -168,6 +169,8 @@ pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Out
     let reconcile = &app.config.poll.reconcile.schedule;
     let reconcile = cron::Schedule::from_str(reconcile)
         .map_err(|e| anyhow::anyhow!("poll.reconcile.schedule {reconcile:?}: {e}"))?;
+    let sweep = &app.config.retention.schedule;
+    let sweep = cron::Schedule::from_str(sweep).map_err(|e| anyhow::anyhow!("retention.schedule {sweep:?}: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let server = match listen {
@@ -193,12 +196,14 @@ pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Out
     let reconciler =
         tokio::spawn(scheduler(app.clone(), functions::Function::ReconcileAlerts, reconcile, stop_rx.clone()));
     let subscriptions = tokio::spawn(subscriptions_scheduler(app.clone(), stop_rx.clone()));
+    // Retention: the `sweep` timer on `retention.schedule`.
+    let sweeper = tokio::spawn(scheduler(app.clone(), functions::Function::Sweep, sweep, stop_rx.clone()));
     let worker = tokio::spawn(worker(app.clone(), stop_rx));
 
     shutdown.await;
     tracing::info!("shutting down: finishing the message in hand");
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(poller, reconciler, subscriptions, worker);
+    let _ = tokio::join!(poller, reconciler, subscriptions, sweeper, worker);
     if let Some(server) = server {
         server.await??;
     }

@@ -34,6 +34,7 @@ use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions
 use azure_storage_blob::models::{
     AppendBlobClientAppendBlockOptions, AppendBlobClientCreateOptions, BlobClientDeleteOptions,
     BlobClientGetPropertiesResultHeaders, BlobClientUploadOptions, BlobContainerClientListBlobsOptions,
+    ListBlobsIncludeItem,
 };
 use azure_storage_blob::{BlobContainerClient, BlobServiceClient, BlobServiceClientOptions};
 use azure_storage_queue::models::{
@@ -47,7 +48,8 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, Token, Versioned, poison_name,
+    Claim, Etag, Listed, Precondition, Queue, Received, Space, Store, StoreError, StoreResult, Token, Versioned,
+    poison_name,
 };
 use crate::clock::{Clock, SystemClock};
 
@@ -332,6 +334,17 @@ fn check_queue_name(name: &str) -> StoreResult<()> {
     }
 }
 
+/// The metadata every state blob carries: when it was written (milliseconds since 1970, the store's
+/// clock), which [`Store::scan`] reports; a blob without it reports the service's last-modified time.
+const WRITTEN: &str = "secmonwritten";
+
+fn space_blob(space: Space, key: &str) -> String {
+    match space {
+        Space::Values => value_blob(key),
+        Space::Claims => claim_blob(key),
+    }
+}
+
 fn value_blob(key: &str) -> String {
     format!("kv/{key}")
 }
@@ -378,7 +391,11 @@ impl AzureStore {
 
     /// Uploads a block blob under `cond` (`None` = unconditional); maps lost conditions to Conflict.
     async fn write_blob(&self, name: &str, key: &str, value: &[u8], cond: Option<&Precondition>) -> StoreResult<Etag> {
-        let mut options = BlobClientUploadOptions::default();
+        let written = self.clock.now().timestamp_millis().to_string();
+        let mut options = BlobClientUploadOptions {
+            metadata: Some(std::collections::HashMap::from([(WRITTEN.to_string(), written)])),
+            ..Default::default()
+        };
         match cond {
             Some(Precondition::Absent) => options = options.if_not_exists(),
             Some(Precondition::Matches(etag)) => options.if_match = Some(etag.0.as_str().into()),
@@ -588,6 +605,67 @@ impl Store for AzureStore {
 
     async fn list_streams(&self, prefix: &str) -> StoreResult<Vec<String>> {
         Self::list_names(&self.audit, prefix).await
+    }
+
+    async fn scan(&self, space: Space, prefix: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<Listed>> {
+        let area = space_blob(space, "");
+        let options = BlobContainerClientListBlobsOptions {
+            prefix: Some(space_blob(space, prefix)),
+            include: Some(vec![ListBlobsIncludeItem::Metadata]),
+            ..Default::default()
+        };
+        let mut pager = self.state.list_blobs(Some(options)).map_err(|e| backend("scan", &e))?;
+        let mut out = Vec::new();
+        // The service lists in name order; the cursor is skipped on this side (`marker` is opaque).
+        while out.len() < limit {
+            let Some(item) = pager.try_next().await.map_err(|e| backend("scan", &e))? else { break };
+            let Some(key) = item.name.as_deref().and_then(|n| n.strip_prefix(area.as_str())) else { continue };
+            if after.is_some_and(|a| key <= a) {
+                continue;
+            }
+            let properties = item.properties.as_ref();
+            let Some(etag) = properties.and_then(|p| p.etag.as_ref()) else { continue };
+            let stamped = item
+                .metadata
+                .as_ref()
+                .and_then(|m| m.values.as_ref())
+                .and_then(|v| v.get(WRITTEN))
+                .and_then(|ms| ms.parse::<i64>().ok())
+                .and_then(DateTime::from_timestamp_millis);
+            let modified = properties
+                .and_then(|p| p.last_modified)
+                .and_then(|t| DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()));
+            let Some(written) = stamped.or(modified) else { continue };
+            out.push(Listed { key: key.to_string(), etag: Etag(etag.to_string()), written });
+        }
+        Ok(out)
+    }
+
+    async fn delete_if(&self, space: Space, key: &str, etag: &Etag) -> StoreResult<bool> {
+        check_key(key)?;
+        let options = BlobClientDeleteOptions { if_match: Some(etag.0.as_str().into()), ..Default::default() };
+        match self.state.blob_client(&space_blob(space, key)).delete(Some(options)).await {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(status(&e), Some(404 | 412)) => Ok(false),
+            Err(e) => Err(backend(&format!("delete {key}"), &e)),
+        }
+    }
+
+    async fn delete_stream(&self, stream: &str) -> StoreResult<()> {
+        check_key(stream)?;
+        if let Ok(mut tails) = self.tails.lock() {
+            tails.remove(stream);
+        }
+        match self.audit.blob_client(stream).delete(None).await {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            // The container's time-based retention policy keeps every audit blob for its period.
+            Err(e) if matches!(status(&e), Some(409 | 403)) => Err(StoreError::Backend(format!(
+                "delete {stream}: refused, the audit container's immutability policy still keeps it: {}",
+                redacted(&e)
+            ))),
+            Err(e) => Err(backend(&format!("delete {stream}"), &e)),
+        }
     }
 }
 

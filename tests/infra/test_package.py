@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FUNCTIONS = ["poll-alerts", "reconcile-alerts", "graph-subscriptions", "graph-webhook", "graph-lifecycle", "doorbell",
+FUNCTIONS = ["poll-alerts", "reconcile-alerts", "graph-subscriptions", "sweep", "graph-webhook", "graph-lifecycle", "doorbell",
              "health", "doctor", "respond"]
 
 

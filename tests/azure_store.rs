@@ -164,3 +164,21 @@ async fn errors_do_not_leak_the_sas() {
     assert!(!err.contains(&sig), "{err}");
     assert!(err.contains("start-up"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zz_measure_append_growth() {
+    if !azurite::available("m") {
+        return;
+    }
+    let store = azurite::store().await;
+    let s = format!("m{}/s", uuid::Uuid::new_v4().simple());
+    let rec = vec![b'x'; 450];
+    let mut t0 = std::time::Instant::now();
+    for i in 0..6000u64 {
+        store.append(&s, i + 1, &rec).await.unwrap();
+        if (i + 1) % 1000 == 0 {
+            eprintln!("MEASURE {} appends: last 1000 in {:?}", i + 1, t0.elapsed());
+            t0 = std::time::Instant::now();
+        }
+    }
+}

@@ -459,7 +459,17 @@ impl Store for S3Store {
         let object = self.object_key(space_area(space), key)?;
         // Look first (an emulator may ignore a conditional delete), then delete only that version.
         match self.get_object(&object).await? {
-            Some(v) if v.etag == *etag => {}
+            Some(v) if v.etag == *etag => {
+                // Never a claim whose lease is still running, whatever its age.
+                if space == Space::Claims {
+                    let r: ClaimRecord = serde_json::from_slice(&v.value).map_err(|e| {
+                        StoreError::Backend(format!("claim s3://{}/{object} is not a claim record: {e}", self.bucket))
+                    })?;
+                    if r.state != "done" && r.until_ms > self.now_ms() {
+                        return Ok(false);
+                    }
+                }
+            }
             _ => return Ok(false),
         }
         match self.client.delete_object().bucket(&self.bucket).key(&object).if_match(&etag.0).send().await {

@@ -643,6 +643,13 @@ impl Store for AzureStore {
 
     async fn delete_if(&self, space: Space, key: &str, etag: &Etag) -> StoreResult<bool> {
         check_key(key)?;
+        if space == Space::Claims {
+            // Never a claim whose lease is still running, whatever its age.
+            match self.read_claim(key).await? {
+                Some((r, current)) if current == etag.0 && (r.done || r.lease_until <= self.clock.now()) => {}
+                _ => return Ok(false),
+            }
+        }
         let options = BlobClientDeleteOptions { if_match: Some(etag.0.as_str().into()), ..Default::default() };
         match self.state.blob_client(&space_blob(space, key)).delete(Some(options)).await {
             Ok(_) => Ok(true),

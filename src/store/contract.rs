@@ -306,6 +306,13 @@ pub async fn retention_contract(store: &dyn Store) {
     assert!(store.delete_if(Space::Claims, &c, &done.etag).await.unwrap());
     assert!(matches!(store.claim(&c, Duration::from_secs(60)).await.unwrap(), Claim::Acquired(_)), "removed");
 
+    // A live claim (its lease still running) is never removed, even at its current version.
+    let live = format!("{p}/c/live");
+    acquired(store.claim(&live, Duration::from_secs(3600)).await.unwrap());
+    let listed = store.scan(Space::Claims, &live, None, 1).await.unwrap().remove(0);
+    assert!(!store.delete_if(Space::Claims, &live, &listed.etag).await.unwrap(), "a live claim must stay");
+    assert_eq!(store.claim(&live, Duration::from_secs(60)).await.unwrap(), Claim::Held);
+
     // Streams: one removed whole; its segments (other streams) stay.
     let day = format!("{p}/audit/contoso/2026-11-26");
     let segment = format!("{day}/000001");

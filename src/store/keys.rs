@@ -14,30 +14,33 @@
 //! | `health/{tenant}` | JSON poll and reconciliation health record (compare-and-swap) | `intake::health` | kept |
 //! | `subscriptions/{tenant}/{id}` | JSON record of one Graph subscription | `intake::subscriptions` | until the subscription is removed |
 //! | `subscriptions/{tenant}/pending-{uuid}` | JSON record of a subscription being created | `intake::subscriptions` | until created, or stale after its TTL |
-//! | `alerts/{tenant}/{sha256}` | an alert too large for a queue message (see [`crate::intake::Message`]) | `intake` (send) | kept |
-//! | `doorbell/{signature}` | claim: a doorbell signature is used once | `intake::webhook` | kept |
-//! | `close/{tenant}/{alert}/{version}` | claim: the close PATCH of one alert version | `respond::close` | kept |
-//! | `close-outcome/{tenant}/{alert}/{version}` | text `failed {status} {message}` of a close Graph refused | `respond::close` | kept |
-//! | `close-started/{tenant}/{alert}/{version}` | the rule id whose close of this version began (set right before the PATCH) | `respond::close` | kept |
-//! | `comment/{tenant}/{alert}/{version}` | claim: the close comment of one alert version | `respond::close` | kept |
-//! | `breaker/{tenant}/{rule}/{YYYY-MM-DDTHH}` | decimal count of a rule's closes in one tenant in a UTC hour (compare-and-swap) | `respond::close` | kept |
-//! | `breaker-notice/{tenant}/{rule}/{YYYY-MM-DDTHH}` | claim: the owner is told once per rule, tenant and hour | `respond` | kept |
-//! | `audited/{tenant}/{alert}/{version}/{action}` | claim: one audit record per alert version and action | `respond` | kept |
-//! | `notify/{tenant}/{alert}/{version}/{receiver}` | claim: one delivery per alert version and receiver | `notify::deliver` | kept |
-//! | `notify-last/{tenant}/{alert}/{receiver}` | JSON of what the receiver was last told (`realert`) | `notify::deliver` | kept |
-//! | `notify-group/{tenant}/{receiver}/{incident}` | JSON group of an incident's alerts (compare-and-swap) | `notify::deliver` | kept, taken over when stale |
+//! | `alerts/{tenant}/{sha256}` | an alert too large for a queue message (see [`crate::intake::Message`]) | `intake` (send) | `retention.large_alerts` (sweep) |
+//! | `doorbell/{signature}` | claim: a doorbell signature is used once | `intake::webhook` | `retention.counters` (sweep) |
+//! | `close/{tenant}/{alert}/{version}` | claim: the close PATCH of one alert version | `respond::close` | `retention.claims` (sweep) |
+//! | `close-outcome/{tenant}/{alert}/{version}` | text `failed {status} {message}` of a close Graph refused | `respond::close` | `retention.claims` (sweep) |
+//! | `close-started/{tenant}/{alert}/{version}` | the rule id whose close of this version began (set right before the PATCH) | `respond::close` | `retention.claims` (sweep) |
+//! | `comment/{tenant}/{alert}/{version}` | claim: the close comment of one alert version | `respond::close` | `retention.claims` (sweep) |
+//! | `breaker/{tenant}/{rule}/{YYYY-MM-DDTHH}` | decimal count of a rule's closes in one tenant in a UTC hour (compare-and-swap) | `respond::close` | `retention.counters` (sweep) |
+//! | `breaker-notice/{tenant}/{rule}/{YYYY-MM-DDTHH}` | claim: the owner is told once per rule, tenant and hour | `respond` | `retention.counters` (sweep) |
+//! | `audited/{tenant}/{alert}/{version}/{action}` | claim: one audit record per alert version and action | `respond` | `retention.claims` (sweep) |
+//! | `notify/{tenant}/{alert}/{version}/{receiver}` | claim: one delivery per alert version and receiver | `notify::deliver` | `retention.claims` (sweep) |
+//! | `notify-last/{tenant}/{alert}/{receiver}` | JSON of what the receiver was last told (`realert`) | `notify::deliver` | `retention.claims` (sweep) |
+//! | `notify-group/{tenant}/{receiver}/{incident}` | JSON group of an incident's alerts (compare-and-swap) | `notify::deliver` | taken over when stale; `retention.claims` after its last change (sweep) |
 //! | `notify-budget/{receiver or mailbox}` | JSON send times inside a posting budget's window (compare-and-swap) | `notify::budget` | kept, pruned each send |
 //! | `notify-pending/{tenant}/{receiver}` | JSON alerts waiting for a digest, and the digest in flight (compare-and-swap) | `notify::deliver::coalesce` | kept, emptied by each digest |
-//! | `notify-digest/{tenant}/{receiver}/{id}` | claim: one digest is sent once | `notify::deliver::coalesce` | kept |
-//! | `update/{tenant}/{alert}/{version}/{route}` | claim: a route's `set:` once per alert version | `notify::deliver` | kept |
-//! | `ratelimit/mail/{sender}/{YYYYMMDDTHHMM}` | decimal count of mails a sender sent in a minute (compare-and-swap) | `notify::email` | kept |
-//! | stream `audit/{tenant}/{YYYY-MM-DD}` | the hash-chained audit records of a tenant's day, each written at its number once | `audit` | kept |
-//! | `audit-head/{tenant}/{YYYY-MM-DD}` | JSON head of that stream's chain (last seq and hash, pending record; compare-and-swap) | `audit` | kept |
-//! | `queue-receipts/{queue}/{message id}` | the current SQS receipt handle of a received message | `store::aws` | until the message is deleted or poisoned |
+//! | `notify-digest/{tenant}/{receiver}/{id}` | claim: one digest is sent once | `notify::deliver::coalesce` | `retention.claims` (sweep) |
+//! | `update/{tenant}/{alert}/{version}/{route}` | claim: a route's `set:` once per alert version | `notify::deliver` | `retention.claims` (sweep) |
+//! | `ratelimit/mail/{sender}/{YYYYMMDDTHHMM}` | decimal count of mails a sender sent in a minute (compare-and-swap) | `notify::email` | `retention.counters` (sweep) |
+//! | stream `audit/{tenant}/{YYYY-MM-DD}/{NNNNNN}` | segment `NNNNNN` (from `000001`, at most 10,000 records) of the hash-chained audit records of a tenant's day, each written at its number once; `audit/{tenant}/{YYYY-MM-DD}` itself: a day written before segments | `audit` | `retention.audit_days` after the day, plus a day (sweep) |
+//! | `audit-head/{tenant}/{YYYY-MM-DD}` | JSON head of that day's chain (last seq and hash, pending records, the open segment and its first seq; compare-and-swap) | `audit` | removed with its day (sweep) |
+//! | `queue-receipts/{queue}/{message id}` | the current SQS receipt handle of a received message | `store::aws` | until the message is deleted or poisoned; `retention.claims` at most (sweep) |
+//! | `sweep/cursor` | JSON of where the sweep goes on (family, last key) | `retention` | kept |
 //!
 //! "Claim" keys live in the claim namespace of the backend ([`super::Store::claim`]), the others are
 //! values ([`super::Store::get`]) or streams ([`super::Store::append`]). "Kept" means nothing deletes the
-//! key today.
+//! key (the family does not grow with the alerts: one key per tenant, receiver or subscription); "(sweep)"
+//! means the `sweep` timer removes it once its last write is older than the lifetime named
+//! ([`crate::retention`]; the table of lifetimes is in `docs/operations.md`).
 
 use std::borrow::Cow;
 

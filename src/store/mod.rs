@@ -170,8 +170,8 @@ pub trait Store: Send + Sync {
     /// keyspace with it, a bounded batch at a time.
     async fn scan(&self, space: Space, prefix: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<Listed>>;
     /// Removes `key` from `space` only if it is still at version `etag` (as [`Store::scan`] listed it):
-    /// true when removed, false when it was written since or is gone. A claim taken, renewed or
-    /// completed since the scan has another version, so a live claim is never removed this way.
+    /// true when removed, false when it was written since or is gone. A claim is removed only when it
+    /// is completed or its lease has run out: a live claim is never removed, however old.
     async fn delete_if(&self, space: Space, key: &str, etag: &Etag) -> StoreResult<bool>;
     /// Removes a whole stream, every record of it (audit retention; nothing else removes a record).
     /// No error when there is no such stream.

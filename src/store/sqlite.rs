@@ -401,11 +401,23 @@ impl Store for SqliteStore {
 
     async fn delete_if(&self, space: Space, key: &str, etag: &Etag) -> StoreResult<bool> {
         let (key, etag) = (key.to_string(), etag.0.clone());
-        let sql = match space {
-            Space::Values => "DELETE FROM kv WHERE key = ?1 AND CAST(version AS TEXT) = ?2".to_string(),
-            Space::Claims => format!("DELETE FROM claims WHERE key = ?1 AND {CLAIM_VERSION} = ?2"),
-        };
-        self.run(move |c| c.execute(&sql, params![key, etag]).map(|n| n > 0).map_err(backend)).await
+        let now = self.now_ms();
+        self.run(move |c| {
+            let n = match space {
+                Space::Values => {
+                    c.execute("DELETE FROM kv WHERE key = ?1 AND CAST(version AS TEXT) = ?2", params![key, etag])
+                }
+                // Never a claim whose lease is still running, whatever its age.
+                Space::Claims => c.execute(
+                    &format!(
+                        "DELETE FROM claims WHERE key = ?1 AND {CLAIM_VERSION} = ?2 AND (done = 1 OR lease_until <= ?3)"
+                    ),
+                    params![key, etag, now],
+                ),
+            };
+            n.map(|n| n > 0).map_err(backend)
+        })
+        .await
     }
 
     async fn delete_stream(&self, stream: &str) -> StoreResult<()> {

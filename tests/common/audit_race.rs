@@ -81,10 +81,8 @@ pub async fn a_long_day_rolls_over_and_verifies(
     let mut out = Vec::new();
     let since = "2026-11-26T00:00:00Z".parse().unwrap();
     assert_eq!(audit::export(store, since, None, Some(&tenant), &mut out).await.unwrap() as u64, n);
-    let mut expected = 1;
-    for line in String::from_utf8(out).unwrap().lines() {
+    for (expected, line) in (1..).zip(String::from_utf8(out).unwrap().lines()) {
         assert_eq!(serde_json::from_str::<Record>(line).unwrap().seq, expected);
-        expected += 1;
     }
     day.segments.len()
 }

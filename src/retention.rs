@@ -252,6 +252,168 @@ mod tests {
         }
     }
 
+    use crate::clock::{Clock, ManualClock};
+    use crate::store::sqlite::SqliteStore;
+    use std::sync::Arc;
+
+    fn config(batch: usize) -> RetentionConfig {
+        RetentionConfig { batch, ..RetentionConfig::default() }
+    }
+
+    /// Ten expired close outcomes and ten fresh ones: small batches remove exactly the expired ten over
+    /// several runs, each going on where the last stopped.
+    #[tokio::test]
+    async fn runs_go_on_where_the_last_stopped_and_leave_fresh_keys() {
+        let start: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let clock = Arc::new(ManualClock::new(start));
+        let s = SqliteStore::in_memory().unwrap().with_clock(clock.clone());
+        for i in 0..10 {
+            s.put(&keys::close_outcome("t", &format!("old{i}"), "v"), b"failed").await.unwrap();
+        }
+        clock.advance(chrono::Duration::days(29));
+        for i in 0..10 {
+            s.put(&keys::close_outcome("t", &format!("new{i}"), "v"), b"failed").await.unwrap();
+        }
+        clock.advance(chrono::Duration::days(2));
+        let mut removed = Vec::new();
+        for _ in 0..12 {
+            removed.push(sweep(&s, &s, &config(4), clock.now()).await.unwrap().removed);
+        }
+        assert!(removed.iter().all(|n| *n <= 4), "bounded: {removed:?}");
+        assert_eq!(removed.iter().sum::<usize>(), 10, "{removed:?}");
+        let left = s.list("close-outcome/").await.unwrap();
+        assert_eq!(left.len(), 10, "{left:?}");
+        assert!(left.iter().all(|k| k.contains("new")), "{left:?}");
+    }
+
+    /// A store whose deletes fail after `ok` of them: a crashed run.
+    struct Crashing {
+        inner: SqliteStore,
+        ok: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Crashing {
+        async fn get(&self, key: &str) -> crate::store::StoreResult<Option<crate::store::Versioned>> {
+            self.inner.get(key).await
+        }
+        async fn put_if(
+            &self,
+            key: &str,
+            value: &[u8],
+            cond: crate::store::Precondition,
+        ) -> crate::store::StoreResult<crate::store::Etag> {
+            self.inner.put_if(key, value, cond).await
+        }
+        async fn put(&self, key: &str, value: &[u8]) -> crate::store::StoreResult<crate::store::Etag> {
+            self.inner.put(key, value).await
+        }
+        async fn delete(&self, key: &str) -> crate::store::StoreResult<()> {
+            Store::delete(&self.inner, key).await
+        }
+        async fn list(&self, prefix: &str) -> crate::store::StoreResult<Vec<String>> {
+            self.inner.list(prefix).await
+        }
+        async fn claim(&self, key: &str, lease: std::time::Duration) -> crate::store::StoreResult<crate::store::Claim> {
+            self.inner.claim(key, lease).await
+        }
+        async fn renew(
+            &self,
+            key: &str,
+            token: &crate::store::Token,
+            lease: std::time::Duration,
+        ) -> crate::store::StoreResult<crate::store::Token> {
+            self.inner.renew(key, token, lease).await
+        }
+        async fn complete(&self, key: &str, token: &crate::store::Token) -> crate::store::StoreResult<()> {
+            self.inner.complete(key, token).await
+        }
+        async fn release(&self, key: &str, token: &crate::store::Token) -> crate::store::StoreResult<()> {
+            self.inner.release(key, token).await
+        }
+        async fn append(&self, stream: &str, seq: u64, record: &[u8]) -> crate::store::StoreResult<()> {
+            self.inner.append(stream, seq, record).await
+        }
+        async fn read_stream(&self, stream: &str) -> crate::store::StoreResult<Vec<Vec<u8>>> {
+            self.inner.read_stream(stream).await
+        }
+        async fn list_streams(&self, prefix: &str) -> crate::store::StoreResult<Vec<String>> {
+            self.inner.list_streams(prefix).await
+        }
+        async fn scan(
+            &self,
+            space: Space,
+            prefix: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> crate::store::StoreResult<Vec<crate::store::Listed>> {
+            self.inner.scan(space, prefix, after, limit).await
+        }
+        async fn delete_if(
+            &self,
+            space: Space,
+            key: &str,
+            etag: &crate::store::Etag,
+        ) -> crate::store::StoreResult<bool> {
+            let left = self.ok.load(std::sync::atomic::Ordering::SeqCst);
+            if left == 0 {
+                return Err(StoreError::Backend("injected crash".into()));
+            }
+            self.ok.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.delete_if(space, key, etag).await
+        }
+        async fn delete_stream(&self, stream: &str) -> crate::store::StoreResult<()> {
+            self.inner.delete_stream(stream).await
+        }
+    }
+
+    /// A run that crashes half-way through a batch is repeated from the batch's start: nothing expired
+    /// is skipped.
+    #[tokio::test]
+    async fn a_crashed_run_repeats_its_batch_and_skips_nothing() {
+        let start: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let clock = Arc::new(ManualClock::new(start));
+        let inner = SqliteStore::in_memory().unwrap().with_clock(clock.clone());
+        for i in 0..9 {
+            inner.put(&keys::notify_last("t", &format!("a{i}"), "soc"), b"{}").await.unwrap();
+        }
+        clock.advance(chrono::Duration::days(31));
+        let s = Crashing { inner, ok: 4.into() };
+        assert_eq!(sweep(&s, &s.inner, &config(3), clock.now()).await.unwrap().removed, 3);
+        // The second run removes one more and crashes on the next: its batch is not remembered as done.
+        assert!(sweep(&s, &s.inner, &config(3), clock.now()).await.is_err(), "the injected crash");
+        let cursor: Cursor = serde_json::from_slice(&s.inner.get(CURSOR).await.unwrap().unwrap().value).unwrap();
+        assert_eq!(cursor.after.as_deref(), Some(keys::notify_last("t", "a2", "soc").as_str()), "{cursor:?}");
+        s.ok.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..4 {
+            sweep(&s, &s.inner, &config(3), clock.now()).await.unwrap();
+        }
+        assert!(s.inner.list("notify-last/").await.unwrap().is_empty());
+    }
+
+    /// A claim whose lease is running is not removed, however old its last write; an expired lease is.
+    #[tokio::test]
+    async fn a_live_claim_is_never_swept() {
+        let start: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let clock = Arc::new(ManualClock::new(start));
+        let s = SqliteStore::in_memory().unwrap().with_clock(clock.clone());
+        let long = std::time::Duration::from_secs(90 * 24 * 3600);
+        assert!(matches!(
+            s.claim(&keys::close("t", "live", "v"), long).await.unwrap(),
+            crate::store::Claim::Acquired(_)
+        ));
+        let short = std::time::Duration::from_secs(60);
+        assert!(matches!(
+            s.claim(&keys::close("t", "dead", "v"), short).await.unwrap(),
+            crate::store::Claim::Acquired(_)
+        ));
+        clock.advance(chrono::Duration::days(40));
+        sweep(&s, &s, &config(100), clock.now()).await.unwrap();
+        let left: Vec<String> =
+            s.scan(Space::Claims, "close/", None, 10).await.unwrap().into_iter().map(|l| l.key).collect();
+        assert_eq!(left, [keys::close("t", "live", "v")]);
+    }
+
     #[test]
     fn an_audit_day_is_kept_its_days_and_a_day_of_margin() {
         let day = NaiveDate::from_ymd_opt(2026, 1, 10).unwrap();

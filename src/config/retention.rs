@@ -1,5 +1,5 @@
 //! The `retention` section: how long secmon keeps what it writes, and when the `sweep` timer removes
-//! what expired (`crate::retention`).
+//! what expired (`src/retention.rs`).
 
 use std::time::Duration;
 

@@ -193,6 +193,12 @@ impl std::fmt::Debug for AzureStore {
 impl AzureStore {
     /// Builds the clients and makes sure both containers exist.
     pub async fn connect(settings: &AzureSettings) -> Result<Self, AzureSetupError> {
+        Self::connect_in(settings, STATE_CONTAINER, AUDIT_CONTAINER).await
+    }
+
+    /// [`AzureStore::connect`] with other container names: a store of its own on a shared account
+    /// (tests that sweep, whose deletes must not reach other tests' keys).
+    pub async fn connect_in(settings: &AzureSettings, state: &str, audit: &str) -> Result<Self, AzureSetupError> {
         let blob_url = service_url("SECMON_BLOB_URL", &settings.blob_url, &settings.auth)?;
         let queue_url = service_url("SECMON_QUEUE_URL", &settings.queue_url, &settings.auth)?;
         let credential: Option<Arc<dyn TokenCredential>> = match &settings.auth {
@@ -215,14 +221,14 @@ impl AzureStore {
         let queues = QueueServiceClient::new(queue_url, credential, Some(queue_options))
             .map_err(|e| AzureSetupError::Client(redacted(&e)))?;
         let store = Self {
-            state: blobs.blob_container_client(STATE_CONTAINER),
-            audit: blobs.blob_container_client(AUDIT_CONTAINER),
+            state: blobs.blob_container_client(state),
+            audit: blobs.blob_container_client(audit),
             queues,
             clock: Arc::new(SystemClock),
             max_dequeue: DEFAULT_MAX_DEQUEUE,
             tails: Default::default(),
         };
-        for (name, container) in [(STATE_CONTAINER, &store.state), (AUDIT_CONTAINER, &store.audit)] {
+        for (name, container) in [(state, &store.state), (audit, &store.audit)] {
             match container.create(None).await {
                 Ok(_) => {}
                 Err(e) if status(&e) == Some(409) => {}

@@ -106,3 +106,43 @@ impl RetentionConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    const BASE: &str = "tenants:\n  - { id: 11111111-2222-3333-4444-555555555555, name: contoso }\n";
+
+    fn load(extra: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<super::RetentionConfig, String> {
+        let now = "2026-11-26T00:00:00Z".parse().unwrap();
+        crate::config::load_str(&format!("{BASE}{extra}"), Path::new("t.yaml"), env, now)
+            .map(|l| l.config.retention)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_the_file_and_the_environment() {
+        let r = load("", &|_| None).unwrap();
+        assert_eq!((r.audit_days, r.batch, r.schedule.as_str()), (400, 5000, "0 37 * * * *"));
+        assert_eq!(r.claims, std::time::Duration::from_secs(30 * 24 * 3600));
+        let r = load("retention: { audit_days: 90, counters: 6h }\n", &|_| None).unwrap();
+        assert_eq!((r.audit_days, r.counters), (90, std::time::Duration::from_secs(6 * 3600)));
+        // The Azure app setting (the audit container's immutability period) wins over the file.
+        let env = |k: &str| (k == "SECMON_AUDIT_RETENTION_DAYS").then(|| "730".to_string());
+        assert_eq!(load("retention: { audit_days: 90 }\n", &env).unwrap().audit_days, 730);
+        assert_eq!(load("", &env).unwrap().audit_days, 730);
+        let bad = |k: &str| (k == "SECMON_AUDIT_RETENTION_DAYS").then(|| "a year".to_string());
+        let err = load("", &bad).unwrap_err();
+        assert!(err.contains("SECMON_AUDIT_RETENTION_DAYS") && err.contains("a year"), "{err}");
+    }
+
+    #[test]
+    fn lifetimes_below_their_floor_are_errors_naming_the_field() {
+        let err = load("retention: { claims: 1d, counters: 10m, audit_days: 0, batch: 0 }\n", &|_| None).unwrap_err();
+        for field in ["retention.claims", "retention.counters", "retention.audit_days", "retention.batch"] {
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        let err = load("retention: { schedule: every hour }\n", &|_| None).unwrap_err();
+        assert!(err.contains("retention.schedule"), "{err}");
+    }
+}

@@ -12,7 +12,10 @@
 //!   token that completed it, so the holder may complete again.
 //! - S3 has no append: a stream is numbered objects `stream/<name>/<seq>` (20 digits, so listing order
 //!   is append order; record `n` is object `n - 1`), each created with `If-None-Match: *`, so two
-//!   writers never share a number.
+//!   writers never share a number. An audit segment (`audit/{tenant}/{day}/{NNNNNN}`) is a stream of its
+//!   own, listed apart from its day's unsegmented stream by the digits-only last part.
+//! - Retention lists with `ListObjectsV2` (`start-after`, `max-keys`): a key's write time is S3's
+//!   `LastModified` (the server's clock), and a delete checks the ETag first and is sent with `If-Match`.
 //! - The queue is SQS. The dequeue count is SQS's `ApproximateReceiveCount`; a message received more
 //!   than [`Queue::max_dequeue`] times is moved to `<queue>-poison` by [`SqsQueue::receive`], as the
 //!   SQLite backend does (in Lambda, the event source mapping's redrive policy does the same, see

@@ -14,7 +14,12 @@
 //!   (a block is written whole or not at all), framed as `<length>:<bytes>\n` so records may hold any byte.
 //!   Record `n` is the `n`th block: an append reads the blob's committed block count and length and
 //!   appends with the append-position condition at that length, so two writers of one number cannot
-//!   both land (412);
+//!   both land (412). The store remembers the count and length after its own append, so the next one
+//!   tries that position at once (a 412 sends it back to reading them). An append blob takes 50,000
+//!   blocks: the audit trail writes segments of 10,000 records ([`crate::audit`]), one blob each;
+//! - retention: every state blob carries its write time on the store's clock (metadata
+//!   `secmonwritten`), which [`Store::scan`] lists with the ETag; [`Store::delete_if`] deletes with
+//!   `If-Match`. Deleting an audit blob the container's immutability policy still keeps is refused;
 //! - queues: Storage Queues; message text is the body in standard base64, which is what the Functions
 //!   queue trigger decodes with host.json's `messageEncoding: base64`. Messages never expire (TTL -1):
 //!   an alert left on a queue for a week is late, not lost.

@@ -356,6 +356,12 @@ fn space_blob(space: Space, key: &str) -> String {
     }
 }
 
+/// An ETag in one form whatever returned it (a response header carries it quoted, a listing may not),
+/// so a listed version compares equal to a read one and goes back in `If-Match` as the header form.
+fn quoted(etag: &str) -> String {
+    if etag.starts_with('"') { etag.to_string() } else { format!("\"{etag}\"") }
+}
+
 fn value_blob(key: &str) -> String {
     format!("kv/{key}")
 }
@@ -394,7 +400,7 @@ impl AzureStore {
             .properties
             .etag
             .as_ref()
-            .map(|e| e.to_string())
+            .map(|e| quoted(&e.to_string()))
             .ok_or_else(|| StoreError::Backend(format!("read {name}: no ETag in the response")))?;
         let body = response.body.collect().await.map_err(|e| backend(&format!("read {name}"), &e))?;
         Ok(Some((body.to_vec(), etag)))
@@ -416,7 +422,7 @@ impl AzureStore {
         match self.state.blob_client(name).upload(content, Some(options)).await {
             Ok(result) => result
                 .etag
-                .map(|e| Etag(e.to_string()))
+                .map(|e| Etag(quoted(&e.to_string())))
                 .ok_or_else(|| StoreError::Backend(format!("write {name}: no ETag in the response"))),
             // 409: exists (create-only); 412: changed since read; 404: gone since read (If-Match).
             Err(e) if cond.is_some() && matches!(status(&e), Some(409 | 412 | 404)) => Err(conflict(key)),
@@ -647,7 +653,7 @@ impl Store for AzureStore {
                 .and_then(|p| p.last_modified)
                 .and_then(|t| DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()));
             let Some(written) = stamped.or(modified) else { continue };
-            out.push(Listed { key: key.to_string(), etag: Etag(etag.to_string()), written });
+            out.push(Listed { key: key.to_string(), etag: Etag(quoted(&etag.to_string())), written });
         }
         Ok(out)
     }
@@ -814,6 +820,12 @@ impl Queue for AzureStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etags_take_one_form() {
+        assert_eq!(quoted("0x8DC1"), "\"0x8DC1\"");
+        assert_eq!(quoted("\"0x8DC1\""), "\"0x8DC1\"");
+    }
 
     #[test]
     fn frames_round_trip_any_bytes() {

@@ -400,7 +400,7 @@ impl AzureStore {
             .properties
             .etag
             .as_ref()
-            .map(|e| quoted(&e.to_string()))
+            .map(|e| quoted(e.as_ref()))
             .ok_or_else(|| StoreError::Backend(format!("read {name}: no ETag in the response")))?;
         let body = response.body.collect().await.map_err(|e| backend(&format!("read {name}"), &e))?;
         Ok(Some((body.to_vec(), etag)))
@@ -422,7 +422,7 @@ impl AzureStore {
         match self.state.blob_client(name).upload(content, Some(options)).await {
             Ok(result) => result
                 .etag
-                .map(|e| Etag(quoted(&e.to_string())))
+                .map(|e| Etag(quoted(e.as_ref())))
                 .ok_or_else(|| StoreError::Backend(format!("write {name}: no ETag in the response"))),
             // 409: exists (create-only); 412: changed since read; 404: gone since read (If-Match).
             Err(e) if cond.is_some() && matches!(status(&e), Some(409 | 412 | 404)) => Err(conflict(key)),
@@ -653,7 +653,7 @@ impl Store for AzureStore {
                 .and_then(|p| p.last_modified)
                 .and_then(|t| DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()));
             let Some(written) = stamped.or(modified) else { continue };
-            out.push(Listed { key: key.to_string(), etag: Etag(quoted(&etag.to_string())), written });
+            out.push(Listed { key: key.to_string(), etag: Etag(quoted(etag.as_ref())), written });
         }
         Ok(out)
     }

@@ -22,6 +22,9 @@ param pollSchedule string = '0 */5 * * * *'
 @description('NCRONTAB schedule (6 fields, UTC) of the reconcile-alerts timer: app setting SECMON_RECONCILE_SCHEDULE (keep it equal to poll.reconcile.schedule).')
 param reconcileSchedule string = '0 17 */6 * * *'
 
+@description('NCRONTAB schedule (6 fields, UTC) of the sweep timer (retention): app setting SECMON_SWEEP_SCHEDULE (keep it equal to retention.schedule).')
+param sweepSchedule string = '0 37 * * * *'
+
 @description('Comma-separated tenant ids to poll (SECMON_TENANTS). Empty = the deployment tenant.')
 param tenants string = ''
 
@@ -216,6 +219,8 @@ module edgeApp 'app/function.bicep' = {
     teamsSecretName: teamsSecretName
     pollSchedule: pollSchedule
     reconcileSchedule: reconcileSchedule
+    sweepSchedule: sweepSchedule
+    auditRetentionDays: auditRetentionDays
     tenants: empty(tenants) ? tenant().tenantId : tenants
     mailSender: mailSender
     close: close
@@ -250,6 +255,8 @@ module workerApp 'app/function.bicep' = {
     teamsSecretName: teamsSecretName
     pollSchedule: pollSchedule
     reconcileSchedule: reconcileSchedule
+    sweepSchedule: sweepSchedule
+    auditRetentionDays: auditRetentionDays
     tenants: empty(tenants) ? tenant().tenantId : tenants
     mailSender: mailSender
     close: close

@@ -1,17 +1,27 @@
 //! The audit trail: one append-only record per decision that changed, or would have changed, something.
 //!
-//! Records live in store streams `audit/{tenant}/{YYYY-MM-DD}` (UTC day of the decision). Each record
-//! carries its sequence number, the hash of the record before it (the first one: the hash of the stream
-//! name, so a record cannot be moved to another stream) and its own hash: SHA-256 over the record's
-//! canonical JSON with `hash` empty. [`verify`] walks every chain and says which record was changed,
-//! removed or reordered; the head key `audit-head/{tenant}/{day}` (last sequence number and hash) also
-//! catches records cut off the end.
+//! Records of a tenant's UTC day (the day of the decision) form one hash chain named
+//! `audit/{tenant}/{YYYY-MM-DD}`. Each record carries its sequence number in the day (from 1), the hash
+//! of the record before it (the first one: the hash of the day's name, so a record cannot be moved to
+//! another day or tenant) and its own hash: SHA-256 over the record's canonical JSON with `hash` empty.
+//!
+//! The chain is stored in **segments**, streams `audit/{tenant}/{YYYY-MM-DD}/{NNNNNN}` (from `000001`),
+//! each holding at most [`SEGMENT_RECORDS`] records (10,000; Azure's append blob takes 50,000 blocks):
+//! record `first + i` of the day is record `i + 1` of its segment. The chain runs across segments
+//! unbroken (the first record of a segment follows the last of the one before). The head key
+//! `audit-head/{tenant}/{day}` holds the last sequence number and hash, the record being written, the open
+//! segment and the sequence number of its first record, so a writer — and the repair of a writer that
+//! died — touches only the head and the open segment, however long the day. Days written before segments
+//! (records in `audit/{tenant}/{day}` itself, a head without a segment) verify as segment 0 and continue
+//! in segment 1. [`verify`] walks every day's chain across its segments and says which record was
+//! changed, removed or reordered; the head also catches records (or whole segments) cut off the end.
 //!
 //! Writers take no lock (a lock's lease can run out under a slow writer and be stolen). The head is
 //! advanced with compare-and-swap and carries the next record as `pending`: only the writer whose swap
 //! from "ends at `n`" to "`n + 1` is pending" wins may announce record `n + 1`, so the chain cannot
-//! fork. The record is then written as number `n + 1` of the stream with one conditional write
-//! ([`Store::append`]), which fails for everyone but the first, so it cannot be written twice — by a
+//! fork; the same swap decides the record's segment (a rollover is part of the announcement, so two
+//! writers never disagree on where record `n + 1` goes). The record is then written at its place in
+//! that segment with one conditional write ([`Store::append`]), which fails for everyone but the first, so it cannot be written twice — by a
 //! writer that stalled, or by the next writer, which finishes a pending record it finds before it
 //! announces its own. A writer that dies at any point leaves either nothing or a pending record that the
 //! next one finishes. Streams written before this scheme (under the old `audit-lock/…` claim) keep
@@ -181,86 +191,185 @@ pub fn genesis(stream: &str) -> String {
     hex::encode(sha2::Sha256::digest(format!("secmon-audit:{stream}").as_bytes()))
 }
 
+/// Records per segment: a fifth of an Azure append blob's 50,000 blocks, so a segment is far from
+/// any backend's limit and cheap to read whole.
+pub const SEGMENT_RECORDS: u64 = 10_000;
+
+/// How a tenant-day's chain is cut into segments. [`append`] uses the default ([`SEGMENT_RECORDS`]);
+/// tests cut smaller to reach a rollover with few records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segments {
+    /// The most records one segment holds.
+    pub records: u64,
+}
+
+impl Default for Segments {
+    fn default() -> Self {
+        Segments { records: SEGMENT_RECORDS }
+    }
+}
+
+/// The head of a tenant-day's chain: the last record (sequence number and hash), the record being
+/// written (if any), and where it goes: the open segment and the sequence number of its first record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Head {
     seq: u64,
     hash: String,
     #[serde(default)]
     pending: Option<Record>,
+    /// Records announced together with `pending`, in order, all in the same segment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    more: Vec<Record>,
+    /// The open segment; 0 in a head written before segments (its records are in the day's stream).
+    #[serde(default)]
+    segment: u32,
+    /// The sequence number of the open segment's first record.
+    #[serde(default = "first_seq")]
+    first: u64,
+}
+
+/// The most records one announcement carries ([`append_all`]): the head stays a small blob.
+const MOST_ANNOUNCED: usize = 64;
+
+fn first_seq() -> u64 {
+    1
+}
+
+impl Head {
+    /// Where record `seq` (the next one) goes: the open segment, or a new one when the open one is full
+    /// (or is the unsegmented stream of before segments, which is never written again).
+    fn place(&self, seq: u64, segments: Segments) -> (u32, u64) {
+        if self.segment == 0 || seq - self.first >= segments.records.max(1) {
+            (self.segment + 1, seq)
+        } else {
+            (self.segment, self.first)
+        }
+    }
 }
 
 /// Appends `record` to the tenant's stream of the day of `now`, chained to the one before; returns it as
 /// stored (its time, tenant, sequence number and hashes set here, its detail redacted).
 ///
 /// Uncontended this is four store operations: read the head, announce (compare-and-swap), write the
-/// record at its number, settle the head (compare-and-swap).
+/// record at its number in the open segment, settle the head (compare-and-swap). Nothing else of the
+/// day is read: the head says which segment is open and where its records start. Several records at
+/// once: [`append_all`].
 pub async fn append(store: &dyn Store, tenant: &str, now: DateTime<Utc>, record: Record) -> Result<Record, AuditError> {
-    let stream = keys::audit_stream(tenant, now.date_naive());
-    let key = keys::audit_head(&stream);
-    for _ in 0..APPEND_ROUNDS {
+    append_in(store, Segments::default(), tenant, now, record).await
+}
+
+/// [`append`] with segments of `segments.records`.
+pub async fn append_in(
+    store: &dyn Store,
+    segments: Segments,
+    tenant: &str,
+    now: DateTime<Utc>,
+    record: Record,
+) -> Result<Record, AuditError> {
+    let mut stored = append_all(store, segments, tenant, now, vec![record]).await?;
+    Ok(stored.pop().expect("one record in, one out"))
+}
+
+/// Appends `records` in order to the tenant's stream of the day of `now`, as [`append`] would one after
+/// the other, but announcing up to 64 of them (never across a segment's end) in one swap of the head:
+/// the same chain, written with one head round-trip per announcement instead of per record. A writer
+/// that dies half-way leaves the announced records pending, and the next writer finishes them all.
+pub async fn append_all(
+    store: &dyn Store,
+    segments: Segments,
+    tenant: &str,
+    now: DateTime<Utc>,
+    records: Vec<Record>,
+) -> Result<Vec<Record>, AuditError> {
+    let day = keys::audit_stream(tenant, now.date_naive());
+    let key = keys::audit_head(&day);
+    let mut out = Vec::with_capacity(records.len());
+    let mut rounds = 0;
+    while out.len() < records.len() {
+        rounds += 1;
+        if rounds > APPEND_ROUNDS + records.len() {
+            return Err(AuditError::Busy(day));
+        }
         let (head, cond) = match store.get(&key).await? {
             Some(v) => (
                 serde_json::from_slice::<Head>(&v.value).map_err(|e| AuditError::Head(key.clone(), e.to_string()))?,
                 Precondition::Matches(v.etag),
             ),
-            None => (Head { seq: 0, hash: genesis(&stream), pending: None }, Precondition::Absent),
+            None => (
+                Head { seq: 0, hash: genesis(&day), pending: None, more: Vec::new(), segment: 0, first: 1 },
+                Precondition::Absent,
+            ),
         };
-        if let Some(pending) = head.pending {
-            // Another writer announced a record and may have stalled or died: finish it for them.
-            finish(store, &stream, &key, &pending, cond).await?;
+        if head.pending.is_some() {
+            // Another writer announced records and may have stalled or died: finish them for them.
+            finish(store, &day, &key, &head, cond).await?;
             continue;
         }
-        let mut stored = Record {
-            seq: head.seq + 1,
-            time: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-            tenant: tenant.to_string(),
-            detail: crate::redact::redact(&record.detail),
-            prev_hash: head.hash.clone(),
-            hash: String::new(),
-            ..record.clone()
-        };
-        stored.hash = stored.compute_hash();
-        let announce = Head { seq: head.seq, hash: head.hash, pending: Some(stored.clone()) };
+        let (segment, first) = head.place(head.seq + 1, segments);
+        let room = (segments.records.max(1) - (head.seq + 1 - first)) as usize;
+        let take = (records.len() - out.len()).min(room).min(MOST_ANNOUNCED);
+        let mut prev = head.hash.clone();
+        let mut announced = Vec::with_capacity(take);
+        for (i, record) in records[out.len()..out.len() + take].iter().enumerate() {
+            let mut stored = Record {
+                seq: head.seq + 1 + i as u64,
+                time: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+                tenant: tenant.to_string(),
+                detail: crate::redact::redact(&record.detail),
+                prev_hash: prev,
+                hash: String::new(),
+                ..record.clone()
+            };
+            stored.hash = stored.compute_hash();
+            prev = stored.hash.clone();
+            announced.push(stored);
+        }
+        let mut rest = announced.clone();
+        let pending = rest.remove(0);
+        let announce = Head { pending: Some(pending), more: rest, segment, first, ..head };
         let etag = match store.put_if(&key, &serde_json::to_vec(&announce).expect("heads serialize"), cond).await {
             Ok(etag) => etag,
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         };
-        finish(store, &stream, &key, &stored, Precondition::Matches(etag)).await?;
-        return Ok(stored);
+        finish(store, &day, &key, &announce, Precondition::Matches(etag)).await?;
+        out.extend(announced);
     }
-    Err(AuditError::Busy(stream))
+    Ok(out)
 }
 
-/// Writes the announced record at its number (unless someone already did) and moves the head past it
-/// (unless someone already did: a lost swap means the head moved on without us).
-async fn finish(
-    store: &dyn Store,
-    stream: &str,
-    key: &str,
-    pending: &Record,
-    cond: Precondition,
-) -> Result<(), AuditError> {
-    let bytes = serde_json::to_vec(pending).expect("records serialize");
-    match store.append(stream, pending.seq, &bytes).await {
-        // Conflict: the number is taken, and only this announced record is ever written at it.
-        Ok(()) | Err(StoreError::Conflict { .. }) => {}
-        Err(e) => return Err(e.into()),
+/// Writes the announced records of `head` at their numbers in their segment (unless someone already
+/// did) and moves the head past them (unless someone already did: a lost swap means the head moved on
+/// without us).
+async fn finish(store: &dyn Store, day: &str, key: &str, head: &Head, cond: Precondition) -> Result<(), AuditError> {
+    let stream = keys::audit_segment(day, head.segment);
+    let mut last = None;
+    for pending in head.pending.iter().chain(&head.more) {
+        let bytes = serde_json::to_vec(pending).expect("records serialize");
+        match store.append(&stream, pending.seq + 1 - head.first, &bytes).await {
+            // Conflict: the number is taken, and only this announced record is ever written at it.
+            Ok(()) | Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        last = Some(pending);
     }
-    let done = Head { seq: pending.seq, hash: pending.hash.clone(), pending: None };
+    let Some(last) = last else { return Ok(()) };
+    let done = Head { seq: last.seq, hash: last.hash.clone(), pending: None, more: Vec::new(), ..head.clone() };
     match store.put_if(key, &serde_json::to_vec(&done).expect("heads serialize"), cond).await {
         Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
 
-/// The result of verifying one stream.
+/// The result of verifying one tenant-day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StreamReport {
-    /// The stream, `audit/{tenant}/{day}`.
+    /// The day's stream, `audit/{tenant}/{day}` (its segments are `audit/{tenant}/{day}/{segment}`).
     pub stream: String,
     /// Records read.
     pub records: usize,
+    /// Segments read (the unsegmented stream of before segments counts as one).
+    pub segments: usize,
     /// What is wrong, in words, each naming the record; empty when the chain is intact.
     pub problems: Vec<String>,
 }
@@ -272,54 +381,125 @@ impl StreamReport {
     }
 }
 
-/// Verifies every stream whose tenant is `tenant` (all tenants when `None`).
+/// The audit days of `tenant` (all tenants when `None`) in tenant and day order, each with its
+/// segments in order: `(day stream, UTC day, [(segment, stream)])`.
+pub async fn days(store: &dyn Store, tenant: Option<&str>) -> Result<Vec<Day>, StoreError> {
+    let mut out: Vec<Day> = Vec::new();
+    let mut names: Vec<(String, NaiveDate, u32, String)> = store
+        .list_streams(&keys::audit_streams(tenant))
+        .await?
+        .into_iter()
+        .filter_map(|s| keys::audit_stream_parts(&s).map(|(day, date, seg)| (day, date, seg, s)))
+        .collect();
+    names.sort();
+    for (stream, date, segment, name) in names {
+        match out.last_mut() {
+            Some(d) if d.stream == stream => d.segments.push((segment, name)),
+            _ => out.push(Day { stream, date, segments: vec![(segment, name)] }),
+        }
+    }
+    Ok(out)
+}
+
+/// One tenant-day of audit: its chain's name, its UTC day and its segments in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Day {
+    /// `audit/{tenant}/{YYYY-MM-DD}`: the chain's name (its genesis) and the head's key.
+    pub stream: String,
+    /// The UTC day.
+    pub date: NaiveDate,
+    /// `(segment, stream name)`, in order; segment 0 is the unsegmented stream of before segments.
+    pub segments: Vec<(u32, String)>,
+}
+
+impl Day {
+    /// Every record of the day, segment after segment.
+    pub async fn records(&self, store: &dyn Store) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut all = Vec::new();
+        for (_, name) in &self.segments {
+            all.extend(store.read_stream(name).await?);
+        }
+        Ok(all)
+    }
+}
+
+/// Verifies every tenant-day of `tenant` (all tenants when `None`), one report per day, reading one
+/// day at a time.
 pub async fn verify(store: &dyn Store, tenant: Option<&str>) -> Result<Vec<StreamReport>, StoreError> {
-    let prefix = keys::audit_streams(tenant);
     let mut reports = Vec::new();
-    for stream in store.list_streams(&prefix).await? {
-        let records = store.read_stream(&stream).await?;
-        let head = store.get(&keys::audit_head(&stream)).await?.map(|v| serde_json::from_slice::<Head>(&v.value));
-        reports.push(verify_stream(&stream, &records, head));
+    for day in days(store, tenant).await? {
+        reports.push(verify_day(store, &day).await?);
     }
     Ok(reports)
 }
 
-fn verify_stream(stream: &str, raw: &[Vec<u8>], head: Option<Result<Head, serde_json::Error>>) -> StreamReport {
+async fn verify_day(store: &dyn Store, day: &Day) -> Result<StreamReport, StoreError> {
+    let mut raw = Vec::new();
+    // Where each record was found: (segment, position in it from 1).
+    let mut places = Vec::new();
+    let mut problems = Vec::new();
+    for (segment, name) in &day.segments {
+        let records = store.read_stream(name).await?;
+        places.extend((1..=records.len()).map(|p| (*segment, p)));
+        raw.extend(records);
+    }
+    let head = store.get(&keys::audit_head(&day.stream)).await?.map(|v| serde_json::from_slice::<Head>(&v.value));
+    if let Some(Ok(h)) = &head {
+        // The head names the open segment: a later one is a stray, a missing one lost its records.
+        let last = day.segments.last().map(|(s, _)| *s).unwrap_or(0);
+        if last > h.segment {
+            problems.push(format!("segment {last:06} is after the open segment {:06} the head names", h.segment));
+        }
+    }
+    let mut report = verify_stream(&day.stream, &raw, head, &places);
+    problems.append(&mut report.problems);
+    report.problems = problems;
+    report.segments = day.segments.len();
+    Ok(report)
+}
+
+fn verify_stream(
+    stream: &str,
+    raw: &[Vec<u8>],
+    head: Option<Result<Head, serde_json::Error>>,
+    places: &[(u32, usize)],
+) -> StreamReport {
     let mut problems = Vec::new();
     let tenant = stream.split('/').nth(1).unwrap_or_default();
+    let place = |pos: usize| match places.get(pos) {
+        Some((0, p)) => format!("position {p}"),
+        Some((s, p)) => format!("segment {s:06}, position {p}"),
+        None => format!("position {}", pos + 1),
+    };
     let parsed: Vec<Option<Record>> = raw.iter().map(|r| serde_json::from_slice::<Record>(r).ok()).collect();
     let seqs: std::collections::HashSet<u64> = parsed.iter().flatten().map(|r| r.seq).collect();
     let mut expected_prev = genesis(stream);
     let mut expected_seq = 1u64;
     for (pos, record) in parsed.iter().enumerate() {
-        let at = pos + 1;
+        let at = place(pos);
         let Some(r) = record else {
-            problems.push(format!("record at position {at} is not a valid audit record: changed"));
+            problems.push(format!("record at {at} is not a valid audit record: changed"));
             expected_seq += 1;
             continue;
         };
         if r.compute_hash() != r.hash {
-            problems.push(format!("record {} (position {at}) was changed: its content does not match its hash", r.seq));
+            problems.push(format!("record {} ({at}) was changed: its content does not match its hash", r.seq));
         }
         if r.tenant != tenant {
-            problems
-                .push(format!("record {} (position {at}) belongs to tenant {:?}, not this stream", r.seq, r.tenant));
+            problems.push(format!("record {} ({at}) belongs to tenant {:?}, not this stream", r.seq, r.tenant));
         }
         if r.prev_hash != expected_prev || r.seq != expected_seq {
             if r.seq > expected_seq && !(expected_seq..r.seq).any(|s| seqs.contains(&s)) {
                 problems.push(format!(
-                    "records {expected_seq} to {} are missing before record {} (position {at}): removed",
+                    "records {expected_seq} to {} are missing before record {} ({at}): removed",
                     r.seq - 1,
                     r.seq
                 ));
             } else if r.seq != expected_seq {
-                problems.push(format!(
-                    "record {} is at position {at}, where record {expected_seq} belongs: reordered",
-                    r.seq
-                ));
+                problems.push(format!("record {} is at {at}, where record {expected_seq} belongs: reordered", r.seq));
             } else {
                 problems.push(format!(
-                    "record {} (position {at}) does not follow the record before it: the chain was changed",
+                    "record {} ({at}) does not follow the record before it: the chain was changed",
                     r.seq
                 ));
             }
@@ -335,9 +515,7 @@ fn verify_stream(stream: &str, raw: &[Vec<u8>], head: Option<Result<Head, serde_
         Some(Ok(h)) => {
             // A writer may have died after announcing a record: the stream may hold it or not yet.
             let mut ends = vec![(h.seq, h.hash.clone())];
-            if let Some(p) = &h.pending {
-                ends.push((p.seq, p.hash.clone()));
-            }
+            ends.extend(h.pending.iter().chain(&h.more).map(|p| (p.seq, p.hash.clone())));
             let at_end = match &last {
                 Some(l) => ends.contains(l),
                 None => h.seq == 0,
@@ -356,43 +534,47 @@ fn verify_stream(stream: &str, raw: &[Vec<u8>], head: Option<Result<Head, serde_
             }
         }
     }
-    StreamReport { stream: stream.to_string(), records: raw.len(), problems }
+    StreamReport { stream: stream.to_string(), records: raw.len(), segments: 0, problems }
 }
 
-/// Writes every record at or after `since` as JSON lines, `{"kind":"audit_record",…}` (tenant and day
-/// order); returns how many.
+/// Writes every record at or after `since` (and before `until`, when given) as JSON lines
+/// (`{"kind":"audit_record",…}`), in tenant, day and chain order, reading one segment at a time; returns
+/// how many. Days outside the range are not read at all, so a year of audit is exported with one listing
+/// and one read per segment.
 pub async fn export(
     store: &dyn Store,
     since: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
     tenant: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<usize, ExportError> {
-    let prefix = keys::audit_streams(tenant);
-    let since_day = since.date_naive();
     let mut n = 0;
-    for stream in store.list_streams(&prefix).await? {
-        let day = stream.rsplit('/').next().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
-        if day.is_some_and(|d| d < since_day) {
+    for day in days(store, tenant).await? {
+        if day.date < since.date_naive() || until.is_some_and(|u| day.date > u.date_naive()) {
             continue;
         }
-        for raw in store.read_stream(&stream).await? {
-            let keep = match serde_json::from_slice::<Record>(&raw) {
-                Ok(r) => DateTime::parse_from_rfc3339(&r.time).map(|t| t >= since).unwrap_or(true),
-                // Export what is there, even a damaged record; `audit verify` says what is wrong with it.
-                Err(_) => true,
-            };
-            if keep {
-                // The record as stored with `"kind":"audit_record"` first (drop `kind` to check its hash);
-                // a record that is not JSON goes out as its text, so nothing is left out.
-                let line = match serde_json::from_slice::<serde_json::Value>(&raw) {
-                    Ok(record) => crate::output::line("audit_record", &record),
-                    Err(_) => crate::output::line(
-                        "audit_record_unreadable",
-                        &serde_json::json!({"stream": stream, "text": String::from_utf8_lossy(&raw)}),
-                    ),
+        for (_, segment) in &day.segments {
+            for raw in store.read_stream(segment).await? {
+                let keep = match serde_json::from_slice::<Record>(&raw) {
+                    Ok(r) => DateTime::parse_from_rfc3339(&r.time)
+                        .map(|t| t >= since && until.is_none_or(|u| t < u))
+                        .unwrap_or(true),
+                    // Export what is there, even a damaged record; `audit verify` says what is wrong with it.
+                    Err(_) => true,
                 };
-                writeln!(out, "{line}")?;
-                n += 1;
+                if keep {
+                    // The record as stored with `"kind":"audit_record"` first (drop `kind` to check its
+                    // hash); a record that is not JSON goes out as its text, so nothing is left out.
+                    let line = match serde_json::from_slice::<serde_json::Value>(&raw) {
+                        Ok(record) => crate::output::line("audit_record", &record),
+                        Err(_) => crate::output::line(
+                            "audit_record_unreadable",
+                            &serde_json::json!({"stream": segment, "text": String::from_utf8_lossy(&raw)}),
+                        ),
+                    };
+                    writeln!(out, "{line}")?;
+                    n += 1;
+                }
             }
         }
     }
@@ -409,15 +591,16 @@ pub fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|_| format!("--since {s:?}: expected a date (2026-11-26) or an RFC 3339 time (2026-11-26T08:00:00Z)"))
 }
 
-/// `secmon audit verify`: one JSON line per stream (`{"kind":"audit_stream","stream","records","ok","problems"}`); returns
+/// `secmon audit verify`: one JSON line per tenant-day
+/// (`{"kind":"audit_stream","stream","records","segments","ok","problems"}`); returns
 /// true when every chain is intact.
 pub async fn verify_command(store: &dyn Store, tenant: Option<&str>, out: &mut dyn Write) -> Result<bool, ExportError> {
     let reports = verify(store, tenant).await?;
     let mut all_ok = true;
     for r in &reports {
         all_ok &= r.ok();
-        let line = serde_json::json!({"kind": "audit_stream", "stream": r.stream, "records": r.records, "ok": r.ok(),
-            "problems": r.problems});
+        let line = serde_json::json!({"kind": "audit_stream", "stream": r.stream, "records": r.records,
+            "segments": r.segments, "ok": r.ok(), "problems": r.problems});
         writeln!(out, "{line}")?;
     }
     Ok(all_ok)
@@ -465,15 +648,16 @@ mod tests {
     }
 
     const STREAM: &str = "audit/contoso/2026-11-26";
+    const SEGMENT: &str = "audit/contoso/2026-11-26/000001";
 
     /// Rewrites the stream with `f` applied to its records (the store has no edit operation, which is
     /// the point; tests reach under it).
     async fn tamper(s: &SqliteStore, f: impl FnOnce(&mut Vec<Vec<u8>>)) -> SqliteStore {
-        let mut records = s.read_stream(STREAM).await.unwrap();
+        let mut records = s.read_stream(SEGMENT).await.unwrap();
         f(&mut records);
         let fresh = SqliteStore::in_memory().unwrap();
         for (seq, r) in records.iter().enumerate() {
-            fresh.append(STREAM, seq as u64 + 1, r).await.unwrap();
+            fresh.append(SEGMENT, seq as u64 + 1, r).await.unwrap();
         }
         let head = s.get(&keys::audit_head(STREAM)).await.unwrap().unwrap();
         fresh.put(&keys::audit_head(STREAM), &head.value).await.unwrap();
@@ -544,7 +728,7 @@ mod tests {
             hash: String::new(),
         };
         pending.hash = pending.compute_hash();
-        let announce = Head { seq: head.seq, hash: head.hash, pending: Some(pending) };
+        let announce = Head { pending: Some(pending), ..head };
         s.put(&keys::audit_head(STREAM), &serde_json::to_vec(&announce).unwrap()).await.unwrap();
         // The head with a pending record still verifies (the writer may simply not be done).
         assert!(verify(&s, None).await.unwrap()[0].ok());
@@ -595,7 +779,7 @@ mod tests {
         let report = &verify(a.as_ref(), None).await.unwrap()[0];
         assert!(report.ok() && report.records == 32, "{report:?}");
         let ids: std::collections::HashSet<String> = a
-            .read_stream(STREAM)
+            .read_stream(SEGMENT)
             .await
             .unwrap()
             .iter()
@@ -620,14 +804,14 @@ mod tests {
             ..entry("stalled")
         };
         stalled.hash = stalled.compute_hash();
-        let announce = Head { seq: head.seq, hash: head.hash, pending: Some(stalled.clone()) };
+        let announce = Head { pending: Some(stalled.clone()), ..head };
         let etag =
             s.put_if(&key, &serde_json::to_vec(&announce).unwrap(), Precondition::Matches(v.etag)).await.unwrap();
         // The next writer finds the pending record, finishes it, then appends its own.
         let next = append(&s, "contoso", at("2026-11-26T11:00:00Z"), entry("next")).await.unwrap();
         assert_eq!(next.seq, 3);
         // The stalled writer wakes up and carries on where it stopped.
-        finish(&s, STREAM, &key, &stalled, Precondition::Matches(etag)).await.unwrap();
+        finish(&s, STREAM, &key, &announce, Precondition::Matches(etag)).await.unwrap();
         let report = &verify(&s, None).await.unwrap()[0];
         assert!(report.ok() && report.records == 3, "{report:?}");
     }
@@ -645,12 +829,304 @@ mod tests {
         );
         assert!(reports.iter().all(StreamReport::ok));
         let mut out = Vec::new();
-        let n = export(&s, at("2026-11-26T00:00:00Z"), None, &mut out).await.unwrap();
+        let n = export(&s, at("2026-11-26T00:00:00Z"), None, None, &mut out).await.unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(n, 2);
         assert!(text.contains("\"new\"") && text.contains("\"other\"") && !text.contains("\"old\""), "{text}");
         let mut out = Vec::new();
-        assert_eq!(export(&s, at("2026-01-01T00:00:00Z"), Some("fabrikam"), &mut out).await.unwrap(), 1);
+        assert_eq!(export(&s, at("2026-01-01T00:00:00Z"), None, Some("fabrikam"), &mut out).await.unwrap(), 1);
+        let mut out = Vec::new();
+        assert_eq!(
+            export(&s, at("2026-01-01T00:00:00Z"), Some(at("2026-11-26T00:00:00Z")), None, &mut out).await.unwrap(),
+            1
+        );
+        assert!(String::from_utf8(out).unwrap().contains("\"old\""));
+    }
+
+    async fn filled_in(n: usize, records: u64) -> SqliteStore {
+        let s = SqliteStore::in_memory().unwrap();
+        for i in 0..n {
+            append_in(&s, Segments { records }, "contoso", at("2026-11-26T10:00:00Z"), entry(&format!("a{i}")))
+                .await
+                .unwrap();
+        }
+        s
+    }
+
+    #[tokio::test]
+    async fn a_full_segment_rolls_over_and_the_chain_runs_on_across_segments() {
+        let s = filled_in(10, 3).await;
+        let streams = s.list_streams("audit/").await.unwrap();
+        assert_eq!(streams, (1..=4).map(|n| format!("{STREAM}/{n:06}")).collect::<Vec<_>>());
+        let sizes: Vec<usize> = futures::future::join_all(streams.iter().map(|n| s.read_stream(n)))
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().len())
+            .collect();
+        assert_eq!(sizes, [3, 3, 3, 1]);
+        let first_of_second: Record = serde_json::from_slice(&s.read_stream(&streams[1]).await.unwrap()[0]).unwrap();
+        let last_of_first: Record = serde_json::from_slice(&s.read_stream(&streams[0]).await.unwrap()[2]).unwrap();
+        assert_eq!((first_of_second.seq, &first_of_second.prev_hash), (4, &last_of_first.hash));
+        let reports = verify(&s, None).await.unwrap();
+        assert_eq!(reports.len(), 1, "one report per tenant-day: {reports:?}");
+        assert_eq!((reports[0].records, reports[0].segments), (10, 4));
+        assert!(reports[0].ok(), "{reports:?}");
+        let mut out = Vec::new();
+        assert_eq!(export(&s, at("2026-11-26T00:00:00Z"), None, None, &mut out).await.unwrap(), 10);
+        let seqs: Vec<u64> =
+            String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str::<Record>(l).unwrap().seq).collect();
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn records_announced_together_make_the_same_chain_and_roll_over_alike() {
+        let s = SqliteStore::in_memory().unwrap();
+        let records: Vec<Record> = (0..10).map(|i| entry(&format!("a{i}"))).collect();
+        let stored =
+            append_all(&s, Segments { records: 3 }, "contoso", at("2026-11-26T10:00:00Z"), records).await.unwrap();
+        assert_eq!(stored.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+        let one_by_one = filled_in(10, 3).await;
+        for n in 1..=4 {
+            let name = format!("{STREAM}/{n:06}");
+            assert_eq!(s.read_stream(&name).await.unwrap(), one_by_one.read_stream(&name).await.unwrap(), "{name}");
+        }
+        assert!(verify(&s, None).await.unwrap()[0].ok());
+    }
+
+    /// A writer that announced three records and died after writing one: the next writer writes the
+    /// other two, then its own.
+    #[tokio::test]
+    async fn records_announced_together_are_finished_by_the_next_writer() {
+        let s = filled_in(1, 10).await;
+        let key = keys::audit_head(STREAM);
+        let head: Head = serde_json::from_slice(&s.get(&key).await.unwrap().unwrap().value).unwrap();
+        let mut prev = head.hash.clone();
+        let mut announced = Vec::new();
+        for seq in 2..=4 {
+            let mut r = Record {
+                seq,
+                time: "2026-11-26T10:00:00.000Z".into(),
+                tenant: "contoso".into(),
+                prev_hash: prev,
+                ..entry(&format!("b{seq}"))
+            };
+            r.hash = r.compute_hash();
+            prev = r.hash.clone();
+            announced.push(r);
+        }
+        s.append(SEGMENT, 2, &serde_json::to_vec(&announced[0]).unwrap()).await.unwrap();
+        let announce = Head { pending: Some(announced[0].clone()), more: announced[1..].to_vec(), ..head };
+        s.put(&key, &serde_json::to_vec(&announce).unwrap()).await.unwrap();
+        assert!(verify(&s, None).await.unwrap()[0].ok(), "a writer still at work is not damage");
+        let next =
+            append_in(&s, Segments { records: 10 }, "contoso", at("2026-11-26T11:00:00Z"), entry("c")).await.unwrap();
+        assert_eq!(next.seq, 5);
+        let report = &verify(&s, None).await.unwrap()[0];
+        assert!(report.ok() && report.records == 5, "{report:?}");
+    }
+
+    /// A year of audit, two tenants, a record a day each and a storm day in segments: every day
+    /// verifies, and an export of the year from one day to the same day a year later is every record
+    /// of those 365 days, in tenant, day and chain order.
+    #[tokio::test]
+    async fn a_year_verifies_and_exports_across_days_and_segments() {
+        let s = SqliteStore::in_memory().unwrap();
+        let start = at("2025-12-01T09:00:00Z");
+        let segments = Segments { records: 4 };
+        for d in 0..366 {
+            for tenant in ["contoso", "fabrikam"] {
+                append_in(&s, segments, tenant, start + chrono::Duration::days(d), entry(&format!("{tenant}{d}")))
+                    .await
+                    .unwrap();
+            }
+        }
+        let storm: Vec<Record> = (0..9).map(|i| entry(&format!("storm{i}"))).collect();
+        append_all(&s, segments, "contoso", at("2026-06-01T12:00:00Z"), storm).await.unwrap();
+        let reports = verify(&s, None).await.unwrap();
+        assert_eq!(reports.len(), 2 * 366);
+        assert!(reports.iter().all(StreamReport::ok));
+        let storm_day = reports.iter().find(|r| r.stream == "audit/contoso/2026-06-01").unwrap();
+        assert_eq!((storm_day.records, storm_day.segments), (10, 3));
+        let mut out = Vec::new();
+        let n = export(&s, at("2025-12-01T00:00:00Z"), Some(at("2026-12-01T00:00:00Z")), None, &mut out).await.unwrap();
+        assert_eq!(n, 2 * 365 + 9);
+        let text = String::from_utf8(out).unwrap();
+        let ids: Vec<String> = text.lines().map(|l| serde_json::from_str::<Record>(l).unwrap().alert_id).collect();
+        assert_eq!(ids.first().map(String::as_str), Some("contoso0"));
+        assert_eq!(ids.last().map(String::as_str), Some("fabrikam364"));
+        assert!(!ids.contains(&"contoso365".to_string()), "the day --until names is not in the export");
+    }
+
+    /// Copies `s` without the segments `drop` (the store has no way to remove a stream's records short
+    /// of retention; tests reach under it).
+    async fn without_segments(s: &SqliteStore, drop: &[u32]) -> SqliteStore {
+        let fresh = SqliteStore::in_memory().unwrap();
+        for name in s.list_streams("audit/").await.unwrap() {
+            let (_, _, segment) = keys::audit_stream_parts(&name).unwrap();
+            if drop.contains(&segment) {
+                continue;
+            }
+            for (i, r) in s.read_stream(&name).await.unwrap().iter().enumerate() {
+                fresh.append(&name, i as u64 + 1, r).await.unwrap();
+            }
+        }
+        let head = s.get(&keys::audit_head(STREAM)).await.unwrap().unwrap();
+        fresh.put(&keys::audit_head(STREAM), &head.value).await.unwrap();
+        fresh
+    }
+
+    #[tokio::test]
+    async fn a_missing_segment_is_detected_in_the_middle_and_at_the_end() {
+        let s = filled_in(10, 3).await;
+        let p = &verify(&without_segments(&s, &[2]).await, None).await.unwrap()[0].problems;
+        assert!(p.iter().any(|x| x.contains("records 4 to 6 are missing") && x.contains("segment 000003")), "{p:?}");
+        let p = &verify(&without_segments(&s, &[4]).await, None).await.unwrap()[0].problems;
+        assert!(p.len() == 1 && p[0].contains("ends at record 9") && p[0].contains("removed from the end"), "{p:?}");
+    }
+
+    /// A day begun before segments (records in `audit/{tenant}/{day}`, a head without a segment) goes on
+    /// in segment 1, and verifies as one chain.
+    #[tokio::test]
+    async fn a_day_written_before_segments_continues_in_segment_one() {
+        let s = SqliteStore::in_memory().unwrap();
+        let mut prev = genesis(STREAM);
+        for seq in 1..=2u64 {
+            let mut r = Record {
+                seq,
+                time: "2026-11-26T09:00:00.000Z".into(),
+                tenant: "contoso".into(),
+                prev_hash: prev.clone(),
+                ..entry(&format!("old{seq}"))
+            };
+            r.hash = r.compute_hash();
+            s.append(STREAM, seq, &serde_json::to_vec(&r).unwrap()).await.unwrap();
+            prev = r.hash;
+        }
+        let old_head = serde_json::json!({"seq": 2, "hash": prev, "pending": null});
+        s.put(&keys::audit_head(STREAM), &serde_json::to_vec(&old_head).unwrap()).await.unwrap();
+        let next = append(&s, "contoso", at("2026-11-26T10:00:00Z"), entry("new")).await.unwrap();
+        assert_eq!(next.seq, 3);
+        assert_eq!(s.read_stream(STREAM).await.unwrap().len(), 2, "the old stream is not written again");
+        assert_eq!(s.read_stream(SEGMENT).await.unwrap().len(), 1);
+        let report = &verify(&s, None).await.unwrap()[0];
+        assert!(report.ok() && report.records == 3 && report.segments == 2, "{report:?}");
+    }
+
+    /// A store that remembers which streams were read, listed and appended to.
+    struct Watched {
+        inner: SqliteStore,
+        seen: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Watched {
+        fn note(&self, what: String) {
+            self.seen.lock().unwrap().push(what);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Watched {
+        async fn get(&self, key: &str) -> crate::store::StoreResult<Option<crate::store::Versioned>> {
+            self.inner.get(key).await
+        }
+        async fn put_if(
+            &self,
+            key: &str,
+            value: &[u8],
+            cond: Precondition,
+        ) -> crate::store::StoreResult<crate::store::Etag> {
+            self.inner.put_if(key, value, cond).await
+        }
+        async fn put(&self, key: &str, value: &[u8]) -> crate::store::StoreResult<crate::store::Etag> {
+            self.inner.put(key, value).await
+        }
+        async fn delete(&self, key: &str) -> crate::store::StoreResult<()> {
+            self.inner.delete(key).await
+        }
+        async fn list(&self, prefix: &str) -> crate::store::StoreResult<Vec<String>> {
+            self.note(format!("list {prefix}"));
+            self.inner.list(prefix).await
+        }
+        async fn claim(&self, key: &str, lease: std::time::Duration) -> crate::store::StoreResult<crate::store::Claim> {
+            self.inner.claim(key, lease).await
+        }
+        async fn renew(
+            &self,
+            key: &str,
+            token: &crate::store::Token,
+            lease: std::time::Duration,
+        ) -> crate::store::StoreResult<crate::store::Token> {
+            self.inner.renew(key, token, lease).await
+        }
+        async fn complete(&self, key: &str, token: &crate::store::Token) -> crate::store::StoreResult<()> {
+            self.inner.complete(key, token).await
+        }
+        async fn release(&self, key: &str, token: &crate::store::Token) -> crate::store::StoreResult<()> {
+            self.inner.release(key, token).await
+        }
+        async fn append(&self, stream: &str, seq: u64, record: &[u8]) -> crate::store::StoreResult<()> {
+            self.note(format!("append {stream}#{seq}"));
+            self.inner.append(stream, seq, record).await
+        }
+        async fn read_stream(&self, stream: &str) -> crate::store::StoreResult<Vec<Vec<u8>>> {
+            self.note(format!("read {stream}"));
+            self.inner.read_stream(stream).await
+        }
+        async fn list_streams(&self, prefix: &str) -> crate::store::StoreResult<Vec<String>> {
+            self.note(format!("list streams {prefix}"));
+            self.inner.list_streams(prefix).await
+        }
+        async fn scan(
+            &self,
+            space: crate::store::Space,
+            prefix: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> crate::store::StoreResult<Vec<crate::store::Listed>> {
+            self.note(format!("scan {prefix}"));
+            self.inner.scan(space, prefix, after, limit).await
+        }
+        async fn delete_if(
+            &self,
+            space: crate::store::Space,
+            key: &str,
+            etag: &crate::store::Etag,
+        ) -> crate::store::StoreResult<bool> {
+            self.inner.delete_if(space, key, etag).await
+        }
+        async fn delete_stream(&self, stream: &str) -> crate::store::StoreResult<()> {
+            self.note(format!("delete {stream}"));
+            self.inner.delete_stream(stream).await
+        }
+    }
+
+    /// The repair of a writer that died mid-append, deep into a day, touches the open segment only: no
+    /// stream is read or listed, and the record lands at its place in the open segment.
+    #[tokio::test]
+    async fn repair_after_a_crash_touches_only_the_open_segment() {
+        let segments = Segments { records: 3 };
+        let s = Watched { inner: filled_in(7, 3).await, seen: Default::default() };
+        let key = keys::audit_head(STREAM);
+        let head: Head = serde_json::from_slice(&s.get(&key).await.unwrap().unwrap().value).unwrap();
+        assert_eq!((head.seq, head.segment, head.first), (7, 3, 7));
+        // A writer announced record 8 and died before writing it.
+        let mut pending = Record {
+            seq: 8,
+            time: "2026-11-26T10:00:00.000Z".into(),
+            tenant: "contoso".into(),
+            prev_hash: head.hash.clone(),
+            ..entry("died")
+        };
+        pending.hash = pending.compute_hash();
+        let (segment, first) = head.place(8, segments);
+        let announce = Head { pending: Some(pending), segment, first, ..head };
+        s.put(&key, &serde_json::to_vec(&announce).unwrap()).await.unwrap();
+        let next = append_in(&s, segments, "contoso", at("2026-11-26T11:00:00Z"), entry("next")).await.unwrap();
+        assert_eq!(next.seq, 9);
+        let seen = s.seen.lock().unwrap().clone();
+        assert_eq!(seen, [format!("append {STREAM}/000003#2"), format!("append {STREAM}/000003#3")]);
+        let report = &verify(&s.inner, None).await.unwrap()[0];
+        assert!(report.ok() && report.records == 9, "{report:?}");
     }
 
     #[test]
@@ -693,7 +1169,7 @@ mod tests {
         e.detail = "POST https://prod.example/workflows/x?sig=SUPERSECRET failed".into();
         let r = append(&s, "contoso", at("2026-11-26T10:00:00Z"), e).await.unwrap();
         assert!(!r.detail.contains("SUPERSECRET"), "{}", r.detail);
-        let stored = s.read_stream(STREAM).await.unwrap();
+        let stored = s.read_stream(SEGMENT).await.unwrap();
         assert!(!String::from_utf8_lossy(&stored[0]).contains("SUPERSECRET"));
     }
 }

@@ -18,7 +18,8 @@
 //!   ([`notify::deliver`]; what a budget holds back goes out in one digest), and noise control
 //!   ([`notify::silence`]: silences, recurring mute windows, re-notification when a silence ends,
 //!   scheduled digests).
-//! - [`audit`]: the hash-chained audit trail every effect is recorded in.
+//! - [`audit`]: the hash-chained audit trail every effect is recorded in, in segments per tenant-day.
+//! - [`retention`]: the `sweep` timer: what outlived its lifetime is removed, a bounded batch a run.
 //! - [`replay`]: close rules judged on a tenant's history before they enforce (`secmon rules replay`,
 //!   `secmon rules suggest`), and the `check-config` findings about enforce rules without that proof.
 //! - [`triage`]: acting on an alert from Teams: the Bot Connector token check ([`triage::botauth`]).
@@ -61,6 +62,7 @@ pub mod queue_tools;
 pub mod redact;
 pub mod replay;
 pub mod respond;
+pub mod retention;
 pub mod rules;
 pub mod setup;
 pub mod store;

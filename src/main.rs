@@ -340,18 +340,22 @@ Examples:
 
 #[derive(Subcommand, Clone)]
 enum AuditCommand {
-    /// Check every hash chain; print one JSON line per stream; exit 1 if a record was changed, removed
-    /// or reordered.
+    /// Check every hash chain; print one JSON line per tenant-day (across its segments); exit 1 if a
+    /// record was changed, removed or reordered.
     Verify {
         /// Only this tenant.
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Write the records since a date or time as JSON lines.
+    /// Write the records since a date or time as JSON lines, in tenant, day and chain order, across
+    /// every segment of each day (a year: --since 2025-12-01 --until 2026-12-01).
     Export {
-        /// A day (2026-11-26) or RFC 3339 time.
+        /// A day (2026-11-26) or RFC 3339 time: records at or after it.
         #[arg(long)]
         since: String,
+        /// A day or RFC 3339 time: only records before it (a day: before it begins).
+        #[arg(long)]
+        until: Option<String>,
         /// Only this tenant.
         #[arg(long)]
         tenant: Option<String>,
@@ -564,10 +568,12 @@ fn audit(file: &std::path::Path, cmd: AuditCommand) -> ExitCode {
     let result = runtime.block_on(async {
         match cmd {
             AuditCommand::Verify { tenant } => audit::verify_command(store.as_ref(), tenant.as_deref(), &mut out).await,
-            AuditCommand::Export { since, tenant } => {
-                let since =
-                    audit::parse_since(&since).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-                audit::export(store.as_ref(), since, tenant.as_deref(), &mut out).await.map(|_| true)
+            AuditCommand::Export { since, until, tenant } => {
+                let bad = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+                let since = audit::parse_since(&since).map_err(bad)?;
+                let until = until.as_deref().map(audit::parse_since).transpose();
+                let until = until.map_err(|e| bad(e.replace("--since", "--until")))?;
+                audit::export(store.as_ref(), since, until, tenant.as_deref(), &mut out).await.map(|_| true)
             }
         }
     });

@@ -52,6 +52,12 @@ async fn s3_store_passes_the_store_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_store_passes_the_retention_contract() {
+    let Some(endpoint) = moto() else { return };
+    contract::retention_contract(&store(&endpoint).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_store_passes_the_fencing_contract() {
     let Some(endpoint) = moto() else { return };
     contract::fencing_contract(&store(&endpoint).await).await;
@@ -124,4 +130,14 @@ async fn a_creating_marker_is_seen_by_another_instance() {
     unmark_creating(&worker, "contoso", &key).await;
     assert!(edge.get(&key).await.unwrap().is_none());
     assert!(!creating(&edge, now).await.unwrap());
+}
+
+/// A tenant-day in small segments on S3: the chain rolls over and verifies and exports across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_day_rolls_over_into_segments() {
+    let Some(endpoint) = moto() else { return };
+    let s = store(&endpoint).await;
+    let segments = secmon::audit::Segments { records: 4 };
+    assert_eq!(common::audit_race::a_long_day_rolls_over_and_verifies(&s, segments, 10, 1).await, 3);
+    assert_eq!(common::audit_race::a_long_day_rolls_over_and_verifies(&s, segments, 10, 3).await, 3);
 }

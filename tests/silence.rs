@@ -669,6 +669,28 @@ impl Store for Killable {
         self.alive().await;
         self.inner.list_streams(prefix).await
     }
+    async fn scan(
+        &self,
+        space: secmon::store::Space,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<secmon::store::Listed>> {
+        self.alive().await;
+        self.inner.scan(space, prefix, after, limit).await
+    }
+    async fn delete_if(&self, space: secmon::store::Space, key: &str, etag: &Etag) -> StoreResult<bool> {
+        self.alive().await;
+        let r = self.inner.delete_if(space, key, etag).await;
+        self.wrote();
+        r
+    }
+    async fn delete_stream(&self, stream: &str) -> StoreResult<()> {
+        self.alive().await;
+        let r = self.inner.delete_stream(stream).await;
+        self.wrote();
+        r
+    }
 }
 
 /// One life of the process: every alert delivered, then the digest timer at its fire time. Returns

@@ -41,6 +41,10 @@ param teamsSecretName string
 param pollSchedule string
 @description('NCRONTAB (6 fields, UTC) for the reconcile-alerts timer (keep it equal to poll.reconcile.schedule).')
 param reconcileSchedule string
+@description('NCRONTAB (6 fields, UTC) for the sweep timer (retention; keep it equal to retention.schedule).')
+param sweepSchedule string
+@description('Whole days the audit trail is kept after each day ended: the audit container\'s immutability period.')
+param auditRetentionDays int
 @description('Comma-separated tenant ids secmon polls.')
 param tenants string
 @description('Mailbox secmon sends mail as (Graph sendMail).')
@@ -69,6 +73,7 @@ var functionsByRole = {
     'poll-alerts'
     'reconcile-alerts'
     'graph-subscriptions'
+    'sweep'
     'respond'
     'doctor'
   ]
@@ -99,6 +104,9 @@ var commonSettings = [
   { name: 'SECMON_CONFIG', value: configPath }
   { name: 'SECMON_POLL_SCHEDULE', value: pollSchedule }
   { name: 'SECMON_RECONCILE_SCHEDULE', value: reconcileSchedule }
+  { name: 'SECMON_SWEEP_SCHEDULE', value: sweepSchedule }
+  // The sweep keeps the audit trail exactly as long as the container's immutability policy does.
+  { name: 'SECMON_AUDIT_RETENTION_DAYS', value: string(auditRetentionDays) }
   { name: 'SECMON_TENANTS', value: tenants }
   { name: 'SECMON_CLOSE', value: close }
   // Not a secret; the edge has it so that a config naming ${SECMON_MAIL_SENDER} loads there too.

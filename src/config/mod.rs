@@ -22,6 +22,7 @@ pub use self::graph::{Cloud, CredentialConfig, CredentialKind};
 pub use self::health::HealthConfig;
 pub use self::intake::{PollConfig, SubscriptionConfig, WebhookConfig};
 pub use self::receivers::{MailConfig, ReceiverConfig, StatusUpdate};
+pub use self::retention::RetentionConfig;
 pub use self::rules::{CloseRuleConfig, Mode, RouteConfig};
 
 pub mod doctor;
@@ -31,6 +32,7 @@ pub mod health;
 pub mod intake;
 pub mod ncrontab;
 pub mod receivers;
+pub mod retention;
 pub mod rules;
 pub mod silence;
 pub mod yaml;
@@ -93,6 +95,9 @@ pub struct Config {
     /// `/api/health` (anonymous up/down) and `/api/health-details` (per tenant, behind a key or token).
     #[serde(default)]
     pub health: HealthConfig,
+    /// How long what secmon writes is kept, and the `sweep` timer that removes what expired.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// True when `SECMON_CLOSE` is `off` (or another of [`rules::CLOSE_OFF`]): every close rule runs
     /// in shadow mode. Set from the environment at load, never from the file, so an operator can stop all
     /// closing at once; a value secmon does not know fails the load.
@@ -245,6 +250,7 @@ impl Config {
         self.doctor.validate("doctor", &mut out);
         silence::validate(self, &mut out);
         self.health.validate("health", &mut out);
+        self.retention.validate("retention", &mut out);
         out
     }
 
@@ -431,6 +437,21 @@ pub fn load_str_checked(
     }
     if let Some(url) = env("SECMON_AUTHORITY_URL").filter(|u| !u.is_empty()) {
         source.value["authority_url"] = Value::String(url);
+    }
+    // The audit retention in Azure is the audit container's immutability period (one Bicep parameter).
+    if let Some(days) = env("SECMON_AUDIT_RETENTION_DAYS").filter(|d| !d.trim().is_empty()) {
+        match days.trim().parse::<u32>() {
+            Ok(d) => {
+                if !source.value["retention"].is_object() {
+                    source.value["retention"] = Value::Object(Default::default());
+                }
+                source.value["retention"]["audit_days"] = Value::from(d);
+            }
+            Err(_) => {
+                let issue = Issue::error("SECMON_AUDIT_RETENTION_DAYS", format!("{days:?} is not a number of days"));
+                return Err(invalid(vec![issue], Some(&source)));
+            }
+        }
     }
 
     let mut config: Config = match serde_path_to_error::deserialize(&source.value) {

@@ -11,6 +11,7 @@
 //! | `poll-alerts` | timer | [`poll_alerts`]: poll every tenant |
 //! | `reconcile-alerts` | timer | [`reconcile_alerts`]: re-list a longer window, queue what the polls missed |
 //! | `graph-subscriptions` | timer | [`graph_subscriptions`]: create, renew, reauthorize subscriptions |
+//! | `sweep` | timer | [`sweep`]: remove what outlived its lifetime (`retention`), a bounded batch per run |
 //! | `respond` | queue `alerts` | [`respond`]: one queue message (an alert version, a poll, a lookup) |
 //! | `graph-webhook`, `graph-lifecycle`, `doorbell`, `health` | HTTP | [`router`]: `/api/{function}`; `health` only says up/starting/down |
 //! | `health-details` | HTTP | [`health_details`]: each tenant's state and last error, behind the function key or `health.token` |
@@ -49,6 +50,8 @@ pub enum Function {
     ReconcileAlerts,
     /// `graph-subscriptions`: the subscription-keeping timer.
     GraphSubscriptions,
+    /// `sweep`: the retention timer.
+    Sweep,
     /// `respond`: one message of the `alerts` queue.
     Respond,
     /// `graph-webhook`: Graph change notifications (doorbells) and the validation handshake.
@@ -67,10 +70,11 @@ pub enum Function {
 
 impl Function {
     /// Every function, timers first, then the queue, then HTTP.
-    pub const ALL: [Function; 10] = [
+    pub const ALL: [Function; 11] = [
         Function::PollAlerts,
         Function::ReconcileAlerts,
         Function::GraphSubscriptions,
+        Function::Sweep,
         Function::Respond,
         Function::GraphWebhook,
         Function::GraphLifecycle,
@@ -86,6 +90,7 @@ impl Function {
             Function::PollAlerts => "poll-alerts",
             Function::ReconcileAlerts => "reconcile-alerts",
             Function::GraphSubscriptions => "graph-subscriptions",
+            Function::Sweep => "sweep",
             Function::Respond => "respond",
             Function::GraphWebhook => "graph-webhook",
             Function::GraphLifecycle => "graph-lifecycle",
@@ -104,7 +109,9 @@ impl Function {
     /// How it is triggered.
     pub fn trigger(self) -> Trigger {
         match self {
-            Function::PollAlerts | Function::ReconcileAlerts | Function::GraphSubscriptions => Trigger::Timer,
+            Function::PollAlerts | Function::ReconcileAlerts | Function::GraphSubscriptions | Function::Sweep => {
+                Trigger::Timer
+            }
             Function::Respond => Trigger::Queue,
             Function::GraphWebhook
             | Function::GraphLifecycle
@@ -244,6 +251,30 @@ pub async fn graph_subscriptions(app: &App, _timer: Timer, now: DateTime<Utc>) -
         return Outcome::Retry(logs.join("; "));
     }
     Outcome::Done { logs, value: Value::Null }
+}
+
+/// The timer function `sweep`: removes what outlived its lifetime ([`crate::retention::sweep`]), at most
+/// `retention.batch` keys a run, going on where the last run stopped. A non-empty poison queue is a
+/// warning in its log (poison messages are never swept).
+pub async fn sweep(app: &App, _timer: Timer, now: DateTime<Utc>) -> Outcome {
+    match crate::retention::sweep(app.store.as_ref(), app.queue.as_ref(), &app.config.retention, now).await {
+        Ok(r) => {
+            let mut logs = vec![format!(
+                "sweep: {} keys looked at, {} expired removed, {} audit days removed",
+                r.examined, r.removed, r.audit_days_removed
+            )];
+            if let Some(why) = &r.audit_refused {
+                logs.push(format!("audit kept: {why}"));
+            }
+            if r.poison > 0 {
+                tracing::warn!(poison = r.poison, "the poison queue holds messages; they are kept until handled");
+                logs.push(format!("{} messages on the poison queue (kept until handled)", r.poison));
+            }
+            tracing::info!("{}", logs.join("; "));
+            Outcome::Done { logs, value: serde_json::to_value(&r).expect("reports serialize") }
+        }
+        Err(e) => Outcome::Retry(format!("sweep: {e}")),
+    }
 }
 
 /// The queue function `respond`: one message of the `alerts` queue. An alert version goes through

@@ -347,6 +347,7 @@ pub async fn dispatch(app: &App, function: &str, data: Map<String, Value>) -> Re
             match function {
                 Function::PollAlerts => functions::poll_alerts(app, timer, now).await,
                 Function::ReconcileAlerts => functions::reconcile_alerts(app, timer, now).await,
+                Function::Sweep => functions::sweep(app, timer, now).await,
                 _ => functions::graph_subscriptions(app, timer, now).await,
             }
         }

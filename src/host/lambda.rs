@@ -43,6 +43,8 @@ pub enum Function {
     ReconcileAlerts,
     /// `graph-subscriptions`: the subscription-keeping timer.
     GraphSubscriptions,
+    /// `sweep`: the retention timer.
+    Sweep,
     /// `respond`: the `alerts` queue.
     Respond,
     /// `http`: the webhook, lifecycle, doorbell and health endpoints behind a Function URL.
@@ -51,10 +53,11 @@ pub enum Function {
 
 impl Function {
     /// Every Lambda handler.
-    pub const ALL: [Function; 5] = [
+    pub const ALL: [Function; 6] = [
         Function::PollAlerts,
         Function::ReconcileAlerts,
         Function::GraphSubscriptions,
+        Function::Sweep,
         Function::Respond,
         Function::Http,
     ];
@@ -75,6 +78,7 @@ impl Function {
             Function::PollAlerts => functions::Function::PollAlerts.name(),
             Function::ReconcileAlerts => functions::Function::ReconcileAlerts.name(),
             Function::GraphSubscriptions => functions::Function::GraphSubscriptions.name(),
+            Function::Sweep => functions::Function::Sweep.name(),
             Function::Respond => functions::Function::Respond.name(),
             Function::Http => "http",
         }
@@ -129,7 +133,7 @@ async fn serve(app: App, function: Function) -> Result<(), lambda_runtime::Error
             }))
             .await
         }
-        Function::PollAlerts | Function::ReconcileAlerts | Function::GraphSubscriptions => {
+        Function::PollAlerts | Function::ReconcileAlerts | Function::GraphSubscriptions | Function::Sweep => {
             lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent<Value>>| {
                 let app = app.clone();
                 async move { on_schedule(&app, function, event.payload, Some(event.context.request_id)).await }
@@ -209,6 +213,7 @@ pub async fn on_schedule(
         Function::PollAlerts => functions::poll_alerts(app, Timer::default(), now).await,
         Function::ReconcileAlerts => functions::reconcile_alerts(app, Timer::default(), now).await,
         Function::GraphSubscriptions => functions::graph_subscriptions(app, Timer::default(), now).await,
+        Function::Sweep => functions::sweep(app, Timer::default(), now).await,
         other => return Err(LambdaFailure::new(&format!("{} is not a timer function", other.name()))),
     };
     let request = request_id.as_deref().unwrap_or("-");
@@ -279,6 +284,7 @@ mod tests {
             Function::PollAlerts,
             Function::ReconcileAlerts,
             Function::GraphSubscriptions,
+            Function::Sweep,
             Function::Respond,
             Function::Http,
         ] {

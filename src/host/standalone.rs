@@ -17,7 +17,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -142,6 +141,7 @@ async fn scheduler(
         let timer = Timer { past_due: (now - next).num_seconds() > 60 };
         let outcome = match function {
             functions::Function::ReconcileAlerts => functions::reconcile_alerts(&app, timer, now).await,
+            functions::Function::Sweep => functions::sweep(&app, timer, now).await,
             _ => functions::poll_alerts(&app, timer, now).await,
         };
         if let Outcome::Retry(e) = outcome {
@@ -185,6 +185,8 @@ pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Out
     let reconcile = &app.config.poll.reconcile.schedule;
     let reconcile =
         crate::config::ncrontab::parse(reconcile).map_err(|e| anyhow::anyhow!("poll.reconcile.schedule: {e}"))?;
+    let sweep = &app.config.retention.schedule;
+    let sweep = crate::config::ncrontab::parse(sweep).map_err(|e| anyhow::anyhow!("retention.schedule: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut bound = None;
@@ -219,12 +221,14 @@ pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Out
     let reconciler =
         tokio::spawn(scheduler(app.clone(), functions::Function::ReconcileAlerts, reconcile, stop_rx.clone()));
     let subscriptions = tokio::spawn(subscriptions_scheduler(app.clone(), stop_rx.clone()));
+    // Retention: the `sweep` timer on `retention.schedule`.
+    let sweeper = tokio::spawn(scheduler(app.clone(), functions::Function::Sweep, sweep, stop_rx.clone()));
     let worker = tokio::spawn(worker(app.clone(), stop_rx));
 
     shutdown.await;
     tracing::info!("shutting down: finishing the message in hand");
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(first_poll, poller, reconciler, subscriptions, worker);
+    let _ = tokio::join!(first_poll, poller, reconciler, subscriptions, sweeper, worker);
     if let Some(server) = server {
         server.await??;
     }
@@ -430,7 +434,7 @@ mod tests {
 
     #[test]
     fn the_default_schedule_fires_every_five_minutes() {
-        let s = cron::Schedule::from_str("0 */5 * * * *").unwrap();
+        let s = crate::config::ncrontab::parse("0 */5 * * * *").unwrap();
         let now: DateTime<Utc> = "2026-11-26T10:02:30Z".parse().unwrap();
         assert_eq!(next_fire(&s, now).unwrap(), "2026-11-26T10:05:00Z".parse::<DateTime<Utc>>().unwrap());
     }

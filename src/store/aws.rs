@@ -12,7 +12,10 @@
 //!   token that completed it, so the holder may complete again.
 //! - S3 has no append: a stream is numbered objects `stream/<name>/<seq>` (20 digits, so listing order
 //!   is append order; record `n` is object `n - 1`), each created with `If-None-Match: *`, so two
-//!   writers never share a number.
+//!   writers never share a number. An audit segment (`audit/{tenant}/{day}/{NNNNNN}`) is a stream of its
+//!   own, listed apart from its day's unsegmented stream by the digits-only last part.
+//! - Retention lists with `ListObjectsV2` (`start-after`, `max-keys`): a key's write time is S3's
+//!   `LastModified` (the server's clock), and a delete checks the ETag first and is sent with `If-Match`.
 //! - The queue is SQS. The dequeue count is SQS's `ApproximateReceiveCount`; a message received more
 //!   than [`Queue::max_dequeue`] times is moved to `<queue>-poison` by [`SqsQueue::receive`], as the
 //!   SQLite backend does (in Lambda, the event source mapping's redrive policy does the same, see
@@ -33,7 +36,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, Token, Versioned, keys, poison_name,
+    Claim, Etag, Listed, Precondition, Queue, Received, Space, Store, StoreError, StoreResult, Token, Versioned, keys,
+    poison_name,
 };
 use crate::clock::{Clock, SystemClock};
 
@@ -427,6 +431,76 @@ impl Store for S3Store {
         names.sort();
         names.dedup();
         Ok(names)
+    }
+
+    async fn scan(&self, space: Space, prefix: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<Listed>> {
+        let area = format!("{}{}/", self.prefix, space_area(space));
+        let mut req = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("{area}{prefix}"))
+            .max_keys(limit.clamp(1, 1000) as i32);
+        if let Some(after) = after {
+            req = req.start_after(format!("{area}{after}"));
+        }
+        let page = req.send().await.map_err(|e| backend(format!("scan s3://{}/{area}{prefix}", self.bucket), &e))?;
+        Ok(page
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                let key = o.key()?.strip_prefix(area.as_str())?.to_string();
+                let modified = o.last_modified()?;
+                let written = chrono::DateTime::from_timestamp(modified.secs(), modified.subsec_nanos())?;
+                Some(Listed { key, etag: Etag(o.e_tag()?.to_string()), written })
+            })
+            .take(limit)
+            .collect())
+    }
+
+    async fn delete_if(&self, space: Space, key: &str, etag: &Etag) -> StoreResult<bool> {
+        let object = self.object_key(space_area(space), key)?;
+        // Look first (an emulator may ignore a conditional delete), then delete only that version.
+        match self.get_object(&object).await? {
+            Some(v) if v.etag == *etag => {
+                // Never a claim whose lease is still running, whatever its age.
+                if space == Space::Claims {
+                    let r: ClaimRecord = serde_json::from_slice(&v.value).map_err(|e| {
+                        StoreError::Backend(format!("claim s3://{}/{object} is not a claim record: {e}", self.bucket))
+                    })?;
+                    if r.state != "done" && r.until_ms > self.now_ms() {
+                        return Ok(false);
+                    }
+                }
+            }
+            _ => return Ok(false),
+        }
+        match self.client.delete_object().bucket(&self.bucket).key(&object).if_match(&etag.0).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(http_status(&e), Some(412 | 404)) => Ok(false),
+            Err(e) => Err(backend(format!("delete s3://{}/{object}", self.bucket), &e)),
+        }
+    }
+
+    async fn delete_stream(&self, stream: &str) -> StoreResult<()> {
+        for (_, object) in self.stream_objects(stream).await? {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&object)
+                .send()
+                .await
+                .map_err(|e| backend(format!("delete s3://{}/{object}", self.bucket), &e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The area of the bucket a key space lives in.
+fn space_area(space: Space) -> &'static str {
+    match space {
+        Space::Values => "kv",
+        Space::Claims => "claim",
     }
 }
 

@@ -14,7 +14,12 @@
 //!   (a block is written whole or not at all), framed as `<length>:<bytes>\n` so records may hold any byte.
 //!   Record `n` is the `n`th block: an append reads the blob's committed block count and length and
 //!   appends with the append-position condition at that length, so two writers of one number cannot
-//!   both land (412);
+//!   both land (412). The store remembers the count and length after its own append, so the next one
+//!   tries that position at once (a 412 sends it back to reading them). An append blob takes 50,000
+//!   blocks: the audit trail writes segments of 10,000 records ([`crate::audit`]), one blob each;
+//! - retention: every state blob carries its write time on the store's clock (metadata
+//!   `secmonwritten`), which [`Store::scan`] lists with the ETag; [`Store::delete_if`] deletes with
+//!   `If-Match`. Deleting an audit blob the container's immutability policy still keeps is refused;
 //! - queues: Storage Queues; message text is the body in standard base64, which is what the Functions
 //!   queue trigger decodes with host.json's `messageEncoding: base64`. Messages never expire (TTL -1):
 //!   an alert left on a queue for a week is late, not lost.
@@ -34,6 +39,7 @@ use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions
 use azure_storage_blob::models::{
     AppendBlobClientAppendBlockOptions, AppendBlobClientCreateOptions, BlobClientDeleteOptions,
     BlobClientGetPropertiesResultHeaders, BlobClientUploadOptions, BlobContainerClientListBlobsOptions,
+    ListBlobsIncludeItem,
 };
 use azure_storage_blob::{BlobContainerClient, BlobServiceClient, BlobServiceClientOptions};
 use azure_storage_queue::models::{
@@ -47,7 +53,8 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, Token, Versioned, poison_name,
+    Claim, Etag, Listed, Precondition, Queue, Received, Space, Store, StoreError, StoreResult, Token, Versioned,
+    poison_name,
 };
 use crate::clock::{Clock, SystemClock};
 
@@ -173,7 +180,14 @@ pub struct AzureStore {
     queues: QueueServiceClient,
     clock: Arc<dyn Clock>,
     max_dequeue: u32,
+    /// The block count and length of the streams this store last appended to, so the next append to one
+    /// tries its append position at once instead of reading the blob's properties first (a wrong guess
+    /// costs one refused append, then the properties are read as without it).
+    tails: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
 }
+
+/// How many streams' tails an [`AzureStore`] remembers (one per open segment of each tenant is enough).
+const TAILS: usize = 256;
 
 impl std::fmt::Debug for AzureStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -184,6 +198,12 @@ impl std::fmt::Debug for AzureStore {
 impl AzureStore {
     /// Builds the clients and makes sure both containers exist.
     pub async fn connect(settings: &AzureSettings) -> Result<Self, AzureSetupError> {
+        Self::connect_in(settings, STATE_CONTAINER, AUDIT_CONTAINER).await
+    }
+
+    /// [`AzureStore::connect`] with other container names: a store of its own on a shared account
+    /// (tests that sweep, whose deletes must not reach other tests' keys).
+    pub async fn connect_in(settings: &AzureSettings, state: &str, audit: &str) -> Result<Self, AzureSetupError> {
         let blob_url = service_url("SECMON_BLOB_URL", &settings.blob_url, &settings.auth)?;
         let queue_url = service_url("SECMON_QUEUE_URL", &settings.queue_url, &settings.auth)?;
         let credential: Option<Arc<dyn TokenCredential>> = match &settings.auth {
@@ -206,13 +226,14 @@ impl AzureStore {
         let queues = QueueServiceClient::new(queue_url, credential, Some(queue_options))
             .map_err(|e| AzureSetupError::Client(redacted(&e)))?;
         let store = Self {
-            state: blobs.blob_container_client(STATE_CONTAINER),
-            audit: blobs.blob_container_client(AUDIT_CONTAINER),
+            state: blobs.blob_container_client(state),
+            audit: blobs.blob_container_client(audit),
             queues,
             clock: Arc::new(SystemClock),
             max_dequeue: DEFAULT_MAX_DEQUEUE,
+            tails: Default::default(),
         };
-        for (name, container) in [(STATE_CONTAINER, &store.state), (AUDIT_CONTAINER, &store.audit)] {
+        for (name, container) in [(state, &store.state), (audit, &store.audit)] {
             match container.create(None).await {
                 Ok(_) => {}
                 Err(e) if status(&e) == Some(409) => {}
@@ -238,6 +259,19 @@ impl AzureStore {
     pub fn with_max_dequeue(mut self, n: u32) -> Self {
         self.max_dequeue = n;
         self
+    }
+
+    fn tail(&self, stream: &str) -> Option<(u64, u64)> {
+        self.tails.lock().ok()?.get(stream).copied()
+    }
+
+    fn remember_tail(&self, stream: &str, tail: (u64, u64)) {
+        if let Ok(mut tails) = self.tails.lock() {
+            if tails.len() >= TAILS && !tails.contains_key(stream) {
+                tails.clear();
+            }
+            tails.insert(stream.to_string(), tail);
+        }
     }
 
     fn queue(&self, name: &str) -> StoreResult<QueueClient> {
@@ -311,6 +345,23 @@ fn check_queue_name(name: &str) -> StoreResult<()> {
     }
 }
 
+/// The metadata every state blob carries: when it was written (milliseconds since 1970, the store's
+/// clock), which [`Store::scan`] reports; a blob without it reports the service's last-modified time.
+const WRITTEN: &str = "secmonwritten";
+
+fn space_blob(space: Space, key: &str) -> String {
+    match space {
+        Space::Values => value_blob(key),
+        Space::Claims => claim_blob(key),
+    }
+}
+
+/// An ETag in one form whatever returned it (a response header carries it quoted, a listing may not),
+/// so a listed version compares equal to a read one and goes back in `If-Match` as the header form.
+fn quoted(etag: &str) -> String {
+    if etag.starts_with('"') { etag.to_string() } else { format!("\"{etag}\"") }
+}
+
 fn value_blob(key: &str) -> String {
     format!("kv/{key}")
 }
@@ -349,7 +400,7 @@ impl AzureStore {
             .properties
             .etag
             .as_ref()
-            .map(|e| e.to_string())
+            .map(|e| quoted(e.as_ref()))
             .ok_or_else(|| StoreError::Backend(format!("read {name}: no ETag in the response")))?;
         let body = response.body.collect().await.map_err(|e| backend(&format!("read {name}"), &e))?;
         Ok(Some((body.to_vec(), etag)))
@@ -357,7 +408,11 @@ impl AzureStore {
 
     /// Uploads a block blob under `cond` (`None` = unconditional); maps lost conditions to Conflict.
     async fn write_blob(&self, name: &str, key: &str, value: &[u8], cond: Option<&Precondition>) -> StoreResult<Etag> {
-        let mut options = BlobClientUploadOptions::default();
+        let written = self.clock.now().timestamp_millis().to_string();
+        let mut options = BlobClientUploadOptions {
+            metadata: Some(std::collections::HashMap::from([(WRITTEN.to_string(), written)])),
+            ..Default::default()
+        };
         match cond {
             Some(Precondition::Absent) => options = options.if_not_exists(),
             Some(Precondition::Matches(etag)) => options.if_match = Some(etag.0.as_str().into()),
@@ -367,7 +422,7 @@ impl AzureStore {
         match self.state.blob_client(name).upload(content, Some(options)).await {
             Ok(result) => result
                 .etag
-                .map(|e| Etag(e.to_string()))
+                .map(|e| Etag(quoted(e.as_ref())))
                 .ok_or_else(|| StoreError::Backend(format!("write {name}: no ETag in the response"))),
             // 409: exists (create-only); 412: changed since read; 404: gone since read (If-Match).
             Err(e) if cond.is_some() && matches!(status(&e), Some(409 | 412 | 404)) => Err(conflict(key)),
@@ -508,27 +563,32 @@ impl Store for AzureStore {
         let client = self.audit.blob_client(stream);
         let blob = client.append_blob_client();
         let taken = || StoreError::Conflict { key: format!("{stream}#{seq}") };
-        for _ in 0..4 {
-            let (blocks, length) = match client.get_properties(None).await {
-                Ok(r) => {
-                    let what = format!("properties of {stream}");
-                    let blocks = r.blob_committed_block_count().map_err(|e| backend(&what, &e))?.unwrap_or(0);
-                    (
-                        u64::try_from(blocks).unwrap_or(0),
-                        r.content_length().map_err(|e| backend(&what, &e))?.unwrap_or(0),
-                    )
-                }
-                Err(e) if status(&e) == Some(404) => {
-                    // First record of the stream: create the append blob (create-only, so a
-                    // concurrent creator's records are never wiped).
-                    match blob.create(Some(AppendBlobClientCreateOptions::default().if_not_exists())).await {
-                        Ok(_) => {}
-                        Err(e) if status(&e) == Some(409) => {}
-                        Err(e) => return Err(backend(&format!("create stream {stream}"), &e)),
+        let mut guess = self.tail(stream).filter(|(blocks, _)| blocks + 1 == seq);
+        for _ in 0..5 {
+            let known = guess.take();
+            let (blocks, length) = match known {
+                Some(tail) => tail,
+                None => match client.get_properties(None).await {
+                    Ok(r) => {
+                        let what = format!("properties of {stream}");
+                        let blocks = r.blob_committed_block_count().map_err(|e| backend(&what, &e))?.unwrap_or(0);
+                        (
+                            u64::try_from(blocks).unwrap_or(0),
+                            r.content_length().map_err(|e| backend(&what, &e))?.unwrap_or(0),
+                        )
                     }
-                    (0, 0)
-                }
-                Err(e) => return Err(backend(&format!("properties of {stream}"), &e)),
+                    Err(e) if status(&e) == Some(404) => {
+                        // First record of the stream: create the append blob (create-only, so a
+                        // concurrent creator's records are never wiped).
+                        match blob.create(Some(AppendBlobClientCreateOptions::default().if_not_exists())).await {
+                            Ok(_) => {}
+                            Err(e) if status(&e) == Some(409) => {}
+                            Err(e) => return Err(backend(&format!("create stream {stream}"), &e)),
+                        }
+                        (0, 0)
+                    }
+                    Err(e) => return Err(backend(&format!("properties of {stream}"), &e)),
+                },
             };
             if blocks >= seq {
                 return Err(taken());
@@ -540,7 +600,10 @@ impl Store for AzureStore {
                 AppendBlobClientAppendBlockOptions { append_position: Some(length as i64), ..Default::default() };
             let len = frame.len() as u64;
             match blob.append_block(RequestContent::from(frame.clone()), len, Some(options)).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.remember_tail(stream, (seq, length + len));
+                    return Ok(());
+                }
                 // Someone appended since the properties were read (or the blob was just created): look again.
                 Err(e) if matches!(status(&e), Some(412 | 404)) => continue,
                 Err(e) => return Err(backend(&format!("append to {stream}"), &e)),
@@ -559,6 +622,74 @@ impl Store for AzureStore {
 
     async fn list_streams(&self, prefix: &str) -> StoreResult<Vec<String>> {
         Self::list_names(&self.audit, prefix).await
+    }
+
+    async fn scan(&self, space: Space, prefix: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<Listed>> {
+        let area = space_blob(space, "");
+        let options = BlobContainerClientListBlobsOptions {
+            prefix: Some(space_blob(space, prefix)),
+            include: Some(vec![ListBlobsIncludeItem::Metadata]),
+            ..Default::default()
+        };
+        let mut pager = self.state.list_blobs(Some(options)).map_err(|e| backend("scan", &e))?;
+        let mut out = Vec::new();
+        // The service lists in name order; the cursor is skipped on this side (`marker` is opaque).
+        while out.len() < limit {
+            let Some(item) = pager.try_next().await.map_err(|e| backend("scan", &e))? else { break };
+            let Some(key) = item.name.as_deref().and_then(|n| n.strip_prefix(area.as_str())) else { continue };
+            if after.is_some_and(|a| key <= a) {
+                continue;
+            }
+            let properties = item.properties.as_ref();
+            let Some(etag) = properties.and_then(|p| p.etag.as_ref()) else { continue };
+            let stamped = item
+                .metadata
+                .as_ref()
+                .and_then(|m| m.values.as_ref())
+                .and_then(|v| v.get(WRITTEN))
+                .and_then(|ms| ms.parse::<i64>().ok())
+                .and_then(DateTime::from_timestamp_millis);
+            let modified = properties
+                .and_then(|p| p.last_modified)
+                .and_then(|t| DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()));
+            let Some(written) = stamped.or(modified) else { continue };
+            out.push(Listed { key: key.to_string(), etag: Etag(quoted(etag.as_ref())), written });
+        }
+        Ok(out)
+    }
+
+    async fn delete_if(&self, space: Space, key: &str, etag: &Etag) -> StoreResult<bool> {
+        check_key(key)?;
+        if space == Space::Claims {
+            // Never a claim whose lease is still running, whatever its age.
+            match self.read_claim(key).await? {
+                Some((r, current)) if current == etag.0 && (r.done || r.lease_until <= self.clock.now()) => {}
+                _ => return Ok(false),
+            }
+        }
+        let options = BlobClientDeleteOptions { if_match: Some(etag.0.as_str().into()), ..Default::default() };
+        match self.state.blob_client(&space_blob(space, key)).delete(Some(options)).await {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(status(&e), Some(404 | 412)) => Ok(false),
+            Err(e) => Err(backend(&format!("delete {key}"), &e)),
+        }
+    }
+
+    async fn delete_stream(&self, stream: &str) -> StoreResult<()> {
+        check_key(stream)?;
+        if let Ok(mut tails) = self.tails.lock() {
+            tails.remove(stream);
+        }
+        match self.audit.blob_client(stream).delete(None).await {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            // The container's time-based retention policy keeps every audit blob for its period.
+            Err(e) if matches!(status(&e), Some(409 | 403)) => Err(StoreError::Backend(format!(
+                "delete {stream}: refused, the audit container's immutability policy still keeps it: {}",
+                redacted(&e)
+            ))),
+            Err(e) => Err(backend(&format!("delete {stream}"), &e)),
+        }
     }
 }
 
@@ -785,6 +916,12 @@ impl super::admin::QueueAdmin for AzureStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etags_take_one_form() {
+        assert_eq!(quoted("0x8DC1"), "\"0x8DC1\"");
+        assert_eq!(quoted("\"0x8DC1\""), "\"0x8DC1\"");
+    }
 
     #[test]
     fn frames_round_trip_any_bytes() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Claim, Once, Precondition, Queue, Store, StoreError, StoreResult, Token, once, poison_name};
+use super::{Claim, Once, Precondition, Queue, Space, Store, StoreError, StoreResult, Token, once, poison_name};
 
 fn prefix() -> String {
     format!("contract-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
@@ -321,4 +321,80 @@ pub async fn queue_admin_contract(queue: &dyn Queue, admin: &dyn super::admin::Q
         assert!(admin.remove(&dead, &m.id).await.unwrap());
     }
     assert_eq!(queue.len(&dead).await.unwrap(), 0);
+}
+
+/// Checks what retention needs: [`Store::scan`] lists each space by prefix in key order, in batches
+/// resumed after a cursor, with the current version and a write time; [`Store::delete_if`] removes a
+/// key only at the version listed (never a value or claim written since); [`Store::delete_stream`]
+/// removes one stream whole and nothing else.
+pub async fn retention_contract(store: &dyn Store) {
+    let p = prefix();
+    let before = chrono::Utc::now() - chrono::Duration::minutes(5);
+
+    // Values: listed in order, in batches, within the prefix only.
+    for i in 0..5 {
+        store.put(&format!("{p}/v/k{i}"), b"x").await.unwrap();
+    }
+    store.put(&format!("{p}/vx"), b"outside").await.unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let batch = store.scan(Space::Values, &format!("{p}/v/"), after.as_deref(), 2).await.unwrap();
+        assert!(batch.len() <= 2, "{batch:?}");
+        let Some(last) = batch.last() else { break };
+        after = Some(last.key.clone());
+        seen.extend(batch);
+    }
+    assert_eq!(
+        seen.iter().map(|l| l.key.clone()).collect::<Vec<_>>(),
+        (0..5).map(|i| format!("{p}/v/k{i}")).collect::<Vec<_>>()
+    );
+    assert!(seen.iter().all(|l| l.written > before), "write times are recent: {seen:?}");
+    assert!(store.scan(Space::Claims, &format!("{p}/v/"), None, 10).await.unwrap().is_empty(), "values are not claims");
+
+    // A value written since the scan is not removed at its old version; at its current one it is.
+    let k0 = &seen[0];
+    store.put(&k0.key, b"newer").await.unwrap();
+    assert!(!store.delete_if(Space::Values, &k0.key, &k0.etag).await.unwrap(), "a newer value must stay");
+    assert_eq!(store.get(&k0.key).await.unwrap().unwrap().value, b"newer");
+    let now = store.scan(Space::Values, &k0.key, None, 1).await.unwrap().remove(0);
+    assert_eq!(now.etag, store.get(&k0.key).await.unwrap().unwrap().etag, "scan gives the version get gives");
+    assert!(store.delete_if(Space::Values, &now.key, &now.etag).await.unwrap());
+    assert!(store.get(&k0.key).await.unwrap().is_none());
+    assert!(!store.delete_if(Space::Values, &now.key, &now.etag).await.unwrap(), "gone: nothing removed");
+
+    // Claims: a renewed or completed claim has a new version, so a scan's version cannot remove it.
+    let c = format!("{p}/c/close");
+    let token = acquired(store.claim(&c, Duration::from_secs(60)).await.unwrap());
+    let held = store.scan(Space::Claims, &format!("{p}/c/"), None, 10).await.unwrap();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert!(store.get(&c).await.unwrap().is_none(), "a claim is not a value");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let token = store.renew(&c, &token, Duration::from_secs(60)).await.unwrap();
+    assert!(!store.delete_if(Space::Claims, &c, &held[0].etag).await.unwrap(), "a renewed claim must stay");
+    assert_eq!(store.claim(&c, Duration::from_secs(60)).await.unwrap(), Claim::Held);
+    store.complete(&c, &token).await.unwrap();
+    let done = store.scan(Space::Claims, &format!("{p}/c/"), None, 10).await.unwrap().remove(0);
+    assert!(store.delete_if(Space::Claims, &c, &done.etag).await.unwrap());
+    assert!(matches!(store.claim(&c, Duration::from_secs(60)).await.unwrap(), Claim::Acquired(_)), "removed");
+
+    // A live claim (its lease still running) is never removed, even at its current version.
+    let live = format!("{p}/c/live");
+    acquired(store.claim(&live, Duration::from_secs(3600)).await.unwrap());
+    let listed = store.scan(Space::Claims, &live, None, 1).await.unwrap().remove(0);
+    assert!(!store.delete_if(Space::Claims, &live, &listed.etag).await.unwrap(), "a live claim must stay");
+    assert_eq!(store.claim(&live, Duration::from_secs(60)).await.unwrap(), Claim::Held);
+
+    // Streams: one removed whole; its segments (other streams) stay.
+    let day = format!("{p}/audit/contoso/2026-11-26");
+    let segment = format!("{day}/000001");
+    for seq in 1..=3 {
+        store.append(&day, seq, b"old").await.unwrap();
+        store.append(&segment, seq, b"new").await.unwrap();
+    }
+    store.delete_stream(&day).await.unwrap();
+    store.delete_stream(&day).await.unwrap();
+    assert!(store.read_stream(&day).await.unwrap().is_empty());
+    assert_eq!(store.read_stream(&segment).await.unwrap().len(), 3);
+    assert_eq!(store.list_streams(&format!("{p}/audit/")).await.unwrap(), vec![segment.clone()]);
 }

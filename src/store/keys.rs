@@ -15,39 +15,42 @@
 //! | `subscriptions/{tenant}/{id}` | JSON record of one Graph subscription | `intake::subscriptions` | until the subscription is removed |
 //! | `subscriptions/{tenant}/pending-{uuid}` | JSON record of a subscription being created | `intake::subscriptions` | until created, or stale after its TTL |
 //! | `subscription-creating/{tenant}/{uuid}` | JSON `{"started"}`: a subscription of ours is being created right now, so the webhook answers Graph's validation handshake | `intake::subscriptions` (worker) | deleted when Graph answers the create; ignored after 2 minutes ([`crate::intake::subscriptions::CREATING_WINDOW_SECONDS`]) and removed by the next sync |
-//! | `alerts/{tenant}/{sha256}` | an alert too large for a queue message (see [`crate::intake::Message`]) | `intake` (send) | kept |
-//! | `doorbell/{signature}` | claim: a doorbell signature is used once | `intake::webhook` | kept |
-//! | `close/{tenant}/{alert}/{version}` | claim: the close PATCH of one alert version | `respond::close` | kept |
-//! | `close-outcome/{tenant}/{alert}/{version}` | text `failed {status} {message}` of a close Graph refused | `respond::close` | kept |
-//! | `close-started/{tenant}/{alert}/{version}` | the rule id whose close of this version began (set right before the PATCH) | `respond::close` | kept |
-//! | `comment/{tenant}/{alert}/{version}` | claim: the close comment of one alert version | `respond::close` | kept |
-//! | `triage/{tenant}/{alert}/{version}/{action}/{user}` | claim: one person's card action on one alert version (a double click acts once) | `triage::act` | kept |
-//! | `breaker/{tenant}/{rule}/{YYYY-MM-DDTHH}` | decimal count of a rule's closes in one tenant in a UTC hour (compare-and-swap) | `respond::close` | kept |
-//! | `breaker-notice/{tenant}/{rule}/{YYYY-MM-DDTHH}` | claim: the owner is told once per rule, tenant and hour | `respond` | kept |
-//! | `audited/{tenant}/{alert}/{version}/{action}` | claim: one audit record per alert version and action | `respond` | kept |
-//! | `notify/{tenant}/{alert}/{version}/{receiver}` | claim: one delivery per alert version and receiver | `notify::deliver` | kept |
-//! | `notify-last/{tenant}/{alert}/{receiver}` | JSON of what the receiver was last told (`realert`) | `notify::deliver` | kept |
-//! | `notify-group/{tenant}/{receiver}/{incident}` | JSON group of an incident's alerts (compare-and-swap) | `notify::deliver` | kept, taken over when stale |
+//! | `alerts/{tenant}/{sha256}` | an alert too large for a queue message (see [`crate::intake::Message`]) | `intake` (send) | `retention.large_alerts` (sweep) |
+//! | `doorbell/{signature}` | claim: a doorbell signature is used once | `intake::webhook` | `retention.counters` (sweep) |
+//! | `close/{tenant}/{alert}/{version}` | claim: the close PATCH of one alert version | `respond::close` | `retention.claims` (sweep) |
+//! | `close-outcome/{tenant}/{alert}/{version}` | text `failed {status} {message}` of a close Graph refused | `respond::close` | `retention.claims` (sweep) |
+//! | `close-started/{tenant}/{alert}/{version}` | the rule id whose close of this version began (set right before the PATCH) | `respond::close` | `retention.claims` (sweep) |
+//! | `comment/{tenant}/{alert}/{version}` | claim: the close comment of one alert version | `respond::close` | `retention.claims` (sweep) |
+//! | `triage/{tenant}/{alert}/{version}/{action}/{user}` | claim: one person's card action on one alert version (a double click acts once) | `triage::act` | `retention.claims` (sweep) |
+//! | `breaker/{tenant}/{rule}/{YYYY-MM-DDTHH}` | decimal count of a rule's closes in one tenant in a UTC hour (compare-and-swap) | `respond::close` | `retention.counters` (sweep) |
+//! | `breaker-notice/{tenant}/{rule}/{YYYY-MM-DDTHH}` | claim: the owner is told once per rule, tenant and hour | `respond` | `retention.counters` (sweep) |
+//! | `audited/{tenant}/{alert}/{version}/{action}` | claim: one audit record per alert version and action | `respond` | `retention.claims` (sweep) |
+//! | `notify/{tenant}/{alert}/{version}/{receiver}` | claim: one delivery per alert version and receiver | `notify::deliver` | `retention.claims` (sweep) |
+//! | `notify-last/{tenant}/{alert}/{receiver}` | JSON of what the receiver was last told (`realert`) | `notify::deliver` | `retention.claims` (sweep) |
+//! | `notify-group/{tenant}/{receiver}/{incident}` | JSON group of an incident's alerts (compare-and-swap) | `notify::deliver` | taken over when stale; `retention.claims` after its last change (sweep) |
 //! | `notify-budget/{receiver or mailbox}` | JSON send times inside a posting budget's window (compare-and-swap) | `notify::budget` | kept, pruned each send |
 //! | `notify-pending/{tenant}/{receiver}` | JSON alerts waiting for a digest, and the digest in flight (compare-and-swap) | `notify::deliver::coalesce` | kept, emptied by each digest |
-//! | `notify-digest/{tenant}/{receiver}/{id}` | claim: one digest is sent once | `notify::deliver::coalesce` | kept |
-//! | `update/{tenant}/{alert}/{version}/{route}` | claim: a route's `set:` once per alert version | `notify::deliver` | kept |
+//! | `notify-digest/{tenant}/{receiver}/{id}` | claim: one digest is sent once | `notify::deliver::coalesce` | `retention.claims` (sweep) |
+//! | `update/{tenant}/{alert}/{version}/{route}` | claim: a route's `set:` once per alert version | `notify::deliver` | `retention.claims` (sweep) |
 //! | `silences/{id}` | JSON of one silence (`secmon silence add`; compare-and-swap when expired or settled) | `notify::silence` | kept until 30 days after it ended and was settled |
 //! | `silence-muted/{silence}/{tenant}/{alert}` | JSON of an alert the silence muted, the version and receivers (compare-and-swap) | `notify::silence` | deleted with its silence |
-//! | `silence-ended/{silence}` | claim: `silence_expired` is audited once | `notify::silence::expiry` | kept |
-//! | `silence-renotify/{silence}/{tenant}/{alert}/{receiver}` | claim: a muted alert still open is told once when the silence ends | `notify::silence::expiry` | kept |
+//! | `silence-ended/{silence}` | claim: `silence_expired` is audited once | `notify::silence::expiry` | `retention.claims` (sweep) |
+//! | `silence-renotify/{silence}/{tenant}/{alert}/{receiver}` | claim: a muted alert still open is told once when the silence ends | `notify::silence::expiry` | `retention.claims` (sweep) |
 //! | `digest-batch/{tenant}/{receiver}/{fire time}` | JSON of the alerts collected for one scheduled digest, sealed with its parts when due (compare-and-swap) | `notify::silence::digest` | kept until 7 days after it was sent |
-//! | `digest-member/{tenant}/{alert}/{version}/{receiver}` | the batch key an alert version was collected into (compare-and-swap) | `notify::silence::digest` | kept |
-//! | `digest-send/{tenant}/{receiver}/{fire time}/{part}` | claim: one message of a scheduled digest is sent once | `notify::silence::digest` | kept |
-//! | `ratelimit/mail/{sender}/{YYYYMMDDTHHMM}` | decimal count of mails a sender sent in a minute (compare-and-swap) | `notify::email` | kept |
-//! | stream `audit/{tenant}/{YYYY-MM-DD}` | the hash-chained audit records of a tenant's day, each written at its number once | `audit` | kept |
-//! | `audit-head/{tenant}/{YYYY-MM-DD}` | JSON head of that stream's chain (last seq and hash, pending record; compare-and-swap) | `audit` | kept |
-//! | `queue-receipts/{queue}/{message id}` | the current SQS receipt handle of a received message | `store::aws` | until the message is deleted or poisoned |
+//! | `digest-member/{tenant}/{alert}/{version}/{receiver}` | the batch key an alert version was collected into (compare-and-swap) | `notify::silence::digest` | `retention.claims` (sweep) |
+//! | `digest-send/{tenant}/{receiver}/{fire time}/{part}` | claim: one message of a scheduled digest is sent once | `notify::silence::digest` | `retention.claims` (sweep) |
+//! | `ratelimit/mail/{sender}/{YYYYMMDDTHHMM}` | decimal count of mails a sender sent in a minute (compare-and-swap) | `notify::email` | `retention.counters` (sweep) |
+//! | stream `audit/{tenant}/{YYYY-MM-DD}/{NNNNNN}` | segment `NNNNNN` (from `000001`, at most 10,000 records) of the hash-chained audit records of a tenant's day, each written at its number once; `audit/{tenant}/{YYYY-MM-DD}` itself: a day written before segments | `audit` | `retention.audit_days` after the day, plus a day (sweep) |
+//! | `audit-head/{tenant}/{YYYY-MM-DD}` | JSON head of that day's chain (last seq and hash, pending records, the open segment and its first seq; compare-and-swap) | `audit` | removed with its day (sweep) |
+//! | `queue-receipts/{queue}/{message id}` | the current SQS receipt handle of a received message | `store::aws` | until the message is deleted or poisoned; `retention.claims` at most (sweep) |
+//! | `sweep/cursor` | JSON of where the sweep goes on (family, last key) | `retention` | kept |
 //! | `replay/{tenant}/{rule}` | JSON of the rule's last replay on the tenant: its hash without `mode`, the window, would-close and true-positive counts and ids | `secmon rules replay` (`crate::replay`) | kept, replaced by the next replay of the rule |
 //!
 //! "Claim" keys live in the claim namespace of the backend ([`super::Store::claim`]), the others are
 //! values ([`super::Store::get`]) or streams ([`super::Store::append`]). "Kept" means nothing deletes the
-//! key today.
+//! key (the family does not grow with the alerts: one key per tenant, receiver or subscription); "(sweep)"
+//! means the `sweep` timer removes it once its last write is older than the lifetime named
+//! ([`crate::retention`]; the table of lifetimes is in `docs/operations.md`).
 
 use std::borrow::Cow;
 
@@ -331,6 +334,34 @@ pub fn audit_stream(tenant: &str, day: NaiveDate) -> String {
     key("audit", &[tenant, &day.format("%Y-%m-%d").to_string()])
 }
 
+/// Stream `audit/{tenant}/{day}/{segment}`: segment `segment` (from 1, six digits) of a tenant's day.
+/// A day's chain is cut into segments of at most [`crate::audit::SEGMENT_RECORDS`] records, so no stream
+/// comes near a backend's limit (50,000 blocks in an Azure append blob). The unsegmented stream
+/// [`audit_stream`] itself holds the records written before segments existed (segment 0).
+pub fn audit_segment(day: &str, segment: u32) -> String {
+    if segment == 0 { day.to_string() } else { format!("{day}/{segment:06}") }
+}
+
+/// What a stream name under [`audit_streams`] is: the day's stream (the chain's name, [`audit_stream`]),
+/// the UTC day, and the segment (0 for the unsegmented stream of before segments). `None` for a name
+/// that is neither.
+pub fn audit_stream_parts(stream: &str) -> Option<(String, NaiveDate, u32)> {
+    let rest = stream.strip_prefix("audit/")?;
+    let mut parts = rest.split('/');
+    let tenant = parts.next().filter(|t| !t.is_empty())?;
+    let day_text = parts.next()?;
+    let day = NaiveDate::parse_from_str(day_text, "%Y-%m-%d").ok()?;
+    let segment = match parts.next() {
+        None => 0,
+        Some(s) if s.len() == 6 && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok().filter(|n| *n > 0)?,
+        Some(_) => return None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((format!("audit/{tenant}/{day_text}"), day, segment))
+}
+
 /// `audit-head/…`: the chain head of an [`audit_stream`].
 pub fn audit_head(stream: &str) -> String {
     format!("audit-head/{}", stream.trim_start_matches("audit/"))
@@ -380,6 +411,8 @@ mod tests {
             (audit_streams(Some("contoso")), "audit/contoso/"),
             (audit_stream("contoso", day), "audit/contoso/2026-11-26"),
             (audit_head("audit/contoso/2026-11-26"), "audit-head/contoso/2026-11-26"),
+            (audit_segment("audit/contoso/2026-11-26", 3), "audit/contoso/2026-11-26/000003"),
+            (audit_segment("audit/contoso/2026-11-26", 0), "audit/contoso/2026-11-26"),
             (queue_receipt("alerts", "5fd1-77"), "queue-receipts/alerts/5fd1-77"),
             (replay("contoso", "pentest"), "replay/contoso/pentest"),
             (silence("3f2a"), "silences/3f2a"),
@@ -412,5 +445,17 @@ mod tests {
         assert_eq!(subscription_tenant(&subscription_pending("contoso", "x")).as_deref(), Some("contoso"));
         assert!(is_subscription_pending(&subscription_pending("contoso", "x")));
         assert!(!is_subscription_pending(&subscription("contoso", "x")));
+    }
+
+    #[test]
+    fn audit_stream_names_say_their_day_and_segment() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+        let stream = audit_stream("a/b", day);
+        assert_eq!(audit_stream_parts(&stream), Some((stream.clone(), day, 0)));
+        assert_eq!(audit_stream_parts(&audit_segment(&stream, 12)), Some((stream.clone(), day, 12)));
+        for bad in ["audit/contoso", "audit/contoso/yesterday", "audit/contoso/2026-11-26/12", "watermark/x/2026-11-26"]
+        {
+            assert_eq!(audit_stream_parts(bad), None, "{bad}");
+        }
     }
 }

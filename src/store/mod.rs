@@ -12,6 +12,10 @@
 //! - [`Queue`]: at-least-once messages with a visibility timeout, a dequeue count, and a poison queue;
 //! - [`QueueAdmin`]: the operator's side of a queue (look without taking, redrive, delete, recover what a
 //!   dead process held), in its own trait ([`admin`]).
+//! - [`Store::scan`] / [`Store::delete_if`] / [`Store::delete_stream`]: what retention needs: keys listed
+//!   in bounded batches with their version and write time, removed only at the version listed, and
+//!   whole audit streams removed once their retention ran out ([`crate::retention`]);
+//! - [`Queue`]: at-least-once messages with a visibility timeout, a dequeue count, and a poison queue.
 //!
 //! Over the contract, the state layer every stage uses instead of writing it out again: [`keys`] (the
 //! whole keyspace, one function per key family), [`once()`] (the claim protocol around one side effect)
@@ -24,6 +28,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 pub mod admin;
 #[cfg(feature = "aws")]
@@ -107,6 +112,27 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// Which of a backend's two key spaces a key lives in: values ([`Store::get`]) or claims
+/// ([`Store::claim`]). The same key may exist in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    /// Versioned values.
+    Values,
+    /// Claims.
+    Claims,
+}
+
+/// A key as [`Store::scan`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The key.
+    pub key: String,
+    /// Its current version, for [`Store::delete_if`].
+    pub etag: Etag,
+    /// When it was last written (a value put, a claim taken, renewed or completed), on the store's clock.
+    pub written: DateTime<Utc>,
+}
+
 /// Result type of the store.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -144,6 +170,17 @@ pub trait Store: Send + Sync {
     async fn read_stream(&self, stream: &str) -> StoreResult<Vec<Vec<u8>>>;
     /// Stream names that start with `prefix`, sorted.
     async fn list_streams(&self, prefix: &str) -> StoreResult<Vec<String>>;
+    /// Up to `limit` keys of `space` that start with `prefix` and sort after `after` (from the first when
+    /// `None`), in key order, each with its version and when it was last written. Retention walks the
+    /// keyspace with it, a bounded batch at a time.
+    async fn scan(&self, space: Space, prefix: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<Listed>>;
+    /// Removes `key` from `space` only if it is still at version `etag` (as [`Store::scan`] listed it):
+    /// true when removed, false when it was written since or is gone. A claim is removed only when it
+    /// is completed or its lease has run out: a live claim is never removed, however old.
+    async fn delete_if(&self, space: Space, key: &str, etag: &Etag) -> StoreResult<bool>;
+    /// Removes a whole stream, every record of it (audit retention; nothing else removes a record).
+    /// No error when there is no such stream.
+    async fn delete_stream(&self, stream: &str) -> StoreResult<()>;
 }
 
 /// A message received from a [`Queue`]; delete it when done, or let it reappear.

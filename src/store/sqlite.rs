@@ -13,15 +13,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Claim, Etag, Precondition, Queue, Received, Store, StoreError, StoreResult, Token, poison_name};
+use super::{
+    Claim, Etag, Listed, Precondition, Queue, Received, Space, Store, StoreError, StoreResult, Token, poison_name,
+};
 use crate::clock::{Clock, SystemClock};
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL,
+    written INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, done INTEGER NOT NULL, lease_until INTEGER NOT NULL,
-    token TEXT NOT NULL DEFAULT '');
+    token TEXT NOT NULL DEFAULT '', written INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS streams (stream TEXT NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL,
     PRIMARY KEY (stream, seq));
 CREATE TABLE IF NOT EXISTS queue (id TEXT PRIMARY KEY, queue TEXT NOT NULL, body BLOB NOT NULL,
@@ -114,7 +117,29 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
     if !has_token {
         conn.execute_batch("ALTER TABLE claims ADD COLUMN token TEXT NOT NULL DEFAULT ''").map_err(backend)?;
     }
+    // Write times (retention): a key from before them counts as written now, so it gets its whole
+    // lifetime from the upgrade on and is never swept early.
+    let now = chrono::Utc::now().timestamp_millis();
+    for table in ["kv", "claims"] {
+        let has_written = conn
+            .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'written'"))
+            .and_then(|mut s| s.exists([]))
+            .map_err(backend)?;
+        if !has_written {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN written INTEGER NOT NULL DEFAULT 0; UPDATE {table} SET written = {now};"
+            ))
+            .map_err(backend)?;
+        }
+    }
     migrate_admin(conn)
+}
+
+/// The version [`Store::scan`] gives a claim: any write (claim, renew, complete) changes it.
+const CLAIM_VERSION: &str = "written || ':' || token || ':' || done";
+
+fn from_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 fn immediate(c: &mut Connection) -> StoreResult<rusqlite::Transaction<'_>> {
@@ -157,6 +182,7 @@ impl Store for SqliteStore {
     async fn put_if(&self, key: &str, value: &[u8], cond: Precondition) -> StoreResult<Etag> {
         check_key(key)?;
         let (key, value) = (key.to_string(), value.to_vec());
+        let now = self.now_ms();
         self.run(move |c| {
             let tx = immediate(c)?;
             let current: Option<i64> = tx
@@ -173,9 +199,10 @@ impl Store for SqliteStore {
             }
             let next = current.unwrap_or(0) + 1;
             tx.execute(
-                "INSERT INTO kv (key, value, version) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = excluded.version",
-                params![key, value, next],
+                "INSERT INTO kv (key, value, version, written) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = excluded.version,
+                 written = excluded.written",
+                params![key, value, next, now],
             )
             .map_err(backend)?;
             tx.commit().map_err(backend)?;
@@ -187,13 +214,15 @@ impl Store for SqliteStore {
     async fn put(&self, key: &str, value: &[u8]) -> StoreResult<Etag> {
         check_key(key)?;
         let (key, value) = (key.to_string(), value.to_vec());
+        let now = self.now_ms();
         self.run(move |c| {
             let version: i64 = c
                 .query_row(
-                    "INSERT INTO kv (key, value, version) VALUES (?1, ?2, 1)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = kv.version + 1
+                    "INSERT INTO kv (key, value, version, written) VALUES (?1, ?2, 1, ?3)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
+                     written = excluded.written
                      RETURNING version",
-                    params![key, value],
+                    params![key, value, now],
                     |r| r.get(0),
                 )
                 .map_err(backend)?;
@@ -237,10 +266,10 @@ impl Store for SqliteStore {
                 _ => {
                     let token = uuid::Uuid::new_v4().simple().to_string();
                     tx.execute(
-                        "INSERT INTO claims (key, done, lease_until, token) VALUES (?1, 0, ?2, ?3)
+                        "INSERT INTO claims (key, done, lease_until, token, written) VALUES (?1, 0, ?2, ?3, ?4)
                          ON CONFLICT(key) DO UPDATE SET done = 0, lease_until = excluded.lease_until,
-                         token = excluded.token",
-                        params![key, until, token],
+                         token = excluded.token, written = excluded.written",
+                        params![key, until, token, now],
                     )
                     .map_err(backend)?;
                     Claim::Acquired(Token(token))
@@ -254,12 +283,13 @@ impl Store for SqliteStore {
 
     async fn renew(&self, key: &str, token: &Token, lease: Duration) -> StoreResult<Token> {
         let (key, token) = (key.to_string(), token.clone());
-        let until = self.now_ms() + lease.as_millis() as i64;
+        let now = self.now_ms();
+        let until = now + lease.as_millis() as i64;
         self.run(move |c| {
             let n = c
                 .execute(
-                    "UPDATE claims SET lease_until = ?3 WHERE key = ?1 AND token = ?2 AND done = 0",
-                    params![key, token.0, until],
+                    "UPDATE claims SET lease_until = ?3, written = ?4 WHERE key = ?1 AND token = ?2 AND done = 0",
+                    params![key, token.0, until, now],
                 )
                 .map_err(backend)?;
             if n == 0 { Err(not_holder(key)) } else { Ok(token) }
@@ -269,9 +299,13 @@ impl Store for SqliteStore {
 
     async fn complete(&self, key: &str, token: &Token) -> StoreResult<()> {
         let (key, token) = (key.to_string(), token.0.clone());
+        let now = self.now_ms();
         self.run(move |c| {
             let n = c
-                .execute("UPDATE claims SET done = 1 WHERE key = ?1 AND token = ?2", params![key, token])
+                .execute(
+                    "UPDATE claims SET done = 1, written = ?3 WHERE key = ?1 AND token = ?2",
+                    params![key, token, now],
+                )
                 .map_err(backend)?;
             if n == 0 { Err(not_holder(key)) } else { Ok(()) }
         })
@@ -334,6 +368,66 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             let rows = stmt.query_map(params![pattern], |r| r.get(0)).map_err(backend)?;
             rows.collect::<Result<Vec<String>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn scan(&self, space: Space, prefix: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<Listed>> {
+        let (prefix, after) = (prefix.to_string(), after.unwrap_or_default().to_string());
+        // A range on the primary key (from the prefix, past the cursor), cut where the prefix ends.
+        let sql = match space {
+            Space::Values => "SELECT key, CAST(version AS TEXT), written FROM kv WHERE key >= ?1 AND key > ?2
+                 ORDER BY key LIMIT ?3"
+                .to_string(),
+            Space::Claims => format!(
+                "SELECT key, {CLAIM_VERSION}, written FROM claims WHERE key >= ?1 AND key > ?2 ORDER BY key LIMIT ?3"
+            ),
+        };
+        self.run(move |c| {
+            let mut stmt = c.prepare(&sql).map_err(backend)?;
+            let rows = stmt
+                .query_map(params![prefix, after, limit as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (key, etag, written) = row.map_err(backend)?;
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                out.push(Listed { key, etag: Etag(etag), written: from_ms(written) });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_if(&self, space: Space, key: &str, etag: &Etag) -> StoreResult<bool> {
+        let (key, etag) = (key.to_string(), etag.0.clone());
+        let now = self.now_ms();
+        self.run(move |c| {
+            let n = match space {
+                Space::Values => {
+                    c.execute("DELETE FROM kv WHERE key = ?1 AND CAST(version AS TEXT) = ?2", params![key, etag])
+                }
+                // Never a claim whose lease is still running, whatever its age.
+                Space::Claims => c.execute(
+                    &format!(
+                        "DELETE FROM claims WHERE key = ?1 AND {CLAIM_VERSION} = ?2 AND (done = 1 OR lease_until <= ?3)"
+                    ),
+                    params![key, etag, now],
+                ),
+            };
+            n.map(|n| n > 0).map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_stream(&self, stream: &str) -> StoreResult<()> {
+        let stream = stream.to_string();
+        self.run(move |c| {
+            c.execute("DELETE FROM streams WHERE stream = ?1", params![stream]).map(|_| ()).map_err(backend)
         })
         .await
     }
@@ -689,6 +783,31 @@ mod tests {
     async fn passes_the_store_contract() {
         let store = SqliteStore::in_memory().unwrap();
         super::super::contract::store_contract(&store).await;
+    }
+
+    #[tokio::test]
+    async fn passes_the_retention_contract() {
+        let store = SqliteStore::in_memory().unwrap();
+        super::super::contract::retention_contract(&store).await;
+    }
+
+    /// A file from before write times: its keys count as written at the upgrade, never as ancient.
+    #[tokio::test]
+    async fn keys_from_before_write_times_count_as_written_at_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL);
+                 INSERT INTO kv VALUES ('close-outcome/t/a/v', 'x', 1);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let listed = s.scan(Space::Values, "close-outcome/", None, 10).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].written > chrono::Utc::now() - chrono::Duration::minutes(1), "{listed:?}");
     }
 
     #[tokio::test]

@@ -22,8 +22,8 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FUNCTIONS = ["poll-alerts", "reconcile-alerts", "graph-subscriptions", "graph-webhook", "graph-lifecycle", "doorbell",
-             "health", "health-details", "doctor", "respond"]
+FUNCTIONS = ["poll-alerts", "reconcile-alerts", "graph-subscriptions", "sweep", "graph-webhook", "graph-lifecycle",
+             "doorbell", "health", "health-details", "doctor", "respond"]
 
 
 def package_source(tmp: Path) -> Path:

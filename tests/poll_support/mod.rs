@@ -18,7 +18,7 @@ use secmon::graph::client::GraphClient;
 use secmon::graph::retry::{RecordingSleeper, RetryPolicy};
 use secmon::intake::Message;
 use secmon::store::sqlite::SqliteStore;
-use secmon::store::{Claim, Etag, Precondition, Store, StoreError, StoreResult, Token, Versioned};
+use secmon::store::{Claim, Etag, Listed, Precondition, Space, Store, StoreError, StoreResult, Token, Versioned};
 use secmon_emulator::{Emulator, Options};
 use serde_json::Value;
 
@@ -81,6 +81,15 @@ impl Store for CrashingStore {
     }
     async fn list_streams(&self, prefix: &str) -> StoreResult<Vec<String>> {
         self.inner.list_streams(prefix).await
+    }
+    async fn scan(&self, space: Space, prefix: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<Listed>> {
+        self.inner.scan(space, prefix, after, limit).await
+    }
+    async fn delete_if(&self, space: Space, key: &str, etag: &Etag) -> StoreResult<bool> {
+        self.inner.delete_if(space, key, etag).await
+    }
+    async fn delete_stream(&self, stream: &str) -> StoreResult<()> {
+        self.inner.delete_stream(stream).await
     }
 }
 

@@ -268,7 +268,7 @@ async fn told_since(
     since: DateTime<Utc>,
 ) -> Result<BTreeMap<String, Vec<String>>, crate::audit::ExportError> {
     let mut lines = Vec::new();
-    crate::audit::export(app.store.as_ref(), since, Some(tenant), &mut lines).await?;
+    crate::audit::export(app.store.as_ref(), since, None, Some(tenant), &mut lines).await?;
     let mut told: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         // Each export line is a record with `"kind":"audit_record"` in front (the one output shape).

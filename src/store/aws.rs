@@ -531,9 +531,18 @@ impl SqsQueue {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, queue: &str, body: &[u8]) -> StoreResult<()> {
+        self.send_after(queue, body, Duration::ZERO).await
+    }
+
+    async fn send_after(&self, queue: &str, body: &[u8], delay: Duration) -> StoreResult<()> {
         let url = self.url(queue).await?;
         let (text, encoding) = encode_body(body);
         let mut req = self.client.send_message().queue_url(&url).message_body(text);
+        if !delay.is_zero() {
+            // `DelaySeconds`: whole seconds, rounded up so it never appears early, at most 900.
+            let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+            req = req.delay_seconds(secs.min(super::MAX_DELAY.as_secs()) as i32);
+        }
         if let Some(enc) = encoding {
             let attr = MessageAttributeValue::builder()
                 .data_type("String")

@@ -67,6 +67,11 @@ pub enum Action {
     UpdateFailed,
     /// A route's update was not applied (the alert changed since it was read).
     UpdateSkipped,
+    /// A receiver's circuit breaker opened: it failed too often in a row and is paused for its
+    /// cool-down (its deliveries wait on the queue). The record is about the delivery that opened it.
+    ReceiverPaused,
+    /// A receiver's probe succeeded after a pause: its breaker closed and its deliveries flow again.
+    ReceiverResumed,
 }
 
 impl std::fmt::Display for Action {

@@ -69,6 +69,7 @@ var functionsByRole = {
     'reconcile-alerts'
     'graph-subscriptions'
     'respond'
+    'deliver'
     'doctor'
   ]
 }

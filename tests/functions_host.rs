@@ -222,10 +222,15 @@ async fn every_function_answers_the_documented_payloads_as_the_host_expects() {
     let all = functions();
     assert!(all.len() >= 7, "functions/ holds every function: {:?}", all.iter().map(|f| &f.0).collect::<Vec<_>>());
     let valid = serde_json::to_string(&Message::Poll { tenant: "contoso".into(), reason: "fidelity".into() }).unwrap();
+    // A delivery job that is not due yet: `deliver` puts it back on its queue with a delay.
+    let later = json!({"tenant": "contoso", "alert": {"id": "a1"}, "not_before": "2999-01-01T00:00:00Z",
+        "task": {"kind": "update", "route": "triage", "set": {"status": "inProgress"}, "receivers": []}})
+    .to_string();
 
     for (function, json) in &all {
         let (kind, binding, trig) = trigger(json);
-        let payload = documented_payload(function, &kind, &binding, &trig, &valid);
+        let message = if function == "deliver" { &later } else { &valid };
+        let payload = documented_payload(function, &kind, &binding, &trig, message);
         let (status, body, id) = handler.invoke(function, payload.to_string()).await;
         // A well-formed invocation of a known function is never refused or unknown.
         assert!(matches!(status, 200 | 500), "{function}: {status} {body}");

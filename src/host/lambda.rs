@@ -128,7 +128,8 @@ async fn serve(app: App, function: Function) -> Result<(), lambda_runtime::Error
         // included) into a plain HTTP request for them.
         Function::Http => lambda_http::run(functions::router(app)).await,
         Function::Respond | Function::Deliver => {
-            let queued = if function == Function::Deliver { functions::Function::Deliver } else { functions::Function::Respond };
+            let queued =
+                if function == Function::Deliver { functions::Function::Deliver } else { functions::Function::Respond };
             lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
                 let app = app.clone();
                 async move { Ok::<_, LambdaFailure>(on_sqs_for(&app, queued, event.payload).await) }

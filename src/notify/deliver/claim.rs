@@ -14,4 +14,3 @@ pub(super) const SEND_LEASE: Duration = Duration::from_secs(300);
 pub(super) fn notify_key(tenant: &str, alert: &Alert, receiver: &str) -> String {
     keys::notify(tenant, &alert.id, alert.version(), receiver)
 }
-

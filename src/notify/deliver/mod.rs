@@ -58,10 +58,10 @@ pub struct Delivered {
     pub grouped: Vec<String>,
     /// Receivers whose posting budget was spent: the alert waits in their pending list for a digest.
     pub deferred: Vec<String>,
-    /// Receivers not told yet: the alert leads its incident's group and waits for the window to close,
-    /// or the receiver is paused by its breaker. Deliver again after [`Delivered::until`].
+    /// Receivers not told yet: the alert leads its incident's group and waits for the window to close.
+    /// Deliver again after [`Delivered::until`].
     pub waiting: Vec<String>,
-    /// The earliest time a waiting receiver may be tried again.
+    /// When the earliest group window of a waiting receiver closes.
     pub until: Option<DateTime<Utc>>,
     /// Routes whose `set:` update was applied to the alert.
     pub updated: Vec<String>,
@@ -121,6 +121,7 @@ pub async fn deliver(
     let mut done = Delivered::default();
     let mut failures: Vec<DeliverError> = Vec::new();
     let mut held = Vec::new();
+    let mut paused = Vec::new();
     for target in deliveries {
         let name = target.receiver.clone();
         match deliver_one(app, tenant, alert, target).await {
@@ -130,18 +131,23 @@ pub async fn deliver(
             Ok(Step::Suppressed) => done.suppressed.push(name),
             Ok(Step::Grouped) => done.grouped.push(name),
             Ok(Step::Deferred) => done.deferred.push(name),
-            Ok(Step::Grouping(t) | Step::Paused(t)) => {
+            Ok(Step::Grouping(t)) => {
                 done.waiting.push(name);
                 done.until = Some(done.until.map_or(t, |u| u.min(t)));
             }
+            Ok(Step::Paused(t)) => paused.push(format!("{name} (until {})", stamp(t))),
             Err(e) => failures.push(e),
         }
     }
-    if !failures.is_empty() || !held.is_empty() {
+    if !failures.is_empty() || !held.is_empty() || !paused.is_empty() {
         let mut parts: Vec<String> = failures.iter().map(|e| e.message.clone()).collect();
         if !held.is_empty() {
             parts.push(format!("being delivered by another worker: {}", held.join(", ")));
         }
+        if !paused.is_empty() {
+            parts.push(format!("paused by the breaker: {}", paused.join(", ")));
+        }
+        held.extend(paused);
         let message = format!("alert {}: notification failed for {}", alert.id, parts.join("; "));
         let hopeless = held.is_empty() && failures.iter().all(|e| e.retry == Retry::Permanent);
         return Err(DeliverError { message, retry: if hopeless { Retry::Permanent } else { Retry::Retryable } });

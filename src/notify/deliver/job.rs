@@ -227,7 +227,7 @@ mod tests {
 
     fn config() -> Config {
         let text = "tenants:\n  - {id: 11111111-2222-3333-4444-555555555555, name: contoso}\nroutes:\n  - { receivers: [tickets] }\nreceivers:\n  tickets: { webhook: { url: \"http://127.0.0.1:9/hook\" } }\n";
-        crate::setup::load_str(text, std::path::Path::new("t.yaml"), &|_| None, Utc::now()).unwrap().config
+        crate::config::load_str(text, std::path::Path::new("t.yaml"), &|_| None, Utc::now()).unwrap().config
     }
 
     fn delivery() -> Delivery {

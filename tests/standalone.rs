@@ -108,3 +108,31 @@ async fn shutdown_while_a_message_is_in_hand_loses_nothing_and_repeats_nothing()
     assert_eq!(emulator.teams_messages(secmon::demo::TEAMS_SINK).len(), 6);
     assert_eq!(emulator.patches().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_pool_works_messages_side_by_side_and_shutdown_finishes_every_one_in_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = secmon::demo::world(dir.path(), chrono::Utc::now()).await.unwrap();
+    let mut config = (*world.app.config).clone();
+    config.worker.concurrency = 4;
+    world.app.config = Arc::new(config);
+    let emulator = &world.emulator;
+    let polled = secmon::intake::poll::poll_all(&world.app, chrono::Utc::now()).await;
+    assert!(polled.iter().all(|p| p.error.is_none()), "{polled:?}");
+    // Teams hangs for two posts: with a pool, the other deliveries do not wait for them.
+    emulator.faults().push(Fault::new("/workflows/", FaultKind::Hang).times(2));
+    let (stop, daemon) = start(world.app.clone());
+    eventually("every e-mail and four Teams posts while two posts hang", || {
+        emulator.mails().len() >= 3 && emulator.teams_messages(secmon::demo::TEAMS_SINK).len() >= 4
+    })
+    .await;
+    let hung = emulator.requests().iter().filter(|r| r.path.contains("/workflows/") && r.status.is_none()).count();
+    assert_eq!(hung, 2, "two posts are still hanging while the rest went out");
+    // The hung posts time out (10 s), are retried and go out; then stop: nothing in hand is cut off.
+    eventually("all six Teams messages", || emulator.teams_messages(secmon::demo::TEAMS_SINK).len() >= 6).await;
+    stop.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+    assert_eq!(emulator.teams_messages(secmon::demo::TEAMS_SINK).len(), 6, "each alert told once");
+    assert_eq!(emulator.mails().len(), 3);
+    assert_eq!(world.app.queue.len(ALERTS_QUEUE).await.unwrap(), 0);
+}

@@ -261,3 +261,42 @@ async fn a_bad_delivery_job_is_poisoned_with_the_reason() {
     assert!(matches!(&results[..], [WorkResult::Poisoned(_)]), "{results:?}");
     assert_eq!(e.app.queue.len(&poison_name(DELIVERIES_QUEUE)).await.unwrap(), 1);
 }
+
+const SET: &str = r#"
+routes:
+  - name: triage
+    receivers: [tickets]
+    set: { status: inProgress }
+receivers:
+  tickets: { webhook: { url: "${HOOK_URL}", secret: "${HOOK_KEY}" } }
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_route_update_is_its_own_job_and_waits_until_every_receiver_was_told() {
+    let e = engine(SET, "http://127.0.0.1:9/unused").await;
+    let graph = Arc::new(FakeGraph::default());
+    let mut app = e.app.clone();
+    app.graph = graph.clone();
+    let raw = alert_n(0, "medium", "");
+    graph.put_alert(raw.clone());
+    // The receiver is down at first: the update must not run before it was told.
+    e.sink.script("/hook", 3, 503, None, "maintenance");
+    secmon::respond::process_alert(&app, "contoso", raw).await.unwrap();
+    let results = standalone::drain(&app, 100).await;
+    assert!(
+        results.iter().any(|r| matches!(r, WorkResult::Done(l) if l.contains("update by triage waits for tickets"))),
+        "{results:?}"
+    );
+    assert!(graph.updates().is_empty(), "no update before the receiver was told");
+    // The delivery is retried after its visibility timeout and succeeds; then the update applies, once.
+    e.clock.advance(chrono::Duration::from_std(standalone::VISIBILITY).unwrap() + chrono::Duration::seconds(1));
+    standalone::drain(&app, 100).await;
+    let accepted = e.sink.hits("/hook").iter().filter(|h| h.status == 202).count();
+    assert_eq!(accepted, 1, "told once, after three refused attempts");
+    e.clock.advance(chrono::Duration::seconds(11));
+    standalone::drain(&app, 100).await;
+    let updates = graph.updates();
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    assert_eq!(updates[0].1.status.as_deref(), Some("inProgress"));
+    assert_eq!(e.app.queue.len(DELIVERIES_QUEUE).await.unwrap(), 0);
+}

@@ -313,6 +313,24 @@ async fn an_unreadable_queue_message_is_poisoned_not_dropped() {
     assert_eq!(poisoned[0].body, b"{\"kind\":\"launch_missiles\"}");
 }
 
+/// An unreadable delivery job is set aside on the deliveries' own poison queue, with the reason.
+#[tokio::test]
+async fn an_unreadable_delivery_job_is_poisoned_on_its_own_queue() {
+    let mut handler = Handler::start().await;
+    let mut payload = sample("functions-queue-request-observed.json");
+    payload["Data"] = json!({"message": "{\"tenant\":\"contoso\",\"task\":{\"kind\":\"tell_everyone\"}}"});
+    let (status, body, _) = handler.invoke("deliver", payload.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_host_shape("deliver", &body);
+    let logs = body["Logs"].to_string();
+    assert!(logs.contains("deliveries-poison") && logs.contains("not a delivery job"), "{logs}");
+    assert!(handler.stop());
+    let store = SqliteStore::open(&handler.db).unwrap();
+    let poisoned = store.receive("deliveries-poison", 10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(poisoned.len(), 1);
+    assert!(store.receive(&poison_name(ALERTS_QUEUE), 10, Duration::from_secs(30)).await.unwrap().is_empty());
+}
+
 /// The round trip through the host protocol: what the Azure backend puts on the queue, decoded as
 /// the host does with `messageEncoding: base64`, is a message `secmon serve` reads (not poisoned).
 #[tokio::test]

@@ -294,7 +294,8 @@ pub async fn deliver(app: &App, body: &[u8], now: DateTime<Utc>) -> Outcome {
     };
     if let Some(at) = job.not_before.filter(|at| *at > now) {
         // Early (a backend caps delays): back on the queue until its time.
-        return again(app, job, at, now, format!("{} not due before {at}", job_name(body))).await;
+        let line = format!("{} not due before {at}", job.target());
+        return again(app, job, at, now, line).await;
     }
     let tenant = job.tenant.clone();
     let ready = match job.ready(&app.config, app.store.as_ref()).await {
@@ -321,10 +322,6 @@ pub async fn deliver(app: &App, body: &[u8], now: DateTime<Utc>) -> Outcome {
             }
         }
     }
-}
-
-fn job_name(body: &[u8]) -> String {
-    crate::notify::deliver::Job::parse(body).map(|j| j.target().to_string()).unwrap_or_default()
 }
 
 /// Puts `job` back on the `deliveries` queue to appear at `at`; this message is then done.

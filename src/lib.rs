@@ -12,10 +12,11 @@
 //!   [`intake::Message`] on the queue.
 //! - [`rules`]: known-benign close rules and routes; pure evaluation.
 //! - [`respond`]: one alert version through decide (on Graph's current copy before a close) → claim →
-//!   act → record.
+//!   act → record, ending in one delivery job per receiver on the `deliveries` queue.
 //! - [`notify`]: receivers (Teams, e-mail, signed webhook), each one [`notify::Notifier`], their
-//!   posting budgets ([`notify::budget`]), and the delivery of one alert version to them
-//!   ([`notify::deliver`]; what a budget holds back goes out in one digest).
+//!   posting budgets ([`notify::budget`]), and the delivery of one alert version to one receiver as its
+//!   own unit of work ([`notify::deliver`]: breaker, claim, realert, grouping on the queue, send; what a
+//!   budget holds back goes out in one digest).
 //! - [`audit`]: the hash-chained audit trail every effect is recorded in.
 //! - [`doctor`]: the preflight of a real deployment: every check with its fix (`secmon doctor`,
 //!   `/api/doctor`).

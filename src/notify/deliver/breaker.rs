@@ -90,6 +90,21 @@ pub async fn admit(store: &dyn Store, receiver: &str, now: DateTime<Utc>) -> Res
     .await
 }
 
+/// Gives back a probe that sent nothing (its delivery was already done, grouped, held, …), so the next
+/// delivery may probe.
+pub async fn unprobed(store: &dyn Store, receiver: &str) -> Result<(), StoreError> {
+    let key = keys::receiver_breaker(receiver);
+    crate::store::update(store, &key, |current| {
+        let mut s: State = current.and_then(|v| serde_json::from_slice(v).ok()).unwrap_or_default();
+        if s.probe_until.is_none() {
+            return Change::Keep(());
+        }
+        s.probe_until = None;
+        Change::Put(put(&s), ())
+    })
+    .await
+}
+
 /// Records that a delivery to `receiver` was answered; closes the breaker if it was open.
 pub async fn succeeded(store: &dyn Store, receiver: &str, admitted: Admit) -> Result<Option<Transition>, StoreError> {
     if admitted == (Admit::Go { clean: true }) {
@@ -179,6 +194,9 @@ mod tests {
         let t1 = until + chrono::Duration::seconds(1);
         assert_eq!(admit(&store, "soc", t1).await.unwrap(), Admit::Probe);
         assert!(matches!(admit(&store, "soc", t1).await.unwrap(), Admit::Wait(w) if w > t1));
+        // A probe that sent nothing is given back: the next delivery probes.
+        unprobed(&store, "soc").await.unwrap();
+        assert_eq!(admit(&store, "soc", t1).await.unwrap(), Admit::Probe);
         // The probe fails: paused again at once.
         let again = failed(&store, "soc", &config, Admit::Probe, t1).await.unwrap();
         assert_eq!(again, Some(Transition::Opened { failures: 4, until: t1 + chrono::Duration::seconds(60) }));

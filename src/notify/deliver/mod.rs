@@ -147,9 +147,8 @@ pub async fn deliver(
         if !paused.is_empty() {
             parts.push(format!("paused by the breaker: {}", paused.join(", ")));
         }
-        held.extend(paused);
         let message = format!("alert {}: notification failed for {}", alert.id, parts.join("; "));
-        let hopeless = held.is_empty() && failures.iter().all(|e| e.retry == Retry::Permanent);
+        let hopeless = held.is_empty() && paused.is_empty() && failures.iter().all(|e| e.retry == Retry::Permanent);
         return Err(DeliverError { message, retry: if hopeless { Retry::Permanent } else { Retry::Retryable } });
     }
     if done.waiting.is_empty() {
@@ -172,7 +171,15 @@ pub async fn deliver_one(app: &App, tenant: &str, alert: &Alert, target: &Delive
     }
     let claim_key = claim::notify_key(tenant, alert, name);
     let act = || notify_one(app, &app.receivers, tenant, alert, target, &claim_key, admitted);
-    match once(app.store.as_ref(), &claim_key, claim::SEND_LEASE, act).await.map_err(store)? {
+    let done = once(app.store.as_ref(), &claim_key, claim::SEND_LEASE, act).await.map_err(store)?;
+    let sent = matches!(done, Once::Done(Outcome::Sent) | Once::Failed(Stop::Failed(_)));
+    if admitted == Admit::Probe && !sent {
+        // Nothing was sent: let the next delivery probe at once rather than after the probe's lease.
+        if let Err(e) = breaker::unprobed(app.store.as_ref(), name).await {
+            tracing::warn!(receiver = name, "breaker probe not given back: {e}");
+        }
+    }
+    match done {
         Once::AlreadyDone => Ok(Step::Already),
         Once::Held => Ok(Step::Held),
         Once::Done(Outcome::Sent) => Ok(Step::Sent),

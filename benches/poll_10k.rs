@@ -92,6 +92,10 @@ impl secmon::store::Queue for CountingQueue {
         self.0.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+    async fn send_after(&self, _: &str, _: &[u8], _: Duration) -> secmon::store::StoreResult<()> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
     async fn receive(
         &self,
         _: &str,

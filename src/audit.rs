@@ -92,6 +92,11 @@ pub enum Action {
     /// A person acted on the alert from a card (acknowledge, resolve, true positive): who, the alert
     /// version before and after, and Graph's answer are in the record (`detail` names the person).
     ActionByUser,
+    /// A receiver's circuit breaker opened: it failed too often in a row and is paused for its
+    /// cool-down (its deliveries wait on the queue). The record is about the delivery that opened it.
+    ReceiverPaused,
+    /// A receiver's probe succeeded after a pause: its breaker closed and its deliveries flow again.
+    ReceiverResumed,
 }
 
 impl std::fmt::Display for Action {

@@ -12,12 +12,12 @@
 //!   [`intake::Message`] on the queue.
 //! - [`rules`]: known-benign close rules and routes; pure evaluation.
 //! - [`respond`]: one alert version through decide (on Graph's current copy before a close) → claim →
-//!   act → record.
+//!   act → record, ending in one delivery job per receiver on the `deliveries` queue.
 //! - [`notify`]: receivers (Teams, e-mail, signed webhook), each one [`notify::Notifier`], their
-//!   posting budgets ([`notify::budget`]), and the delivery of one alert version to them
-//!   ([`notify::deliver`]; what a budget holds back goes out in one digest), and noise control
-//!   ([`notify::silence`]: silences, recurring mute windows, re-notification when a silence ends,
-//!   scheduled digests).
+//!   posting budgets ([`notify::budget`]), and the delivery of one alert version to one receiver as its
+//!   own unit of work ([`notify::deliver`]: breaker, claim, realert, grouping on the queue, send; what a
+//!   budget holds back goes out in one digest), and noise control ([`notify::silence`]: silences,
+//!   recurring mute windows, re-notification when a silence ends, scheduled digests).
 //! - [`audit`]: the hash-chained audit trail every effect is recorded in, in segments per tenant-day.
 //! - [`retention`]: the `sweep` timer: what outlived its lifetime is removed, a bounded batch a run.
 //! - [`replay`]: close rules judged on a tenant's history before they enforce (`secmon rules replay`,

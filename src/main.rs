@@ -999,7 +999,10 @@ async fn work_once(app: secmon::app::App) -> anyhow::Result<ExitCode> {
     );
     secmon::output::print(
         "work",
-        &serde_json::json!({"queue": secmon::store::ALERTS_QUEUE, "done": done, "poisoned": poisoned, "retry": retry}),
+        &serde_json::json!({
+            "queues": [secmon::store::ALERTS_QUEUE, secmon::store::DELIVERIES_QUEUE],
+            "done": done, "poisoned": poisoned, "retry": retry
+        }),
     );
     Ok(if poisoned + retry > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -57,6 +57,14 @@ impl Counter {
     }
 }
 
+/// Logs a receiver's circuit-breaker state as it changes (`open`, `half_open`, `closed`), as a metric
+/// line like the counters': target `secmon::metrics`, `metric = "receiver_breaker"`, `value` 1 while
+/// open or probing and 0 once closed, with the receiver's name and the state.
+pub fn receiver_breaker(receiver: &str, state: &str) {
+    let value = u8::from(state != "closed");
+    tracing::info!(target: "secmon::metrics", metric = "receiver_breaker", value, receiver, state, "metric receiver_breaker {receiver} {state}");
+}
+
 /// Process-wide totals, also written as log lines as they change.
 #[derive(Debug, Default)]
 pub struct Metrics {

@@ -277,23 +277,30 @@ fn mail_attempts(emu: &Emulator) -> usize {
     emu.requests().iter().filter(|r| r.path.ends_with("/sendMail")).count()
 }
 
+/// Decides one alert version, then works the deliveries it queued.
+async fn respond_and_deliver(app: &secmon::app::App, alert: serde_json::Value) -> Result<String, RespondError> {
+    let summary = process_alert(app, "contoso", alert).await;
+    secmon::host::standalone::drain(app, 100).await;
+    summary
+}
+
 #[tokio::test]
 async fn alerts_not_closed_are_handed_to_delivery_and_closed_ones_are_not() {
     let tail = "routes:\n  - { receivers: [soc] }\nreceivers:\n  soc: { email: { from: secmon@contoso.com, to: [soc@contoso.com] } }\n";
     // Shadow: nothing changes in Graph, and the SOC is told as usual.
     let h = harness_with("", tail, true, CommentShape::Both).await;
-    let _ = process_alert(&h.app, "contoso", h.alert(HIDDEN_FILE)).await;
+    let _ = respond_and_deliver(&h.app, h.alert(HIDDEN_FILE)).await;
     assert!(h.emu.patches().is_empty());
     assert_eq!(mail_attempts(&h.emu), 1);
     // Enforce: closed, and nobody is mailed.
     let h = harness_with("    mode: enforce\n", tail, true, CommentShape::Both).await;
-    process_alert(&h.app, "contoso", h.alert(HIDDEN_FILE)).await.unwrap();
+    respond_and_deliver(&h.app, h.alert(HIDDEN_FILE)).await.unwrap();
     assert_eq!(h.emu.patches().len(), 1);
     assert_eq!(mail_attempts(&h.emu), 0);
     // Enforce, but Graph refuses the close for good: the alert is mailed instead.
     let h = harness_with("    mode: enforce\n", tail, true, CommentShape::Both).await;
     h.emu.faults().push(Fault::status("/security/alerts_v2/", 403, None).method("PATCH"));
-    let _ = process_alert(&h.app, "contoso", h.alert(HIDDEN_FILE)).await;
+    let _ = respond_and_deliver(&h.app, h.alert(HIDDEN_FILE)).await;
     assert_eq!(h.audit().await[0].action, Action::CloseFailed);
     assert_eq!(mail_attempts(&h.emu), 1);
 }

@@ -222,10 +222,15 @@ async fn every_function_answers_the_documented_payloads_as_the_host_expects() {
     let all = functions();
     assert!(all.len() >= 7, "functions/ holds every function: {:?}", all.iter().map(|f| &f.0).collect::<Vec<_>>());
     let valid = serde_json::to_string(&Message::Poll { tenant: "contoso".into(), reason: "fidelity".into() }).unwrap();
+    // A delivery job that is not due yet: `deliver` puts it back on its queue with a delay.
+    let later = json!({"tenant": "contoso", "alert": {"id": "a1"}, "not_before": "2999-01-01T00:00:00Z",
+        "task": {"kind": "update", "route": "triage", "set": {"status": "inProgress"}, "receivers": []}})
+    .to_string();
 
     for (function, json) in &all {
         let (kind, binding, trig) = trigger(json);
-        let payload = documented_payload(function, &kind, &binding, &trig, &valid);
+        let message = if function == "deliver" { &later } else { &valid };
+        let payload = documented_payload(function, &kind, &binding, &trig, message);
         let (status, body, id) = handler.invoke(function, payload.to_string()).await;
         // A well-formed invocation of a known function is never refused or unknown.
         assert!(matches!(status, 200 | 500), "{function}: {status} {body}");
@@ -306,6 +311,24 @@ async fn an_unreadable_queue_message_is_poisoned_not_dropped() {
     let poisoned = store.receive(&poison_name(ALERTS_QUEUE), 10, Duration::from_secs(30)).await.unwrap();
     assert_eq!(poisoned.len(), 1);
     assert_eq!(poisoned[0].body, b"{\"kind\":\"launch_missiles\"}");
+}
+
+/// An unreadable delivery job is set aside on the deliveries' own poison queue, with the reason.
+#[tokio::test]
+async fn an_unreadable_delivery_job_is_poisoned_on_its_own_queue() {
+    let mut handler = Handler::start().await;
+    let mut payload = sample("functions-queue-request-observed.json");
+    payload["Data"] = json!({"message": "{\"tenant\":\"contoso\",\"task\":{\"kind\":\"tell_everyone\"}}"});
+    let (status, body, _) = handler.invoke("deliver", payload.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_host_shape("deliver", &body);
+    let logs = body["Logs"].to_string();
+    assert!(logs.contains("deliveries-poison") && logs.contains("not a delivery job"), "{logs}");
+    assert!(handler.stop());
+    let store = SqliteStore::open(&handler.db).unwrap();
+    let poisoned = store.receive("deliveries-poison", 10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(poisoned.len(), 1);
+    assert!(store.receive(&poison_name(ALERTS_QUEUE), 10, Duration::from_secs(30)).await.unwrap().is_empty());
 }
 
 /// The round trip through the host protocol: what the Azure backend puts on the queue, decoded as

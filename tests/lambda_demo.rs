@@ -150,6 +150,20 @@ async fn the_demo_flow_runs_on_the_lambda_adapter() {
     let queue_url = sqs.create_queue().queue_name(format!("{name}-alerts")).send().await.unwrap().queue_url.unwrap();
     let poison_url =
         sqs.create_queue().queue_name(format!("{name}-alerts-poison")).send().await.unwrap().queue_url.unwrap();
+    let deliveries_url =
+        sqs.create_queue().queue_name(format!("{name}-deliveries")).send().await.unwrap().queue_url.unwrap();
+    let deliveries_poison_url =
+        sqs.create_queue().queue_name(format!("{name}-deliveries-poison")).send().await.unwrap().queue_url.unwrap();
+    let deliveries_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&deliveries_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap();
     let queue_arn = sqs
         .get_queue_attributes()
         .queue_url(&queue_url)
@@ -187,6 +201,8 @@ async fn the_demo_flow_runs_on_the_lambda_adapter() {
         ("SECMON_S3_PREFIX", "secmon".into()),
         ("SECMON_SQS_QUEUE_URL", queue_url.clone()),
         ("SECMON_SQS_POISON_QUEUE_URL", poison_url.clone()),
+        ("SECMON_SQS_DELIVERIES_QUEUE_URL", deliveries_url.clone()),
+        ("SECMON_SQS_DELIVERIES_POISON_QUEUE_URL", deliveries_poison_url.clone()),
         ("SECMON_SECRETS_ARN", secret_arn),
         ("SECMON_DEMO_GRAPH_URL", emulator.graph_url()),
         ("SECMON_DEMO_AUTHORITY_URL", emulator.authority_url()),
@@ -231,6 +247,28 @@ async fn the_demo_flow_runs_on_the_lambda_adapter() {
     drop(respond);
     assert_eq!(depth(&sqs, &queue_url).await, 0, "respond queued nothing further");
     assert_eq!(depth(&sqs, &poison_url).await, 0, "nothing was poisoned");
+
+    // (2b) Each decided alert queued one delivery per receiver: the `deliver` function tells each.
+    let deliver_runtime = FakeRuntime::start().await;
+    let mut deliver = spawn_lambda(&deliver_runtime, "deliver", CHILD, &env);
+    let jobs = receive_all(&sqs, &deliveries_url).await;
+    assert_eq!(jobs.len(), 9, "six Teams deliveries and three e-mails");
+    for batch in jobs.chunks(BATCH_SIZE) {
+        let records: Vec<Value> = batch.iter().map(|m| sqs_record(m, &deliveries_arn)).collect();
+        let reply = deliver_runtime.invoke(&mut deliver, json!({"Records": records})).await;
+        assert_eq!(reply, Reply::Response(json!({"batchItemFailures": []})));
+        for msg in batch {
+            sqs.delete_message()
+                .queue_url(&deliveries_url)
+                .receipt_handle(msg.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    drop(deliver);
+    assert_eq!(depth(&sqs, &deliveries_url).await, 0, "deliver queued nothing further");
+    assert_eq!(depth(&sqs, &deliveries_poison_url).await, 0, "no delivery was poisoned");
 
     // (3) What Graph, Teams and Exchange received, and what the bucket recorded.
     // The enforce rule closes Defender for Endpoint alerts with evidence in 203.0.113.0/24 up to medium:

@@ -240,15 +240,20 @@ receivers:
     let a = sample(json!({"id": "alert-a", "incidentId": "77", "title": "First of incident 77"}));
     let b = sample(json!({"id": "alert-b", "incidentId": "77", "title": "Second of incident 77", "severity": "high"}));
     let other = sample(json!({"id": "alert-c", "incidentId": "78", "title": "Incident 78"}));
-    let (app, ra, rr) = (w.app.clone(), a.clone(), r.clone());
-    let leader = tokio::spawn(async move { deliver(&app, &alert(&ra), &rr).await });
-    // Let the leader open the group (it then waits out the 2 s window).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first alert of each incident leads its group: it waits for the 2 s window, on the queue.
+    let leader = deliver(&w.app, &alert(&a), &r).await.unwrap();
+    assert_eq!(leader.waiting, r);
+    assert_eq!(leader.until, Some(now() + chrono::Duration::seconds(2)));
     let joined = deliver(&w.app, &alert(&b), &r).await.unwrap();
     assert_eq!(joined.grouped, r);
-    let alone = deliver(&w.app, &alert(&other), &r).await.unwrap();
-    assert_eq!(alone.sent, r);
-    assert_eq!(leader.await.unwrap().unwrap().sent, r);
+    let other_leader = deliver(&w.app, &alert(&other), &r).await.unwrap();
+    assert_eq!(other_leader.waiting, r);
+    assert!(w.sink.hits(TEAMS_PATH).is_empty(), "nothing is sent while the windows are open");
+    // The window closes: each leader sends its incident's message.
+    w.clock.advance(chrono::Duration::seconds(2));
+    assert_eq!(deliver(&w.app, &alert(&a), &r).await.unwrap().sent, r);
+    assert_eq!(deliver(&w.app, &alert(&other), &r).await.unwrap().sent, r);
+    assert_eq!(deliver(&w.app, &alert(&b), &r).await.unwrap().already, r, "b was told in a's message");
     let hits = w.sink.hits(TEAMS_PATH);
     assert_eq!(hits.len(), 2, "one message for incident 77, one for 78");
     let grouped = hits.iter().map(|h| h.json()).find(|m| m.to_string().contains("First of incident 77")).unwrap();
@@ -258,9 +263,9 @@ receivers:
     // After the window a new alert of the incident starts a new message.
     w.clock.advance(chrono::Duration::seconds(5));
     let late = sample(json!({"id": "alert-d", "incidentId": "77", "title": "Late"}));
-    let (app, rl, rr) = (w.app.clone(), late.clone(), r.clone());
-    let done = tokio::spawn(async move { deliver(&app, &alert(&rl), &rr).await });
-    assert_eq!(done.await.unwrap().unwrap().sent, r);
+    assert_eq!(deliver(&w.app, &alert(&late), &r).await.unwrap().waiting, r);
+    w.clock.advance(chrono::Duration::seconds(2));
+    assert_eq!(deliver(&w.app, &alert(&late), &r).await.unwrap().sent, r);
     assert_eq!(w.sink.hits(TEAMS_PATH).len(), 3);
 }
 
@@ -426,12 +431,21 @@ async fn an_mssp_sends_every_mail_through_the_sending_tenant() {
         let raw = sample(json!({"id": format!("alert-{tenant}")}));
         secmon::respond::process_alert(&w.app, tenant, raw).await.unwrap();
     }
+    let drained = secmon::host::standalone::drain(&w.app, 100).await;
+    assert!(drained.iter().all(|r| matches!(r, secmon::host::standalone::WorkResult::Done(_))), "{drained:?}");
     // secmon's own alarm about fabrikam (its polls fail) still reaches the SOC.
     let alarm = json!({"id": "secmon-health-fabrikam-2026112610", "title": "secmon: no successful poll of fabrikam",
         "severity": "high", "status": "new", "createdDateTime": "2026-11-26T10:00:00Z",
         "lastUpdateDateTime": "2026-11-26T10:00:00Z"});
     let summary = secmon::respond::process_alert(&w.app, "fabrikam", alarm).await.unwrap();
-    assert!(summary.contains("notified soc-email"), "{summary}");
+    assert!(summary.contains("delivering to soc-email"), "{summary}");
+    let drained = secmon::host::standalone::drain(&w.app, 100).await;
+    assert!(
+        drained
+            .iter()
+            .any(|r| matches!(r, secmon::host::standalone::WorkResult::Done(l) if l.contains("notified soc-email"))),
+        "{drained:?}"
+    );
     let mails = w.graph.mails();
     assert_eq!(mails.len(), 3);
     assert!(mails.iter().all(|(tenant, from, _)| tenant == "soc" && from == "alerts@soc.example.net"), "{mails:?}");

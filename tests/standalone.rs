@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secmon::config::Config;
 use secmon::host::standalone;
-use secmon::store::ALERTS_QUEUE;
+use secmon::store::{ALERTS_QUEUE, DELIVERIES_QUEUE};
 use secmon_emulator::{Fault, FaultKind};
 
 /// Polls `f` every 50 ms until it holds or 30 s pass.
@@ -54,6 +54,7 @@ async fn run_polls_on_schedule_works_the_queue_and_stops_on_request() {
     assert_eq!(emulator.teams_messages(secmon::demo::TEAMS_SINK).len(), 6);
     assert_eq!(emulator.patches().len(), 2);
     assert_eq!(world.app.queue.len(ALERTS_QUEUE).await.unwrap(), 0);
+    assert_eq!(world.app.queue.len(DELIVERIES_QUEUE).await.unwrap(), 0);
 }
 
 /// `run` polls every tenant as it starts: with a schedule whose first tick is a year away, the alerts
@@ -76,7 +77,11 @@ async fn run_polls_every_tenant_at_start_without_waiting_for_the_schedule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_while_a_message_is_in_hand_loses_nothing_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let world = secmon::demo::world(dir.path(), chrono::Utc::now()).await.unwrap();
+    let mut world = secmon::demo::world(dir.path(), chrono::Utc::now()).await.unwrap();
+    // One message at a time, so that shutdown finds work not yet started.
+    let mut config = (*world.app.config).clone();
+    config.worker.concurrency = 1;
+    world.app.config = Arc::new(config);
     let emulator = &world.emulator;
     // Queue the work first, then make every Teams post slow so shutdown lands mid-message.
     let polled = secmon::intake::poll::poll_all(&world.app, chrono::Utc::now()).await;
@@ -92,11 +97,13 @@ async fn shutdown_while_a_message_is_in_hand_loses_nothing_and_repeats_nothing()
     daemon.await.unwrap().unwrap();
 
     // The message in hand was finished; the rest are still queued (hidden until their visibility
-    // timeout), not lost.
+    // timeout), not lost: alerts not decided yet, deliveries not made yet.
     let told_before = emulator.teams_messages(secmon::demo::TEAMS_SINK).len();
     assert!(told_before >= 1, "the message in hand was finished");
-    let left = world.app.queue.len(ALERTS_QUEUE).await.unwrap();
-    assert!(left > 0 && left < queued, "some work left for later: {left}");
+    let alerts_left = world.app.queue.len(ALERTS_QUEUE).await.unwrap();
+    let deliveries_left = world.app.queue.len(DELIVERIES_QUEUE).await.unwrap();
+    assert!(alerts_left < queued, "some alerts were decided: {alerts_left} of {queued} left");
+    assert!(alerts_left + deliveries_left > 0, "some work left for later: {alerts_left} + {deliveries_left}");
 
     // A restart after the visibility timeout picks up the rest: in total each alert is told once.
     emulator.faults().clear();
@@ -114,6 +121,35 @@ async fn shutdown_while_a_message_is_in_hand_loses_nothing_and_repeats_nothing()
     let results = standalone::drain(&later, 100).await;
     assert!(results.iter().all(|r| matches!(r, standalone::WorkResult::Done(_))), "{results:?}");
     assert_eq!(later.queue.len(ALERTS_QUEUE).await.unwrap(), 0);
+    assert_eq!(later.queue.len(DELIVERIES_QUEUE).await.unwrap(), 0);
     assert_eq!(emulator.teams_messages(secmon::demo::TEAMS_SINK).len(), 6);
     assert_eq!(emulator.patches().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_pool_works_messages_side_by_side_and_shutdown_finishes_every_one_in_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = secmon::demo::world(dir.path(), chrono::Utc::now()).await.unwrap();
+    let mut config = (*world.app.config).clone();
+    config.worker.concurrency = 4;
+    world.app.config = Arc::new(config);
+    let emulator = &world.emulator;
+    let polled = secmon::intake::poll::poll_all(&world.app, chrono::Utc::now()).await;
+    assert!(polled.iter().all(|p| p.error.is_none()), "{polled:?}");
+    // Teams hangs for two posts: with a pool, the other deliveries do not wait for them.
+    emulator.faults().push(Fault::new("/workflows/", FaultKind::Hang).times(2));
+    let (stop, daemon) = start(world.app.clone());
+    eventually("every e-mail and four Teams posts while two posts hang", || {
+        emulator.mails().len() >= 3 && emulator.teams_messages(secmon::demo::TEAMS_SINK).len() >= 4
+    })
+    .await;
+    let hung = emulator.requests().iter().filter(|r| r.path.contains("/workflows/") && r.status.is_none()).count();
+    assert_eq!(hung, 2, "two posts are still hanging while the rest went out");
+    // The hung posts time out (10 s), are retried and go out; then stop: nothing in hand is cut off.
+    eventually("all six Teams messages", || emulator.teams_messages(secmon::demo::TEAMS_SINK).len() >= 6).await;
+    stop.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+    assert_eq!(emulator.teams_messages(secmon::demo::TEAMS_SINK).len(), 6, "each alert told once");
+    assert_eq!(emulator.mails().len(), 3);
+    assert_eq!(world.app.queue.len(ALERTS_QUEUE).await.unwrap(), 0);
 }

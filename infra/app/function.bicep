@@ -75,6 +75,7 @@ var functionsByRole = {
     'graph-subscriptions'
     'sweep'
     'respond'
+    'deliver'
     'doctor'
   ]
 }

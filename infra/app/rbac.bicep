@@ -2,7 +2,7 @@
 // never to the storage account (docs/deploy.md, "Identities"). Management roles such as Owner grant
 // no data access. Role ids: built-in role definitions; assignment names are deterministic guids.
 //  - edge: the internet-facing HTTP functions (graph-webhook, graph-lifecycle, doorbell, health);
-//  - worker: the timers and the queue trigger (poll-alerts, graph-subscriptions, respond).
+//  - worker: the timers and the queue triggers (poll-alerts, graph-subscriptions, respond, deliver).
 // Graph app roles are granted to the worker only (app/graph-permissions.bicep).
 
 param edgePrincipalId string
@@ -92,6 +92,16 @@ resource alertsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
 resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
   parent: queueService
   name: 'alerts-poison'
+}
+
+resource deliveriesQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: 'deliveries'
+}
+
+resource deliveriesPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: 'deliveries-poison'
 }
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -245,6 +255,27 @@ resource workerAlerts 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 resource workerPoison 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(poisonQueue.id, workerPrincipalId, roles.storageQueueDataContributor)
   scope: poisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: workerPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The deliver trigger (receive, delete), deliveries queued by respond and put back with a delay, poison moves.
+resource workerDeliveries 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deliveriesQueue.id, workerPrincipalId, roles.storageQueueDataContributor)
+  scope: deliveriesQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: workerPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource workerDeliveriesPoison 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deliveriesPoisonQueue.id, workerPrincipalId, roles.storageQueueDataContributor)
+  scope: deliveriesPoisonQueue
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
     principalId: workerPrincipalId

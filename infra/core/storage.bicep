@@ -2,7 +2,8 @@
 //  - Functions host storage (AzureWebJobsStorage__*): containers azure-webjobs-hosts (locks, timer
 //    status) and azure-webjobs-secrets (function keys); the queue trigger reads queue alerts;
 //  - one Flex Consumption deployment container per function app (edge, worker);
-//  - secmon's own state: containers secmon-state / secmon-audit, queues alerts / alerts-poison.
+//  - secmon's own state: containers secmon-state / secmon-audit, queues alerts / alerts-poison and deliveries /
+//    deliveries-poison.
 // Every container and queue is declared here so that app/rbac.bicep can scope each role to the
 // containers and queues an identity needs, never to the account.
 
@@ -117,6 +118,17 @@ resource alertsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
 resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
   parent: queueService
   name: 'alerts-poison'
+}
+
+// One message per receiver of a decided alert (and per route update): the deliver function's queue.
+resource deliveriesQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: 'deliveries'
+}
+
+resource deliveriesPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: 'deliveries-poison'
 }
 
 // Every read, write and delete on blobs and queues, with the caller's identity, to Log Analytics.

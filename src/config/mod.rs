@@ -98,12 +98,37 @@ pub struct Config {
     /// How long what secmon writes is kept, and the `sweep` timer that removes what expired.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// The standalone queue worker (`secmon run`).
+    #[serde(default)]
+    pub worker: WorkerConfig,
     /// True when `SECMON_CLOSE` is `off` (or another of [`rules::CLOSE_OFF`]): every close rule runs
     /// in shadow mode. Set from the environment at load, never from the file, so an operator can stop all
     /// closing at once; a value secmon does not know fails the load.
     #[serde(skip)]
     #[schemars(skip)]
     pub closing_disabled: bool,
+}
+
+/// The standalone queue worker.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// How many queue messages `secmon run` works on at once (default 8), shared fairly between
+    /// tenants: a tenant's burst never takes every slot while another tenant waits.
+    #[serde(default = "WorkerConfig::default_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self { concurrency: Self::default_concurrency() }
+    }
+}
+
+impl WorkerConfig {
+    fn default_concurrency() -> usize {
+        8
+    }
 }
 
 /// Standalone state.
@@ -200,6 +225,9 @@ impl Config {
         }
         if self.tenants.is_empty() {
             out.push(Issue::error("tenants", "at least one tenant is required"));
+        }
+        if !(1..=256).contains(&self.worker.concurrency) {
+            out.push(Issue::error("worker.concurrency", "between 1 and 256 (default 8)"));
         }
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {

@@ -26,6 +26,36 @@ impl ReceiverConfig {
             ReceiverConfig::Email(e) => e.validate(&format!("{path}.email"), out),
             ReceiverConfig::Webhook(w) => w.validate(&format!("{path}.webhook"), out),
         }
+        let (kind, timeout, breaker) = match self {
+            ReceiverConfig::Teams(t) => ("teams", t.timeout, &t.breaker),
+            ReceiverConfig::Email(e) => ("email", e.timeout, &e.breaker),
+            ReceiverConfig::Webhook(w) => ("webhook", w.timeout, &w.breaker),
+        };
+        if timeout < std::time::Duration::from_millis(100) || timeout > MAX_RECEIVER_TIMEOUT {
+            out.push(Issue::error(
+                format!("{path}.{kind}.timeout"),
+                "a receiver's timeout must be between 100ms and 2m (default 10s)",
+            ));
+        }
+        breaker.validate(&format!("{path}.{kind}.breaker"), out);
+    }
+
+    /// How long one attempt to reach this receiver may take (`timeout`).
+    pub fn timeout(&self) -> std::time::Duration {
+        match self {
+            ReceiverConfig::Teams(t) => t.timeout,
+            ReceiverConfig::Email(e) => e.timeout,
+            ReceiverConfig::Webhook(w) => w.timeout,
+        }
+    }
+
+    /// The receiver's circuit breaker (`breaker`).
+    pub fn breaker(&self) -> BreakerConfig {
+        match self {
+            ReceiverConfig::Teams(t) => t.breaker,
+            ReceiverConfig::Email(e) => e.breaker,
+            ReceiverConfig::Webhook(w) => w.breaker,
+        }
     }
 
     /// The kind's name as the config spells it: `teams`, `email`, `webhook`.
@@ -43,6 +73,58 @@ impl ReceiverConfig {
             ReceiverConfig::Teams(t) => t.digest.as_ref(),
             ReceiverConfig::Email(e) => e.digest.as_ref(),
             ReceiverConfig::Webhook(_) => None,
+        }
+    }
+}
+
+/// The longest `timeout` a receiver may have.
+pub const MAX_RECEIVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A receiver's default `timeout`: one attempt that takes longer failed ("timed out after 10s").
+pub const DEFAULT_RECEIVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn default_timeout() -> std::time::Duration {
+    DEFAULT_RECEIVER_TIMEOUT
+}
+
+/// A receiver's circuit breaker: after `failures` deliveries in a row failed in a way a retry may fix
+/// (timeouts, refused connections, 5xx, 429), the receiver is paused for `cool_down`: its deliveries wait
+/// on the queue (not counted as tries), then one probe is let through; its success closes the breaker,
+/// its failure pauses the receiver again. Shared by every worker through the store.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Failures in a row that open the breaker (default 5).
+    #[serde(default = "BreakerConfig::default_failures")]
+    pub failures: u32,
+    /// How long the receiver is paused before a probe (default 1m).
+    #[serde(default = "BreakerConfig::default_cool_down", with = "super::duration")]
+    #[schemars(with = "String")]
+    pub cool_down: std::time::Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self { failures: Self::default_failures(), cool_down: Self::default_cool_down() }
+    }
+}
+
+impl BreakerConfig {
+    fn default_failures() -> u32 {
+        5
+    }
+
+    fn default_cool_down() -> std::time::Duration {
+        std::time::Duration::from_secs(60)
+    }
+
+    /// Checks the breaker is usable.
+    pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
+        if self.failures == 0 {
+            out.push(Issue::error(format!("{path}.failures"), "at least 1"));
+        }
+        if self.cool_down < std::time::Duration::from_secs(1) || self.cool_down > std::time::Duration::from_secs(900) {
+            out.push(Issue::error(format!("{path}.cool_down"), "between 1s and 15m"));
         }
     }
 }
@@ -84,6 +166,13 @@ pub struct TeamsConfig {
     /// Send what is routed here as one scheduled digest card instead of a card per alert.
     #[serde(default)]
     pub digest: Option<super::silence::DigestConfig>,
+    /// How long one attempt to reach the receiver may take before it counts as failed (default 10s).
+    #[serde(default = "default_timeout", with = "super::duration")]
+    #[schemars(with = "String")]
+    pub timeout: std::time::Duration,
+    /// The receiver's circuit breaker (default: 5 failures in a row pause it for 1m).
+    #[serde(default)]
+    pub breaker: BreakerConfig,
 }
 
 /// How a Teams receiver authenticates to its Workflows trigger.
@@ -224,6 +313,13 @@ pub struct EmailConfig {
     /// Send what is routed here as one scheduled digest mail instead of a mail per alert.
     #[serde(default)]
     pub digest: Option<super::silence::DigestConfig>,
+    /// How long one attempt to reach the receiver may take before it counts as failed (default 10s).
+    #[serde(default = "default_timeout", with = "super::duration")]
+    #[schemars(with = "String")]
+    pub timeout: std::time::Duration,
+    /// The receiver's circuit breaker (default: 5 failures in a row pause it for 1m).
+    #[serde(default)]
+    pub breaker: BreakerConfig,
 }
 
 /// Settings for the mail secmon sends.
@@ -283,6 +379,13 @@ pub struct WebhookReceiverConfig {
     /// and `alert` is the alert exactly as Graph returned it.
     #[serde(default)]
     pub template: Option<String>,
+    /// How long one attempt to reach the receiver may take before it counts as failed (default 10s).
+    #[serde(default = "default_timeout", with = "super::duration")]
+    #[schemars(with = "String")]
+    pub timeout: std::time::Duration,
+    /// The receiver's circuit breaker (default: 5 failures in a row pause it for 1m).
+    #[serde(default)]
+    pub breaker: BreakerConfig,
 }
 
 impl WebhookReceiverConfig {

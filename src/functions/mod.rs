@@ -13,6 +13,7 @@
 //! | `graph-subscriptions` | timer | [`graph_subscriptions`]: create, renew, reauthorize subscriptions |
 //! | `sweep` | timer | [`sweep`]: remove what outlived its lifetime (`retention`), a bounded batch per run |
 //! | `respond` | queue `alerts` | [`respond`]: one queue message (an alert version, a poll, a lookup) |
+//! | `deliver` | queue `deliveries` | [`deliver`]: one delivery job (tell one receiver, or apply one route's `set:`) |
 //! | `graph-webhook`, `graph-lifecycle`, `doorbell`, `health` | HTTP | [`router`]: `/api/{function}`; `health` only says up/starting/down |
 //! | `health-details` | HTTP | [`health_details`]: each tenant's state and last error, behind the function key or `health.token` |
 //! | `doctor` | HTTP | [`doctor`]: `secmon doctor`'s checks, behind the function key and `doctor.token` |
@@ -34,7 +35,7 @@ pub use self::http::{router, router_with};
 pub enum Trigger {
     /// A schedule (NCRONTAB in Azure, EventBridge on AWS, the built-in scheduler standalone).
     Timer,
-    /// The `alerts` queue.
+    /// A queue: `alerts` or `deliveries` ([`Function::queue`]).
     Queue,
     /// An HTTP request to `/api/<name>`.
     Http,
@@ -54,6 +55,8 @@ pub enum Function {
     Sweep,
     /// `respond`: one message of the `alerts` queue.
     Respond,
+    /// `deliver`: one job of the `deliveries` queue.
+    Deliver,
     /// `graph-webhook`: Graph change notifications (doorbells) and the validation handshake.
     GraphWebhook,
     /// `graph-lifecycle`: Graph lifecycle notifications.
@@ -70,12 +73,13 @@ pub enum Function {
 
 impl Function {
     /// Every function, timers first, then the queue, then HTTP.
-    pub const ALL: [Function; 11] = [
+    pub const ALL: [Function; 12] = [
         Function::PollAlerts,
         Function::ReconcileAlerts,
         Function::GraphSubscriptions,
         Function::Sweep,
         Function::Respond,
+        Function::Deliver,
         Function::GraphWebhook,
         Function::GraphLifecycle,
         Function::Doorbell,
@@ -92,6 +96,7 @@ impl Function {
             Function::GraphSubscriptions => "graph-subscriptions",
             Function::Sweep => "sweep",
             Function::Respond => "respond",
+            Function::Deliver => "deliver",
             Function::GraphWebhook => "graph-webhook",
             Function::GraphLifecycle => "graph-lifecycle",
             Function::Doorbell => "doorbell",
@@ -112,13 +117,30 @@ impl Function {
             Function::PollAlerts | Function::ReconcileAlerts | Function::GraphSubscriptions | Function::Sweep => {
                 Trigger::Timer
             }
-            Function::Respond => Trigger::Queue,
+            Function::Respond | Function::Deliver => Trigger::Queue,
             Function::GraphWebhook
             | Function::GraphLifecycle
             | Function::Doorbell
             | Function::Health
             | Function::HealthDetails
             | Function::Doctor => Trigger::Http,
+        }
+    }
+
+    /// The queue a queue function is triggered by.
+    pub fn queue(self) -> Option<&'static str> {
+        match self {
+            Function::Respond => Some(crate::store::ALERTS_QUEUE),
+            Function::Deliver => Some(crate::store::DELIVERIES_QUEUE),
+            _ => None,
+        }
+    }
+
+    /// Runs queue function `self` on one message body: [`respond`] or [`deliver`].
+    pub async fn on_message(self, app: &App, body: &[u8], now: DateTime<Utc>) -> Outcome {
+        match self {
+            Function::Deliver => deliver(app, body, now).await,
+            _ => respond(app, body, now).await,
         }
     }
 
@@ -298,6 +320,65 @@ pub async fn respond(app: &App, body: &[u8], now: DateTime<Utc>) -> Outcome {
     }
 }
 
+/// The queue function `deliver`: one job of the `deliveries` queue ([`crate::notify::deliver::Job`]).
+/// A job that has to wait (its receiver is paused, its alert leads an incident group whose window is
+/// open, another worker holds it) is put back on the queue with a delay and this message is done, so
+/// waiting never counts as a try and never holds a worker. A job that can never be done is poisoned with
+/// the reason; a failure a retry may fix leaves it to the queue's back-off.
+pub async fn deliver(app: &App, body: &[u8], now: DateTime<Utc>) -> Outcome {
+    use crate::notify::deliver::{Job, run};
+    let job = match Job::parse(body) {
+        Ok(job) => job,
+        Err(e) => return Outcome::Poison(e.to_string()),
+    };
+    if let Some(at) = job.not_before.filter(|at| *at > now) {
+        // Early (a backend caps delays): back on the queue until its time.
+        let line = format!("{} not due before {at}", job.target());
+        return again(app, job, at, now, line).await;
+    }
+    let tenant = job.tenant.clone();
+    let ready = match job.ready(&app.config, app.store.as_ref()).await {
+        Ok(ready) => ready,
+        Err(Ok(e)) => return Outcome::Retry(format!("store: {e}")),
+        Err(Err(bad)) => return Outcome::Poison(bad.to_string()),
+    };
+    match run(app, &ready).await {
+        Ok(ran) => match ran.again_at {
+            Some(at) => {
+                let mut job = ready.job;
+                if matches!(job.task, crate::notify::deliver::Task::Update { .. }) {
+                    job.waited += 1;
+                }
+                again(app, job, at, now, ran.summary).await
+            }
+            None => Outcome::done(ran.summary),
+        },
+        Err(e) => {
+            crate::metrics::count(crate::metrics::Counter::AlertsFailed, &tenant, 1);
+            match e.retry {
+                crate::graph::Retry::Retryable => Outcome::Retry(e.message),
+                crate::graph::Retry::Permanent => Outcome::Poison(e.message),
+            }
+        }
+    }
+}
+
+/// Puts `job` back on the `deliveries` queue to appear at `at`; this message is then done.
+async fn again(
+    app: &App,
+    mut job: crate::notify::deliver::Job,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    line: String,
+) -> Outcome {
+    job.not_before = Some(at);
+    let delay = (at - now).to_std().unwrap_or_default().max(std::time::Duration::from_secs(1));
+    match app.queue.send_after(crate::store::DELIVERIES_QUEUE, &job.body(), delay).await {
+        Ok(()) => Outcome::done(line),
+        Err(e) => Outcome::Retry(format!("{line}; could not put it back on the queue: {e}")),
+    }
+}
+
 async fn dispatch(app: &App, message: Message, now: DateTime<Utc>) -> Result<String, RespondError> {
     match message {
         Message::Poll { tenant, reason } => {
@@ -434,6 +515,9 @@ mod tests {
         let http: Vec<&str> = Function::http().map(Function::name).collect();
         assert_eq!(http, ["graph-webhook", "graph-lifecycle", "doorbell", "health", "health-details", "doctor"]);
         assert_eq!(Function::Respond.trigger(), Trigger::Queue);
+        assert_eq!(Function::Deliver.trigger(), Trigger::Queue);
+        assert_eq!(Function::Deliver.queue(), Some("deliveries"));
+        assert_eq!(Function::Respond.queue(), Some("alerts"));
         assert_eq!(Function::PollAlerts.trigger(), Trigger::Timer);
     }
 

@@ -353,13 +353,14 @@ pub async fn dispatch(app: &App, function: &str, data: Map<String, Value>) -> Re
         }
         Trigger::Queue => {
             let body = queue_item(&data, "message")?;
-            match functions::respond(app, &body, now).await {
+            let poison = poison_name(function.queue().unwrap_or(ALERTS_QUEUE));
+            match function.on_message(app, &body, now).await {
                 functions::Outcome::Poison(reason) => {
                     app.queue
-                        .send(&poison_name(ALERTS_QUEUE), &body)
+                        .send(&poison, &body)
                         .await
                         .map_err(|e| Failure::Failed(format!("could not poison an unreadable message: {e}")))?;
-                    tracing::error!("message moved to {}: {reason}", poison_name(ALERTS_QUEUE));
+                    tracing::error!("message moved to {poison}: {reason}");
                     functions::Outcome::done(format!("unreadable message moved to the poison queue: {reason}"))
                 }
                 other => other,

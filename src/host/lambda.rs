@@ -10,12 +10,13 @@
 //! | `reconcile-alerts` | EventBridge schedule | [`functions::reconcile_alerts`] |
 //! | `graph-subscriptions` | EventBridge schedule | [`functions::graph_subscriptions`] |
 //! | `respond` | SQS (`alerts`), `ReportBatchItemFailures` | [`functions::respond`] per record |
+//! | `deliver` | SQS (`deliveries`), `ReportBatchItemFailures` | [`functions::deliver`] per record |
 //! | `http` | Function URL (`lambda_http`) | [`functions::router`]: `/api/{function}` |
 //!
 //! A record that fails in a way a retry may fix is listed in `batchItemFailures`, so SQS redelivers it
-//! alone and, after the redrive policy's `maxReceiveCount`, moves it to `alerts-poison`. A record that
-//! can never be processed is moved to `alerts-poison` at once by the same logic as the Functions queue
-//! trigger. Nothing is dropped.
+//! alone and, after the redrive policy's `maxReceiveCount`, moves it to its queue's poison queue
+//! (`alerts-poison`, `deliveries-poison`). A record that can never be processed is moved there at once
+//! by the same logic as the Functions queue trigger. Nothing is dropped.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -47,18 +48,21 @@ pub enum Function {
     Sweep,
     /// `respond`: the `alerts` queue.
     Respond,
+    /// `deliver`: the `deliveries` queue.
+    Deliver,
     /// `http`: the webhook, lifecycle, doorbell and health endpoints behind a Function URL.
     Http,
 }
 
 impl Function {
     /// Every Lambda handler.
-    pub const ALL: [Function; 6] = [
+    pub const ALL: [Function; 7] = [
         Function::PollAlerts,
         Function::ReconcileAlerts,
         Function::GraphSubscriptions,
         Function::Sweep,
         Function::Respond,
+        Function::Deliver,
         Function::Http,
     ];
 
@@ -80,6 +84,7 @@ impl Function {
             Function::GraphSubscriptions => functions::Function::GraphSubscriptions.name(),
             Function::Sweep => functions::Function::Sweep.name(),
             Function::Respond => functions::Function::Respond.name(),
+            Function::Deliver => functions::Function::Deliver.name(),
             Function::Http => "http",
         }
     }
@@ -126,10 +131,12 @@ async fn serve(app: App, function: Function) -> Result<(), lambda_runtime::Error
         // The same routes as standalone mode; lambda_http turns the Function URL event (base64 body
         // included) into a plain HTTP request for them.
         Function::Http => lambda_http::run(functions::router(app)).await,
-        Function::Respond => {
+        Function::Respond | Function::Deliver => {
+            let queued =
+                if function == Function::Deliver { functions::Function::Deliver } else { functions::Function::Respond };
             lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
                 let app = app.clone();
-                async move { Ok::<_, LambdaFailure>(on_sqs(&app, event.payload).await) }
+                async move { Ok::<_, LambdaFailure>(on_sqs_for(&app, queued, event.payload).await) }
             }))
             .await
         }
@@ -233,11 +240,18 @@ pub fn record_body(record: &SqsMessage) -> Result<Vec<u8>, String> {
     crate::store::aws::decode_body(record.body.as_deref().unwrap_or_default(), encoding).map_err(|e| e.to_string())
 }
 
-/// Runs `respond` for every record of an SQS batch and lists the records to retry.
+/// Runs `respond` for every record of an SQS batch of the `alerts` queue and lists the records to retry.
+pub async fn on_sqs(app: &App, event: SqsEvent) -> SqsBatchResponse {
+    on_sqs_for(app, functions::Function::Respond, event).await
+}
+
+/// Runs queue function `function` (`respond` or `deliver`) for every record of an SQS batch of its
+/// queue and lists the records to retry.
 ///
 /// Records are independent: one failure never fails the batch. A record that can never be processed
 /// (including one whose body cannot be decoded) is moved to the poison queue and counts as handled.
-pub async fn on_sqs(app: &App, event: SqsEvent) -> SqsBatchResponse {
+pub async fn on_sqs_for(app: &App, function: functions::Function, event: SqsEvent) -> SqsBatchResponse {
+    let poison = poison_name(function.queue().unwrap_or(ALERTS_QUEUE));
     let mut failures = Vec::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
@@ -255,14 +269,14 @@ pub async fn on_sqs(app: &App, event: SqsEvent) -> SqsBatchResponse {
             failure.item_identifier = id.clone();
             failure
         };
-        match functions::respond(app, &body, app.clock.now()).await {
+        match function.on_message(app, &body, app.clock.now()).await {
             Outcome::Done { logs, .. } => {
                 for line in &logs {
                     tracing::info!(message_id = %id, "{line}");
                 }
             }
             // Retrying cannot help: set it aside now and report it handled, so SQS deletes the original.
-            Outcome::Poison(reason) => match app.queue.send(&poison_name(ALERTS_QUEUE), &body).await {
+            Outcome::Poison(reason) => match app.queue.send(&poison, &body).await {
                 Ok(()) => tracing::error!(message_id = %id, "record moved to the poison queue: {reason}"),
                 Err(e) => failures.push(retry(&format!("could not poison ({reason}): {e}"))),
             },
@@ -286,6 +300,7 @@ mod tests {
             Function::GraphSubscriptions,
             Function::Sweep,
             Function::Respond,
+            Function::Deliver,
             Function::Http,
         ] {
             assert_eq!(Function::from_handler(f.name()), Ok(f));

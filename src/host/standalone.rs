@@ -9,11 +9,16 @@
 //! At start it logs a one-screen summary of what it will do ([`super::startup::summary`]) and polls
 //! every tenant at once, without waiting for the schedule's first tick.
 //!
-//! Shutdown (SIGTERM or Ctrl-C) stops the scheduler and the HTTP server, lets the message in hand
+//! The queue worker ([`worker`]) is a pool of `worker.concurrency` tasks over both queues (`alerts`
+//! for `respond`, `deliveries` for `deliver`), fair between tenants: the next message started is always
+//! one of the tenant with the fewest messages in work ([`Pending`]), so one tenant's burst never takes
+//! every slot while another tenant waits.
+//!
+//! Shutdown (SIGTERM or Ctrl-C) stops the scheduler and the HTTP server, lets the messages in hand
 //! finish, and exits. A message is deleted only after it was processed, so one in flight when the
-//! process dies reappears: after its visibility timeout, or at once when the next secmon process opens
-//! the SQLite store and finds its holder gone (dead-lease recovery, [`crate::store::sqlite::Instance`]).
-//! Work is repeated, never lost.
+//! process dies (or received and not started) reappears: after its visibility timeout, or at once when
+//! the next secmon process opens the SQLite store and finds its holder gone (dead-lease recovery,
+//! [`crate::store::sqlite::Instance`]). Work is repeated, never lost.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,8 +28,11 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::app::App;
-use crate::functions::{self, Outcome, Timer};
-use crate::store::{ALERTS_QUEUE, Received};
+use crate::functions::{self, Function, Outcome, Timer};
+use crate::store::Received;
+
+/// The queue functions the worker serves, in the order [`drain`] empties their queues.
+pub const QUEUE_FUNCTIONS: [Function; 2] = [Function::Respond, Function::Deliver];
 
 /// How long a received message stays hidden while it is processed (a poll of many pages can be slow).
 pub const VISIBILITY: Duration = Duration::from_secs(300);
@@ -43,15 +51,21 @@ pub enum WorkResult {
     Retry(String),
 }
 
-/// Processes one received message and settles it on the queue.
+/// Processes one received message of the `alerts` queue and settles it on the queue.
 pub async fn work_one(app: &App, msg: &Received) -> WorkResult {
-    match functions::respond(app, &msg.body, app.clock.now()).await {
-        Outcome::Done { logs, .. } => match app.queue.delete(ALERTS_QUEUE, msg).await {
+    work(app, Function::Respond, msg).await
+}
+
+/// Processes one received message of `function`'s queue with `function` and settles it on the queue.
+pub async fn work(app: &App, function: Function, msg: &Received) -> WorkResult {
+    let queue = function.queue().expect("a queue function");
+    match function.on_message(app, &msg.body, app.clock.now()).await {
+        Outcome::Done { logs, .. } => match app.queue.delete(queue, msg).await {
             Ok(()) => WorkResult::Done(logs.join("; ")),
             // Processed, but the delete failed: it will be redelivered, and the claims make that harmless.
             Err(e) => WorkResult::Retry(format!("processed but not deleted: {e}")),
         },
-        Outcome::Poison(reason) => match app.queue.poison(ALERTS_QUEUE, msg).await {
+        Outcome::Poison(reason) => match app.queue.poison(queue, msg).await {
             Ok(()) => {
                 tracing::error!(message_id = %msg.id, "moved to the poison queue: {reason}");
                 WorkResult::Poisoned(reason)
@@ -65,56 +79,171 @@ pub async fn work_one(app: &App, msg: &Received) -> WorkResult {
     }
 }
 
-/// Processes messages until the queue has none visible (or `max_messages` were handled); returns
+/// Processes messages until both queues have none visible (or `max_messages` were handled); returns
 /// each result. Used by `secmon demo` and tests; the daemon uses [`worker`].
 pub async fn drain(app: &App, max_messages: usize) -> Vec<WorkResult> {
     let mut results = Vec::new();
     while results.len() < max_messages {
-        let batch = match app.queue.receive(ALERTS_QUEUE, 16, VISIBILITY).await {
-            Ok(b) if b.is_empty() => break,
-            Ok(b) => b,
-            Err(e) => {
-                results.push(WorkResult::Retry(format!("receive: {e}")));
-                break;
+        let mut worked = false;
+        for function in QUEUE_FUNCTIONS {
+            let queue = function.queue().expect("a queue function");
+            let batch = match app.queue.receive(queue, 16, VISIBILITY).await {
+                Ok(b) => b,
+                Err(e) => {
+                    results.push(WorkResult::Retry(format!("receive from {queue}: {e}")));
+                    return results;
+                }
+            };
+            for msg in &batch {
+                results.push(work(app, function, msg).await);
+                worked = true;
             }
-        };
-        for msg in &batch {
-            results.push(work_one(app, msg).await);
+        }
+        if !worked {
+            break;
         }
     }
     results
 }
 
-/// The queue worker: receives and processes messages until `shutdown` turns true.
-pub async fn worker(app: App, mut shutdown: watch::Receiver<bool>) {
-    let idle = Duration::from_millis(500);
-    while !*shutdown.borrow() {
-        match app.queue.receive(ALERTS_QUEUE, 16, VISIBILITY).await {
-            Ok(batch) if !batch.is_empty() => {
-                for msg in &batch {
-                    // Finish the message in hand even when shutdown was asked for meanwhile; the rest of
-                    // the batch stays hidden until its visibility timeout, then comes back.
-                    work_one(&app, msg).await;
-                    if *shutdown.borrow() {
-                        break;
-                    }
-                }
-            }
-            Ok(_) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(idle) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-            Err(e) => {
-                tracing::error!("queue receive failed: {e}");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    _ = shutdown.changed() => {}
-                }
+/// Received messages waiting for a worker, by tenant: the next one started is the oldest of the tenant
+/// with the fewest messages in work (ties: the tenant that waited longest for a turn).
+#[derive(Debug)]
+pub struct Pending<T> {
+    /// Per tenant, in the order the tenants last had a turn (longest waiting first).
+    queues: Vec<(String, std::collections::VecDeque<T>)>,
+    /// Messages in work, by tenant.
+    in_work: std::collections::HashMap<String, usize>,
+}
+
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Self { queues: Vec::new(), in_work: Default::default() }
+    }
+}
+
+impl<T> Pending<T> {
+    /// Adds a received item of `tenant`.
+    pub fn push(&mut self, tenant: &str, item: T) {
+        match self.queues.iter_mut().find(|(t, _)| t == tenant) {
+            Some((_, q)) => q.push_back(item),
+            None => self.queues.push((tenant.to_string(), std::collections::VecDeque::from([item]))),
+        }
+    }
+
+    /// How many items wait.
+    pub fn len(&self) -> usize {
+        self.queues.iter().map(|(_, q)| q.len()).sum()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes the next item to start, fairly between tenants, and counts it in work.
+    pub fn start(&mut self) -> Option<(String, T)> {
+        let in_work = &self.in_work;
+        let i = self
+            .queues
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, q))| !q.is_empty())
+            .min_by_key(|(i, (t, _))| (in_work.get(t).copied().unwrap_or(0), *i))
+            .map(|(i, _)| i)?;
+        let (tenant, mut q) = self.queues.remove(i);
+        let item = q.pop_front().expect("not empty");
+        // This tenant had its turn: it goes to the back of the line.
+        self.queues.push((tenant.clone(), q));
+        self.queues.retain(|(_, q)| !q.is_empty());
+        *self.in_work.entry(tenant.clone()).or_insert(0) += 1;
+        Some((tenant, item))
+    }
+
+    /// Counts a started item of `tenant` as finished.
+    pub fn finish(&mut self, tenant: &str) {
+        if let Some(n) = self.in_work.get_mut(tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.in_work.remove(tenant);
             }
         }
     }
+}
+
+/// The tenant a queue message is about (both queues' messages name it), for fairness only.
+fn tenant_of(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(default)]
+        tenant: String,
+    }
+    serde_json::from_slice::<Named>(body).map(|n| n.tenant).unwrap_or_default()
+}
+
+/// The queue worker: a pool of `worker.concurrency` tasks over both queues, fair between tenants
+/// ([`Pending`]), until `shutdown` turns true; then it finishes the messages in hand. Messages received
+/// but not started stay hidden until their visibility timeout, then come back.
+pub async fn worker(app: App, mut shutdown: watch::Receiver<bool>) {
+    let concurrency = app.config.worker.concurrency.max(1);
+    let idle = Duration::from_millis(500);
+    let mut pending: Pending<(Function, Received)> = Pending::default();
+    let mut running = tokio::task::JoinSet::new();
+    while !*shutdown.borrow() {
+        // Keep at most one message waiting per slot, so nothing waits long enough to reappear.
+        let room = (2 * concurrency).saturating_sub(pending.len() + running.len());
+        let mut received = 0;
+        let mut failed = false;
+        for function in QUEUE_FUNCTIONS {
+            if room <= received {
+                break;
+            }
+            let queue = function.queue().expect("a queue function");
+            match app.queue.receive(queue, (room - received).min(16), VISIBILITY).await {
+                Ok(batch) => {
+                    received += batch.len();
+                    for msg in batch {
+                        pending.push(&tenant_of(&msg.body), (function, msg));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("queue receive from {queue} failed: {e}");
+                    failed = true;
+                }
+            }
+        }
+        while running.len() < concurrency {
+            let Some((tenant, (function, msg))) = pending.start() else { break };
+            let app = app.clone();
+            running.spawn(async move {
+                work(&app, function, &msg).await;
+                tenant
+            });
+        }
+        let wait = if failed {
+            Duration::from_secs(5)
+        } else if received == 0 && pending.is_empty() {
+            idle
+        } else {
+            Duration::from_millis(50)
+        };
+        tokio::select! {
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if let Ok(tenant) = done {
+                    pending.finish(&tenant);
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+        while let Some(done) = running.try_join_next() {
+            if let Ok(tenant) = done {
+                pending.finish(&tenant);
+            }
+        }
+    }
+    // Finish what is in hand.
+    while running.join_next().await.is_some() {}
 }
 
 /// The next time `schedule` fires after `now`.
@@ -226,7 +355,7 @@ pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Out
     let worker = tokio::spawn(worker(app.clone(), stop_rx));
 
     shutdown.await;
-    tracing::info!("shutting down: finishing the message in hand");
+    tracing::info!("shutting down: finishing the messages in hand");
     let _ = stop_tx.send(true);
     let _ = tokio::join!(first_poll, poller, reconciler, subscriptions, sweeper, worker);
     if let Some(server) = server {
@@ -431,6 +560,32 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenants_burst_never_takes_every_slot_while_another_tenant_waits() {
+        let mut p = Pending::default();
+        for i in 0..10 {
+            p.push("contoso", format!("contoso-{i}"));
+        }
+        p.push("fabrikam", "fabrikam-0".to_string());
+        p.push("fabrikam", "fabrikam-1".to_string());
+        // Two slots: one each, although contoso's ten came first.
+        let first: Vec<String> = (0..2).map(|_| p.start().unwrap().0).collect();
+        assert_eq!(first, ["contoso", "fabrikam"]);
+        // contoso's finishes first: the freed slot goes to whichever tenant has fewer in work — now
+        // contoso (0) against fabrikam (1).
+        p.finish("contoso");
+        assert_eq!(p.start().unwrap(), ("contoso".to_string(), "contoso-1".to_string()));
+        // Equal in work: the tenant that waited longest for a turn goes first.
+        p.finish("fabrikam");
+        p.finish("contoso");
+        assert_eq!(p.start().unwrap(), ("fabrikam".to_string(), "fabrikam-1".to_string()));
+        assert_eq!(p.start().unwrap().0, "contoso");
+        // fabrikam is done: contoso takes every slot, in order.
+        let rest: Vec<String> = std::iter::from_fn(|| p.start().map(|(_, m)| m)).collect();
+        assert_eq!(rest, (3..10).map(|i| format!("contoso-{i}")).collect::<Vec<_>>());
+        assert!(p.is_empty());
+    }
 
     #[test]
     fn the_default_schedule_fires_every_five_minutes() {

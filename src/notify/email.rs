@@ -41,6 +41,8 @@ pub struct Email {
     subject: String,
     body: String,
     budget: Budgeted,
+    /// The longest one sendMail call may take, Graph's own retries included.
+    timeout: std::time::Duration,
 }
 
 impl Email {
@@ -73,6 +75,7 @@ impl Email {
             subject,
             body,
             budget: Budgeted { name: format!("mail/{}", config.from.to_ascii_lowercase()), budget: config.budget },
+            timeout: config.timeout,
         })
     }
 }
@@ -144,7 +147,12 @@ impl Notifier for Email {
     async fn send(&self, cx: &SendContext<'_>, body: &Value) -> Result<u16, NotifyError> {
         // The sending tenant's identity, when one is configured (an MSSP's SOC tenant), else the alert's own.
         let tenant = self.sender.as_deref().unwrap_or(cx.tenant);
-        cx.graph.send_mail(tenant, &self.from, body).await.map(|()| 202).map_err(|e| {
+        let sent = tokio::time::timeout(self.timeout, cx.graph.send_mail(tenant, &self.from, body)).await;
+        let Ok(sent) = sent else {
+            let message = format!("sendMail as {}: {}", self.from, super::http::timed_out(self.timeout));
+            return Err(NotifyError::new(&self.name, message, Retry::Retryable));
+        };
+        sent.map(|()| 202).map_err(|e| {
             let status = e.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
             NotifyError::new(&self.name, format!("sendMail as {}{status}: {}", self.from, e.message), e.retry)
         })
@@ -184,6 +192,8 @@ mod tests {
             tenant: None,
             budget: crate::config::receivers::BudgetConfig::email(),
             digest: None,
+            timeout: crate::config::receivers::DEFAULT_RECEIVER_TIMEOUT,
+            breaker: Default::default(),
         };
         c.validate("receivers.x.email", &mut out);
         let paths: Vec<_> = out.iter().map(|i| i.path.as_str()).collect();

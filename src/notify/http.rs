@@ -25,8 +25,7 @@ pub async fn post(
         let (error, advised) = match sent {
             Ok(resp) if resp.status().is_success() => return Ok(resp.status().as_u16()),
             Ok(resp) => refused(what, resp).await,
-            // reqwest's error text names the URL; drop it.
-            Err(e) => (NotifyError::new(what, format!("request failed: {}", e.without_url()), Retry::Retryable), None),
+            Err(e) => (NotifyError::new(what, failure(&e, policy.timeout), Retry::Retryable), None),
         };
         match policy.next(attempt, error.retry, advised, rand::random::<f64>()) {
             Next::GiveUp => return Err(error),
@@ -36,6 +35,50 @@ pub async fn post(
             }
         }
     }
+}
+
+/// What went wrong with a request that got no answer, in words a person acts on: "timed out after
+/// 10s", "connection refused", "connection reset", … reqwest's own text names the URL (which may carry a
+/// `sig=`), so it is never used whole; the source chain is searched for what happened.
+pub fn failure(e: &reqwest::Error, timeout: std::time::Duration) -> String {
+    if e.is_timeout() {
+        return timed_out(timeout);
+    }
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        causes.push(s.to_string().to_ascii_lowercase());
+        source = s.source();
+    }
+    let all = causes.join(": ");
+    let known = [
+        ("connection refused", "connection refused"),
+        ("connection reset", "connection reset"),
+        ("broken pipe", "connection reset"),
+        ("dns error", "the host name does not resolve"),
+        ("failed to lookup", "the host name does not resolve"),
+        ("certificate", "TLS certificate refused"),
+        ("tls", "TLS handshake failed"),
+        ("connection closed before message completed", "connection closed without an answer"),
+        ("incomplete message", "connection closed without an answer"),
+        ("timed out", "timed out"),
+    ];
+    if let Some((_, said)) = known.iter().find(|(needle, _)| all.contains(needle)) {
+        return if *said == "timed out" { timed_out(timeout) } else { (*said).to_string() };
+    }
+    if e.is_connect() {
+        return "could not connect".to_string();
+    }
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "the receiver");
+    }
+    format!("request failed: {}", super::view::clip(&crate::redact::redact(&text), 200))
+}
+
+/// "timed out after 10s".
+pub fn timed_out(timeout: std::time::Duration) -> String {
+    format!("timed out after {}", humantime::format_duration(timeout))
 }
 
 /// The error of a non-2xx answer, and the wait the server advised (429/503 with `Retry-After`).

@@ -71,7 +71,7 @@ impl Teams {
                 // The audience as written, trailing slash included, is what the token's `aud` carries.
                 (a.tenant.clone(), format!("{audience}/.default"))
             }),
-            retry: RetryPolicy::receivers(),
+            retry: RetryPolicy { timeout: config.timeout, ..RetryPolicy::receivers() },
         })
     }
 

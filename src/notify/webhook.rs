@@ -69,7 +69,7 @@ impl Webhook {
             url: config.url.clone(),
             secret: config.secret.clone(),
             template,
-            retry: RetryPolicy::receivers(),
+            retry: RetryPolicy { timeout: config.timeout, ..RetryPolicy::receivers() },
         })
     }
 }

@@ -17,7 +17,7 @@ use crate::app::App;
 use crate::audit::Record;
 use crate::graph::Retry;
 use crate::intake::Message;
-use crate::notify::deliver::{DeliverError, deliver};
+use crate::notify::deliver::{DeliverError, enqueue};
 use crate::rules::{Blocked, CloseMatch, Decision};
 use crate::store::{Once, keys, once};
 
@@ -42,7 +42,8 @@ impl From<DeliverError> for RespondError {
 }
 
 /// Decides and acts on one alert version: decide → close? ([`close::settle`]: claim → PATCH → comment)
-/// → notify (the matched routes' receivers, each claimed once by [`deliver`]) → record.
+/// → record → notify: one job per matched receiver (and per route `set:`) on the `deliveries` queue
+/// ([`enqueue`]), each delivered, retried and poisoned on its own by the `deliver` function.
 ///
 /// - A close rule in enforce mode closes the alert, and a closed alert is not notified (the Defender
 ///   comment and the audit trail say what happened).
@@ -88,13 +89,13 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
     }
 
     if notify {
-        let delivered = deliver(app, tenant, &alert, &decision.deliveries, &decision.updates).await?;
-        if !delivered.sent.is_empty() {
-            crate::metrics::count(crate::metrics::Counter::AlertsNotified, tenant, 1);
-            summary = format!("{summary}; notified {}", delivered.sent.join(", "));
-        }
-        if !delivered.deferred.is_empty() {
-            summary = format!("{summary}; waiting for a digest: {}", delivered.deferred.join(", "));
+        // A redelivered message queues the jobs again: each job's claim makes the copy harmless.
+        let store = app.store.as_ref();
+        let queued = enqueue(store, app.queue.as_ref(), tenant, &alert, &decision.deliveries, &decision.updates)
+            .await
+            .map_err(retry)?;
+        if !queued.is_empty() {
+            summary = format!("{summary}; delivering to {}", queued.join(", "));
         }
     }
     // One line per outcome, naming the alert and what happened to it, for the person following the logs.

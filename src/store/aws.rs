@@ -60,6 +60,10 @@ pub struct AwsSettings {
     pub queue_url: String,
     /// `SECMON_SQS_POISON_QUEUE_URL`: the URL of `alerts-poison` (the dead-letter queue).
     pub poison_queue_url: String,
+    /// `SECMON_SQS_DELIVERIES_QUEUE_URL`: the URL of the `deliveries` queue.
+    pub deliveries_queue_url: String,
+    /// `SECMON_SQS_DELIVERIES_POISON_QUEUE_URL`: the URL of `deliveries-poison`.
+    pub deliveries_poison_queue_url: String,
     /// `AWS_ENDPOINT_URL`: an endpoint override (a local emulator); S3 then uses path-style addressing.
     pub endpoint_url: Option<String>,
 }
@@ -77,6 +81,8 @@ impl AwsSettings {
         let bucket = need("SECMON_S3_BUCKET");
         let queue_url = need("SECMON_SQS_QUEUE_URL");
         let poison_queue_url = need("SECMON_SQS_POISON_QUEUE_URL");
+        let deliveries_queue_url = need("SECMON_SQS_DELIVERIES_QUEUE_URL");
+        let deliveries_poison_queue_url = need("SECMON_SQS_DELIVERIES_POISON_QUEUE_URL");
         if !missing.is_empty() {
             return Err(format!("the AWS store needs {}", missing.join(", ")));
         }
@@ -85,12 +91,14 @@ impl AwsSettings {
             prefix: env("SECMON_S3_PREFIX").unwrap_or_default(),
             queue_url,
             poison_queue_url,
+            deliveries_queue_url,
+            deliveries_poison_queue_url,
             endpoint_url: env("AWS_ENDPOINT_URL").filter(|v| !v.trim().is_empty()),
         })
     }
 
     /// Builds the store and queue: the SDK's default credential chain and region, clients for S3 and
-    /// SQS, and the `alerts` and `alerts-poison` queue URLs.
+    /// SQS, and the URLs of the `alerts` and `deliveries` queues and their poison queues.
     pub async fn connect(&self, clock: Arc<dyn Clock>) -> (Arc<S3Store>, Arc<SqsQueue>) {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(url) = &self.endpoint_url {
@@ -103,7 +111,9 @@ impl AwsSettings {
         let queue = Arc::new(
             SqsQueue::new(sqs, store.clone())
                 .with_queue_url(super::ALERTS_QUEUE, &self.queue_url)
-                .with_queue_url(&poison_name(super::ALERTS_QUEUE), &self.poison_queue_url),
+                .with_queue_url(&poison_name(super::ALERTS_QUEUE), &self.poison_queue_url)
+                .with_queue_url(super::DELIVERIES_QUEUE, &self.deliveries_queue_url)
+                .with_queue_url(&poison_name(super::DELIVERIES_QUEUE), &self.deliveries_poison_queue_url),
         );
         (store, queue)
     }
@@ -605,9 +615,18 @@ impl SqsQueue {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, queue: &str, body: &[u8]) -> StoreResult<()> {
+        self.send_after(queue, body, Duration::ZERO).await
+    }
+
+    async fn send_after(&self, queue: &str, body: &[u8], delay: Duration) -> StoreResult<()> {
         let url = self.url(queue).await?;
         let (text, encoding) = encode_body(body);
         let mut req = self.client.send_message().queue_url(&url).message_body(text);
+        if !delay.is_zero() {
+            // `DelaySeconds`: whole seconds, rounded up so it never appears early, at most 900.
+            let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+            req = req.delay_seconds(secs.min(super::MAX_DELAY.as_secs()) as i32);
+        }
         if let Some(enc) = encoding {
             let attr = MessageAttributeValue::builder()
                 .data_type("String")
@@ -856,6 +875,8 @@ mod tests {
             "SECMON_S3_BUCKET" => Some("b".to_string()),
             "SECMON_SQS_QUEUE_URL" => Some("https://sqs/alerts".into()),
             "SECMON_SQS_POISON_QUEUE_URL" => Some("https://sqs/alerts-poison".into()),
+            "SECMON_SQS_DELIVERIES_QUEUE_URL" => Some("https://sqs/deliveries".into()),
+            "SECMON_SQS_DELIVERIES_POISON_QUEUE_URL" => Some("https://sqs/deliveries-poison".into()),
             _ => None,
         };
         let s = AwsSettings::from_env(&full).unwrap();

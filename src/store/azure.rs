@@ -722,12 +722,22 @@ fn visibility_secs(d: Duration) -> i32 {
 #[async_trait]
 impl Queue for AzureStore {
     async fn send(&self, queue: &str, body: &[u8]) -> StoreResult<()> {
+        self.send_after(queue, body, Duration::ZERO).await
+    }
+
+    async fn send_after(&self, queue: &str, body: &[u8], delay: Duration) -> StoreResult<()> {
         let client = self.queue(queue)?;
+        // Put Message's `visibilitytimeout`: the message appears after it (whole seconds, at least 1).
+        let visibility = (!delay.is_zero()).then(|| visibility_secs(delay.min(super::MAX_DELAY)));
         let text = base64::engine::general_purpose::STANDARD.encode(body);
         for attempt in 0..2 {
             let message = QueueMessage { message_text: Some(text.clone()) };
             let content = message.try_into().map_err(|e| backend("encode message", &e))?;
-            let options = QueueClientSendMessageOptions { message_time_to_live: Some(-1), ..Default::default() };
+            let options = QueueClientSendMessageOptions {
+                message_time_to_live: Some(-1),
+                visibility_timeout: visibility,
+                ..Default::default()
+            };
             match client.send_message(content, Some(options)).await {
                 Ok(_) => return Ok(()),
                 Err(e) if status(&e) == Some(404) && attempt == 0 => match client.create(None).await {

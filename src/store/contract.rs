@@ -191,7 +191,7 @@ async fn futures_join(store: &dyn Store, key: &str) -> Vec<Claim> {
     vec![a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()]
 }
 
-/// Checks send / receive / visibility / delete / dequeue count / poison.
+/// Checks send / delayed send / receive / visibility / delete / dequeue count / poison.
 pub async fn queue_contract(queue: &dyn Queue) {
     let q = prefix();
     let max = queue.max_dequeue();
@@ -242,6 +242,18 @@ pub async fn queue_contract(queue: &dyn Queue) {
     queue.poison(&q, &m[0]).await.unwrap();
     assert_eq!(queue.len(&q).await.unwrap(), 0);
     assert_eq!(queue.len(&poison_name(&q)).await.unwrap(), 2);
+
+    // A delayed message stays invisible for its delay, then arrives like any other, counted from one.
+    queue.send_after(&q, b"later", Duration::from_secs(2)).await.unwrap();
+    queue.send_after(&q, b"now", Duration::ZERO).await.unwrap();
+    let m = queue.receive(&q, 10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(m.iter().map(|m| m.body.as_slice()).collect::<Vec<_>>(), [b"now"], "only the undelayed one is visible");
+    queue.delete(&q, &m[0]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let m = queue.receive(&q, 10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(m.len(), 1, "the delayed message appears after its delay");
+    assert_eq!((m[0].body.as_slice(), m[0].dequeue_count), (&b"later"[..], 1));
+    queue.delete(&q, &m[0]).await.unwrap();
 
     // Binary-safe bodies up to the Azure Storage Queue limit's content size.
     let big: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();

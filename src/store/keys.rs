@@ -31,6 +31,7 @@
 //! | `notify-budget/{receiver or mailbox}` | JSON send times inside a posting budget's window (compare-and-swap) | `notify::budget` | kept, pruned each send |
 //! | `notify-pending/{tenant}/{receiver}` | JSON alerts waiting for a digest, and the digest in flight (compare-and-swap) | `notify::deliver::coalesce` | kept, emptied by each digest |
 //! | `notify-digest/{tenant}/{receiver}/{id}` | claim: one digest is sent once | `notify::deliver::coalesce` | `retention.claims` (sweep) |
+//! | `receiver-breaker/{receiver}` | JSON circuit breaker of one receiver: failures in a row, paused until, the probe in flight (compare-and-swap) | `notify::deliver::breaker` | kept |
 //! | `update/{tenant}/{alert}/{version}/{route}` | claim: a route's `set:` once per alert version | `notify::deliver` | `retention.claims` (sweep) |
 //! | `silences/{id}` | JSON of one silence (`secmon silence add`; compare-and-swap when expired or settled) | `notify::silence` | kept until 30 days after it ended and was settled |
 //! | `silence-muted/{silence}/{tenant}/{alert}` | JSON of an alert the silence muted, the version and receivers (compare-and-swap) | `notify::silence` | deleted with its silence |
@@ -223,6 +224,11 @@ pub fn notify(tenant: &str, alert: &str, version: &str, receiver: &str) -> Strin
     key("notify", &[tenant, alert, version, receiver])
 }
 
+/// `receiver-breaker/{receiver}`: the circuit breaker of one receiver, shared by every worker.
+pub fn receiver_breaker(receiver: &str) -> String {
+    key("receiver-breaker", &[receiver])
+}
+
 /// `notify-last/{tenant}/{alert}/{receiver}`: what a receiver was last told about an alert.
 pub fn notify_last(tenant: &str, alert: &str, receiver: &str) -> String {
     key("notify-last", &[tenant, alert, receiver])
@@ -401,6 +407,7 @@ mod tests {
             (audited("contoso", "da1", v, "close"), "audited/contoso/da1/2026-11-26T10:00:00.123Z/close"),
             (notify("contoso", "da1", v, "soc"), "notify/contoso/da1/2026-11-26T10:00:00.123Z/soc"),
             (notify_last("contoso", "da1", "soc"), "notify-last/contoso/da1/soc"),
+            (receiver_breaker("soc/teams"), "receiver-breaker/soc%2Fteams"),
             (notify_group("contoso", "soc", "42"), "notify-group/contoso/soc/42"),
             (update("contoso", "da1", v, "routes[0]"), "update/contoso/da1/2026-11-26T10:00:00.123Z/routes[0]"),
             (

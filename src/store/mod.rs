@@ -201,6 +201,11 @@ pub struct Received {
 pub trait Queue: Send + Sync {
     /// Puts a message on `queue`.
     async fn send(&self, queue: &str, body: &[u8]) -> StoreResult<()>;
+    /// Puts a message on `queue` that stays invisible for `delay` first (a grouping window, a paused
+    /// receiver). Backends round up to whole seconds where the service counts in seconds, and cap the
+    /// delay at what the service allows ([`MAX_DELAY`] is the least of them), so a caller that needs
+    /// longer checks the time again on receipt and sends the message back.
+    async fn send_after(&self, queue: &str, body: &[u8], delay: Duration) -> StoreResult<()>;
     /// Takes up to `max` visible messages, hiding each for `visibility`. A message already received
     /// [`Queue::max_dequeue`] times is moved to the poison queue instead of being returned.
     async fn receive(&self, queue: &str, max: usize, visibility: Duration) -> StoreResult<Vec<Received>>;
@@ -224,3 +229,10 @@ pub fn poison_name(queue: &str) -> String {
 
 /// The queue every alert version and doorbell travels on.
 pub const ALERTS_QUEUE: &str = "alerts";
+
+/// The queue of deliveries: one message per receiver of a decided alert version, and one per route
+/// update, each retried, backed off and poisoned on its own.
+pub const DELIVERIES_QUEUE: &str = "deliveries";
+
+/// The longest delay [`Queue::send_after`] holds on every backend (SQS's `DelaySeconds` limit).
+pub const MAX_DELAY: Duration = Duration::from_secs(900);

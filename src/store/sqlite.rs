@@ -436,9 +436,13 @@ impl Store for SqliteStore {
 #[async_trait]
 impl Queue for SqliteStore {
     async fn send(&self, queue: &str, body: &[u8]) -> StoreResult<()> {
+        self.send_after(queue, body, Duration::ZERO).await
+    }
+
+    async fn send_after(&self, queue: &str, body: &[u8], delay: Duration) -> StoreResult<()> {
         check_key(queue)?;
         let (queue, body) = (queue.to_string(), body.to_vec());
-        let now = self.now_ms();
+        let now = self.now_ms() + delay.min(super::MAX_DELAY).as_millis() as i64;
         self.run(move |c| {
             c.execute(
                 "INSERT INTO queue (id, queue, body, visible_at, dequeue_count, receipt, seq, enqueued_at)

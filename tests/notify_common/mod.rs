@@ -1,6 +1,6 @@
 //! Shared pieces of the notify tests: a local HTTP sink with scripted answers, an in-memory Graph, and
 //! an `App` built from YAML.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;

@@ -25,7 +25,7 @@ def arch(text, a):
 
 CASES = [
     # (name, template text, code dir: None | (bootstrap executable, config present), exit, expected output)
-    ("the real template", TEMPLATE, None, 0, ["RespondFunction: Handler 'respond'", "6 functions"]),
+    ("the real template", TEMPLATE, None, 0, ["RespondFunction: Handler 'respond'", "DeliverFunction: Handler 'deliver'", "7 functions"]),
     ("a built package for the template's architecture", arch(TEMPLATE, HOST_ARCH), (True, True), 0,
      [f"ELF {HOST_ARCH}, executable", "secmon.yaml present"]),
     ("bootstrap for another architecture", arch(TEMPLATE, OTHER_ARCH), (True, True), 1,

@@ -145,6 +145,15 @@ impl Queue for BrokenQueue {
             None => Err(secmon::store::StoreError::Backend("queue unavailable".into())),
         }
     }
+    async fn send_after(&self, queue: &str, body: &[u8], delay: Duration) -> StoreResult<()> {
+        match self.stall {
+            Some(d) => {
+                tokio::time::sleep(d).await;
+                self.inner.send_after(queue, body, delay).await
+            }
+            None => Err(secmon::store::StoreError::Backend("queue unavailable".into())),
+        }
+    }
     async fn receive(&self, queue: &str, max: usize, visibility: Duration) -> StoreResult<Vec<Received>> {
         self.inner.receive(queue, max, visibility).await
     }

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use crate::alert::Alert;
-use crate::rules::Delivery;
 use crate::store::keys;
 
 /// How long a claim is held while its send runs; a crash lets a retry claim again after it.
@@ -14,9 +13,4 @@ pub(super) const SEND_LEASE: Duration = Duration::from_secs(300);
 /// The claim of telling `receiver` about this version of `alert`.
 pub(super) fn notify_key(tenant: &str, alert: &Alert, receiver: &str) -> String {
     keys::notify(tenant, &alert.id, alert.version(), receiver)
-}
-
-/// The lease of telling `target.receiver`: it covers the send and the grouping window a leader waits out.
-pub(super) fn lease(target: &Delivery) -> Duration {
-    SEND_LEASE + target.group.unwrap_or_default()
 }

@@ -1,6 +1,8 @@
 //! Grouping: the alerts of one Defender incident that arrive within a route's `group_by_incident`
-//! window are told to a receiver in one message, the first alert's (the leader's), which waits out the
-//! window. The group record lives in the store and changes by compare-and-swap.
+//! window are told to a receiver in one message, the first alert's (the leader's). The leader waits out
+//! the window on the queue, never in a worker: its delivery is put back with a delay until the window
+//! closes ([`Grouping::Wait`]), and on its second pass it closes the group and sends. The group record
+//! lives in the store and changes by compare-and-swap.
 
 use std::time::Duration;
 
@@ -114,10 +116,13 @@ pub(super) enum Grouping {
     },
     /// Not grouped: told on its own.
     Alone,
+    /// It leads the group, whose window is still open: try again at this time.
+    Wait(DateTime<Utc>),
 }
 
 /// Groups `alert` with the other alerts of its incident for `receiver` when the route groups (`window`):
-/// a leader waits out the window and takes the members into `view`. secmon's own alerts are not grouped.
+/// a leader before the window closes is told to wait ([`Grouping::Wait`]); after it, it takes the members
+/// into `view`. secmon's own alerts are not grouped.
 pub(super) async fn group(
     store: &dyn Store,
     tenant: &str,
@@ -132,12 +137,9 @@ pub(super) async fn group(
     let gk = keys::notify_group(tenant, receiver, &incident);
     match join(store, &gk, view.member(), now, window).await? {
         Joined::Member { leader } => Ok(Grouping::Member { leader }),
-        Joined::Lead { closes } => {
-            // Wait out the window so that the incident's other alerts can join this message.
-            let wait = (closes - now).to_std().unwrap_or_default();
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
+        // The window is open: the incident's other alerts may still join this message.
+        Joined::Lead { closes } if now < closes => Ok(Grouping::Wait(closes)),
+        Joined::Lead { .. } => {
             view.group = close(store, &gk, &alert.id).await?;
             Ok(Grouping::Leader { key: gk })
         }

@@ -62,6 +62,23 @@ pub(super) fn failed(alert: &Alert, receiver: &str, kind: &str, e: &NotifyError)
     }
 }
 
+/// The receiver's breaker opened after `failures` in a row (the last one `error`): paused until `until`.
+pub(super) fn paused(alert: &Alert, receiver: &str, failures: u32, until: DateTime<Utc>, error: &str) -> Record {
+    #[derive(Serialize)]
+    struct Paused<'a> {
+        failures: u32,
+        until: String,
+        error: &'a str,
+    }
+    let until = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Record { detail: facts(Paused { failures, until, error }), ..record(alert, Action::ReceiverPaused, receiver) }
+}
+
+/// The receiver answered a probe after a pause: its breaker closed.
+pub(super) fn resumed(alert: &Alert, receiver: &str) -> Record {
+    record(alert, Action::ReceiverResumed, receiver)
+}
+
 /// The receiver was not told again: `reason` says why this version is nothing new.
 pub(super) fn suppressed(alert: &Alert, receiver: &str, reason: String) -> Record {
     Record { detail: reason, ..record(alert, Action::NotifySuppressed, receiver) }

@@ -33,6 +33,9 @@ pub enum FaultKind {
     Delay(Duration),
     /// Close the connection without writing a response.
     Drop,
+    /// Accept the request and never answer or handle it (a broken proxy, an overloaded flow): the
+    /// connection stays open until the client gives up.
+    Hang,
     /// Answer 200 with `Content-Type: application/json` and a body that is not JSON.
     Garbage,
 }

@@ -138,7 +138,7 @@ fn fault_response(kind: &FaultKind) -> Option<axum::response::Response> {
             *resp.body_mut() = Body::from("<html><body>upstream error: \u{0}{\"value\": [</body></html>");
             Some(resp)
         }
-        FaultKind::Delay(_) | FaultKind::Drop => None,
+        FaultKind::Delay(_) | FaultKind::Drop | FaultKind::Hang => None,
     }
 }
 
@@ -177,6 +177,11 @@ async fn handle(state: AppState, router: Router, req: Request<Incoming>) -> Resu
         Some(FaultKind::Delay(d)) => {
             tokio::time::sleep(*d).await;
             None
+        }
+        Some(FaultKind::Hang) => {
+            state.lock().requests.push(recorded);
+            std::future::pending::<()>().await;
+            unreachable!("a hung request is never answered")
         }
         Some(kind) => fault_response(kind),
         None => None,

@@ -1,0 +1,209 @@
+//! Breaker: a receiver that keeps failing is paused, so its deliveries wait on the queue instead of each
+//! spending its timeout on it, then probed with one delivery; the probe's success lets the rest flow.
+//!
+//! The state lives in the store under `receiver-breaker/{receiver}` and changes by compare-and-swap, so
+//! every worker (every Functions instance) sees the same breaker. A receiver that never failed has no
+//! record, and its deliveries read one key and write none.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::receivers::BreakerConfig;
+use crate::store::{Change, Store, StoreError, keys};
+
+/// How long a probe may take before another delivery may probe instead (its worker died).
+const PROBE_LEASE: Duration = Duration::from_secs(120);
+
+/// One receiver's breaker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct State {
+    /// Deliveries in a row that failed in a way a retry may fix.
+    failures: u32,
+    /// Paused until then (the breaker is open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    paused_until: Option<DateTime<Utc>>,
+    /// A probe is in flight until then (the breaker is half-open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    probe_until: Option<DateTime<Utc>>,
+}
+
+/// Whether a delivery may go to its receiver now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Send; `clean` when the receiver has no failures on record (a success then writes nothing).
+    Go {
+        /// No failure on record.
+        clean: bool,
+    },
+    /// Send as the one probe of a paused receiver.
+    Probe,
+    /// Paused: put the delivery back on the queue until then.
+    Wait(DateTime<Utc>),
+}
+
+/// What a delivery's result did to the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// It opened (or opened again after a failed probe): `failures` in a row, paused until `until`.
+    Opened {
+        /// Failures in a row.
+        failures: u32,
+        /// The end of the pause.
+        until: DateTime<Utc>,
+    },
+    /// It closed: the receiver answered after a pause.
+    Closed,
+}
+
+async fn read(store: &dyn Store, key: &str) -> Result<State, StoreError> {
+    Ok(store.get(key).await?.and_then(|v| serde_json::from_slice(&v.value).ok()).unwrap_or_default())
+}
+
+fn put(state: &State) -> Vec<u8> {
+    serde_json::to_vec(state).expect("breaker state serializes")
+}
+
+/// Asks the breaker of `receiver` whether a delivery may go now.
+pub async fn admit(store: &dyn Store, receiver: &str, now: DateTime<Utc>) -> Result<Admit, StoreError> {
+    let key = keys::receiver_breaker(receiver);
+    let state = read(store, &key).await?;
+    let Some(paused_until) = state.paused_until else { return Ok(Admit::Go { clean: state.failures == 0 }) };
+    if now < paused_until {
+        return Ok(Admit::Wait(paused_until));
+    }
+    // The cool-down is over: one delivery probes, the others wait for its answer.
+    crate::store::update(store, &key, |current| {
+        let mut s: State = current.and_then(|v| serde_json::from_slice(v).ok()).unwrap_or_default();
+        match (s.paused_until, s.probe_until) {
+            (None, _) => Change::Keep(Admit::Go { clean: s.failures == 0 }),
+            (Some(until), _) if now < until => Change::Keep(Admit::Wait(until)),
+            (Some(_), Some(probe)) if now < probe => Change::Keep(Admit::Wait(probe)),
+            (Some(_), _) => {
+                s.probe_until = Some(now + chrono::Duration::from_std(PROBE_LEASE).expect("short"));
+                crate::metrics::receiver_breaker(receiver, "half_open");
+                Change::Put(put(&s), Admit::Probe)
+            }
+        }
+    })
+    .await
+}
+
+/// Gives back a probe that sent nothing (its delivery was already done, grouped, held, …), so the next
+/// delivery may probe.
+pub async fn unprobed(store: &dyn Store, receiver: &str) -> Result<(), StoreError> {
+    let key = keys::receiver_breaker(receiver);
+    crate::store::update(store, &key, |current| {
+        let mut s: State = current.and_then(|v| serde_json::from_slice(v).ok()).unwrap_or_default();
+        if s.probe_until.is_none() {
+            return Change::Keep(());
+        }
+        s.probe_until = None;
+        Change::Put(put(&s), ())
+    })
+    .await
+}
+
+/// Records that a delivery to `receiver` was answered; closes the breaker if it was open.
+pub async fn succeeded(store: &dyn Store, receiver: &str, admitted: Admit) -> Result<Option<Transition>, StoreError> {
+    if admitted == (Admit::Go { clean: true }) {
+        return Ok(None);
+    }
+    let key = keys::receiver_breaker(receiver);
+    let closed = crate::store::update(store, &key, |current| {
+        let s: State = current.and_then(|v| serde_json::from_slice(v).ok()).unwrap_or_default();
+        if s == State::default() {
+            return Change::Keep(false);
+        }
+        Change::Put(put(&State::default()), s.paused_until.is_some())
+    })
+    .await?;
+    if closed {
+        crate::metrics::receiver_breaker(receiver, "closed");
+    }
+    Ok(closed.then_some(Transition::Closed))
+}
+
+/// Records that a delivery to `receiver` failed in a way a retry may fix; opens the breaker after
+/// `config.failures` in a row, and at once when the failure was a probe's.
+pub async fn failed(
+    store: &dyn Store,
+    receiver: &str,
+    config: &BreakerConfig,
+    admitted: Admit,
+    now: DateTime<Utc>,
+) -> Result<Option<Transition>, StoreError> {
+    let key = keys::receiver_breaker(receiver);
+    let cool_down = chrono::Duration::from_std(config.cool_down).unwrap_or(chrono::Duration::minutes(1));
+    let opened = crate::store::update(store, &key, |current| {
+        let mut s: State = current.and_then(|v| serde_json::from_slice(v).ok()).unwrap_or_default();
+        s.failures = s.failures.saturating_add(1);
+        let probe_failed = admitted == Admit::Probe;
+        let already_paused = s.paused_until.is_some_and(|until| now < until);
+        let opens = !already_paused && (probe_failed || s.failures >= config.failures);
+        let mut transition = None;
+        if opens {
+            let until = now + cool_down;
+            s.paused_until = Some(until);
+            s.probe_until = None;
+            transition = Some(Transition::Opened { failures: s.failures, until });
+        }
+        Change::Put(put(&s), transition)
+    })
+    .await?;
+    if opened.is_some() {
+        crate::metrics::receiver_breaker(receiver, "open");
+    }
+    Ok(opened)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn opens_after_failures_in_a_row_waits_then_lets_one_probe_whose_success_closes_it() {
+        let store = SqliteStore::in_memory().unwrap();
+        let config = BreakerConfig { failures: 3, cool_down: Duration::from_secs(60) };
+        let t0: DateTime<Utc> = "2026-11-26T10:00:00Z".parse().unwrap();
+        let go = admit(&store, "soc", t0).await.unwrap();
+        assert_eq!(go, Admit::Go { clean: true });
+        assert_eq!(succeeded(&store, "soc", go).await.unwrap(), None);
+        assert!(store.get(&keys::receiver_breaker("soc")).await.unwrap().is_none(), "a clean success writes nothing");
+        for _ in 0..2 {
+            assert_eq!(failed(&store, "soc", &config, go, t0).await.unwrap(), None);
+        }
+        // A success in between starts the count again.
+        let go = admit(&store, "soc", t0).await.unwrap();
+        assert_eq!(go, Admit::Go { clean: false });
+        assert_eq!(succeeded(&store, "soc", go).await.unwrap(), None);
+        for _ in 0..2 {
+            assert_eq!(failed(&store, "soc", &config, Admit::Go { clean: false }, t0).await.unwrap(), None);
+        }
+        let until = t0 + chrono::Duration::seconds(60);
+        assert_eq!(
+            failed(&store, "soc", &config, Admit::Go { clean: false }, t0).await.unwrap(),
+            Some(Transition::Opened { failures: 3, until })
+        );
+        // Paused: every delivery waits for the end of the cool-down; other receivers flow.
+        assert_eq!(admit(&store, "soc", t0 + chrono::Duration::seconds(59)).await.unwrap(), Admit::Wait(until));
+        assert_eq!(admit(&store, "tickets", t0).await.unwrap(), Admit::Go { clean: true });
+        // After it: one probe; the others wait for the probe.
+        let t1 = until + chrono::Duration::seconds(1);
+        assert_eq!(admit(&store, "soc", t1).await.unwrap(), Admit::Probe);
+        assert!(matches!(admit(&store, "soc", t1).await.unwrap(), Admit::Wait(w) if w > t1));
+        // A probe that sent nothing is given back: the next delivery probes.
+        unprobed(&store, "soc").await.unwrap();
+        assert_eq!(admit(&store, "soc", t1).await.unwrap(), Admit::Probe);
+        // The probe fails: paused again at once.
+        let again = failed(&store, "soc", &config, Admit::Probe, t1).await.unwrap();
+        assert_eq!(again, Some(Transition::Opened { failures: 4, until: t1 + chrono::Duration::seconds(60) }));
+        // The next probe succeeds: closed, and the next delivery is clean.
+        let t2 = t1 + chrono::Duration::seconds(61);
+        assert_eq!(admit(&store, "soc", t2).await.unwrap(), Admit::Probe);
+        assert_eq!(succeeded(&store, "soc", Admit::Probe).await.unwrap(), Some(Transition::Closed));
+        assert_eq!(admit(&store, "soc", t2).await.unwrap(), Admit::Go { clean: true });
+    }
+}

@@ -77,13 +77,16 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 /// Sends a job's outcome to its caller: `None` once its batch committed, else why the batch failed.
 type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
 
+/// Runs an operation on the connection — or, given why its batch could not begin, does not — and says
+/// whether it succeeded and how to answer once the batch is settled.
+type Run = Box<dyn FnOnce(Result<&Connection, &str>) -> (bool, Answer) + Send>;
+
 /// One operation waiting for the connection.
 struct Job {
     /// Whether it may write: a batch with a writer begins `IMMEDIATE`, each writer in a savepoint.
     write: bool,
-    /// Runs the operation on the connection — or, given why the batch could not begin, does not —
-    /// and says whether it succeeded and how to answer once the batch is settled.
-    run: Box<dyn FnOnce(Result<&Connection, &str>) -> (bool, Answer) + Send>,
+    /// The operation.
+    run: Run,
 }
 
 /// The connection and the jobs waiting for it.

@@ -129,9 +129,11 @@ async fn one_alert_costs_a_bounded_number_of_storage_operations() {
     let one = run(1).await;
     let total = one.poll + one.receive + one.respond;
     eprintln!("one alert: {one:?}, {total} storage requests in all");
-    // Respond (decide, claim, send, record, complete, delete the message) is the per-alert part.
-    assert!(one.respond <= 12, "{one:?}");
-    assert!(total <= 30, "{one:?}");
+    // Respond is the per-alert part: claim 1 (created first, read only when it exists), last-notified
+    // read and write 2, audit record 5 (+1 creating the day's stream), complete 1, delete the message 1.
+    // Measured: poll 17, receive 1, respond 11 (the claim cost 2 before: 12).
+    assert!(one.respond <= 11, "{one:?}");
+    assert!(total <= 29, "{one:?}");
 }
 
 #[tokio::test]
@@ -142,7 +144,8 @@ async fn a_poll_of_many_alerts_costs_one_send_and_the_respond_stage_per_alert() 
     let n = 20;
     let many = run(n).await;
     eprintln!("{n} alerts: {many:?}");
-    // The poll's own bookkeeping (watermark, seen window, health) is paid once per poll, not per alert.
-    assert!(many.poll <= n as u64 + 15, "{many:?}");
-    assert!(many.respond <= 12 * n as u64, "{many:?}");
+    // The poll's own bookkeeping (watermark, seen window, health, creating the queue) is paid once per
+    // poll, not per alert: measured n + 16. Respond: 10 per alert, + 1 creating the day's audit stream.
+    assert!(many.poll <= n as u64 + 16, "{many:?}");
+    assert!(many.respond <= 10 * n as u64 + 1, "{many:?}");
 }

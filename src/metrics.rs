@@ -325,6 +325,41 @@ mod tests {
     }
 
     #[test]
+    fn failures_are_told_apart_by_what_the_receivers_say() {
+        for (message, reason) in [
+            ("HTTP 503: ServiceUnavailable: try later", FailReason::Http5xx),
+            ("HTTP 429 (throttled)", FailReason::Http4xx),
+            ("HTTP 404", FailReason::Http4xx),
+            ("request failed: error sending request", FailReason::Connect),
+            ("request failed: operation timed out", FailReason::Timeout),
+            ("timed out after 10 s", FailReason::Timeout),
+            ("connection refused", FailReason::Connect),
+            ("body template: undefined value", FailReason::Render),
+            ("store: backend down", FailReason::Other),
+        ] {
+            assert_eq!(FailReason::of(message), reason, "{message}");
+        }
+    }
+
+    #[test]
+    fn the_page_has_every_family_once_and_escapes_label_values() {
+        let m = Metrics::default();
+        m.add(Counter::AlertsPulled, "con\"to\\so\n", 2);
+        m.receiver_failed("soc", FailReason::Timeout);
+        m.receiver_failed("soc", FailReason::Timeout);
+        m.set_breaker("soc", Breaker::Open);
+        m.set_queue("alerts", 3, Some(1.5));
+        let page = m.render();
+        for (family, _, _) in FAMILIES {
+            assert_eq!(page.matches(&format!("# TYPE {family} ")).count(), 1, "{family}: {page}");
+        }
+        assert!(page.contains("secmon_alerts_pulled_total{tenant=\"con\\\"to\\\\so\\n\"} 2\n"), "{page}");
+        assert!(page.contains("secmon_receiver_failed_total{receiver=\"soc\",reason=\"timeout\"} 2\n"), "{page}");
+        assert!(page.contains("secmon_receiver_breaker_state{receiver=\"soc\"} 2\n"), "{page}");
+        assert!(page.contains("secmon_queue_oldest_age_seconds{queue=\"alerts\"} 1.5\n"), "{page}");
+    }
+
+    #[test]
     fn a_successful_poll_logs_the_exact_phrase_the_alert_rule_looks_for() {
         let buf = Buffer::default();
         let _g = tracing::subscriber::set_default(subscriber(Format::Json, Redacting(buf.clone())));

@@ -666,6 +666,33 @@ mod tests {
         assert!(matches!(s.claim("stale", Duration::from_secs(60)).await.unwrap(), Claim::Acquired(_)));
     }
 
+    /// Jobs queued while the connection is busy run in one batch, in one transaction: each is answered
+    /// with its own outcome, and one that fails (a lost compare-and-swap) leaves the others' writes.
+    #[tokio::test]
+    async fn jobs_queued_while_the_connection_is_busy_share_one_batch() {
+        use futures::FutureExt;
+        let store = SqliteStore::in_memory().unwrap();
+        store.put("b", b"0").await.unwrap();
+        let mut a = store.put("a", b"1");
+        let mut b = store.put_if("b", b"2", Precondition::Matches(Etag("7".into())));
+        let mut c = store.put("c", b"3");
+        {
+            let _busy = store.db.conn.lock().unwrap();
+            for job in [&mut a, &mut b, &mut c] {
+                assert!(job.now_or_never().is_none(), "queued behind the busy connection, not run");
+            }
+        }
+        assert_eq!(lock(&store.db.pending).len(), 3);
+        // The next caller finds the connection free and runs its job with the three queued ones.
+        assert_eq!(store.get("a").await.unwrap().unwrap().value, b"1");
+        assert!(lock(&store.db.pending).is_empty());
+        assert!(a.await.is_ok());
+        assert!(matches!(b.await, Err(StoreError::Conflict { .. })));
+        assert!(c.await.is_ok());
+        assert_eq!(store.get("b").await.unwrap().unwrap().value, b"0", "the failed job wrote nothing");
+        assert_eq!(store.get("c").await.unwrap().unwrap().value, b"3");
+    }
+
     #[tokio::test]
     async fn passes_the_queue_contract() {
         let store = SqliteStore::in_memory().unwrap().with_max_dequeue(3);

@@ -7,7 +7,7 @@
 #   scripts/bench.sh --profile dev    unoptimized, quick to build on a busy machine (figures say so)
 #   scripts/bench.sh --no-docs        do not touch docs/performance.md
 #
-# Sizes: BENCH_ALERTS (side by side, default 1000), BENCH_POLL_SIZES (default 10000,100000),
+# Sizes: BENCH_ALERTS (side by side, default 10000), BENCH_POLL_SIZES (default 10000,100000),
 # BENCH_RUNS (cold starts, default 50), BENCH_REQUESTS / BENCH_CONCURRENCY (webhook load).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,7 +52,7 @@ BENCH_POLL_SIZES=${BENCH_POLL_SIZES:-10000,100000} bench poll_10k
 bench rules_eval
 bench notify_render
 bench teams_storm
-bench vs_alertmanager
+BENCH_ALERTS=${BENCH_ALERTS:-10000} bench vs_alertmanager
 
 # The machine the figures came from.
 jq -n --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \

@@ -65,6 +65,7 @@ async fn slow_headers_idle_connections_and_slow_bodies_are_cut_off() {
         body_timeout: Duration::from_millis(300),
         idle_timeout: Duration::from_millis(400),
         max_connections: 16,
+        ..ServerLimits::default()
     };
     let (addr, _stop) = server(limits).await;
 

@@ -259,6 +259,18 @@ pub struct ServerLimits {
     /// none is idle, the new one is closed.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// The Prometheus endpoint `/metrics` on the same listen address (off by default).
+    #[serde(default)]
+    pub metrics: MetricsEndpoint,
+}
+
+/// `webhook.server.metrics`: the standalone server's Prometheus endpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsEndpoint {
+    /// Serve `/metrics` (Prometheus text format) on the listen address; without it `/metrics` is 404.
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 fn default_header_timeout() -> Duration {
@@ -281,6 +293,7 @@ impl Default for ServerLimits {
             body_timeout: default_body_timeout(),
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
+            metrics: MetricsEndpoint::default(),
         }
     }
 }

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::functions::{self, Function, Outcome, Timer};
-use crate::store::Received;
+use crate::store::{ALERTS_QUEUE, DELIVERIES_QUEUE, Received};
 
 /// The queue functions the worker serves, in the order [`drain`] empties their queues.
 pub const QUEUE_FUNCTIONS: [Function; 2] = [Function::Respond, Function::Deliver];
@@ -326,7 +326,7 @@ pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Out
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
             bound = Some(listener.local_addr()?);
             let mut rx = stop_rx.clone();
-            let router = functions::router(app.clone());
+            let router = router(&app);
             let limits = app.config.webhook.server.clone();
             let max_body = app.config.webhook.max_body_bytes;
             Some(tokio::spawn(async move {
@@ -363,6 +363,32 @@ pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Out
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What the standalone server serves: the functions' routes and, when `webhook.server.metrics` is
+/// enabled, the Prometheus page `/metrics`.
+pub fn router(app: &App) -> axum::Router {
+    let router = functions::router(app.clone());
+    if !app.config.webhook.server.metrics.enabled {
+        return router;
+    }
+    let app = app.clone();
+    router.route("/metrics", axum::routing::get(move || metrics_page(app.clone())))
+}
+
+/// The process's metrics, with the depth of the alerts queue and its poison queue looked at now.
+async fn metrics_page(app: App) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    for queue in
+        [ALERTS_QUEUE, DELIVERIES_QUEUE].into_iter().flat_map(|q| [q.to_string(), crate::store::poison_name(q)])
+    {
+        match app.queue.len(&queue).await {
+            Ok(depth) => crate::metrics::set_queue(&queue, depth, None),
+            Err(e) => tracing::warn!("metrics: the depth of {queue} is unknown ({e})"),
+        }
+    }
+    let content_type = (axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    ([content_type], crate::metrics::global().render()).into_response()
 }
 
 /// What [`serve`] enforces.

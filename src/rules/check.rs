@@ -306,7 +306,8 @@ mod tests {
     #[test]
     fn every_listed_function_runs_in_the_environment() {
         // A listed name the environment does not have would pass check-config and fail every alert.
-        let cx = crate::rules::expr::context(env(), &serde_json::json!({"id": "a"}), "t", chrono::Utc::now());
+        let (helpers, alert) = (crate::rules::expr::Helpers::new(env()), serde_json::json!({"id": "a"}));
+        let cx = helpers.scope(&alert, "t", chrono::Utc::now());
         for (source, want) in [
             (r#""abc".indexOf("b") == 1"#, true),
             (r#""a b".split(" ").join("-") == "a-b""#, true),

@@ -1,9 +1,7 @@
 //! The compiled rules and routes, and the one pure function that decides about an alert.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use cel::Env;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -16,7 +14,7 @@ use crate::notify::StatusUpdate;
 
 /// Every close rule and route of a config, compiled once.
 pub struct Engine {
-    env: Arc<Env>,
+    helpers: expr::Helpers,
     rules: Vec<Rule>,
     routes: Vec<Route>,
 }
@@ -239,7 +237,7 @@ impl Engine {
                 set: r.set.clone(),
             });
         }
-        if issues.is_empty() { Ok(Engine { env, rules, routes }) } else { Err(issues) }
+        if issues.is_empty() { Ok(Engine { helpers: expr::Helpers::new(env), rules, routes }) } else { Err(issues) }
     }
 
     /// How many close rules and routes were compiled.
@@ -258,7 +256,9 @@ impl Engine {
     /// The expressions see the alert exactly as Graph sent it ([`Alert::raw`]); the guardrails read its
     /// typed fields. Pure: `now` is an argument.
     pub fn decide(&self, alert: &Alert, tenant: &str, now: DateTime<Utc>) -> Decision {
-        let cx = expr::context(self.env.clone(), alert.raw(), tenant, now);
+        // Bound on first use: a config whose routes have no `when` and no close rule never converts it.
+        let scope = std::cell::OnceCell::new();
+        let cx = || scope.get_or_init(|| self.helpers.scope(alert.raw(), tenant, now));
         let mut errors = Vec::new();
 
         let mut matched: Option<&Rule> = None;
@@ -266,7 +266,7 @@ impl Engine {
             if !rule.config.is_active(now) {
                 continue;
             }
-            match rule.when.matches(&cx) {
+            match rule.when.matches(cx()) {
                 Ok(true) => {
                     matched = Some(rule);
                     break;
@@ -284,7 +284,7 @@ impl Engine {
         for route in &self.routes {
             let hit = match &route.when {
                 None => true,
-                Some(w) => match w.matches(&cx) {
+                Some(w) => match w.matches(cx()) {
                     Ok(b) => b,
                     Err(message) => {
                         errors.push(EvalError { at: route_label(route), message });

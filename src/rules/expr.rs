@@ -29,7 +29,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use cel::common::ast::{CallExpr, ComprehensionExpr, EntryExpr, Expr, LiteralValue, operators};
-use cel::common::types::{CelInt, CelList, CelMap, CelMapKey, CelNull, CelString};
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp, CelUInt,
+};
 use cel::common::value::Val;
 use cel::extractors::This;
 use cel::parser::{Macro, MacroExprHelper};
@@ -170,29 +172,71 @@ impl Expression {
     }
 }
 
-/// The evaluation context for one alert: variables bound once, helpers registered; every rule and route
-/// is then evaluated against it.
-pub fn context(env: Arc<Env>, raw: &serde_json::Value, tenant: &str, now: DateTime<Utc>) -> Context<'static, 'static> {
-    let mut cx = Context::with_env(env);
-    // A JSON value always converts; keep a null rather than fail should that ever change.
-    cx.add_variable_from_value("alert", cel::to_value(raw).unwrap_or(Value::Null));
-    cx.add_variable_from_value("tenant", tenant.to_string());
-    cx.add_variable_from_value("now", Value::Timestamp(now.fixed_offset()));
-    for (name, result) in [
-        ("inCidr", cx.add_function("inCidr", in_cidr)),
-        ("evidenceOf", cx.add_function("evidenceOf", evidence_of)),
-        ("pathUnder", cx.add_function("pathUnder", path_under)),
-        ("hashIn", cx.add_function("hashIn", hash_in)),
-        ("fullMatch", cx.add_function("fullMatch", full_match)),
-        ("equalsIgnoreCase", cx.add_function("equalsIgnoreCase", equals_ignore_case)),
-        ("containsIgnoreCase", cx.add_function("containsIgnoreCase", contains_ignore_case)),
-        ("timeOfDayIn", cx.add_function("timeOfDayIn", time_of_day_in)),
-        ("weekdayIn", cx.add_function("weekdayIn", weekday_in)),
-    ] {
-        // Only a clash with a standard overload can fail, and these names have none.
-        result.unwrap_or_else(|e| panic!("helper {name} clashes with the CEL standard library: {e}"));
+/// The helpers, registered once in a root context. Each alert is evaluated in a child scope of it that
+/// binds `alert`, `tenant` and `now` ([`Helpers::scope`]), so an alert pays neither for registering the
+/// helpers nor for more than one conversion of its JSON.
+pub struct Helpers {
+    root: Context<'static, 'static>,
+}
+
+impl std::fmt::Debug for Helpers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Helpers").finish_non_exhaustive()
     }
-    cx
+}
+
+impl Helpers {
+    /// Registers every helper in a root context of `env`.
+    pub fn new(env: Arc<Env>) -> Helpers {
+        let mut cx = Context::with_env(env);
+        for (name, result) in [
+            ("inCidr", cx.add_function("inCidr", in_cidr)),
+            ("evidenceOf", cx.add_function("evidenceOf", evidence_of)),
+            ("pathUnder", cx.add_function("pathUnder", path_under)),
+            ("hashIn", cx.add_function("hashIn", hash_in)),
+            ("fullMatch", cx.add_function("fullMatch", full_match)),
+            ("equalsIgnoreCase", cx.add_function("equalsIgnoreCase", equals_ignore_case)),
+            ("containsIgnoreCase", cx.add_function("containsIgnoreCase", contains_ignore_case)),
+            ("timeOfDayIn", cx.add_function("timeOfDayIn", time_of_day_in)),
+            ("weekdayIn", cx.add_function("weekdayIn", weekday_in)),
+        ] {
+            // Only a clash with a standard overload can fail, and these names have none.
+            result.unwrap_or_else(|e| panic!("helper {name} clashes with the CEL standard library: {e}"));
+        }
+        Helpers { root: cx }
+    }
+
+    /// The evaluation context for one alert: its variables bound once, in a scope that borrows the
+    /// alert's JSON (strings are not copied); every rule and route is then evaluated against it.
+    pub fn scope<'b, 'v>(&'b self, raw: &'v serde_json::Value, tenant: &'v str, now: DateTime<Utc>) -> Context<'b, 'v> {
+        let mut cx = self.root.new_inner_scope();
+        cx.add_variable_as_val("alert", json_val(raw));
+        cx.add_variable_as_val("tenant", Box::new(CelString::from(tenant)));
+        cx.add_variable_as_val("now", Box::new(CelTimestamp::from(now.fixed_offset())));
+        cx
+    }
+}
+
+/// A JSON value as CEL sees it, borrowing its strings: the same types `cel::to_value` gives (a positive
+/// integer is a `uint`, a negative one an `int`, any other number a `double`), in one pass.
+fn json_val(v: &serde_json::Value) -> Box<dyn Val + '_> {
+    use serde_json::Value as Json;
+    match v {
+        Json::Null => Box::new(CelNull),
+        Json::Bool(b) => Box::new(CelBool::from(*b)),
+        Json::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Box::new(CelUInt::from(u)),
+            (None, Some(i)) => Box::new(CelInt::from(i)),
+            (None, None) => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        Json::String(s) => Box::new(CelString::from(s.as_str())),
+        Json::Array(items) => Box::new(CelList::from(items.iter().map(json_val).collect::<Vec<_>>())),
+        Json::Object(map) => Box::new(CelMap::from(
+            map.iter()
+                .map(|(k, v)| (CelMapKey::from(k.as_str()), json_val(v)))
+                .collect::<std::collections::HashMap<_, _>>(),
+        )),
+    }
 }
 
 fn one_line(s: &str) -> String {
@@ -432,12 +476,38 @@ fn in_cidr(This(ip): This<Arc<String>>, ranges: Value) -> Result<bool, Execution
 
 /// ASCII case-insensitive: `to_lowercase` would fold the Kelvin sign (U+212A) into `k` and other
 /// look-alikes into letters, so that a name an attacker chose equals the one a rule allows.
-fn equals_ignore_case(This(a): This<Arc<String>>, b: Arc<String>) -> bool {
-    a.eq_ignore_ascii_case(&b)
+fn equals_ignore_case(ftx: &FunctionContext<'_, '_>) -> Result<Value, ExecutionError> {
+    let (a, b) = two_strings(ftx)?;
+    Ok(Value::Bool(a.eq_ignore_ascii_case(b)))
 }
 
-fn contains_ignore_case(This(a): This<Arc<String>>, b: Arc<String>) -> bool {
-    a.to_ascii_lowercase().contains(&b.to_ascii_lowercase())
+fn contains_ignore_case(ftx: &FunctionContext<'_, '_>) -> Result<Value, ExecutionError> {
+    let (a, b) = two_strings(ftx)?;
+    let (hay, needle) = (a.as_bytes(), b.as_bytes());
+    // Byte windows compared ASCII-case-insensitively: what lower-casing both and `contains` would say,
+    // without copying either string (a match of valid UTF-8 in valid UTF-8 lies on character bounds).
+    Ok(Value::Bool(needle.is_empty() || hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))))
+}
+
+/// The target and the argument of `a.f(b)` (or `f(a, b)`) as borrowed strings, with the errors the
+/// typed extractors (`This<Arc<String>>`, `Arc<String>`) give: helpers called once per rule and alert
+/// need not copy the alert's text.
+fn two_strings<'a>(ftx: &'a FunctionContext<'_, '_>) -> Result<(&'a str, &'a str), ExecutionError> {
+    fn string<'a>(v: &'a (dyn Val + '_)) -> Result<&'a str, ExecutionError> {
+        v.downcast_ref::<CelString>()
+            .map(|s| s.inner())
+            .ok_or_else(|| ExecutionError::UnexpectedType { got: format!("{v:?}"), want: "Arc<String>".into() })
+    }
+    let (this, rest) = match (&ftx.this, ftx.args.split_first()) {
+        (Some(this), _) => (this, ftx.args.as_slice()),
+        (None, Some((first, rest))) => (first, rest),
+        (None, None) => return Err(ExecutionError::missing_argument_or_target()),
+    };
+    let a = string(this.as_ref())?;
+    let b = rest
+        .first()
+        .ok_or_else(|| ExecutionError::invalid_argument_count(ftx.args.len() - rest.len() + 1, ftx.args.len()))?;
+    Ok((a, string(b.as_ref())?))
 }
 
 const EVIDENCE_PREFIX: &str = "#microsoft.graph.security.";
@@ -669,7 +739,8 @@ mod tests {
     fn eval(source: &str, alert: serde_json::Value, now: &str) -> Result<bool, String> {
         let env = env();
         let e = Expression::compile(&env, source)?;
-        let cx = context(env, &alert, "contoso", now.parse().unwrap());
+        let helpers = Helpers::new(env);
+        let cx = helpers.scope(&alert, "contoso", now.parse().unwrap());
         e.matches(&cx)
     }
 

@@ -184,6 +184,25 @@ pub struct AzureStore {
     /// tries its append position at once instead of reading the blob's properties first (a wrong guess
     /// costs one refused append, then the properties are read as without it).
     tails: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    requests: Arc<Requests>,
+}
+
+/// Counts every storage request the store's clients send, each try of a retried one included: a
+/// pipeline policy, so nothing the SDK sends on the store's behalf is missed.
+#[derive(Debug, Default)]
+struct Requests(std::sync::atomic::AtomicU64);
+
+#[async_trait]
+impl azure_core::http::policies::Policy for Requests {
+    async fn send(
+        &self,
+        ctx: &azure_core::http::Context,
+        request: &mut azure_core::http::Request,
+        next: &[Arc<dyn azure_core::http::policies::Policy>],
+    ) -> azure_core::http::policies::PolicyResult {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        next[0].send(ctx, request, &next[1..]).await
+    }
 }
 
 /// How many streams' tails an [`AzureStore`] remembers (one per open segment of each tenant is enough).
@@ -219,10 +238,12 @@ impl AzureStore {
                 Some(c)
             }
         };
-        let blob_options = BlobServiceClientOptions { client_options: client_options(), ..Default::default() };
+        let requests = Arc::new(Requests::default());
+        let blob_options = BlobServiceClientOptions { client_options: client_options(&requests), ..Default::default() };
         let blobs = BlobServiceClient::new(blob_url, credential.clone(), Some(blob_options))
             .map_err(|e| AzureSetupError::Client(redacted(&e)))?;
-        let queue_options = QueueServiceClientOptions { client_options: client_options(), ..Default::default() };
+        let queue_options =
+            QueueServiceClientOptions { client_options: client_options(&requests), ..Default::default() };
         let queues = QueueServiceClient::new(queue_url, credential, Some(queue_options))
             .map_err(|e| AzureSetupError::Client(redacted(&e)))?;
         let store = Self {
@@ -232,6 +253,7 @@ impl AzureStore {
             clock: Arc::new(SystemClock),
             max_dequeue: DEFAULT_MAX_DEQUEUE,
             tails: Default::default(),
+            requests,
         };
         for (name, container) in [(state, &store.state), (audit, &store.audit)] {
             match container.create(None).await {
@@ -274,6 +296,11 @@ impl AzureStore {
         }
     }
 
+    /// Storage requests sent so far (every try, start-up included): what a stage costs in operations.
+    pub fn requests(&self) -> u64 {
+        self.requests.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn queue(&self, name: &str) -> StoreResult<QueueClient> {
         check_queue_name(name)?;
         self.queues.queue_client(name).map_err(|e| backend("queue client", &e))
@@ -281,8 +308,10 @@ impl AzureStore {
 }
 
 /// Storage calls retry a few times quickly; the queue and the host's retries cover longer outages.
-fn client_options() -> ClientOptions {
+/// Every try is counted in `requests`.
+fn client_options(requests: &Arc<Requests>) -> ClientOptions {
     ClientOptions {
+        per_try_policies: vec![requests.clone()],
         retry: RetryOptions::exponential(ExponentialRetryOptions {
             max_retries: 3,
             max_total_elapsed: azure_core::time::Duration::seconds(20),
@@ -494,22 +523,24 @@ impl Store for AzureStore {
     async fn claim(&self, key: &str, lease: Duration) -> StoreResult<Claim> {
         check_key(key)?;
         let name = claim_blob(key);
-        // A few rounds at most: each lost race means someone else changed the claim meanwhile.
+        // Most keys are claimed for the first time: create the claim first (one request) and read it
+        // only when it exists. A few rounds at most: each lost race means someone else changed it.
+        let mut cond = Precondition::Absent;
         for _ in 0..5 {
             let now = self.clock.now();
             let body = ClaimRecord::held(lease_end(now, lease));
-            let cond = match self.read_claim(key).await? {
+            match self.write_blob(&name, key, &body, Some(&cond)).await {
+                Ok(etag) => return Ok(Claim::Acquired(Token(etag.0))),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            cond = match self.read_claim(key).await? {
                 None => Precondition::Absent,
                 Some((held, _)) if held.done => return Ok(Claim::Done),
                 Some((held, _)) if held.lease_until > now => return Ok(Claim::Held),
                 // The holder crashed (or stalled): take it over, but only from the version just read.
                 Some((_, etag)) => Precondition::Matches(Etag(etag)),
             };
-            match self.write_blob(&name, key, &body, Some(&cond)).await {
-                Ok(etag) => return Ok(Claim::Acquired(Token(etag.0))),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
-            }
         }
         // Still contended after several rounds: someone else is acting on it right now.
         Ok(Claim::Held)

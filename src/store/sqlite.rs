@@ -1,17 +1,32 @@
 //! The embedded backend: one SQLite file holds state, claims, streams and queues.
 //!
-//! rusqlite is synchronous; each call runs on the blocking pool behind one connection in a mutex.
-//! That is plenty for one process (standalone mode) and keeps every operation a single transaction.
-//! Transactions that read before they write begin `IMMEDIATE`, so two processes on one file (two
-//! `secmon run` on one store) queue on SQLite's write lock instead of failing on a stale snapshot.
-//! A claim's holder token is a random value in the `token` column.
+//! **One connection, group commit, no hand-off.** Every operation is a job for the one connection.
+//! A caller queues its job and, when the connection is free, runs every queued job itself, in one
+//! transaction, on its own thread; a caller that finds the connection busy is answered by the
+//! caller that holds it, which runs the queue again before it lets the connection go. So a lone
+//! caller pays no thread switch, and concurrent writers share one commit (a savepoint per job keeps
+//! a failed job from undoing the others). A job is answered only after its batch committed: every
+//! effect is in the file before the call returns. Statements are prepared once per connection
+//! (`prepare_cached`).
+//!
+//! **Durability.** WAL journal with `synchronous = NORMAL`: a commit has been written to the file
+//! (the operating system holds it) before the call returns, so a crash or `kill -9` of secmon loses
+//! nothing acknowledged. A power cut or a kernel crash may roll back the last commits — all of them
+//! after some point, in order — which repeats work and loses none; `docs/performance.md` ("SQLite
+//! durability") says why. Checkpoints (which copy the WAL into the database, with the fsyncs NORMAL
+//! defers to them) run every [`CHECKPOINT_PAGES`] pages of WAL.
+//!
+//! Batches that write begin `IMMEDIATE`, so two processes on one file (two `secmon run` on one
+//! store) queue on SQLite's write lock instead of failing on a stale snapshot. No transaction spans
+//! an `.await`: a batch runs from begin to commit in one go on one thread. A claim's holder token is
+//! a random value in the `token` column.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     Claim, Etag, Listed, Precondition, Queue, Received, Space, Store, StoreError, StoreResult, Token, poison_name,
@@ -32,12 +47,22 @@ CREATE TABLE IF NOT EXISTS queue (id TEXT PRIMARY KEY, queue TEXT NOT NULL, body
 CREATE INDEX IF NOT EXISTS queue_visible ON queue (queue, visible_at, seq);
 -- send() takes MAX(seq); without this index every send scans the table (a 10,000-alert poll was O(n^2)).
 CREATE INDEX IF NOT EXISTS queue_seq ON queue (seq);
+-- receive() walks a queue in order and skips the hidden messages, instead of sorting every visible one
+-- (over queue_visible, each receive from a 10,000-message backlog sorted 10,000 rows).
+CREATE INDEX IF NOT EXISTS queue_order ON queue (queue, seq);
 ";
+
+/// Pages of WAL after which a commit checkpoints (SQLite's default is 1000, 4 MB): fewer checkpoints,
+/// each of them two fsyncs.
+pub const CHECKPOINT_PAGES: u32 = 4000;
+
+/// Most jobs one transaction runs.
+const MAX_BATCH: usize = 256;
 
 /// The SQLite store and queue.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    db: Arc<Db>,
     clock: Arc<dyn Clock>,
     max_dequeue: u32,
     /// This process, recorded in the file: the holder of what it receives (see [`Instance`]).
@@ -52,6 +77,119 @@ impl std::fmt::Debug for SqliteStore {
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+/// Sends a job's outcome to its caller: `None` once its batch committed, else why the batch failed.
+type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// Runs an operation on the connection — or, given why its batch could not begin, does not — and says
+/// whether it succeeded and how to answer once the batch is settled.
+type Run = Box<dyn FnOnce(Result<&Connection, &str>) -> (bool, Answer) + Send>;
+
+/// One operation waiting for the connection.
+struct Job {
+    /// Whether it may write: a batch with a writer begins `IMMEDIATE`, each writer in a savepoint.
+    write: bool,
+    /// The operation.
+    run: Run,
+}
+
+/// The connection and the jobs waiting for it.
+struct Db {
+    conn: Mutex<Connection>,
+    pending: Mutex<Vec<Job>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A job that panicked leaves nothing half-done behind a lock: the queue is a plain list, and an
+    // open transaction is rolled back before the next batch.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Db {
+    /// Queues `job`, then runs what is queued unless another caller holds the connection: that caller
+    /// looks at the queue again after it lets the connection go, so the job is never left behind.
+    fn submit(&self, job: Job) {
+        lock(&self.pending).push(job);
+        loop {
+            let conn = match self.conn.try_lock() {
+                Ok(conn) => conn,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            };
+            while let Some(batch) = self.take() {
+                run_batch(&conn, batch);
+            }
+            drop(conn);
+            if lock(&self.pending).is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn take(&self) -> Option<Vec<Job>> {
+        let mut pending = lock(&self.pending);
+        if pending.is_empty() {
+            return None;
+        }
+        let n = pending.len().min(MAX_BATCH);
+        Some(pending.drain(..n).collect())
+    }
+}
+
+/// Runs `jobs` in one transaction (reads alone in none) and answers each once it is settled.
+fn run_batch(c: &Connection, jobs: Vec<Job>) {
+    if !c.is_autocommit() {
+        // Left open by a job that panicked.
+        let _ = c.execute_batch("ROLLBACK");
+    }
+    if !jobs.iter().any(|j| j.write) {
+        for job in jobs {
+            (job.run)(Ok(c)).1(None);
+        }
+        return;
+    }
+    if let Err(e) = exec(c, "BEGIN IMMEDIATE") {
+        let why = e.to_string();
+        for job in jobs {
+            (job.run)(Err(&why)).1(Some(&why));
+        }
+        return;
+    }
+    // A batch of one needs no savepoint: its failure rolls the transaction back.
+    let alone = jobs.len() == 1;
+    let mut rollback = false;
+    let mut answers = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let savepoint = job.write && !alone;
+        if savepoint && let Err(e) = exec(c, "SAVEPOINT job") {
+            answers.push((job.run)(Err(&e.to_string())).1);
+            continue;
+        }
+        let (ok, answer) = (job.run)(Ok(c));
+        if savepoint {
+            if !ok {
+                let _ = exec(c, "ROLLBACK TO job");
+            }
+            let _ = exec(c, "RELEASE job");
+        } else if !ok {
+            rollback = alone;
+        }
+        answers.push(answer);
+    }
+    let settled = if rollback { exec(c, "ROLLBACK") } else { exec(c, "COMMIT") };
+    match settled {
+        Ok(()) => answers.into_iter().for_each(|a| a(None)),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            let why = e.to_string();
+            answers.into_iter().for_each(|a| a(Some(&why)));
+        }
+    }
+}
+
+fn exec(c: &Connection, sql: &str) -> rusqlite::Result<()> {
+    c.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 impl SqliteStore {
@@ -70,10 +208,13 @@ impl SqliteStore {
     fn with_connection(conn: Connection) -> StoreResult<Self> {
         conn.busy_timeout(Duration::from_secs(10)).map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES).map_err(backend)?;
+        conn.set_prepared_statement_cache_capacity(64);
         migrate(&conn)?;
         let instance = Arc::new(Instance::this_process());
         register(&conn, &instance)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), clock: Arc::new(SystemClock), max_dequeue: 5, instance })
+        let db = Db { conn: Mutex::new(conn), pending: Mutex::new(Vec::new()) };
+        Ok(Self { db: Arc::new(db), clock: Arc::new(SystemClock), max_dequeue: 5, instance })
     }
 
     /// Uses `clock` for leases and visibility timeouts.
@@ -92,18 +233,47 @@ impl SqliteStore {
         self.clock.now().timestamp_millis()
     }
 
-    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    /// Runs `f` as one job that only reads.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| StoreError::Backend("sqlite connection poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(backend)?
+        self.job(false, f).await
+    }
+
+    /// Runs `f` as one job that may write; it is answered after its batch committed.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.job(true, f).await
+    }
+
+    async fn job<T, F>(&self, write: bool, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let run = move |c: Result<&Connection, &str>| -> (bool, Answer) {
+            let out = match c {
+                Ok(c) => f(c),
+                Err(why) => Err(backend(why)),
+            };
+            let ok = out.is_ok();
+            let answer = move |failed: Option<&str>| {
+                let out = match (out, failed) {
+                    (Ok(_), Some(why)) => Err(backend(format!("commit failed: {why}"))),
+                    (out, _) => out,
+                };
+                let _ = tx.send(out);
+            };
+            (ok, Box::new(answer))
+        };
+        self.db.submit(Job { write, run: Box::new(run) });
+        rx.await.map_err(|_| backend("the sqlite job was dropped unanswered"))?
     }
 }
 
@@ -142,10 +312,6 @@ fn from_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-fn immediate(c: &mut Connection) -> StoreResult<rusqlite::Transaction<'_>> {
-    c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)
-}
-
 fn not_holder(key: String) -> StoreError {
     StoreError::NotHolder { key }
 }
@@ -169,12 +335,15 @@ fn prefix_pattern(prefix: &str) -> String {
 impl Store for SqliteStore {
     async fn get(&self, key: &str) -> StoreResult<Option<super::Versioned>> {
         let key = key.to_string();
-        self.run(move |c| {
-            c.query_row("SELECT value, version FROM kv WHERE key = ?1", params![key], |r| {
-                Ok(super::Versioned { value: r.get(0)?, etag: Etag(r.get::<_, i64>(1)?.to_string()) })
-            })
-            .optional()
-            .map_err(backend)
+        self.read(move |c| {
+            c.prepare_cached("SELECT value, version FROM kv WHERE key = ?1")
+                .and_then(|mut s| {
+                    s.query_row(params![key], |r| {
+                        Ok(super::Versioned { value: r.get(0)?, etag: Etag(r.get::<_, i64>(1)?.to_string()) })
+                    })
+                    .optional()
+                })
+                .map_err(backend)
         })
         .await
     }
@@ -183,11 +352,10 @@ impl Store for SqliteStore {
         check_key(key)?;
         let (key, value) = (key.to_string(), value.to_vec());
         let now = self.now_ms();
-        self.run(move |c| {
-            let tx = immediate(c)?;
-            let current: Option<i64> = tx
-                .query_row("SELECT version FROM kv WHERE key = ?1", params![key], |r| r.get(0))
-                .optional()
+        self.write(move |c| {
+            let current: Option<i64> = c
+                .prepare_cached("SELECT version FROM kv WHERE key = ?1")
+                .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
                 .map_err(backend)?;
             let ok = match (&cond, current) {
                 (Precondition::Absent, None) => true,
@@ -198,14 +366,13 @@ impl Store for SqliteStore {
                 return Err(StoreError::Conflict { key });
             }
             let next = current.unwrap_or(0) + 1;
-            tx.execute(
+            c.prepare_cached(
                 "INSERT INTO kv (key, value, version, written) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = excluded.version,
                  written = excluded.written",
-                params![key, value, next, now],
             )
+            .and_then(|mut s| s.execute(params![key, value, next, now]))
             .map_err(backend)?;
-            tx.commit().map_err(backend)?;
             Ok(Etag(next.to_string()))
         })
         .await
@@ -215,16 +382,15 @@ impl Store for SqliteStore {
         check_key(key)?;
         let (key, value) = (key.to_string(), value.to_vec());
         let now = self.now_ms();
-        self.run(move |c| {
+        self.write(move |c| {
             let version: i64 = c
-                .query_row(
+                .prepare_cached(
                     "INSERT INTO kv (key, value, version, written) VALUES (?1, ?2, 1, ?3)
                      ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
                      written = excluded.written
                      RETURNING version",
-                    params![key, value, now],
-                    |r| r.get(0),
                 )
+                .and_then(|mut s| s.query_row(params![key, value, now], |r| r.get(0)))
                 .map_err(backend)?;
             Ok(Etag(version.to_string()))
         })
@@ -233,14 +399,20 @@ impl Store for SqliteStore {
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
         let key = key.to_string();
-        self.run(move |c| c.execute("DELETE FROM kv WHERE key = ?1", params![key]).map(|_| ()).map_err(backend)).await
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM kv WHERE key = ?1")
+                .and_then(|mut s| s.execute(params![key]))
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
         let pattern = prefix_pattern(prefix);
-        self.run(move |c| {
+        self.read(move |c| {
             let mut stmt =
-                c.prepare("SELECT key FROM kv WHERE key LIKE ?1 ESCAPE '\\' ORDER BY key").map_err(backend)?;
+                c.prepare_cached("SELECT key FROM kv WHERE key LIKE ?1 ESCAPE '\\' ORDER BY key").map_err(backend)?;
             let rows = stmt.query_map(params![pattern], |r| r.get(0)).map_err(backend)?;
             rows.collect::<Result<Vec<String>, _>>().map_err(backend)
         })
@@ -252,31 +424,26 @@ impl Store for SqliteStore {
         let key = key.to_string();
         let now = self.now_ms();
         let until = now + lease.as_millis() as i64;
-        self.run(move |c| {
-            let tx = immediate(c)?;
-            let row: Option<(i64, i64)> = tx
-                .query_row("SELECT done, lease_until FROM claims WHERE key = ?1", params![key], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()
+        self.write(move |c| {
+            let row: Option<(i64, i64)> = c
+                .prepare_cached("SELECT done, lease_until FROM claims WHERE key = ?1")
+                .and_then(|mut s| s.query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
                 .map_err(backend)?;
-            let answer = match row {
+            Ok(match row {
                 Some((1, _)) => Claim::Done,
                 Some((_, lease_until)) if lease_until > now => Claim::Held,
                 _ => {
                     let token = uuid::Uuid::new_v4().simple().to_string();
-                    tx.execute(
+                    c.prepare_cached(
                         "INSERT INTO claims (key, done, lease_until, token, written) VALUES (?1, 0, ?2, ?3, ?4)
                          ON CONFLICT(key) DO UPDATE SET done = 0, lease_until = excluded.lease_until,
                          token = excluded.token, written = excluded.written",
-                        params![key, until, token, now],
                     )
+                    .and_then(|mut s| s.execute(params![key, until, token, now]))
                     .map_err(backend)?;
                     Claim::Acquired(Token(token))
                 }
-            };
-            tx.commit().map_err(backend)?;
-            Ok(answer)
+            })
         })
         .await
     }
@@ -285,12 +452,12 @@ impl Store for SqliteStore {
         let (key, token) = (key.to_string(), token.clone());
         let now = self.now_ms();
         let until = now + lease.as_millis() as i64;
-        self.run(move |c| {
+        self.write(move |c| {
             let n = c
-                .execute(
+                .prepare_cached(
                     "UPDATE claims SET lease_until = ?3, written = ?4 WHERE key = ?1 AND token = ?2 AND done = 0",
-                    params![key, token.0, until, now],
                 )
+                .and_then(|mut s| s.execute(params![key, token.0, until, now]))
                 .map_err(backend)?;
             if n == 0 { Err(not_holder(key)) } else { Ok(token) }
         })
@@ -300,12 +467,10 @@ impl Store for SqliteStore {
     async fn complete(&self, key: &str, token: &Token) -> StoreResult<()> {
         let (key, token) = (key.to_string(), token.0.clone());
         let now = self.now_ms();
-        self.run(move |c| {
+        self.write(move |c| {
             let n = c
-                .execute(
-                    "UPDATE claims SET done = 1, written = ?3 WHERE key = ?1 AND token = ?2",
-                    params![key, token, now],
-                )
+                .prepare_cached("UPDATE claims SET done = 1, written = ?3 WHERE key = ?1 AND token = ?2")
+                .and_then(|mut s| s.execute(params![key, token, now]))
                 .map_err(backend)?;
             if n == 0 { Err(not_holder(key)) } else { Ok(()) }
         })
@@ -314,21 +479,19 @@ impl Store for SqliteStore {
 
     async fn release(&self, key: &str, token: &Token) -> StoreResult<()> {
         let (key, token) = (key.to_string(), token.0.clone());
-        self.run(move |c| {
-            let tx = immediate(c)?;
-            let done: Option<(i64, String)> = tx
-                .query_row("SELECT done, token FROM claims WHERE key = ?1", params![key], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()
+        self.write(move |c| {
+            let done: Option<(i64, String)> = c
+                .prepare_cached("SELECT done, token FROM claims WHERE key = ?1")
+                .and_then(|mut s| s.query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
                 .map_err(backend)?;
             match done {
                 // Completed: never undone, whoever asks.
                 Some((1, _)) => Ok(()),
-                Some((_, holder)) if holder == token => {
-                    tx.execute("DELETE FROM claims WHERE key = ?1", params![key]).map_err(backend)?;
-                    tx.commit().map_err(backend)
-                }
+                Some((_, holder)) if holder == token => c
+                    .prepare_cached("DELETE FROM claims WHERE key = ?1")
+                    .and_then(|mut s| s.execute(params![key]))
+                    .map(|_| ())
+                    .map_err(backend),
                 _ => Err(not_holder(key)),
             }
         })
@@ -338,12 +501,10 @@ impl Store for SqliteStore {
     async fn append(&self, stream: &str, seq: u64, record: &[u8]) -> StoreResult<()> {
         check_key(stream)?;
         let (stream, record) = (stream.to_string(), record.to_vec());
-        self.run(move |c| {
+        self.write(move |c| {
             let n = c
-                .execute(
-                    "INSERT INTO streams (stream, seq, record) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                    params![stream, seq as i64, record],
-                )
+                .prepare_cached("INSERT INTO streams (stream, seq, record) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+                .and_then(|mut s| s.execute(params![stream, seq as i64, record]))
                 .map_err(backend)?;
             if n == 0 { Err(StoreError::Conflict { key: format!("{stream}#{seq}") }) } else { Ok(()) }
         })
@@ -352,8 +513,9 @@ impl Store for SqliteStore {
 
     async fn read_stream(&self, stream: &str) -> StoreResult<Vec<Vec<u8>>> {
         let stream = stream.to_string();
-        self.run(move |c| {
-            let mut stmt = c.prepare("SELECT record FROM streams WHERE stream = ?1 ORDER BY seq").map_err(backend)?;
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT record FROM streams WHERE stream = ?1 ORDER BY seq").map_err(backend)?;
             let rows = stmt.query_map(params![stream], |r| r.get(0)).map_err(backend)?;
             rows.collect::<Result<Vec<Vec<u8>>, _>>().map_err(backend)
         })
@@ -362,9 +524,9 @@ impl Store for SqliteStore {
 
     async fn list_streams(&self, prefix: &str) -> StoreResult<Vec<String>> {
         let pattern = prefix_pattern(prefix);
-        self.run(move |c| {
+        self.read(move |c| {
             let mut stmt = c
-                .prepare("SELECT DISTINCT stream FROM streams WHERE stream LIKE ?1 ESCAPE '\\' ORDER BY stream")
+                .prepare_cached("SELECT DISTINCT stream FROM streams WHERE stream LIKE ?1 ESCAPE '\\' ORDER BY stream")
                 .map_err(backend)?;
             let rows = stmt.query_map(params![pattern], |r| r.get(0)).map_err(backend)?;
             rows.collect::<Result<Vec<String>, _>>().map_err(backend)
@@ -383,7 +545,7 @@ impl Store for SqliteStore {
                 "SELECT key, {CLAIM_VERSION}, written FROM claims WHERE key >= ?1 AND key > ?2 ORDER BY key LIMIT ?3"
             ),
         };
-        self.run(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare(&sql).map_err(backend)?;
             let rows = stmt
                 .query_map(params![prefix, after, limit as i64], |r| {
@@ -406,7 +568,7 @@ impl Store for SqliteStore {
     async fn delete_if(&self, space: Space, key: &str, etag: &Etag) -> StoreResult<bool> {
         let (key, etag) = (key.to_string(), etag.0.clone());
         let now = self.now_ms();
-        self.run(move |c| {
+        self.write(move |c| {
             let n = match space {
                 Space::Values => {
                     c.execute("DELETE FROM kv WHERE key = ?1 AND CAST(version AS TEXT) = ?2", params![key, etag])
@@ -426,7 +588,7 @@ impl Store for SqliteStore {
 
     async fn delete_stream(&self, stream: &str) -> StoreResult<()> {
         let stream = stream.to_string();
-        self.run(move |c| {
+        self.write(move |c| {
             c.execute("DELETE FROM streams WHERE stream = ?1", params![stream]).map(|_| ()).map_err(backend)
         })
         .await
@@ -443,12 +605,12 @@ impl Queue for SqliteStore {
         check_key(queue)?;
         let (queue, body) = (queue.to_string(), body.to_vec());
         let now = self.now_ms() + delay.min(super::MAX_DELAY).as_millis() as i64;
-        self.run(move |c| {
-            c.execute(
+        self.write(move |c| {
+            c.prepare_cached(
                 "INSERT INTO queue (id, queue, body, visible_at, dequeue_count, receipt, seq, enqueued_at)
                  VALUES (?1, ?2, ?3, ?4, 0, '', (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue), ?4)",
-                params![uuid::Uuid::new_v4().to_string(), queue, body, now],
             )
+            .and_then(|mut s| s.execute(params![uuid::Uuid::new_v4().to_string(), queue, body, now]))
             .map(|_| ())
             .map_err(backend)
         })
@@ -461,44 +623,37 @@ impl Queue for SqliteStore {
         let hidden_until = now + visibility.as_millis() as i64;
         let max_dequeue = self.max_dequeue;
         let holder = self.instance.id.clone();
-        self.run(move |c| {
-            let tx = immediate(c)?;
-            let mut out = Vec::new();
-            {
-                let mut stmt = tx
-                    .prepare(
-                        "SELECT id, body, dequeue_count FROM queue WHERE queue = ?1 AND visible_at <= ?2
-                         ORDER BY seq LIMIT ?3",
-                    )
-                    .map_err(backend)?;
-                let rows = stmt
-                    .query_map(params![queue, now, max as i64], |r| {
+        self.write(move |c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT id, body, dequeue_count FROM queue INDEXED BY queue_order
+                     WHERE queue = ?1 AND visible_at <= ?2 ORDER BY seq LIMIT ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![queue, now, max as i64], |r| {
                         Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?))
-                    })
-                    .map_err(backend)?
+                    })?
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(backend)?;
-                for (id, body, count) in rows {
-                    if count >= max_dequeue {
-                        // Delivered max_dequeue times without being deleted: set it aside, as the host does.
-                        tx.execute(
-                            "UPDATE queue SET queue = ?2, visible_at = ?3, dequeue_count = 0 WHERE id = ?1",
-                            params![id, poison_name(&queue), now],
-                        )
+                })
+                .map_err(backend)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (id, body, count) in rows {
+                if count >= max_dequeue {
+                    // Delivered max_dequeue times without being deleted: set it aside, as the host does.
+                    c.prepare_cached("UPDATE queue SET queue = ?2, visible_at = ?3, dequeue_count = 0 WHERE id = ?1")
+                        .and_then(|mut s| s.execute(params![id, poison_name(&queue), now]))
                         .map_err(backend)?;
-                        continue;
-                    }
-                    let receipt = uuid::Uuid::new_v4().to_string();
-                    tx.execute(
-                        "UPDATE queue SET visible_at = ?2, dequeue_count = dequeue_count + 1, receipt = ?3,
-                         leased_by = ?4 WHERE id = ?1",
-                        params![id, hidden_until, receipt, holder],
-                    )
-                    .map_err(backend)?;
-                    out.push(Received { id, receipt, body, dequeue_count: count + 1 });
+                    continue;
                 }
+                let receipt = uuid::Uuid::new_v4().to_string();
+                c.prepare_cached(
+                    "UPDATE queue SET visible_at = ?2, dequeue_count = dequeue_count + 1, receipt = ?3,
+                     leased_by = ?4 WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![id, hidden_until, receipt, holder]))
+                .map_err(backend)?;
+                out.push(Received { id, receipt, body, dequeue_count: count + 1 });
             }
-            tx.commit().map_err(backend)?;
             Ok(out)
         })
         .await
@@ -506,9 +661,10 @@ impl Queue for SqliteStore {
 
     async fn delete(&self, queue: &str, msg: &Received) -> StoreResult<()> {
         let (queue, id, receipt) = (queue.to_string(), msg.id.clone(), msg.receipt.clone());
-        self.run(move |c| {
+        self.write(move |c| {
             let n = c
-                .execute("DELETE FROM queue WHERE id = ?1 AND queue = ?2 AND receipt = ?3", params![id, queue, receipt])
+                .prepare_cached("DELETE FROM queue WHERE id = ?1 AND queue = ?2 AND receipt = ?3")
+                .and_then(|mut s| s.execute(params![id, queue, receipt]))
                 .map_err(backend)?;
             if n == 0 {
                 return Err(StoreError::Conflict { key: format!("{queue}/{id}") });
@@ -521,12 +677,13 @@ impl Queue for SqliteStore {
     async fn poison(&self, queue: &str, msg: &Received) -> StoreResult<()> {
         let (queue, id, receipt) = (queue.to_string(), msg.id.clone(), msg.receipt.clone());
         let now = self.now_ms();
-        self.run(move |c| {
+        self.write(move |c| {
             let n = c
-                .execute(
-                    "UPDATE queue SET queue = ?4, visible_at = ?5, receipt = '', dequeue_count = 0 WHERE id = ?1 AND queue = ?2 AND receipt = ?3",
-                    params![id, queue, receipt, poison_name(&queue), now],
+                .prepare_cached(
+                    "UPDATE queue SET queue = ?4, visible_at = ?5, receipt = '', dequeue_count = 0
+                     WHERE id = ?1 AND queue = ?2 AND receipt = ?3",
                 )
+                .and_then(|mut s| s.execute(params![id, queue, receipt, poison_name(&queue), now]))
                 .map_err(backend)?;
             if n == 0 {
                 return Err(StoreError::Conflict { key: format!("{queue}/{id}") });
@@ -538,8 +695,9 @@ impl Queue for SqliteStore {
 
     async fn len(&self, queue: &str) -> StoreResult<usize> {
         let queue = queue.to_string();
-        self.run(move |c| {
-            c.query_row("SELECT COUNT(*) FROM queue WHERE queue = ?1", params![queue], |r| r.get::<_, i64>(0))
+        self.read(move |c| {
+            c.prepare_cached("SELECT COUNT(*) FROM queue WHERE queue = ?1")
+                .and_then(|mut s| s.query_row(params![queue], |r| r.get::<_, i64>(0)))
                 .map(|n| n as usize)
                 .map_err(backend)
         })
@@ -655,7 +813,10 @@ impl SqliteStore {
     /// The same store, holding what it receives as `instance` (recorded in the file); tests use it
     /// to play a process that died.
     pub fn as_instance(mut self, instance: Instance) -> StoreResult<Self> {
-        register(&*self.conn.lock().map_err(|_| StoreError::Backend("sqlite connection poisoned".into()))?, &instance)?;
+        register(
+            &*self.db.conn.lock().map_err(|_| StoreError::Backend("sqlite connection poisoned".into()))?,
+            &instance,
+        )?;
         self.instance = Arc::new(instance);
         Ok(self)
     }
@@ -674,7 +835,7 @@ fn millis(ms: i64) -> Option<chrono::DateTime<chrono::Utc>> {
 impl super::admin::QueueAdmin for SqliteStore {
     async fn peek(&self, queue: &str, max: usize) -> StoreResult<super::admin::Peeked> {
         let queue = queue.to_string();
-        self.run(move |c| {
+        self.read(move |c| {
             let mut stmt = c
                 .prepare(
                     "SELECT id, body, enqueued_at, dequeue_count FROM queue WHERE queue = ?1 ORDER BY seq LIMIT ?2",
@@ -702,7 +863,7 @@ impl super::admin::QueueAdmin for SqliteStore {
         check_key(to)?;
         let (from, id, to) = (from.to_string(), id.to_string(), to.to_string());
         let now = self.now_ms();
-        self.run(move |c| {
+        self.write(move |c| {
             // One statement: the message is on one queue or the other, never both or neither.
             let n = c
                 .execute(
@@ -718,7 +879,7 @@ impl super::admin::QueueAdmin for SqliteStore {
 
     async fn remove(&self, queue: &str, id: &str) -> StoreResult<bool> {
         let (queue, id) = (queue.to_string(), id.to_string());
-        self.run(move |c| {
+        self.write(move |c| {
             let n = c.execute("DELETE FROM queue WHERE id = ?1 AND queue = ?2", params![id, queue]).map_err(backend)?;
             Ok(n > 0)
         })
@@ -728,7 +889,7 @@ impl super::admin::QueueAdmin for SqliteStore {
     async fn recover_dead_leases(&self) -> StoreResult<usize> {
         let me = self.instance.id.clone();
         let others: Vec<Instance> = self
-            .run(move |c| {
+            .read(move |c| {
                 let mut stmt =
                     c.prepare("SELECT id, pid, boot, host, started FROM instances WHERE id != ?1").map_err(backend)?;
                 let rows = stmt
@@ -751,8 +912,9 @@ impl super::admin::QueueAdmin for SqliteStore {
         }
         let now = self.now_ms();
         let freed = self
-            .run(move |c| {
-                let tx = immediate(c)?;
+            .write(move |c| {
+                // One write job: the batch it commits in is the transaction.
+                let tx = c;
                 let mut freed = 0;
                 for instance in &dead {
                     let n = tx
@@ -771,7 +933,6 @@ impl super::admin::QueueAdmin for SqliteStore {
                     freed += n;
                     tx.execute("DELETE FROM instances WHERE id = ?1", params![instance.id]).map_err(backend)?;
                 }
-                tx.commit().map_err(backend)?;
                 Ok(freed)
             })
             .await?;
@@ -856,6 +1017,33 @@ mod tests {
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.claim("done", Duration::from_secs(60)).await.unwrap(), Claim::Done);
         assert!(matches!(s.claim("stale", Duration::from_secs(60)).await.unwrap(), Claim::Acquired(_)));
+    }
+
+    /// Jobs queued while the connection is busy run in one batch, in one transaction: each is answered
+    /// with its own outcome, and one that fails (a lost compare-and-swap) leaves the others' writes.
+    #[tokio::test]
+    async fn jobs_queued_while_the_connection_is_busy_share_one_batch() {
+        use futures::FutureExt;
+        let store = SqliteStore::in_memory().unwrap();
+        store.put("b", b"0").await.unwrap();
+        let mut a = store.put("a", b"1");
+        let mut b = store.put_if("b", b"2", Precondition::Matches(Etag("7".into())));
+        let mut c = store.put("c", b"3");
+        {
+            let _busy = store.db.conn.lock().unwrap();
+            for job in [&mut a, &mut b, &mut c] {
+                assert!(job.now_or_never().is_none(), "queued behind the busy connection, not run");
+            }
+        }
+        assert_eq!(lock(&store.db.pending).len(), 3);
+        // The next caller finds the connection free and runs its job with the three queued ones.
+        assert_eq!(store.get("a").await.unwrap().unwrap().value, b"1");
+        assert!(lock(&store.db.pending).is_empty());
+        assert!(a.await.is_ok());
+        assert!(matches!(b.await, Err(StoreError::Conflict { .. })));
+        assert!(c.await.is_ok());
+        assert_eq!(store.get("b").await.unwrap().unwrap().value, b"0", "the failed job wrote nothing");
+        assert_eq!(store.get("c").await.unwrap().unwrap().value, b"3");
     }
 
     #[tokio::test]

@@ -40,6 +40,7 @@ pub(super) fn sent(alert: &Alert, receiver: &str, kind: &str, view: &View, route
         grouped: Vec<&'a str>,
     }
     let grouped = view.group.iter().map(|m| m.id.as_str()).collect();
+    crate::metrics::receiver_sent(receiver);
     Record {
         graph_status: Some(status),
         detail: facts(Sent { kind, why: &view.why, routes, grouped }),
@@ -56,6 +57,7 @@ pub(super) fn failed(alert: &Alert, receiver: &str, kind: &str, e: &NotifyError)
         retryable: bool,
     }
     let retryable = e.retry == Retry::Retryable;
+    crate::metrics::receiver_failed(receiver, &e.message);
     Record {
         detail: facts(Failed { kind, error: &e.message, retryable }),
         ..record(alert, Action::NotifyFailed, receiver)
@@ -115,6 +117,7 @@ pub(super) fn digest(id: &str, receiver: &str, kind: &str, alerts: &[&str], stat
         count: usize,
         alerts: &'a [&'a str],
     }
+    crate::metrics::receiver_sent(receiver);
     Record {
         receiver: Some(receiver.to_string()),
         graph_status: Some(status),
@@ -133,6 +136,7 @@ pub(super) fn digest_failed(id: &str, receiver: &str, kind: &str, alerts: &[&str
         alerts: &'a [&'a str],
     }
     let retryable = e.retry == Retry::Retryable;
+    crate::metrics::receiver_failed(receiver, &e.message);
     Record {
         receiver: Some(receiver.to_string()),
         detail: facts(Failed { kind, error: &e.message, retryable, alerts }),

@@ -212,7 +212,7 @@ pub async fn preview(
     for w in warnings(when) {
         writeln!(out, "{}", json!({"kind": "warning", "message": w})).map_err(|e| e.to_string())?;
     }
-    let env = expr::env();
+    let helpers = expr::Helpers::new(expr::env());
     let (mut checked, mut matched) = (0usize, 0usize);
     let mut truncated = Vec::new();
     for t in app.config.tenants.iter().filter(|t| tenant.is_none_or(|only| only == t.name)) {
@@ -227,7 +227,7 @@ pub async fn preview(
         loop {
             for raw in &page.alerts {
                 seen += 1;
-                let cx = expr::context(env.clone(), raw, &t.name, now);
+                let cx = helpers.scope(raw, &t.name, now);
                 if matcher.matches(&cx).unwrap_or(false) {
                     matched += 1;
                     let id = raw["id"].as_str().unwrap_or_default();

@@ -168,6 +168,8 @@ pub struct Mute {
     routes: BTreeMap<String, RouteNoise>,
     receivers: BTreeMap<String, Schedule>,
     env: Arc<cel::Env>,
+    /// The CEL helpers, registered once; each alert is bound in a scope of them.
+    helpers: expr::Helpers,
     cache_for: chrono::Duration,
     cache: Mutex<Option<Cached>>,
 }
@@ -218,7 +220,9 @@ impl Mute {
             return Err(issues);
         }
         let cache_for = chrono::Duration::from_std(config.silences.cache).unwrap_or(chrono::Duration::zero());
-        Ok(Mute { intervals, routes, receivers, env: expr::env(), cache_for, cache: Mutex::new(None) })
+        let env = expr::env();
+        let helpers = expr::Helpers::new(env.clone());
+        Ok(Mute { intervals, routes, receivers, env, helpers, cache_for, cache: Mutex::new(None) })
     }
 
     /// Whether the routes that chose a receiver mute it now: when every one of them is inside a
@@ -337,7 +341,7 @@ fn matching(
     if candidates.is_empty() {
         return None;
     }
-    let cx = expr::context(mute.env.clone(), alert.raw(), tenant, now);
+    let cx = mute.helpers.scope(alert.raw(), tenant, now);
     for a in candidates {
         match a.when.matches(&cx) {
             Ok(true) => return Some(a.silence.clone()),
@@ -441,8 +445,9 @@ pub fn check(config: &Config, out: &mut Vec<Issue>) {
 pub fn matches_high(env: &Arc<cel::Env>, when: Option<&str>) -> bool {
     let Some(when) = when else { return true };
     let Ok(when) = Expression::compile(env, when) else { return false };
+    let helpers = expr::Helpers::new(env.clone());
     high_samples().iter().all(|raw| {
-        let cx = expr::context(env.clone(), raw, "contoso", "2026-01-01T00:00:00Z".parse().expect("a time"));
+        let cx = helpers.scope(raw, "contoso", "2026-01-01T00:00:00Z".parse().expect("a time"));
         when.matches(&cx).unwrap_or(false)
     })
 }

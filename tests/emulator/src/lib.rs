@@ -291,6 +291,12 @@ impl Emulator {
         self.state.lock().sinks.get(name).cloned().unwrap_or_default()
     }
 
+    /// The deliveries to sink `name` from number `from` (0-based) on: a waiter that counts what arrived
+    /// copies only what is new, and holds the emulator's lock only for that.
+    pub fn webhook_deliveries_from(&self, name: &str, from: usize) -> Vec<(HashMap<String, String>, Vec<u8>)> {
+        self.state.lock().sinks.get(name).map(|d| d.get(from..).unwrap_or_default().to_vec()).unwrap_or_default()
+    }
+
     /// The handle to inject faults.
     pub fn faults(&self) -> Faults {
         self.state.faults.clone()

@@ -294,7 +294,13 @@ mod tests {
         assert_eq!(store.len("alerts-poison").await.unwrap(), 0);
         let records = audit::verify(&store, None).await.unwrap();
         assert!(records.iter().all(|r| r.ok()), "{records:?}");
-        let contoso = store.read_stream(&crate::store::keys::audit_stream("contoso", now.date_naive())).await.unwrap();
+        let contoso = store
+            .read_stream(&crate::store::keys::audit_segment(
+                &crate::store::keys::audit_stream("contoso", now.date_naive()),
+                1,
+            ))
+            .await
+            .unwrap();
         let record: Record = serde_json::from_slice(&contoso[0]).unwrap();
         assert_eq!(record.action, Action::PoisonPurged);
         assert_eq!(record.alert_id, "da1");
@@ -303,7 +309,13 @@ mod tests {
             "{}",
             record.detail
         );
-        let unnamed = store.read_stream(&crate::store::keys::audit_stream(NO_TENANT, now.date_naive())).await.unwrap();
+        let unnamed = store
+            .read_stream(&crate::store::keys::audit_segment(
+                &crate::store::keys::audit_stream(NO_TENANT, now.date_naive()),
+                1,
+            ))
+            .await
+            .unwrap();
         assert_eq!(unnamed.len(), 1, "a message naming no tenant is audited too");
     }
 

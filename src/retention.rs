@@ -240,6 +240,8 @@ mod tests {
             keys::close_outcome("t", "a", "v"),
             keys::close_started("t", "a", "v"),
             keys::comment("t", "a", "v"),
+            keys::digest_member("t", "a", "v", "r"),
+            keys::digest_send("t", "r", now, 1),
             keys::doorbell("s"),
             keys::notify("t", "a", "v", "r"),
             keys::notify_digest("t", "r", "i"),
@@ -247,6 +249,9 @@ mod tests {
             keys::notify_last("t", "a", "r"),
             keys::queue_receipt("q", "m"),
             keys::mail_slots("s@x", now),
+            keys::silence_ended("s"),
+            keys::silence_renotify("s", "t", "a", "r"),
+            keys::triage("t", "a", "v", "resolve", "u"),
             keys::update("t", "a", "v", "r"),
         ];
         assert_eq!(made.len(), FAMILIES.len());

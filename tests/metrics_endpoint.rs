@@ -137,6 +137,7 @@ async fn the_page_parses_and_the_receivers_counters_move() {
         alert["status"] = serde_json::json!("new");
         // The receiver that answers 404 fails the message for good; the other one was told.
         let _ = secmon::respond::process_alert(&app, "contoso", alert).await;
+        secmon::host::standalone::drain(&app, 10_000).await;
     }
     secmon::intake::Message::Poll { tenant: "contoso".into(), reason: "test".into() }
         .send(app.store.as_ref(), app.queue.as_ref())

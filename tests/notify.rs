@@ -475,6 +475,7 @@ async fn an_alert_first_seen_resolved_is_recorded_not_announced() {
     // Told as new, resolved later: the resolved version is no first sighting (realert decides).
     let open = sample(json!({"id": "told-before", "status": "new", "lastUpdateDateTime": "2026-11-26T10:00:00Z"}));
     secmon::respond::process_alert(&w.app, "contoso", open).await.unwrap();
+    secmon::host::standalone::drain(&w.app, 100).await;
     assert_eq!(w.sink.hits(TEAMS_PATH).len(), 1);
     let later =
         sample(json!({"id": "told-before", "status": "resolved", "lastUpdateDateTime": "2026-11-26T11:00:00Z"}));

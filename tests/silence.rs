@@ -19,7 +19,6 @@ use secmon::clock::{Clock, ManualClock};
 use secmon::graph::client::GraphClient;
 use secmon::graph::retry::RetryPolicy;
 use secmon::notify::silence::cli::{self, Filter, NewSilence};
-use secmon::respond::process_alert;
 use secmon::store::sqlite::SqliteStore;
 use secmon::store::{Claim, Etag, Precondition, Store, StoreResult, Token, Versioned};
 use secmon_emulator::{Emulator, Options};
@@ -28,6 +27,14 @@ use serde_json::{Value, json};
 const TENANT_ID: &str = "9a1f2b3c-4d5e-4f60-8a7b-1c2d3e4f5a6b";
 const CLIENT_ID: &str = "2b7e9c1d-0f3a-4b5c-8d6e-7f8091a2b3c4";
 const SECRET: &str = "silence-tests~secret";
+
+/// Decides an alert as the `respond` function does, then works the queues until nothing is visible, as
+/// the worker would: each receiver's delivery is its own job on the `deliveries` queue.
+async fn process_alert(app: &App, tenant: &str, alert: Value) -> Result<String, secmon::respond::RespondError> {
+    let summary = secmon::respond::process_alert(app, tenant, alert).await;
+    secmon::host::standalone::drain(app, 10_000).await;
+    summary
+}
 
 fn now() -> DateTime<Utc> {
     "2026-11-26T10:00:00Z".parse().unwrap()

@@ -82,7 +82,11 @@ pub async fn a_long_day_rolls_over_and_verifies(
     let since = "2026-11-26T00:00:00Z".parse().unwrap();
     assert_eq!(audit::export(store, since, None, Some(&tenant), &mut out).await.unwrap() as u64, n);
     for (expected, line) in (1..).zip(String::from_utf8(out).unwrap().lines()) {
-        assert_eq!(serde_json::from_str::<Record>(line).unwrap().seq, expected);
+        // An export line is the record with `"kind":"audit_record"` in front.
+        let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(value["kind"], "audit_record", "{line}");
+        value.as_object_mut().unwrap().remove("kind");
+        assert_eq!(serde_json::from_value::<Record>(value).unwrap().seq, expected);
     }
     day.segments.len()
 }

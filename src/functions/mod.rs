@@ -343,23 +343,39 @@ pub async fn deliver(app: &App, body: &[u8], now: DateTime<Utc>) -> Outcome {
         Err(Err(bad)) => return Outcome::Poison(bad.to_string()),
     };
     match run(app, &ready).await {
-        Ok(ran) => match ran.again_at {
-            Some(at) => {
-                let mut job = ready.job;
-                if matches!(job.task, crate::notify::deliver::Task::Update { .. }) {
-                    job.waited += 1;
-                }
-                again(app, job, at, now, ran.summary).await
-            }
-            None => Outcome::done(ran.summary),
-        },
+        Ok(ran) => {
+            // One line per delivery outcome, naming what a person looks for: "notified soc-teams".
+            let alert = &ready.alert;
+            tracing::info!(tenant, alert = %alert.id, version = alert.version(), "{}", ran.summary);
+            deliver_ran(app, ready, ran, now).await
+        }
         Err(e) => {
             crate::metrics::count(crate::metrics::Counter::AlertsFailed, &tenant, 1);
+            tracing::warn!(tenant, alert = %ready.alert.id, version = ready.alert.version(), "{}", e.message);
             match e.retry {
                 crate::graph::Retry::Retryable => Outcome::Retry(e.message),
                 crate::graph::Retry::Permanent => Outcome::Poison(e.message),
             }
         }
+    }
+}
+
+/// What a delivery job that ran becomes: done, or back on the queue for its time.
+async fn deliver_ran(
+    app: &App,
+    ready: crate::notify::deliver::Ready,
+    ran: crate::notify::deliver::Ran,
+    now: DateTime<Utc>,
+) -> Outcome {
+    match ran.again_at {
+        Some(at) => {
+            let mut job = ready.job;
+            if matches!(job.task, crate::notify::deliver::Task::Update { .. }) {
+                job.waited += 1;
+            }
+            again(app, job, at, now, ran.summary).await
+        }
+        None => Outcome::done(ran.summary),
     }
 }
 

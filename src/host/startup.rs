@@ -110,6 +110,10 @@ pub fn summary(app: &App, store: &str, now: DateTime<Utc>) -> Vec<String> {
         })
         .collect();
     lines.push(format!("receivers ({}): {}", c.receivers.len(), list(&receivers)));
+    lines.push(format!(
+        "workers: {} over the alerts and deliveries queues (worker.concurrency), fair between tenants",
+        c.worker.concurrency
+    ));
     if !c.subscriptions.is_empty() {
         lines.push(format!("subscriptions: {} doorbells, synced now and every 6 h", c.subscriptions.len()));
     }
@@ -163,6 +167,7 @@ receivers:
         assert!(text.contains("next 2026-11-26T10:05:00Z"), "{text}");
         assert!(text.contains("all → soc-teams") && text.contains("soc-teams (Teams)"), "{text}");
         assert!(text.contains("listening on http://127.0.0.1:7071"), "{text}");
+        assert!(text.contains("workers: 8 over the alerts and deliveries queues"), "{text}");
         assert!(text.contains("SECMON_CLOSE not set"), "{text}");
         assert!(!text.contains("very-secret") && !text.contains("c2VjcmV0"), "{text}");
         assert!(lines.len() <= 20, "one screen");

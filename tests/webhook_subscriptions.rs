@@ -184,7 +184,10 @@ async fn the_list_shows_records_without_their_secrets() {
 #[test]
 fn config_without_a_public_url_is_refused_when_subscriptions_exist() {
     let yaml = config_yaml("https://secmon.example.net").replace("  public_url: https://secmon.example.net\n", "");
-    let env = |_: &str| Some("x".repeat(20));
+    // A value for every variable the file names, and nothing else: settings read straight from the
+    // environment (SECMON_AUDIT_RETENTION_DAYS) stay unset.
+    let named: Vec<String> = yaml.split("${").skip(1).filter_map(|r| r.split('}').next()).map(str::to_string).collect();
+    let env = move |name: &str| named.iter().any(|n| n == name).then(|| "x".repeat(20));
     let err = secmon::setup::load_str(&yaml, std::path::Path::new("t.yaml"), &env, t0()).unwrap_err().to_string();
     assert!(err.contains("webhook.public_url"), "{err}");
     let yaml = config_yaml("http://secmon.example.net");

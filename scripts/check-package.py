@@ -95,6 +95,8 @@ SETTING_STAND_INS = {
     "SECMON_TEAMS_URL": "{fake}/teams",
     # infra/app/function.bicep sets the host id per app (edge, worker); any valid id does here.
     "AzureFunctionsWebHost__hostid": "secmon-check-package",
+    # `string(auditRetentionDays)`: main.bicep's default, the audit container's immutability period.
+    "SECMON_AUDIT_RETENTION_DAYS": "400",
 }
 # Bicep parameters without a literal default (module outputs) that appear inside interpolations.
 PARAM_STAND_INS = {"identityClientId": CLIENT_ID}

@@ -452,9 +452,7 @@ async fn silence(app: secmon::app::App, cmd: SilenceCommand) -> anyhow::Result<E
             match cli::add(&app, new, now).await {
                 Ok((s, warnings)) => {
                     warnings.iter().for_each(|w| eprintln!("warning: {w}"));
-                    let mut line = serde_json::to_value(&s)?;
-                    line["kind"] = "silence".into();
-                    println!("{line}");
+                    secmon::output::print("silence", &s);
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -478,9 +476,7 @@ async fn silence(app: secmon::app::App, cmd: SilenceCommand) -> anyhow::Result<E
         }
         SilenceCommand::Expire { id, by } => match cli::expire(&app, &id, &by, now).await {
             Ok(settled) => {
-                let mut line = serde_json::to_value(&settled)?;
-                line["kind"] = "expired".into();
-                println!("{line}");
+                secmon::output::print("expired", &settled);
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

@@ -314,7 +314,7 @@ pub fn action_card(tenant: &str, alert: &Alert) -> Value {
         |action: &str| json!({"secmon": action, "tenant": tenant, "alert": alert.id, "version": alert.version()});
     let choices = |values: &[&str]| values.iter().map(|v| json!({"title": v, "value": v})).collect::<Vec<_>>();
     let severity = alert.raw().get("severity").and_then(Value::as_str).unwrap_or("unknown");
-    let mut actions = vec![
+    let actions = vec![
         json!({"type": "Action.Submit", "title": "Acknowledge", "data": data("acknowledge")}),
         json!({"type": "Action.ShowCard", "title": "Resolve as benign", "card": {
             "type": "AdaptiveCard",
@@ -338,25 +338,18 @@ pub fn action_card(tenant: &str, alert: &Alert) -> Value {
             "actions": [{"type": "Action.Submit", "title": "Confirm", "data": data("true-positive")}],
         }}),
     ];
-    if let Some(url) = alert.raw().get("alertWebUrl").and_then(Value::as_str) {
-        actions.push(json!({"type": "Action.OpenUrl", "title": "Open in Defender", "url": url}));
-    }
-    json!({
-        "type": "AdaptiveCard",
-        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-        "version": "1.4",
-        "body": [
-            {"type": "TextBlock", "text": alert.title_or_id(), "weight": "Bolder", "size": "Medium", "wrap": true},
-            {"type": "TextBlock", "text": format!("Severity {severity}, status {}", alert.status().as_str()), "wrap": true,
-             "isSubtle": true},
-        ],
-        "actions": actions,
-    })
+    let line = json!({"type": "TextBlock", "text": format!("Severity {severity}, status {}", alert.status().as_str()),
+        "wrap": true, "isSubtle": true});
+    alert_card(alert, line, actions)
 }
 
 /// The card after a click: the alert's title, the outcome, and the link to Defender (Adaptive Card 1.4).
 pub fn card(alert: &Alert, outcome: &str) -> Value {
-    let mut actions = Vec::new();
+    alert_card(alert, json!({"type": "TextBlock", "text": outcome, "wrap": true}), Vec::new())
+}
+
+/// A 1.4 card of one alert: its title, one line under it, `actions`, then the link to Defender.
+fn alert_card(alert: &Alert, line: Value, mut actions: Vec<Value>) -> Value {
     if let Some(url) = alert.raw().get("alertWebUrl").and_then(Value::as_str) {
         actions.push(json!({"type": "Action.OpenUrl", "title": "Open in Defender", "url": url}));
     }
@@ -366,7 +359,7 @@ pub fn card(alert: &Alert, outcome: &str) -> Value {
         "version": "1.4",
         "body": [
             {"type": "TextBlock", "text": alert.title_or_id(), "weight": "Bolder", "size": "Medium", "wrap": true},
-            {"type": "TextBlock", "text": outcome, "wrap": true},
+            line,
         ],
         "actions": actions,
     })

@@ -261,29 +261,24 @@ pub async fn preview(
     Ok(matched)
 }
 
-/// The receivers told about each alert of `tenant` since `since`, from the audit trail.
+/// The receivers told about each alert of `tenant` since `since`, from the audit trail (the days since
+/// `since` only, read as stored).
 async fn told_since(
     app: &App,
     tenant: &str,
     since: DateTime<Utc>,
-) -> Result<BTreeMap<String, Vec<String>>, crate::audit::ExportError> {
-    let mut lines = Vec::new();
-    crate::audit::export(app.store.as_ref(), since, None, Some(tenant), &mut lines).await?;
+) -> Result<BTreeMap<String, Vec<String>>, crate::store::StoreError> {
+    let store = app.store.as_ref();
     let mut told: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        // Each export line is a record with `"kind":"audit_record"` in front (the one output shape).
-        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
-        if value.get("kind").and_then(|k| k.as_str()) != Some("audit_record") {
-            continue;
-        }
-        if let Some(object) = value.as_object_mut() {
-            object.remove("kind");
-        }
-        let Ok(r) = serde_json::from_value::<Record>(value) else { continue };
-        if let (Action::Notify, Some(receiver)) = (r.action, r.receiver) {
-            let list = told.entry(r.alert_id).or_default();
-            if !list.contains(&receiver) {
-                list.push(receiver);
+    for day in crate::audit::days(store, Some(tenant)).await?.into_iter().filter(|d| d.date >= since.date_naive()) {
+        for raw in day.records(store).await? {
+            let Ok(r) = serde_json::from_slice::<Record>(&raw) else { continue };
+            let recent = DateTime::parse_from_rfc3339(&r.time).is_ok_and(|t| t >= since);
+            if let (Action::Notify, Some(receiver), true) = (r.action, r.receiver, recent) {
+                let list = told.entry(r.alert_id).or_default();
+                if !list.contains(&receiver) {
+                    list.push(receiver);
+                }
             }
         }
     }

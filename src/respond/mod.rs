@@ -235,6 +235,11 @@ async fn first_seen_resolved(
     if comments.iter().any(|c| c.comment.as_deref().unwrap_or("").starts_with(crate::rules::COMMENT_PREFIX)) {
         return Ok(false);
     }
+    // Resolved by secmon's own close of an earlier version, before its comment was added (a crash
+    // between the PATCH and the comment): the marker set right before the PATCH says so.
+    if !app.store.list(&keys::close_started_any(tenant, &alert.id)).await.map_err(retry)?.is_empty() {
+        return Ok(false);
+    }
     for d in &decision.deliveries {
         if app.store.get(&keys::notify_last(tenant, &alert.id, &d.receiver)).await.map_err(retry)?.is_some() {
             return Ok(false);

@@ -187,6 +187,11 @@ pub fn close_outcome(tenant: &str, alert: &str, version: &str) -> String {
 }
 
 /// `close-started/{tenant}/{alert}/{version}`: the close of this version was begun (written right before
+/// `close-started/{tenant}/{alert}/`: the prefix of every version of the alert whose close began.
+pub fn close_started_any(tenant: &str, alert: &str) -> String {
+    format!("{}/", key("close-started", &[tenant, alert]))
+}
+
 /// the PATCH), so a retry resumes it on the version it was decided on instead of deciding again.
 pub fn close_started(tenant: &str, alert: &str, version: &str) -> String {
     key("close-started", &[tenant, alert, version])
@@ -419,6 +424,7 @@ mod tests {
             (audit_stream("contoso", day), "audit/contoso/2026-11-26"),
             (audit_head("audit/contoso/2026-11-26"), "audit-head/contoso/2026-11-26"),
             (audit_segment("audit/contoso/2026-11-26", 3), "audit/contoso/2026-11-26/000003"),
+            (close_started_any("contoso", "da1"), "close-started/contoso/da1/"),
             (audit_segment("audit/contoso/2026-11-26", 0), "audit/contoso/2026-11-26"),
             (queue_receipt("alerts", "5fd1-77"), "queue-receipts/alerts/5fd1-77"),
             (replay("contoso", "pentest"), "replay/contoso/pentest"),

@@ -35,6 +35,7 @@ pub mod receivers;
 pub mod retention;
 pub mod rules;
 pub mod silence;
+pub mod triage;
 pub mod yaml;
 
 /// The whole configuration.
@@ -101,6 +102,9 @@ pub struct Config {
     /// The standalone queue worker (`secmon run`).
     #[serde(default)]
     pub worker: WorkerConfig,
+    /// Acting on alerts from Teams (the bot) and who may act (docs/triage.md).
+    #[serde(default)]
+    pub triage: triage::TriageConfig,
     /// True when `SECMON_CLOSE` is `off` (or another of [`rules::CLOSE_OFF`]): every close rule runs
     /// in shadow mode. Set from the environment at load, never from the file, so an operator can stop all
     /// closing at once; a value secmon does not know fails the load.
@@ -279,6 +283,7 @@ impl Config {
         silence::validate(self, &mut out);
         self.health.validate("health", &mut out);
         self.retention.validate("retention", &mut out);
+        self.triage.validate("triage", &mut out);
         out
     }
 

@@ -417,6 +417,7 @@ async fn dispatch(app: &App, message: Message, now: DateTime<Utc>) -> Result<Str
         }
         Message::Alert { tenant, alert } => crate::respond::process_alert(app, &tenant, alert).await,
         Message::AlertRef { key, .. } => Err(RespondError::Malformed(format!("unresolved alert reference {key}"))),
+        Message::Triage { tenant, click } => crate::triage::on_click(app, &tenant, click, now).await,
     }
 }
 

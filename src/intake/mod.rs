@@ -49,6 +49,14 @@ pub enum Message {
         /// Alert id.
         alert_id: String,
     },
+    /// A person acted on an alert (a card button, a triage page): `click` is a `triage::act::Click`,
+    /// checked on receipt by the worker that acts on it.
+    Triage {
+        /// Tenant name.
+        tenant: String,
+        /// The click.
+        click: Value,
+    },
 }
 
 /// Why a queue message could not be read.
@@ -69,7 +77,8 @@ impl Message {
             Message::Alert { tenant, .. }
             | Message::AlertRef { tenant, .. }
             | Message::Poll { tenant, .. }
-            | Message::Lookup { tenant, .. } => tenant,
+            | Message::Lookup { tenant, .. }
+            | Message::Triage { tenant, .. } => tenant,
         }
     }
 

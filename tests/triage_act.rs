@@ -115,6 +115,7 @@ impl Harness {
                 conversation_id: CONVERSATION.into(),
                 activity_id: self.card_id.clone(),
             },
+            bot: None,
         }
     }
 

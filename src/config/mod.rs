@@ -283,7 +283,8 @@ impl Config {
         silence::validate(self, &mut out);
         self.health.validate("health", &mut out);
         self.retention.validate("retention", &mut out);
-        self.triage.validate("triage", &mut out);
+        let tenant_names: Vec<&str> = self.tenants.iter().map(|t| t.name.as_str()).collect();
+        self.triage.validate("triage", &tenant_names, &mut out);
         out
     }
 

@@ -1,20 +1,23 @@
-//! The `triage` section: acting on alerts from where they are told (docs/triage.md) — the Teams bot's
-//! identity and who may act.
+//! The `triage` section: acting on alerts from where they are told (docs/triage.md) — the Teams bots'
+//! identities and who may act.
+
+use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Issue;
 
-/// `triage`: the Teams bot and the people allowed to act on alerts.
+/// `triage`: the Teams bots and the people allowed to act on alerts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriageConfig {
-    /// The Teams bot (Azure Bot Service): without it, no card carries buttons and the `bot-messages`
-    /// endpoint refuses every request.
+    /// The Teams bots (Azure Bot Service), by name; a `teams: { bot: … }` receiver names one. Without
+    /// any, no card carries buttons and the `bot-messages` endpoint refuses every request. An MSSP has
+    /// one per customer tenant (new bots are single-tenant).
     #[serde(default)]
-    pub bot: Option<BotConfig>,
-    /// Who may act. Empty (the default): nobody.
+    pub bots: BTreeMap<String, BotConfig>,
+    /// Who may act, unless a bot says otherwise. Empty (the default): nobody.
     #[serde(default)]
     pub allowed: AllowedConfig,
 }
@@ -36,6 +39,21 @@ pub struct BotConfig {
     /// at the emulator.
     #[serde(default)]
     pub openid_metadata: Option<String>,
+    /// The configured tenants (by name) whose alerts this bot may act on; empty (the default): every
+    /// tenant. A click names its alert's tenant in the card's data, which the Teams client sends back:
+    /// this list is what stops a click through one customer's bot from acting on another's alert.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Who may act through this bot, instead of `triage.allowed`.
+    #[serde(default)]
+    pub allowed: Option<AllowedConfig>,
+}
+
+impl BotConfig {
+    /// Whether this bot may act on alerts of `tenant`.
+    pub fn serves(&self, tenant: &str) -> bool {
+        self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant)
+    }
 }
 
 /// Who may act on alerts: a person is allowed when listed in `users` or a member of one of `groups`.
@@ -53,10 +71,24 @@ pub struct AllowedConfig {
 }
 
 impl TriageConfig {
-    /// Checks the section; `path` is where it is in the file.
-    pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
-        if let Some(bot) = &self.bot {
-            let bot_path = format!("{path}.bot");
+    /// Who may act through `bot`: its own list, else `triage.allowed`.
+    pub fn allowed_for<'a>(&'a self, bot: &'a BotConfig) -> &'a AllowedConfig {
+        bot.allowed.as_ref().unwrap_or(&self.allowed)
+    }
+
+    /// The bot whose app id is `app_id` (the audience of an inbound token), with its name.
+    pub fn bot_by_app_id(&self, app_id: &str) -> Option<(&str, &BotConfig)> {
+        self.bots.iter().find(|(_, b)| b.app_id == app_id).map(|(n, b)| (n.as_str(), b))
+    }
+
+    /// Checks the section; `path` is where it is in the file; `tenants` are the configured tenants' names.
+    pub fn validate(&self, path: &str, tenants: &[&str], out: &mut Vec<Issue>) {
+        let mut app_ids = std::collections::BTreeSet::new();
+        for (name, bot) in &self.bots {
+            let bot_path = format!("{path}.bots.{name}");
+            if !app_ids.insert(bot.app_id.as_str()) {
+                out.push(Issue::error(format!("{bot_path}.app_id"), "another bot has the same app id"));
+            }
             if bot.app_id.trim().is_empty() {
                 out.push(Issue::error(format!("{bot_path}.app_id"), "the bot's Microsoft App ID is required"));
             }
@@ -79,22 +111,40 @@ impl TriageConfig {
             {
                 out.push(Issue::error(format!("{bot_path}.openid_metadata"), "must be an https:// URL"));
             }
-            if self.allowed.users.is_empty() && self.allowed.groups.is_empty() {
-                out.push(Issue::warning(
+            for (i, tenant) in bot.tenants.iter().enumerate() {
+                if !tenants.contains(&tenant.as_str()) {
+                    out.push(Issue::error(format!("{bot_path}.tenants[{i}]"), format!("no tenant is named {tenant}")));
+                }
+            }
+            match &bot.allowed {
+                Some(allowed) => allowed.validate(&format!("{bot_path}.allowed"), out),
+                None if self.allowed.is_empty() => out.push(Issue::warning(
                     format!("{path}.allowed"),
-                    "no users or groups are allowed to act: every click will be refused",
-                ));
+                    format!("no users or groups are allowed to act through bot {name}: every click will be refused"),
+                )),
+                None => {}
             }
         }
-        for (i, user) in self.allowed.users.iter().enumerate() {
+        self.allowed.validate(&format!("{path}.allowed"), out);
+    }
+}
+
+impl AllowedConfig {
+    /// Nobody is allowed.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty()
+    }
+
+    fn validate(&self, path: &str, out: &mut Vec<Issue>) {
+        for (i, user) in self.users.iter().enumerate() {
             if user.trim().is_empty() {
-                out.push(Issue::error(format!("{path}.allowed.users[{i}]"), "empty user"));
+                out.push(Issue::error(format!("{path}.users[{i}]"), "empty user"));
             }
         }
-        for (i, group) in self.allowed.groups.iter().enumerate() {
+        for (i, group) in self.groups.iter().enumerate() {
             if uuid::Uuid::parse_str(group).is_err() {
                 out.push(Issue::error(
-                    format!("{path}.allowed.groups[{i}]"),
+                    format!("{path}.groups[{i}]"),
                     "a group is named by its Entra object id (a GUID), not its display name",
                 ));
             }
@@ -127,8 +177,8 @@ mod tests {
     #[test]
     fn a_complete_bot_passes() {
         let warnings = load(
-            "  bot: { app_id: 00000000-0000-0000-0000-00000000b007, app_secret: s, tenant_id: contoso.onmicrosoft.com }\n  \
-             allowed: { users: [dana@contoso.com], groups: [6f1b2c3d-0000-4000-8000-000000000001] }\n",
+            "  bots:\n    soc: { app_id: 00000000-0000-0000-0000-00000000b007, app_secret: s, tenant_id: contoso.onmicrosoft.com, \
+             tenants: [contoso] }\n  allowed: { users: [dana@contoso.com], groups: [6f1b2c3d-0000-4000-8000-000000000001] }\n",
         )
         .unwrap();
         assert!(paths(&warnings).iter().all(|p| !p.starts_with("triage")), "{warnings:?}");
@@ -136,18 +186,29 @@ mod tests {
 
     #[test]
     fn missing_parts_and_a_group_by_name_are_errors() {
-        let errors =
-            load("  bot: { app_id: '', app_secret: '', tenant_id: '' }\n  allowed: { groups: [SOC analysts] }\n")
-                .unwrap_err();
+        let errors = load(
+            "  bots:\n    a: { app_id: '', app_secret: '', tenant_id: '', tenants: [fabrikam] }\n    \
+                  b: { app_id: '', app_secret: s, tenant_id: t, allowed: { users: [''] } }\n  \
+                  allowed: { groups: [SOC analysts] }\n",
+        )
+        .unwrap_err();
         let found = paths(&errors);
-        for path in ["triage.bot.app_id", "triage.bot.app_secret", "triage.bot.tenant_id", "triage.allowed.groups[0]"] {
+        for path in [
+            "triage.bots.a.app_id",
+            "triage.bots.a.app_secret",
+            "triage.bots.a.tenant_id",
+            "triage.bots.a.tenants[0]",
+            "triage.bots.b.app_id",
+            "triage.bots.b.allowed.users[0]",
+            "triage.allowed.groups[0]",
+        ] {
             assert!(found.contains(&path), "{path} not in {found:?}");
         }
     }
 
     #[test]
     fn a_bot_nobody_may_use_is_a_warning() {
-        let warnings = load("  bot: { app_id: a, app_secret: s, tenant_id: t }\n").unwrap();
+        let warnings = load("  bots:\n    soc: { app_id: a, app_secret: s, tenant_id: t }\n").unwrap();
         assert!(paths(&warnings).contains(&"triage.allowed"), "{warnings:?}");
     }
 }

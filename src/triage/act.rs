@@ -146,6 +146,9 @@ pub struct Click {
     pub actor: Actor,
     /// The card.
     pub card: CardRef,
+    /// The bot (its name in `triage.bots`) the click came through: the one whose token it carried.
+    #[serde(default)]
+    pub bot: Option<String>,
 }
 
 /// What a click came to.

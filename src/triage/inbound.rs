@@ -125,5 +125,13 @@ fn click(value: &Value, actor: Actor, card: CardRef) -> Result<Click, String> {
         other => return Err(format!("unknown card action {other:?}")),
     };
     action.check()?;
-    Ok(Click { tenant: need("tenant")?, alert_id: need("alert")?, version: need("version")?, action, actor, card })
+    Ok(Click {
+        tenant: need("tenant")?,
+        alert_id: need("alert")?,
+        version: need("version")?,
+        action,
+        actor,
+        card,
+        bot: None,
+    })
 }

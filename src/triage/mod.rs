@@ -15,8 +15,9 @@ use crate::app::App;
 use crate::respond::RespondError;
 
 /// Works one `triage` queue message: checks the click, acts on it ([`act::act`]) and updates its card
-/// with the bot's own identity. A click that cannot be read, is for another tenant than its message, or
-/// arrives when no bot is configured is unprocessable (poison), never dropped.
+/// with the identity of the bot it came through. A click that cannot be read, is for another tenant than
+/// its message, names no configured bot, or came through a bot that does not serve its tenant is
+/// unprocessable (poison), never dropped.
 pub async fn on_click(app: &App, tenant: &str, click: Value, now: DateTime<Utc>) -> Result<String, RespondError> {
     let click: act::Click =
         serde_json::from_value(click).map_err(|e| RespondError::Malformed(format!("triage click: {e}")))?;
@@ -26,20 +27,33 @@ pub async fn on_click(app: &App, tenant: &str, click: Value, now: DateTime<Utc>)
             click.tenant
         )));
     }
-    let bot = bot_client(app).ok_or_else(|| {
-        RespondError::Malformed("a triage click arrived but no bot is configured (triage.bot)".into())
-    })?;
+    let bots = &app.config.triage.bots;
+    let name = match (&click.bot, bots.len()) {
+        (Some(name), _) => name.clone(),
+        (None, 1) => bots.keys().next().cloned().unwrap_or_default(),
+        (None, _) => return Err(RespondError::Malformed("a triage click names no bot".into())),
+    };
+    let Some(config) = bots.get(&name) else {
+        return Err(RespondError::Malformed(format!(
+            "a triage click came through bot {name}, which is not configured"
+        )));
+    };
+    if !config.serves(tenant) {
+        return Err(RespondError::Malformed(format!(
+            "bot {name} does not serve tenant {tenant} (triage.bots.{name}.tenants)"
+        )));
+    }
+    let bot = bot_client(app, config);
     let acted = act::act(app, &bot, &click, now).await?;
     Ok(format!("{} on {} by {}: {acted:?}", click.action.name(), click.alert_id, click.actor.principal()))
 }
 
-/// The bot's outbound client, when `triage.bot` is configured.
-pub fn bot_client(app: &App) -> Option<act::BotClient> {
-    let bot = app.config.triage.bot.as_ref()?;
-    Some(act::BotClient {
+/// The outbound client of the bot `bot` (one of `triage.bots`).
+pub fn bot_client(app: &App, bot: &crate::config::triage::BotConfig) -> act::BotClient {
+    act::BotClient {
         http: app.http.clone(),
-        token_url: format!("{}/{}/oauth2/v2.0/token", app.config.authority().trim_end_matches('/'), bot.tenant_id),
+        token_url: format!("{}/{}/oauth2/v2.0/token", app.config.authority(), bot.tenant_id),
         app_id: bot.app_id.clone(),
         app_secret: bot.app_secret.clone(),
-    })
+    }
 }

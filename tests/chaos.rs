@@ -332,10 +332,10 @@ async fn run_seed(seed: u64) -> Report {
         report.concurrent_pairs += usize::from(pair);
         if last {
             wait_until_done(&emu, &dir, &versions, &mut children).await;
-            stop(&mut children, seed);
+            stop(&mut children, seed, &dir);
         } else if pair {
             tokio::time::sleep(Duration::from_millis(rng.random_range(300..=2500))).await;
-            stop(&mut children, seed);
+            stop(&mut children, seed, &dir);
         } else {
             tokio::time::sleep(Duration::from_millis(rng.random_range(300..=2500))).await;
             for child in &mut children {
@@ -354,14 +354,26 @@ async fn run_seed(seed: u64) -> Report {
     report
 }
 
-/// Stops every process with SIGTERM; each must finish the message in hand and exit cleanly.
-fn stop(children: &mut [Child], seed: u64) {
+/// Stops every process with SIGTERM; each must finish the message in hand and exit cleanly. A failure
+/// shows the end of every life's stderr (the temporary directory is gone after the panic).
+fn stop(children: &mut [Child], seed: u64, dir: &Path) {
     for child in children.iter() {
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     }
     for child in children.iter_mut() {
         let status = child.wait().unwrap();
-        assert!(status.success(), "seed {seed}: secmon stopped on SIGTERM with {status}");
+        if !status.success() {
+            let mut logs = String::new();
+            let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
+            files.sort();
+            for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "stderr")) {
+                let text = std::fs::read_to_string(file).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                logs.push_str(&format!("\n--- {} (last lines)\n", file.display()));
+                logs.extend(tail.iter().rev().map(|l| format!("{l}\n")));
+            }
+            panic!("seed {seed}: secmon stopped on SIGTERM with {status}{logs}");
+        }
     }
 }
 

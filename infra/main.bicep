@@ -80,6 +80,9 @@ param triageAuthClientId string = ''
 @description('Entra tenant of the triage page\'s app registration, where people sign in. Empty = the deployment tenant.')
 param triageAuthTenantId string = ''
 
+@description('Also grant the worker identity the Graph app role GroupMember.Read.All, which triage.allowed.groups needs (checkMemberGroups). Only with grantGraphPermissions.')
+param grantGroupMemberRead bool = false
+
 // ---- scale -----------------------------------------------------------------------------------
 @minValue(0)
 @maxValue(20)
@@ -222,6 +225,12 @@ module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermission
   scope: rg
   params: {
     principalId: workerIdentity.outputs.principalId
+    appRoleNames: concat([
+      'SecurityAlert.ReadWrite.All'
+      'Mail.Send'
+    ], grantGroupMemberRead ? [
+      'GroupMember.Read.All' // triage.allowed.groups: checkMemberGroups
+    ] : [])
   }
 }
 

@@ -17,6 +17,7 @@ follow fails this test instead of passing it unread. Checked:
     no SECMON_BOT_* setting without a bot; no role for the edge on the bot secret;
   - authsettingsV2 only on the edge and only with triageAuthClientId; AllowAnonymous, Entra provider with
     that client id and the tenant's v2.0 issuer, no token store, HTTPS required;
+  - GroupMember.Read.All granted (to the worker) only with grantGroupMemberRead;
   - every new main.bicep parameter is documented in docs/triage.md and in the parameters file.
 """
 import json
@@ -31,7 +32,7 @@ from custom_checks import File  # noqa: E402
 
 INFRA = REPO / "infra"
 TRIAGE_PARAMS = ["botAppId", "botAppSecret", "botTenantId", "botSku", "botDisplayName",
-                 "triageAuthClientId", "triageAuthTenantId"]
+                 "triageAuthClientId", "triageAuthTenantId", "grantGroupMemberRead"]
 BOT_ID = "0b7e6c1a-5d2f-4c3e-9a8b-7f6e5d4c3b2a"
 TENANT = "11111111-2222-3333-4444-555555555555"
 
@@ -174,6 +175,15 @@ def test_main():
     check(ev.eval(f.prop(params, "botTenantId")) == TENANT, "msaAppTenantId is not the deployment tenant by default")
     check(Eval(f, {"botTenantId": "t2"}).eval(f.prop(params, "botTenantId")) == "t2", "botTenantId is not passed on")
     check(ev.eval(f.prop(params, "sku")) == "F0", "the bot's sku is not F0 by default")
+
+    # GroupMember.Read.All (triage.allowed.groups) only when asked for, and to the worker (EDGE_GRAPH).
+    grants = f.prop(body(declaration(f, "module_declaration", "graphPermissions")), "params")
+    roles = f.prop(grants, "appRoleNames")
+    check(roles is not None and Eval(f, {}).eval(roles) == ["SecurityAlert.ReadWrite.All", "Mail.Send"],
+          "the default Graph app roles are not exactly SecurityAlert.ReadWrite.All and Mail.Send")
+    if roles is not None:
+        check("GroupMember.Read.All" in Eval(f, {"grantGroupMemberRead": True}).eval(roles),
+              "grantGroupMemberRead does not grant GroupMember.Read.All")
 
     # The secret: a @secure() parameter that goes to the vault module only.
     check("botAppSecret" in f.secure_params, "botAppSecret is not @secure()")

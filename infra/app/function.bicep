@@ -151,8 +151,14 @@ var edgeBotSettings = empty(botAppId) ? [] : [
   { name: 'SECMON_BOT_SECRET', value: 'https://bot-secret.invalid/not-on-the-edge' }
 ]
 
+// The triage page may trust App Service Authentication's X-MS-CLIENT-PRINCIPAL headers only where the
+// module is on (it strips client-sent copies); this setting says so, on the edge, exactly when it is.
+var authSettings = role == 'edge' && !empty(triageAuthClientId) ? [
+  { name: 'SECMON_TRIAGE_APP_SERVICE_AUTH', value: 'on' }
+] : []
+
 var appSettings = concat(commonSettings, role == 'worker' ? workerSettings : edgeSettings, botSettings,
-  role == 'worker' ? workerBotSettings : edgeBotSettings, hostFunctionSettings)
+  role == 'worker' ? workerBotSettings : edgeBotSettings, authSettings, hostFunctionSettings)
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName

@@ -16,7 +16,8 @@ follow fails this test instead of passing it unread. Checked:
     SECMON_BOT_SECRET on the worker is a Key Vault reference to it and on the edge a placeholder;
     no SECMON_BOT_* setting without a bot; no role for the edge on the bot secret;
   - authsettingsV2 only on the edge and only with triageAuthClientId; AllowAnonymous, Entra provider with
-    that client id and the tenant's v2.0 issuer, no token store, HTTPS required;
+    that client id and the tenant's v2.0 issuer, no token store, HTTPS required; the edge's
+    SECMON_TRIAGE_APP_SERVICE_AUTH=on exactly when it is there;
   - GroupMember.Read.All granted (to the worker) only with grantGroupMemberRead;
   - every new main.bicep parameter is documented in docs/triage.md and in the parameters file.
 """
@@ -304,6 +305,10 @@ def test_auth():
     for role, client, want in (("edge", "", False), ("edge", "c1", True), ("worker", "c1", False), ("worker", "", False)):
         got = Eval(f, {"role": role, "triageAuthClientId": client}).eval(cond) if cond is not None else True
         check(got is want, f"authsettingsV2 on the {role} with triageAuthClientId {client!r}: {got}, expected {want}")
+    for role, client, want in (("edge", "", None), ("edge", "c1", "on"), ("worker", "c1", None)):
+        got = settings(role, triageAuthClientId=client).get("SECMON_TRIAGE_APP_SERVICE_AUTH")
+        check(got == want, f"{role} with triageAuthClientId {client!r}: SECMON_TRIAGE_APP_SERVICE_AUTH {got!r}, "
+              f"expected {want!r} (X-MS-* headers are trustworthy only where the module is on)")
     a = Eval(f, {"app": "<app>", "triageAuthClientId": "c1", "triageAuthTenantId": TENANT}).eval(body(auth))
     check(a.get("name") == "authsettingsV2", f"name {a.get('name')}")
     p = a.get("properties", {})

@@ -53,6 +53,36 @@ param grantGraphPermissions bool = true
 @description('Days each audit record is immutable (time-based retention on the secmon-audit container).')
 param auditRetentionDays int = 400
 
+// ---- triage from Teams and the triage page (docs/triage.md, "Setup") -------------------------
+@description('Application (client) id of the Teams bot\'s single-tenant app registration (Microsoft App ID). Non-empty = deploy the Azure Bot (messaging endpoint https://<edge app>/api/bot-messages, Teams channel) and set SECMON_BOT_APP_ID / SECMON_BOT_TENANT_ID on both apps and SECMON_BOT_SECRET on the worker. Empty (default) = no bot.')
+param botAppId string = ''
+
+@secure()
+@description('Client secret of that app registration, stored in Key Vault as bot-app-secret (the worker\'s SECMON_BOT_SECRET references it; the edge never holds it). Empty = keep the current secret.')
+param botAppSecret string = ''
+
+@description('Entra tenant id of the bot\'s app registration (msaAppTenantId, SECMON_BOT_TENANT_ID). Empty = the deployment tenant.')
+param botTenantId string = ''
+
+@allowed([
+  'F0'
+  'S1'
+])
+@description('Azure Bot pricing tier (F0: free; messages on standard channels such as Teams are not metered).')
+param botSku string = 'F0'
+
+@description('Display name of the Azure Bot resource (Teams shows the name in the Teams app manifest, scripts/teams-app.py --name).')
+param botDisplayName string = 'secmon'
+
+@description('Client id of the triage page\'s app registration. Non-empty = App Service Authentication (Entra ID, unauthenticated requests allowed) on the edge app for the /api/triage/... page. Empty (default) = none.')
+param triageAuthClientId string = ''
+
+@description('Entra tenant of the triage page\'s app registration, where people sign in. Empty = the deployment tenant.')
+param triageAuthTenantId string = ''
+
+@description('Also grant the worker identity the Graph app role GroupMember.Read.All, which triage.allowed.groups needs (checkMemberGroups). Only with grantGraphPermissions.')
+param grantGroupMemberRead bool = false
+
 // ---- scale -----------------------------------------------------------------------------------
 @minValue(0)
 @maxValue(20)
@@ -103,6 +133,9 @@ var workerHostId = 'secmon-worker-${resourceToken}'
 var edgeDeploymentContainerName = 'app-package-edge-${resourceToken}'
 var workerDeploymentContainerName = 'app-package-worker-${resourceToken}'
 var teamsSecretName = 'teams-webhook-url'
+var botSecretName = 'bot-app-secret'
+var botTenant = empty(botTenantId) ? tenant().tenantId : botTenantId
+var triageAuthTenant = empty(triageAuthTenantId) ? tenant().tenantId : triageAuthTenantId
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -164,6 +197,8 @@ module keyVault 'core/keyvault.bicep' = {
     tags: tags
     teamsSecretName: teamsSecretName
     teamsWebhookUrl: teamsWebhookUrl
+    botSecretName: botSecretName
+    botAppSecret: botAppSecret
     logAnalyticsWorkspaceId: monitor.outputs.workspaceId
   }
 }
@@ -190,6 +225,12 @@ module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermission
   scope: rg
   params: {
     principalId: workerIdentity.outputs.principalId
+    appRoleNames: concat([
+      'SecurityAlert.ReadWrite.All'
+      'Mail.Send'
+    ], grantGroupMemberRead ? [
+      'GroupMember.Read.All' // triage.allowed.groups: checkMemberGroups
+    ] : [])
   }
 }
 
@@ -227,6 +268,11 @@ module edgeApp 'app/function.bicep' = {
     configPath: configPath
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    botAppId: botAppId
+    botTenantId: botTenant
+    botSecretName: botSecretName
+    triageAuthClientId: triageAuthClientId
+    triageAuthTenantId: triageAuthTenant
   }
 }
 
@@ -263,6 +309,27 @@ module workerApp 'app/function.bicep' = {
     configPath: configPath
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    botAppId: botAppId
+    botTenantId: botTenant
+    botSecretName: botSecretName
+    triageAuthClientId: triageAuthClientId
+    triageAuthTenantId: triageAuthTenant
+  }
+}
+
+// The Azure Bot, only when the bot's app registration is given. Its messaging endpoint is the edge
+// app's bot-messages function.
+module bot 'app/bot.bicep' = if (!empty(botAppId)) {
+  name: 'bot'
+  scope: rg
+  params: {
+    name: 'bot-secmon-${resourceToken}'
+    tags: tags
+    botAppId: botAppId
+    botTenantId: botTenant
+    edgeHostName: edgeApp.outputs.defaultHostName
+    sku: botSku
+    displayName: botDisplayName
   }
 }
 
@@ -296,3 +363,7 @@ output SECMON_EDGE_PRINCIPAL_ID string = edgeIdentity.outputs.principalId
 output SECMON_AUDIT_RETENTION_DAYS int = storage.outputs.auditRetentionDays
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output SECMON_ALERT_RULE string = alerts.outputs.alertRuleName
+output SECMON_BOT_NAME string = empty(botAppId) ? '' : bot.outputs.name
+output SECMON_BOT_APP_ID string = botAppId
+output SECMON_BOT_ENDPOINT string = empty(botAppId) ? '' : bot.outputs.endpoint
+output SECMON_TRIAGE_AUTH bool = edgeApp.outputs.authEnabled

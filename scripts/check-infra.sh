@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment templates (no Azure, no Bicep CLI).
 #   scripts/check-infra.sh            syntax (tree-sitter), checkov, custom checks + their negative test,
+#                                     the triage Bicep (bot, authentication) and the Teams app package,
 #                                     the package checkers' own tests (fixture packages, a stub handler),
 #                                     the SAM template against what a Lambda custom runtime needs
 #   scripts/check-infra.sh --package  also build the release package and load it as the Functions host
@@ -46,6 +47,8 @@ step "checkov" "$PY" tests/infra/run_checkov.py infra "$VENV/bin/checkov"
 step "custom checks" "$PY" tests/infra/custom_checks.py infra
 step "custom checks catch the bad fixture" "$PY" tests/infra/test_custom_checks.py
 step "azure.yaml and parameters" "$PY" tests/infra/test_azd_files.py
+step "triage: the Azure Bot and App Service Authentication" "$PY" tests/infra/test_triage_infra.py
+step "triage: the Teams app package (scripts/teams-app.py)" python3 tests/infra/test_teams_app.py
 step "package checker catches the bad fixture packages" python3 tests/package/test_check_package.py
 step "lambda template (SAM) as a custom runtime needs it" "$PY" scripts/check-lambda-package.py
 step "lambda checker catches the bad variants" "$PY" tests/package/test_check_lambda_package.py

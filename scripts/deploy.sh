@@ -7,8 +7,11 @@
 # 1. az deployment sub create: infra/main.bicep at subscription scope (resource group rg-ENV_NAME).
 #    Optional environment: SECMON_TENANTS, SECMON_MAIL_SENDER, SECMON_POLL_SCHEDULE, SECMON_CLOSE,
 #    SECMON_ALERT_EMAIL, SECMON_ALWAYS_READY (alwaysReadyWebhookInstances), SECMON_GRANT_GRAPH
-#    (true|false: grant the Graph app roles in the same deployment; default true).
-# 2. SECMON_TEAMS_WEBHOOK_URL, if set, is written to Key Vault through stdin (never on a command line).
+#    (true|false: grant the Graph app roles in the same deployment; default true),
+#    SECMON_BOT_APP_ID (botAppId: the Teams bot, docs/triage.md), SECMON_BOT_TENANT_ID (botTenantId),
+#    SECMON_TRIAGE_AUTH_CLIENT_ID (triageAuthClientId: App Service Authentication for the triage page).
+# 2. SECMON_TEAMS_WEBHOOK_URL and SECMON_BOT_APP_SECRET, if set, are written to Key Vault through stdin
+#    (never on a command line): secrets teams-webhook-url and bot-app-secret.
 # 3. az functionapp deployment source config-zip with dist/secmon.zip, to the edge and the worker app.
 # Needs Azure CLI with Bicep >= 0.36.1 (az bicep upgrade) and, for the Graph app roles, a signed-in
 # Privileged Role Administrator (see docs/deploy.md).
@@ -49,21 +52,31 @@ if [ "$MODE" != --code-only ]; then
       alertEmail="${SECMON_ALERT_EMAIL:-}" \
       alwaysReadyWebhookInstances="${SECMON_ALWAYS_READY:-0}" \
       grantGraphPermissions="${SECMON_GRANT_GRAPH:-true}" \
+      botAppId="${SECMON_BOT_APP_ID:-}" \
+      botTenantId="${SECMON_BOT_TENANT_ID:-}" \
+      triageAuthClientId="${SECMON_TRIAGE_AUTH_CLIENT_ID:-}" \
     --output none
 
-  if [ -n "${SECMON_TEAMS_WEBHOOK_URL:-}" ]; then
+  # write_secret NAME CONTENT_TYPE VALUE: the value goes through stdin, never on a command line.
+  write_secret() {
     VAULT=$(az keyvault list -g "$RG" --query '[0].name' -o tsv)
-    echo "deploy: writing teams-webhook-url to $VAULT (role assignments can take minutes to apply)"
+    echo "deploy: writing $1 to $VAULT (role assignments can take minutes to apply)"
     for attempt in 1 2 3 4 5 6; do
-      if az keyvault secret set --vault-name "$VAULT" --name teams-webhook-url \
-           --content-type text/uri-list --file /dev/stdin --output none \
-           < <(printf '%s' "$SECMON_TEAMS_WEBHOOK_URL"); then
-        break
+      if az keyvault secret set --vault-name "$VAULT" --name "$1" \
+           --content-type "$2" --file /dev/stdin --output none \
+           < <(printf '%s' "$3"); then
+        return 0
       fi
       [ "$attempt" = 6 ] && { echo "deploy: could not write the secret; re-run later: $0 $ENV_NAME $LOCATION --infra-only" >&2; exit 1; }
       echo "deploy: retrying in 30 s"
       sleep 30
     done
+  }
+  if [ -n "${SECMON_TEAMS_WEBHOOK_URL:-}" ]; then
+    write_secret teams-webhook-url text/uri-list "$SECMON_TEAMS_WEBHOOK_URL"
+  fi
+  if [ -n "${SECMON_BOT_APP_SECRET:-}" ]; then
+    write_secret bot-app-secret text/plain "$SECMON_BOT_APP_SECRET"
   fi
 fi
 

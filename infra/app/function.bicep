@@ -54,6 +54,17 @@ param close string
 @description('Path of the YAML config inside the package.')
 param configPath string
 
+@description('The Teams bot\'s Microsoft App ID (docs/triage.md). Empty = no bot: no SECMON_BOT_* settings.')
+param botAppId string = ''
+@description('Entra tenant id of the bot\'s app registration: SECMON_BOT_TENANT_ID.')
+param botTenantId string = ''
+@description('Key Vault secret holding the bot\'s client secret; the worker\'s SECMON_BOT_SECRET references it.')
+param botSecretName string = 'bot-app-secret'
+@description('Client id of the triage page\'s app registration: App Service Authentication (Entra) on the edge app. Empty = none.')
+param triageAuthClientId string = ''
+@description('Entra tenant id of the triage page\'s app registration (the sign-in tenant).')
+param triageAuthTenantId string = ''
+
 param maximumInstanceCount int
 param instanceMemoryMB int
 @description('Always-ready instances for the HTTP function group (0 = scale to zero; edge only).')
@@ -125,7 +136,29 @@ var edgeSettings = [
   { name: 'SECMON_TEAMS_URL', value: 'https://teams.invalid/not-on-the-edge' }
 ]
 
-var appSettings = concat(commonSettings, role == 'worker' ? workerSettings : edgeSettings, hostFunctionSettings)
+// The Teams bot (docs/triage.md): its app id and tenant on both apps (the edge checks that inbound
+// tokens are for this app id; the worker gets its own token as this app). Its client secret only on
+// the worker, which posts and updates the cards; the edge gets a placeholder that cannot be a secret,
+// so that a config naming ${SECMON_BOT_SECRET} loads there too.
+var botSettings = empty(botAppId) ? [] : [
+  { name: 'SECMON_BOT_APP_ID', value: botAppId }
+  { name: 'SECMON_BOT_TENANT_ID', value: botTenantId }
+]
+var workerBotSettings = empty(botAppId) ? [] : [
+  { name: 'SECMON_BOT_SECRET', value: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${botSecretName})' }
+]
+var edgeBotSettings = empty(botAppId) ? [] : [
+  { name: 'SECMON_BOT_SECRET', value: 'https://bot-secret.invalid/not-on-the-edge' }
+]
+
+// The triage page may trust App Service Authentication's X-MS-CLIENT-PRINCIPAL headers only where the
+// module is on (it strips client-sent copies); this setting says so, on the edge, exactly when it is.
+var authSettings = role == 'edge' && !empty(triageAuthClientId) ? [
+  { name: 'SECMON_TRIAGE_APP_SERVICE_AUTH', value: 'on' }
+] : []
+
+var appSettings = concat(commonSettings, role == 'worker' ? workerSettings : edgeSettings, botSettings,
+  role == 'worker' ? workerBotSettings : edgeBotSettings, authSettings, hostFunctionSettings)
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -221,6 +254,66 @@ resource appDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-previe
   }
 }
 
+// App Service Authentication (Entra ID) for the triage page (`/api/triage/...`, docs/triage.md), on
+// the edge only and only when the triage page's app registration is given. AllowAnonymous: the
+// authentication module signs people in and injects X-MS-CLIENT-PRINCIPAL, but lets every request
+// through, because the Graph webhook, the lifecycle endpoint, the doorbell, the health checks and
+// bot-messages are called by machines that carry no Entra session (each checks its own clientState,
+// HMAC or Bot Connector token). The page itself redirects to /.auth/login/aad when the header is
+// absent. With the module on, App Service strips X-MS-CLIENT-PRINCIPAL* sent by a client; without it
+// (standalone, or before this is configured) the header is the caller's to forge, so secmon trusts it
+// only when it is told it runs behind App Service Authentication.
+// No client secret: the module signs in with the ID token flow (the app registration must issue ID
+// tokens), and no token store: the page needs who signed in, not their tokens (a blob token store
+// would need a SAS URL setting, which this deployment has none of).
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (role == 'edge' && !empty(triageAuthClientId)) {
+  parent: app
+  // checkov takes every sites/config for the `web` config (siteConfig); these checks read properties
+  // authsettingsV2 does not have, and the site's own are set on the site above.
+  //checkov:skip=CKV_AZURE_13:This is the authentication; checkov reads v1 authsettings (properties.enabled), here platform.enabled.
+  //checkov:skip=CKV_AZURE_222:siteConfig check; public access is the site's (skipped there with its reason).
+  name: 'authsettingsV2'
+  //checkov:skip=CKV_AZURE_63:siteConfig check (HTTP logging); not a property of authsettingsV2.
+  //checkov:skip=CKV_AZURE_65:siteConfig check (detailed errors); not a property of authsettingsV2.
+  //checkov:skip=CKV_AZURE_66:siteConfig check (failed request tracing); not a property of authsettingsV2.
+  properties: {
+    //checkov:skip=CKV_AZURE_80:siteConfig check (.NET version); a custom handler has none.
+    //checkov:skip=CKV_AZURE_88:siteConfig check (Azure Files); Flex deploys from a blob container.
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: false
+      unauthenticatedClientAction: 'AllowAnonymous'
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: triageAuthClientId
+          openIdIssuer: 'https://login.microsoftonline.com/${triageAuthTenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            triageAuthClientId
+            'api://${triageAuthClientId}'
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+      preserveUrlFragmentsForLogins: false
+    }
+  }
+}
+
 output name string = app.name
 output id string = app.id
 output defaultHostName string = app.properties.defaultHostName
+output authEnabled bool = role == 'edge' && !empty(triageAuthClientId)

@@ -10,6 +10,11 @@ param teamsSecretName string = 'teams-webhook-url'
 @secure()
 @description('Teams webhook URL. Empty = leave the secret as it is (not created on a first deploy; set it later with az keyvault secret set).')
 param teamsWebhookUrl string = ''
+@description('Name of the secret holding the Teams bot\'s client secret; the worker\'s app setting SECMON_BOT_SECRET references it.')
+param botSecretName string = 'bot-app-secret'
+@secure()
+@description('The bot app registration\'s client secret. Empty = leave the secret as it is (set it later with az keyvault secret set).')
+param botAppSecret string = ''
 @description('Log Analytics workspace receiving the vault audit events (every secret read, by whom).')
 param logAnalyticsWorkspaceId string
 
@@ -49,6 +54,19 @@ resource teamsSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty
   }
 }
 
+// The Teams bot's client secret (docs/triage.md): read by the worker, which posts and updates the
+// cards with the bot's own token; the edge only checks inbound tokens and never holds it.
+resource botSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(botAppSecret)) {
+  parent: vault
+  name: botSecretName
+  //checkov:skip=CKV_AZURE_41:The client secret's expiry is the app registration's; rotate both together (docs/triage.md).
+  //checkov:skip=CKV_AZURE_114:contentType is set; checkov does not look inside conditional (if) resources.
+  properties: {
+    value: botAppSecret
+    contentType: 'text/plain'
+  }
+}
+
 resource vaultDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
   scope: vault
@@ -67,3 +85,4 @@ output id string = vault.id
 output name string = vault.name
 output uri string = vault.properties.vaultUri
 output teamsSecretName string = teamsSecretName
+output botSecretName string = botSecretName

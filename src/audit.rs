@@ -1024,91 +1024,25 @@ mod tests {
         assert!(report.ok() && report.records == 3 && report.segments == 2, "{report:?}");
     }
 
-    /// A store that remembers which streams were read, listed and appended to.
-    struct Watched {
-        inner: SqliteStore,
-        seen: std::sync::Mutex<Vec<String>>,
-    }
-
-    impl Watched {
-        fn note(&self, what: String) {
-            self.seen.lock().unwrap().push(what);
-        }
-    }
+    /// Remembers which streams were read, listed, appended to and deleted.
+    #[derive(Default)]
+    struct Watched(std::sync::Mutex<Vec<String>>);
 
     #[async_trait::async_trait]
-    impl Store for Watched {
-        async fn get(&self, key: &str) -> crate::store::StoreResult<Option<crate::store::Versioned>> {
-            self.inner.get(key).await
-        }
-        async fn put_if(
-            &self,
-            key: &str,
-            value: &[u8],
-            cond: Precondition,
-        ) -> crate::store::StoreResult<crate::store::Etag> {
-            self.inner.put_if(key, value, cond).await
-        }
-        async fn put(&self, key: &str, value: &[u8]) -> crate::store::StoreResult<crate::store::Etag> {
-            self.inner.put(key, value).await
-        }
-        async fn delete(&self, key: &str) -> crate::store::StoreResult<()> {
-            self.inner.delete(key).await
-        }
-        async fn list(&self, prefix: &str) -> crate::store::StoreResult<Vec<String>> {
-            self.note(format!("list {prefix}"));
-            self.inner.list(prefix).await
-        }
-        async fn claim(&self, key: &str, lease: std::time::Duration) -> crate::store::StoreResult<crate::store::Claim> {
-            self.inner.claim(key, lease).await
-        }
-        async fn renew(
-            &self,
-            key: &str,
-            token: &crate::store::Token,
-            lease: std::time::Duration,
-        ) -> crate::store::StoreResult<crate::store::Token> {
-            self.inner.renew(key, token, lease).await
-        }
-        async fn complete(&self, key: &str, token: &crate::store::Token) -> crate::store::StoreResult<()> {
-            self.inner.complete(key, token).await
-        }
-        async fn release(&self, key: &str, token: &crate::store::Token) -> crate::store::StoreResult<()> {
-            self.inner.release(key, token).await
-        }
-        async fn append(&self, stream: &str, seq: u64, record: &[u8]) -> crate::store::StoreResult<()> {
-            self.note(format!("append {stream}#{seq}"));
-            self.inner.append(stream, seq, record).await
-        }
-        async fn read_stream(&self, stream: &str) -> crate::store::StoreResult<Vec<Vec<u8>>> {
-            self.note(format!("read {stream}"));
-            self.inner.read_stream(stream).await
-        }
-        async fn list_streams(&self, prefix: &str) -> crate::store::StoreResult<Vec<String>> {
-            self.note(format!("list streams {prefix}"));
-            self.inner.list_streams(prefix).await
-        }
-        async fn scan(
-            &self,
-            space: crate::store::Space,
-            prefix: &str,
-            after: Option<&str>,
-            limit: usize,
-        ) -> crate::store::StoreResult<Vec<crate::store::Listed>> {
-            self.note(format!("scan {prefix}"));
-            self.inner.scan(space, prefix, after, limit).await
-        }
-        async fn delete_if(
-            &self,
-            space: crate::store::Space,
-            key: &str,
-            etag: &crate::store::Etag,
-        ) -> crate::store::StoreResult<bool> {
-            self.inner.delete_if(space, key, etag).await
-        }
-        async fn delete_stream(&self, stream: &str) -> crate::store::StoreResult<()> {
-            self.note(format!("delete {stream}"));
-            self.inner.delete_stream(stream).await
+    impl crate::store::hooked::Hook for Watched {
+        async fn before(&self, op: &crate::store::hooked::Op<'_>) -> crate::store::StoreResult<()> {
+            use crate::store::hooked::Op;
+            let what = match *op {
+                Op::List(p) => format!("list {p}"),
+                Op::Append(stream, seq) => format!("append {stream}#{seq}"),
+                Op::ReadStream(stream) => format!("read {stream}"),
+                Op::ListStreams(p) => format!("list streams {p}"),
+                Op::Scan(p) => format!("scan {p}"),
+                Op::DeleteStream(stream) => format!("delete {stream}"),
+                _ => return Ok(()),
+            };
+            self.0.lock().unwrap().push(what);
+            Ok(())
         }
     }
 
@@ -1117,7 +1051,8 @@ mod tests {
     #[tokio::test]
     async fn repair_after_a_crash_touches_only_the_open_segment() {
         let segments = Segments { records: 3 };
-        let s = Watched { inner: filled_in(7, 3).await, seen: Default::default() };
+        let inner = std::sync::Arc::new(filled_in(7, 3).await);
+        let s = crate::store::hooked::Hooked::new(inner.clone(), Watched::default());
         let key = keys::audit_head(STREAM);
         let head: Head = serde_json::from_slice(&s.get(&key).await.unwrap().unwrap().value).unwrap();
         assert_eq!((head.seq, head.segment, head.first), (7, 3, 7));
@@ -1135,9 +1070,9 @@ mod tests {
         s.put(&key, &serde_json::to_vec(&announce).unwrap()).await.unwrap();
         let next = append_in(&s, segments, "contoso", at("2026-11-26T11:00:00Z"), entry("next")).await.unwrap();
         assert_eq!(next.seq, 9);
-        let seen = s.seen.lock().unwrap().clone();
+        let seen = s.hook.0.lock().unwrap().clone();
         assert_eq!(seen, [format!("append {STREAM}/000003#2"), format!("append {STREAM}/000003#3")]);
-        let report = &verify(&s.inner, None).await.unwrap()[0];
+        let report = &verify(inner.as_ref(), None).await.unwrap()[0];
         assert!(report.ok() && report.records == 9, "{report:?}");
     }
 

@@ -296,84 +296,22 @@ mod tests {
         assert!(left.iter().all(|k| k.contains("new")), "{left:?}");
     }
 
-    /// A store whose deletes fail after `ok` of them: a crashed run.
+    /// Fails a store's conditional deletes after `ok` of them: a crashed run.
     struct Crashing {
-        inner: SqliteStore,
         ok: std::sync::atomic::AtomicUsize,
     }
 
     #[async_trait::async_trait]
-    impl Store for Crashing {
-        async fn get(&self, key: &str) -> crate::store::StoreResult<Option<crate::store::Versioned>> {
-            self.inner.get(key).await
-        }
-        async fn put_if(
-            &self,
-            key: &str,
-            value: &[u8],
-            cond: crate::store::Precondition,
-        ) -> crate::store::StoreResult<crate::store::Etag> {
-            self.inner.put_if(key, value, cond).await
-        }
-        async fn put(&self, key: &str, value: &[u8]) -> crate::store::StoreResult<crate::store::Etag> {
-            self.inner.put(key, value).await
-        }
-        async fn delete(&self, key: &str) -> crate::store::StoreResult<()> {
-            Store::delete(&self.inner, key).await
-        }
-        async fn list(&self, prefix: &str) -> crate::store::StoreResult<Vec<String>> {
-            self.inner.list(prefix).await
-        }
-        async fn claim(&self, key: &str, lease: std::time::Duration) -> crate::store::StoreResult<crate::store::Claim> {
-            self.inner.claim(key, lease).await
-        }
-        async fn renew(
-            &self,
-            key: &str,
-            token: &crate::store::Token,
-            lease: std::time::Duration,
-        ) -> crate::store::StoreResult<crate::store::Token> {
-            self.inner.renew(key, token, lease).await
-        }
-        async fn complete(&self, key: &str, token: &crate::store::Token) -> crate::store::StoreResult<()> {
-            self.inner.complete(key, token).await
-        }
-        async fn release(&self, key: &str, token: &crate::store::Token) -> crate::store::StoreResult<()> {
-            self.inner.release(key, token).await
-        }
-        async fn append(&self, stream: &str, seq: u64, record: &[u8]) -> crate::store::StoreResult<()> {
-            self.inner.append(stream, seq, record).await
-        }
-        async fn read_stream(&self, stream: &str) -> crate::store::StoreResult<Vec<Vec<u8>>> {
-            self.inner.read_stream(stream).await
-        }
-        async fn list_streams(&self, prefix: &str) -> crate::store::StoreResult<Vec<String>> {
-            self.inner.list_streams(prefix).await
-        }
-        async fn scan(
-            &self,
-            space: Space,
-            prefix: &str,
-            after: Option<&str>,
-            limit: usize,
-        ) -> crate::store::StoreResult<Vec<crate::store::Listed>> {
-            self.inner.scan(space, prefix, after, limit).await
-        }
-        async fn delete_if(
-            &self,
-            space: Space,
-            key: &str,
-            etag: &crate::store::Etag,
-        ) -> crate::store::StoreResult<bool> {
-            let left = self.ok.load(std::sync::atomic::Ordering::SeqCst);
-            if left == 0 {
-                return Err(StoreError::Backend("injected crash".into()));
+    impl crate::store::hooked::Hook for Crashing {
+        async fn before(&self, op: &crate::store::hooked::Op<'_>) -> crate::store::StoreResult<()> {
+            use std::sync::atomic::Ordering;
+            if !matches!(op, crate::store::hooked::Op::DeleteIf(_)) {
+                return Ok(());
             }
-            self.ok.store(left - 1, std::sync::atomic::Ordering::SeqCst);
-            self.inner.delete_if(space, key, etag).await
-        }
-        async fn delete_stream(&self, stream: &str) -> crate::store::StoreResult<()> {
-            self.inner.delete_stream(stream).await
+            self.ok
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1))
+                .map(|_| ())
+                .map_err(|_| StoreError::Backend("injected crash".into()))
         }
     }
 
@@ -383,22 +321,22 @@ mod tests {
     async fn a_crashed_run_repeats_its_batch_and_skips_nothing() {
         let start: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
         let clock = Arc::new(ManualClock::new(start));
-        let inner = SqliteStore::in_memory().unwrap().with_clock(clock.clone());
+        let inner = Arc::new(SqliteStore::in_memory().unwrap().with_clock(clock.clone()));
         for i in 0..9 {
             inner.put(&keys::notify_last("t", &format!("a{i}"), "soc"), b"{}").await.unwrap();
         }
         clock.advance(chrono::Duration::days(31));
-        let s = Crashing { inner, ok: 4.into() };
-        assert_eq!(sweep(&s, &s.inner, &config(3), clock.now()).await.unwrap().removed, 3);
+        let s = crate::store::hooked::Hooked::new(inner.clone(), Crashing { ok: 4.into() });
+        assert_eq!(sweep(&s, inner.as_ref(), &config(3), clock.now()).await.unwrap().removed, 3);
         // The second run removes one more and crashes on the next: its batch is not remembered as done.
-        assert!(sweep(&s, &s.inner, &config(3), clock.now()).await.is_err(), "the injected crash");
-        let cursor: Cursor = serde_json::from_slice(&s.inner.get(CURSOR).await.unwrap().unwrap().value).unwrap();
+        assert!(sweep(&s, inner.as_ref(), &config(3), clock.now()).await.is_err(), "the injected crash");
+        let cursor: Cursor = serde_json::from_slice(&inner.get(CURSOR).await.unwrap().unwrap().value).unwrap();
         assert_eq!(cursor.after.as_deref(), Some(keys::notify_last("t", "a2", "soc").as_str()), "{cursor:?}");
-        s.ok.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+        s.hook.ok.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
         for _ in 0..4 {
-            sweep(&s, &s.inner, &config(3), clock.now()).await.unwrap();
+            sweep(&s, inner.as_ref(), &config(3), clock.now()).await.unwrap();
         }
-        assert!(s.inner.list("notify-last/").await.unwrap().is_empty());
+        assert!(inner.list("notify-last/").await.unwrap().is_empty());
     }
 
     /// A claim whose lease is running is not removed, however old its last write; an expired lease is.

@@ -212,14 +212,14 @@ async fn a_crash_between_enqueue_and_watermark_repeats_work_and_loses_nothing() 
     let r = rig(&["contoso"], 4, now, |_| {}).await;
     let seeded = alerts("a", 10, now);
     r.emu.seed_alerts(&tenant_id("contoso"), seeded.clone());
-    r.store.crash_on_watermark.store(true, Ordering::SeqCst);
+    r.store.hook.crash_on_watermark.store(true, Ordering::SeqCst);
     let e = poll::poll_tenant(&r.app, "contoso", now).await.unwrap_err();
     assert!(e.message.contains("injected crash"), "{e}");
     use secmon::store::Store;
     assert!(r.sqlite.get("watermark/contoso").await.unwrap().is_none());
     // Meanwhile one alert changes; then the process "restarts".
     r.emu.touch_alert(&tenant_id("contoso"), "a-5", now + chrono::Duration::seconds(30));
-    r.store.crash_on_watermark.store(false, Ordering::SeqCst);
+    r.store.hook.crash_on_watermark.store(false, Ordering::SeqCst);
     let report = poll::poll_tenant(&r.app, "contoso", now + chrono::Duration::minutes(1)).await.unwrap();
     assert_eq!(report.watermark_before, None, "the crashed poll left no watermark");
     let c = counts(&drain(&r).await);

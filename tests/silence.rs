@@ -19,8 +19,9 @@ use secmon::clock::{Clock, ManualClock};
 use secmon::graph::client::GraphClient;
 use secmon::graph::retry::RetryPolicy;
 use secmon::notify::silence::cli::{self, Filter, NewSilence};
+use secmon::store::hooked::{Hook, Hooked, Op};
 use secmon::store::sqlite::SqliteStore;
-use secmon::store::{Claim, Etag, Precondition, Store, StoreResult, Token, Versioned};
+use secmon::store::{Store, StoreResult};
 use secmon_emulator::{Emulator, Options};
 use serde_json::{Value, json};
 
@@ -434,7 +435,7 @@ async fn the_silence_list_is_cached_per_process() {
     let (emu, http) = emulator().await;
     let clock = Arc::new(ManualClock::new(now()));
     let inner = Arc::new(SqliteStore::in_memory().unwrap().with_clock(clock.clone()));
-    let counted = Arc::new(Killable::new(inner.clone(), usize::MAX));
+    let counted = killable(inner.clone(), usize::MAX);
     let config = config(&emu, "soc", TEAMS_AND_MAIL);
     let here = app(&emu, &http, config.clone(), counted.clone(), inner.clone(), clock.clone());
     let there = app(&emu, &http, config, inner.clone(), inner.clone(), clock.clone());
@@ -449,7 +450,7 @@ async fn the_silence_list_is_cached_per_process() {
         process_alert(&here, "contoso", alert(i)).await.unwrap();
     }
     // 10 alerts, 2 receivers each: one listing.
-    assert_eq!(counted.silence_lists.load(Ordering::SeqCst), 1);
+    assert_eq!(counted.hook.silence_lists.load(Ordering::SeqCst), 1);
     cli::add(&there, silence("alert.title.contains(\"ex01\")", 2, &[]), clock.now()).await.unwrap();
     clock.advance(chrono::Duration::seconds(10));
     process_alert(&here, "contoso", alert(10)).await.unwrap();
@@ -457,7 +458,7 @@ async fn the_silence_list_is_cached_per_process() {
     clock.advance(chrono::Duration::seconds(25));
     process_alert(&here, "contoso", alert(11)).await.unwrap();
     assert_eq!(emu.teams_messages("soc").len(), 11, "after it, it mutes");
-    assert_eq!(counted.silence_lists.load(Ordering::SeqCst), 2);
+    assert_eq!(counted.hook.silence_lists.load(Ordering::SeqCst), 2);
 }
 
 // ----- scheduled digests -----
@@ -567,10 +568,9 @@ async fn a_small_digest_for_the_docs() {
     keep_card("scheduled-digest", &messages[0]);
 }
 
-/// A store that dies: after `left` writes it answers nothing, ever (the process was killed with
+/// Makes a store die: after `left` writes it answers nothing, ever (the process was killed with
 /// SIGKILL right after its last write). Reads count too once it is dead.
 struct Killable {
-    inner: Arc<SqliteStore>,
     left: AtomicUsize,
     dead: AtomicBool,
     died: tokio::sync::Notify,
@@ -579,124 +579,40 @@ struct Killable {
     silence_lists: AtomicUsize,
 }
 
-impl Killable {
-    fn new(inner: Arc<SqliteStore>, left: usize) -> Killable {
-        Killable {
-            inner,
-            left: AtomicUsize::new(left),
-            dead: AtomicBool::new(false),
-            died: tokio::sync::Notify::new(),
-            writes: AtomicUsize::new(0),
-            silence_lists: AtomicUsize::new(0),
-        }
-    }
+/// A store that dies after `left` writes ([`Killable`]).
+fn killable(inner: Arc<SqliteStore>, left: usize) -> Arc<Hooked<Killable>> {
+    let hook = Killable {
+        left: AtomicUsize::new(left),
+        dead: AtomicBool::new(false),
+        died: tokio::sync::Notify::new(),
+        writes: AtomicUsize::new(0),
+        silence_lists: AtomicUsize::new(0),
+    };
+    Arc::new(Hooked::new(inner, hook))
+}
 
-    async fn alive(&self) {
+#[async_trait]
+impl Hook for Killable {
+    async fn before(&self, op: &Op<'_>) -> StoreResult<()> {
         if self.dead.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
+        if *op == Op::List("silences/") {
+            self.silence_lists.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     /// After a write: dies when it was the last one allowed.
-    fn wrote(&self) {
+    fn after(&self, op: &Op<'_>) {
+        if !op.is_write() {
+            return;
+        }
         self.writes.fetch_add(1, Ordering::SeqCst);
         if self.left.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.dead.store(true, Ordering::SeqCst);
             self.died.notify_one();
         }
-    }
-}
-
-#[async_trait]
-impl Store for Killable {
-    async fn get(&self, key: &str) -> StoreResult<Option<Versioned>> {
-        self.alive().await;
-        self.inner.get(key).await
-    }
-    async fn put_if(&self, key: &str, value: &[u8], cond: Precondition) -> StoreResult<Etag> {
-        self.alive().await;
-        let r = self.inner.put_if(key, value, cond).await;
-        self.wrote();
-        r
-    }
-    async fn put(&self, key: &str, value: &[u8]) -> StoreResult<Etag> {
-        self.alive().await;
-        let r = self.inner.put(key, value).await;
-        self.wrote();
-        r
-    }
-    async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.alive().await;
-        let r = self.inner.delete(key).await;
-        self.wrote();
-        r
-    }
-    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
-        self.alive().await;
-        if prefix == "silences/" {
-            self.silence_lists.fetch_add(1, Ordering::SeqCst);
-        }
-        self.inner.list(prefix).await
-    }
-    async fn claim(&self, key: &str, lease: Duration) -> StoreResult<Claim> {
-        self.alive().await;
-        let r = self.inner.claim(key, lease).await;
-        self.wrote();
-        r
-    }
-    async fn renew(&self, key: &str, token: &Token, lease: Duration) -> StoreResult<Token> {
-        self.alive().await;
-        let r = self.inner.renew(key, token, lease).await;
-        self.wrote();
-        r
-    }
-    async fn complete(&self, key: &str, token: &Token) -> StoreResult<()> {
-        self.alive().await;
-        let r = self.inner.complete(key, token).await;
-        self.wrote();
-        r
-    }
-    async fn release(&self, key: &str, token: &Token) -> StoreResult<()> {
-        self.alive().await;
-        let r = self.inner.release(key, token).await;
-        self.wrote();
-        r
-    }
-    async fn append(&self, stream: &str, seq: u64, record: &[u8]) -> StoreResult<()> {
-        self.alive().await;
-        let r = self.inner.append(stream, seq, record).await;
-        self.wrote();
-        r
-    }
-    async fn read_stream(&self, stream: &str) -> StoreResult<Vec<Vec<u8>>> {
-        self.alive().await;
-        self.inner.read_stream(stream).await
-    }
-    async fn list_streams(&self, prefix: &str) -> StoreResult<Vec<String>> {
-        self.alive().await;
-        self.inner.list_streams(prefix).await
-    }
-    async fn scan(
-        &self,
-        space: secmon::store::Space,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<secmon::store::Listed>> {
-        self.alive().await;
-        self.inner.scan(space, prefix, after, limit).await
-    }
-    async fn delete_if(&self, space: secmon::store::Space, key: &str, etag: &Etag) -> StoreResult<bool> {
-        self.alive().await;
-        let r = self.inner.delete_if(space, key, etag).await;
-        self.wrote();
-        r
-    }
-    async fn delete_stream(&self, stream: &str) -> StoreResult<()> {
-        self.alive().await;
-        let r = self.inner.delete_stream(stream).await;
-        self.wrote();
-        r
     }
 }
 
@@ -733,10 +649,10 @@ async fn a_scheduled_digest_tells_every_alert_once_across_kill_9_at_any_write() 
         async move {
             let clock = Arc::new(ManualClock::new(now()));
             let inner = Arc::new(SqliteStore::in_memory().unwrap().with_clock(clock.clone()));
-            let killable = Arc::new(Killable::new(inner.clone(), left));
+            let killable = killable(inner.clone(), left);
             let config = config(emu, &channel, DIGEST);
             let first = app(emu, http, config.clone(), killable.clone(), inner.clone(), clock.clone());
-            let writes = life(&first, &killable, alerts, &clock).await;
+            let writes = life(&first, &killable.hook, alerts, &clock).await;
             // Restart later (every lease has run out), on the same store; the queue redelivers.
             clock.advance(chrono::Duration::minutes(10));
             let second = app(emu, http, config, inner.clone(), inner.clone(), clock.clone());

@@ -36,6 +36,7 @@ pub mod aws;
 pub mod azure;
 mod cas;
 pub mod contract;
+pub mod hooked;
 pub mod keys;
 mod once;
 pub mod sqlite;

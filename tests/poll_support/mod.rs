@@ -17,8 +17,9 @@ use secmon::graph::CredentialConfig;
 use secmon::graph::client::GraphClient;
 use secmon::graph::retry::{RecordingSleeper, RetryPolicy};
 use secmon::intake::Message;
+use secmon::store::hooked::{Hook, Hooked, Op};
 use secmon::store::sqlite::SqliteStore;
-use secmon::store::{Claim, Etag, Listed, Precondition, Space, Store, StoreError, StoreResult, Token, Versioned};
+use secmon::store::{StoreError, StoreResult};
 use secmon_emulator::{Emulator, Options};
 use serde_json::Value;
 
@@ -35,61 +36,23 @@ pub fn t(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }
 
-/// A store that can fail the watermark write, as a crash between enqueue and watermark would.
-pub struct CrashingStore {
-    pub inner: Arc<SqliteStore>,
+/// Fails the watermark write on demand, as a crash between enqueue and watermark would.
+pub struct CrashOnWatermark {
     pub crash_on_watermark: AtomicBool,
 }
 
+/// The rig's store: SQLite, with [`CrashOnWatermark`].
+pub type CrashingStore = Hooked<CrashOnWatermark>;
+
 #[async_trait]
-impl Store for CrashingStore {
-    async fn get(&self, key: &str) -> StoreResult<Option<Versioned>> {
-        self.inner.get(key).await
-    }
-    async fn put_if(&self, key: &str, value: &[u8], cond: Precondition) -> StoreResult<Etag> {
-        if key.starts_with("watermark/") && self.crash_on_watermark.load(Ordering::SeqCst) {
+impl Hook for CrashOnWatermark {
+    async fn before(&self, op: &Op<'_>) -> StoreResult<()> {
+        if matches!(op, Op::PutIf(key) if key.starts_with("watermark/"))
+            && self.crash_on_watermark.load(Ordering::SeqCst)
+        {
             return Err(StoreError::Backend("injected crash before the watermark write".into()));
         }
-        self.inner.put_if(key, value, cond).await
-    }
-    async fn put(&self, key: &str, value: &[u8]) -> StoreResult<Etag> {
-        self.inner.put(key, value).await
-    }
-    async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.inner.delete(key).await
-    }
-    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
-        self.inner.list(prefix).await
-    }
-    async fn claim(&self, key: &str, lease: Duration) -> StoreResult<Claim> {
-        self.inner.claim(key, lease).await
-    }
-    async fn renew(&self, key: &str, token: &Token, lease: Duration) -> StoreResult<Token> {
-        self.inner.renew(key, token, lease).await
-    }
-    async fn complete(&self, key: &str, token: &Token) -> StoreResult<()> {
-        self.inner.complete(key, token).await
-    }
-    async fn release(&self, key: &str, token: &Token) -> StoreResult<()> {
-        self.inner.release(key, token).await
-    }
-    async fn append(&self, stream: &str, seq: u64, record: &[u8]) -> StoreResult<()> {
-        self.inner.append(stream, seq, record).await
-    }
-    async fn read_stream(&self, stream: &str) -> StoreResult<Vec<Vec<u8>>> {
-        self.inner.read_stream(stream).await
-    }
-    async fn list_streams(&self, prefix: &str) -> StoreResult<Vec<String>> {
-        self.inner.list_streams(prefix).await
-    }
-    async fn scan(&self, space: Space, prefix: &str, after: Option<&str>, limit: usize) -> StoreResult<Vec<Listed>> {
-        self.inner.scan(space, prefix, after, limit).await
-    }
-    async fn delete_if(&self, space: Space, key: &str, etag: &Etag) -> StoreResult<bool> {
-        self.inner.delete_if(space, key, etag).await
-    }
-    async fn delete_stream(&self, stream: &str) -> StoreResult<()> {
-        self.inner.delete_stream(stream).await
+        Ok(())
     }
 }
 
@@ -158,7 +121,7 @@ pub fn rig_with(emu: Emulator, config: Config, now: DateTime<Utc>) -> Rig {
         .with_sleeper(sleeper.clone())
         .with_policy(RetryPolicy { timeout: Duration::from_secs(10), ..RetryPolicy::default() });
     let sqlite = Arc::new(SqliteStore::in_memory().unwrap());
-    let store = Arc::new(CrashingStore { inner: sqlite.clone(), crash_on_watermark: AtomicBool::new(false) });
+    let store = Arc::new(Hooked::new(sqlite.clone(), CrashOnWatermark { crash_on_watermark: AtomicBool::new(false) }));
     let clock = Arc::new(ManualClock::new(now));
     let app = App::builder(config)
         .store(store.clone())

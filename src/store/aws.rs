@@ -240,6 +240,18 @@ impl S3Store {
         }
     }
 
+    /// Deletes `object` whatever its version (S3 answers success for one that is not there).
+    async fn delete_object(&self, object: &str) -> StoreResult<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(object)
+            .send()
+            .await
+            .map_err(|e| backend(format!("delete s3://{}/{object}", self.bucket), &e))?;
+        Ok(())
+    }
+
     async fn put_object(&self, object: &str, value: &[u8], cond: Option<&Precondition>) -> StoreResult<Etag> {
         let mut req = self.client.put_object().bucket(&self.bucket).key(object).body(ByteStream::from(value.to_vec()));
         req = match cond {
@@ -321,15 +333,7 @@ impl Store for S3Store {
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        let object = self.object_key("kv", key)?;
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(&object)
-            .send()
-            .await
-            .map_err(|e| backend(format!("delete s3://{}/{object}", self.bucket), &e))?;
-        Ok(())
+        self.delete_object(&self.object_key("kv", key)?).await
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
@@ -494,13 +498,7 @@ impl Store for S3Store {
 
     async fn delete_stream(&self, stream: &str) -> StoreResult<()> {
         for (_, object) in self.stream_objects(stream).await? {
-            self.client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(&object)
-                .send()
-                .await
-                .map_err(|e| backend(format!("delete s3://{}/{object}", self.bucket), &e))?;
+            self.delete_object(&object).await?;
         }
         Ok(())
     }

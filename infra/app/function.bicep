@@ -68,6 +68,7 @@ var functionsByRole = {
     'doorbell'
     'health'
     'health-details'
+    'bot-messages'
   ]
   worker: [
     'poll-alerts'

@@ -1,23 +1,126 @@
 //! Triage from where the alert is told (issue 22): the Teams bot's inbound side.
 //!
 //! - [`botauth`]: the Bot Connector token check every inbound activity passes first.
-//! - [`inbound`]: the messaging endpoint: token, allow-list, the click for the queue.
+//! - [`inbound`]: the messaging endpoint: token, the click for the queue.
+//! - [`bot_messages`]: the `bot-messages` function (edge): picks the bot by the token's audience, checks
+//!   the activity ([`inbound`]) and the bot's tenants, queues the click.
+//! - [`on_click`] (worker): the queue message: who may act ([`allowed`]), then [`act`].
 //! - [`act`]: what a card click does on the worker: read, compare, PATCH, comment, audit, card updated.
 
 pub mod act;
+pub mod allowed;
 pub mod botauth;
 pub mod inbound;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use self::act::Cards;
+use self::botauth::{BotAuth, BotAuthSettings};
 use crate::app::App;
+use crate::audit::{self, Action, Record};
+use crate::config::Config;
+use crate::config::graph::Cloud;
+use crate::config::triage::BotConfig;
+use crate::intake::Message;
+use crate::intake::http::{HttpRequest, HttpResponse};
 use crate::respond::RespondError;
 
-/// Works one `triage` queue message: checks the click, acts on it ([`act::act`]) and updates its card
-/// with the identity of the bot it came through. A click that cannot be read, is for another tenant than
-/// its message, names no configured bot, or came through a bot that does not serve its tenant is
-/// unprocessable (poison), never dropped.
+/// What the triage side keeps in the process: each bot's token check (with its cached signing keys) and
+/// the group checks' answers. Built empty with the [`App`]; filled on first use.
+#[derive(Debug, Default)]
+pub struct Triage {
+    auths: Mutex<HashMap<String, Arc<BotAuth>>>,
+    /// The answers of `checkMemberGroups`, reused for [`allowed::MEMBERSHIP_TTL`].
+    pub memberships: allowed::Memberships,
+}
+
+impl Triage {
+    /// The token check of the bot `name`, made on first use with `http` and kept (its keys are cached
+    /// inside it).
+    pub fn auth(&self, config: &Config, name: &str, bot: &BotConfig, http: &reqwest::Client) -> Arc<BotAuth> {
+        let mut auths = self.auths.lock().expect("bot auth cache lock");
+        auths.entry(name.to_string()).or_insert_with(|| Arc::new(BotAuth::new(settings(config, bot), http.clone()))).clone()
+    }
+}
+
+/// The token check's settings for `bot`: its audience, and the OpenID metadata of its cloud unless the
+/// bot names one.
+pub fn settings(config: &Config, bot: &BotConfig) -> BotAuthSettings {
+    let metadata = match config.cloud {
+        Cloud::Usgov | Cloud::Usgovdod => botauth::OPENID_METADATA_US_GOV,
+        Cloud::Global | Cloud::China => botauth::OPENID_METADATA,
+    };
+    BotAuthSettings {
+        openid_metadata: bot.openid_metadata.clone().unwrap_or_else(|| metadata.to_string()),
+        ..BotAuthSettings::global(&bot.app_id)
+    }
+}
+
+/// The HTTP function `bot-messages` (edge): the Bot Connector delivers each activity here. The token's
+/// audience picks the bot (`triage.bots.*.app_id`), whose check verifies it ([`inbound::handle`]); a card
+/// action through a bot that does not serve its tenant is 403; an accepted click is queued as
+/// [`Message::Triage`] and answered 200 at once (Teams waits 5 s at most). Nothing here calls Graph: who
+/// may act is checked by the worker ([`on_click`]). Without any bot configured every request is 404.
+pub async fn bot_messages(app: &App, req: HttpRequest) -> HttpResponse {
+    let limit = app.config.webhook.time_limit;
+    let resp = match tokio::time::timeout(limit, bot_messages_within(app, &req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::warn!("bot-messages: not done within {limit:?}");
+            HttpResponse::text(503, "retry").with_header("Retry-After", "1")
+        }
+    };
+    resp.with_header("X-Content-Type-Options", "nosniff").with_header("Cache-Control", "no-store")
+}
+
+async fn bot_messages_within(app: &App, req: &HttpRequest) -> HttpResponse {
+    let triage = &app.config.triage;
+    if triage.bots.is_empty() {
+        tracing::warn!("bot-messages: a request arrived but no bot is configured (triage.bots); answered 404");
+        return HttpResponse::text(404, "no bot is configured");
+    }
+    let now = app.clock.now();
+    let audiences = botauth::audiences(req.header("authorization"));
+    let bot = audiences.iter().find_map(|aud| triage.bot_by_app_id(aud));
+    let auth = bot.map(|(name, config)| app.triage.auth(&app.config, name, config, &app.http));
+    let mut click = match inbound::handle(auth.as_deref(), req, now).await {
+        inbound::Inbound::Answer(resp) => return resp,
+        inbound::Inbound::Accepted(click) => click,
+    };
+    let Some((name, config)) = bot else {
+        return HttpResponse::text(401, "unauthorized");
+    };
+    if app.config.tenant(&click.tenant).is_none() || !config.serves(&click.tenant) {
+        tracing::warn!(
+            bot = name,
+            tenant = %click.tenant,
+            user = %click.actor.aad_object_id,
+            "bot-messages: a card action for a tenant this bot does not serve (triage.bots.{name}.tenants) was refused"
+        );
+        return HttpResponse::text(403, "forbidden");
+    }
+    click.bot = Some(name.to_string());
+    let message = Message::Triage {
+        tenant: click.tenant.clone(),
+        click: serde_json::to_value(&click).expect("clicks serialize"),
+    };
+    if let Err(e) = message.send(app.store.as_ref(), app.queue.as_ref()).await {
+        tracing::error!("bot-messages: the click could not be queued: {}", crate::redact::redact(&e.to_string()));
+        return HttpResponse::text(503, "retry").with_header("Retry-After", "1");
+    }
+    tracing::info!(bot = name, tenant = %click.tenant, alert = %click.alert_id, action = click.action.name(), "click queued");
+    HttpResponse::text(200, "")
+}
+
+/// Works one `triage` queue message: checks the click, checks that its person may act ([`allowed`]),
+/// acts on it ([`act::act`]) and updates its card with the identity of the bot it came through. A click
+/// that cannot be read, is for another tenant than its message, names no configured bot, or came through
+/// a bot that does not serve its tenant is unprocessable (poison), never dropped. A person who may not
+/// act gets [`inbound::REFUSAL`] in the card's thread, the refusal is audited, and nothing changes.
 pub async fn on_click(app: &App, tenant: &str, click: Value, now: DateTime<Utc>) -> Result<String, RespondError> {
     let click: act::Click =
         serde_json::from_value(click).map_err(|e| RespondError::Malformed(format!("triage click: {e}")))?;
@@ -44,8 +147,33 @@ pub async fn on_click(app: &App, tenant: &str, click: Value, now: DateTime<Utc>)
         )));
     }
     let bot = bot_client(app, config);
+    let Some(allowed) = allowed::check(app, app.config.triage.allowed_for(config), tenant, &click.actor, now).await?
+    else {
+        return refuse(app, &bot, &click, now).await;
+    };
+    tracing::debug!(user = %click.actor.aad_object_id, "allowed: {allowed:?}");
     let acted = act::act(app, &bot, &click, now).await?;
     Ok(format!("{} on {} by {}: {acted:?}", click.action.name(), click.alert_id, click.actor.principal()))
+}
+
+/// A person who may not act: the refusal is audited, then replied in the card's thread (a reply Teams
+/// does not take is logged: the record is what counts).
+async fn refuse(app: &App, bot: &dyn Cards, click: &act::Click, now: DateTime<Utc>) -> Result<String, RespondError> {
+    let who = click.actor.principal();
+    let record = Record {
+        detail: format!(
+            "{} by {who} (object id {}) refused: not allowed to act (triage allowed users and groups)",
+            click.action.name(),
+            click.actor.aad_object_id
+        ),
+        ..Record::new(&click.alert_id, &click.version, Action::ActionByUser)
+    };
+    audit::append(app.store.as_ref(), &click.tenant, now, record).await.map_err(|e| RespondError::Retry(e.to_string()))?;
+    tracing::warn!(user = %click.actor.aad_object_id, alert = %click.alert_id, "a card action by a person not allowed to act was refused");
+    if let Err(why) = bot.reply(&click.card, inbound::REFUSAL).await {
+        tracing::warn!(alert = %click.alert_id, "the refusal was not replied: {}", crate::redact::redact(&why));
+    }
+    Ok(format!("{} on {} by {who}: refused, not allowed", click.action.name(), click.alert_id))
 }
 
 /// The outbound client of the bot `bot` (one of `triage.bots`).

@@ -185,3 +185,117 @@ pub fn bot_client(app: &App, bot: &crate::config::triage::BotConfig) -> act::Bot
         app_secret: bot.app_secret.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::triage::{AllowedConfig, BotConfig};
+    use crate::graph::fake::FakeGraph;
+
+    const NOW: &str = "2026-12-01T10:42:00Z";
+
+    fn bot(app_id: &str, tenants: &[&str]) -> BotConfig {
+        BotConfig {
+            app_id: app_id.into(),
+            app_secret: "s".into(),
+            tenant_id: "t".into(),
+            openid_metadata: None,
+            tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            allowed: None,
+        }
+    }
+
+    fn app(bots: &[(&str, BotConfig)], graph: Arc<FakeGraph>) -> App {
+        let store = Arc::new(crate::store::sqlite::SqliteStore::in_memory().unwrap());
+        let mut config = Config::default();
+        for name in ["contoso", "fabrikam"] {
+            config.tenants.push(crate::config::TenantConfig { id: name.into(), name: name.into(), credential: None });
+        }
+        config.triage.bots = bots.iter().map(|(n, b)| (n.to_string(), b.clone())).collect();
+        config.triage.allowed = AllowedConfig { users: vec!["dana@contoso.com".into()], groups: vec!["g-soc".into()] };
+        App::builder(config).backend(store).graph(graph).build().unwrap()
+    }
+
+    fn click(tenant: &str, bot: Option<&str>) -> Value {
+        json!({"tenant": tenant, "alertId": "a1", "version": "v1", "action": "acknowledge",
+               "actor": {"aadObjectId": "oid-1", "upn": "dana@contoso.com", "name": "Dana"},
+               "card": {"serviceUrl": "https://smba.example/", "conversationId": "c", "activityId": "x"},
+               "bot": bot})
+    }
+
+    async fn malformed(app: &App, tenant: &str, click: Value) -> String {
+        match on_click(app, tenant, click, NOW.parse().unwrap()).await {
+            Err(RespondError::Malformed(why)) => why,
+            other => panic!("not unprocessable: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn clicks_that_cannot_be_acted_on_are_unprocessable_with_the_reason() {
+        let graph = Arc::new(FakeGraph::new());
+        let two = app(&[("soc", bot("a", &["contoso"])), ("fab", bot("b", &["fabrikam"]))], graph.clone());
+        let why = malformed(&two, "contoso", json!({"tenant": "contoso"})).await;
+        assert!(why.starts_with("triage click:"), "{why}");
+        let why = malformed(&two, "fabrikam", click("contoso", Some("soc"))).await;
+        assert!(why.contains("for tenant contoso on a message for tenant fabrikam"), "{why}");
+        let why = malformed(&two, "contoso", click("contoso", Some("gone"))).await;
+        assert!(why.contains("bot gone, which is not configured"), "{why}");
+        let why = malformed(&two, "contoso", click("contoso", None)).await;
+        assert!(why.contains("names no bot"), "two bots: a click must say which: {why}");
+        let why = malformed(&two, "fabrikam", click("fabrikam", Some("soc"))).await;
+        assert!(why.contains("does not serve tenant fabrikam"), "{why}");
+        assert!(graph.calls().is_empty(), "nothing reached Graph: {:?}", graph.calls());
+    }
+
+    #[tokio::test]
+    async fn who_may_act_is_a_listed_user_or_a_group_member_and_group_answers_are_cached() {
+        let graph = Arc::new(FakeGraph::new());
+        let app = app(&[("soc", bot("a", &[]))], graph.clone());
+        let allowed = app.config.triage.allowed.clone();
+        let now: DateTime<Utc> = NOW.parse().unwrap();
+        let actor = |oid: &str, upn: Option<&str>| act::Actor {
+            aad_object_id: oid.into(),
+            upn: upn.map(str::to_string),
+            name: String::new(),
+        };
+        let listed = allowed::check(&app, &allowed, "contoso", &actor("x", Some("Dana@Contoso.com")), now).await;
+        assert_eq!(listed.unwrap(), Some(allowed::Allowed::Listed));
+        assert!(graph.calls().is_empty(), "a listed user needs no group check");
+        graph.add_member("contoso", "oid-sam", &["g-soc"]);
+        let sam = actor("oid-sam", None);
+        assert_eq!(
+            allowed::check(&app, &allowed, "contoso", &sam, now).await.unwrap(),
+            Some(allowed::Allowed::Member("g-soc".into()))
+        );
+        assert_eq!(allowed::check(&app, &allowed, "contoso", &actor("oid-eve", None), now).await.unwrap(), None);
+        assert_eq!(graph.calls().len(), 2);
+        // Within the cache's lifetime Graph is not asked again; after it, it is.
+        allowed::check(&app, &allowed, "contoso", &sam, now + chrono::Duration::minutes(4)).await.unwrap();
+        assert_eq!(graph.calls().len(), 2);
+        allowed::check(&app, &allowed, "contoso", &sam, now + chrono::Duration::minutes(6)).await.unwrap();
+        assert_eq!(graph.calls().len(), 3);
+        // Graph unavailable: retry; the permission missing: unprocessable, naming it.
+        graph.fail_once("check_member_groups", 503);
+        let err = allowed::check(&app, &allowed, "fabrikam", &sam, now).await.unwrap_err();
+        assert!(matches!(err, RespondError::Retry(_)), "{err}");
+        graph.fail_once("check_member_groups", 403);
+        let err = allowed::check(&app, &allowed, "fabrikam", &sam, now).await.unwrap_err();
+        assert!(matches!(&err, RespondError::Malformed(why) if why.contains("GroupMember.Read.All")), "{err}");
+    }
+
+    #[test]
+    fn the_metadata_follows_the_cloud_unless_the_bot_names_one() {
+        let mut config = Config::default();
+        let mut b = bot("a", &[]);
+        assert_eq!(settings(&config, &b).openid_metadata, botauth::OPENID_METADATA);
+        config.cloud = Cloud::Usgov;
+        assert_eq!(settings(&config, &b).openid_metadata, botauth::OPENID_METADATA_US_GOV);
+        b.openid_metadata = Some("https://127.0.0.1:1/meta".into());
+        assert_eq!(settings(&config, &b).openid_metadata, "https://127.0.0.1:1/meta");
+        assert_eq!(settings(&config, &b).app_id, "a");
+    }
+}

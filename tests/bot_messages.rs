@@ -15,7 +15,8 @@ use serde_json::json;
 
 const SAM: &str = "1c2d3e4f-sam0-4c1e-9f00-000000000077";
 const MALLORY: &str = "9f9f9f9f-0000-4000-8000-00000000beef";
-const ALLOWED: &str = "  allowed: { users: [0B6C8E2A-DANA-4C1E-9F00-000000000042], groups: [6f1b2c3d-0000-4000-8000-000000000001] }\n";
+const ALLOWED: &str =
+    "  allowed: { users: [0B6C8E2A-DANA-4C1E-9F00-000000000042], groups: [6f1b2c3d-0000-4000-8000-000000000001] }\n";
 
 /// Serves the App's router on a loopback port; returns the endpoint's URL.
 async fn serve(h: &Triage) -> String {
@@ -106,7 +107,8 @@ async fn forged_expired_missing_and_unknown_audience_tokens_are_401_and_nothing_
     let forged = h.emu.forged_bot_token(&claims(BOT_APP, now().timestamp() + 3600));
     let expired = h.emu.bot_token_with(&claims(BOT_APP, now().timestamp() - 3600));
     let unknown = h.emu.bot_token_with(&claims("0f0f0f0f-not-a-configured-bot", now().timestamp() + 3600));
-    for (what, token) in [("forged", Some(&forged)), ("expired", Some(&expired)), ("audience", Some(&unknown)), ("none", None)]
+    for (what, token) in
+        [("forged", Some(&forged)), ("expired", Some(&expired)), ("audience", Some(&unknown)), ("none", None)]
     {
         let (status, body) = h.emu.post_activity_with(&url, token.map(String::as_str), &activity).await.unwrap();
         assert_eq!((status, body.as_str()), (401, "unauthorized"), "{what}: nothing of the token is echoed");

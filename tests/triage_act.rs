@@ -317,8 +317,7 @@ async fn a_click_through_the_endpoint_is_queued_then_acted_on() {
     let h = harness().await;
     let auth = h.auth();
     let activity = h.activity(&h.emu.bot_service_url(), DANA);
-    let Inbound::Accepted(click) = handle(Some(&auth), &h.request(Some(&h.token()), &activity), now()).await
-    else {
+    let Inbound::Accepted(click) = handle(Some(&auth), &h.request(Some(&h.token()), &activity), now()).await else {
         panic!("not accepted")
     };
     assert_eq!(
@@ -333,7 +332,7 @@ async fn a_click_through_the_endpoint_is_queued_then_acted_on() {
     assert!(h.emu.patches().is_empty(), "the endpoint changes nothing itself");
     // What the worker gets from the queue.
     let queued: Click = serde_json::from_str(&serde_json::to_string(&click).unwrap()).unwrap();
-    assert_eq!(queued, click);
+    assert_eq!(queued, *click);
     assert!(matches!(act(&h.app, &h.bot, &queued, now()).await.unwrap(), Acted::Changed { .. }));
     assert_eq!(h.emu.patches().len(), 1);
     assert_eq!(h.card_updates(), ["Resolved as benign by Dana Lee, 10:42 UTC"]);

@@ -356,7 +356,8 @@ impl Graph for GraphClient {
     ) -> Result<Vec<String>, GraphError> {
         let url = self.url(&["users", user, "checkMemberGroups"]);
         let body = json!({"groupIds": group_ids});
-        let answer = self.call(tenant, "check group membership", Method::POST, url.as_str(), Some(&body), json_body).await?;
+        let answer =
+            self.call(tenant, "check group membership", Method::POST, url.as_str(), Some(&body), json_body).await?;
         Ok(answer
             .get("value")
             .and_then(Value::as_array)

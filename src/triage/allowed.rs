@@ -31,20 +31,25 @@ pub enum Allowed {
     Member(String),
 }
 
-/// The group checks of this process: (tenant, object id, the groups asked) → (a group that matched, when).
+/// (tenant, object id, the groups asked, comma-joined).
+type Asked = (String, String, String);
+/// (the group that matched, if one did; when Graph said so).
+type Answer = (Option<String>, DateTime<Utc>);
+
+/// The group checks of this process.
 #[derive(Debug, Default)]
 pub struct Memberships {
-    answers: Mutex<HashMap<(String, String, String), (Option<String>, DateTime<Utc>)>>,
+    answers: Mutex<HashMap<Asked, Answer>>,
 }
 
 impl Memberships {
-    fn get(&self, key: &(String, String, String), now: DateTime<Utc>) -> Option<Option<String>> {
+    fn get(&self, key: &Asked, now: DateTime<Utc>) -> Option<Option<String>> {
         let ttl = chrono::Duration::from_std(MEMBERSHIP_TTL).expect("ttl fits");
         let answers = self.answers.lock().expect("membership cache lock");
         answers.get(key).filter(|(_, at)| now - *at < ttl).map(|(group, _)| group.clone())
     }
 
-    fn put(&self, key: (String, String, String), group: Option<String>, now: DateTime<Utc>) {
+    fn put(&self, key: Asked, group: Option<String>, now: DateTime<Utc>) {
         let ttl = chrono::Duration::from_std(MEMBERSHIP_TTL).expect("ttl fits");
         let mut answers = self.answers.lock().expect("membership cache lock");
         answers.retain(|_, (_, at)| now - *at < ttl);

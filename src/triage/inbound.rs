@@ -47,7 +47,7 @@ pub enum Inbound {
     /// Answer this and do nothing else (refused token, bad request, not a secmon action).
     Answer(HttpResponse),
     /// Queue this click and answer 200.
-    Accepted(Click),
+    Accepted(Box<Click>),
 }
 
 /// Checks one request to the messaging endpoint; `auth` is the check of the bot the token is for (`None`:
@@ -100,7 +100,7 @@ pub async fn handle(auth: Option<&BotAuth>, req: &HttpRequest, now: DateTime<Utc
     };
     let card = CardRef { service_url, conversation_id, activity_id };
     match click(&value, actor, card) {
-        Ok(click) => Inbound::Accepted(click),
+        Ok(click) => Inbound::Accepted(Box::new(click)),
         Err(why) => answer(400, &why),
     }
 }

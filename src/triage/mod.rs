@@ -43,7 +43,10 @@ impl Triage {
     /// inside it).
     pub fn auth(&self, config: &Config, name: &str, bot: &BotConfig, http: &reqwest::Client) -> Arc<BotAuth> {
         let mut auths = self.auths.lock().expect("bot auth cache lock");
-        auths.entry(name.to_string()).or_insert_with(|| Arc::new(BotAuth::new(settings(config, bot), http.clone()))).clone()
+        auths
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(BotAuth::new(settings(config, bot), http.clone())))
+            .clone()
     }
 }
 
@@ -89,7 +92,7 @@ async fn bot_messages_within(app: &App, req: &HttpRequest) -> HttpResponse {
     let auth = bot.map(|(name, config)| app.triage.auth(&app.config, name, config, &app.http));
     let mut click = match inbound::handle(auth.as_deref(), req, now).await {
         inbound::Inbound::Answer(resp) => return resp,
-        inbound::Inbound::Accepted(click) => click,
+        inbound::Inbound::Accepted(click) => *click,
     };
     let Some((name, config)) = bot else {
         return HttpResponse::text(401, "unauthorized");
@@ -168,7 +171,9 @@ async fn refuse(app: &App, bot: &dyn Cards, click: &act::Click, now: DateTime<Ut
         ),
         ..Record::new(&click.alert_id, &click.version, Action::ActionByUser)
     };
-    audit::append(app.store.as_ref(), &click.tenant, now, record).await.map_err(|e| RespondError::Retry(e.to_string()))?;
+    audit::append(app.store.as_ref(), &click.tenant, now, record)
+        .await
+        .map_err(|e| RespondError::Retry(e.to_string()))?;
     tracing::warn!(user = %click.actor.aad_object_id, alert = %click.alert_id, "a card action by a person not allowed to act was refused");
     if let Err(why) = bot.reply(&click.card, inbound::REFUSAL).await {
         tracing::warn!(alert = %click.alert_id, "the refusal was not replied: {}", crate::redact::redact(&why));

@@ -3,6 +3,6 @@
 
 pub mod audit_race;
 pub mod azurite;
-pub mod triage;
 #[cfg(feature = "aws")]
 pub mod moto;
+pub mod triage;

@@ -37,7 +37,9 @@ pub(crate) async fn check_member_groups(
         return graph_error(
             StatusCode::NOT_FOUND,
             "Request_ResourceNotFound",
-            &format!("Resource '{user}' does not exist or one of its queried reference-property objects are not present."),
+            &format!(
+                "Resource '{user}' does not exist or one of its queried reference-property objects are not present."
+            ),
         );
     };
     let matched: Vec<&String> = ids.iter().filter(|id| groups.iter().any(|g| g.eq_ignore_ascii_case(id))).collect();

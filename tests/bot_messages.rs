@@ -218,3 +218,19 @@ async fn without_a_bot_every_request_is_404() {
     assert_eq!((resp.status, resp.body.as_str()), (404, "no bot is configured"));
     assert_eq!(h.queued().await, 0);
 }
+
+#[tokio::test]
+async fn a_click_on_an_alert_that_changed_in_defender_meanwhile_changes_nothing_and_the_card_says_so() {
+    let h = triage::start(ALLOWED).await;
+    let url = serve(&h).await;
+    let (status, _) = h.emu.send_activity(&url, BOT_APP, &h.activity("contoso", DANA)).await.unwrap();
+    assert_eq!(status, 200);
+    // Someone changes the alert in Defender while the click waits on the queue.
+    assert!(h.emu.touch_alert(TENANT_ID, HIDDEN_FILE, now() + chrono::Duration::seconds(5)));
+    let lines = drain(&h.app, 10).await;
+    assert!(done(&lines)[0].contains("Stale"), "{lines:?}");
+    assert!(h.emu.patches().is_empty() && h.emu.comments().is_empty());
+    let updates = h.card_updates();
+    assert_eq!(updates.len(), 1);
+    assert!(updates[0].starts_with("Not changed: the alert changed in Defender since this card"), "{updates:?}");
+}

@@ -129,10 +129,15 @@ async fn a_person_neither_listed_nor_in_a_group_is_refused_politely_audited_and_
     grant_group_read(&h);
     h.emu.add_member(TENANT_ID, MALLORY, &["0000aaaa-0000-4000-8000-000000000999"]);
     let url = serve(&h).await;
-    let (status, _) = h.emu.send_activity(&url, BOT_APP, &h.activity("contoso", MALLORY)).await.unwrap();
+    let activity = h.activity("contoso", MALLORY);
+    let (status, _) = h.emu.send_activity(&url, BOT_APP, &activity).await.unwrap();
     assert_eq!(status, 200, "the connector is answered; the worker refuses");
     let lines = drain(&h.app, 10).await;
     assert!(done(&lines)[0].contains("refused, not allowed"), "{lines:?}");
+    // A double click is refused once.
+    h.emu.send_activity(&url, BOT_APP, &activity).await.unwrap();
+    let lines = drain(&h.app, 10).await;
+    assert!(done(&lines)[0].contains("(already)"), "{lines:?}");
     assert_eq!(h.replies(), ["You are not allowed to act on secmon alerts."]);
     let reply = h.emu.bot_calls().into_iter().find(|c| c.activity.get("replyToId").is_some()).unwrap();
     assert_eq!(reply.activity["replyToId"], h.card_id, "in the card's thread");

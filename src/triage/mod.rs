@@ -160,9 +160,14 @@ pub async fn on_click(app: &App, tenant: &str, click: Value, now: DateTime<Utc>)
 }
 
 /// A person who may not act: the refusal is audited, then replied in the card's thread (a reply Teams
-/// does not take is logged: the record is what counts).
+/// does not take is logged: the record is what counts). Once per person, action and card version
+/// (`triage/…/refused-{action}/{user}`): a double click is refused once.
 async fn refuse(app: &App, bot: &dyn Cards, click: &act::Click, now: DateTime<Utc>) -> Result<String, RespondError> {
     let who = click.actor.principal();
+    let line = format!("{} on {} by {who}: refused, not allowed", click.action.name(), click.alert_id);
+    let action = format!("refused-{}", click.action.name());
+    let key =
+        crate::store::keys::triage(&click.tenant, &click.alert_id, &click.version, &action, &click.actor.aad_object_id);
     let record = Record {
         detail: format!(
             "{} by {who} (object id {}) refused: not allowed to act (triage allowed users and groups)",
@@ -171,14 +176,24 @@ async fn refuse(app: &App, bot: &dyn Cards, click: &act::Click, now: DateTime<Ut
         ),
         ..Record::new(&click.alert_id, &click.version, Action::ActionByUser)
     };
-    audit::append(app.store.as_ref(), &click.tenant, now, record)
+    let store = app.store.as_ref();
+    let lease = std::time::Duration::from_secs(60);
+    let appended = crate::store::once(store, &key, lease, || audit::append(store, &click.tenant, now, record))
         .await
-        .map_err(|e| RespondError::Retry(e.to_string()))?;
+        .map_err(|e| RespondError::Retry(format!("store: {e}")))?;
+    match appended {
+        crate::store::Once::Done(_) => {}
+        crate::store::Once::AlreadyDone => return Ok(format!("{line} (already)")),
+        crate::store::Once::Held => {
+            return Err(RespondError::Retry(format!("{key} is being refused by another worker")));
+        }
+        crate::store::Once::Failed(e) => return Err(RespondError::Retry(e.to_string())),
+    }
     tracing::warn!(user = %click.actor.aad_object_id, alert = %click.alert_id, "a card action by a person not allowed to act was refused");
     if let Err(why) = bot.reply(&click.card, inbound::REFUSAL).await {
         tracing::warn!(alert = %click.alert_id, "the refusal was not replied: {}", crate::redact::redact(&why));
     }
-    Ok(format!("{} on {} by {who}: refused, not allowed", click.action.name(), click.alert_id))
+    Ok(line)
 }
 
 /// The outbound client of the bot `bot` (one of `triage.bots`).

@@ -39,6 +39,8 @@ pub struct App {
     pub started: chrono::DateTime<chrono::Utc>,
     /// The anonymous health answer, reused for `health.cache_for`.
     pub health_cache: Arc<crate::intake::health::Cache>,
+    /// The Teams bots' token checks and the group checks' answers (issue 22).
+    pub triage: Arc<crate::triage::Triage>,
 }
 
 impl std::fmt::Debug for App {
@@ -83,7 +85,7 @@ impl App {
     /// The same edges with another config, compiled anew.
     pub fn with_config(&self, config: Config) -> Result<App, BuildError> {
         let (engine, receivers, mute) = compile(&config)?;
-        Ok(App { config: Arc::new(config), engine, receivers, mute, ..self.clone() })
+        Ok(App { config: Arc::new(config), engine, receivers, mute, triage: Arc::default(), ..self.clone() })
     }
 }
 
@@ -154,6 +156,7 @@ impl AppBuilder {
         Ok(App {
             started: clock.now(),
             health_cache: Arc::default(),
+            triage: Arc::default(),
             config: Arc::new(self.config),
             engine,
             receivers,

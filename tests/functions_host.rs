@@ -39,13 +39,18 @@ struct Handler {
 impl Handler {
     /// Starts the binary as the host would and waits until `GET /` answers anything.
     async fn start() -> Handler {
+        Handler::start_with("").await
+    }
+
+    /// The same, with `extra` appended to the config file.
+    async fn start_with(extra: &str) -> Handler {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("secmon.db");
         let config = dir.path().join("secmon.yaml");
         std::fs::write(
             &config,
             format!(
-                "tenants:\n  - id: 11111111-2222-3333-4444-555555555555\n    name: contoso\nstore: {{ sqlite: {} }}\n",
+                "tenants:\n  - id: 11111111-2222-3333-4444-555555555555\n    name: contoso\nstore: {{ sqlite: {} }}\n{extra}",
                 db.display()
             ),
         )
@@ -360,6 +365,53 @@ async fn a_message_from_the_azure_queue_reaches_respond_readable() {
     let db = handler.db.clone();
     let store = SqliteStore::open(&db).unwrap();
     assert_eq!(store.len(&poison_name(ALERTS_QUEUE)).await.unwrap(), 0);
+}
+
+/// The Teams bot's messaging endpoint as the Functions host invokes it (anonymous route: the host passes
+/// the Bot Connector's `Authorization` header through): a signed card action is queued as a triage
+/// message and answered 200 in `Outputs.res`; a forged token is 401 there and queues nothing.
+#[tokio::test]
+async fn the_host_invokes_bot_messages_and_a_signed_click_is_queued() {
+    const BOT_APP: &str = "7d1e3b5a-1111-4222-8333-444455556666";
+    let emu = secmon_emulator::Emulator::start(secmon_emulator::Options::default()).await.unwrap();
+    let config = format!(
+        "triage:\n  bots:\n    soc: {{ app_id: {BOT_APP}, app_secret: s, tenant_id: t, openid_metadata: '{}' }}\n  \
+         allowed: {{ users: [0b6c8e2a-dana-4c1e-9f00-000000000042] }}\n",
+        emu.bot_openid_url()
+    );
+    let mut handler = Handler::start_with(&config).await;
+    let activity = json!({
+        "type": "message", "id": "1701", "channelId": "msteams", "serviceUrl": emu.bot_service_url(),
+        "from": {"id": "29:1abc", "name": "Dana Lee", "aadObjectId": "0b6c8e2a-dana-4c1e-9f00-000000000042"},
+        "conversation": {"id": "19:secops@thread.tacv2"}, "replyToId": "card-1",
+        "value": {"secmon": "acknowledge", "tenant": "contoso", "alert": "a1", "version": "2026-12-01T10:00:00Z"},
+    });
+    let invocation = |token: &str| {
+        let mut p = sample("functions-http-request.json");
+        p["Data"] = json!({"req": {
+            "Url": "https://secmon.azurewebsites.net/api/bot-messages", "Method": "POST", "Query": "{}",
+            "Headers": {"Content-Type": ["application/json; charset=utf-8"], "Authorization": [format!("Bearer {token}")]},
+            "Params": {}, "Body": activity.to_string(),
+        }});
+        p.to_string()
+    };
+    let issued = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let signed = emu.bot_token(BOT_APP, &emu.bot_service_url(), issued);
+    let (status, body, _) = handler.invoke("bot-messages", invocation(&signed)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Outputs"]["res"]["statusCode"], 200, "{body}");
+    let claims = json!({"iss": "https://api.botframework.com", "aud": BOT_APP, "serviceUrl": emu.bot_service_url(),
+        "exp": (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp()});
+    let (_, body, _) = handler.invoke("bot-messages", invocation(&emu.forged_bot_token(&claims))).await;
+    assert_eq!(body["Outputs"]["res"]["statusCode"], 401, "{body}");
+    assert_eq!(body["Outputs"]["res"]["body"], "unauthorized", "{body}");
+    assert!(handler.stop());
+    let store = SqliteStore::open(&handler.db).unwrap();
+    let queued = store.receive(ALERTS_QUEUE, 10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(queued.len(), 1, "only the signed click");
+    let message = Message::parse(&queued[0].body).unwrap();
+    let Message::Triage { tenant, click } = message else { panic!("{message:?}") };
+    assert_eq!((tenant.as_str(), click["bot"].as_str()), ("contoso", Some("soc")));
 }
 
 async fn peek_text(queue: &str) -> String {

@@ -79,6 +79,7 @@ var functionsByRole = {
     'doorbell'
     'health'
     'health-details'
+    'bot-messages'
   ]
   worker: [
     'poll-alerts'

@@ -17,6 +17,7 @@
 //! | `graph-webhook`, `graph-lifecycle`, `doorbell`, `health` | HTTP | [`router`]: `/api/{function}`; `health` only says up/starting/down |
 //! | `health-details` | HTTP | [`health_details`]: each tenant's state and last error, behind the function key or `health.token` |
 //! | `doctor` | HTTP | [`doctor`]: `secmon doctor`'s checks, behind the function key and `doctor.token` |
+//! | `bot-messages` | HTTP | [`crate::triage::bot_messages`]: the Teams bot's messaging endpoint (card clicks), behind the Bot Connector's token |
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -69,11 +70,13 @@ pub enum Function {
     HealthDetails,
     /// `doctor`: the checks of `secmon doctor`, from inside the deployment (its managed identity).
     Doctor,
+    /// `bot-messages`: the Teams bot's messaging endpoint (edge): a card click, checked and queued.
+    BotMessages,
 }
 
 impl Function {
     /// Every function, timers first, then the queue, then HTTP.
-    pub const ALL: [Function; 12] = [
+    pub const ALL: [Function; 13] = [
         Function::PollAlerts,
         Function::ReconcileAlerts,
         Function::GraphSubscriptions,
@@ -86,6 +89,7 @@ impl Function {
         Function::Health,
         Function::HealthDetails,
         Function::Doctor,
+        Function::BotMessages,
     ];
 
     /// The function's name (`poll-alerts`, `respond`, …).
@@ -103,6 +107,7 @@ impl Function {
             Function::Health => "health",
             Function::HealthDetails => "health-details",
             Function::Doctor => "doctor",
+            Function::BotMessages => "bot-messages",
         }
     }
 
@@ -123,7 +128,8 @@ impl Function {
             | Function::Doorbell
             | Function::Health
             | Function::HealthDetails
-            | Function::Doctor => Trigger::Http,
+            | Function::Doctor
+            | Function::BotMessages => Trigger::Http,
         }
     }
 
@@ -459,6 +465,7 @@ pub async fn http_behind(app: &App, name: &str, req: HttpRequest, gate: Gate) ->
     match name {
         "doctor" => doctor(app, req).await,
         "health-details" => health_details(app, req, gate).await,
+        "bot-messages" => crate::triage::bot_messages(app, req).await,
         _ => crate::intake::webhook::handle(app, name, req).await,
     }
 }
@@ -530,7 +537,10 @@ mod tests {
         }
         assert_eq!(Function::from_name("functions"), None);
         let http: Vec<&str> = Function::http().map(Function::name).collect();
-        assert_eq!(http, ["graph-webhook", "graph-lifecycle", "doorbell", "health", "health-details", "doctor"]);
+        assert_eq!(
+            http,
+            ["graph-webhook", "graph-lifecycle", "doorbell", "health", "health-details", "doctor", "bot-messages"]
+        );
         assert_eq!(Function::Respond.trigger(), Trigger::Queue);
         assert_eq!(Function::Deliver.trigger(), Trigger::Queue);
         assert_eq!(Function::Deliver.queue(), Some("deliveries"));
@@ -551,5 +561,10 @@ mod tests {
         let path = format!("{}/functions/health/function.json", env!("CARGO_MANIFEST_DIR"));
         let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(json["bindings"][0]["authLevel"], "anonymous", "the up/down answer stays open for probes");
+        // The Bot Connector cannot send a function key: the JWT it signs is the check.
+        let path = format!("{}/functions/bot-messages/function.json", env!("CARGO_MANIFEST_DIR"));
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(json["bindings"][0]["authLevel"], "anonymous", "{path}");
+        assert_eq!(json["bindings"][0]["route"], "bot-messages", "{path}");
     }
 }

@@ -348,6 +348,23 @@ impl Graph for GraphClient {
         }
     }
 
+    async fn check_member_groups(
+        &self,
+        tenant: &str,
+        user: &str,
+        group_ids: &[String],
+    ) -> Result<Vec<String>, GraphError> {
+        let url = self.url(&["users", user, "checkMemberGroups"]);
+        let body = json!({"groupIds": group_ids});
+        let answer =
+            self.call(tenant, "check group membership", Method::POST, url.as_str(), Some(&body), json_body).await?;
+        Ok(answer
+            .get("value")
+            .and_then(Value::as_array)
+            .map(|ids| ids.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default())
+    }
+
     async fn send_mail(&self, tenant: &str, sender: &str, body: &Value) -> Result<(), GraphError> {
         let url = self.url(&["users", sender, "sendMail"]);
         self.call(tenant, "send mail", Method::POST, url.as_str(), Some(body), |_, _| Ok(())).await

@@ -27,6 +27,8 @@ pub struct FakeGraph {
     calls: Mutex<Vec<String>>,
     failing: Mutex<BTreeMap<String, Failing>>,
     next_id: Mutex<u32>,
+    /// (tenant, user) → the groups the user is a member of.
+    members: Mutex<BTreeMap<(String, String), Vec<String>>>,
 }
 
 enum Failing {
@@ -108,6 +110,13 @@ impl FakeGraph {
                 failing.insert(operation.into(), Failing::Errors(VecDeque::from([error])));
             }
         }
+    }
+
+    /// Makes `user` (object id or UPN) of `tenant` a member of `groups` (for `check_member_groups`).
+    pub fn add_member(&self, tenant: &str, user: &str, groups: &[&str]) {
+        let mut members = self.members.lock().unwrap();
+        let entry = members.entry((tenant.to_string(), user.to_ascii_lowercase())).or_default();
+        entry.extend(groups.iter().map(|g| g.to_string()));
     }
 
     /// No call fails any more.
@@ -226,6 +235,17 @@ impl Graph for FakeGraph {
         self.check("add_comment", tenant, Some(id))?;
         self.comments.lock().unwrap().push((id.to_string(), comment.to_string()));
         Ok(())
+    }
+    async fn check_member_groups(
+        &self,
+        tenant: &str,
+        user: &str,
+        group_ids: &[String],
+    ) -> Result<Vec<String>, GraphError> {
+        self.check("check_member_groups", tenant, Some(user))?;
+        let members = self.members.lock().unwrap();
+        let of = members.get(&(tenant.to_string(), user.to_ascii_lowercase())).cloned().unwrap_or_default();
+        Ok(group_ids.iter().filter(|g| of.iter().any(|m| m.eq_ignore_ascii_case(g))).cloned().collect())
     }
     async fn send_mail(&self, tenant: &str, sender: &str, body: &Value) -> Result<(), GraphError> {
         self.check("send_mail", tenant, Some(tenant))?;

@@ -138,6 +138,14 @@ pub trait Graph: Send + Sync {
     async fn delete_subscription(&self, tenant: &str, id: &str) -> Result<(), GraphError>;
     /// Lists the app's subscriptions in the tenant (`GET /subscriptions`).
     async fn list_subscriptions(&self, tenant: &str) -> Result<Vec<Value>, GraphError>;
+    /// Which of `group_ids` the user `user` (object id or UPN) is a member of, directly or through
+    /// nested groups (`POST /users/{user}/checkMemberGroups`; needs `GroupMember.Read.All`).
+    async fn check_member_groups(
+        &self,
+        tenant: &str,
+        user: &str,
+        group_ids: &[String],
+    ) -> Result<Vec<String>, GraphError>;
     /// An Entra access token for another resource than Graph (`scope`, e.g. a Power Automate trigger's
     /// `https://service.flow.microsoft.com//.default`), with `tenant`'s credential. The token is
     /// registered with [`crate::redact`], so it never shows in a log or error.

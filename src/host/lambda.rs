@@ -50,7 +50,7 @@ pub enum Function {
     Respond,
     /// `deliver`: the `deliveries` queue.
     Deliver,
-    /// `http`: the webhook, lifecycle, doorbell and health endpoints behind a Function URL.
+    /// `http`: the webhook, lifecycle, doorbell, health and bot-messages endpoints behind a Function URL.
     Http,
 }
 

@@ -124,7 +124,9 @@ pub fn summary(app: &App, store: &str, now: DateTime<Utc>) -> Vec<String> {
 pub fn listening(listen: Option<SocketAddr>) -> String {
     match listen {
         Some(addr) => {
-            format!("listening on http://{addr} (/api/health, /api/graph-webhook, /api/graph-lifecycle, /api/doorbell)")
+            format!(
+                "listening on http://{addr} (/api/health, /api/graph-webhook, /api/graph-lifecycle, /api/doorbell, /api/bot-messages)"
+            )
         }
         None => "no HTTP routes (pass --listen ADDR for the webhook, doorbell and /api/health)".into(),
     }

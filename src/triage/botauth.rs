@@ -247,6 +247,22 @@ impl BotAuth {
     }
 }
 
+/// The audiences an `Authorization: Bearer <JWT>` header's token names, **unverified**: only to pick
+/// which bot's [`BotAuth`] checks it (which then checks the audience again, with the signature). Empty
+/// when the header holds no readable JWT.
+pub fn audiences(authorization: Option<&str>) -> Vec<String> {
+    let token = authorization.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")));
+    let Some(token) = token.map(str::trim).filter(|t| t.len() <= MAX_TOKEN_BYTES) else {
+        return Vec::new();
+    };
+    let claims = token.split('.').nth(1).and_then(decode_json);
+    match claims.as_ref().and_then(|c| c.get("aud")) {
+        Some(Value::String(a)) => vec![a.clone()],
+        Some(Value::Array(all)) => all.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Service URLs compare without case in the scheme and host and without a trailing slash.
 fn same_service_url(a: &str, b: &str) -> bool {
     a.trim_end_matches('/').eq_ignore_ascii_case(b.trim_end_matches('/'))

@@ -1,22 +1,24 @@
 //! The bot's messaging endpoint, host-neutral: one inbound activity (a card's `Action.Submit`) checked
-//! and turned into a [`Click`] for the queue, or refused.
+//! and turned into a [`Click`] for the queue.
 //!
 //! In order, and nothing of the activity is trusted before the token is:
 //! 1. `POST` only, at most [`MAX_ACTIVITY_BYTES`], a JSON activity with `serviceUrl` and `channelId`;
-//! 2. the Bot Connector token ([`BotAuth::verify`]): 401 or 403 with a bare status text, nothing echoed;
+//! 2. the Bot Connector token ([`BotAuth::verify`] of the bot the token is for; none: 401): 401 or 403
+//!    with a bare status text, nothing echoed;
 //! 3. a message that is not a secmon card action (a chat message to the bot, a conversation update) is
 //!    answered 200 and ignored;
-//! 4. the person (`from.aadObjectId`, or `from.userPrincipalName` when present) must be on the allow-list,
-//!    else [`Inbound::Refused`]: the caller replies "You are not allowed to act on secmon alerts" and
-//!    nothing changes;
-//! 5. [`Inbound::Accepted`] with the click: the caller queues it and answers 200 at once (Teams waits a
+//! 4. [`Inbound::Accepted`] with the click: the caller queues it and answers 200 at once (Teams waits a
 //!    few seconds at most; the Graph work is the worker's, [`super::act`]).
+//!
+//! Who may act ([`AllowList`], then the Entra groups) is checked by the worker ([`super::allowed`]):
+//! a refusal is replied with the bot's credential and audited, and the edge holds neither that
+//! credential nor the right to write the audit trail.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::act::{Actor, CardRef, Click, TriageAction};
-use super::botauth::BotAuth;
+use super::botauth::{BotAuth, Refusal};
 use crate::intake::http::{HttpRequest, HttpResponse};
 
 /// The largest activity accepted (a card action is about 2 KB).
@@ -44,19 +46,13 @@ impl AllowList {
 pub enum Inbound {
     /// Answer this and do nothing else (refused token, bad request, not a secmon action).
     Answer(HttpResponse),
-    /// A valid action by a person not on the allow-list: reply [`REFUSAL`] in the conversation, answer 200.
-    Refused {
-        /// Where to reply.
-        card: CardRef,
-        /// Who was refused (for the log).
-        actor: Actor,
-    },
     /// Queue this click and answer 200.
-    Accepted(Click),
+    Accepted(Box<Click>),
 }
 
-/// Checks one request to the messaging endpoint. See the module doc.
-pub async fn handle(auth: &BotAuth, allowed: &AllowList, req: &HttpRequest, now: DateTime<Utc>) -> Inbound {
+/// Checks one request to the messaging endpoint; `auth` is the check of the bot the token is for (`None`:
+/// the token names no configured bot, 401). See the module doc.
+pub async fn handle(auth: Option<&BotAuth>, req: &HttpRequest, now: DateTime<Utc>) -> Inbound {
     let answer = |status: u16, text: &str| Inbound::Answer(HttpResponse::text(status, text));
     if req.method != "POST" {
         return Inbound::Answer(HttpResponse::text(405, "POST only").with_header("Allow", "POST"));
@@ -72,7 +68,11 @@ pub async fn handle(auth: &BotAuth, allowed: &AllowList, req: &HttpRequest, now:
     if service_url.is_empty() || channel.is_empty() {
         return answer(400, "the activity has no serviceUrl or channelId");
     }
-    if let Err(refusal) = auth.verify(req.header("authorization"), &service_url, &channel, now).await {
+    let verified = match auth {
+        Some(auth) => auth.verify(req.header("authorization"), &service_url, &channel, now).await,
+        None => Err(Refusal::Unauthorized("the token is for no configured bot (triage.bots.*.app_id)".into())),
+    };
+    if let Err(refusal) = verified {
         tracing::warn!(status = refusal.status(), "bot activity refused: {refusal}");
         let status = refusal.status();
         let text = match status {
@@ -99,12 +99,8 @@ pub async fn handle(auth: &BotAuth, allowed: &AllowList, req: &HttpRequest, now:
         return answer(400, "the activity has no conversation.id or replyToId");
     };
     let card = CardRef { service_url, conversation_id, activity_id };
-    if !allowed.allows(&actor) {
-        tracing::warn!(user = %actor.aad_object_id, "a card action by a person not on the allow-list was refused");
-        return Inbound::Refused { card, actor };
-    }
     match click(&value, actor, card) {
-        Ok(click) => Inbound::Accepted(click),
+        Ok(click) => Inbound::Accepted(Box::new(click)),
         Err(why) => answer(400, &why),
     }
 }

@@ -5,3 +5,4 @@ pub mod audit_race;
 pub mod azurite;
 #[cfg(feature = "aws")]
 pub mod moto;
+pub mod triage;

@@ -48,6 +48,7 @@
 
 mod alerts;
 mod botconnector;
+mod directory;
 mod entra;
 pub mod faults;
 mod generate;
@@ -361,6 +362,39 @@ impl Emulator {
     pub fn forged_bot_token(&self, claims: &Value) -> String {
         let kid = botconnector::key(&self.state.bot_key).kid.clone();
         botconnector::SigningKey::generate().sign(&kid, claims)
+    }
+
+    /// Makes `user` (an object id or UPN) of `tenant` a member of `groups`, as `checkMemberGroups` sees it
+    /// (transitive membership included: list the groups it reaches through nesting too).
+    pub fn add_member(&self, tenant: &str, user: &str, groups: &[&str]) {
+        let mut inner = self.state.lock();
+        let entry = inner.members.entry((tenant.to_string(), user.to_ascii_lowercase())).or_default();
+        entry.extend(groups.iter().map(|g| g.to_string()));
+    }
+
+    /// The Bot Connector delivering `activity` to a bot's messaging endpoint `url`, as Teams does on a
+    /// card click: signed with the stand-in's key for the bot `app_id` and the activity's `serviceUrl`,
+    /// issued at the emulator's clock. Returns the status and body of the bot's answer.
+    pub async fn send_activity(&self, url: &str, app_id: &str, activity: &Value) -> anyhow::Result<(u16, String)> {
+        let service_url = activity.get("serviceUrl").and_then(Value::as_str).unwrap_or_default();
+        let token = self.bot_token(app_id, service_url, self.now() - chrono::Duration::minutes(1));
+        self.post_activity_with(url, Some(&token), activity).await
+    }
+
+    /// Posts `activity` to `url` with `token` (or none): forged, expired or misaddressed deliveries.
+    pub async fn post_activity_with(
+        &self,
+        url: &str,
+        token: Option<&str>,
+        activity: &Value,
+    ) -> anyhow::Result<(u16, String)> {
+        let mut req = self.state.http.post(url).json(activity);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().await?))
     }
 
     /// Every call bots made to the Bot Connector stand-in (posts and updates), in order.

@@ -20,7 +20,7 @@ use tower::ServiceExt;
 
 use crate::faults::FaultKind;
 use crate::state::{AppState, Recorded, graph_error, json_response};
-use crate::{alerts, botconnector, entra, mail, sinks, subscriptions};
+use crate::{alerts, botconnector, directory, entra, mail, sinks, subscriptions};
 
 /// Request bodies above this size are refused before routing.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -34,6 +34,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1.0/security/alerts_v2/{id}", get(alerts::get).patch(alerts::patch))
         .route("/v1.0/security/alerts_v2/{id}/comments", post(alerts::add_comments))
         .route("/v1.0/users/{sender}/sendMail", post(mail::send_mail))
+        .route("/v1.0/users/{user}/checkMemberGroups", post(directory::check_member_groups))
         .route("/v1.0/subscriptions", get(subscriptions::list).post(subscriptions::create))
         .route(
             "/v1.0/subscriptions/{id}",

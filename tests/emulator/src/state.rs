@@ -111,6 +111,8 @@ pub(crate) const DEFAULT_ROLES: [&str; 2] = ["SecurityAlert.ReadWrite.All", "Mai
 pub(crate) const ALERT_READ_ROLES: [&str; 2] = ["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"];
 /// Roles that allow updating alerts and adding comments.
 pub(crate) const ALERT_WRITE_ROLES: [&str; 1] = ["SecurityAlert.ReadWrite.All"];
+/// Roles that allow `checkMemberGroups` with an application token.
+pub(crate) const GROUP_READ_ROLES: [&str; 3] = ["GroupMember.Read.All", "Group.Read.All", "Directory.Read.All"];
 /// Roles that allow `sendMail`.
 pub(crate) const MAIL_SEND_ROLES: [&str; 1] = ["Mail.Send"];
 
@@ -168,6 +170,8 @@ pub(crate) struct Inner {
     pub between_pages: HashMap<String, std::collections::VecDeque<Vec<Value>>>,
     /// Calls bots made to the Bot Connector stand-in.
     pub bot_calls: Vec<crate::botconnector::BotCall>,
+    /// (tenant id, user object id or UPN, lower case) → the groups the user is a member of (transitively).
+    pub members: HashMap<(String, String), Vec<String>>,
 }
 
 /// State shared by the server task and the `Emulator` handle.

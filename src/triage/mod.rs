@@ -3,10 +3,12 @@
 //! - [`botauth`]: the Bot Connector token check every inbound activity passes first.
 //! - [`inbound`]: the messaging endpoint: token, allow-list, the click for the queue.
 //! - [`act`]: what a card click does on the worker: read, compare, PATCH, comment, audit, card updated.
+//! - [`silence`]: the *Silence 24 h* button: a silence of the alert's detector on its devices and users.
 
 pub mod act;
 pub mod botauth;
 pub mod inbound;
+pub mod silence;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;

@@ -427,8 +427,9 @@ async fn the_card_buttons_submit_what_the_endpoint_reads_and_the_cards_are_saved
     assert_eq!(before["version"], "1.4");
     let titles: Vec<&str> =
         before["actions"].as_array().unwrap().iter().map(|a| a["title"].as_str().unwrap()).collect();
-    assert_eq!(titles, ["Acknowledge", "Resolve as benign", "True positive", "Open in Defender"]);
-    assert!(before["actions"][3]["url"].as_str().unwrap().starts_with("https://security.microsoft.com/alerts/"));
+    assert_eq!(titles, ["Acknowledge", "Resolve as benign", "True positive", "Silence 24 h", "Open in Defender"]);
+    assert_eq!(before["actions"][3]["data"]["secmon"], "silence");
+    assert!(before["actions"][4]["url"].as_str().unwrap().starts_with("https://security.microsoft.com/alerts/"));
     // What Teams submits for "Resolve": the button's data merged with the inputs' values.
     let resolve = &before["actions"][1]["card"];
     let mut value = resolve["actions"][0]["data"].clone();

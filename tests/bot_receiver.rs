@@ -363,3 +363,51 @@ async fn config_errors_name_the_path() {
     let budget: Vec<&Issue> = loaded.warnings.iter().filter(|w| w.path == "receivers.soc-bot.teams.budget").collect();
     assert_eq!(budget.len(), 2, "{:?}", loaded.warnings);
 }
+
+/// Forgets every delivery claim, as if each worker had died after its send and before completing it.
+async fn forget_claims(store: &SqliteStore) {
+    for listed in store.scan(secmon::store::Space::Claims, "notify/", None, 100).await.unwrap() {
+        assert!(store.delete_if(secmon::store::Space::Claims, &listed.key, &listed.etag).await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_died_after_posting_leaves_no_second_card_and_one_that_died_mid_post_is_said() {
+    let h = harness().await;
+    let alert = h.alert();
+    done(&h.process(alert.clone()).await);
+    // Died after the post and its record, before the claim was completed: the retry finds the card.
+    forget_claims(&h.store).await;
+    done(&h.process(alert.clone()).await);
+    assert_eq!(h.calls("POST").len(), 1, "no second card");
+    assert!(h.calls("PUT").is_empty(), "the card shows this version already");
+    let suppressed = h.audit().await.into_iter().filter(|r| r.action == Action::NotifySuppressed).count();
+    assert_eq!(suppressed, 1);
+    // Died between the Bot Connector taking the post and the record taking its id: the mark stands
+    // (and nothing after the send ran: what the receiver was last told was not written either).
+    h.store.delete(&secmon::store::keys::notify_last("contoso", ALERT, "soc-bot")).await.unwrap();
+    let key = secmon::store::keys::botcard("contoso", ALERT, "soc-bot");
+    let mark = secmon::notify::cards::BotCard {
+        version: alert["lastUpdateDateTime"].as_str().unwrap().into(),
+        posting_since: Some(now() - chrono::Duration::seconds(30)),
+        ..Default::default()
+    };
+    h.store.put(&key, &serde_json::to_vec(&mark).unwrap()).await.unwrap();
+    forget_claims(&h.store).await;
+    // While it is fresh, the delivery waits (another worker may still be posting).
+    secmon::respond::process_alert(&h.app, "contoso", alert.clone()).await.unwrap();
+    let waited = standalone::drain(&h.app, 5).await;
+    assert!(
+        waited.iter().any(|r| matches!(r, WorkResult::Done(s) if s.contains("being told by another worker"))),
+        "{waited:?}"
+    );
+    assert_eq!(h.calls("POST").len(), 1);
+    // Once stale, it posts again, and says the card may be a second one.
+    let stale = secmon::notify::cards::BotCard { posting_since: Some(now() - chrono::Duration::minutes(6)), ..mark };
+    h.store.put(&key, &serde_json::to_vec(&stale).unwrap()).await.unwrap();
+    forget_claims(&h.store).await;
+    done(&h.process(alert).await);
+    assert_eq!(h.calls("POST").len(), 2);
+    let record = h.card_record(ALERT).await;
+    assert!(record.maybe_duplicate && record.card.is_some() && record.posting_since.is_none(), "{record:?}");
+}

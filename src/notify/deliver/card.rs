@@ -18,8 +18,8 @@ use crate::triage::act::{CardRef, live_card};
 pub(super) enum Existing {
     /// No card: tell the receiver as any other (the send posts the card).
     None,
-    /// Another worker is posting the first card: look again at this time.
-    Posting(DateTime<Utc>),
+    /// Another worker is posting the first card: look again shortly.
+    Posting,
     /// The card was updated in place to this version.
     Updated(CardRef),
     /// The card shows this version or a newer one already.
@@ -42,7 +42,7 @@ pub(super) async fn existing(
     let stale = chrono::Duration::from_std(cards::POSTING_STALE).expect("short");
     let Some(at) = record.card else {
         return Ok(match record.posting_since {
-            Some(since) if now - since < stale => Existing::Posting(now + chrono::Duration::seconds(5)),
+            Some(since) if now - since < stale => Existing::Posting,
             _ => Existing::None,
         });
     };

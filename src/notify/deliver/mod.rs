@@ -183,7 +183,7 @@ pub async fn deliver_one(app: &App, tenant: &str, alert: &Alert, target: &Delive
     let claim_key = claim::notify_key(tenant, alert, name);
     let act = || notify_one(app, &app.receivers, tenant, alert, target, &claim_key, admitted);
     let done = once(app.store.as_ref(), &claim_key, claim::SEND_LEASE, act).await.map_err(store)?;
-    let sent = matches!(done, Once::Done(Outcome::Sent) | Once::Failed(Stop::Failed(_)));
+    let sent = matches!(done, Once::Done(Outcome::Sent | Outcome::CardUpdated) | Once::Failed(Stop::Failed(_)));
     if admitted == Admit::Probe && !sent {
         // Nothing was sent: let the next delivery probe at once rather than after the probe's lease.
         if let Err(e) = breaker::unprobed(app.store.as_ref(), name).await {
@@ -201,6 +201,7 @@ pub async fn deliver_one(app: &App, tenant: &str, alert: &Alert, target: &Delive
         Once::Done(Outcome::CardUpdated) => Ok(Step::CardUpdated),
         // The claim was given back: the delivery is tried again at that time.
         Once::Failed(Stop::Wait(until)) => Ok(Step::Grouping(until)),
+        Once::Failed(Stop::Posting) => Ok(Step::Held),
         // The claim was given back so the retry sends; the audit record says what happened.
         Once::Failed(Stop::Failed(e)) => Err(DeliverError { message: e.to_string(), retry: e.retry }),
     }
@@ -302,6 +303,8 @@ enum Stop {
     Failed(NotifyError),
     /// It leads a group whose window is open: try again then.
     Wait(DateTime<Utc>),
+    /// Another worker is posting the alert's first bot card: try again shortly.
+    Posting,
 }
 
 impl From<NotifyError> for Stop {
@@ -336,8 +339,9 @@ async fn notify_one(
     if let Some(bot) = receivers.get(name)?.bot() {
         match card::existing(app, bot, tenant, alert, name, now).await {
             Ok(card::Existing::None) => {}
-            Ok(card::Existing::Posting(until)) => return Err(Stop::Wait(until)),
+            Ok(card::Existing::Posting) => return Err(Stop::Posting),
             Ok(card::Existing::Updated(at)) => {
+                health(app, tenant, alert, name, admitted, &Ok(200)).await;
                 record::append(app, tenant, now, record::card_updated(alert, name, &at.activity_id, &target.routes))
                     .await;
                 return Ok(Outcome::CardUpdated);
@@ -348,6 +352,7 @@ async fn notify_one(
                 return Ok(Outcome::Suppressed);
             }
             Err(e) => {
+                health(app, tenant, alert, name, admitted, &Err(e.clone())).await;
                 record::append(app, tenant, now, record::failed(alert, name, "teams", &e)).await;
                 return Err(Stop::Failed(e));
             }

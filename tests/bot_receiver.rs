@@ -38,10 +38,14 @@ struct Harness {
 }
 
 fn config_text(emu: &Emulator, receiver: &str) -> String {
+    config_with_secret(emu, receiver, BOT_SECRET)
+}
+
+fn config_with_secret(emu: &Emulator, receiver: &str, bot_secret: &str) -> String {
     format!(
         "graph_url: {graph}\nauthority_url: {authority}\n\
          tenants:\n  - {{ id: {TENANT_ID}, name: contoso, credential: {{ client_id: {CLIENT_ID}, client_secret: {SECRET} }} }}\n\
-         triage:\n  bots:\n    soc: {{ app_id: {BOT_APP}, app_secret: {BOT_SECRET}, tenant_id: {TENANT_ID} }}\n  \
+         triage:\n  bots:\n    soc: {{ app_id: {BOT_APP}, app_secret: {bot_secret}, tenant_id: {TENANT_ID} }}\n  \
          allowed: {{ users: [dana@contoso.com] }}\n\
          routes:\n  - {{ receivers: [soc-bot] }}\n\
          receivers:\n  soc-bot:\n    teams:\n{receiver}",
@@ -51,6 +55,10 @@ fn config_text(emu: &Emulator, receiver: &str) -> String {
 }
 
 async fn harness() -> Harness {
+    harness_with_secret(BOT_SECRET).await
+}
+
+async fn harness_with_secret(bot_secret: &str) -> Harness {
     let emu = Emulator::start(Options { tls: true, ..Options::default() }).await.unwrap();
     emu.seed_samples(TENANT_ID);
     emu.add_client(TENANT_ID, CLIENT_ID, SECRET);
@@ -66,7 +74,7 @@ async fn harness() -> Harness {
         "      bot: {{ name: soc, service_url: \"{}\", conversation_id: \"{CONVERSATION}\" }}\n",
         emu.bot_service_url()
     );
-    let text = config_text(&emu, &receiver);
+    let text = config_with_secret(&emu, &receiver, bot_secret);
     let config =
         secmon::setup::load_str(&text, std::path::Path::new("test.yaml"), &|_: &str| None, now()).unwrap().config;
     let graph = GraphClient::new(&config, http.clone()).unwrap();
@@ -410,4 +418,25 @@ async fn a_worker_that_died_after_posting_leaves_no_second_card_and_one_that_die
     assert_eq!(h.calls("POST").len(), 2);
     let record = h.card_record(ALERT).await;
     assert!(record.maybe_duplicate && record.card.is_some() && record.posting_since.is_none(), "{record:?}");
+}
+
+#[tokio::test]
+async fn a_bot_that_cannot_post_says_what_happened_without_its_secret_and_is_retried() {
+    let wrong = "not-the-bots-secret~0123456789";
+    let h = harness_with_secret(wrong).await;
+    let results = h.process(h.alert()).await;
+    assert!(results.iter().any(|r| matches!(r, WorkResult::Retry(_))), "{results:?}");
+    assert!(h.emu.bot_calls().is_empty());
+    let failed: Vec<Record> = h.audit().await.into_iter().filter(|r| r.action == Action::NotifyFailed).collect();
+    assert_eq!(failed.len(), 1);
+    let detail = &failed[0].detail;
+    assert!(detail.contains("bot soc: bot token: HTTP 401"), "{detail}");
+    assert!(detail.contains("\"retryable\":true"), "{detail}");
+    for r in &results {
+        assert!(!format!("{r:?}").contains(wrong), "{r:?}");
+    }
+    assert!(!detail.contains(wrong));
+    // Nothing was posted, so the mark is cleared: the retry posts without suspecting a duplicate.
+    let record = h.card_record(ALERT).await;
+    assert!(record.posting_since.is_none() && record.card.is_none(), "{record:?}");
 }

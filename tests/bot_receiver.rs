@@ -360,7 +360,8 @@ async fn config_errors_name_the_path() {
     ];
     for (receiver, path, says) in cases {
         let errors = load_errors(&emu, receiver);
-        assert!(errors.iter().any(|i| i.path == path && i.message.contains(says)), "{path}: {errors:?}");
+        let found = errors.iter().filter(|i| i.path == path && i.message.contains(says)).count();
+        assert_eq!(found, 1, "{path}: {errors:?}");
     }
     // A budget over the Bot Connector's limits is a warning.
     let text = config_text(

@@ -50,7 +50,10 @@ pub use crate::config::receivers::{MAX_GROUP_WINDOW, ReceiverConfig, StatusUpdat
 pub fn check(config: &Config, out: &mut Vec<Issue>) {
     let mut templates = Templates::new();
     for (name, rc) in &config.receivers {
-        if let Err(issue) = build(config, name, &format!("receivers.{name}"), rc, &mut templates) {
+        if let Err(issue) = build(config, name, &format!("receivers.{name}"), rc, &mut templates)
+            && !out.contains(&issue)
+        {
+            // (An unknown bot is found by the config's own checks too: said once.)
             out.push(issue);
         }
     }

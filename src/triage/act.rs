@@ -199,8 +199,8 @@ pub async fn act(app: &App, cards: &dyn Cards, click: &Click, now: DateTime<Utc>
     let acted = once(store, &key, LEASE, || act_once(app, click, now))
         .await
         .map_err(|e| RespondError::Retry(format!("store: {e}")))?;
-    let ((acted, card), outcome) = match acted {
-        Once::Done((acted, card, outcome)) => ((acted, card), outcome),
+    let (acted, card, outcome) = match acted {
+        Once::Done(done) => done,
         Once::AlreadyDone => return Ok(Acted::AlreadyDone),
         Once::Held => return Err(RespondError::Retry(format!("{key} is being acted on by another worker"))),
         Once::Failed(e) => return Err(e),

@@ -35,6 +35,7 @@ struct Harness {
     emu: Emulator,
     app: App,
     store: Arc<SqliteStore>,
+    clock: Arc<ManualClock>,
 }
 
 fn config_text(emu: &Emulator, receiver: &str) -> String {
@@ -59,6 +60,11 @@ async fn harness() -> Harness {
 }
 
 async fn harness_with_secret(bot_secret: &str) -> Harness {
+    harness_with(bot_secret, "").await
+}
+
+/// A harness whose bot has `bot_secret` and whose receiver has the `extra` lines (under `teams:`).
+async fn harness_with(bot_secret: &str, extra: &str) -> Harness {
     let emu = Emulator::start(Options { tls: true, ..Options::default() }).await.unwrap();
     emu.seed_samples(TENANT_ID);
     emu.add_client(TENANT_ID, CLIENT_ID, SECRET);
@@ -71,16 +77,21 @@ async fn harness_with_secret(bot_secret: &str) -> Harness {
         .build()
         .unwrap();
     let receiver = format!(
-        "      bot: {{ name: soc, service_url: \"{}\", conversation_id: \"{CONVERSATION}\" }}\n",
+        "      bot: {{ name: soc, service_url: \"{}\", conversation_id: \"{CONVERSATION}\" }}\n{extra}",
         emu.bot_service_url()
     );
     let text = config_with_secret(&emu, &receiver, bot_secret);
     let config =
         secmon::setup::load_str(&text, std::path::Path::new("test.yaml"), &|_: &str| None, now()).unwrap().config;
     let graph = GraphClient::new(&config, http.clone()).unwrap();
-    let app =
-        App::builder(config).backend(store.clone()).graph(Arc::new(graph)).http(http).clock(clock).build().unwrap();
-    Harness { emu, app, store }
+    let app = App::builder(config)
+        .backend(store.clone())
+        .graph(Arc::new(graph))
+        .http(http)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    Harness { emu, app, store, clock }
 }
 
 impl Harness {
@@ -129,7 +140,8 @@ fn content(call: &BotCall) -> &Value {
 }
 
 fn titles(card: &Value) -> Vec<String> {
-    card["actions"].as_array().unwrap().iter().map(|a| a["title"].as_str().unwrap().to_string()).collect()
+    let actions = card["actions"].as_array().cloned().unwrap_or_default();
+    actions.iter().map(|a| a["title"].as_str().unwrap().to_string()).collect()
 }
 
 fn texts(card: &Value) -> Vec<String> {
@@ -440,4 +452,28 @@ async fn a_bot_that_cannot_post_says_what_happened_without_its_secret_and_is_ret
     // Nothing was posted, so the mark is cleared: the retry posts without suspecting a duplicate.
     let record = h.card_record(ALERT).await;
     assert!(record.posting_since.is_none() && record.card.is_none(), "{record:?}");
+}
+
+#[tokio::test]
+async fn alerts_beyond_the_budget_go_out_in_one_digest_card_without_buttons() {
+    let h = harness_with(BOT_SECRET, "      budget: { posts: 1, per: 1h }\n").await;
+    done(&h.process(h.alert()).await);
+    let mut second = h.alert();
+    second["id"] = json!("da637551227677560813_-000000003");
+    second["detectorId"] = json!("another-detector");
+    h.emu.seed_alerts(TENANT_ID, vec![second.clone()]);
+    done(&h.process(second).await);
+    assert_eq!(h.calls("POST").len(), 1, "the budget is spent: the second alert waits");
+    h.clock.advance(chrono::Duration::seconds(3601));
+    secmon::notify::deliver::flush(&h.app).await;
+    let posts = h.calls("POST");
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    let digest = content(&posts[1]);
+    assert!(!titles(digest).iter().any(|t| t == "Acknowledge"), "{digest}");
+    assert!(digest.to_string().contains("the posting budget was spent"), "{digest}");
+    assert!(digest.to_string().contains("000000003"), "{digest}");
+    // Only the first alert has a card to update.
+    assert!(h.card_record(ALERT).await.card.is_some());
+    let none = secmon::notify::cards::read(h.store.as_ref(), "contoso", "da637551227677560813_-000000003", "soc-bot");
+    assert!(none.await.unwrap().is_none());
 }

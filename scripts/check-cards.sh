@@ -13,8 +13,8 @@ cards="$root/tests/cards"
 # The Rust tests write each card they send to target/cards/*.json.
 rm -rf "$root/target/cards"
 (cd "$root" && cargo test --quiet --test notify --test silence)
-# The Teams bot's cards (before and after a click): tests/triage_act.rs.
-(cd "$root" && cargo test --quiet --test triage_act)
+# The Teams bot's cards (before and after a click, posted, updated, silenced): tests/triage_act.rs, tests/bot_receiver.rs.
+(cd "$root" && cargo test --quiet --test triage_act --test bot_receiver)
 node "$cards/validate.js"
 
 if [ "${NO_RENDER:-}" != "1" ]; then

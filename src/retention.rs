@@ -59,6 +59,7 @@ const fn family(prefix: &'static str, space: Space, lifetime: Lifetime) -> Famil
 pub const FAMILIES: &[Family] = &[
     family("alerts/", Space::Values, Lifetime::LargeAlerts),
     family("audited/", Space::Claims, Lifetime::Claims),
+    family("botcard/", Space::Values, Lifetime::Claims),
     family("breaker/", Space::Values, Lifetime::Counters),
     family("breaker-notice/", Space::Claims, Lifetime::Counters),
     family("close/", Space::Claims, Lifetime::Claims),
@@ -234,6 +235,7 @@ mod tests {
         let made = [
             keys::large_alert("t", "d"),
             keys::audited("t", "a", "v", "close"),
+            keys::botcard("t", "a", "r"),
             keys::breaker("t", "r", now),
             keys::breaker_notice("t", "r", now),
             keys::close("t", "a", "v"),

@@ -398,8 +398,9 @@ async fn the_card_buttons_submit_what_the_endpoint_reads_and_the_cards_are_saved
     assert_eq!(before["version"], "1.4");
     let titles: Vec<&str> =
         before["actions"].as_array().unwrap().iter().map(|a| a["title"].as_str().unwrap()).collect();
-    assert_eq!(titles, ["Acknowledge", "Resolve as benign", "True positive", "Open in Defender"]);
-    assert!(before["actions"][3]["url"].as_str().unwrap().starts_with("https://security.microsoft.com/alerts/"));
+    assert_eq!(titles, ["Acknowledge", "Resolve as benign", "True positive", "Silence 24 h", "Open in Defender"]);
+    assert_eq!(before["actions"][3]["data"]["secmon"], "silence");
+    assert!(before["actions"][4]["url"].as_str().unwrap().starts_with("https://security.microsoft.com/alerts/"));
     // What Teams submits for "Resolve": the button's data merged with the inputs' values.
     let resolve = &before["actions"][1]["card"];
     let mut value = resolve["actions"][0]["data"].clone();
@@ -420,6 +421,12 @@ async fn the_card_buttons_submit_what_the_endpoint_reads_and_the_cards_are_saved
     let inbound = handle(Some(&h.auth()), &h.request(Some(&h.token()), &tp_activity), now()).await;
     let Inbound::Accepted(tp_click) = inbound else { panic!("{inbound:?}") };
     assert_eq!(tp_click.action, TriageAction::TruePositive { determination: "malware".into() });
+    // And for "Silence 24 h", which has no inputs.
+    let mut silence_activity = h.activity(&h.emu.bot_service_url(), DANA);
+    silence_activity["value"] = before["actions"][3]["data"].clone();
+    let inbound = handle(Some(&h.auth()), &h.request(Some(&h.token()), &silence_activity), now()).await;
+    let Inbound::Accepted(silence_click) = inbound else { panic!("{inbound:?}") };
+    assert_eq!(silence_click.action, TriageAction::Silence);
     assert!(matches!(act(&h.app, &h.bot, &click, now()).await.unwrap(), Acted::Changed { .. }));
     let after = &h.emu.bot_calls().last().unwrap().activity["attachments"][0]["content"].clone();
     save_card("bot-before", &before);

@@ -273,6 +273,16 @@ impl Config {
                     format!("{:?} is not a configured tenant (by name)", auth.tenant),
                 ));
             }
+            if let ReceiverConfig::Teams(t) = r
+                && let Some(bot) = &t.bot
+                && !bot.name.trim().is_empty()
+                && !self.triage.bots.contains_key(&bot.name)
+            {
+                out.push(Issue::error(
+                    format!("receivers.{name}.teams.bot.name"),
+                    format!("no bot is named {:?} in triage.bots", bot.name),
+                ));
+            }
         }
         self.validate_senders(&mut out);
         for (i, s) in self.subscriptions.iter().enumerate() {

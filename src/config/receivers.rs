@@ -144,21 +144,26 @@ pub struct StatusUpdate {
 /// The longest incident grouping window: the first alert's delivery waits this long for the others.
 pub const MAX_GROUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Teams receiver.
+/// Teams receiver: a Workflows webhook (`webhook_url`) or a Teams bot (`bot`), exactly one of them.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeamsConfig {
     /// The Workflows "When a Teams webhook request is received" URL; it carries a `sig=`, so write
     /// `${NAME}` and keep it in the environment or Key Vault.
-    pub webhook_url: String,
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Post through a Teams bot instead (cards with triage buttons, updated in place; docs/triage.md).
+    #[serde(default)]
+    pub bot: Option<TeamsBotConfig>,
     /// A minijinja template for the Adaptive Card (the attachment's `content`) instead of the built-in
     /// one; values are written as JSON.
     #[serde(default)]
     pub template: Option<String>,
     /// How many posts this receiver makes at most (default 20 per 5 minutes, under the Flow bot's
-    /// ~25 per 5 minutes per connection). Alerts beyond it wait and go out together in one digest card.
-    #[serde(default = "BudgetConfig::teams")]
-    pub budget: BudgetConfig,
+    /// ~25 per 5 minutes per connection; for a bot 5 per 12 s, under the Bot Connector's per-thread
+    /// limits). Alerts beyond it wait and go out together in one digest card.
+    #[serde(default)]
+    pub budget: Option<BudgetConfig>,
     /// For a trigger set to "any user in my tenant": get an Entra token with this tenant's credential
     /// and send it as `Authorization: Bearer`.
     #[serde(default)]
@@ -174,6 +179,28 @@ pub struct TeamsConfig {
     #[serde(default)]
     pub breaker: BreakerConfig,
 }
+
+/// A Teams receiver that posts through a bot (`teams: { bot: … }`): proactive posts to one conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamsBotConfig {
+    /// The bot (its name in `triage.bots`) that posts.
+    pub name: String,
+    /// The Bot Connector service URL of the conversation (`https://smba.trafficmanager.net/emea/`; the
+    /// `serviceUrl` of any activity from that team).
+    pub service_url: String,
+    /// The channel or chat id (`19:…@thread.tacv2`).
+    pub conversation_id: String,
+}
+
+/// The Bot Connector's per-thread limits (a bot's posts and updates in one conversation): at most this
+/// many operations per window, every one of them holds at once.
+pub const BOT_CONNECTOR_LIMITS: [(u32, std::time::Duration); 4] = [
+    (7, std::time::Duration::from_secs(1)),
+    (8, std::time::Duration::from_secs(2)),
+    (60, std::time::Duration::from_secs(30)),
+    (1_800, std::time::Duration::from_secs(3_600)),
+];
 
 /// How a Teams receiver authenticates to its Workflows trigger.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -212,6 +239,12 @@ impl BudgetConfig {
         Self { posts: 20, per: FLOW_BOT_WINDOW }
     }
 
+    /// A Teams bot receiver's default: 5 posts per 12 s. A burst of 5 is under the Bot Connector's 7 per
+    /// second and 8 per 2 s, and 1,500 an hour leaves 300 of its 1,800 per hour for in-place updates.
+    pub fn teams_bot() -> Self {
+        Self { posts: 5, per: std::time::Duration::from_secs(12) }
+    }
+
     /// A mailbox's default: Exchange Online's 30 messages per minute.
     pub fn email() -> Self {
         Self { posts: 30, per: std::time::Duration::from_secs(60) }
@@ -240,11 +273,33 @@ impl BudgetConfig {
 }
 
 impl TeamsConfig {
-    /// Checks the URL: https, and its signature taken from the environment rather than the file.
+    /// The posting budget: the one configured, else the default of its kind (Workflows or bot).
+    pub fn budget(&self) -> BudgetConfig {
+        self.budget.unwrap_or(if self.bot.is_some() { BudgetConfig::teams_bot() } else { BudgetConfig::teams() })
+    }
+
+    /// Checks the receiver: exactly one of `webhook_url` and `bot`; a URL in https with its signature
+    /// taken from the environment rather than the file; a bot's service URL in https. That the bot is
+    /// one of `triage.bots` is checked by the config as a whole.
     pub fn validate(&self, path: &str, out: &mut Vec<Issue>) {
+        let webhook_url = match (&self.webhook_url, &self.bot) {
+            (Some(_), Some(_)) => {
+                out.push(Issue::error(
+                    path,
+                    "set either webhook_url (a Workflows webhook) or bot (a Teams bot), not both",
+                ));
+                return;
+            }
+            (None, None) => {
+                out.push(Issue::error(path, "set webhook_url (a Workflows webhook) or bot (a Teams bot)"));
+                return;
+            }
+            (None, Some(bot)) => return self.validate_bot(bot, path, out),
+            (Some(url), None) => url,
+        };
         let field = format!("{path}.webhook_url");
-        let Some(url) = check_url(&field, &self.webhook_url, out) else { return };
-        self.budget.validate(&format!("{path}.budget"), (FLOW_BOT_POSTS, FLOW_BOT_WINDOW), "the Flow bot", out);
+        let Some(url) = check_url(&field, webhook_url, out) else { return };
+        self.budget().validate(&format!("{path}.budget"), (FLOW_BOT_POSTS, FLOW_BOT_WINDOW), "the Flow bot", out);
         if let Some(cloud) = url.host_str().and_then(flow_bot_unavailable) {
             out.push(Issue::warning(
                 field.clone(),
@@ -260,11 +315,52 @@ impl TeamsConfig {
             let _ = check_url(&format!("{path}.auth.audience"), audience, out);
         }
         let has_sig = url.query_pairs().any(|(k, v)| k.eq_ignore_ascii_case("sig") && !v.is_empty());
-        if has_sig && !from_environment(&self.webhook_url) {
+        if has_sig && !from_environment(webhook_url) {
             out.push(Issue::error(
                 field,
                 "this URL carries its signature (sig=) in the config file; write \"${NAME}\" and set NAME in the \
                  environment or as a Key Vault reference, so the secret stays out of the file",
+            ));
+        }
+    }
+}
+
+impl TeamsConfig {
+    fn validate_bot(&self, bot: &TeamsBotConfig, teams: &str, out: &mut Vec<Issue>) {
+        let path = format!("{teams}.bot");
+        if bot.name.trim().is_empty() {
+            out.push(Issue::error(format!("{path}.name"), "name the bot (a key of triage.bots) that posts"));
+        }
+        let _ = check_url(&format!("{path}.service_url"), &bot.service_url, out);
+        if bot.conversation_id.trim().is_empty() {
+            out.push(Issue::error(
+                format!("{path}.conversation_id"),
+                "the channel or chat id (19:…@thread.tacv2) the cards are posted to",
+            ));
+        }
+        if self.auth.is_some() {
+            out.push(Issue::error(
+                format!("{teams}.auth"),
+                "auth is for a Workflows trigger; a bot posts with its own registration (triage.bots)",
+            ));
+        }
+        if self.template.is_some() {
+            out.push(Issue::error(
+                format!("{teams}.template"),
+                "a bot posts the triage card (docs/triage.md); templates are for Workflows cards",
+            ));
+        }
+        let budget = self.budget();
+        let budget_path = format!("{teams}.budget");
+        // The hourly limit is the lowest rate; the one-second limit the smallest burst.
+        budget.validate(&budget_path, BOT_CONNECTOR_LIMITS[3], "the Bot Connector", out);
+        if budget.posts > BOT_CONNECTOR_LIMITS[0].0 {
+            out.push(Issue::warning(
+                budget_path,
+                format!(
+                    "a burst of {} posts is more than the Bot Connector takes in one second ({}); what it refuses waits for a retry",
+                    budget.posts, BOT_CONNECTOR_LIMITS[0].0
+                ),
             ));
         }
     }

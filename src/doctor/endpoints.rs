@@ -128,7 +128,13 @@ pub fn receivers(config: &Config) -> Vec<Check> {
         let check = format!("receiver {name}");
         match r {
             ReceiverConfig::Teams(t) => {
-                let Ok(u) = url::Url::parse(&t.webhook_url) else {
+                // A bot receiver: its bot and conversation are checked when the config loads.
+                let Some(webhook_url) = &t.webhook_url else {
+                    let bot = t.bot.as_ref().map(|b| b.name.as_str()).unwrap_or_default();
+                    out.push(Check::ok(check, format!("posts through bot {bot}")));
+                    continue;
+                };
+                let Ok(u) = url::Url::parse(webhook_url) else {
                     out.push(Check::failure(
                         check,
                         "the Workflows URL is not a URL",

@@ -15,6 +15,7 @@
 //! signature or key that was not substituted, i.e. one written in the file in clear.
 
 pub mod budget;
+pub mod cards;
 pub mod deliver;
 pub mod email;
 pub mod http;
@@ -49,7 +50,10 @@ pub use crate::config::receivers::{MAX_GROUP_WINDOW, ReceiverConfig, StatusUpdat
 pub fn check(config: &Config, out: &mut Vec<Issue>) {
     let mut templates = Templates::new();
     for (name, rc) in &config.receivers {
-        if let Err(issue) = build(config, name, &format!("receivers.{name}"), rc, &mut templates) {
+        if let Err(issue) = build(config, name, &format!("receivers.{name}"), rc, &mut templates)
+            && !out.contains(&issue)
+        {
+            // (An unknown bot is found by the config's own checks too: said once.)
             out.push(issue);
         }
     }
@@ -122,6 +126,12 @@ pub trait Notifier: std::fmt::Debug + Send + Sync {
     fn render_digest(&self, _templates: &Templates, _digest: &mut Digest) -> Result<Value, NotifyError> {
         Err(NotifyError::new(self.kind(), "this receiver kind has no digest", Retry::Permanent))
     }
+
+    /// For a receiver that posts through a Teams bot: where and as whom. Its cards are updated in
+    /// place by later versions of their alerts ([`cards`]).
+    fn bot(&self) -> Option<&teams::BotTarget> {
+        None
+    }
 }
 
 /// Builds receiver `name` (config at `path`, in `cloud`), adding its templates to `templates` and
@@ -134,7 +144,10 @@ fn build(
     templates: &mut Templates,
 ) -> Result<Box<dyn Notifier>, Issue> {
     let receiver: Box<dyn Notifier> = match receiver {
-        ReceiverConfig::Teams(c) => Box::new(teams::Teams::new(name, c, config.cloud, templates, path)?),
+        ReceiverConfig::Teams(c) => Box::new(
+            teams::Teams::new(name, c, config.cloud, templates, path)?
+                .with_bot(teams::BotTarget::new(config, c, path)?),
+        ),
         ReceiverConfig::Email(c) => {
             let sender = c.tenant.clone().or_else(|| config.mail.tenant.clone());
             Box::new(email::Email::new(name, c, sender, templates, path)?)

@@ -7,6 +7,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
 use super::budget::Budgeted;
+use super::cards::{self, Before};
 use super::http::post;
 use super::template::Templates;
 use super::view::{Digest, View};
@@ -15,6 +16,7 @@ use crate::alert::Alert;
 use crate::config::{Cloud, Issue};
 use crate::graph::Retry;
 use crate::graph::retry::RetryPolicy;
+use crate::triage::act::{BotClient, BotError, CardRef};
 
 /// Teams refuses messages over 28,672 bytes (`MessageSizeExceeded`).
 pub const TEAMS_MESSAGE_LIMIT: usize = 28_672;
@@ -40,6 +42,148 @@ pub struct Teams {
     auth: Option<(String, String)>,
     /// How hard a send tries before the queue takes over.
     pub retry: RetryPolicy,
+    /// Set for a `teams: { bot: … }` receiver: it posts through the bot instead of the webhook.
+    bot: Option<BotTarget>,
+}
+
+/// Where and as whom a Teams bot receiver posts: the bot's registration and the conversation.
+#[derive(Clone)]
+pub struct BotTarget {
+    /// The bot's name in `triage.bots`.
+    pub bot: String,
+    /// The bot's app id.
+    app_id: String,
+    /// The bot's client secret.
+    app_secret: String,
+    /// The bot's token endpoint.
+    token_url: String,
+    /// The Bot Connector service URL.
+    pub service_url: String,
+    /// The channel or chat id.
+    pub conversation_id: String,
+    /// How long one call may take (the receiver's `timeout`).
+    pub timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for BotTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("BotTarget")
+            .field("bot", &self.bot)
+            .field("service_url", &self.service_url)
+            .field("conversation_id", &self.conversation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BotTarget {
+    /// The target of the receiver at `path` (its `bot` settings), with its bot from `triage.bots`.
+    pub fn new(config: &crate::config::Config, teams: &TeamsConfig, path: &str) -> Result<Option<BotTarget>, Issue> {
+        let Some(settings) = &teams.bot else { return Ok(None) };
+        let bot = config.triage.bots.get(&settings.name).ok_or_else(|| {
+            Issue::error(
+                format!("{path}.teams.bot.name"),
+                format!("no bot is named {:?} in triage.bots", settings.name),
+            )
+        })?;
+        Ok(Some(BotTarget {
+            bot: settings.name.clone(),
+            app_id: bot.app_id.clone(),
+            app_secret: bot.app_secret.clone(),
+            token_url: format!("{}/{}/oauth2/v2.0/token", config.authority(), bot.tenant_id),
+            service_url: settings.service_url.clone(),
+            conversation_id: settings.conversation_id.clone(),
+            timeout: teams.timeout,
+        }))
+    }
+
+    /// The bot's outbound client over `http`.
+    pub fn client(&self, http: &reqwest::Client) -> BotClient {
+        BotClient {
+            http: http.clone(),
+            token_url: self.token_url.clone(),
+            app_id: self.app_id.clone(),
+            app_secret: self.app_secret.clone(),
+        }
+    }
+
+    /// Posts `message` (an activity; with the `secmon` facts of the alert when it is one alert's card,
+    /// without for a digest) and, for an alert's card, keeps where it is ([`cards`]).
+    async fn send(&self, cx: &SendContext<'_>, receiver: &str, message: &Value) -> Result<u16, NotifyError> {
+        let content = &message["attachments"][0]["content"];
+        let err = |e: BotError| NotifyError::new(receiver, format!("bot {}: {}", self.bot, e.message), e.retry);
+        let store_err =
+            |e: crate::store::StoreError| NotifyError::new(receiver, format!("store: {e}"), Retry::Retryable);
+        let client = self.client(cx.http);
+        let facts = message.get("secmon");
+        let (Some(alert), Some(version)) = (
+            facts.and_then(|f| f.get("alert")).and_then(Value::as_str),
+            facts.and_then(|f| f.get("version")).and_then(Value::as_str),
+        ) else {
+            // A digest: no buttons, nothing to update later.
+            client.post(&self.service_url, &self.conversation_id, content, self.timeout).await.map_err(err)?;
+            return Ok(201);
+        };
+        match cards::begin(cx.store, cx.tenant, alert, receiver, version, cx.now).await.map_err(store_err)? {
+            Before::Posting => Err(NotifyError::new(
+                receiver,
+                format!("the card of {alert} is being posted by another worker"),
+                Retry::Retryable,
+            )),
+            // Posted by another worker since this delivery looked: update that card instead.
+            Before::Card(card) => {
+                let at = card.card.expect("a card");
+                client.put(&at, content, self.timeout).await.map_err(err)?;
+                cards::shown(cx.store, cx.tenant, alert, receiver, version).await.map_err(store_err)?;
+                Ok(200)
+            }
+            Before::Post { maybe_duplicate } => {
+                if maybe_duplicate {
+                    tracing::warn!(
+                        receiver,
+                        alert,
+                        "an earlier post of this card was cut short (the worker stopped): posting again, Teams may show it twice"
+                    );
+                }
+                let posted = client.post(&self.service_url, &self.conversation_id, content, self.timeout).await;
+                let id = match posted {
+                    Ok(id) => id,
+                    Err(e) => {
+                        // Nothing was posted (or the answer never came): the retry posts.
+                        if let Err(s) = cards::abandoned(cx.store, cx.tenant, alert, receiver).await {
+                            tracing::warn!(receiver, alert, "posting mark not cleared: {s}");
+                        }
+                        return Err(err(e));
+                    }
+                };
+                let at = CardRef {
+                    service_url: self.service_url.clone(),
+                    conversation_id: self.conversation_id.clone(),
+                    activity_id: id,
+                };
+                // The card is in Teams: a record that cannot be written is logged, never a reason to post
+                // again (its mark then stands, and a later version posts a new card after POSTING_STALE).
+                if let Err(e) = cards::posted(cx.store, cx.tenant, alert, receiver, at, version).await {
+                    tracing::error!(receiver, alert, "the card was posted but where it is was not kept: {e}");
+                }
+                Ok(201)
+            }
+        }
+    }
+
+    /// Replaces the card at `at` with `content`; returns 200.
+    pub async fn update(
+        &self,
+        http: &reqwest::Client,
+        receiver: &str,
+        at: &CardRef,
+        content: &Value,
+    ) -> Result<u16, NotifyError> {
+        self.client(http).put(at, content, self.timeout).await.map_err(|e| {
+            NotifyError::new(receiver, format!("bot {}: updating the card: {}", self.bot, e.message), e.retry)
+        })?;
+        Ok(200)
+    }
 }
 
 impl Teams {
@@ -63,16 +207,23 @@ impl Teams {
         };
         Ok(Teams {
             name: name.to_string(),
-            url: config.webhook_url.clone(),
+            url: config.webhook_url.clone().unwrap_or_default(),
             template,
-            budget: Budgeted { name: format!("teams/{name}"), budget: config.budget },
+            budget: Budgeted { name: format!("teams/{name}"), budget: config.budget() },
             auth: config.auth.as_ref().map(|a| {
                 let audience = a.audience.as_deref().unwrap_or(cloud.flow_audience());
                 // The audience as written, trailing slash included, is what the token's `aud` carries.
                 (a.tenant.clone(), format!("{audience}/.default"))
             }),
             retry: RetryPolicy { timeout: config.timeout, ..RetryPolicy::receivers() },
+            bot: None,
         })
+    }
+
+    /// Makes this receiver post through `bot` (a `teams: { bot: … }` receiver).
+    pub fn with_bot(mut self, bot: Option<BotTarget>) -> Teams {
+        self.bot = bot;
+        self
     }
 
     fn card(&self, templates: &Templates, view: &View) -> Result<Value, NotifyError> {
@@ -104,7 +255,13 @@ impl Notifier for Teams {
 
     /// The Workflows message for `view`: the card, with evidence cut ("and N more") until the whole
     /// message fits in [`MAX_MESSAGE_BYTES`].
-    fn render(&self, templates: &Templates, view: &View, _alert: &Alert) -> Result<Value, NotifyError> {
+    fn render(&self, templates: &Templates, view: &View, alert: &Alert) -> Result<Value, NotifyError> {
+        if self.bot.is_some() {
+            // The triage card, and what the send keeps with the card's location.
+            let mut message = message(crate::triage::act::action_card(&view.tenant, alert));
+            message["secmon"] = json!({"alert": alert.id, "version": alert.version()});
+            return Ok(message);
+        }
         let base = view.for_card();
         let mut last = 0;
         for max in CUTS {
@@ -131,6 +288,10 @@ impl Notifier for Teams {
         Some(self.budget.clone())
     }
 
+    fn bot(&self) -> Option<&BotTarget> {
+        self.bot.as_ref()
+    }
+
     /// The digest card: as many lines as fit in [`MAX_MESSAGE_BYTES`], the rest wait ("and N more").
     fn render_digest(&self, templates: &Templates, digest: &mut Digest) -> Result<Value, NotifyError> {
         loop {
@@ -155,6 +316,9 @@ impl Notifier for Teams {
     /// POSTs the message to the Workflows URL (with `Authorization: Bearer` when the receiver names a
     /// credential); 429 waits `Retry-After`, 5xx backs off.
     async fn send(&self, cx: &SendContext<'_>, message: &Value) -> Result<u16, NotifyError> {
+        if let Some(bot) = &self.bot {
+            return bot.send(cx, &self.name, message).await;
+        }
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some((tenant, scope)) = &self.auth {

@@ -27,6 +27,7 @@
 //! | `audited/{tenant}/{alert}/{version}/{action}` | claim: one audit record per alert version and action | `respond` | `retention.claims` (sweep) |
 //! | `notify/{tenant}/{alert}/{version}/{receiver}` | claim: one delivery per alert version and receiver | `notify::deliver` | `retention.claims` (sweep) |
 //! | `notify-last/{tenant}/{alert}/{receiver}` | JSON of what the receiver was last told (`realert`) | `notify::deliver` | `retention.claims` (sweep) |
+//! | `botcard/{tenant}/{alert}/{receiver}` | JSON of a Teams bot receiver's card of an alert: where it is, the version it shows, the last click's outcome, a post under way (compare-and-swap) | `notify::cards` | `retention.claims` after its last change (sweep) |
 //! | `notify-group/{tenant}/{receiver}/{incident}` | JSON group of an incident's alerts (compare-and-swap) | `notify::deliver` | taken over when stale; `retention.claims` after its last change (sweep) |
 //! | `notify-budget/{receiver or mailbox}` | JSON send times inside a posting budget's window (compare-and-swap) | `notify::budget` | kept, pruned each send |
 //! | `notify-pending/{tenant}/{receiver}` | JSON alerts waiting for a digest, and the digest in flight (compare-and-swap) | `notify::deliver::coalesce` | kept, emptied by each digest |
@@ -239,6 +240,16 @@ pub fn notify_last(tenant: &str, alert: &str, receiver: &str) -> String {
     key("notify-last", &[tenant, alert, receiver])
 }
 
+/// `botcard/{tenant}/{alert}/{receiver}`: where a Teams bot receiver's card of an alert is.
+pub fn botcard(tenant: &str, alert: &str, receiver: &str) -> String {
+    key("botcard", &[tenant, alert, receiver])
+}
+
+/// `botcard/{tenant}/{alert}/`: the prefix of every bot card of an alert.
+pub fn botcards(tenant: &str, alert: &str) -> String {
+    format!("{}/", key("botcard", &[tenant, alert]))
+}
+
 /// `notify-group/{tenant}/{receiver}/{incident}`: an incident's alerts grouped into one message.
 pub fn notify_group(tenant: &str, receiver: &str, incident: &str) -> String {
     key("notify-group", &[tenant, receiver, incident])
@@ -412,6 +423,8 @@ mod tests {
             (audited("contoso", "da1", v, "close"), "audited/contoso/da1/2026-11-26T10:00:00.123Z/close"),
             (notify("contoso", "da1", v, "soc"), "notify/contoso/da1/2026-11-26T10:00:00.123Z/soc"),
             (notify_last("contoso", "da1", "soc"), "notify-last/contoso/da1/soc"),
+            (botcard("contoso", "da1", "soc"), "botcard/contoso/da1/soc"),
+            (botcards("contoso", "da/1"), "botcard/contoso/da%2F1/"),
             (receiver_breaker("soc/teams"), "receiver-breaker/soc%2Fteams"),
             (notify_group("contoso", "soc", "42"), "notify-group/contoso/soc/42"),
             (update("contoso", "da1", v, "routes[0]"), "update/contoso/da1/2026-11-26T10:00:00.123Z/routes[0]"),

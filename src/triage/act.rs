@@ -45,6 +45,9 @@ pub enum TriageAction {
         /// The determination chosen on the card (`malware`, `phishing`, …).
         determination: String,
     },
+    /// A silence of this alert's detector on its devices and users for 24 hours, made by the person
+    /// (`super::silence`); nothing changes in Defender.
+    Silence,
 }
 
 /// Classifications a person may choose for "Resolve as benign".
@@ -57,6 +60,7 @@ impl TriageAction {
             TriageAction::Acknowledge => "acknowledge",
             TriageAction::ResolveBenign { .. } => "resolve-benign",
             TriageAction::TruePositive { .. } => "true-positive",
+            TriageAction::Silence => "silence",
         }
     }
 
@@ -66,6 +70,7 @@ impl TriageAction {
             TriageAction::Acknowledge => "Acknowledged",
             TriageAction::ResolveBenign { .. } => "Resolved as benign",
             TriageAction::TruePositive { .. } => "Marked as a true positive",
+            TriageAction::Silence => "Silenced for 24 h",
         }
     }
 
@@ -79,6 +84,8 @@ impl TriageAction {
             TriageAction::TruePositive { determination } => {
                 ("inProgress", Some("truePositive".to_string()), Some(determination.clone()))
             }
+            // Never sent: a silence changes nothing in Defender.
+            TriageAction::Silence => return AlertUpdate::default(),
         };
         AlertUpdate { status: Some(status.into()), classification, determination, assigned_to: Some(upn.into()) }
     }
@@ -166,6 +173,11 @@ pub enum Acted {
     },
     /// The same person's same action on the same version already ran (a double click).
     AlreadyDone,
+    /// A silence was made (*Silence 24 h*); Defender was not changed.
+    Silenced {
+        /// The silence's id.
+        silence: String,
+    },
 }
 
 /// Updates a card in place: the bot's side of [`act`].
@@ -187,7 +199,7 @@ pub async fn act(app: &App, cards: &dyn Cards, click: &Click, now: DateTime<Utc>
     let acted = once(store, &key, LEASE, || act_once(app, click, now))
         .await
         .map_err(|e| RespondError::Retry(format!("store: {e}")))?;
-    let (acted, card) = match acted {
+    let (acted, card, outcome) = match acted {
         Once::Done(done) => done,
         Once::AlreadyDone => return Ok(Acted::AlreadyDone),
         Once::Held => return Err(RespondError::Retry(format!("{key} is being acted on by another worker"))),
@@ -198,10 +210,15 @@ pub async fn act(app: &App, cards: &dyn Cards, click: &Click, now: DateTime<Utc>
     if let Err(why) = cards.update(&click.card, &card).await {
         tracing::warn!(alert = %click.alert_id, "the card was not updated: {}", crate::redact::redact(&why));
     }
+    // The outcome stays on the card when a later version of the alert updates it (`notify::cards`).
+    crate::notify::cards::note_outcome(store, &click.tenant, &click.alert_id, &click.card, &outcome).await;
     Ok(acted)
 }
 
-async fn act_once(app: &App, click: &Click, now: DateTime<Utc>) -> Result<(Acted, Value), RespondError> {
+async fn act_once(app: &App, click: &Click, now: DateTime<Utc>) -> Result<(Acted, Value, String), RespondError> {
+    if click.action == TriageAction::Silence {
+        return super::silence::silence_once(app, click, now).await;
+    }
     let graph_retry = |what: &str, e: crate::graph::GraphError| {
         let text = format!("{what} {}: {}", click.alert_id, crate::redact::redact(&e.to_string()));
         match e.retry {
@@ -237,7 +254,7 @@ async fn act_once(app: &App, click: &Click, now: DateTime<Utc>) -> Result<(Acted
             .await
             .map_err(|e| RespondError::Retry(e.to_string()))?;
         let card = card(&current, &outcome);
-        return Ok((Acted::Stale { current_version: current.version().to_string() }, card));
+        return Ok((Acted::Stale { current_version: current.version().to_string() }, card, outcome));
     }
 
     let after = if resumed {
@@ -279,7 +296,8 @@ async fn act_once(app: &App, click: &Click, now: DateTime<Utc>) -> Result<(Acted
     let outcome = format!("{} by {who}, {}", click.action.done(), now.format("%H:%M UTC"));
     let resolved = after.status() == AlertStatus::Resolved;
     tracing::info!(alert = %click.alert_id, resolved, "{outcome}");
-    Ok((Acted::Changed { version_after: after.version().to_string() }, card(&after, &outcome)))
+    let card = card(&after, &outcome);
+    Ok((Acted::Changed { version_after: after.version().to_string() }, card, outcome))
 }
 
 /// Determinations offered with "Resolve as benign" (the wire names of the v1.0 metadata).
@@ -311,12 +329,11 @@ fn applied(update: &AlertUpdate, alert: &Alert) -> bool {
 /// and the buttons. Each `Action.Submit` carries `{"secmon": action, "tenant", "alert", "version"}`, and
 /// the choice sets add `classification` and `determination` (resolve) or `tpDetermination` (true
 /// positive: input ids are unique across a card and its show-cards); [`super::inbound`] reads exactly that.
-/// "Silence 24 h" waits for the silences feature (issue 20).
+/// "Silence 24 h" submits `{"secmon": "silence", …}`.
 pub fn action_card(tenant: &str, alert: &Alert) -> Value {
     let data =
         |action: &str| json!({"secmon": action, "tenant": tenant, "alert": alert.id, "version": alert.version()});
     let choices = |values: &[&str]| values.iter().map(|v| json!({"title": v, "value": v})).collect::<Vec<_>>();
-    let severity = alert.raw().get("severity").and_then(Value::as_str).unwrap_or("unknown");
     let actions = vec![
         json!({"type": "Action.Submit", "title": "Acknowledge", "data": data("acknowledge")}),
         json!({"type": "Action.ShowCard", "title": "Resolve as benign", "card": {
@@ -340,10 +357,41 @@ pub fn action_card(tenant: &str, alert: &Alert) -> Value {
             ],
             "actions": [{"type": "Action.Submit", "title": "Confirm", "data": data("true-positive")}],
         }}),
+        json!({"type": "Action.Submit", "title": "Silence 24 h", "data": data("silence")}),
     ];
-    let line = json!({"type": "TextBlock", "text": format!("Severity {severity}, status {}", alert.status().as_str()),
-        "wrap": true, "isSubtle": true});
-    alert_card(alert, line, actions)
+    alert_card(alert, facts_line(alert), actions)
+}
+
+/// The line under a card's title: severity, status, assignment and incident, as Defender has them now.
+pub fn facts_line(alert: &Alert) -> Value {
+    let field = |name: &str| alert.raw().get(name).and_then(Value::as_str).filter(|v| !v.is_empty());
+    let mut text = format!("Severity {}, status {}", field("severity").unwrap_or("unknown"), alert.status().as_str());
+    if let Some(who) = field("assignedTo") {
+        text.push_str(&format!(", assigned to {who}"));
+    }
+    match alert.raw().get("incidentId") {
+        Some(Value::String(id)) if !id.is_empty() => text.push_str(&format!(", incident {id}")),
+        Some(Value::Number(id)) => text.push_str(&format!(", incident {id}")),
+        _ => {}
+    }
+    json!({"type": "TextBlock", "text": text, "wrap": true, "isSubtle": true})
+}
+
+/// The card of an alert as Defender has it now, for the bot's in-place update after a later version:
+/// the buttons (carrying this version) while it is open, none once resolved; `outcome` is the last
+/// click's ("Resolved as benign by Dana Lee, 10:42 UTC"), kept under the facts.
+pub fn live_card(tenant: &str, alert: &Alert, outcome: Option<&str>) -> Value {
+    let mut card = if alert.status() == AlertStatus::Resolved {
+        alert_card(alert, facts_line(alert), Vec::new())
+    } else {
+        action_card(tenant, alert)
+    };
+    if let Some(outcome) = outcome
+        && let Some(body) = card.get_mut("body").and_then(Value::as_array_mut)
+    {
+        body.push(json!({"type": "TextBlock", "text": outcome, "wrap": true}));
+    }
+    card
 }
 
 /// The card after a click: the alert's title, the outcome, and the link to Defender (Adaptive Card 1.4).
@@ -405,10 +453,69 @@ impl BotClient {
     }
 }
 
-#[async_trait::async_trait]
-impl Cards for BotClient {
-    async fn update(&self, card: &CardRef, content: &Value) -> Result<(), String> {
-        let token = self.token().await?;
+/// Why a post or an update through the Bot Connector failed, and whether a retry may help (a timeout,
+/// a refused connection, 429, 5xx, a token endpoint that failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotError {
+    /// What happened, without the token or the secret.
+    pub message: String,
+    /// Whether to try again.
+    pub retry: Retry,
+}
+
+impl BotError {
+    fn of_status(what: &str, status: reqwest::StatusCode) -> BotError {
+        let retry = if status.as_u16() == 429 || status.is_server_error() || status.as_u16() == 408 {
+            Retry::Retryable
+        } else {
+            Retry::Permanent
+        };
+        BotError { message: format!("{what}: HTTP {status}"), retry }
+    }
+
+    fn transport(what: &str, e: reqwest::Error) -> BotError {
+        BotError { message: format!("{what}: {}", crate::redact::redact(&e.to_string())), retry: Retry::Retryable }
+    }
+}
+
+impl BotClient {
+    /// Posts a new message with the card `content` to the conversation, proactively
+    /// (`POST {serviceUrl}/v3/conversations/{conversationId}/activities`); returns the new activity's id.
+    pub async fn post(
+        &self,
+        service_url: &str,
+        conversation_id: &str,
+        content: &Value,
+        timeout: std::time::Duration,
+    ) -> Result<String, BotError> {
+        let token = self.token().await.map_err(|message| BotError { message, retry: Retry::Retryable })?;
+        let url = format!(
+            "{}/v3/conversations/{}/activities",
+            service_url.trim_end_matches('/'),
+            crate::store::keys::part(conversation_id)
+        );
+        let activity = json!({
+            "type": "message",
+            "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "content": content}],
+        });
+        let what = "POST activity";
+        let request = self.http.post(&url).bearer_auth(token).json(&activity).timeout(timeout);
+        let resp = request.send().await.map_err(|e| BotError::transport(what, e))?;
+        if !resp.status().is_success() {
+            return Err(BotError::of_status(what, resp.status()));
+        }
+        let body: Value = resp.json().await.map_err(|e| BotError::transport(what, e))?;
+        body.get("id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+            .ok_or(BotError { message: format!("{what}: the answer has no activity id"), retry: Retry::Permanent })
+    }
+
+    /// Replaces the card at `card` with `content`
+    /// (`PUT {serviceUrl}/v3/conversations/{conversationId}/activities/{activityId}`).
+    pub async fn put(&self, card: &CardRef, content: &Value, timeout: std::time::Duration) -> Result<(), BotError> {
+        let token = self.token().await.map_err(|message| BotError { message, retry: Retry::Retryable })?;
         let url = format!(
             "{}/v3/conversations/{}/activities/{}",
             card.service_url.trim_end_matches('/'),
@@ -420,11 +527,23 @@ impl Cards for BotClient {
             "id": card.activity_id,
             "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "content": content}],
         });
-        let resp = self.http.put(&url).bearer_auth(token).json(&activity).send().await.map_err(|e| e.to_string())?;
+        let what = "PUT activity";
+        let request = self.http.put(&url).bearer_auth(token).json(&activity).timeout(timeout);
+        let resp = request.send().await.map_err(|e| BotError::transport(what, e))?;
         if !resp.status().is_success() {
-            return Err(format!("PUT activity: HTTP {}", resp.status()));
+            return Err(BotError::of_status(what, resp.status()));
         }
         Ok(())
+    }
+}
+
+/// How long one call of a click's card update may take.
+const CARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[async_trait::async_trait]
+impl Cards for BotClient {
+    async fn update(&self, card: &CardRef, content: &Value) -> Result<(), String> {
+        self.put(card, content, CARD_TIMEOUT).await.map_err(|e| e.message)
     }
 
     async fn reply(&self, card: &CardRef, text: &str) -> Result<(), String> {

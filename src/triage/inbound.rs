@@ -106,8 +106,8 @@ pub async fn handle(auth: Option<&BotAuth>, req: &HttpRequest, now: DateTime<Utc
 }
 
 /// The click the card's `Action.Submit` data names: `{"secmon": "acknowledge" | "resolve-benign" |
-/// "true-positive", "tenant", "alert", "version"}` with the card's choices: `classification` and
-/// `determination` (resolve as benign) or `tpDetermination` (true positive).
+/// "true-positive" | "silence", "tenant", "alert", "version"}` with the card's choices: `classification`
+/// and `determination` (resolve as benign) or `tpDetermination` (true positive).
 fn click(value: &Value, actor: Actor, card: CardRef) -> Result<Click, String> {
     let field = |f: &str| value.get(f).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
     let need = |f: &str| field(f).ok_or_else(|| format!("the card action has no {f}"));
@@ -118,6 +118,7 @@ fn click(value: &Value, actor: Actor, card: CardRef) -> Result<Click, String> {
             determination: need("determination")?,
         },
         "true-positive" => TriageAction::TruePositive { determination: need("tpDetermination")? },
+        "silence" => TriageAction::Silence,
         other => return Err(format!("unknown card action {other:?}")),
     };
     action.check()?;

@@ -6,11 +6,13 @@
 //!   the activity ([`inbound`]) and the bot's tenants, queues the click.
 //! - [`on_click`] (worker): the queue message: who may act ([`allowed`]), then [`act`].
 //! - [`act`]: what a card click does on the worker: read, compare, PATCH, comment, audit, card updated.
+//! - [`silence`]: the *Silence 24 h* button: a silence of the alert's detector on its devices and users.
 
 pub mod act;
 pub mod allowed;
 pub mod botauth;
 pub mod inbound;
+pub mod silence;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -21,6 +21,7 @@
 //! `coalesce`, `render`, `send`, `record`, and the routes' `update`s.
 
 pub mod breaker;
+mod card;
 mod claim;
 mod coalesce;
 mod group;
@@ -67,6 +68,8 @@ pub struct Delivered {
     pub updated: Vec<String>,
     /// Receivers not told: a silence or a route's window muted the alert (`notify_silenced`).
     pub silenced: Vec<String>,
+    /// Teams bot receivers whose card of the alert was updated in place to this version.
+    pub cards_updated: Vec<String>,
 }
 
 /// Why a delivery did not finish, and whether retrying the message can help.
@@ -104,6 +107,8 @@ pub enum Step {
     Deferred,
     /// Not told: a silence or a route's window muted the alert (`notify_silenced` audited).
     Silenced,
+    /// A Teams bot receiver's card of the alert was updated in place.
+    CardUpdated,
     /// Another worker is delivering it right now: look again shortly.
     Held,
     /// The alert leads its incident's group and the window is open until then.
@@ -136,6 +141,7 @@ pub async fn deliver(
             Ok(Step::Grouped) => done.grouped.push(name),
             Ok(Step::Deferred) => done.deferred.push(name),
             Ok(Step::Silenced) => done.silenced.push(name),
+            Ok(Step::CardUpdated) => done.cards_updated.push(name),
             Ok(Step::Grouping(t)) => {
                 done.waiting.push(name);
                 done.until = Some(done.until.map_or(t, |u| u.min(t)));
@@ -177,7 +183,7 @@ pub async fn deliver_one(app: &App, tenant: &str, alert: &Alert, target: &Delive
     let claim_key = claim::notify_key(tenant, alert, name);
     let act = || notify_one(app, &app.receivers, tenant, alert, target, &claim_key, admitted);
     let done = once(app.store.as_ref(), &claim_key, claim::SEND_LEASE, act).await.map_err(store)?;
-    let sent = matches!(done, Once::Done(Outcome::Sent) | Once::Failed(Stop::Failed(_)));
+    let sent = matches!(done, Once::Done(Outcome::Sent | Outcome::CardUpdated) | Once::Failed(Stop::Failed(_)));
     if admitted == Admit::Probe && !sent {
         // Nothing was sent: let the next delivery probe at once rather than after the probe's lease.
         if let Err(e) = breaker::unprobed(app.store.as_ref(), name).await {
@@ -192,8 +198,10 @@ pub async fn deliver_one(app: &App, tenant: &str, alert: &Alert, target: &Delive
         Once::Done(Outcome::Grouped) => Ok(Step::Grouped),
         Once::Done(Outcome::Deferred) => Ok(Step::Deferred),
         Once::Done(Outcome::Silenced) => Ok(Step::Silenced),
+        Once::Done(Outcome::CardUpdated) => Ok(Step::CardUpdated),
         // The claim was given back: the delivery is tried again at that time.
         Once::Failed(Stop::Wait(until)) => Ok(Step::Grouping(until)),
+        Once::Failed(Stop::Posting) => Ok(Step::Held),
         // The claim was given back so the retry sends; the audit record says what happened.
         Once::Failed(Stop::Failed(e)) => Err(DeliverError { message: e.to_string(), retry: e.retry }),
     }
@@ -230,6 +238,7 @@ pub async fn run(app: &App, ready: &Ready) -> Result<Ran, DeliverError> {
                 Step::Grouped => (format!("{receiver} told in its incident's message"), None),
                 Step::Deferred => (format!("{receiver} waiting for a digest"), None),
                 Step::Silenced => (format!("{receiver} not told: silenced"), None),
+                Step::CardUpdated => (format!("{receiver}: its card updated in place"), None),
                 // Another worker is at it: look again shortly, it is then done or given back.
                 Step::Held => {
                     (format!("{receiver} is being told by another worker"), Some(now + chrono::Duration::seconds(5)))
@@ -294,6 +303,8 @@ enum Stop {
     Failed(NotifyError),
     /// It leads a group whose window is open: try again then.
     Wait(DateTime<Utc>),
+    /// Another worker is posting the alert's first bot card: try again shortly.
+    Posting,
 }
 
 impl From<NotifyError> for Stop {
@@ -308,6 +319,7 @@ enum Outcome {
     Grouped,
     Deferred,
     Silenced,
+    CardUpdated,
 }
 
 /// The steps for one claimed receiver: realert → group → render → send → record. The caller completes
@@ -324,6 +336,28 @@ async fn notify_one(
     let now = app.clock.now();
     let name = target.receiver.as_str();
     let store_err = |e: StoreError| NotifyError::new(name, format!("store: {e}"), Retry::Retryable);
+    if let Some(bot) = receivers.get(name)?.bot() {
+        match card::existing(app, bot, tenant, alert, name, now).await {
+            Ok(card::Existing::None) => {}
+            Ok(card::Existing::Posting) => return Err(Stop::Posting),
+            Ok(card::Existing::Updated(at)) => {
+                health(app, tenant, alert, name, admitted, &Ok(200)).await;
+                record::append(app, tenant, now, record::card_updated(alert, name, &at.activity_id, &target.routes))
+                    .await;
+                return Ok(Outcome::CardUpdated);
+            }
+            Ok(card::Existing::Current(shown)) => {
+                let reason = format!("its card shows version {shown} already");
+                record::append(app, tenant, now, record::suppressed(alert, name, reason)).await;
+                return Ok(Outcome::Suppressed);
+            }
+            Err(e) => {
+                health(app, tenant, alert, name, admitted, &Err(e.clone())).await;
+                record::append(app, tenant, now, record::failed(alert, name, "teams", &e)).await;
+                return Err(Stop::Failed(e));
+            }
+        }
+    }
     if let Some(muted) = silence::muting(app, tenant, alert, target, now).await.map_err(store_err)? {
         record::append(app, tenant, now, muted.record(alert, name, &target.routes)).await;
         return Ok(Outcome::Silenced);

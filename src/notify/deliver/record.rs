@@ -48,6 +48,22 @@ pub(super) fn sent(alert: &Alert, receiver: &str, kind: &str, view: &View, route
     }
 }
 
+/// A Teams bot receiver's card of the alert (activity `activity`) was updated in place to this version.
+pub(super) fn card_updated(alert: &Alert, receiver: &str, activity: &str, routes: &[String]) -> Record {
+    #[derive(Serialize)]
+    struct Updated<'a> {
+        kind: &'a str,
+        why: &'a str,
+        activity: &'a str,
+        routes: &'a [String],
+    }
+    Record {
+        graph_status: Some(200),
+        detail: facts(Updated { kind: "teams", why: "card updated in place", activity, routes }),
+        ..record(alert, Action::Notify, receiver)
+    }
+}
+
 /// The receiver could not be sent the alert.
 pub(super) fn failed(alert: &Alert, receiver: &str, kind: &str, e: &NotifyError) -> Record {
     #[derive(Serialize)]

@@ -110,11 +110,11 @@ impl Harness {
                 upn: Some("dana@contoso.com".into()),
                 name: "Dana Lee".into(),
             },
-            card: CardRef {
+            card: Some(CardRef {
                 service_url: self.emu.bot_service_url(),
                 conversation_id: CONVERSATION.into(),
                 activity_id: self.card_id.clone(),
-            },
+            }),
             bot: None,
         }
     }

@@ -68,6 +68,7 @@ var functionsByRole = {
     'doorbell'
     'health'
     'health-details'
+    'triage-page'
   ]
   worker: [
     'poll-alerts'

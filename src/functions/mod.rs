@@ -17,6 +17,7 @@
 //! | `graph-webhook`, `graph-lifecycle`, `doorbell`, `health` | HTTP | [`router`]: `/api/{function}`; `health` only says up/starting/down |
 //! | `health-details` | HTTP | [`health_details`]: each tenant's state and last error, behind the function key or `health.token` |
 //! | `doctor` | HTTP | [`doctor`]: `secmon doctor`'s checks, behind the function key and `doctor.token` |
+//! | `triage-page` | HTTP | [`triage_page`]: `/api/triage/{token}`, the triage page of a signed link (docs/triage.md) |
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -69,11 +70,13 @@ pub enum Function {
     HealthDetails,
     /// `doctor`: the checks of `secmon doctor`, from inside the deployment (its managed identity).
     Doctor,
+    /// `triage-page`: the triage page of a signed link, at `/api/triage/{token}` (edge app).
+    TriagePage,
 }
 
 impl Function {
     /// Every function, timers first, then the queue, then HTTP.
-    pub const ALL: [Function; 12] = [
+    pub const ALL: [Function; 13] = [
         Function::PollAlerts,
         Function::ReconcileAlerts,
         Function::GraphSubscriptions,
@@ -86,6 +89,7 @@ impl Function {
         Function::Health,
         Function::HealthDetails,
         Function::Doctor,
+        Function::TriagePage,
     ];
 
     /// The function's name (`poll-alerts`, `respond`, …).
@@ -103,6 +107,7 @@ impl Function {
             Function::Health => "health",
             Function::HealthDetails => "health-details",
             Function::Doctor => "doctor",
+            Function::TriagePage => "triage-page",
         }
     }
 
@@ -123,7 +128,8 @@ impl Function {
             | Function::Doorbell
             | Function::Health
             | Function::HealthDetails
-            | Function::Doctor => Trigger::Http,
+            | Function::Doctor
+            | Function::TriagePage => Trigger::Http,
         }
     }
 
@@ -459,8 +465,22 @@ pub async fn http_behind(app: &App, name: &str, req: HttpRequest, gate: Gate) ->
     match name {
         "doctor" => doctor(app, req).await,
         "health-details" => health_details(app, req, gate).await,
+        "triage-page" => HttpResponse::text(404, "the triage page is at /api/triage/{token}"),
         _ => crate::intake::webhook::handle(app, name, req).await,
     }
+}
+
+/// The HTTP function `triage-page`: `/api/triage/{rest}` ([`crate::triage::page`]). Behind the
+/// Functions host ([`Gate::FunctionKey`], i.e. Azure) the person is the one App Service Authentication
+/// put in `X-MS-CLIENT-PRINCIPAL`, which the platform strips from what clients send; anywhere else those
+/// headers are ignored and the page signs people in with OpenID Connect.
+pub async fn triage_page(app: &App, rest: &str, req: HttpRequest, gate: Gate) -> HttpResponse {
+    use crate::triage::page::SignIn;
+    let how = match gate {
+        Gate::FunctionKey => SignIn::AppService,
+        Gate::Open => SignIn::Oidc,
+    };
+    crate::triage::page::handle(app, rest, &req, how).await
 }
 
 /// The HTTP function `health-details`: every tenant's state, last poll and last error (redacted), as
@@ -530,7 +550,10 @@ mod tests {
         }
         assert_eq!(Function::from_name("functions"), None);
         let http: Vec<&str> = Function::http().map(Function::name).collect();
-        assert_eq!(http, ["graph-webhook", "graph-lifecycle", "doorbell", "health", "health-details", "doctor"]);
+        assert_eq!(
+            http,
+            ["graph-webhook", "graph-lifecycle", "doorbell", "health", "health-details", "doctor", "triage-page"]
+        );
         assert_eq!(Function::Respond.trigger(), Trigger::Queue);
         assert_eq!(Function::Deliver.trigger(), Trigger::Queue);
         assert_eq!(Function::Deliver.queue(), Some("deliveries"));

@@ -7,6 +7,7 @@
 pub mod act;
 pub mod botauth;
 pub mod inbound;
+pub mod page;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -27,6 +28,10 @@ pub async fn on_click(app: &App, tenant: &str, click: Value, now: DateTime<Utc>)
             click.tenant
         )));
     }
+    // --- triage page (issue 22): a click from the triage page has no card and came through no bot.
+    if click.card.is_none() {
+        return on_page_click(app, &click, now).await;
+    }
     let bots = &app.config.triage.bots;
     let name = match (&click.bot, bots.len()) {
         (Some(name), _) => name.clone(),
@@ -46,6 +51,23 @@ pub async fn on_click(app: &App, tenant: &str, click: Value, now: DateTime<Utc>)
     let bot = bot_client(app, config);
     let acted = act::act(app, &bot, &click, now).await?;
     Ok(format!("{} on {} by {}: {acted:?}", click.action.name(), click.alert_id, click.actor.principal()))
+}
+
+/// A click from the triage page ([`page`]): the person is checked against the page's allow-list again
+/// (the queue is not the page), then [`act::act`] runs with no card to update.
+async fn on_page_click(app: &App, click: &act::Click, now: DateTime<Utc>) -> Result<String, RespondError> {
+    let Some(page) = app.config.triage.page.as_ref() else {
+        return Err(RespondError::Malformed("a triage page click, but triage.page is not configured".into()));
+    };
+    let allowed = inbound::AllowList(page.allowed(&app.config.triage.allowed).users.clone());
+    if !allowed.allows(&click.actor) {
+        return Err(RespondError::Malformed(format!(
+            "triage page click by {}, who is not on the allow-list",
+            click.actor.aad_object_id
+        )));
+    }
+    let acted = act::act(app, &act::NoCards, click, now).await?;
+    Ok(format!("{} on {} by {} (triage page): {acted:?}", click.action.name(), click.alert_id, click.actor.principal()))
 }
 
 /// The outbound client of the bot `bot` (one of `triage.bots`).

@@ -52,6 +52,7 @@ mod entra;
 pub mod faults;
 mod generate;
 mod mail;
+mod oidc;
 mod server;
 mod sinks;
 mod state;
@@ -65,6 +66,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 pub use botconnector::BotCall;
+pub use oidc::OidcUser;
 pub use faults::{Fault, FaultKind, Faults};
 pub use state::{CommentShape, Listing, OrderBy, Paging, Recorded, ServerOrder};
 pub use subscriptions::Delivery;
@@ -361,6 +363,16 @@ impl Emulator {
     pub fn forged_bot_token(&self, claims: &Value) -> String {
         let kid = botconnector::key(&self.state.bot_key).kid.clone();
         botconnector::SigningKey::generate().sign(&kid, claims)
+    }
+
+    /// The OpenID provider stand-in's issuer (`{base}/oidc`): the triage page's `oidc.issuer` in tests.
+    pub fn oidc_issuer(&self) -> String {
+        format!("{}/oidc", self.state.base_url)
+    }
+
+    /// Who the OpenID provider stand-in signs in from now on.
+    pub fn set_oidc_user(&self, user: OidcUser) {
+        self.state.lock().oidc_user = Some(user);
     }
 
     /// Every call bots made to the Bot Connector stand-in (posts and updates), in order.

@@ -168,6 +168,10 @@ pub(crate) struct Inner {
     pub between_pages: HashMap<String, std::collections::VecDeque<Vec<Value>>>,
     /// Calls bots made to the Bot Connector stand-in.
     pub bot_calls: Vec<crate::botconnector::BotCall>,
+    /// The OpenID provider stand-in's signed-in user (default: [`crate::oidc::OidcUser::default`]).
+    pub oidc_user: Option<crate::oidc::OidcUser>,
+    /// Codes the OpenID provider stand-in handed out and that are not redeemed yet.
+    pub oidc_grants: HashMap<String, crate::oidc::Grant>,
 }
 
 /// State shared by the server task and the `Emulator` handle.

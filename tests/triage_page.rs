@@ -215,6 +215,10 @@ async fn notifications_carry_a_signed_triage_link_in_the_card_and_the_mail() {
     assert_eq!(triage.len(), 1, "{card}");
     assert_eq!(triage[0]["type"], "Action.OpenUrl");
     let card_url = triage[0]["url"].as_str().unwrap();
+    // For scripts/check-cards.sh: the Adaptive Cards parser checks the card with its link (1.4).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cards");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("triage-link.json"), serde_json::to_string_pretty(card).unwrap()).unwrap();
     assert!(card_url.starts_with(&format!("{BASE}/api/triage/")), "{card_url}");
     let mails = h.emu.mails();
     assert_eq!(mails.len(), 1);

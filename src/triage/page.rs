@@ -291,10 +291,10 @@ pub async fn handle(app: &App, rest: &str, req: &HttpRequest, how: SignIn) -> Ht
 async fn show(app: &App, page: &TriagePageConfig, link: &Link, session: &Session) -> HttpResponse {
     let alert = match app.graph.get_alert(&link.tenant, &link.alert_id).await.map(Alert::from_value) {
         Ok(Ok(alert)) => alert,
-        Ok(Err(e)) => return html(502, "Cannot show the alert", &format!("<p>{}</p>", esc(&e.to_string()))),
+        Ok(Err(e)) => return refusal(502, "Cannot show the alert", &e.to_string()),
         Err(e) => {
-            let why = crate::redact::redact(&e.to_string());
-            return html(502, "Cannot read the alert", &format!("<p>Defender did not answer: {}</p>", esc(&why)));
+            tracing::warn!(alert = %link.alert_id, "triage page: {}", crate::redact::redact(&e.to_string()));
+            return refusal(502, "Cannot read the alert", "Defender did not answer; try again in a minute.");
         }
     };
     let csrf = csrf_token(page, &session.sid, &link.nonce);

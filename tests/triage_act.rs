@@ -332,7 +332,7 @@ async fn a_click_through_the_endpoint_is_queued_then_acted_on() {
         }
     );
     assert_eq!(click.actor.name, "Dana Lee");
-    assert_eq!(click.card.activity_id, h.card_id);
+    assert_eq!(click.card.as_ref().unwrap().activity_id, h.card_id);
     assert!(h.emu.patches().is_empty(), "the endpoint changes nothing itself");
     // What the worker gets from the queue.
     let queued: Click = serde_json::from_str(&serde_json::to_string(&click).unwrap()).unwrap();

@@ -17,8 +17,8 @@ use secmon::functions::Gate;
 use secmon::graph::client::GraphClient;
 use secmon::graph::retry::RetryPolicy;
 use secmon::host::standalone;
-use secmon::store::sqlite::SqliteStore;
 use secmon::store::Store;
+use secmon::store::sqlite::SqliteStore;
 use secmon_emulator::{Emulator, OidcUser, Options};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -52,11 +52,8 @@ async fn harness() -> Harness {
     let pem = emu.ca_pem().expect("tls");
     let cert = reqwest::Certificate::from_pem(pem.as_bytes()).unwrap();
     let http = reqwest::Client::builder().tls_certs_only([cert.clone()]).build().unwrap();
-    let browser = reqwest::Client::builder()
-        .tls_certs_only([cert])
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let browser =
+        reqwest::Client::builder().tls_certs_only([cert]).redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let (graph, authority, issuer) = (emu.graph_url(), emu.authority_url(), emu.oidc_issuer());
     let teams = emu.teams_webhook_url("soc");
     let text = format!(
@@ -210,8 +207,7 @@ async fn notifications_carry_a_signed_triage_link_in_the_card_and_the_mail() {
     assert_eq!(messages.len(), 1, "{messages:?}");
     let card = &messages[0]["attachments"][0]["content"];
     assert_eq!(card["version"], "1.4");
-    let triage: Vec<&Value> =
-        card["actions"].as_array().unwrap().iter().filter(|a| a["title"] == "Triage").collect();
+    let triage: Vec<&Value> = card["actions"].as_array().unwrap().iter().filter(|a| a["title"] == "Triage").collect();
     assert_eq!(triage.len(), 1, "{card}");
     assert_eq!(triage[0]["type"], "Action.OpenUrl");
     let card_url = triage[0]["url"].as_str().unwrap();
@@ -350,7 +346,8 @@ async fn app_service_headers_sign_in_behind_the_functions_host_only() {
     assert!(open.header("location").starts_with(&h.emu.oidc_issuer()), "{open:?}");
 
     // The Functions host: no principal yet → App Service's sign-in, then back to the link.
-    let out = secmon::host::azure::dispatch(&h.app, "triage-page", invocation("GET", &path, json!({}), "")).await.unwrap();
+    let out =
+        secmon::host::azure::dispatch(&h.app, "triage-page", invocation("GET", &path, json!({}), "")).await.unwrap();
     let res = &out.outputs["res"];
     assert_eq!(res["statusCode"], 302, "{res}");
     let location = res["headers"]["Location"].as_str().unwrap();
@@ -368,9 +365,8 @@ async fn app_service_headers_sign_in_behind_the_functions_host_only() {
     let at = body.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
     let csrf = body[at..].split('"').next().unwrap();
     let form = format!("csrf={csrf}&action=acknowledge");
-    let out = secmon::host::azure::dispatch(&h.app, "triage-page", invocation("POST", &path, headers, &form))
-        .await
-        .unwrap();
+    let out =
+        secmon::host::azure::dispatch(&h.app, "triage-page", invocation("POST", &path, headers, &form)).await.unwrap();
     assert_eq!(out.outputs["res"]["statusCode"], 200, "{}", out.outputs["res"]);
     standalone::drain(&h.app, 5).await;
     let patches = h.emu.patches();

@@ -301,15 +301,20 @@ mod tests {
 
     #[test]
     fn a_triage_page_needs_an_https_base_and_a_long_key() {
-        let errors = load("  page: { base_url: http://example.com, link_key: short, oidc: { issuer: ftp://x, client_id: '' } }\n")
-            .unwrap_err();
+        let errors = load(
+            "  page: { base_url: http://example.com, link_key: short, oidc: { issuer: ftp://x, client_id: '' } }\n",
+        )
+        .unwrap_err();
         let found = paths(&errors);
-        for path in ["triage.page.base_url", "triage.page.link_key", "triage.page.oidc.issuer", "triage.page.oidc.client_id"] {
+        for path in
+            ["triage.page.base_url", "triage.page.link_key", "triage.page.oidc.issuer", "triage.page.oidc.client_id"]
+        {
             assert!(found.contains(&path), "{path} not in {found:?}");
         }
-        let warnings =
-            load("  page: { base_url: 'https://edge.azurewebsites.net', link_key: 0123456789abcdef0123456789abcdef }\n")
-                .unwrap();
+        let warnings = load(
+            "  page: { base_url: 'https://edge.azurewebsites.net', link_key: 0123456789abcdef0123456789abcdef }\n",
+        )
+        .unwrap();
         assert!(paths(&warnings).contains(&"triage.page.allowed"), "{warnings:?}");
     }
 

@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::act::{Actor, BENIGN_CLASSIFICATIONS, BENIGN_DETERMINATIONS, Click, TRUE_POSITIVE_DETERMINATIONS, TriageAction};
+use super::act::{
+    Actor, BENIGN_CLASSIFICATIONS, BENIGN_DETERMINATIONS, Click, TRUE_POSITIVE_DETERMINATIONS, TriageAction,
+};
 use super::inbound::AllowList;
 use crate::alert::Alert;
 use crate::app::App;
@@ -310,7 +312,8 @@ async fn show(app: &App, page: &TriagePageConfig, link: &Link, session: &Session
         Some(url) => format!("<a href=\"{}\" rel=\"noreferrer\" target=\"_blank\">Open in Defender</a>", esc(url)),
         None => String::new(),
     };
-    let options = |values: &[&str]| values.iter().map(|v| format!("<option value=\"{v}\">{v}</option>")).collect::<String>();
+    let options =
+        |values: &[&str]| values.iter().map(|v| format!("<option value=\"{v}\">{v}</option>")).collect::<String>();
     let who = session.upn.as_deref().unwrap_or(&session.oid);
     let form = |action: &str, inner: &str, label: &str, class: &str| {
         format!(
@@ -403,7 +406,8 @@ async fn act(app: &App, page: &TriagePageConfig, link: &Link, session: &Session,
         card: None,
         bot: None,
     };
-    let message = Message::Triage { tenant: link.tenant.clone(), click: serde_json::to_value(&click).expect("clicks serialize") };
+    let message =
+        Message::Triage { tenant: link.tenant.clone(), click: serde_json::to_value(&click).expect("clicks serialize") };
     if let Err(e) = message.send(app.store.as_ref(), app.queue.as_ref()).await {
         // Not queued: the link is given back, so the person can try again.
         let _ = app.store.delete(&key).await;
@@ -429,7 +433,13 @@ async fn start_signin(app: &App, page: &TriagePageConfig, token: &str, now: Date
         Ok(d) => d,
         Err(why) => return sign_in_down(&why),
     };
-    let login = Login { state: random(24), nonce: random(24), verifier: random(32), link: token.to_string(), e: now.timestamp() + LOGIN_LIFETIME };
+    let login = Login {
+        state: random(24),
+        nonce: random(24),
+        verifier: random(32),
+        link: token.to_string(),
+        e: now.timestamp() + LOGIN_LIFETIME,
+    };
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(login.verifier.as_bytes()));
     let mut to = match url::Url::parse(&discovery.authorization_endpoint) {
         Ok(u) => u,
@@ -463,7 +473,8 @@ async fn signin_callback(app: &App, page: &TriagePageConfig, req: &HttpRequest, 
         return refusal(403, "Sign-in failed", &format!("The sign-in provider answered {error}."));
     }
     let again = "Open the triage link again to sign in (cookies must be allowed).";
-    let Some(login) = cookie(req, LOGIN_COOKIE).and_then(|c| open::<Login>(page.link_key.as_bytes(), "login", c)) else {
+    let Some(login) = cookie(req, LOGIN_COOKIE).and_then(|c| open::<Login>(page.link_key.as_bytes(), "login", c))
+    else {
         return refusal(400, "This sign-in is not valid", again);
     };
     let state_ok = req.query_param("state").is_some_and(|s| {
@@ -503,13 +514,14 @@ async fn signin_callback(app: &App, page: &TriagePageConfig, req: &HttpRequest, 
             return refusal(403, "Sign-in failed", "The sign-in provider refused the code.");
         }
     };
-    let claims = match verify_id_token(app, &discovery, &oidc.issuer, &oidc.client_id, &login.nonce, &id_token, now).await {
-        Ok(c) => c,
-        Err(why) => {
-            tracing::warn!("triage page sign-in: the id_token was refused: {why}");
-            return refusal(403, "Sign-in failed", "The sign-in could not be verified.");
-        }
-    };
+    let claims =
+        match verify_id_token(app, &discovery, &oidc.issuer, &oidc.client_id, &login.nonce, &id_token, now).await {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::warn!("triage page sign-in: the id_token was refused: {why}");
+                return refusal(403, "Sign-in failed", "The sign-in could not be verified.");
+            }
+        };
     let text = |f: &str| claims.get(f).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
     let Some(oid) = text("oid").or_else(|| text("sub")) else {
         return refusal(403, "Sign-in failed", "The sign-in names nobody.");
@@ -523,7 +535,8 @@ async fn signin_callback(app: &App, page: &TriagePageConfig, req: &HttpRequest, 
     };
     let sealed = seal(page.link_key.as_bytes(), "session", &session);
     let back = format!("{}/api/triage/{}", page.base_url.trim_end_matches('/'), login.link);
-    redirect(&back).with_header("Set-Cookie", set_cookie(page, SESSION_COOKIE, &sealed, SESSION_LIFETIME.as_secs() as i64))
+    redirect(&back)
+        .with_header("Set-Cookie", set_cookie(page, SESSION_COOKIE, &sealed, SESSION_LIFETIME.as_secs() as i64))
 }
 
 /// The parts of an OpenID discovery document the page uses.
@@ -558,7 +571,8 @@ async fn verify_id_token(
     let parts: Vec<&str> = token.split('.').collect();
     let [header, payload, signature] = parts[..] else { return Err("not a JWT".into()) };
     let decode = |p: &str| -> Result<Value, String> {
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).map_err(|_| "bad base64")?).map_err(|_| "bad JSON".to_string())
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).map_err(|_| "bad base64")?)
+            .map_err(|_| "bad JSON".to_string())
     };
     let header = decode(header)?;
     if header.get("alg").and_then(Value::as_str) != Some("RS256") {
@@ -580,7 +594,10 @@ async fn verify_id_token(
         .find(|k| kid.is_none() || k.get("kid").and_then(Value::as_str) == kid)
         .ok_or("no JWKS key has the token's kid")?;
     let part = |f: &str| {
-        key.get(f).and_then(Value::as_str).and_then(|v| URL_SAFE_NO_PAD.decode(v).ok()).ok_or(format!("JWK without {f}"))
+        key.get(f)
+            .and_then(Value::as_str)
+            .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
+            .ok_or(format!("JWK without {f}"))
     };
     let (n, e) = (part("n")?, part("e")?);
     let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| "bad signature encoding")?;
@@ -712,9 +729,8 @@ mod tests {
         other.link_key = "x".repeat(32);
         assert_eq!(read_link(&other, &token, now), Err(LinkError::Tampered));
         let (body, tag) = token.split_once('.').unwrap();
-        let forged = URL_SAFE_NO_PAD.encode(
-            String::from_utf8(URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap().replace("a1", "a2").as_bytes(),
-        );
+        let forged = URL_SAFE_NO_PAD
+            .encode(String::from_utf8(URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap().replace("a1", "a2").as_bytes());
         assert_eq!(read_link(&page(), &format!("{forged}.{tag}"), now), Err(LinkError::Tampered));
         // A session token is not a link, though both are sealed with the same key.
         let session = seal(page().link_key.as_bytes(), "session", &link);
@@ -739,7 +755,10 @@ mod tests {
         let mut req = HttpRequest { method: "GET".into(), query: vec![], headers: Default::default(), body: vec![] };
         req.headers.insert("x-ms-client-principal".into(), STANDARD.encode(principal.to_string()));
         let s = app_service_person(&req).unwrap();
-        assert_eq!((s.oid.as_str(), s.upn.as_deref(), s.name.as_str()), ("oid-1", Some("dana@contoso.com"), "Dana Lee"));
+        assert_eq!(
+            (s.oid.as_str(), s.upn.as_deref(), s.name.as_str()),
+            ("oid-1", Some("dana@contoso.com"), "Dana Lee")
+        );
         req.headers.clear();
         assert!(app_service_person(&req).is_none());
     }

@@ -47,7 +47,8 @@ async fn main() -> anyhow::Result<()> {
     let mut alerts = emu.alerts(TENANT_ID);
     alerts.sort_by_key(|a| a["id"].as_str().unwrap_or_default().to_string());
     let alert = alerts.into_iter().find(|a| a["status"] == "new").expect("a new sample alert");
-    let (id, version) = (alert["id"].as_str().unwrap_or_default(), alert["lastUpdateDateTime"].as_str().unwrap_or_default());
+    let (id, version) =
+        (alert["id"].as_str().unwrap_or_default(), alert["lastUpdateDateTime"].as_str().unwrap_or_default());
     let page = app.config.triage.page.as_ref().expect("triage.page");
     let link = secmon::triage::page::link_url(page, "contoso", id, version, now);
     let expired = secmon::triage::page::link_url(page, "contoso", id, version, now - chrono::Duration::hours(2));
@@ -64,8 +65,10 @@ async fn main() -> anyhow::Result<()> {
     });
     while let Some(line) = rx.recv().await {
         if line.trim() == "report" {
-            let patches: Vec<_> = emu.patches().into_iter().map(|(_, id, body)| json!({"alert": id, "body": body})).collect();
-            let comments: Vec<_> = emu.comments().into_iter().map(|(_, id, text)| json!({"alert": id, "text": text})).collect();
+            let patches: Vec<_> =
+                emu.patches().into_iter().map(|(_, id, body)| json!({"alert": id, "body": body})).collect();
+            let comments: Vec<_> =
+                emu.comments().into_iter().map(|(_, id, text)| json!({"alert": id, "text": text})).collect();
             println!("{}", json!({"patches": patches, "comments": comments}));
         }
     }

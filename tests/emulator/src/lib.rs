@@ -12,6 +12,9 @@
 //! - `sinks`: a Teams Workflows trigger and a generic webhook sink.
 //! - `botconnector`: a Bot Connector stand-in: OpenID metadata and JWKS, activities signed with its own
 //!   RSA key ([`Emulator::bot_token`]), proactive posts and in-place updates recorded ([`Emulator::bot_calls`]).
+//! - `oidc`: an OpenID Connect provider stand-in at `/oidc` for the triage page's sign-in: discovery, a
+//!   one-button sign-in page for the test user ([`Emulator::set_oidc_user`]), a token endpoint that checks
+//!   the PKCE verifier and answers an RS256 `id_token` (signed with the Bot Connector stand-in's key), JWKS.
 //! - [`faults`]: status, delay, dropped-connection and garbage faults for any route.
 //! - `server`: routing, request recording, the accept loop, TLS.
 //! - `generate`: the documented sample alerts and deterministic generated ones.
@@ -66,8 +69,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 pub use botconnector::BotCall;
-pub use oidc::OidcUser;
 pub use faults::{Fault, FaultKind, Faults};
+pub use oidc::OidcUser;
 pub use state::{CommentShape, Listing, OrderBy, Paging, Recorded, ServerOrder};
 pub use subscriptions::Delivery;
 

@@ -147,9 +147,8 @@ impl Harness {
     fn link(&self) -> (String, Value) {
         let alert = self.new_alert();
         let page = self.app.config.triage.page.as_ref().unwrap();
-        let version = alert["lastUpdateDateTime"].as_str().unwrap();
-        let url =
-            secmon::triage::page::link_url(page, "contoso", alert["id"].as_str().unwrap(), version, self.clock.now());
+        let parsed = secmon::alert::Alert::from_value(alert.clone()).unwrap();
+        let url = secmon::triage::page::link_url(page, "contoso", &parsed, self.clock.now());
         (url.strip_prefix(BASE).unwrap().to_string(), alert)
     }
 

@@ -83,6 +83,56 @@ pub struct Link {
     /// Expiry, Unix seconds.
     #[serde(rename = "e")]
     pub expires: i64,
+    /// The alert as the notification told it: what the page shows. The page never reads Graph (the
+    /// edge app that serves it in Azure holds no Graph role); the worker compares versions before acting.
+    #[serde(rename = "d", default)]
+    pub shown: Shown,
+}
+
+/// What the page shows of the alert, as notified (signed with the rest of the link).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shown {
+    /// Title, cut to [`TITLE_CHARS`].
+    #[serde(rename = "t", default)]
+    pub title: String,
+    /// Severity wire value.
+    #[serde(rename = "s", default)]
+    pub severity: String,
+    /// Status wire value.
+    #[serde(rename = "st", default)]
+    pub status: String,
+    /// `createdDateTime` as Graph wrote it.
+    #[serde(rename = "c", default)]
+    pub created: String,
+    /// `assignedTo`.
+    #[serde(rename = "as", default, skip_serializing_if = "String::is_empty")]
+    pub assigned_to: String,
+    /// The alert in the Defender portal (`https://` only).
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub defender_url: Option<String>,
+}
+
+/// The longest title a link carries (links stay well under 2 KB).
+pub const TITLE_CHARS: usize = 160;
+
+impl Shown {
+    /// The facts of `alert` the page shows.
+    pub fn of(alert: &Alert) -> Shown {
+        let raw = alert.raw();
+        let field = |f: &str| raw.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+        Shown {
+            title: alert.title_or_id().chars().take(TITLE_CHARS).collect(),
+            severity: alert.severity().as_str().to_string(),
+            status: alert.status().as_str().to_string(),
+            created: field("createdDateTime"),
+            assigned_to: field("assignedTo"),
+            defender_url: raw
+                .get("alertWebUrl")
+                .and_then(Value::as_str)
+                .filter(|u| u.starts_with("https://") && u.len() <= 512)
+                .map(str::to_string),
+        }
+    }
 }
 
 /// Why a link was refused.
@@ -123,22 +173,23 @@ fn random(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
-/// A signed link token for `alert` at `version`, good for `triage.page.link_ttl` from `now`.
-pub fn sign_link(page: &TriagePageConfig, tenant: &str, alert_id: &str, version: &str, now: DateTime<Utc>) -> String {
+/// A signed link token for `alert` at its version, good for `triage.page.link_ttl` from `now`.
+pub fn sign_link(page: &TriagePageConfig, tenant: &str, alert: &Alert, now: DateTime<Utc>) -> String {
     let ttl = chrono::Duration::from_std(page.link_ttl).unwrap_or(chrono::Duration::hours(72));
     let link = Link {
         tenant: tenant.to_string(),
-        alert_id: alert_id.to_string(),
-        version: version.to_string(),
+        alert_id: alert.id.clone(),
+        version: alert.version().to_string(),
         nonce: random(16),
         expires: (now + ttl).timestamp(),
+        shown: Shown::of(alert),
     };
     seal(page.link_key.as_bytes(), "link", &link)
 }
 
 /// The URL of a fresh link: `{base_url}/api/triage/{token}`.
-pub fn link_url(page: &TriagePageConfig, tenant: &str, alert_id: &str, version: &str, now: DateTime<Utc>) -> String {
-    format!("{}/api/triage/{}", page.base_url.trim_end_matches('/'), sign_link(page, tenant, alert_id, version, now))
+pub fn link_url(page: &TriagePageConfig, tenant: &str, alert: &Alert, now: DateTime<Utc>) -> String {
+    format!("{}/api/triage/{}", page.base_url.trim_end_matches('/'), sign_link(page, tenant, alert, now))
 }
 
 /// Reads a link token: its MAC, then its expiry.
@@ -282,33 +333,16 @@ pub async fn handle(app: &App, rest: &str, req: &HttpRequest, how: SignIn) -> Ht
             SignIn::Oidc => start_signin(app, page, rest, now).await,
         };
     };
-    if req.method == "GET" {
-        show(app, page, &link, &session).await
-    } else {
-        act(app, page, &link, &session, req).await
-    }
+    if req.method == "GET" { show(page, &link, &session) } else { act(app, page, &link, &session, req).await }
 }
 
-/// The page of the alert with its forms (a `GET`: nothing changes).
-async fn show(app: &App, page: &TriagePageConfig, link: &Link, session: &Session) -> HttpResponse {
-    let alert = match app.graph.get_alert(&link.tenant, &link.alert_id).await.map(Alert::from_value) {
-        Ok(Ok(alert)) => alert,
-        Ok(Err(e)) => return refusal(502, "Cannot show the alert", &e.to_string()),
-        Err(e) => {
-            tracing::warn!(alert = %link.alert_id, "triage page: {}", crate::redact::redact(&e.to_string()));
-            return refusal(502, "Cannot read the alert", "Defender did not answer; try again in a minute.");
-        }
-    };
+/// The page of the alert with its forms (a `GET`: nothing changes). The alert is shown as the
+/// notification told it; the worker refuses an action when Defender has a newer version.
+fn show(page: &TriagePageConfig, link: &Link, session: &Session) -> HttpResponse {
     let csrf = csrf_token(page, &session.sid, &link.nonce);
-    let raw = alert.raw();
-    let field = |f: &str| raw.get(f).and_then(Value::as_str).unwrap_or("").to_string();
-    let changed = if alert.version() != link.version {
-        "<p class=\"warn\">This alert changed in Defender since the notification; an action now is refused and \
-         the page says so.</p>"
-    } else {
-        ""
-    };
-    let defender = match raw.get("alertWebUrl").and_then(Value::as_str).filter(|u| u.starts_with("https://")) {
+    let shown = &link.shown;
+    let title = if shown.title.is_empty() { link.alert_id.as_str() } else { shown.title.as_str() };
+    let defender = match &shown.defender_url {
         Some(url) => format!("<a href=\"{}\" rel=\"noreferrer\" target=\"_blank\">Open in Defender</a>", esc(url)),
         None => String::new(),
     };
@@ -323,18 +357,18 @@ async fn show(app: &App, page: &TriagePageConfig, link: &Link, session: &Session
         )
     };
     let body = format!(
-        "<p class=\"sev sev-{sev}\">{sev} severity</p><h1>{title}</h1>{changed}\
+        "<p class=\"sev sev-{sev}\">{sev} severity</p><h1>{title}</h1>\
          <table><tr><th>Status</th><td id=\"status\">{status}</td></tr>\
          <tr><th>Tenant</th><td>{tenant}</td></tr><tr><th>Created</th><td>{created}</td></tr>\
-         <tr><th>Assigned to</th><td>{assigned}</td></tr><tr><th>Source</th><td>{source}</td></tr></table>\
-         <p>{defender}</p><h2>Act as {who}</h2>{ack}{benign}{tp}",
-        sev = esc(&field("severity")),
-        title = esc(alert.title_or_id()),
-        status = esc(alert.status().as_str()),
+         <tr><th>Assigned to</th><td>{assigned}</td></tr></table>\
+         <p>{defender}</p><p class=\"note\">As the notification told it. If the alert changed in Defender since, \
+         an action is refused and Defender keeps the change.</p><h2>Act as {who}</h2>{ack}{benign}{tp}",
+        sev = esc(&shown.severity),
+        title = esc(title),
+        status = esc(&shown.status),
         tenant = esc(&link.tenant),
-        created = esc(&field("createdDateTime")),
-        assigned = esc(&field("assignedTo")),
-        source = esc(&field("serviceSource")),
+        created = esc(&shown.created),
+        assigned = esc(&shown.assigned_to),
         who = esc(who),
         ack = form("acknowledge", "", "Acknowledge (assign to me)", "secondary"),
         benign = form(
@@ -358,7 +392,7 @@ async fn show(app: &App, page: &TriagePageConfig, link: &Link, session: &Session
             "danger"
         ),
     );
-    html(200, &format!("Triage: {}", alert.title_or_id()), &body)
+    html(200, &format!("Triage: {title}"), &body)
 }
 
 /// A `POST`: CSRF, allow-list, consume the link, queue the click, confirm.
@@ -656,7 +690,7 @@ const STYLE: &str = "body{font-family:Segoe UI,Helvetica,Arial,sans-serif;max-wi
 h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.5rem}table{border-collapse:collapse}th{text-align:left;padding:.2rem 1rem .2rem 0;color:#616161;font-weight:normal}\
 form{margin:.6rem 0;padding:.6rem;border:1px solid #e0e0e0;border-radius:4px}label{display:block;margin:.3rem 0}select{margin-left:.4rem}\
 button{padding:.45rem .9rem;border:0;border-radius:4px;color:#fff;background:#616161;cursor:pointer}button.primary{background:#0f6cbd}button.danger{background:#c50f1f}\
-.sev{font-weight:bold;text-transform:capitalize;margin:0}.sev-high{color:#c50f1f}.sev-medium{color:#bc4b09}.warn{background:#fff4ce;padding:.5rem}";
+.sev{font-weight:bold;text-transform:capitalize;margin:0}.sev-high{color:#c50f1f}.sev-medium{color:#bc4b09}.note{color:#616161;font-size:.85rem}";
 
 /// A page of secmon's: no caching, no referrer (the URL is a capability), no framing, no scripts.
 fn html(status: u16, title: &str, body: &str) -> HttpResponse {
@@ -721,9 +755,14 @@ mod tests {
     #[test]
     fn links_verify_expire_and_refuse_tampering() {
         let now: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
-        let token = sign_link(&page(), "contoso", "a1", "v1", now);
+        let alert =
+            Alert::from_value(json!({"id": "a1", "lastUpdateDateTime": "2026-12-01T09:00:00Z", "title": "T"})).unwrap();
+        let token = sign_link(&page(), "contoso", &alert, now);
         let link = read_link(&page(), &token, now).unwrap();
-        assert_eq!((link.tenant.as_str(), link.alert_id.as_str(), link.version.as_str()), ("contoso", "a1", "v1"));
+        assert_eq!(
+            (link.tenant.as_str(), link.alert_id.as_str(), link.version.as_str()),
+            ("contoso", "a1", "2026-12-01T09:00:00Z")
+        );
         assert_eq!(read_link(&page(), &token, now + chrono::Duration::hours(1)), Err(LinkError::Expired));
         let mut other = page();
         other.link_key = "x".repeat(32);
@@ -735,7 +774,7 @@ mod tests {
         // A session token is not a link, though both are sealed with the same key.
         let session = seal(page().link_key.as_bytes(), "session", &link);
         assert_eq!(read_link(&page(), &session, now), Err(LinkError::Tampered));
-        assert_ne!(sign_link(&page(), "contoso", "a1", "v1", now), token, "every link has its own nonce");
+        assert_ne!(sign_link(&page(), "contoso", &alert, now), token, "every link has its own nonce");
     }
 
     #[test]

@@ -47,11 +47,11 @@ async fn main() -> anyhow::Result<()> {
     let mut alerts = emu.alerts(TENANT_ID);
     alerts.sort_by_key(|a| a["id"].as_str().unwrap_or_default().to_string());
     let alert = alerts.into_iter().find(|a| a["status"] == "new").expect("a new sample alert");
-    let (id, version) =
-        (alert["id"].as_str().unwrap_or_default(), alert["lastUpdateDateTime"].as_str().unwrap_or_default());
+    let id = alert["id"].as_str().unwrap_or_default();
     let page = app.config.triage.page.as_ref().expect("triage.page");
-    let link = secmon::triage::page::link_url(page, "contoso", id, version, now);
-    let expired = secmon::triage::page::link_url(page, "contoso", id, version, now - chrono::Duration::hours(2));
+    let parsed = secmon::alert::Alert::from_value(alert.clone())?;
+    let link = secmon::triage::page::link_url(page, "contoso", &parsed, now);
+    let expired = secmon::triage::page::link_url(page, "contoso", &parsed, now - chrono::Duration::hours(2));
     println!("{}", json!({"link": link, "expired": expired, "title": alert["title"], "alert": id, "base": base}));
 
     // Answer reports as they come: stdin is read line by line on a thread of its own.

@@ -362,7 +362,7 @@ async fn notify_one(
         && matches!(notifier.kind(), "email" | "teams")
         && !alert.id.starts_with("secmon-")
     {
-        view.triage_url = Some(crate::triage::page::link_url(page, tenant, &alert.id, alert.version(), now));
+        view.triage_url = Some(crate::triage::page::link_url(page, tenant, alert, now));
     }
     if let Some(budgeted) = notifier.budget()
         && !coalesce::slot_for_one(app.store.as_ref(), tenant, name, &budgeted, now).await.map_err(store_err)?

@@ -372,3 +372,50 @@ async fn app_service_headers_sign_in_behind_the_functions_host_only() {
     assert_eq!(patches.len(), 1);
     assert_eq!(patches[0].2["status"], "inProgress");
 }
+
+#[tokio::test]
+async fn a_sign_in_with_another_state_a_used_code_or_a_wrong_verifier_is_refused() {
+    let h = harness().await;
+    let (path, _) = h.link();
+    let start = h.get(&path, "").await;
+    let login = start.cookie("secmon_triage_login");
+    let q: BTreeMap<String, String> =
+        url::Url::parse(start.header("location")).unwrap().query_pairs().into_owned().collect();
+    let back = h.browser.post(format!("{}/authorize", h.emu.oidc_issuer())).form(&q).send().await.unwrap();
+    let back = url::Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
+    let code = back.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    // Another state than the one in the sign-in cookie (a login CSRF): refused, the code not redeemed.
+    let forged = format!("/api/triage/signin?code={code}&state=not-the-state");
+    assert_eq!(h.get(&forged, &login).await.status, 400);
+    // No sign-in cookie at all.
+    let real = format!("/api/triage/signin?{}", back.query().unwrap());
+    assert_eq!(h.get(&real, "").await.status, 400);
+    // The real callback works once; the same code again is refused by the provider.
+    let ok = h.get(&real, &login).await;
+    assert_eq!(ok.status, 302, "{ok:?}");
+    let again = h.get(&real, &login).await;
+    assert_eq!(again.status, 403, "{again:?}");
+    assert!(again.headers.get("set-cookie").is_none(), "no session for a refused sign-in");
+
+    // The stand-in itself refuses a verifier that does not match the challenge.
+    let start = h.get(&path, "").await;
+    let q: BTreeMap<String, String> =
+        url::Url::parse(start.header("location")).unwrap().query_pairs().into_owned().collect();
+    let back = h.browser.post(format!("{}/authorize", h.emu.oidc_issuer())).form(&q).send().await.unwrap();
+    let back = url::Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
+    let code = back.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    let token = h
+        .browser
+        .post(format!("{}/token", h.emu.oidc_issuer()))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", &q["client_id"]),
+            ("redirect_uri", &q["redirect_uri"]),
+            ("code_verifier", "a-verifier-of-somebody-else-0123456789abcdef"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 400);
+}

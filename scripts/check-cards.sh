@@ -15,6 +15,8 @@ rm -rf "$root/target/cards"
 (cd "$root" && cargo test --quiet --test notify --test silence)
 # The Teams bot's cards (before and after a click, posted, updated, silenced): tests/triage_act.rs, tests/bot_receiver.rs.
 (cd "$root" && cargo test --quiet --test triage_act --test bot_receiver)
+# A Workflows card with its triage page link: tests/triage_page.rs.
+(cd "$root" && cargo test --quiet --test triage_page notifications_carry)
 node "$cards/validate.js"
 
 if [ "${NO_RENDER:-}" != "1" ]; then

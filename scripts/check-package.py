@@ -394,6 +394,11 @@ def check_bindings(name, fjson, settings, report):
     return trigger, outputs
 
 
+# Functions whose route is not their name: the triage page serves every path under /api/triage/
+# (src/functions/http.rs routes /api/triage/{*rest} to it).
+OWN_ROUTES = {"triage-page": "triage/{*rest}"}
+
+
 def check_routes(parsed, route_prefix, report):
     """Two HTTP functions may not share a route and a method, and each is public at /api/<name>: the
     path secmon's standalone and Lambda hosts serve and the one it gives Graph in subscriptions."""
@@ -403,7 +408,8 @@ def check_routes(parsed, route_prefix, report):
             continue
         route = trigger.get("route", name).strip("/").lower()
         public = "/" + "/".join(p for p in (route_prefix.strip("/"), route) if p)
-        if public != f"/api/{name}":
+        expected = "/".join(p for p in (route_prefix.strip("/"), OWN_ROUTES.get(name, name)) if p)
+        if public != "/" + expected:
             report.fail(f"{name}/function.json: public path {public}, but the code's URLs are /api/{name}")
         for m in trigger.get("methods") or sorted(HTTP_METHODS):
             key = (route, m.lower())
@@ -611,7 +617,8 @@ def payloads(name, trigger, messages):
             req = sample("functions-http-request.json")
             r = req["Data"].pop("req")
             r["Method"] = method.upper()
-            r["Url"] = f"https://secmon.azurewebsites.net/api/{trigger.get('route', name)}"
+            route = trigger.get('route', name).replace("{*rest}", "sample-token")
+            r["Url"] = f"https://secmon.azurewebsites.net/api/{route}"
             if method.lower() in ("get", "head"):
                 r.pop("Body", None)
                 r["Headers"] = {}

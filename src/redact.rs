@@ -43,6 +43,8 @@ pub fn redact(text: &str) -> String {
     let mut out = mask_params(text, SECRET_PARAMS);
     out = mask_after(&out, "Bearer ", |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c));
     out = mask_after(&out, "\"access_token\":\"", |c: char| c != '"');
+    // A triage page link is a capability (docs/triage.md): its token never reaches a log.
+    out = mask_after(&out, "/api/triage/", |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c));
     out = global().mask(&out);
     out
 }
@@ -179,6 +181,10 @@ mod tests {
         assert_eq!(redact(r#"{"access_token":"tok.en"}"#), r#"{"access_token":"***"}"#);
         // Words that merely contain a parameter name are left alone.
         assert_eq!(redact("barcode=1 unicode=2"), "barcode=1 unicode=2");
+        assert_eq!(
+            redact("GET https://edge.example/api/triage/eyJ0Ijoi.AbC-d_e failed"),
+            "GET https://edge.example/api/triage/*** failed"
+        );
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub const FAMILIES: &[Family] = &[
     family("ratelimit/", Space::Values, Lifetime::Counters),
     family("silence-ended/", Space::Claims, Lifetime::Claims),
     family("silence-renotify/", Space::Claims, Lifetime::Claims),
+    family("triage-link/", Space::Values, Lifetime::Claims),
     family("triage/", Space::Claims, Lifetime::Claims),
     family("update/", Space::Claims, Lifetime::Claims),
 ];
@@ -253,6 +254,7 @@ mod tests {
             keys::mail_slots("s@x", now),
             keys::silence_ended("s"),
             keys::silence_renotify("s", "t", "a", "r"),
+            keys::triage_link("n"),
             keys::triage("t", "a", "v", "resolve", "u"),
             keys::update("t", "a", "v", "r"),
         ];

@@ -253,11 +253,11 @@ fn dana_click(h: &Harness, action: TriageAction) -> Click {
             upn: Some("dana@contoso.com".into()),
             name: "Dana Lee".into(),
         },
-        card: CardRef {
+        card: Some(CardRef {
             service_url: h.emu.bot_service_url(),
             conversation_id: CONVERSATION.into(),
             activity_id: record_card,
-        },
+        }),
         bot: Some("soc".into()),
     }
 }

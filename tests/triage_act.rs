@@ -111,11 +111,11 @@ impl Harness {
                 upn: Some("dana@contoso.com".into()),
                 name: "Dana Lee".into(),
             },
-            card: CardRef {
+            card: Some(CardRef {
                 service_url: self.emu.bot_service_url(),
                 conversation_id: CONVERSATION.into(),
                 activity_id: self.card_id.clone(),
-            },
+            }),
             bot: None,
         }
     }
@@ -328,7 +328,7 @@ async fn a_click_through_the_endpoint_is_queued_then_acted_on() {
         }
     );
     assert_eq!(click.actor.name, "Dana Lee");
-    assert_eq!(click.card.activity_id, h.card_id);
+    assert_eq!(click.card.as_ref().unwrap().activity_id, h.card_id);
     assert!(h.emu.patches().is_empty(), "the endpoint changes nothing itself");
     // What the worker gets from the queue.
     let queued: Click = serde_json::from_str(&serde_json::to_string(&click).unwrap()).unwrap();

@@ -80,6 +80,7 @@ var functionsByRole = {
     'health'
     'health-details'
     'bot-messages'
+    'triage-page'
   ]
   worker: [
     'poll-alerts'

@@ -34,8 +34,9 @@ var blobAction = 'Microsoft.Storage/storageAccounts/blobServices/containers/blob
 // Every blob data action that writes or deletes, or bypasses ACLs (runAsSuperUser, move: hierarchical namespaces).
 var notWriting = '!(ActionMatches{\'${blobAction}/write\'}) AND !(ActionMatches{\'${blobAction}/add/action\'}) AND !(ActionMatches{\'${blobAction}/delete\'}) AND !(ActionMatches{\'${blobAction}/tags/write\'}) AND !(ActionMatches{\'${blobAction}/move/action\'}) AND !(ActionMatches{\'${blobAction}/runAsSuperUser/action\'}) AND !(ActionMatches{\'${blobAction}/deleteBlobVersion/action\'}) AND !(ActionMatches{\'${blobAction}/permanentDelete/action\'})'
 var notReadingOne = '!(ActionMatches{\'${blobAction}/read\'} AND NOT SubOperationMatches{\'Blob.List\'})'
-// The edge writes only subscription records (lifecycle marks) and doorbell claims in secmon-state.
-var edgeStateCondition = '((${notWriting}) OR (${blobPath} StringStartsWith \'kv/subscriptions/\' OR ${blobPath} StringStartsWith \'claim/doorbell/\'))'
+// The edge writes only subscription records (lifecycle marks), doorbell claims and used triage links
+// (kv/triage-link/: the triage page's single-use mark) in secmon-state.
+var edgeStateCondition = '((${notWriting}) OR (${blobPath} StringStartsWith \'kv/subscriptions/\' OR ${blobPath} StringStartsWith \'claim/doorbell/\' OR ${blobPath} StringStartsWith \'kv/triage-link/\'))'
 // A host reads and writes only its own keys in azure-webjobs-secrets (<host id>/...).
 var edgeSecretsCondition = '((${notWriting} AND ${notReadingOne}) OR (${blobPath} StringStartsWith \'${edgeHostId}/\'))'
 var workerSecretsCondition = '((${notWriting} AND ${notReadingOne}) OR (${blobPath} StringStartsWith \'${workerHostId}/\'))'

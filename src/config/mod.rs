@@ -518,6 +518,11 @@ pub fn load_str_checked(
         Ok(disabled) => config.closing_disabled = disabled,
         Err(e) => findings.push(Issue::error("SECMON_CLOSE", e)),
     }
+    match (triage::app_service_auth(env("SECMON_TRIAGE_APP_SERVICE_AUTH").as_deref()), config.triage.page.as_mut()) {
+        (Ok(on), Some(page)) => page.app_service_auth = on,
+        (Ok(_), None) => {}
+        (Err(e), _) => findings.push(Issue::error("SECMON_TRIAGE_APP_SERVICE_AUTH", e)),
+    }
     check(&config, &ValidationContext { config: &config, now }, &mut findings);
     let (errors, warnings): (Vec<_>, Vec<_>) = findings.into_iter().partition(|i| i.level == Level::Error);
     if !errors.is_empty() {

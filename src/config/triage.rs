@@ -20,6 +20,10 @@ pub struct TriageConfig {
     /// Who may act, unless a bot says otherwise. Empty (the default): nobody.
     #[serde(default)]
     pub allowed: AllowedConfig,
+    /// The triage page (`/api/triage/…`) and the signed links to it in e-mail and Workflows cards.
+    /// Without it, notifications carry no triage link and the page refuses every request.
+    #[serde(default)]
+    pub page: Option<TriagePageConfig>,
 }
 
 /// The bot's registration: a single-tenant Entra app registration tied to an Azure Bot resource.
@@ -47,6 +51,107 @@ pub struct BotConfig {
     /// Who may act through this bot, instead of `triage.allowed`.
     #[serde(default)]
     pub allowed: Option<AllowedConfig>,
+}
+
+// --- triage page (issue 22: signed links, the page, its sign-in) ---
+
+/// `triage.page`: the triage page and its links (docs/triage.md "Triage links and the triage page").
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriagePageConfig {
+    /// The app's public URL (`https://<edge app>.azurewebsites.net`); links are `{base_url}/api/triage/{token}`.
+    pub base_url: String,
+    /// The HMAC-SHA256 key that signs links, sessions and forms: at least 32 bytes. A secret: write
+    /// `${SECMON_TRIAGE_LINK_KEY}`.
+    pub link_key: String,
+    /// How long a link is good for after the notification is sent.
+    #[serde(default = "default_link_ttl", with = "super::duration")]
+    #[schemars(with = "String")]
+    pub link_ttl: std::time::Duration,
+    /// Sign-in outside Azure: an OpenID Connect provider (authorization code flow with PKCE). In Azure
+    /// the page relies on App Service Authentication instead, and this is not used.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+    /// Who may act on the page, instead of `triage.allowed`.
+    #[serde(default)]
+    pub allowed: Option<AllowedConfig>,
+    /// True when `SECMON_TRIAGE_APP_SERVICE_AUTH` is `on`: App Service Authentication is enabled on this
+    /// app (the Bicep sets it exactly then), so the platform strips client-sent `X-MS-CLIENT-PRINCIPAL`
+    /// headers and the page may trust them. Set from the environment at load, never from the file.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub app_service_auth: bool,
+}
+
+/// Reads `SECMON_TRIAGE_APP_SERVICE_AUTH`: `on` or unset/`off`; anything else is an error.
+pub fn app_service_auth(value: Option<&str>) -> Result<bool, String> {
+    match value.map(str::trim) {
+        None | Some("") | Some("off") => Ok(false),
+        Some("on") => Ok(true),
+        Some(other) => Err(format!("{other:?} is neither on nor off")),
+    }
+}
+
+fn default_link_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(72 * 3600)
+}
+
+/// The OpenID Connect provider of the triage page's standalone sign-in.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer (`https://login.microsoftonline.com/{tenant}/v2.0`); its discovery document is
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The client id of the app registration (its redirect URI is `{base_url}/api/triage/signin`).
+    pub client_id: String,
+    /// The client secret, for a confidential client; without it secmon signs in as a public client
+    /// (PKCE alone). A secret: write `${SECMON_TRIAGE_OIDC_SECRET}`.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+}
+
+/// The shortest `triage.page.link_key`.
+pub const MIN_LINK_KEY_BYTES: usize = 32;
+
+impl TriagePageConfig {
+    fn validate(&self, path: &str, fallback: &AllowedConfig, out: &mut Vec<Issue>) {
+        let local = |u: &str| u.starts_with("http://127.0.0.1") || u.starts_with("http://localhost");
+        let base = self.base_url.trim_end_matches('/');
+        if url::Url::parse(base).is_err() || !(base.starts_with("https://") || local(base)) {
+            out.push(Issue::error(format!("{path}.base_url"), "must be the app's public https:// URL"));
+        }
+        if self.link_key.len() < MIN_LINK_KEY_BYTES {
+            out.push(Issue::error(
+                format!("{path}.link_key"),
+                format!("must be at least {MIN_LINK_KEY_BYTES} bytes (write ${{SECMON_TRIAGE_LINK_KEY}})"),
+            ));
+        }
+        if self.link_ttl.is_zero() {
+            out.push(Issue::error(format!("{path}.link_ttl"), "must be longer than 0"));
+        }
+        if let Some(oidc) = &self.oidc {
+            if !(oidc.issuer.starts_with("https://") || local(&oidc.issuer)) {
+                out.push(Issue::error(format!("{path}.oidc.issuer"), "must be an https:// URL"));
+            }
+            if oidc.client_id.trim().is_empty() {
+                out.push(Issue::error(format!("{path}.oidc.client_id"), "the client id is required"));
+            }
+        }
+        match &self.allowed {
+            Some(allowed) => allowed.validate(&format!("{path}.allowed"), out),
+            None if fallback.is_empty() => out.push(Issue::warning(
+                format!("{path}.allowed"),
+                "no users or groups are allowed to act on the triage page: every action will be refused",
+            )),
+            None => {}
+        }
+    }
+
+    /// Who may act on the page: its own list, else `triage.allowed`.
+    pub fn allowed<'a>(&'a self, fallback: &'a AllowedConfig) -> &'a AllowedConfig {
+        self.allowed.as_ref().unwrap_or(fallback)
+    }
 }
 
 impl BotConfig {
@@ -126,6 +231,9 @@ impl TriageConfig {
             }
         }
         self.allowed.validate(&format!("{path}.allowed"), out);
+        if let Some(page) = &self.page {
+            page.validate(&format!("{path}.page"), &self.allowed, out);
+        }
     }
 }
 
@@ -204,6 +312,25 @@ mod tests {
         ] {
             assert!(found.contains(&path), "{path} not in {found:?}");
         }
+    }
+
+    #[test]
+    fn a_triage_page_needs_an_https_base_and_a_long_key() {
+        let errors = load(
+            "  page: { base_url: http://example.com, link_key: short, oidc: { issuer: ftp://x, client_id: '' } }\n",
+        )
+        .unwrap_err();
+        let found = paths(&errors);
+        for path in
+            ["triage.page.base_url", "triage.page.link_key", "triage.page.oidc.issuer", "triage.page.oidc.client_id"]
+        {
+            assert!(found.contains(&path), "{path} not in {found:?}");
+        }
+        let warnings = load(
+            "  page: { base_url: 'https://edge.azurewebsites.net', link_key: 0123456789abcdef0123456789abcdef }\n",
+        )
+        .unwrap();
+        assert!(paths(&warnings).contains(&"triage.page.allowed"), "{warnings:?}");
     }
 
     #[test]

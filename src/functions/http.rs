@@ -26,6 +26,7 @@ pub fn router_with(app: App, gate: Gate) -> Router {
     let backstop = app.config.webhook.max_body_bytes.saturating_add(1);
     Router::new()
         .route("/api/{function}", axum::routing::any(serve))
+        .route("/api/triage/{*rest}", axum::routing::any(serve_triage_page))
         .layer(axum::extract::DefaultBodyLimit::max(backstop))
         .with_state((app, gate))
 }
@@ -43,6 +44,18 @@ async fn serve(
         None => HttpResponse::text(404, "no such function"),
     };
     into_response(resp)
+}
+
+/// `/api/triage/{rest}`: the function `triage-page` ([`super::triage_page`]).
+async fn serve_triage_page(
+    State((app, gate)): State<(App, Gate)>,
+    Path(rest): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    into_response(super::triage_page(&app, &rest, request_from_parts(&method, &uri, &headers, &body), gate).await)
 }
 
 /// Converts an HTTP request's parts into an [`HttpRequest`]: the query decoded as Graph encodes it,
@@ -72,7 +85,7 @@ pub fn into_response(resp: HttpResponse) -> Response {
     out.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(resp.content_type));
     for (name, value) in resp.headers {
         if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            out.headers_mut().insert(n, v);
+            out.headers_mut().append(n, v);
         }
     }
     out

@@ -18,6 +18,7 @@
 //! | `health-details` | HTTP | [`health_details`]: each tenant's state and last error, behind the function key or `health.token` |
 //! | `doctor` | HTTP | [`doctor`]: `secmon doctor`'s checks, behind the function key and `doctor.token` |
 //! | `bot-messages` | HTTP | [`crate::triage::bot_messages`]: the Teams bot's messaging endpoint (card clicks), behind the Bot Connector's token |
+//! | `triage-page` | HTTP | [`triage_page`]: `/api/triage/{token}`, the triage page of a signed link (docs/triage.md) |
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -72,11 +73,13 @@ pub enum Function {
     Doctor,
     /// `bot-messages`: the Teams bot's messaging endpoint (edge): a card click, checked and queued.
     BotMessages,
+    /// `triage-page`: the triage page of a signed link, at `/api/triage/{token}` (edge app).
+    TriagePage,
 }
 
 impl Function {
     /// Every function, timers first, then the queue, then HTTP.
-    pub const ALL: [Function; 13] = [
+    pub const ALL: [Function; 14] = [
         Function::PollAlerts,
         Function::ReconcileAlerts,
         Function::GraphSubscriptions,
@@ -90,6 +93,7 @@ impl Function {
         Function::HealthDetails,
         Function::Doctor,
         Function::BotMessages,
+        Function::TriagePage,
     ];
 
     /// The function's name (`poll-alerts`, `respond`, …).
@@ -108,6 +112,7 @@ impl Function {
             Function::HealthDetails => "health-details",
             Function::Doctor => "doctor",
             Function::BotMessages => "bot-messages",
+            Function::TriagePage => "triage-page",
         }
     }
 
@@ -130,6 +135,7 @@ impl Function {
             | Function::HealthDetails
             | Function::Doctor
             | Function::BotMessages => Trigger::Http,
+            Function::TriagePage => Trigger::Http,
         }
     }
 
@@ -466,8 +472,34 @@ pub async fn http_behind(app: &App, name: &str, req: HttpRequest, gate: Gate) ->
         "doctor" => doctor(app, req).await,
         "health-details" => health_details(app, req, gate).await,
         "bot-messages" => crate::triage::bot_messages(app, req).await,
+        "triage-page" => HttpResponse::text(404, "the triage page is at /api/triage/{token}"),
         _ => crate::intake::webhook::handle(app, name, req).await,
     }
+}
+
+/// The HTTP function `triage-page`: `/api/triage/{rest}` ([`crate::triage::page`]). Behind the
+/// Functions host ([`Gate::FunctionKey`], i.e. Azure) the person is the one App Service Authentication
+/// put in `X-MS-CLIENT-PRINCIPAL` — but only when the app says that authentication is on
+/// (`SECMON_TRIAGE_APP_SERVICE_AUTH=on`): only then does the platform strip client-sent copies, so
+/// without it the page is off in Azure (anyone could claim to be anyone). Anywhere else those headers are
+/// ignored and the page signs people in with OpenID Connect.
+pub async fn triage_page(app: &App, rest: &str, req: HttpRequest, gate: Gate) -> HttpResponse {
+    use crate::triage::page::SignIn;
+    let how = match gate {
+        Gate::FunctionKey if app.config.triage.page.as_ref().is_some_and(|p| p.app_service_auth) => SignIn::AppService,
+        Gate::FunctionKey => {
+            tracing::warn!(
+                "a triage page request in Azure, but App Service Authentication is not on for this app \
+                 (SECMON_TRIAGE_APP_SERVICE_AUTH is not `on`): refused; deploy with triageAuthClientId"
+            );
+            return HttpResponse::text(
+                503,
+                "the triage page needs App Service Authentication, which is not enabled for this app",
+            );
+        }
+        Gate::Open => SignIn::Oidc,
+    };
+    crate::triage::page::handle(app, rest, &req, how).await
 }
 
 /// The HTTP function `health-details`: every tenant's state, last poll and last error (redacted), as
@@ -539,7 +571,16 @@ mod tests {
         let http: Vec<&str> = Function::http().map(Function::name).collect();
         assert_eq!(
             http,
-            ["graph-webhook", "graph-lifecycle", "doorbell", "health", "health-details", "doctor", "bot-messages"]
+            [
+                "graph-webhook",
+                "graph-lifecycle",
+                "doorbell",
+                "health",
+                "health-details",
+                "doctor",
+                "bot-messages",
+                "triage-page"
+            ]
         );
         assert_eq!(Function::Respond.trigger(), Trigger::Queue);
         assert_eq!(Function::Deliver.trigger(), Trigger::Queue);

@@ -368,7 +368,7 @@ pub async fn dispatch(app: &App, function: &str, data: Map<String, Value>) -> Re
         }
         Trigger::Http => {
             let req = http_request(&data, "req")?;
-            let resp = replay(app, function, req).await;
+            let resp = replay(app, &route_path(&data, function), req).await;
             let mut outputs = Map::new();
             outputs.insert("res".into(), http_output(&resp));
             return Ok(Outcome { outputs, ..Default::default() });
@@ -380,10 +380,23 @@ pub async fn dispatch(app: &App, function: &str, data: Map<String, Value>) -> Re
     }
 }
 
+/// The path an HTTP invocation is replayed at: `/api/{function}`, or for `triage-page` (route
+/// `triage/{*rest}`) the `/api/triage/…` path of the invocation's `Url`.
+fn route_path(data: &Map<String, Value>, function: Function) -> String {
+    if function == Function::TriagePage
+        && let Some(url) = data.get("req").and_then(|r| r.get("Url")).and_then(unquote)
+        && let Ok(url) = url::Url::parse(&url)
+        && url.path().starts_with("/api/triage/")
+    {
+        return url.path().to_string();
+    }
+    format!("/api/{}", function.name())
+}
+
 /// Sends one HTTP invocation's request through [`functions::router`] and reads back its answer.
-async fn replay(app: &App, function: Function, req: HttpRequest) -> HttpResponse {
+async fn replay(app: &App, path: &str, req: HttpRequest) -> HttpResponse {
     use tower::ServiceExt;
-    let mut uri = format!("/api/{}", function.name());
+    let mut uri = path.to_string();
     if !req.query.is_empty() {
         uri.push('?');
         uri.push_str(&url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&req.query).finish());
@@ -404,6 +417,7 @@ async fn replay(app: &App, function: Function, req: HttpRequest) -> HttpResponse
     let status = response.status().as_u16();
     let content_type = match response.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         Some(t) if t.starts_with("application/json") => "application/json",
+        Some(t) if t.starts_with("text/html") => "text/html; charset=utf-8",
         Some("text/plain") => "text/plain",
         _ => "text/plain; charset=utf-8",
     };

@@ -62,4 +62,15 @@ impl HttpResponse {
 
 /// The headers an HTTP function may set besides `Content-Type`: the hosts that carry a response in
 /// their own envelope (the Functions host's `Outputs.res`) copy exactly these.
-pub const RESPONSE_HEADERS: [&str; 4] = ["Retry-After", "Allow", "X-Content-Type-Options", "Cache-Control"];
+pub const RESPONSE_HEADERS: [&str; 9] = [
+    "Retry-After",
+    "Allow",
+    "X-Content-Type-Options",
+    "Cache-Control",
+    // The triage page's: redirects, its cookies and its browser protections.
+    "Location",
+    "Set-Cookie",
+    "Referrer-Policy",
+    "X-Frame-Options",
+    "Content-Security-Policy",
+];

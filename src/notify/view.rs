@@ -130,6 +130,9 @@ pub struct View {
     pub why: String,
     /// The routes that sent it here.
     pub routes: Vec<String>,
+    /// A signed, single-use link to the triage page (`triage.page`), for e-mail and Teams Workflows
+    /// receivers; absent otherwise.
+    pub triage_url: Option<String>,
 }
 
 impl View {
@@ -186,6 +189,7 @@ impl View {
             group: Vec::new(),
             why: "new".to_string(),
             routes: Vec::new(),
+            triage_url: None,
         }
     }
 

@@ -21,6 +21,7 @@
 //! | `close-outcome/{tenant}/{alert}/{version}` | text `failed {status} {message}` of a close Graph refused | `respond::close` | `retention.claims` (sweep) |
 //! | `close-started/{tenant}/{alert}/{version}` | the rule id whose close of this version began (set right before the PATCH) | `respond::close` | `retention.claims` (sweep) |
 //! | `comment/{tenant}/{alert}/{version}` | claim: the close comment of one alert version | `respond::close` | `retention.claims` (sweep) |
+//! | `triage-link/{nonce}` | JSON `{by, action, at}`: a triage page link was used (links are single-use) | `triage::page` | `retention.claims` (sweep) |
 //! | `triage/{tenant}/{alert}/{version}/{action}/{user}` | claim: one person's card action on one alert version (a double click acts once) | `triage::act` | `retention.claims` (sweep) |
 //! | `breaker/{tenant}/{rule}/{YYYY-MM-DDTHH}` | decimal count of a rule's closes in one tenant in a UTC hour (compare-and-swap) | `respond::close` | `retention.counters` (sweep) |
 //! | `breaker-notice/{tenant}/{rule}/{YYYY-MM-DDTHH}` | claim: the owner is told once per rule, tenant and hour | `respond` | `retention.counters` (sweep) |
@@ -207,6 +208,11 @@ pub fn comment(tenant: &str, alert: &str, version: &str) -> String {
 /// `resolve-benign`, …) by one person (Entra object id) on the alert version the card showed.
 pub fn triage(tenant: &str, alert: &str, version: &str, action: &str, user: &str) -> String {
     key("triage", &[tenant, alert, version, action, user])
+}
+
+/// `triage-link/{nonce}`: written once when a triage page link is used; a link whose nonce has it is refused.
+pub fn triage_link(nonce: &str) -> String {
+    key("triage-link", &[nonce])
 }
 
 /// `breaker/{tenant}/{rule}/{hour}`: a close rule's count of closes in one tenant in the UTC hour of `now`.

@@ -151,8 +151,9 @@ pub struct Click {
     pub action: TriageAction,
     /// Who clicked.
     pub actor: Actor,
-    /// The card.
-    pub card: CardRef,
+    /// The card; `None` for a click on the triage page ([`super::page`]), which has no card to update.
+    #[serde(default)]
+    pub card: Option<CardRef>,
     /// The bot (its name in `triage.bots`) the click came through: the one whose token it carried.
     #[serde(default)]
     pub bot: Option<String>,
@@ -190,6 +191,20 @@ pub trait Cards: Send + Sync {
     async fn reply(&self, card: &CardRef, text: &str) -> Result<(), String>;
 }
 
+/// No cards: a click from the triage page has none to update.
+pub struct NoCards;
+
+#[async_trait::async_trait]
+impl Cards for NoCards {
+    async fn update(&self, _card: &CardRef, _content: &Value) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn reply(&self, _card: &CardRef, _text: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// Acts on one click: once per person, action and alert version. See the module doc.
 pub async fn act(app: &App, cards: &dyn Cards, click: &Click, now: DateTime<Utc>) -> Result<Acted, RespondError> {
     click.action.check().map_err(RespondError::Malformed)?;
@@ -207,11 +222,13 @@ pub async fn act(app: &App, cards: &dyn Cards, click: &Click, now: DateTime<Utc>
     };
     // The change is made and recorded; a card Teams does not take now is logged, not retried, so that a
     // retry never acts twice.
-    if let Err(why) = cards.update(&click.card, &card).await {
-        tracing::warn!(alert = %click.alert_id, "the card was not updated: {}", crate::redact::redact(&why));
+    if let Some(at) = &click.card {
+        if let Err(why) = cards.update(at, &card).await {
+            tracing::warn!(alert = %click.alert_id, "the card was not updated: {}", crate::redact::redact(&why));
+        }
+        // The outcome stays on the card when a later version of the alert updates it (`notify::cards`).
+        crate::notify::cards::note_outcome(store, &click.tenant, &click.alert_id, at, &outcome).await;
     }
-    // The outcome stays on the card when a later version of the alert updates it (`notify::cards`).
-    crate::notify::cards::note_outcome(store, &click.tenant, &click.alert_id, &click.card, &outcome).await;
     Ok(acted)
 }
 

@@ -128,7 +128,7 @@ fn click(value: &Value, actor: Actor, card: CardRef) -> Result<Click, String> {
         version: need("version")?,
         action,
         actor,
-        card,
+        card: Some(card),
         bot: None,
     })
 }

@@ -16,6 +16,7 @@ pub mod silence;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+pub mod page;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -135,6 +136,10 @@ pub async fn on_click(app: &App, tenant: &str, click: Value, now: DateTime<Utc>)
             click.tenant
         )));
     }
+    // --- triage page (issue 22): a click from the triage page has no card and came through no bot.
+    if click.card.is_none() {
+        return on_page_click(app, &click, now).await;
+    }
     let bots = &app.config.triage.bots;
     let name = match (&click.bot, bots.len()) {
         (Some(name), _) => name.clone(),
@@ -192,10 +197,26 @@ async fn refuse(app: &App, bot: &dyn Cards, click: &act::Click, now: DateTime<Ut
         crate::store::Once::Failed(e) => return Err(RespondError::Retry(e.to_string())),
     }
     tracing::warn!(user = %click.actor.aad_object_id, alert = %click.alert_id, "a card action by a person not allowed to act was refused");
-    if let Err(why) = bot.reply(&click.card, inbound::REFUSAL).await {
+    if let Some(card) = &click.card
+        && let Err(why) = bot.reply(card, inbound::REFUSAL).await
+    {
         tracing::warn!(alert = %click.alert_id, "the refusal was not replied: {}", crate::redact::redact(&why));
     }
     Ok(line)
+}
+
+/// A click from the triage page ([`page`]): the person is checked against the page's allow-list again
+/// (the queue is not the page), then [`act::act`] runs with no card to update.
+async fn on_page_click(app: &App, click: &act::Click, now: DateTime<Utc>) -> Result<String, RespondError> {
+    let Some(page) = app.config.triage.page.as_ref() else {
+        return Err(RespondError::Malformed("a triage page click, but triage.page is not configured".into()));
+    };
+    let allowed = page.allowed(&app.config.triage.allowed);
+    if allowed::check(app, allowed, &click.tenant, &click.actor, now).await?.is_none() {
+        return refuse(app, &act::NoCards, click, now).await;
+    }
+    let acted = act::act(app, &act::NoCards, click, now).await?;
+    Ok(format!("{} on {} by {} (triage page): {acted:?}", click.action.name(), click.alert_id, click.actor.principal()))
 }
 
 /// The outbound client of the bot `bot` (one of `triage.bots`).

@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 FUNCTIONS = ["poll-alerts", "reconcile-alerts", "graph-subscriptions", "sweep", "graph-webhook", "graph-lifecycle",
-             "doorbell", "health", "health-details", "doctor", "respond", "deliver", "bot-messages"]
+             "doorbell", "health", "health-details", "doctor", "respond", "deliver", "bot-messages", "triage-page"]
 
 
 def package_source(tmp: Path) -> Path:

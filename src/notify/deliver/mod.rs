@@ -391,6 +391,13 @@ async fn notify_one(
     };
 
     let notifier = receivers.get(name)?;
+    // --- triage page (issue 22): e-mail and Workflows messages carry a signed, single-use triage link.
+    if let Some(page) = app.config.triage.page.as_ref()
+        && matches!(notifier.kind(), "email" | "teams")
+        && !alert.id.starts_with("secmon-")
+    {
+        view.triage_url = Some(crate::triage::page::link_url(page, tenant, alert, now));
+    }
     if let Some(budgeted) = notifier.budget()
         && !coalesce::slot_for_one(app.store.as_ref(), tenant, name, &budgeted, now).await.map_err(store_err)?
     {

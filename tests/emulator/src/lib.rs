@@ -12,6 +12,9 @@
 //! - `sinks`: a Teams Workflows trigger and a generic webhook sink.
 //! - `botconnector`: a Bot Connector stand-in: OpenID metadata and JWKS, activities signed with its own
 //!   RSA key ([`Emulator::bot_token`]), proactive posts and in-place updates recorded ([`Emulator::bot_calls`]).
+//! - `oidc`: an OpenID Connect provider stand-in at `/oidc` for the triage page's sign-in: discovery, a
+//!   one-button sign-in page for the test user ([`Emulator::set_oidc_user`]), a token endpoint that checks
+//!   the PKCE verifier and answers an RS256 `id_token` (signed with the Bot Connector stand-in's key), JWKS.
 //! - [`faults`]: status, delay, dropped-connection and garbage faults for any route.
 //! - `server`: routing, request recording, the accept loop, TLS.
 //! - `generate`: the documented sample alerts and deterministic generated ones.
@@ -53,6 +56,7 @@ mod entra;
 pub mod faults;
 mod generate;
 mod mail;
+mod oidc;
 mod server;
 mod sinks;
 mod state;
@@ -67,6 +71,7 @@ use serde_json::{Value, json};
 
 pub use botconnector::BotCall;
 pub use faults::{Fault, FaultKind, Faults};
+pub use oidc::OidcUser;
 pub use state::{CommentShape, Listing, OrderBy, Paging, Recorded, ServerOrder};
 pub use subscriptions::Delivery;
 
@@ -395,6 +400,16 @@ impl Emulator {
         let resp = req.send().await?;
         let status = resp.status().as_u16();
         Ok((status, resp.text().await?))
+    }
+
+    /// The OpenID provider stand-in's issuer (`{base}/oidc`): the triage page's `oidc.issuer` in tests.
+    pub fn oidc_issuer(&self) -> String {
+        format!("{}/oidc", self.state.base_url)
+    }
+
+    /// Who the OpenID provider stand-in signs in from now on.
+    pub fn set_oidc_user(&self, user: OidcUser) {
+        self.state.lock().oidc_user = Some(user);
     }
 
     /// Every call bots made to the Bot Connector stand-in (posts and updates), in order.

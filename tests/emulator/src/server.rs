@@ -20,7 +20,7 @@ use tower::ServiceExt;
 
 use crate::faults::FaultKind;
 use crate::state::{AppState, Recorded, graph_error, json_response};
-use crate::{alerts, botconnector, directory, entra, mail, sinks, subscriptions};
+use crate::{alerts, botconnector, directory, entra, mail, oidc, sinks, subscriptions};
 
 /// Request bodies above this size are refused before routing.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -50,6 +50,10 @@ pub(crate) fn router(state: AppState) -> Router {
             "/botconnector/v3/conversations/{conversation}/activities/{activity}",
             axum::routing::put(botconnector::put_activity),
         )
+        .route("/oidc/.well-known/openid-configuration", get(oidc::discovery))
+        .route("/oidc/keys", get(oidc::keys))
+        .route("/oidc/authorize", get(oidc::authorize_page).post(oidc::authorize))
+        .route("/oidc/token", post(oidc::token))
         .fallback(|req: Request<Body>| async move {
             if req.uri().path().starts_with("/v1.0/") {
                 graph_error(

@@ -172,6 +172,10 @@ pub(crate) struct Inner {
     pub bot_calls: Vec<crate::botconnector::BotCall>,
     /// (tenant id, user object id or UPN, lower case) → the groups the user is a member of (transitively).
     pub members: HashMap<(String, String), Vec<String>>,
+    /// The OpenID provider stand-in's signed-in user (default: [`crate::oidc::OidcUser::default`]).
+    pub oidc_user: Option<crate::oidc::OidcUser>,
+    /// Codes the OpenID provider stand-in handed out and that are not redeemed yet.
+    pub oidc_grants: HashMap<String, crate::oidc::Grant>,
 }
 
 /// State shared by the server task and the `Emulator` handle.

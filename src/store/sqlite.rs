@@ -34,8 +34,6 @@ use super::{
 use crate::clock::{Clock, SystemClock};
 
 const SCHEMA: &str = "
-PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL,
     written INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, done INTEGER NOT NULL, lease_until INTEGER NOT NULL,
@@ -206,13 +204,27 @@ impl SqliteStore {
     }
 
     fn with_connection(conn: Connection) -> StoreResult<Self> {
-        conn.busy_timeout(Duration::from_secs(10)).map_err(backend)?;
-        conn.execute_batch(SCHEMA).map_err(backend)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        enable_wal(&conn)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
         conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES).map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(64);
-        migrate(&conn)?;
+        // The schema and its migrations in one write transaction: a second process opening the file at
+        // the same moment waits for it, instead of finding a column missing and adding it twice.
         let instance = Arc::new(Instance::this_process());
-        register(&conn, &instance)?;
+        exec(&conn, "BEGIN IMMEDIATE").map_err(backend)?;
+        let setup = conn
+            .execute_batch(SCHEMA)
+            .map_err(backend)
+            .and_then(|()| migrate(&conn))
+            .and_then(|()| register(&conn, &instance));
+        match setup {
+            Ok(()) => exec(&conn, "COMMIT").map_err(backend)?,
+            Err(e) => {
+                let _ = exec(&conn, "ROLLBACK");
+                return Err(e);
+            }
+        }
         let db = Db { conn: Mutex::new(conn), pending: Mutex::new(Vec::new()) };
         Ok(Self { db: Arc::new(db), clock: Arc::new(SystemClock), max_dequeue: 5, instance })
     }
@@ -279,6 +291,29 @@ impl SqliteStore {
 
 /// Brings a file written by an older secmon up to [`SCHEMA`]: claims gained a holder token (an old
 /// claim has the empty token: completed ones stay done, a held one frees itself when its lease runs out).
+/// How long a statement waits for another connection's lock before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Switches the file to WAL. SQLite answers that switch with "database is locked" at once, without its
+/// busy handler, while another connection holds a lock — two processes opening a new file at the same
+/// moment — so it is retried here for as long as the busy timeout would wait.
+fn enable_wal(conn: &Connection) -> StoreResult<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut wait = Duration::from_millis(2);
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(100));
+            }
+            Err(e) => return Err(backend(e)),
+        }
+    }
+}
+
 fn migrate(conn: &Connection) -> StoreResult<()> {
     let has_token = conn
         .prepare("SELECT 1 FROM pragma_table_info('claims') WHERE name = 'token'")
@@ -943,6 +978,30 @@ impl super::admin::QueueAdmin for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two `secmon run` starting at once on a new file: every open succeeds (SQLite answers the switch
+    /// to WAL with "database is locked" at once, without its busy handler, when another connection is
+    /// doing the same).
+    #[test]
+    fn processes_opening_a_new_file_at_once_all_open_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..40 {
+            let path = dir.path().join(format!("{round}.db"));
+            let start = Arc::new(std::sync::Barrier::new(4));
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        SqliteStore::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+        }
+    }
 
     #[tokio::test]
     async fn passes_the_store_contract() {

@@ -402,7 +402,7 @@ fn main() -> ExitCode {
         }
         #[cfg(feature = "demo")]
         Command::Demo { out } => demo(out),
-        Command::Run { listen } => with_app(&cli.config, move |app| run(app, listen)),
+        Command::Run { listen } => run(&cli.config, listen),
         Command::Subscriptions { action } => with_app(&cli.config, move |app| subscriptions(app, action)),
         Command::Queue(cmd) => queue(&cli.config, cmd),
         Command::Work { once } => {
@@ -586,6 +586,11 @@ fn audit(file: &std::path::Path, cmd: AuditCommand) -> ExitCode {
 fn serve(file: &std::path::Path, port: u16) -> ExitCode {
     secmon::logging::init(secmon::logging::Format::Json);
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    // Caught from the start: the host stopping us while the config loads ends the process cleanly.
+    let stop = {
+        let _in_runtime = runtime.enter();
+        secmon::host::standalone::shutdown_signal()
+    };
     let result = runtime.block_on(async {
         let loaded = secmon::setup::load(file, chrono::Utc::now())?;
         for w in &loaded.warnings {
@@ -597,7 +602,7 @@ fn serve(file: &std::path::Path, port: u16) -> ExitCode {
             tracing::info!("{line}");
         }
         tracing::info!("serving the Functions host's invocations on 127.0.0.1:{port}");
-        secmon::host::azure::serve(app, port, secmon::host::standalone::shutdown_signal()).await
+        secmon::host::azure::serve(app, port, stop).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -624,6 +629,26 @@ where
     F: FnOnce(secmon::app::App) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => with_app_in(runtime, file, tune, f),
+        Err(e) => {
+            eprintln!("error: no Tokio runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// [`with_app_tuned`] on `runtime`.
+fn with_app_in<F, Fut>(
+    runtime: tokio::runtime::Runtime,
+    file: &std::path::Path,
+    tune: impl FnOnce(&mut secmon::config::Config),
+    f: F,
+) -> ExitCode
+where
+    F: FnOnce(secmon::app::App) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
     // Logs go to stderr: stdout carries the command's JSON.
     let format = secmon::logging::chosen(secmon::logging::Format::Text);
     let logs = secmon::logging::subscriber(format, secmon::logging::Redacting(std::io::stderr));
@@ -636,9 +661,7 @@ where
         }
     };
     tune(&mut loaded.config);
-    let result = tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(async { f(secmon::setup::app_from_config(loaded.config).await?).await }));
+    let result = runtime.block_on(async { f(secmon::setup::app_from_config(loaded.config).await?).await });
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -670,9 +693,29 @@ fn demo(out: Option<PathBuf>) -> ExitCode {
     }
 }
 
-async fn run(app: secmon::app::App, listen: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
-    secmon::host::standalone::run(app, listen, secmon::host::standalone::shutdown_signal()).await?;
-    Ok(ExitCode::SUCCESS)
+/// `secmon run`: SIGTERM and Ctrl-C are caught before the config is even read, so a stop while the
+/// process starts ends it cleanly once it is up (nothing half-done), never kills it mid-start.
+fn run(file: &std::path::Path, listen: Option<std::net::SocketAddr>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: no Tokio runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let stop = {
+        let _in_runtime = runtime.enter();
+        secmon::host::standalone::shutdown_signal()
+    };
+    with_app_in(
+        runtime,
+        file,
+        |_| {},
+        move |app| async move {
+            secmon::host::standalone::run(app, listen, stop).await?;
+            Ok(ExitCode::SUCCESS)
+        },
+    )
 }
 
 /// AWS Lambda: the runtime chooses the function through `_HANDLER` (set from the SAM template).

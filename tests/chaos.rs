@@ -25,7 +25,8 @@
 //!
 //! Seeds: `SECMON_CHAOS_SEEDS=N` runs seeds 1..=N (default 3). A seed fixes the alerts, the faults, the
 //! moments of the kills and the versions touched; the interleaving of two real processes still varies.
-//! Counts per seed are printed and written to `target/chaos/seed-N.json`.
+//! Counts per seed are printed and written to `target/chaos/seed-N.json`. `SECMON_CHAOS_KEEP=1` keeps
+//! each seed's directory (the store, every life's logs, the config) and prints where it is.
 //!
 //! Between two processes the test lets time pass by expiring the SQLite queue's visibility timeouts and
 //! the claims' leases in the file (as a restart five minutes later would find them), so a run takes
@@ -280,6 +281,12 @@ async fn run_seed(seed: u64) -> Report {
     let mut rng = StdRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
+    let _tmp = if std::env::var_os("SECMON_CHAOS_KEEP").is_some() {
+        println!("chaos seed {seed}: kept in {}", tmp.keep().display());
+        None
+    } else {
+        Some(tmp)
+    };
     // TLS, as Graph and Entra are (the credential refuses a plain-http authority); the child process
     // trusts the emulator's test CA through SSL_CERT_FILE.
     let emu = Emulator::start(Options { tls: true, page_size: 7, ..Options::default() }).await.unwrap();

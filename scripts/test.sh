@@ -102,7 +102,7 @@ fi
 if [ -x scripts/check-cards.sh ]; then
   check "adaptive cards" scripts/check-cards.sh
 fi
-[ -x scripts/check-triage-page.sh ] && check "triage page (browser)" scripts/check-triage-page.sh
+check "triage page (browser)" scripts/check-triage-page.sh
 if [ -x scripts/check-infra.sh ]; then
   # --package also builds the release zip (scripts/package.sh) and loads it as the Functions host does
   # (scripts/check-package.py: app-root function folders, bindings, start-up, every function invoked).

@@ -601,6 +601,8 @@ mod tests {
         r#""mdi" == alert.serviceSource"#,
         r#"alert.serviceSource != "mde""#,
         r#"alert.title.containsIgnoreCase("lab")"#,
+        r#"alert.title.containsIgnoreCase("LAB-1")"#,
+        r#"alert.title.containsIgnoreCase("")"#,
         r#"alert.title.equalsIgnoreCase("prod")"#,
         r#"alert.title.startsWith("Lab")"#,
         r#"alert.title.endsWith("test")"#,

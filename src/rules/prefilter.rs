@@ -35,6 +35,8 @@ enum Test {
     Eq(String),
     /// Sorted and deduplicated.
     In(Vec<String>),
+    /// The literal in ASCII lower case, looked for in the operand's ASCII lower case (computed once per
+    /// decision): the same answer as comparing byte windows ignoring ASCII case, found faster.
     ContainsIgnoreCase(String),
     EqualsIgnoreCase(String),
     Contains(String),
@@ -146,6 +148,7 @@ impl Clauses {
             alert,
             tenant,
             operands: vec![None; self.operands.len()],
+            lowered: vec![None; self.operands.len()],
             states: vec![State::Unset; self.clauses.len()],
         }
     }
@@ -174,6 +177,8 @@ pub(crate) struct Memo<'a> {
     alert: &'a Json,
     tenant: &'a str,
     operands: Vec<Option<Found<'a>>>,
+    /// Operands' strings in ASCII lower case, for `containsIgnoreCase`.
+    lowered: Vec<Option<String>>,
     states: Vec<State>,
 }
 
@@ -183,7 +188,14 @@ impl<'a> Memo<'a> {
             State::Unset => {
                 let clause = &self.clauses.clauses[id];
                 let found = self.operand(clause.operand);
-                let state = match test(&clause.test, found) {
+                let answer = match (&clause.test, found) {
+                    (Test::ContainsIgnoreCase(lit), Found::Str(s)) => {
+                        let lowered = self.lowered[clause.operand].get_or_insert_with(|| s.to_ascii_lowercase());
+                        Some(lowered.contains(lit.as_str()))
+                    }
+                    (test_, found) => test(test_, found),
+                };
+                let state = match answer {
                     Some(b) if b != clause.negated => State::True,
                     Some(_) => State::False,
                     None => State::Unknown,
@@ -303,7 +315,7 @@ fn recognise(e: &IdedExpr) -> Option<(Operand, Test, bool)> {
         (method, Some(target), [arg]) => {
             let lit = string(arg)?;
             let test = match method {
-                "containsIgnoreCase" => Test::ContainsIgnoreCase(lit),
+                "containsIgnoreCase" => Test::ContainsIgnoreCase(lit.to_ascii_lowercase()),
                 "equalsIgnoreCase" => Test::EqualsIgnoreCase(lit),
                 "contains" => Test::Contains(lit),
                 "startsWith" => Test::StartsWith(lit),
@@ -420,6 +432,9 @@ mod tests {
         assert_eq!(a.clauses[0], b.clauses[0]);
         assert_eq!(c.clauses[1], a.clauses[0]);
         assert_eq!(c.clauses[0], d.clauses[0]);
+        // ASCII case does not matter to containsIgnoreCase, so it makes no second clause either.
+        let upper = plan(&mut clauses, r#"alert.title.containsIgnoreCase("A")"#);
+        assert_eq!((upper.clauses[0], clauses.len()), (a.clauses[1], 4));
         let alert = json!({"serviceSource": "mde", "title": "B", "severity": "high"});
         let mut memo = clauses.memo(&alert, "contoso");
         assert_eq!(a.decide(&mut memo), Some(false));

@@ -483,15 +483,10 @@ fn equals_ignore_case(ftx: &FunctionContext<'_, '_>) -> Result<Value, ExecutionE
 
 fn contains_ignore_case(ftx: &FunctionContext<'_, '_>) -> Result<Value, ExecutionError> {
     let (a, b) = two_strings(ftx)?;
-    Ok(Value::Bool(contains_ignore_ascii_case(a, b)))
-}
-
-/// `containsIgnoreCase`: byte windows compared ASCII-case-insensitively, what lower-casing both and
-/// `contains` would say, without copying either string (a match of valid UTF-8 in valid UTF-8 lies on
-/// character bounds).
-pub(crate) fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
-    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    let (hay, needle) = (a.as_bytes(), b.as_bytes());
+    // Byte windows compared ASCII-case-insensitively: what lower-casing both and `contains` would say,
+    // without copying either string (a match of valid UTF-8 in valid UTF-8 lies on character bounds).
+    Ok(Value::Bool(needle.is_empty() || hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))))
 }
 
 /// The target and the argument of `a.f(b)` (or `f(a, b)`) as borrowed strings, with the errors the

@@ -20,8 +20,6 @@ use cel::IdedExpr;
 use cel::common::ast::{Expr, LiteralValue, operators};
 use serde_json::Value as Json;
 
-use super::expr::contains_ignore_ascii_case;
-
 /// What a clause reads: a path of fields from the alert, or the tenant's name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Operand {
@@ -186,16 +184,10 @@ impl<'a> Memo<'a> {
     fn clause(&mut self, id: usize) -> Option<bool> {
         let state = match self.states[id] {
             State::Unset => {
-                let clause = &self.clauses.clauses[id];
+                let clauses = self.clauses;
+                let clause = &clauses.clauses[id];
                 let found = self.operand(clause.operand);
-                let answer = match (&clause.test, found) {
-                    (Test::ContainsIgnoreCase(lit), Found::Str(s)) => {
-                        let lowered = self.lowered[clause.operand].get_or_insert_with(|| s.to_ascii_lowercase());
-                        Some(lowered.contains(lit.as_str()))
-                    }
-                    (test_, found) => test(test_, found),
-                };
-                let state = match answer {
+                let state = match test(&clause.test, found, &mut self.lowered[clause.operand]) {
                     Some(b) if b != clause.negated => State::True,
                     Some(_) => State::False,
                     None => State::Unknown,
@@ -242,8 +234,9 @@ impl<'a> Memo<'a> {
     }
 }
 
-/// A clause's value on `found`, when CEL's is certain.
-fn test(test: &Test, found: Found<'_>) -> Option<bool> {
+/// A clause's value on `found`, when CEL's is certain; `lowered` keeps the operand's ASCII lower case
+/// once a clause needed it.
+fn test(test: &Test, found: Found<'_>, lowered: &mut Option<String>) -> Option<bool> {
     if let Test::Has(field) = test {
         return match found {
             Found::Other(Json::Object(m)) => Some(m.contains_key(field)),
@@ -256,7 +249,7 @@ fn test(test: &Test, found: Found<'_>) -> Option<bool> {
     Some(match test {
         Test::Eq(lit) => s == lit,
         Test::In(lits) => lits.binary_search_by(|l| l.as_str().cmp(s)).is_ok(),
-        Test::ContainsIgnoreCase(lit) => contains_ignore_ascii_case(s, lit),
+        Test::ContainsIgnoreCase(lit) => lowered.get_or_insert_with(|| s.to_ascii_lowercase()).contains(lit.as_str()),
         Test::EqualsIgnoreCase(lit) => s.eq_ignore_ascii_case(lit),
         Test::Contains(lit) => s.contains(lit.as_str()),
         Test::StartsWith(lit) => s.starts_with(lit.as_str()),

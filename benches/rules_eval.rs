@@ -6,6 +6,11 @@
 //! `target/bench/rules_eval.json`.
 //!
 //! Run: `cargo bench --bench rules_eval` (or any profile; the JSON records which).
+//!
+//! On a busy machine wall-clock figures vary by tens of percent; instruction counts do not. With
+//! `-- --rounds N` every row evaluates each alert exactly N times instead of for about two seconds, and
+//! `--rules N` / `--case no|first` pick rows, so that `valgrind --tool=callgrind` of one row at two
+//! round counts gives the instructions per alert (the difference over the extra alerts).
 
 use std::time::{Duration, Instant};
 
@@ -61,7 +66,16 @@ fn alerts() -> Vec<Value> {
         .collect()
 }
 
+/// The value after `flag` on the command line.
+fn arg(flag: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1).cloned())
+}
+
 fn main() {
+    let rounds: Option<usize> = arg("--rounds").map(|r| r.parse().expect("--rounds takes a number"));
+    let only_rules: Option<usize> = arg("--rules").map(|r| r.parse().expect("--rules takes a number"));
+    let only_case = arg("--case");
     let now: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
     let alerts: Vec<Alert> = alerts().into_iter().map(|v| Alert::from_value(v).unwrap()).collect();
     // Built from JSON, as the config file would be, so new route options need no change here.
@@ -73,6 +87,10 @@ fn main() {
     println!("{:>6}  {:<12}  {:>14}  {:>14}  {:>10}", "rules", "case", "alerts/s", "µs/alert", "compile ms");
     for n in [10usize, 100, 1000] {
         for first in [false, true] {
+            let case = if first { "first match" } else { "no match" };
+            if only_rules.is_some_and(|r| r != n) || only_case.as_deref().is_some_and(|c| !case.starts_with(c)) {
+                continue;
+            }
             let config = Config { close_rules: rules(n, first), routes: routes.clone(), ..Config::default() };
             let t = Instant::now();
             let engine = Engine::compile(&config).unwrap();
@@ -82,7 +100,7 @@ fn main() {
                 std::hint::black_box(engine.decide(a, "contoso", now));
             }
             let (mut done, t) = (0usize, Instant::now());
-            while t.elapsed() < Duration::from_secs(2) {
+            while rounds.map_or(t.elapsed() < Duration::from_secs(2), |r| done < r * alerts.len()) {
                 for a in &alerts {
                     std::hint::black_box(engine.decide(a, "contoso", now));
                 }
@@ -90,7 +108,6 @@ fn main() {
             }
             let secs = t.elapsed().as_secs_f64();
             let per_sec = done as f64 / secs;
-            let case = if first { "first match" } else { "no match" };
             println!("{n:>6}  {case:<12}  {per_sec:>14.0}  {:>14.1}  {compile_ms:>10.1}", 1e6 / per_sec);
             rows.push(json!({"rules": n, "case": case, "alerts_per_second": per_sec, "us_per_alert": 1e6 / per_sec,
                 "compile_ms": compile_ms, "alerts_evaluated": done}));

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::expr::{self, Expression};
+use super::prefilter::{Clauses, Plan};
 use super::{CloseRuleConfig, Mode};
 use crate::alert::{Alert, AlertStatus, Severity};
 use crate::config::{Config, Issue};
@@ -15,26 +16,33 @@ use crate::notify::StatusUpdate;
 /// Every close rule and route of a config, compiled once.
 pub struct Engine {
     helpers: expr::Helpers,
+    /// The literal conjuncts of every rule and route, decided once per alert before CEL runs.
+    clauses: Clauses,
     rules: Vec<Rule>,
     routes: Vec<Route>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("rules", &self.rules.len()).field("routes", &self.routes.len()).finish()
+        f.debug_struct("Engine")
+            .field("rules", &self.rules.len())
+            .field("routes", &self.routes.len())
+            .field("clauses", &self.clauses.len())
+            .finish()
     }
 }
 
 struct Rule {
     config: CloseRuleConfig,
     when: Expression,
+    plan: Plan,
     hash: String,
 }
 
 struct Route {
     index: usize,
     name: Option<String>,
-    when: Option<Expression>,
+    when: Option<(Expression, Plan)>,
     receivers: Vec<String>,
     continue_: bool,
     realert: Option<Duration>,
@@ -209,18 +217,24 @@ impl Engine {
     /// Compiles every close rule and route of `config`; each problem is an [`Issue`] at its field.
     pub fn compile(config: &Config) -> Result<Engine, Vec<Issue>> {
         let env = expr::env();
+        let mut clauses = Clauses::default();
         let mut issues = Vec::new();
         let mut rules = Vec::new();
         for (i, r) in config.close_rules.iter().enumerate() {
             match Expression::compile(&env, &r.when) {
-                Ok(when) => rules.push(Rule { hash: r.hash(), config: r.clone(), when }),
+                Ok(when) => {
+                    rules.push(Rule { hash: r.hash(), config: r.clone(), plan: clauses.plan(when.ast()), when })
+                }
                 Err(e) => issues.push(Issue::error(format!("close_rules[{i}].when"), e)),
             }
         }
         let mut routes = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
             let when = match r.when.as_deref().map(|w| Expression::compile(&env, w)).transpose() {
-                Ok(w) => w,
+                Ok(w) => w.map(|w| {
+                    let plan = clauses.plan(w.ast());
+                    (w, plan)
+                }),
                 Err(e) => {
                     issues.push(Issue::error(format!("routes[{i}].when"), e));
                     continue;
@@ -237,7 +251,11 @@ impl Engine {
                 set: r.set.clone(),
             });
         }
-        if issues.is_empty() { Ok(Engine { helpers: expr::Helpers::new(env), rules, routes }) } else { Err(issues) }
+        if issues.is_empty() {
+            Ok(Engine { helpers: expr::Helpers::new(env), clauses, rules, routes })
+        } else {
+            Err(issues)
+        }
     }
 
     /// How many close rules and routes were compiled.
@@ -256,9 +274,20 @@ impl Engine {
     /// The expressions see the alert exactly as Graph sent it ([`Alert::raw`]); the guardrails read its
     /// typed fields. Pure: `now` is an argument.
     pub fn decide(&self, alert: &Alert, tenant: &str, now: DateTime<Utc>) -> Decision {
-        // Bound on first use: a config whose routes have no `when` and no close rule never converts it.
+        self.decide_with(alert, tenant, now, true)
+    }
+
+    /// [`Engine::decide`], with or without the prefilter (without: every expression is evaluated by
+    /// CEL, the reference the prefilter is tested against).
+    fn decide_with(&self, alert: &Alert, tenant: &str, now: DateTime<Utc>, prefilter: bool) -> Decision {
+        // Bound on first use: an alert whose expressions the prefilter decides is never converted.
         let scope = std::cell::OnceCell::new();
         let cx = || scope.get_or_init(|| self.helpers.scope(alert.raw(), tenant, now));
+        let mut memo = self.clauses.memo(alert.raw(), tenant);
+        let mut eval = |when: &Expression, plan: &Plan| match prefilter.then(|| plan.decide(&mut memo)).flatten() {
+            Some(b) => Ok(b),
+            None => when.matches(cx()),
+        };
         let mut errors = Vec::new();
 
         let mut matched: Option<&Rule> = None;
@@ -266,7 +295,7 @@ impl Engine {
             if !rule.config.is_active(now) {
                 continue;
             }
-            match rule.when.matches(cx()) {
+            match eval(&rule.when, &rule.plan) {
                 Ok(true) => {
                     matched = Some(rule);
                     break;
@@ -284,7 +313,7 @@ impl Engine {
         for route in &self.routes {
             let hit = match &route.when {
                 None => true,
-                Some(w) => match w.matches(cx()) {
+                Some((w, plan)) => match eval(w, plan) {
                     Ok(b) => b,
                     Err(message) => {
                         errors.push(EvalError { at: route_label(route), message });
@@ -504,4 +533,211 @@ fn guardrail(alert: &Alert, rule: &CloseRuleConfig) -> Option<Blocked> {
         return Some(Blocked::Severity(severity, max));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use serde_json::json;
+
+    use super::*;
+    use crate::rules::RouteConfig;
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-26T12:00:00Z".parse().unwrap()
+    }
+
+    fn rule(id: &str, when: &str) -> CloseRuleConfig {
+        CloseRuleConfig {
+            id: id.into(),
+            description: None,
+            owner: Some("secops@contoso.com".into()),
+            expires: NaiveDate::from_ymd_opt(2027, 1, 31),
+            mode: Mode::Enforce,
+            when: when.into(),
+            classification: "informationalExpectedActivity".into(),
+            determination: "securityTesting".into(),
+            comment: None,
+            max_severity: None,
+            max_per_hour: None,
+        }
+    }
+
+    fn engine(rules: Vec<CloseRuleConfig>, routes: serde_json::Value) -> Engine {
+        let routes: Vec<RouteConfig> = serde_json::from_value(routes).unwrap();
+        Engine::compile(&Config { close_rules: rules, routes, ..Config::default() }).unwrap()
+    }
+
+    fn alert(v: serde_json::Value) -> Alert {
+        Alert::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_rule_that_errs_is_reported_as_before_and_one_that_cel_finds_false_is_not() {
+        let e = engine(
+            vec![
+                rule("errs", r#"alert.serviceSource == "mde" && alert.missing == "1""#),
+                rule("false-anyway", r#"alert.missing == "1" && alert.serviceSource == "mdi""#),
+                rule("matches", r#"alert.serviceSource == "mde""#),
+            ],
+            json!([{"when": "alert.severity == \"high\"", "receivers": ["soc"]}]),
+        );
+        let a = alert(json!({"id": "a1", "serviceSource": "mde", "severity": "high", "status": "new"}));
+        let d = e.decide(&a, "contoso", now());
+        assert_eq!(d, e.decide_with(&a, "contoso", now(), false));
+        assert_eq!(d.close.as_ref().map(|m| m.rule_id.as_str()), Some("matches"));
+        assert_eq!(d.errors.len(), 1, "{:?}", d.errors);
+        assert_eq!(d.errors[0].at, "close_rules[0] (errs)");
+        assert!(d.errors[0].message.contains("missing"), "{}", d.errors[0].message);
+        assert_eq!(d.routes.len(), 1);
+    }
+
+    /// Conjuncts for generated rules: the prefilter's shapes, and others only CEL decides (some err on
+    /// some alerts: a missing field, a non-boolean, evidence without an address).
+    const CONJUNCTS: &[&str] = &[
+        r#"alert.serviceSource == "mde""#,
+        r#""mdi" == alert.serviceSource"#,
+        r#"alert.serviceSource != "mde""#,
+        r#"alert.title.containsIgnoreCase("lab")"#,
+        r#"alert.title.containsIgnoreCase("LAB-1")"#,
+        r#"alert.title.containsIgnoreCase("")"#,
+        r#"alert.title.equalsIgnoreCase("prod")"#,
+        r#"alert.title.startsWith("Lab")"#,
+        r#"alert.title.endsWith("test")"#,
+        r#"alert.title.contains("-1")"#,
+        r#"alert.severity in ["high", "medium"]"#,
+        r#"tenant == "contoso""#,
+        r#"tenant != "contoso""#,
+        "has(alert.a.b)",
+        "has(alert.a)",
+        r#"alert.a.b == "x""#,
+        r#"!(alert.a.b == "y")"#,
+        r#"alert.evidence.exists(e, e.ipAddress.inCidr("10.0.0.0/8"))"#,
+        r#"alert.allEvidence("ip", e, e.ipAddress.inCidr("10.0.0.0/8"))"#,
+        "size(alert.title) > 3",
+        "alert.title",
+        r#"alert.serviceSource == "mde" || alert.title == "PROD""#,
+        r#"alert.missing == "1""#,
+        "true",
+        "false",
+    ];
+
+    fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
+        &items[rng.random_range(0..items.len())]
+    }
+
+    /// A conjunction of one to four conjuncts, in a random grouping.
+    fn expression(rng: &mut StdRng) -> String {
+        let n = rng.random_range(1..=4);
+        let mut e = pick(rng, CONJUNCTS).to_string();
+        for _ in 1..n {
+            let c = pick(rng, CONJUNCTS);
+            e = match rng.random_range(0..3) {
+                0 => format!("{e} && {c}"),
+                1 => format!("{c} && ({e})"),
+                _ => format!("({e}) && ({c})"),
+            };
+        }
+        e
+    }
+
+    fn generated_alert(rng: &mut StdRng, i: usize) -> serde_json::Value {
+        let mut a = serde_json::Map::new();
+        let id = if rng.random_bool(0.1) { format!("secmon-{i}") } else { format!("a-{i}") };
+        a.insert("id".into(), json!(id));
+        let mut maybe =
+            |a: &mut serde_json::Map<String, serde_json::Value>, key: &str, values: &[serde_json::Value]| {
+                let v = pick(rng, values).clone();
+                if v != json!("<absent>") {
+                    a.insert(key.into(), v);
+                }
+            };
+        maybe(&mut a, "serviceSource", &[json!("mde"), json!("mdi"), json!("<absent>"), json!(null), json!(7)]);
+        maybe(
+            &mut a,
+            "title",
+            &[json!("Lab run"), json!("lab-1 test"), json!("PROD"), json!(""), json!("<absent>"), json!(null)],
+        );
+        maybe(&mut a, "severity", &[json!("low"), json!("medium"), json!("high"), json!("<absent>")]);
+        maybe(&mut a, "status", &[json!("new"), json!("new"), json!("resolved"), json!("<absent>")]);
+        maybe(
+            &mut a,
+            "a",
+            &[json!({"b": "x"}), json!({"b": "y"}), json!({"b": null}), json!({}), json!("text"), json!("<absent>")],
+        );
+        let ip = |addr: Option<&str>| {
+            let mut e = json!({"@odata.type": "#microsoft.graph.security.ipEvidence"});
+            if let Some(addr) = addr {
+                e["ipAddress"] = json!(addr);
+            }
+            e
+        };
+        let evidence: Vec<serde_json::Value> = (0..rng.random_range(0..3))
+            .map(|_| ip(*pick(rng, &[Some("10.1.2.3"), Some("198.51.100.1"), None])))
+            .collect();
+        if rng.random_bool(0.8) {
+            a.insert("evidence".into(), json!(evidence));
+        }
+        serde_json::Value::Object(a)
+    }
+
+    #[test]
+    fn the_prefilter_decides_exactly_as_cel_alone_over_generated_rules_and_alerts() {
+        let mut rng = StdRng::seed_from_u64(17);
+        let (mut decisions, mut with_errors, mut closes, mut decided_without_cel) = (0, 0, 0, 0);
+        for case in 0..300 {
+            let rules: Vec<CloseRuleConfig> = (0..rng.random_range(1..=8))
+                .map(|i| {
+                    let mut r = rule(&format!("r{i}"), &expression(&mut rng));
+                    r.mode = if rng.random_bool(0.5) { Mode::Enforce } else { Mode::Shadow };
+                    if rng.random_bool(0.15) {
+                        r.expires = NaiveDate::from_ymd_opt(2026, 1, 31);
+                    }
+                    if rng.random_bool(0.2) {
+                        r.max_severity = Some("low".into());
+                    }
+                    r
+                })
+                .collect();
+            let routes: Vec<serde_json::Value> = (0..rng.random_range(0..=3))
+                .map(|i| {
+                    let mut r = json!({"receivers": [format!("rx{i}")], "continue": rng.random_bool(0.5)});
+                    if rng.random_bool(0.8) {
+                        r["when"] = json!(expression(&mut rng));
+                    }
+                    r
+                })
+                .collect();
+            let e = engine(rules.clone(), json!(routes));
+            for i in 0..10 {
+                let raw = generated_alert(&mut rng, i);
+                let a = alert(raw.clone());
+                let tenant = if rng.random_bool(0.8) { "contoso" } else { "fabrikam" };
+                let fast = e.decide_with(&a, tenant, now(), true);
+                let naive = e.decide_with(&a, tenant, now(), false);
+                assert_eq!(
+                    fast,
+                    naive,
+                    "case {case}, alert {raw}, tenant {tenant}\nrules: {:#?}\nroutes: {routes:#?}",
+                    rules.iter().map(|r| &r.when).collect::<Vec<_>>()
+                );
+                decisions += 1;
+                with_errors += usize::from(!fast.errors.is_empty());
+                closes += usize::from(fast.close.is_some());
+                let mut memo = e.clauses.memo(a.raw(), tenant);
+                let every = e
+                    .rules
+                    .iter()
+                    .map(|r| &r.plan)
+                    .chain(e.routes.iter().filter_map(|r| r.when.as_ref().map(|w| &w.1)));
+                decided_without_cel += every.filter(|p| p.decide(&mut memo).is_some()).count();
+            }
+        }
+        // The generator reaches what matters: errors, matches, and expressions the prefilter decides.
+        assert!(with_errors > decisions / 10, "{with_errors} of {decisions} decisions had errors");
+        assert!(closes > decisions / 10, "{closes} of {decisions} decisions matched a close rule");
+        assert!(decided_without_cel > decisions, "{decided_without_cel} expressions decided without CEL");
+    }
 }

@@ -4,6 +4,8 @@
 //! - [`CloseRuleConfig`] / [`RouteConfig`]: the config sections (types in `config::rules`); [`check`]
 //!   compiles every expression, every error located at its field;
 //! - [`expr`]: CEL compiled once with length and nesting caps, plus the domain helpers;
+//! - `prefilter`: the literal conjuncts of every rule and route (`alert.x == "y"`, …) decided in Rust,
+//!   once per decision, so that CEL runs only for the expressions they do not decide;
 //! - [`check`]: errors for names an expression uses that do not exist (variables, functions, alert
 //!   properties);
 //! - [`lint`]: warnings about close rules that compile but fail open (`exists` over evidence, …);
@@ -20,6 +22,7 @@ pub mod dry_run;
 mod engine;
 pub mod expr;
 pub mod lint;
+mod prefilter;
 pub mod replay;
 pub mod report;
 pub mod suggest;

@@ -28,8 +28,8 @@
 //! Counts per seed are printed and written to `target/chaos/seed-N.json`. `SECMON_CHAOS_KEEP=1` keeps
 //! each seed's directory (the store, every life's logs, the config) and prints where it is.
 //!
-//! Between two processes the test lets time pass by expiring the SQLite queue's visibility timeouts and
-//! the claims' leases in the file (as a restart five minutes later would find them), so a run takes
+//! Between two processes the test lets time pass by expiring the SQLite queue's visibility timeouts,
+//! the claims' leases and the seen window's queueing claims in the file (as a restart five minutes later would find them), so a run takes
 //! seconds, not the 5-minute production timeouts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -234,6 +234,22 @@ fn let_time_pass(dir: &Path) {
     // The tables exist once secmon opened the file; a process killed before that left nothing to expire.
     let _ = c.execute("UPDATE queue SET visible_at = 0", []);
     let _ = c.execute("UPDATE claims SET lease_until = 0 WHERE done = 0", []);
+    // A poll killed while queueing holds its versions in the seen window for `QUEUEING_LEASE` (5 min):
+    // after it, the next poll queues them (and the watermark waits for them meanwhile).
+    let windows: Vec<(String, Vec<u8>)> = c
+        .prepare("SELECT key, value FROM kv WHERE key LIKE 'seen/%/window'")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .unwrap_or_default();
+    for (key, value) in windows {
+        let mut window: Value = serde_json::from_slice(&value).unwrap();
+        let Some(queueing) = window.get_mut("queueing").and_then(Value::as_object_mut) else { continue };
+        for claim in queueing.values_mut() {
+            claim["until"] = json!("1970-01-01T00:00:00Z");
+        }
+        let value = serde_json::to_vec(&window).unwrap();
+        c.execute("UPDATE kv SET value = ?1, version = version + 1 WHERE key = ?2", rusqlite::params![value, key])
+            .unwrap();
+    }
 }
 
 /// Every queue body (any queue) and the stored watermark, read while secmon is down.

@@ -269,18 +269,23 @@ fn transport_message(e: &reqwest::Error) -> String {
     if detail.is_empty() { kind.to_string() } else { format!("{kind}: {detail}") }
 }
 
-/// Reads a list page: a JSON object with a `value` array and maybe an `@odata.nextLink` string.
+/// Reads a list page: a JSON object with a `value` array and maybe an `@odata.nextLink` string. Each
+/// item of `value` is kept as its JSON text ([`AlertPage::alerts`]).
 pub fn parse_page(body: &[u8]) -> Result<AlertPage, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON ({e})"))?;
-    let Value::Object(mut map) = v else {
-        return Err("not a JSON object".into());
+    #[derive(serde::Deserialize)]
+    struct Page {
+        value: Option<Box<serde_json::value::RawValue>>,
+        #[serde(rename = "@odata.nextLink")]
+        next_link: Option<Value>,
+    }
+    let page: Page = match serde_json::from_slice(body) {
+        Ok(page) => page,
+        Err(e) if e.is_data() => return Err("not a JSON object".into()),
+        Err(e) => return Err(format!("not JSON ({e})")),
     };
-    let alerts = match map.remove("value") {
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err("`value` is not an array".into()),
-        None => return Err("no `value` array".into()),
-    };
-    let next_link = match map.remove("@odata.nextLink") {
+    let value = page.value.ok_or("no `value` array")?;
+    let alerts = serde_json::from_str(value.get()).map_err(|_| "`value` is not an array".to_string())?;
+    let next_link = match page.next_link {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() => Some(s),
         Some(_) => return Err("`@odata.nextLink` is not a URL string".into()),
@@ -381,7 +386,7 @@ impl Graph for GraphClient {
         let mut out = Vec::new();
         let mut page = self.page(tenant, "list subscriptions", self.url(&["subscriptions"]).as_str()).await?;
         loop {
-            out.append(&mut page.alerts);
+            out.extend(page.values());
             let Some(next) = page.next_link.take() else { return Ok(out) };
             self.check_next_link(tenant, &next)?;
             page = self.page(tenant, "list subscriptions (next page)", &next).await?;

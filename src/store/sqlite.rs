@@ -617,6 +617,28 @@ impl Queue for SqliteStore {
         .await
     }
 
+    async fn send_many(&self, queue: &str, bodies: &[Vec<u8>]) -> Result<(), super::Partial> {
+        let partial = |error| super::Partial { sent: 0, error };
+        check_key(queue).map_err(partial)?;
+        let (queue, bodies) = (queue.to_string(), bodies.to_vec());
+        let now = self.now_ms();
+        // One job: the batch it commits in is the transaction, so all of them are sent or none.
+        self.write(move |c| {
+            let mut insert = c
+                .prepare_cached(
+                    "INSERT INTO queue (id, queue, body, visible_at, dequeue_count, receipt, seq, enqueued_at)
+                     VALUES (?1, ?2, ?3, ?4, 0, '', (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue), ?4)",
+                )
+                .map_err(backend)?;
+            for body in &bodies {
+                insert.execute(params![uuid::Uuid::new_v4().to_string(), queue, body, now]).map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(partial)
+    }
+
     async fn receive(&self, queue: &str, max: usize, visibility: Duration) -> StoreResult<Vec<Received>> {
         let queue = queue.to_string();
         let now = self.now_ms();

@@ -387,6 +387,24 @@ async fn metrics_page(app: App) -> axum::response::Response {
             Err(e) => tracing::warn!("metrics: the depth of {queue} is unknown ({e})"),
         }
     }
+    // Per tenant and per receiver, from the messages themselves (the store's own queue only).
+    if let Some(admin) = app.queue.admin() {
+        for queue in [ALERTS_QUEUE, DELIVERIES_QUEUE] {
+            match crate::store::admin::gauges(admin, queue, app.clock.now()).await {
+                Ok(g) => {
+                    let receivers = (queue == DELIVERIES_QUEUE).then(|| {
+                        let mut all = g.receivers.clone();
+                        for name in app.config.receivers.keys() {
+                            all.entry(name.clone()).or_default();
+                        }
+                        all
+                    });
+                    crate::metrics::set_queue_shares(queue, &g.tenants, receivers.as_ref());
+                }
+                Err(e) => tracing::warn!("metrics: the messages of {queue} are unknown ({e})"),
+            }
+        }
+    }
     let content_type = (axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
     ([content_type], crate::metrics::global().render()).into_response()
 }

@@ -230,6 +230,11 @@ pub trait Queue: Send + Sync {
     /// The largest body [`Queue::send`] carries; a larger message travels through the store and the
     /// queue carries a reference to it ([`crate::intake::Message::send`]).
     fn max_body(&self) -> usize;
+    /// The operator's side of this queue, where the backend offers one cheaply to the process itself
+    /// (the standalone `/metrics` page looks at the messages through it); `None` by default.
+    fn admin(&self) -> Option<&dyn QueueAdmin> {
+        None
+    }
 }
 
 /// A [`Queue::send_many`] that failed part-way: the first `sent` bodies are on the queue, the rest are not.

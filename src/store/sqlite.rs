@@ -735,6 +735,10 @@ impl Queue for SqliteStore {
     fn max_body(&self) -> usize {
         super::azure::MAX_BODY
     }
+
+    fn admin(&self) -> Option<&dyn super::QueueAdmin> {
+        Some(self)
+    }
 }
 
 // The operator's side of the queue ([`QueueAdmin`]) and who holds a message (dead-lease recovery).

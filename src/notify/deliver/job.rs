@@ -200,6 +200,7 @@ pub async fn enqueue(
         not_before: None,
         waited: 0,
     }));
+    let mut bodies = Vec::with_capacity(jobs.len());
     for mut job in jobs {
         job.alert = carried.0.clone();
         job.alert_ref = carried.1.clone();
@@ -214,8 +215,11 @@ pub async fn enqueue(
             job.alert_ref = carried.1.clone();
             body = job.body();
         }
-        queue.send(DELIVERIES_QUEUE, &body).await?;
+        bodies.push(body);
     }
+    // One send for the decision's jobs (SQLite: one transaction); a failure part-way is retried whole,
+    // and each job's claim makes a copy harmless.
+    queue.send_many(DELIVERIES_QUEUE, &bodies).await.map_err(|p| p.error)?;
     Ok(receivers)
 }
 

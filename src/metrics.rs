@@ -252,7 +252,8 @@ impl Metrics {
         let mut series = self.series();
         let of_queue = |labels: &[(&'static str, String)]| labels.iter().any(|(k, v)| *k == "queue" && v == queue);
         series.retain(|(family, labels), _| {
-            let per_tenant = *family == "secmon_tenant_queue_depth" || *family == "secmon_tenant_queue_oldest_age_seconds";
+            let per_tenant =
+                *family == "secmon_tenant_queue_depth" || *family == "secmon_tenant_queue_oldest_age_seconds";
             !(per_tenant && of_queue(labels) || receivers.is_some() && *family == "secmon_receiver_queued")
         });
         for (tenant, (depth, age)) in tenants {
@@ -440,7 +441,10 @@ mod tests {
         assert!(!page.contains("tenant=\"fabrikam\""), "{page}");
         assert!(page.contains("secmon_receiver_queued{receiver=\"soc\"} 0\n"), "{page}");
         assert!(!page.contains("receiver=\"tickets\""), "{page}");
-        assert!(page.contains("secmon_tenant_queue_depth{queue=\"alerts\",tenant=\"contoso\"} 5\n"), "another queue's stay");
+        assert!(
+            page.contains("secmon_tenant_queue_depth{queue=\"alerts\",tenant=\"contoso\"} 5\n"),
+            "another queue's stay"
+        );
     }
 
     #[test]

@@ -56,6 +56,10 @@ CREATE INDEX IF NOT EXISTS queue_order ON queue (queue, seq);
 /// each of them two fsyncs.
 pub const CHECKPOINT_PAGES: u32 = 4000;
 
+/// The visible messages of a queue, oldest first (see [`Queue::receive`]).
+const RECEIVE: &str = "SELECT id, body, dequeue_count FROM queue INDEXED BY queue_order
+     WHERE queue = ?1 AND visible_at <= ?2 ORDER BY seq";
+
 /// Most jobs one transaction runs.
 const MAX_BATCH: usize = 256;
 
@@ -646,15 +650,16 @@ impl Queue for SqliteStore {
         let max_dequeue = self.max_dequeue;
         let holder = self.instance.id.clone();
         self.write(move |c| {
+            // No `LIMIT ?`: SQLite plans with a bound LIMIT's value and so prepared the statement again
+            // whenever `max` changed (most receives). The index gives the order, so rows stream and
+            // stepping stops after `max`.
             let rows = c
-                .prepare_cached(
-                    "SELECT id, body, dequeue_count FROM queue INDEXED BY queue_order
-                     WHERE queue = ?1 AND visible_at <= ?2 ORDER BY seq LIMIT ?3",
-                )
+                .prepare_cached(RECEIVE)
                 .and_then(|mut s| {
-                    s.query_map(params![queue, now, max as i64], |r| {
+                    s.query_map(params![queue, now], |r| {
                         Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?))
                     })?
+                    .take(max)
                     .collect::<Result<Vec<_>, _>>()
                 })
                 .map_err(backend)?;
@@ -1076,6 +1081,23 @@ mod tests {
     async fn passes_the_queue_contract() {
         let store = SqliteStore::in_memory().unwrap().with_max_dequeue(3);
         super::super::contract::queue_contract(&store).await;
+    }
+
+    /// Receives of any size reuse one prepared statement: none is prepared again.
+    #[tokio::test]
+    async fn receives_of_any_size_reuse_the_prepared_statement() {
+        let store = SqliteStore::in_memory().unwrap();
+        for i in 0..20u8 {
+            store.send("q", &[i]).await.unwrap();
+        }
+        let mut got = 0;
+        for max in [1, 3, 2, 5, 1, 4, 16] {
+            got += store.receive("q", max, Duration::from_secs(30)).await.unwrap().len();
+        }
+        assert_eq!(got, 20, "each receive takes at most its max, in order, until the queue is empty");
+        let conn = store.db.conn.lock().unwrap();
+        let stmt = conn.prepare_cached(RECEIVE).unwrap();
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 
     #[tokio::test]

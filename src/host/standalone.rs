@@ -190,8 +190,14 @@ pub async fn worker(app: App, mut shutdown: watch::Receiver<bool>) {
     let mut pending: Pending<(Function, Received)> = Pending::default();
     let mut running = tokio::task::JoinSet::new();
     while !*shutdown.borrow() {
-        // Keep at most one message waiting per slot, so nothing waits long enough to reappear.
-        let room = (2 * concurrency).saturating_sub(pending.len() + running.len());
+        // Keep at most one message waiting per slot, so nothing waits long enough to reappear; and
+        // receive only once half of that is used up, so a receive (one write to the store) takes several
+        // messages rather than one each time a message finishes.
+        let room = if pending.len() <= concurrency / 2 {
+            (2 * concurrency).saturating_sub(pending.len() + running.len())
+        } else {
+            0
+        };
         let mut received = 0;
         let mut failed = false;
         for function in QUEUE_FUNCTIONS {

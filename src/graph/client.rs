@@ -274,17 +274,22 @@ fn transport_message(e: &reqwest::Error) -> String {
 pub fn parse_page(body: &[u8]) -> Result<AlertPage, String> {
     #[derive(serde::Deserialize)]
     struct Page {
-        value: Option<Box<serde_json::value::RawValue>>,
+        value: Option<Vec<Box<serde_json::value::RawValue>>>,
         #[serde(rename = "@odata.nextLink")]
         next_link: Option<Value>,
     }
+    // One pass over the body; only a page that is not what Graph sends is read again, to say what is wrong.
     let page: Page = match serde_json::from_slice(body) {
         Ok(page) => page,
-        Err(e) if e.is_data() => return Err("not a JSON object".into()),
+        Err(e) if e.is_data() => {
+            return Err(match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Object(map)) if map.contains_key("value") => "`value` is not an array".into(),
+                _ => "not a JSON object".into(),
+            });
+        }
         Err(e) => return Err(format!("not JSON ({e})")),
     };
-    let value = page.value.ok_or("no `value` array")?;
-    let alerts = serde_json::from_str(value.get()).map_err(|_| "`value` is not an array".to_string())?;
+    let alerts = page.value.ok_or("no `value` array")?;
     let next_link = match page.next_link {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() => Some(s),

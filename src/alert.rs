@@ -418,10 +418,15 @@ impl Alert {
         let Value::Object(map) = &value else {
             return Err(AlertError::NotAnObject);
         };
-        let mut map = map.clone();
         if !matches!(map.get("id"), Some(Value::String(_))) {
             return Err(AlertError::NoId);
         }
+        // Every property as documented (the usual case): read from the value itself, copying nothing.
+        if let Ok(mut alert) = Alert::deserialize(&value) {
+            alert.raw = value;
+            return Ok(alert);
+        }
+        let mut map = map.clone();
         let mut set_aside = Map::new();
         // Each failed attempt sets aside the property serde named, so this ends within `len` steps.
         for _ in 0..=map.len() {
@@ -784,7 +789,7 @@ impl Evidence {
             .map(|t| t.rsplit('.').next().unwrap_or(t).to_ascii_lowercase())
             .unwrap_or_default();
         fn typed<T: serde::de::DeserializeOwned>(v: &Value, wrap: fn(T) -> Evidence) -> Option<Evidence> {
-            serde_json::from_value(v.clone()).ok().map(wrap)
+            T::deserialize(v).ok().map(wrap)
         }
         let parsed = match kind.as_str() {
             "deviceevidence" => typed(&value, Evidence::Device),

@@ -172,6 +172,17 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
     ("secmon_receiver_breaker_state", Kind::Gauge, "A receiver's circuit breaker: 0 closed, 1 half-open, 2 open."),
     ("secmon_queue_depth", Kind::Gauge, "Messages on a queue, visible or not, when last looked at."),
     ("secmon_queue_oldest_age_seconds", Kind::Gauge, "Age of the oldest message on a queue, when last looked at."),
+    (
+        "secmon_receiver_queued",
+        Kind::Gauge,
+        "Delivery jobs of a receiver on the deliveries queue (waiting or in work), when last looked at.",
+    ),
+    ("secmon_tenant_queue_depth", Kind::Gauge, "A tenant's messages on a queue, when last looked at."),
+    (
+        "secmon_tenant_queue_oldest_age_seconds",
+        Kind::Gauge,
+        "Age of a tenant's oldest message on a queue, when last looked at.",
+    ),
 ];
 
 /// One labelled series: its family and its label pairs, in order.
@@ -226,6 +237,34 @@ impl Metrics {
         self.set("secmon_queue_depth", labels.clone(), depth as f64);
         if let Some(age) = oldest_age_secs {
             self.set("secmon_queue_oldest_age_seconds", labels, age);
+        }
+    }
+
+    /// Sets what was last seen of `queue` per tenant (messages, oldest age) and, for the deliveries
+    /// queue, per receiver (`receivers`, every configured one, zero included): the series of an earlier
+    /// look that this one no longer has are dropped, so a tenant whose messages are gone disappears.
+    pub fn set_queue_shares(
+        &self,
+        queue: &str,
+        tenants: &BTreeMap<String, (usize, Option<i64>)>,
+        receivers: Option<&BTreeMap<String, usize>>,
+    ) {
+        let mut series = self.series();
+        let of_queue = |labels: &[(&'static str, String)]| labels.iter().any(|(k, v)| *k == "queue" && v == queue);
+        series.retain(|(family, labels), _| {
+            let per_tenant =
+                *family == "secmon_tenant_queue_depth" || *family == "secmon_tenant_queue_oldest_age_seconds";
+            !(per_tenant && of_queue(labels) || receivers.is_some() && *family == "secmon_receiver_queued")
+        });
+        for (tenant, (depth, age)) in tenants {
+            let labels = vec![("queue", queue.to_string()), ("tenant", tenant.clone())];
+            series.insert(("secmon_tenant_queue_depth", labels.clone()), *depth as f64);
+            if let Some(age) = age {
+                series.insert(("secmon_tenant_queue_oldest_age_seconds", labels), *age as f64);
+            }
+        }
+        for (receiver, n) in receivers.into_iter().flatten() {
+            series.insert(("secmon_receiver_queued", vec![("receiver", receiver.clone())]), *n as f64);
         }
     }
 
@@ -300,6 +339,16 @@ pub fn set_queue(queue: &str, depth: usize, oldest_age_secs: Option<f64>) {
     global().set_queue(queue, depth, oldest_age_secs);
 }
 
+/// Sets what was last seen of `queue` per tenant and per receiver, on the process's metrics
+/// ([`Metrics::set_queue_shares`]).
+pub fn set_queue_shares(
+    queue: &str,
+    tenants: &BTreeMap<String, (usize, Option<i64>)>,
+    receivers: Option<&BTreeMap<String, usize>>,
+) {
+    global().set_queue_shares(queue, tenants, receivers);
+}
+
 /// Logs the heartbeat of one successful poll of `tenant` that queued `queued` new alert versions.
 /// The Azure Monitor alert rule "no poll succeeded for N minutes" counts these lines.
 pub fn poll_succeeded(tenant: &str, queued: usize) {
@@ -371,6 +420,31 @@ mod tests {
         assert!(page.contains("secmon_receiver_failed_total{receiver=\"soc\",reason=\"timeout\"} 2\n"), "{page}");
         assert!(page.contains("secmon_receiver_breaker_state{receiver=\"soc\"} 2\n"), "{page}");
         assert!(page.contains("secmon_queue_oldest_age_seconds{queue=\"alerts\"} 1.5\n"), "{page}");
+    }
+
+    #[test]
+    fn a_queues_shares_replace_the_last_look() {
+        let m = Metrics::default();
+        let tenants = BTreeMap::from([("contoso".to_string(), (3, Some(12))), ("fabrikam".to_string(), (1, None))]);
+        let receivers = BTreeMap::from([("soc".to_string(), 2), ("tickets".to_string(), 0)]);
+        m.set_queue_shares("deliveries", &tenants, Some(&receivers));
+        m.set_queue_shares("alerts", &BTreeMap::from([("contoso".to_string(), (5, Some(1)))]), None);
+        let page = m.render();
+        assert!(page.contains("secmon_tenant_queue_depth{queue=\"deliveries\",tenant=\"contoso\"} 3\n"), "{page}");
+        assert!(page.contains("secmon_tenant_queue_oldest_age_seconds{queue=\"deliveries\",tenant=\"contoso\"} 12\n"));
+        assert!(page.contains("secmon_tenant_queue_depth{queue=\"alerts\",tenant=\"contoso\"} 5\n"), "{page}");
+        assert!(page.contains("secmon_receiver_queued{receiver=\"tickets\"} 0\n"), "{page}");
+        // The next look finds fabrikam's messages gone and soc's jobs done.
+        let tenants = BTreeMap::from([("contoso".to_string(), (1, Some(2)))]);
+        m.set_queue_shares("deliveries", &tenants, Some(&BTreeMap::from([("soc".to_string(), 0)])));
+        let page = m.render();
+        assert!(!page.contains("tenant=\"fabrikam\""), "{page}");
+        assert!(page.contains("secmon_receiver_queued{receiver=\"soc\"} 0\n"), "{page}");
+        assert!(!page.contains("receiver=\"tickets\""), "{page}");
+        assert!(
+            page.contains("secmon_tenant_queue_depth{queue=\"alerts\",tenant=\"contoso\"} 5\n"),
+            "another queue's stay"
+        );
     }
 
     #[test]

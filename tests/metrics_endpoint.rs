@@ -14,6 +14,9 @@ use tower::ServiceExt;
 
 const TENANT: &str = "11111111-2222-3333-4444-555555555555";
 
+/// The metrics are the process's: the tests that read queue gauges take turns.
+static QUEUE_GAUGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A webhook sink on loopback: `/ok` accepts, `/gone` answers 404 (permanent: no retry, no wait).
 async fn sink() -> SocketAddr {
     let router = axum::Router::new()
@@ -113,6 +116,7 @@ async fn metrics_are_off_by_default() {
 
 #[tokio::test]
 async fn the_page_parses_and_the_receivers_counters_move() {
+    let _turn = QUEUE_GAUGES.lock().await;
     let sink = sink().await;
     let yaml = format!(
         "tenants:\n  - {{id: {TENANT}, name: contoso}}\n\
@@ -155,4 +159,46 @@ async fn the_page_parses_and_the_receivers_counters_move() {
     assert_eq!(after.get(r#"secmon_receiver_sent_total{receiver="metrics-gone"}"#), None);
     assert_eq!(after.get(r#"secmon_queue_depth{queue="alerts"}"#), Some(&1.0), "{after:?}");
     assert_eq!(after.get(r#"secmon_queue_depth{queue="alerts-poison"}"#), Some(&0.0), "{after:?}");
+}
+
+/// What waits on the queues, per receiver and per tenant: the delivery jobs of two decided alerts count
+/// for both receivers and for the tenant, with the age of its oldest message; once delivered, the
+/// receivers show zero and the tenant's series are gone.
+#[tokio::test]
+async fn the_page_shows_what_waits_per_receiver_and_per_tenant() {
+    let _turn = QUEUE_GAUGES.lock().await;
+    let sink = sink().await;
+    let yaml = format!(
+        "tenants:\n  - {{id: {TENANT}, name: queued-tenant}}\n\
+         routes:\n  - {{ receivers: [queued-a, queued-b] }}\n\
+         receivers:\n  queued-a: {{ webhook: {{ url: \"http://{sink}/ok\" }} }}\n  \
+         queued-b: {{ webhook: {{ url: \"http://{sink}/ok\" }} }}\n\
+         webhook: {{ server: {{ metrics: {{ enabled: true }} }} }}\n"
+    );
+    let app = app(&yaml);
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/samples/alerts_v2-list-response.json")).unwrap();
+    for i in 0..2 {
+        let mut alert = doc["value"][0].clone();
+        alert["id"] = serde_json::json!(format!("queued-{i}"));
+        alert["status"] = serde_json::json!("new");
+        secmon::respond::process_alert(&app, "queued-tenant", alert).await.unwrap();
+    }
+    let (_, _, page) = get(&app, "/metrics").await;
+    let page = parse_exposition(&page);
+    assert_eq!(page.get(r#"secmon_receiver_queued{receiver="queued-a"}"#), Some(&2.0), "{page:?}");
+    assert_eq!(page.get(r#"secmon_receiver_queued{receiver="queued-b"}"#), Some(&2.0), "{page:?}");
+    let depth = r#"secmon_tenant_queue_depth{queue="deliveries",tenant="queued-tenant"}"#;
+    assert_eq!(page.get(depth), Some(&4.0), "{page:?}");
+    let age = r#"secmon_tenant_queue_oldest_age_seconds{queue="deliveries",tenant="queued-tenant"}"#;
+    assert!(page.get(age).is_some_and(|a| *a >= 0.0), "{page:?}");
+    assert_eq!(page.get(r#"secmon_tenant_queue_depth{queue="alerts",tenant="queued-tenant"}"#), None);
+
+    secmon::host::standalone::drain(&app, 10_000).await;
+    let (_, _, page) = get(&app, "/metrics").await;
+    let page = parse_exposition(&page);
+    assert_eq!(page.get(r#"secmon_receiver_queued{receiver="queued-a"}"#), Some(&0.0), "{page:?}");
+    assert_eq!(page.get(r#"secmon_receiver_queued{receiver="queued-b"}"#), Some(&0.0), "{page:?}");
+    assert_eq!(page.get(depth), None, "{page:?}");
+    assert_eq!(page.get(r#"secmon_receiver_sent_total{receiver="queued-a"}"#), Some(&2.0), "{page:?}");
 }

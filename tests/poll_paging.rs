@@ -292,7 +292,7 @@ async fn the_emulators_offset_paging_does_skip_under_change_when_next_links_are_
     let mut page = r.app.graph.list_alerts("contoso", &query).await.unwrap();
     let mut listed = BTreeSet::new();
     loop {
-        listed.extend(page.alerts.iter().map(|a| a["id"].as_str().unwrap().to_string()));
+        listed.extend(page.values().iter().map(|a| a["id"].as_str().unwrap().to_string()));
         let Some(next) = page.next_link.take() else { break };
         page = r.app.graph.next_alerts("contoso", &next).await.unwrap();
     }

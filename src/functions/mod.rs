@@ -381,7 +381,7 @@ async fn deliver_ran(
 ) -> Outcome {
     match ran.again_at {
         Some(at) => {
-            let mut job = ready.job;
+            let mut job = ready.into_job();
             if matches!(job.task, crate::notify::deliver::Task::Update { .. }) {
                 job.waited += 1;
             }

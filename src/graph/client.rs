@@ -269,18 +269,28 @@ fn transport_message(e: &reqwest::Error) -> String {
     if detail.is_empty() { kind.to_string() } else { format!("{kind}: {detail}") }
 }
 
-/// Reads a list page: a JSON object with a `value` array and maybe an `@odata.nextLink` string.
+/// Reads a list page: a JSON object with a `value` array and maybe an `@odata.nextLink` string. Each
+/// item of `value` is kept as its JSON text ([`AlertPage::alerts`]).
 pub fn parse_page(body: &[u8]) -> Result<AlertPage, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON ({e})"))?;
-    let Value::Object(mut map) = v else {
-        return Err("not a JSON object".into());
+    #[derive(serde::Deserialize)]
+    struct Page {
+        value: Option<Vec<Box<serde_json::value::RawValue>>>,
+        #[serde(rename = "@odata.nextLink")]
+        next_link: Option<Value>,
+    }
+    // One pass over the body; only a page that is not what Graph sends is read again, to say what is wrong.
+    let page: Page = match serde_json::from_slice(body) {
+        Ok(page) => page,
+        Err(e) if e.is_data() => {
+            return Err(match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Object(map)) if map.contains_key("value") => "`value` is not an array".into(),
+                _ => "not a JSON object".into(),
+            });
+        }
+        Err(e) => return Err(format!("not JSON ({e})")),
     };
-    let alerts = match map.remove("value") {
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err("`value` is not an array".into()),
-        None => return Err("no `value` array".into()),
-    };
-    let next_link = match map.remove("@odata.nextLink") {
+    let alerts = page.value.ok_or("no `value` array")?;
+    let next_link = match page.next_link {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() => Some(s),
         Some(_) => return Err("`@odata.nextLink` is not a URL string".into()),
@@ -398,7 +408,7 @@ impl Graph for GraphClient {
         let mut out = Vec::new();
         let mut page = self.page(tenant, "list subscriptions", self.url(&["subscriptions"]).as_str()).await?;
         loop {
-            out.append(&mut page.alerts);
+            out.extend(page.values());
             let Some(next) = page.next_link.take() else { return Ok(out) };
             self.check_next_link(tenant, &next)?;
             page = self.page(tenant, "list subscriptions (next page)", &next).await?;

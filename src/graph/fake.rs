@@ -203,7 +203,7 @@ impl Graph for FakeGraph {
     }
     async fn list_alerts(&self, tenant: &str, _query: &AlertQuery) -> Result<AlertPage, GraphError> {
         self.check("list_alerts", tenant, None)?;
-        Ok(AlertPage { alerts: self.alerts.lock().unwrap().values().cloned().collect(), next_link: None })
+        Ok(AlertPage::of_values(self.alerts.lock().unwrap().values().cloned().collect(), None))
     }
     async fn next_alerts(&self, tenant: &str, _next_link: &str) -> Result<AlertPage, GraphError> {
         self.check("next_alerts", tenant, None)?;

@@ -13,6 +13,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub mod auth;
 mod certificate;
@@ -25,10 +26,26 @@ pub use crate::config::graph::{Cloud, CredentialConfig, CredentialKind};
 /// One page of `GET /security/alerts_v2`.
 #[derive(Debug, Clone, Default)]
 pub struct AlertPage {
-    /// The alerts as Graph sent them (raw, so nothing is lost on the way to the queue).
-    pub alerts: Vec<Value>,
+    /// The alerts as Graph sent them, each its JSON text, unparsed: nothing is lost on the way to the
+    /// queue, and a poll reads only the id and time of an alert it has queued before (each poll lists
+    /// the whole overlap again). [`AlertPage::values`] parses them.
+    pub alerts: Vec<Box<RawValue>>,
     /// The next page, as an opaque absolute URL.
     pub next_link: Option<String>,
+}
+
+impl AlertPage {
+    /// A page of parsed alerts (the fake Graph, tests).
+    pub fn of_values(alerts: Vec<Value>, next_link: Option<String>) -> Self {
+        let alerts =
+            alerts.iter().map(|a| serde_json::value::to_raw_value(a).expect("JSON values serialize")).collect();
+        AlertPage { alerts, next_link }
+    }
+
+    /// The alerts, parsed.
+    pub fn values(&self) -> Vec<Value> {
+        self.alerts.iter().map(|a| serde_json::from_str(a.get()).expect("a raw value is JSON")).collect()
+    }
 }
 
 /// One `GET /security/alerts_v2` request: the `$filter`, and optionally `$orderby` and `$top`.

@@ -190,8 +190,14 @@ pub async fn worker(app: App, mut shutdown: watch::Receiver<bool>) {
     let mut pending: Pending<(Function, Received)> = Pending::default();
     let mut running = tokio::task::JoinSet::new();
     while !*shutdown.borrow() {
-        // Keep at most one message waiting per slot, so nothing waits long enough to reappear.
-        let room = (2 * concurrency).saturating_sub(pending.len() + running.len());
+        // Keep at most one message waiting per slot, so nothing waits long enough to reappear; and
+        // receive only once half of that is used up, so a receive (one write to the store) takes several
+        // messages rather than one each time a message finishes.
+        let room = if pending.len() <= concurrency / 2 {
+            (2 * concurrency).saturating_sub(pending.len() + running.len())
+        } else {
+            0
+        };
         let mut received = 0;
         let mut failed = false;
         for function in QUEUE_FUNCTIONS {
@@ -385,6 +391,24 @@ async fn metrics_page(app: App) -> axum::response::Response {
         match app.queue.len(&queue).await {
             Ok(depth) => crate::metrics::set_queue(&queue, depth, None),
             Err(e) => tracing::warn!("metrics: the depth of {queue} is unknown ({e})"),
+        }
+    }
+    // Per tenant and per receiver, from the messages themselves (the store's own queue only).
+    if let Some(admin) = app.queue.admin() {
+        for queue in [ALERTS_QUEUE, DELIVERIES_QUEUE] {
+            match crate::store::admin::gauges(admin, queue, app.clock.now()).await {
+                Ok(g) => {
+                    let receivers = (queue == DELIVERIES_QUEUE).then(|| {
+                        let mut all = g.receivers.clone();
+                        for name in app.config.receivers.keys() {
+                            all.entry(name.clone()).or_default();
+                        }
+                        all
+                    });
+                    crate::metrics::set_queue_shares(queue, &g.tenants, receivers.as_ref());
+                }
+                Err(e) => tracing::warn!("metrics: the messages of {queue} are unknown ({e})"),
+            }
         }
     }
     let content_type = (axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");

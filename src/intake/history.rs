@@ -101,7 +101,7 @@ pub async fn walk(
         let mut page = graph.list_alerts(tenant, &query).await?;
         loop {
             walked.pages += 1;
-            for alert in std::mem::take(&mut page.alerts) {
+            for alert in page.values() {
                 let id = alert.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
                 if !id.is_empty() && !seen.insert(id) {
                     walked.repeated += 1;

@@ -70,6 +70,18 @@ pub enum MessageError {
     Store(#[from] StoreError),
 }
 
+/// The queue body of a [`Message::Alert`] for an alert's JSON text as Graph sent it, written without
+/// parsing the alert: the same message as [`Message::send`] writes for the parsed alert.
+pub fn alert_body(tenant: &str, alert: &serde_json::value::RawValue) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        kind: &'static str,
+        tenant: &'a str,
+        alert: &'a serde_json::value::RawValue,
+    }
+    serde_json::to_vec(&Body { kind: "alert", tenant, alert }).expect("messages serialize")
+}
+
 impl Message {
     /// The tenant the message is about.
     pub fn tenant(&self) -> &str {
@@ -137,6 +149,16 @@ mod tests {
         assert_eq!(Message::parse(&serde_json::to_vec(&m).unwrap()).unwrap(), m);
         assert!(matches!(Message::parse(b"{\"kind\":\"nope\"}"), Err(MessageError::Malformed(_))));
         assert!(matches!(Message::parse(&[0xff, 0xfe]), Err(MessageError::Malformed(_))));
+    }
+
+    #[test]
+    fn an_alert_body_from_json_text_is_the_message_send_writes() {
+        let alert = json!({"id": "a1", "title": "Tab\tand \"quotes\" é", "evidence": [{"n": 1}], "z": null});
+        let raw = serde_json::value::to_raw_value(&alert).unwrap();
+        let body = alert_body("contoso", &raw);
+        let m = Message::Alert { tenant: "contoso".into(), alert };
+        assert_eq!(body, serde_json::to_vec(&m).unwrap());
+        assert_eq!(Message::parse(&body).unwrap(), m);
     }
 
     #[tokio::test]

@@ -55,6 +55,7 @@ use std::collections::{BTreeMap, VecDeque};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::app::App;
 use crate::graph::{AlertPage, AlertQuery, GraphError, Retry};
@@ -219,6 +220,29 @@ pub fn version_key(alert: &Value) -> (String, Option<DateTime<Utc>>) {
     (key, instant)
 }
 
+/// [`version_key`] of an alert's JSON text, reading only its `id` and `lastUpdateDateTime` (the same key
+/// and instant; anything unusual, such as an alert without an id, is parsed and keyed as a whole).
+pub fn version_key_raw(alert: &RawValue) -> (String, Option<DateTime<Utc>>) {
+    #[derive(Deserialize)]
+    struct Stamp<'a> {
+        #[serde(borrow, default)]
+        id: Option<&'a RawValue>,
+        #[serde(rename = "lastUpdateDateTime", borrow, default)]
+        ts: Option<&'a RawValue>,
+    }
+    let text = |raw: Option<&RawValue>| -> Option<std::borrow::Cow<'_, str>> {
+        raw.filter(|r| r.get().starts_with('"')).and_then(|r| serde_json::from_str(r.get()).ok())
+    };
+    if let Ok(stamp) = serde_json::from_str::<Stamp>(alert.get())
+        && let Some(id) = text(stamp.id).filter(|id| !id.is_empty())
+    {
+        let ts = text(stamp.ts);
+        let instant = ts.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc));
+        return (format!("{id}\u{1f}{}", ts.as_deref().unwrap_or("")), instant);
+    }
+    version_key(&serde_json::from_str(alert.get()).expect("a raw value is JSON"))
+}
+
 fn fmt_filter_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -259,6 +283,11 @@ impl Window {
     /// for the open window). `None` when the window is one second wide.
     pub fn split(&self, alerts: &[Value], now: DateTime<Utc>) -> Option<Vec<Window>> {
         let times: Vec<DateTime<Utc>> = alerts.iter().filter_map(|a| version_key(a).1).collect();
+        self.split_at(&times, now)
+    }
+
+    /// [`Window::split`] given the page's `lastUpdateDateTime`s, in the page's order.
+    pub fn split_at(&self, times: &[DateTime<Utc>], now: DateTime<Utc>) -> Option<Vec<Window>> {
         let inside =
             |s: DateTime<Utc>, lo: DateTime<Utc>, hi: Option<DateTime<Utc>>| s > lo && hi.is_none_or(|h| s < h);
         let cut = |points: &[DateTime<Utc>]| {
@@ -418,6 +447,8 @@ async fn walk(
         },
         newest: None,
         held: None,
+        known: std::collections::HashSet::new(),
+        learned: false,
         progress,
         // A backfill skips the versions the polls (or an earlier backfill) have queued for certain.
         covered: match (kind, covered_since, old) {
@@ -490,6 +521,17 @@ struct Lister<'a> {
     progress: &'a (dyn Fn(&Progress) + Send + Sync),
     /// Versions whose instant lies in `[from, to)` were queued before: a backfill skips them.
     covered: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Versions known to be queued: in the seen window when this walk read it, or queued by this walk.
+    /// Each poll lists the whole overlap again, and a page whose versions are all known costs no store
+    /// call (being in the window is never undone for a version that can still be listed).
+    known: std::collections::HashSet<String>,
+    /// Whether `known` holds the seen window's versions yet (read once per walk).
+    learned: bool,
+}
+
+/// The `lastUpdateDateTime`s of a page, in its order.
+fn times(alerts: &[Box<RawValue>]) -> Vec<DateTime<Utc>> {
+    alerts.iter().filter_map(|a| version_key_raw(a).1).collect()
 }
 
 impl Lister<'_> {
@@ -502,7 +544,7 @@ impl Lister<'_> {
             if page.next_link.is_none() {
                 self.take(page.alerts).await?;
                 self.report.windows += 1;
-            } else if let Some(parts) = window.split(&page.alerts, self.now) {
+            } else if let Some(parts) = window.split_at(&times(&page.alerts), self.now) {
                 self.report.splits += 1;
                 for part in parts.into_iter().rev() {
                     pending.push_front(part);
@@ -591,18 +633,19 @@ impl Lister<'_> {
     }
 
     /// Claims, queues and marks queued the versions of one listed page; returns how many it queued.
-    async fn take(&mut self, alerts: Vec<Value>) -> Result<usize, PollError> {
+    async fn take(&mut self, alerts: Vec<Box<RawValue>>) -> Result<usize, PollError> {
         let (app, tenant, now) = (self.app, self.tenant, self.now);
         let mut candidates = Vec::with_capacity(alerts.len());
         for alert in alerts {
-            let (key, instant) = version_key(&alert);
+            let (key, instant) = version_key_raw(&alert);
             if let Some(t) = instant {
                 self.newest = self.newest.max(Some(t));
             }
             if instant.is_none() {
                 tracing::error!(tenant, key, "alert without a readable id or lastUpdateDateTime; queued as is");
             }
-            if instant.is_some_and(|t| self.covered.is_some_and(|(from, to)| from <= t && t < to)) {
+            let covered = instant.is_some_and(|t| self.covered.is_some_and(|(from, to)| from <= t && t < to));
+            if covered || self.known.contains(&key) {
                 self.report.already_queued += 1;
                 self.report.alerts_seen += 1;
                 continue;
@@ -610,12 +653,21 @@ impl Lister<'_> {
             candidates.push((key, instant.unwrap_or(now), alert));
         }
         self.report.alerts_seen += candidates.len();
+        if candidates.is_empty() {
+            self.report_progress();
+            return Ok(0);
+        }
         // Forget versions that no later listing can reach (memory and bytes stay flat on long walks).
         let newest = self.newest.unwrap_or(now).min(now);
         let floor = self.floor_base.map_or(newest, |o| o.min(newest)) - self.retention;
         let (holder, lower) = (self.holder.clone(), self.lower);
+        let (known, learned) = (&mut self.known, &mut self.learned);
         let claimed = store::update(app.store.as_ref(), &keys::seen(tenant), |current| {
             let mut w = parse_window(tenant, current);
+            if !*learned {
+                known.extend(w.versions.keys().cloned());
+                *learned = true;
+            }
             let before = (w.versions.len(), w.queueing.len(), w.since);
             // A window without `since` holds what its polls queued from this walk's lower bound on.
             w.since = Some(w.since.unwrap_or(lower).max(floor));
@@ -648,23 +700,19 @@ impl Lister<'_> {
             self.held = Some(self.held.map_or(h, |o| o.min(h)));
         }
         self.report.already_queued += candidates.len() - take.len();
-        let mut sent = Vec::with_capacity(take.len());
-        let mut failure = None;
-        for i in take.iter().copied() {
-            let (key, at, alert) = &candidates[i];
-            match (Message::Alert { tenant: tenant.to_string(), alert: alert.clone() })
-                .send(app.store.as_ref(), app.queue.as_ref())
-                .await
-            {
-                Ok(()) => sent.push((key.clone(), *at)),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
+        let (sent, failure) = send_page(app, tenant, take.iter().map(|i| &candidates[*i])).await;
         self.settle(&sent, &take.iter().map(|i| candidates[*i].0.clone()).collect::<Vec<_>>()).await?;
-        self.report.queued += sent.len();
+        let queued = sent.len();
+        self.report.queued += queued;
+        self.known.extend(sent.into_iter().map(|(key, _)| key));
+        self.report_progress();
+        match failure {
+            Some(e) => Err(PollError::store(tenant, "queue an alert", e)),
+            None => Ok(queued),
+        }
+    }
+
+    fn report_progress(&self) {
         let prog = Progress {
             pages: self.report.pages,
             alerts_seen: self.report.alerts_seen,
@@ -672,10 +720,6 @@ impl Lister<'_> {
             newest: self.newest,
         };
         (self.progress)(&prog);
-        match failure {
-            Some(e) => Err(PollError::store(tenant, "queue an alert", e)),
-            None => Ok(sent.len()),
-        }
     }
 
     /// Marks `sent` queued and gives back the claims of the rest of `claimed`.
@@ -698,6 +742,36 @@ impl Lister<'_> {
         .await
         .map_err(|e| PollError::store(self.tenant, "mark versions queued in the seen window", e))
     }
+}
+
+/// Queues the alerts of one page, the page's messages in one [`crate::store::Queue::send_many`] (an alert
+/// too large for a message goes through the store first, on its own: [`Message::send`]). Returns the
+/// versions queued and, if one failed, why (the versions after it are not queued).
+async fn send_page<'a>(
+    app: &App,
+    tenant: &str,
+    page: impl Iterator<Item = &'a (String, DateTime<Utc>, Box<RawValue>)>,
+) -> (Vec<(String, DateTime<Utc>)>, Option<StoreError>) {
+    let (queue, max_body) = (app.queue.as_ref(), app.queue.max_body());
+    let mut sent = Vec::new();
+    let mut batch: Vec<(&String, DateTime<Utc>, Vec<u8>)> = Vec::new();
+    for (key, at, alert) in page {
+        let body = super::alert_body(tenant, alert);
+        if body.len() <= max_body {
+            batch.push((key, *at, body));
+            continue;
+        }
+        let alert = serde_json::from_str(alert.get()).expect("a raw value is JSON");
+        match (Message::Alert { tenant: tenant.to_string(), alert }).send(app.store.as_ref(), queue).await {
+            Ok(()) => sent.push((key.clone(), *at)),
+            Err(e) => return (sent, Some(e)),
+        }
+    }
+    let bodies: Vec<Vec<u8>> = batch.iter_mut().map(|(_, _, b)| std::mem::take(b)).collect();
+    let result = queue.send_many(crate::store::ALERTS_QUEUE, &bodies).await;
+    let went = result.as_ref().map_or_else(|p| p.sent, |()| bodies.len());
+    sent.extend(batch[..went].iter().map(|(key, at, _)| ((*key).clone(), *at)));
+    (sent, result.err().map(|p| p.error))
 }
 
 fn parse_window(tenant: &str, bytes: Option<&[u8]>) -> SeenWindow {

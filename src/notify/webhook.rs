@@ -87,30 +87,37 @@ impl Notifier for Webhook {
     fn render(&self, templates: &Templates, view: &View, alert: &Alert) -> Result<Value, NotifyError> {
         let permanent = |m: String| NotifyError::new(&self.name, m, Retry::Permanent);
         let mut why = String::new();
+        /// What the template sees: the view's fields and `alert`, the alert as Graph sent it (borrowed
+        /// unless a cut shortens it: the template's context is built from it directly).
+        #[derive(serde::Serialize)]
+        struct Context<'a> {
+            #[serde(flatten)]
+            view: &'a View,
+            alert: &'a Value,
+        }
         for max in CUTS {
             let mut v = view.clone();
             v.cut(max);
             v.group.truncate(max.clamp(1, 100) * 4);
-            let mut raw = alert.raw().clone();
-            let mut omitted = 0;
-            if let Some(Value::Array(evidence)) = raw.get_mut("evidence")
-                && evidence.len() > max
-            {
-                omitted = evidence.len() - max;
-                evidence.truncate(max);
-            }
-            if max == 0 {
-                if let Some(Value::String(d)) = raw.get_mut("description") {
-                    *d = clip(d, LAST_DESCRIPTION_CHARS);
+            let evidence = alert.raw().get("evidence").and_then(Value::as_array).map_or(0, Vec::len);
+            let mut raw = std::borrow::Cow::Borrowed(alert.raw());
+            if evidence > max || max == 0 {
+                let raw = raw.to_mut();
+                if let Some(Value::Array(evidence)) = raw.get_mut("evidence") {
+                    evidence.truncate(max);
                 }
-                if let Some(Value::Array(comments)) = raw.get_mut("comments") {
-                    let drop = comments.len().saturating_sub(LAST_COMMENTS);
-                    comments.drain(..drop);
+                if max == 0 {
+                    if let Some(Value::String(d)) = raw.get_mut("description") {
+                        *d = clip(d, LAST_DESCRIPTION_CHARS);
+                    }
+                    if let Some(Value::Array(comments)) = raw.get_mut("comments") {
+                        let drop = comments.len().saturating_sub(LAST_COMMENTS);
+                        comments.drain(..drop);
+                    }
                 }
             }
-            let mut ctx = serde_json::to_value(&v).expect("view serializes");
-            ctx["evidence_not_shown"] = Value::from(omitted);
-            ctx["alert"] = raw;
+            v.evidence_not_shown = evidence.saturating_sub(max);
+            let ctx = Context { view: &v, alert: &raw };
             let text = match templates.try_render(&self.template, &ctx) {
                 Ok(text) => text,
                 Err(RenderError::OutOfFuel(e)) => {

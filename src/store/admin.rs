@@ -137,6 +137,49 @@ pub async fn stats(
     Ok(out)
 }
 
+/// What the `/metrics` page shows of one queue beyond its depth, from the messages looked at
+/// ([`STATS_SAMPLE`] at most; `complete` says whether that was all of them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gauges {
+    /// Per tenant (from the messages that name one): messages, and the age of the oldest in seconds.
+    pub tenants: std::collections::BTreeMap<String, (usize, Option<i64>)>,
+    /// Per receiver: delivery jobs that tell it (`task.kind = "notify"`), waiting or in work.
+    pub receivers: std::collections::BTreeMap<String, usize>,
+    /// Whether every message was looked at.
+    pub complete: bool,
+}
+
+/// The [`Gauges`] of `queue` at `now`.
+pub async fn gauges(admin: &dyn QueueAdmin, queue: &str, now: DateTime<Utc>) -> StoreResult<Gauges> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        tenant: Option<String>,
+        task: Option<Task>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Task {
+        kind: Option<String>,
+        receiver: Option<String>,
+    }
+    let peeked = admin.peek(queue, STATS_SAMPLE).await?;
+    let mut out = Gauges { complete: peeked.complete, ..Gauges::default() };
+    for m in &peeked.messages {
+        let Ok(named) = serde_json::from_slice::<Named>(&m.body) else { continue };
+        if let Some(tenant) = named.tenant {
+            let age = m.enqueued_at.map(|t| (now - t).num_seconds().max(0));
+            let entry = out.tenants.entry(tenant).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.max(age);
+        }
+        if let Some(Task { kind: Some(kind), receiver: Some(receiver) }) = named.task
+            && kind == "notify"
+        {
+            *out.receivers.entry(receiver).or_default() += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// How long a backend that must receive to look hides what it looked at, at most (it gives them back
 /// at once when done).
 pub const SCAN_VISIBILITY: Duration = Duration::from_secs(30);

@@ -255,6 +255,20 @@ pub async fn queue_contract(queue: &dyn Queue) {
     assert_eq!((m[0].body.as_slice(), m[0].dequeue_count), (&b"later"[..], 1));
     queue.delete(&q, &m[0]).await.unwrap();
 
+    // Several at once: each arrives once, as a message of its own, and an empty batch sends nothing.
+    let many: Vec<Vec<u8>> = (0..5).map(|i| format!("many-{i}").into_bytes()).collect();
+    queue.send_many(&q, &many).await.unwrap();
+    queue.send_many(&q, &[]).await.unwrap();
+    assert_eq!(queue.len(&q).await.unwrap(), 5);
+    let m = queue.receive(&q, 10, Duration::from_secs(30)).await.unwrap();
+    let mut got: Vec<Vec<u8>> = m.iter().map(|m| m.body.clone()).collect();
+    got.sort();
+    assert_eq!(got, many, "every body of the batch, once each");
+    assert!(m.iter().all(|m| m.dequeue_count == 1));
+    for msg in &m {
+        queue.delete(&q, msg).await.unwrap();
+    }
+
     // Binary-safe bodies up to the Azure Storage Queue limit's content size.
     let big: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
     queue.send(&q, &big).await.unwrap();

@@ -207,6 +207,16 @@ pub trait Queue: Send + Sync {
     /// delay at what the service allows ([`MAX_DELAY`] is the least of them), so a caller that needs
     /// longer checks the time again on receipt and sends the message back.
     async fn send_after(&self, queue: &str, body: &[u8], delay: Duration) -> StoreResult<()>;
+    /// Puts `bodies` on `queue`, in order: a poll's page of alerts, a decision's delivery jobs. A backend
+    /// that can batch writes them at once (SQLite: one transaction, all or none); the default sends them
+    /// one by one (the Azure queue has no batch send), and on a failure [`Partial::sent`] says how many
+    /// of the first ones are on the queue.
+    async fn send_many(&self, queue: &str, bodies: &[Vec<u8>]) -> Result<(), Partial> {
+        for (sent, body) in bodies.iter().enumerate() {
+            self.send(queue, body).await.map_err(|error| Partial { sent, error })?;
+        }
+        Ok(())
+    }
     /// Takes up to `max` visible messages, hiding each for `visibility`. A message already received
     /// [`Queue::max_dequeue`] times is moved to the poison queue instead of being returned.
     async fn receive(&self, queue: &str, max: usize, visibility: Duration) -> StoreResult<Vec<Received>>;
@@ -221,6 +231,21 @@ pub trait Queue: Send + Sync {
     /// The largest body [`Queue::send`] carries; a larger message travels through the store and the
     /// queue carries a reference to it ([`crate::intake::Message::send`]).
     fn max_body(&self) -> usize;
+    /// The operator's side of this queue, where the backend offers one cheaply to the process itself
+    /// (the standalone `/metrics` page looks at the messages through it); `None` by default.
+    fn admin(&self) -> Option<&dyn QueueAdmin> {
+        None
+    }
+}
+
+/// A [`Queue::send_many`] that failed part-way: the first `sent` bodies are on the queue, the rest are not.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} (after {sent} sent)")]
+pub struct Partial {
+    /// How many of the first bodies were sent.
+    pub sent: usize,
+    /// Why the next one was not.
+    pub error: StoreError,
 }
 
 /// The name of the poison queue of `queue`.

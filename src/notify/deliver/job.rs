@@ -83,7 +83,7 @@ pub struct BadJob(pub String);
 /// A job read and checked, with its alert.
 #[derive(Debug, Clone)]
 pub struct Ready {
-    /// The job as it came.
+    /// The job as it came, without its alert (moved into `alert`; see [`Ready::into_job`]).
     pub job: Job,
     /// Its alert.
     pub alert: Alert,
@@ -126,11 +126,13 @@ impl Job {
             }
             Task::Notify { .. } => {}
         }
-        let raw = match (&self.alert, &self.alert_ref) {
-            (Some(a), None) => a.clone(),
+        let mut job = self;
+        let raw = match (job.alert.take(), &job.alert_ref) {
+            // Moved, not copied: [`Ready::into_job`] puts it back for a job sent on again.
+            (Some(a), None) => a,
             (None, Some(key)) => {
-                if !key.starts_with(&format!("alerts/{}/", keys::part(&self.tenant))) {
-                    return Err(Err(BadJob(format!("alert reference {key:?} is not one of {}'s", self.tenant))));
+                if !key.starts_with(&format!("alerts/{}/", keys::part(&job.tenant))) {
+                    return Err(Err(BadJob(format!("alert reference {key:?} is not one of {}'s", job.tenant))));
                 }
                 let stored = store.get(key).await.map_err(Ok)?;
                 let stored = stored.ok_or_else(|| Err(BadJob(format!("alert reference {key} not in the store"))))?;
@@ -139,15 +141,24 @@ impl Job {
             (Some(_), Some(_)) => return Err(Err(BadJob("both an alert and an alert reference".into()))),
             (None, None) => return Err(Err(BadJob("no alert and no alert reference".into()))),
         };
-        let alert = Alert::from_value(raw).map_err(|e| Err(BadJob(format!("alert for {}: {e}", self.tenant))))?;
+        let alert = Alert::from_value(raw).map_err(|e| Err(BadJob(format!("alert for {}: {e}", job.tenant))))?;
         if alert.id.is_empty() {
             return Err(Err(BadJob("the alert has no id".into())));
         }
-        Ok(Ready { job: self, alert })
+        Ok(Ready { job, alert })
     }
 }
 
 impl Ready {
+    /// The job as it came, its alert back in it (to be sent on the queue again).
+    pub fn into_job(self) -> Job {
+        let mut job = self.job;
+        if job.alert_ref.is_none() {
+            job.alert = Some(self.alert.raw().clone());
+        }
+        job
+    }
+
     /// The delivery options of a notify job.
     pub fn delivery(&self) -> Option<Delivery> {
         match &self.job.task {
@@ -173,8 +184,6 @@ pub async fn enqueue(
     deliveries: &[Delivery],
     updates: &[Update],
 ) -> Result<Vec<String>, StoreError> {
-    let raw = alert.raw().clone();
-    let mut carried = (Some(raw), None);
     let mut jobs: Vec<Job> = deliveries
         .iter()
         .map(|d| Job {
@@ -200,22 +209,37 @@ pub async fn enqueue(
         not_before: None,
         waited: 0,
     }));
-    for mut job in jobs {
-        job.alert = carried.0.clone();
-        job.alert_ref = carried.1.clone();
-        let mut body = job.body();
-        if body.len() > queue.max_body() && carried.1.is_none() {
-            use sha2::Digest;
-            let bytes = serde_json::to_vec(alert.raw()).expect("alerts serialize");
-            let key = keys::large_alert(tenant, &hex::encode(sha2::Sha256::digest(&bytes)));
-            store.put(&key, &bytes).await?;
-            carried = (None, Some(key));
-            job.alert = None;
-            job.alert_ref = carried.1.clone();
-            body = job.body();
-        }
-        queue.send(DELIVERIES_QUEUE, &body).await?;
+    /// A job's body as [`Job::body`] writes it, the alert borrowed rather than copied into each job.
+    #[derive(Serialize)]
+    struct Body<'a> {
+        tenant: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        alert: Option<&'a Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        alert_ref: Option<&'a str>,
+        task: &'a Task,
     }
+    let body = |job: &Job, alert_ref: Option<&str>| {
+        let alert = alert_ref.is_none().then(|| alert.raw());
+        serde_json::to_vec(&Body { tenant: &job.tenant, alert, alert_ref, task: &job.task }).expect("jobs serialize")
+    };
+    let mut alert_ref: Option<String> = None;
+    let mut bodies = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let mut bytes = body(job, alert_ref.as_deref());
+        if bytes.len() > queue.max_body() && alert_ref.is_none() {
+            use sha2::Digest;
+            let raw = serde_json::to_vec(alert.raw()).expect("alerts serialize");
+            let key = keys::large_alert(tenant, &hex::encode(sha2::Sha256::digest(&raw)));
+            store.put(&key, &raw).await?;
+            bytes = body(job, Some(&key));
+            alert_ref = Some(key);
+        }
+        bodies.push(bytes);
+    }
+    // One send for the decision's jobs (SQLite: one transaction); a failure part-way is retried whole,
+    // and each job's claim makes a copy harmless.
+    queue.send_many(DELIVERIES_QUEUE, &bodies).await.map_err(|p| p.error)?;
     Ok(receivers)
 }
 

@@ -225,7 +225,7 @@ pub async fn preview(
         let mut page = app.graph.list_alerts(&t.name, &query).await.map_err(|e| e.to_string())?;
         let mut seen = 0usize;
         loop {
-            for raw in &page.alerts {
+            for raw in &page.values() {
                 seen += 1;
                 let cx = helpers.scope(raw, &t.name, now);
                 if matcher.matches(&cx).unwrap_or(false) {

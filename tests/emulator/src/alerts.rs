@@ -267,10 +267,9 @@ fn parse_filter(filter: &str) -> Option<Vec<Clause>> {
 
 /// Orders alerts most recent first by lastUpdateDateTime, then by id.
 pub(crate) fn sort_recent_first(alerts: &mut [&Value]) {
-    alerts.sort_by(|a, b| {
-        alert_time(b, "lastUpdateDateTime")
-            .cmp(&alert_time(a, "lastUpdateDateTime"))
-            .then_with(|| id_of(a).cmp(id_of(b)))
+    alerts.sort_by_cached_key(|a: &&Value| {
+        let a: &Value = a;
+        (std::cmp::Reverse(alert_time(a, "lastUpdateDateTime")), id_of(a))
     });
 }
 
@@ -308,10 +307,17 @@ fn matching_ids(inner: &Inner, tenant: &str, clauses: &[Clause], sort: Option<&S
         .unwrap_or_default();
     let honoured = sort.filter(|_| inner.listing.orderby == OrderBy::Honoured);
     match (honoured, inner.listing.order) {
-        (Some(s), _) => matching.sort_by(|a, b| {
-            let by = alert_time(a, &s.field).cmp(&alert_time(b, &s.field)).then_with(|| id_of(a).cmp(id_of(b)));
-            if s.descending { by.reverse() } else { by }
-        }),
+        // Each alert's time is read once, not in every comparison (a listing of 10,000 alerts parsed
+        // a time string some 280,000 times, more CPU than the client it answered).
+        (Some(s), _) => {
+            matching.sort_by_cached_key(|a: &&Value| {
+                let a: &Value = a;
+                (alert_time(a, &s.field), id_of(a))
+            });
+            if s.descending {
+                matching.reverse();
+            }
+        }
         (None, ServerOrder::RecentFirst) => sort_recent_first(&mut matching),
         (None, ServerOrder::OldestFirst) => {
             sort_recent_first(&mut matching);

@@ -4,6 +4,8 @@
 //! alert (resolved in Defender, severity raised, grouped into an incident) update that card in place;
 //! a *Silence 24 h* click makes the silence that mutes the next alert of the detector; config errors.
 
+mod common;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -71,11 +73,7 @@ async fn harness_with(bot_secret: &str, extra: &str) -> Harness {
     emu.add_client(TENANT_ID, BOT_APP, BOT_SECRET);
     let clock = Arc::new(ManualClock::new(now()));
     let store = Arc::new(SqliteStore::in_memory().unwrap().with_clock(clock.clone()));
-    let pem = emu.ca_pem().expect("tls");
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
-        .build()
-        .unwrap();
+    let http = common::rig::tls_client(&emu);
     let receiver = format!(
         "      bot: {{ name: soc, service_url: \"{}\", conversation_id: \"{CONVERSATION}\" }}\n{extra}",
         emu.bot_service_url()

@@ -2,15 +2,14 @@
 //! and client-secret credential): exact PATCH bodies, comments in both body shapes, shadow mode,
 //! redelivery, the circuit breaker, Graph errors as the retry policy classifies them, and the audit trail.
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secmon::app::App;
 use secmon::audit::{self, Action, Record};
 use secmon::clock::ManualClock;
-use secmon::graph::client::GraphClient;
-use secmon::graph::retry::RetryPolicy;
 use secmon::respond::{RespondError, process_alert};
 use secmon::store::sqlite::SqliteStore;
 use secmon::store::{ALERTS_QUEUE, Queue, Store};
@@ -54,23 +53,9 @@ async fn harness_with(rule_extra: &str, tail: &str, close_enabled: bool, shape: 
     emu.add_client(TENANT_ID, CLIENT_ID, SECRET);
     let clock = Arc::new(ManualClock::new(now()));
     let store = Arc::new(SqliteStore::in_memory().unwrap().with_clock(clock.clone()));
-    let pem = emu.ca_pem().expect("tls");
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
-        .build()
-        .unwrap();
+    let http = common::rig::tls_client(&emu);
     let config = config(&emu, rule_extra, tail, (!close_enabled).then_some("off"));
-    // Two attempts per call and no waiting, so that a fault pushed twice reaches the pipeline.
-    let policy = RetryPolicy {
-        max_attempts: 2,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(2),
-        max_retry_after: Duration::ZERO,
-        timeout: Duration::from_secs(10),
-    };
-    let graph = GraphClient::new(&config, http.clone()).unwrap().with_policy(policy);
-    let app =
-        App::builder(config).backend(store.clone()).graph(Arc::new(graph)).http(http).clock(clock).build().unwrap();
+    let app = common::rig::app(config, store.clone(), http.clone(), clock.clone());
     Harness { emu, app, store }
 }
 

@@ -10,6 +10,8 @@
 //! (the network is merely slow in simulated time; a heartbeat keeps each jump to a second) but would
 //! stall a server living on it.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,11 +57,7 @@ fn config(emu: &Emulator, at: DateTime<Utc>) -> secmon::config::Config {
 /// One worker: its own Graph client and App over a handle of its own on the shared store file.
 fn worker(emu: &Emulator, path: &std::path::Path, clock: Arc<TokioClock>, at: DateTime<Utc>) -> App {
     let store = Arc::new(SqliteStore::open(path).unwrap().with_clock(clock.clone()));
-    let pem = emu.ca_pem().expect("tls");
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
-        .build()
-        .unwrap();
+    let http = common::rig::tls_client(emu);
     let config = config(emu, at);
     // Honour a long Retry-After; no request timeout shorter than the simulated waits.
     let policy = RetryPolicy {

@@ -6,6 +6,8 @@
 //! process is killed at any store operation; `check-config` locates unknown windows and warns about
 //! windows that mute high-severity alerts; `silence preview` changes nothing.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -50,11 +52,7 @@ async fn emulator() -> (Emulator, reqwest::Client) {
     let emu = Emulator::start(Options { tls: true, ..Options::default() }).await.unwrap();
     emu.seed_samples(TENANT_ID);
     emu.add_client(TENANT_ID, CLIENT_ID, SECRET);
-    let pem = emu.ca_pem().expect("tls");
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
-        .build()
-        .unwrap();
+    let http = common::rig::tls_client(&emu);
     (emu, http)
 }
 

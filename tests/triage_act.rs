@@ -4,15 +4,14 @@
 //! messaging endpoint's check in front of it: tokens the stand-in signed (or forged), other activities.
 //! Who may act, and the endpoint over HTTP with the worker behind it: tests/bot_messages.rs.
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secmon::app::App;
 use secmon::audit::{self, Action, Record};
 use secmon::clock::ManualClock;
-use secmon::graph::client::GraphClient;
-use secmon::graph::retry::RetryPolicy;
 use secmon::intake::http::HttpRequest;
 use secmon::respond::RespondError;
 use secmon::store::Store;
@@ -50,32 +49,14 @@ async fn harness() -> Harness {
     emu.add_client(TENANT_ID, BOT_APP, BOT_SECRET);
     let clock = Arc::new(ManualClock::new(now()));
     let store = Arc::new(SqliteStore::in_memory().unwrap().with_clock(clock.clone()));
-    let pem = emu.ca_pem().expect("tls");
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
-        .build()
-        .unwrap();
+    let http = common::rig::tls_client(&emu);
     let (graph, authority) = (emu.graph_url(), emu.authority_url());
     let text = format!(
         "graph_url: {graph}\nauthority_url: {authority}\ntenants:\n  - {{ id: {TENANT_ID}, name: contoso, credential: {{ client_id: {CLIENT_ID}, client_secret: {SECRET} }} }}\n"
     );
     let config =
         secmon::setup::load_str(&text, std::path::Path::new("test.yaml"), &|_: &str| None, now()).unwrap().config;
-    let policy = RetryPolicy {
-        max_attempts: 2,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(2),
-        max_retry_after: Duration::ZERO,
-        timeout: Duration::from_secs(10),
-    };
-    let graph = GraphClient::new(&config, http.clone()).unwrap().with_policy(policy);
-    let app = App::builder(config)
-        .backend(store.clone())
-        .graph(Arc::new(graph))
-        .http(http.clone())
-        .clock(clock)
-        .build()
-        .unwrap();
+    let app = common::rig::app(config, store.clone(), http.clone(), clock.clone());
     let bot = BotClient {
         http: http.clone(),
         token_url: format!("{authority}/{TENANT_ID}/oauth2/v2.0/token"),

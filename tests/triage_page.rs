@@ -5,6 +5,8 @@
 //! link is then refused. Tampered, expired and foreign links, bad CSRF, a person not allowed, and the
 //! App Service Authentication headers (trusted behind the Functions host only) are each checked.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +16,6 @@ use secmon::app::App;
 use secmon::audit::{Action, Record};
 use secmon::clock::{Clock, ManualClock};
 use secmon::functions::Gate;
-use secmon::graph::client::GraphClient;
-use secmon::graph::retry::RetryPolicy;
 use secmon::host::standalone;
 use secmon::store::Store;
 use secmon::store::sqlite::SqliteStore;
@@ -78,21 +78,7 @@ async fn harness_with(app_service_auth: bool) -> Harness {
         _ => None,
     };
     let config = secmon::setup::load_str(&text, std::path::Path::new("test.yaml"), &env, now()).unwrap().config;
-    let policy = RetryPolicy {
-        max_attempts: 2,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(2),
-        max_retry_after: Duration::ZERO,
-        timeout: Duration::from_secs(10),
-    };
-    let graph = GraphClient::new(&config, http.clone()).unwrap().with_policy(policy);
-    let app = App::builder(config)
-        .backend(store.clone())
-        .graph(Arc::new(graph))
-        .http(http)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let app = common::rig::app(config, store.clone(), http.clone(), clock.clone());
     Harness { emu, app, store, clock, browser }
 }
 

@@ -5,4 +5,5 @@ pub mod audit_race;
 pub mod azurite;
 #[cfg(feature = "aws")]
 pub mod moto;
+pub mod rig;
 pub mod triage;

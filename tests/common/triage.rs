@@ -3,14 +3,11 @@
 //! Graph client, and the card the clicks come from, posted as the receiver does.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secmon::app::App;
 use secmon::audit::Record;
 use secmon::clock::ManualClock;
-use secmon::graph::client::GraphClient;
-use secmon::graph::retry::RetryPolicy;
 use secmon::store::Store;
 use secmon::store::sqlite::SqliteStore;
 use secmon_emulator::{Emulator, Options};
@@ -68,11 +65,7 @@ pub async fn start(allowed: &str) -> Triage {
     }
     let clock = Arc::new(ManualClock::new(now()));
     let store = Arc::new(SqliteStore::in_memory().unwrap().with_clock(clock.clone()));
-    let pem = emu.ca_pem().expect("tls");
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
-        .build()
-        .unwrap();
+    let http = super::rig::tls_client(&emu);
     let (graph, authority, metadata) = (emu.graph_url(), emu.authority_url(), emu.bot_openid_url());
     let credential = format!("credential: {{ client_id: {CLIENT_ID}, client_secret: {SECRET} }}");
     let text = format!(
@@ -86,21 +79,7 @@ pub async fn start(allowed: &str) -> Triage {
     );
     let config =
         secmon::setup::load_str(&text, std::path::Path::new("test.yaml"), &|_: &str| None, now()).unwrap().config;
-    let policy = RetryPolicy {
-        max_attempts: 2,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(2),
-        max_retry_after: Duration::ZERO,
-        timeout: Duration::from_secs(10),
-    };
-    let graph = GraphClient::new(&config, http.clone()).unwrap().with_policy(policy);
-    let app = App::builder(config)
-        .backend(store.clone())
-        .graph(Arc::new(graph))
-        .http(http.clone())
-        .clock(clock)
-        .build()
-        .unwrap();
+    let app = super::rig::app(config, store.clone(), http.clone(), clock.clone());
     let token = emu.issue_token(TENANT_ID, BOT_APP);
     let posted: Value = http
         .post(format!("{}v3/conversations/{CONVERSATION}/activities", emu.bot_service_url()))

@@ -15,6 +15,9 @@ use crate::store::{Change, Store, StoreError, keys};
 
 /// How long a probe may take before another delivery may probe instead (its worker died).
 const PROBE_LEASE: Duration = Duration::from_secs(120);
+/// While a probe is in flight, the others ask again this soon: a probe that succeeds in a second must
+/// not hold them for the whole lease.
+const PROBE_RECHECK: Duration = Duration::from_secs(5);
 
 /// One receiver's breaker.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -79,7 +82,10 @@ pub async fn admit(store: &dyn Store, receiver: &str, now: DateTime<Utc>) -> Res
         match (s.paused_until, s.probe_until) {
             (None, _) => Change::Keep(Admit::Go { clean: s.failures == 0 }),
             (Some(until), _) if now < until => Change::Keep(Admit::Wait(until)),
-            (Some(_), Some(probe)) if now < probe => Change::Keep(Admit::Wait(probe)),
+            (Some(_), Some(probe)) if now < probe => {
+                let recheck = now + chrono::Duration::from_std(PROBE_RECHECK).expect("short");
+                Change::Keep(Admit::Wait(probe.min(recheck)))
+            }
             (Some(_), _) => {
                 s.probe_until = Some(now + chrono::Duration::from_std(PROBE_LEASE).expect("short"));
                 crate::metrics::receiver_breaker(receiver, "half_open");
@@ -193,7 +199,8 @@ mod tests {
         // After it: one probe; the others wait for the probe.
         let t1 = until + chrono::Duration::seconds(1);
         assert_eq!(admit(&store, "soc", t1).await.unwrap(), Admit::Probe);
-        assert!(matches!(admit(&store, "soc", t1).await.unwrap(), Admit::Wait(w) if w > t1));
+        // They ask again in seconds, not after the probe's whole lease.
+        assert_eq!(admit(&store, "soc", t1).await.unwrap(), Admit::Wait(t1 + chrono::Duration::seconds(5)));
         // A probe that sent nothing is given back: the next delivery probes.
         unprobed(&store, "soc").await.unwrap();
         assert_eq!(admit(&store, "soc", t1).await.unwrap(), Admit::Probe);
@@ -203,7 +210,9 @@ mod tests {
         // The next probe succeeds: closed, and the next delivery is clean.
         let t2 = t1 + chrono::Duration::seconds(61);
         assert_eq!(admit(&store, "soc", t2).await.unwrap(), Admit::Probe);
+        assert!(matches!(admit(&store, "soc", t2).await.unwrap(), Admit::Wait(w) if w == t2 + chrono::Duration::seconds(5)));
         assert_eq!(succeeded(&store, "soc", Admit::Probe).await.unwrap(), Some(Transition::Closed));
-        assert_eq!(admit(&store, "soc", t2).await.unwrap(), Admit::Go { clean: true });
+        // Those that waited for it go at their next look, seconds later.
+        assert_eq!(admit(&store, "soc", t2 + chrono::Duration::seconds(5)).await.unwrap(), Admit::Go { clean: true });
     }
 }

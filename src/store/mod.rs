@@ -14,8 +14,7 @@
 //!   dead process held), in its own trait ([`admin`]).
 //! - [`Store::scan`] / [`Store::delete_if`] / [`Store::delete_stream`]: what retention needs: keys listed
 //!   in bounded batches with their version and write time, removed only at the version listed, and
-//!   whole audit streams removed once their retention ran out ([`crate::retention`]);
-//! - [`Queue`]: at-least-once messages with a visibility timeout, a dequeue count, and a poison queue.
+//!   whole audit streams removed once their retention ran out ([`crate::retention`]).
 //!
 //! Over the contract, the state layer every stage uses instead of writing it out again: [`keys`] (the
 //! whole keyspace, one function per key family), [`once()`] (the claim protocol around one side effect)
@@ -23,7 +22,8 @@
 //!
 //! Backends: [`sqlite`] (embedded, standalone mode); [`azure`] (Blob storage and Storage Queues);
 //! `aws` (S3 and SQS, feature `aws`).
-//! [`contract`] is the test suite every backend must pass.
+//! [`contract`] is the test suite every backend must pass; [`hooked`] wraps a store with a hook around
+//! each operation, for tests that crash, kill or watch it at a chosen one.
 
 use std::time::Duration;
 

@@ -93,6 +93,8 @@ SETTING_STAND_INS = {
     "SECMON_TENANTS": "{tenant}",
     "SECMON_MAIL_SENDER": "secmon@example.com",
     "SECMON_TEAMS_URL": "{fake}/teams",
+    # A Key Vault reference in Azure (the bot's client secret, worker only); never used by the check.
+    "SECMON_BOT_SECRET": "bot-secret-stand-in",
     # infra/app/function.bicep sets the host id per app (edge, worker); any valid id does here.
     "AzureFunctionsWebHost__hostid": "secmon-check-package",
     # `string(auditRetentionDays)`: main.bicep's default, the audit container's immutability period.

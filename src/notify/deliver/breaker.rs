@@ -210,7 +210,9 @@ mod tests {
         // The next probe succeeds: closed, and the next delivery is clean.
         let t2 = t1 + chrono::Duration::seconds(61);
         assert_eq!(admit(&store, "soc", t2).await.unwrap(), Admit::Probe);
-        assert!(matches!(admit(&store, "soc", t2).await.unwrap(), Admit::Wait(w) if w == t2 + chrono::Duration::seconds(5)));
+        assert!(
+            matches!(admit(&store, "soc", t2).await.unwrap(), Admit::Wait(w) if w == t2 + chrono::Duration::seconds(5))
+        );
         assert_eq!(succeeded(&store, "soc", Admit::Probe).await.unwrap(), Some(Transition::Closed));
         // Those that waited for it go at their next look, seconds later.
         assert_eq!(admit(&store, "soc", t2 + chrono::Duration::seconds(5)).await.unwrap(), Admit::Go { clean: true });

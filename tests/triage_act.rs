@@ -14,7 +14,6 @@ use secmon::audit::{self, Action, Record};
 use secmon::clock::ManualClock;
 use secmon::intake::http::HttpRequest;
 use secmon::respond::RespondError;
-use secmon::store::Store;
 use secmon::store::sqlite::SqliteStore;
 use secmon::triage::act::{Acted, Actor, BotClient, CardRef, Click, TriageAction, act};
 use secmon::triage::botauth::{BotAuth, BotAuthSettings};
@@ -102,13 +101,7 @@ impl Harness {
     }
 
     async fn audit(&self) -> Vec<Record> {
-        let mut out = Vec::new();
-        for stream in self.store.list_streams("audit/").await.unwrap() {
-            for r in self.store.read_stream(&stream).await.unwrap() {
-                out.push(serde_json::from_slice(&r).unwrap());
-            }
-        }
-        out
+        common::rig::audit_records(self.store.as_ref()).await
     }
 
     /// The texts of the updated cards, in order.

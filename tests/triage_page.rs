@@ -179,13 +179,7 @@ impl Harness {
     }
 
     async fn audit(&self) -> Vec<Record> {
-        let mut out = Vec::new();
-        for stream in self.store.list_streams("audit/").await.unwrap() {
-            for r in self.store.read_stream(&stream).await.unwrap() {
-                out.push(serde_json::from_slice(&r).unwrap());
-            }
-        }
-        out
+        common::rig::audit_records(self.store.as_ref()).await
     }
 }
 

@@ -38,6 +38,7 @@ use crate::app::App;
 use crate::config::triage::TriagePageConfig;
 use crate::intake::Message;
 use crate::intake::http::{HttpRequest, HttpResponse};
+use crate::rules::report::esc;
 use crate::store::{Precondition, StoreError, keys};
 
 /// How long a page session lasts after sign-in.
@@ -672,21 +673,6 @@ async fn verify_id_token(
         return Err("the nonce is not this sign-in's".into());
     }
     Ok(claims)
-}
-
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 const STYLE: &str = "body{font-family:Segoe UI,Helvetica,Arial,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#242424}\

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secmon::app::App;
+use secmon::audit::Record;
 use secmon::clock::ManualClock;
 use secmon::config::Config;
 use secmon::graph::client::GraphClient;
 use secmon::graph::retry::RetryPolicy;
+use secmon::store::Store;
 use secmon::store::sqlite::SqliteStore;
 use secmon_emulator::Emulator;
 
@@ -38,4 +40,15 @@ pub fn quick_retries() -> RetryPolicy {
 pub fn app(config: Config, store: Arc<SqliteStore>, http: reqwest::Client, clock: Arc<ManualClock>) -> App {
     let graph = GraphClient::new(&config, http.clone()).unwrap().with_policy(quick_retries());
     App::builder(config).backend(store).graph(Arc::new(graph)).http(http).clock(clock).build().unwrap()
+}
+
+/// Every audit record in `store`, stream by stream, in order.
+pub async fn audit_records(store: &dyn Store) -> Vec<Record> {
+    let mut out = Vec::new();
+    for stream in store.list_streams("audit/").await.unwrap() {
+        for r in store.read_stream(&stream).await.unwrap() {
+            out.push(serde_json::from_slice(&r).unwrap());
+        }
+    }
+    out
 }

@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use secmon::app::App;
 use secmon::audit::Record;
 use secmon::clock::ManualClock;
-use secmon::store::Store;
 use secmon::store::sqlite::SqliteStore;
 use secmon_emulator::{Emulator, Options};
 use serde_json::{Value, json};
@@ -113,13 +112,7 @@ impl Triage {
 
     /// Every audit record, in order.
     pub async fn audit(&self) -> Vec<Record> {
-        let mut out = Vec::new();
-        for stream in self.store.list_streams("audit/").await.unwrap() {
-            for r in self.store.read_stream(&stream).await.unwrap() {
-                out.push(serde_json::from_slice(&r).unwrap());
-            }
-        }
-        out
+        super::rig::audit_records(self.store.as_ref()).await
     }
 
     /// The texts of the updated cards (second line), in order.

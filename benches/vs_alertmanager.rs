@@ -26,11 +26,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use secmon::intake::webhook::sign_doorbell;
 use secmon_emulator::{Emulator, Options};
 use serde_json::{Value, json};
 
 const TENANT_ID: &str = "4a1c9a57-7b5e-4d63-8a0e-2b1f9d3c6e10";
 const CLIENT_SECRET: &str = "bench-client-secret-6a2f";
+const DOORBELL_KEY: &str = "bench-doorbell-key-5c1e";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -83,13 +85,23 @@ impl Side {
 /// look reads only the deliveries that are new since the last one: copying and parsing every delivery
 /// every 5 ms (as an earlier version did) cost this process more CPU than either side, on the same
 /// two cores, and held the emulator's lock against the sink.
-async fn wait_for(emu: &Emulator, sink: &str, n: usize, limit: Duration, count: impl Fn(&[u8]) -> usize) {
-    let start = Instant::now();
+async fn wait_for(
+    emu: &Emulator,
+    sink: &str,
+    n: usize,
+    start: Instant,
+    limit: Duration,
+    count: impl Fn(&[u8]) -> usize,
+) {
     let (mut seen, mut got) = (0, 0);
+    let mut marks = vec![1, n / 10, n / 2, n * 9 / 10];
     loop {
         let new = emu.webhook_deliveries_from(sink, seen);
         seen += new.len();
         got += new.iter().map(|(_, body)| count(body)).sum::<usize>();
+        while marks.first().is_some_and(|m| got >= *m) {
+            eprintln!("{sink}: {} notifications after {:.2} s", marks.remove(0), start.elapsed().as_secs_f64());
+        }
         if got >= n {
             return;
         }
@@ -146,7 +158,7 @@ async fn alertmanager(emu: &Emulator, bin: &str, n: usize, dir: &Path) -> Side {
         let r = http.post(format!("{base}/api/v2/alerts")).json(&batch).send().await.unwrap();
         assert!(r.status().is_success(), "alertmanager refused alerts: {}", r.status());
     }
-    wait_for(emu, "alertmanager", n, Duration::from_secs(600), |body| {
+    wait_for(emu, "alertmanager", n, start, Duration::from_secs(600), |body| {
         serde_json::from_slice::<Value>(body).ok().and_then(|v| v["alerts"].as_array().map(Vec::len)).unwrap_or(0)
     })
     .await;
@@ -172,16 +184,40 @@ impl Drop for Stopped {
     }
 }
 
-async fn secmon(emu: &Emulator, n: usize, dir: &Path) -> Side {
+/// How secmon learns of the alerts.
+#[derive(Clone, Copy, PartialEq)]
+enum Told {
+    /// A signed doorbell (`POST /api/doorbell`) rung when the alerts appear, as a push source would (the
+    /// counterpart of Alertmanager's push); the timer keeps its default schedule (every 5 minutes).
+    Doorbell,
+    /// The timer alone, every second: every poll lists the whole overlap (10 minutes) again.
+    PollEverySecond,
+}
+
+async fn secmon(emu: &Emulator, n: usize, dir: &Path, told: Told) -> Side {
+    let dir = dir.join(match told {
+        Told::Doorbell => "secmon-doorbell",
+        Told::PollEverySecond => "secmon-poll",
+    });
+    std::fs::create_dir_all(&dir).unwrap();
     emu.add_client(TENANT_ID, "bench-app", CLIENT_SECRET);
+    emu.clear_alerts(TENANT_ID);
     std::fs::write(dir.join("ca.pem"), emu.ca_pem().unwrap()).unwrap();
+    let sink = format!("secmon-{}", dir.file_name().unwrap().to_string_lossy());
+    let poll = match told {
+        Told::Doorbell => r#"{ overlap: 10m, first_lookback: 24h, page_size: 1000, max_requests_per_minute: 6000 }"#,
+        Told::PollEverySecond => {
+            r#"{ schedule: "* * * * * *", overlap: 10m, first_lookback: 24h, page_size: 1000, max_requests_per_minute: 6000 }"#
+        }
+    };
     let config = format!(
         r#"graph_url: {graph}
 authority_url: {authority}
 store: {{ sqlite: "{db}" }}
 tenants:
   - {{ id: {TENANT_ID}, name: bench, credential: {{ client_id: bench-app, client_secret: "${{BENCH_CLIENT_SECRET}}" }} }}
-poll: {{ schedule: "* * * * * *", overlap: 10m, first_lookback: 24h, page_size: 1000, max_requests_per_minute: 6000 }}
+poll: {poll}
+webhook: {{ doorbell_secret: "${{BENCH_DOORBELL_KEY}}" }}
 routes:
   - receivers: [tickets]
 receivers:
@@ -190,23 +226,32 @@ receivers:
         graph = emu.graph_url(),
         authority = emu.authority_url(),
         db = dir.join("secmon.db").display(),
-        sink = emu.webhook_sink_url("secmon"),
+        sink = emu.webhook_sink_url(&sink),
     );
     std::fs::write(dir.join("secmon.yaml"), config).unwrap();
+    let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_secmon"))
-        .args(["run", "--config"])
+        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--config"])
         .arg(dir.join("secmon.yaml"))
         .env("BENCH_CLIENT_SECRET", CLIENT_SECRET)
         .env("BENCH_HOOK_KEY", "bench-hmac-key-0123456789abcdef")
+        .env("BENCH_DOORBELL_KEY", DOORBELL_KEY)
         .env("SSL_CERT_FILE", dir.join("ca.pem"))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("BENCH_SECMON_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("secmon.log")).unwrap())
         .spawn()
         .expect("secmon starts");
     let child = Stopped(child);
     let pid = child.0.id();
-    // Let it start and make its first (empty) poll, as a running instance would have.
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let up = Instant::now();
+    while !http.get(format!("{base}/api/health")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(up.elapsed() < Duration::from_secs(30), "secmon did not get ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let it make its first (empty) poll, as a running instance would have.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     // N alerts updated just now, all open, as Graph would show them.
     let now = chrono::Utc::now();
@@ -225,10 +270,27 @@ receivers:
     let cpu0 = cpu_seconds(pid);
     let start = Instant::now();
     emu.seed_alerts(TENANT_ID, fresh);
-    wait_for(emu, "secmon", n, Duration::from_secs(600), |_| 1).await;
+    if told == Told::Doorbell {
+        let body = br#"{"tenant": "bench"}"#;
+        let ts = chrono::Utc::now().timestamp();
+        let r = http
+            .post(format!("{base}/api/doorbell"))
+            .header("content-type", "application/json")
+            .header("x-secmon-timestamp", ts.to_string())
+            .header("x-secmon-signature", sign_doorbell(DOORBELL_KEY.as_bytes(), ts, body))
+            .body(&body[..])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202, "the doorbell was refused: {}", r.text().await.unwrap_or_default());
+    }
+    wait_for(emu, &sink, n, start, Duration::from_secs(600), |_| 1).await;
     let seconds = start.elapsed().as_secs_f64();
-    let side =
-        Side { name: "secmon", alerts: n, seconds, cpu_seconds: cpu_seconds(pid) - cpu0, peak_kib: peak_kib(pid) };
+    let name = match told {
+        Told::Doorbell => "secmon",
+        Told::PollEverySecond => "secmon (poll)",
+    };
+    let side = Side { name, alerts: n, seconds, cpu_seconds: cpu_seconds(pid) - cpu0, peak_kib: peak_kib(pid) };
     drop(child);
     side
 }
@@ -237,15 +299,26 @@ fn main() {
     let n: usize = std::env::var("BENCH_ALERTS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // BENCH_KEEP=1 keeps the run's directory (secmon's store, config and log) and says where.
+    let (dir, _cleanup) = if std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1") {
+        let kept = dir.keep();
+        eprintln!("keeping {}", kept.display());
+        (kept, None)
+    } else {
+        (dir.path().to_path_buf(), Some(dir))
+    };
     let profile = if cfg!(debug_assertions) { "debug" } else { "optimized" };
     let sides: Vec<Side> = rt.block_on(async {
         let emu = Emulator::start(Options { tls: true, page_size: 1000, ..Options::default() }).await.unwrap();
         let mut sides = Vec::new();
         match alertmanager_binary() {
-            Some(bin) => sides.push(alertmanager(&emu, &bin, n, dir.path()).await),
+            Some(bin) => sides.push(alertmanager(&emu, &bin, n, &dir).await),
             None => eprintln!("no Alertmanager binary (install prometheus-alertmanager or set ALERTMANAGER)"),
         }
-        sides.push(secmon(&emu, n, dir.path()).await);
+        sides.push(secmon(&emu, n, &dir, Told::Doorbell).await);
+        if std::env::var("BENCH_SECMON_POLL").is_ok_and(|v| v != "0") {
+            sides.push(secmon(&emu, n, &dir, Told::PollEverySecond).await);
+        }
         sides
     });
     println!("end to end: {n} alerts in → every notification at a local webhook sink (secmon: {profile} build)");

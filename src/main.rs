@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: under load the daemon spent about a fifth of its CPU in glibc's
+/// allocator, much of it waiting on its arena locks (`docs/performance.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXAMPLES: &str = "\
 Examples:
   secmon demo --out /tmp/secmon-demo          the whole flow on a local Graph emulator

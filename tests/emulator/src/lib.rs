@@ -232,6 +232,11 @@ impl Emulator {
         }
     }
 
+    /// Removes every alert of a tenant.
+    pub fn clear_alerts(&self, tenant: &str) {
+        self.state.lock().alerts.remove(tenant);
+    }
+
     /// Seeds the documented sample alerts (list and Sentinel examples) with `tenantId` set to `tenant`.
     pub fn seed_samples(&self, tenant: &str) {
         self.seed_alerts(tenant, generate::samples(tenant));

@@ -153,3 +153,37 @@ async fn the_worker_pool_works_messages_side_by_side_and_shutdown_finishes_every
     assert_eq!(emulator.mails().len(), 3);
     assert_eq!(world.app.queue.len(ALERTS_QUEUE).await.unwrap(), 0);
 }
+
+/// The worker fills its free slots with deliveries before new alerts (`standalone::fill`): a decided
+/// alert is one step from a person, so the first alerts of a burst are told while the rest are still
+/// being decided, instead of after all of them.
+#[tokio::test]
+async fn the_worker_takes_deliveries_before_new_alerts() {
+    use secmon::functions::Function;
+    let dir = tempfile::tempdir().unwrap();
+    let world = secmon::demo::world(dir.path(), chrono::Utc::now()).await.unwrap();
+    let app = &world.app;
+    let polled = secmon::intake::poll::poll_all(app, chrono::Utc::now()).await;
+    assert!(polled.iter().all(|p| p.error.is_none()), "{polled:?}");
+    assert_eq!(app.queue.len(ALERTS_QUEUE).await.unwrap(), 8);
+
+    // Nothing decided yet: the slots take alerts.
+    let (first, failed) = standalone::fill(app, 4).await;
+    assert!(!failed);
+    assert_eq!(first.len(), 4);
+    assert!(first.iter().all(|(f, _)| *f == Function::Respond));
+    for (function, msg) in &first {
+        let done = standalone::work(app, *function, msg).await;
+        assert!(matches!(done, standalone::WorkResult::Done(_)), "{done:?}");
+    }
+    let deliveries = app.queue.len(DELIVERIES_QUEUE).await.unwrap();
+    assert!(deliveries >= 2, "the decided alerts made delivery jobs: {deliveries}");
+
+    // Four alerts wait and the decided ones' deliveries too: every delivery is taken first.
+    let (next, failed) = standalone::fill(app, deliveries + 1).await;
+    assert!(!failed);
+    let kinds: Vec<Function> = next.iter().map(|(f, _)| *f).collect();
+    let mut expected = vec![Function::Deliver; deliveries];
+    expected.push(Function::Respond);
+    assert_eq!(kinds, expected);
+}

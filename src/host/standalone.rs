@@ -34,6 +34,14 @@ use crate::store::{ALERTS_QUEUE, DELIVERIES_QUEUE, Received};
 /// The queue functions the worker serves, in the order [`drain`] empties their queues.
 pub const QUEUE_FUNCTIONS: [Function; 2] = [Function::Respond, Function::Deliver];
 
+/// The order in which the [`worker`] fills its free slots: deliveries first. A delivery job is an alert
+/// already decided, one step from a person; taking them before new alerts tells people of the first
+/// alerts of a burst while the rest are still being decided (filling the slots with the `alerts` queue
+/// first held every notification of a 10,000-alert burst back until nearly all of it was decided), and
+/// keeps fewer decided-but-untold alerts in flight. It cannot starve the `alerts` queue: deliveries
+/// are made only by deciding alerts.
+const FILL_ORDER: [Function; 2] = [Function::Deliver, Function::Respond];
+
 /// How long a received message stays hidden while it is processed (a poll of many pages can be slow).
 pub const VISIBILITY: Duration = Duration::from_secs(300);
 
@@ -198,25 +206,10 @@ pub async fn worker(app: App, mut shutdown: watch::Receiver<bool>) {
         } else {
             0
         };
-        let mut received = 0;
-        let mut failed = false;
-        for function in QUEUE_FUNCTIONS {
-            if room <= received {
-                break;
-            }
-            let queue = function.queue().expect("a queue function");
-            match app.queue.receive(queue, (room - received).min(16), VISIBILITY).await {
-                Ok(batch) => {
-                    received += batch.len();
-                    for msg in batch {
-                        pending.push(&tenant_of(&msg.body), (function, msg));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!("queue receive from {queue} failed: {e}");
-                    failed = true;
-                }
-            }
+        let (batch, failed) = fill(&app, room).await;
+        let received = batch.len();
+        for (function, msg) in batch {
+            pending.push(&tenant_of(&msg.body), (function, msg));
         }
         while running.len() < concurrency {
             let Some((tenant, (function, msg))) = pending.start() else { break };
@@ -250,6 +243,27 @@ pub async fn worker(app: App, mut shutdown: watch::Receiver<bool>) {
     }
     // Finish what is in hand.
     while running.join_next().await.is_some() {}
+}
+
+/// Receives up to `room` messages for the [`worker`]'s free slots, in [`FILL_ORDER`] (deliveries first),
+/// at most 16 per receive; also says whether a receive failed (logged here), so the worker backs off.
+pub async fn fill(app: &App, room: usize) -> (Vec<(Function, Received)>, bool) {
+    let mut out = Vec::new();
+    let mut failed = false;
+    for function in FILL_ORDER {
+        if room <= out.len() {
+            break;
+        }
+        let queue = function.queue().expect("a queue function");
+        match app.queue.receive(queue, (room - out.len()).min(16), VISIBILITY).await {
+            Ok(batch) => out.extend(batch.into_iter().map(|msg| (function, msg))),
+            Err(e) => {
+                tracing::error!("queue receive from {queue} failed: {e}");
+                failed = true;
+            }
+        }
+    }
+    (out, failed)
 }
 
 /// The next time `schedule` fires after `now`.

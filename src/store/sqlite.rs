@@ -1299,22 +1299,18 @@ mod tests {
         {
             let c = Connection::open(&path).unwrap();
             c.execute_batch(QUEUE_BEFORE_17).unwrap();
-            // (id, queue, body, visible_at, dequeue_count, receipt, seq, enqueued_at, leased_by)
-            let rows: [(&str, &str, &str, i64, u32, &str, i64, i64, &str); 6] = [
-                ("u-third", "alerts", "third", 0, 1, "r3", 7, 5, ""),
-                ("u-first", "alerts", "first", 0, 0, "", 2, 3, ""),
-                ("u-held", "alerts", "held", later, 2, "r-held", 5, 4, "gone-process"),
-                ("u-job", "deliveries", "job", 0, 0, "", 9, 6, ""),
-                ("u-poison", "alerts-poison", "poisoned", 0, 0, "", 3, 0, ""),
-                ("u-last", "alerts", "last", 0, 4, "r4", 11, 7, ""),
-            ];
-            for (id, queue, body, visible_at, count, receipt, seq, enqueued_at, leased_by) in rows {
-                c.execute(
-                    "INSERT INTO queue VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![id, queue, body.as_bytes(), visible_at, count, receipt, seq, enqueued_at, leased_by],
-                )
-                .unwrap();
-            }
+            // (id, queue, body, visible_at, dequeue_count, receipt, seq, enqueued_at, leased_by), written in
+            // another order than their seq.
+            c.execute_batch(&format!(
+                "INSERT INTO queue VALUES
+                   ('u-third', 'alerts', CAST('third' AS BLOB), 0, 1, 'r3', 7, 5, ''),
+                   ('u-first', 'alerts', CAST('first' AS BLOB), 0, 0, '', 2, 3, ''),
+                   ('u-held', 'alerts', CAST('held' AS BLOB), {later}, 2, 'r-held', 5, 4, 'gone-process'),
+                   ('u-job', 'deliveries', CAST('job' AS BLOB), 0, 0, '', 9, 6, ''),
+                   ('u-poison', 'alerts-poison', CAST('poisoned' AS BLOB), 0, 0, '', 3, 0, ''),
+                   ('u-last', 'alerts', CAST('last' AS BLOB), 0, 4, 'r4', 11, 7, '');"
+            ))
+            .unwrap();
         }
         let clock = Arc::new(ManualClock::new(start));
         let s = SqliteStore::open(&path).unwrap().with_clock(clock.clone()).with_max_dequeue(5);

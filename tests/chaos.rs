@@ -256,7 +256,7 @@ fn let_time_pass(dir: &Path) {
 fn queued_and_watermark(dir: &Path) -> (Vec<(String, String)>, Option<DateTime<Utc>>) {
     let c = sqlite(dir);
     let mut bodies = Vec::new();
-    if let Ok(mut stmt) = c.prepare("SELECT queue, body FROM queue") {
+    if let Ok(mut stmt) = c.prepare("SELECT q.queue, b.body FROM queue AS q JOIN queue_body AS b ON b.seq = q.seq") {
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))).unwrap();
         for row in rows {
             let (queue, body) = row.unwrap();

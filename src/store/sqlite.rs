@@ -40,16 +40,23 @@ CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, done INTEGER NOT NULL, 
     token TEXT NOT NULL DEFAULT '', written INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS streams (stream TEXT NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL,
     PRIMARY KEY (stream, seq));
-CREATE TABLE IF NOT EXISTS queue (id TEXT PRIMARY KEY, queue TEXT NOT NULL, body BLOB NOT NULL,
-    visible_at INTEGER NOT NULL, dequeue_count INTEGER NOT NULL, receipt TEXT NOT NULL, seq INTEGER NOT NULL);
--- No query reads by (queue, visible_at) any more (receive walks queue_order); the index only cost a write
--- on every send, receive and delete.
-DROP INDEX IF EXISTS queue_visible;
--- send() takes MAX(seq); without this index every send scans the table (a 10,000-alert poll was O(n^2)).
-CREATE INDEX IF NOT EXISTS queue_seq ON queue (seq);
--- receive() walks a queue in order and skips the hidden messages, instead of sorting every visible one
--- (over queue_visible, each receive from a 10,000-message backlog sorted 10,000 rows).
-CREATE INDEX IF NOT EXISTS queue_order ON queue (queue, seq);
+";
+
+/// The queue: a message's state in one small row, its body in another table. Receive rewrites the state
+/// (visibility, dequeue count, receipt, holder) and SQLite rewrites a whole row on any update, so a body
+/// in that row (several KB of alert JSON, in overflow pages) went to the WAL again on every receive.
+///
+/// - `queue` is keyed by `(queue, seq)` and has no rowid: receive walks one queue in order over the
+///   table itself and skips the hidden messages, delete finds a message by its key, and there is no
+///   index to keep beside it. `seq` is the message id ([`Received::id`]) and its place in line.
+/// - `queue_body` is keyed by `seq` (its rowid): written once on send, deleted with the message. A new
+///   message's `seq` is the next rowid, above every message there is; a number is used again only
+///   after the message that had it is gone (a stale receipt of that one still finds no match).
+const QUEUE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS queue (queue TEXT NOT NULL, seq INTEGER NOT NULL, visible_at INTEGER NOT NULL,
+    dequeue_count INTEGER NOT NULL, receipt TEXT NOT NULL, leased_by TEXT NOT NULL DEFAULT '',
+    enqueued_at INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (queue, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queue_body (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
 ";
 
 /// Pages of WAL after which a commit checkpoints (SQLite's default is 1000, 4 MB): fewer checkpoints,
@@ -57,8 +64,9 @@ CREATE INDEX IF NOT EXISTS queue_order ON queue (queue, seq);
 pub const CHECKPOINT_PAGES: u32 = 4000;
 
 /// The visible messages of a queue, oldest first (see [`Queue::receive`]).
-const RECEIVE: &str = "SELECT id, body, dequeue_count FROM queue INDEXED BY queue_order
-     WHERE queue = ?1 AND visible_at <= ?2 ORDER BY seq";
+/// `CROSS JOIN` keeps `queue` the outer loop: the walk is in order and stops after `max`.
+const RECEIVE: &str = "SELECT q.seq, b.body, q.dequeue_count FROM queue AS q CROSS JOIN queue_body AS b
+     ON b.seq = q.seq WHERE q.queue = ?1 AND q.visible_at <= ?2 ORDER BY q.seq";
 
 /// Most jobs one transaction runs.
 const MAX_BATCH: usize = 256;
@@ -636,6 +644,28 @@ impl Store for SqliteStore {
     }
 }
 
+/// Puts a message on `queue`, visible (and counted as put there) from `visible_at`: its body first, whose
+/// new rowid is the message's `seq` (see [`QUEUE_SCHEMA`]).
+fn insert_message(c: &Connection, queue: &str, body: &[u8], visible_at: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT INTO queue_body (body) VALUES (?1)")?.execute(params![body])?;
+    let seq = c.last_insert_rowid();
+    c.prepare_cached(
+        "INSERT INTO queue (queue, seq, visible_at, dequeue_count, receipt, enqueued_at) VALUES (?1, ?2, ?3, 0, '', ?3)",
+    )?
+    .execute(params![queue, seq, visible_at])
+    .map(|_| ())
+}
+
+/// Deletes the body of a message that was just deleted.
+fn delete_body(c: &Connection, seq: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM queue_body WHERE seq = ?1")?.execute(params![seq]).map(|_| ())
+}
+
+/// The `seq` a message id names; `None` for an id this store never gave (no such message).
+fn seq_of(id: &str) -> Option<i64> {
+    id.parse().ok()
+}
+
 #[async_trait]
 impl Queue for SqliteStore {
     async fn send(&self, queue: &str, body: &[u8]) -> StoreResult<()> {
@@ -646,16 +676,7 @@ impl Queue for SqliteStore {
         check_key(queue)?;
         let (queue, body) = (queue.to_string(), body.to_vec());
         let now = self.now_ms() + delay.min(super::MAX_DELAY).as_millis() as i64;
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO queue (id, queue, body, visible_at, dequeue_count, receipt, seq, enqueued_at)
-                 VALUES (?1, ?2, ?3, ?4, 0, '', (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue), ?4)",
-            )
-            .and_then(|mut s| s.execute(params![uuid::Uuid::new_v4().to_string(), queue, body, now]))
-            .map(|_| ())
-            .map_err(backend)
-        })
-        .await
+        self.write(move |c| insert_message(c, &queue, &body, now).map_err(backend)).await
     }
 
     async fn send_many(&self, queue: &str, bodies: &[Vec<u8>]) -> Result<(), super::Partial> {
@@ -665,14 +686,8 @@ impl Queue for SqliteStore {
         let now = self.now_ms();
         // One job: the batch it commits in is the transaction, so all of them are sent or none.
         self.write(move |c| {
-            let mut insert = c
-                .prepare_cached(
-                    "INSERT INTO queue (id, queue, body, visible_at, dequeue_count, receipt, seq, enqueued_at)
-                     VALUES (?1, ?2, ?3, ?4, 0, '', (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue), ?4)",
-                )
-                .map_err(backend)?;
             for body in &bodies {
-                insert.execute(params![uuid::Uuid::new_v4().to_string(), queue, body, now]).map_err(backend)?;
+                insert_message(c, &queue, body, now).map_err(backend)?;
             }
             Ok(())
         })
@@ -694,29 +709,32 @@ impl Queue for SqliteStore {
                 .prepare_cached(RECEIVE)
                 .and_then(|mut s| {
                     s.query_map(params![queue, now], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?))
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?))
                     })?
                     .take(max)
                     .collect::<Result<Vec<_>, _>>()
                 })
                 .map_err(backend)?;
             let mut out = Vec::with_capacity(rows.len());
-            for (id, body, count) in rows {
+            for (seq, body, count) in rows {
                 if count >= max_dequeue {
                     // Delivered max_dequeue times without being deleted: set it aside, as the host does.
-                    c.prepare_cached("UPDATE queue SET queue = ?2, visible_at = ?3, dequeue_count = 0 WHERE id = ?1")
-                        .and_then(|mut s| s.execute(params![id, poison_name(&queue), now]))
-                        .map_err(backend)?;
+                    c.prepare_cached(
+                        "UPDATE queue SET queue = ?3, visible_at = ?4, dequeue_count = 0 WHERE queue = ?1 AND seq = ?2",
+                    )
+                    .and_then(|mut s| s.execute(params![queue, seq, poison_name(&queue), now]))
+                    .map_err(backend)?;
                     continue;
                 }
-                let receipt = uuid::Uuid::new_v4().to_string();
+                // Random from the thread's generator, not the operating system's (a system call each).
+                let receipt = format!("{:032x}", rand::random::<u128>());
                 c.prepare_cached(
-                    "UPDATE queue SET visible_at = ?2, dequeue_count = dequeue_count + 1, receipt = ?3,
-                     leased_by = ?4 WHERE id = ?1",
+                    "UPDATE queue SET visible_at = ?3, dequeue_count = dequeue_count + 1, receipt = ?4,
+                     leased_by = ?5 WHERE queue = ?1 AND seq = ?2",
                 )
-                .and_then(|mut s| s.execute(params![id, hidden_until, receipt, holder]))
+                .and_then(|mut s| s.execute(params![queue, seq, hidden_until, receipt, holder]))
                 .map_err(backend)?;
-                out.push(Received { id, receipt, body, dequeue_count: count + 1 });
+                out.push(Received { id: seq.to_string(), receipt, body, dequeue_count: count + 1 });
             }
             Ok(out)
         })
@@ -726,14 +744,16 @@ impl Queue for SqliteStore {
     async fn delete(&self, queue: &str, msg: &Received) -> StoreResult<()> {
         let (queue, id, receipt) = (queue.to_string(), msg.id.clone(), msg.receipt.clone());
         self.write(move |c| {
+            let conflict = || StoreError::Conflict { key: format!("{queue}/{id}") };
+            let seq = seq_of(&id).ok_or_else(conflict)?;
             let n = c
-                .prepare_cached("DELETE FROM queue WHERE id = ?1 AND queue = ?2 AND receipt = ?3")
-                .and_then(|mut s| s.execute(params![id, queue, receipt]))
+                .prepare_cached("DELETE FROM queue WHERE queue = ?1 AND seq = ?2 AND receipt = ?3")
+                .and_then(|mut s| s.execute(params![queue, seq, receipt]))
                 .map_err(backend)?;
             if n == 0 {
-                return Err(StoreError::Conflict { key: format!("{queue}/{id}") });
+                return Err(conflict());
             }
-            Ok(())
+            delete_body(c, seq).map_err(backend)
         })
         .await
     }
@@ -742,15 +762,17 @@ impl Queue for SqliteStore {
         let (queue, id, receipt) = (queue.to_string(), msg.id.clone(), msg.receipt.clone());
         let now = self.now_ms();
         self.write(move |c| {
+            let conflict = || StoreError::Conflict { key: format!("{queue}/{id}") };
+            let seq = seq_of(&id).ok_or_else(conflict)?;
             let n = c
                 .prepare_cached(
                     "UPDATE queue SET queue = ?4, visible_at = ?5, receipt = '', dequeue_count = 0
-                     WHERE id = ?1 AND queue = ?2 AND receipt = ?3",
+                     WHERE queue = ?1 AND seq = ?2 AND receipt = ?3",
                 )
-                .and_then(|mut s| s.execute(params![id, queue, receipt, poison_name(&queue), now]))
+                .and_then(|mut s| s.execute(params![queue, seq, receipt, poison_name(&queue), now]))
                 .map_err(backend)?;
             if n == 0 {
-                return Err(StoreError::Conflict { key: format!("{queue}/{id}") });
+                return Err(conflict());
             }
             Ok(())
         })
@@ -848,22 +870,44 @@ impl Instance {
 }
 
 fn migrate_admin(conn: &Connection) -> StoreResult<()> {
+    migrate_queue(conn)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, pid INTEGER NOT NULL, boot TEXT NOT NULL,
+             host TEXT NOT NULL, started TEXT NOT NULL, opened INTEGER NOT NULL)",
+    )
+    .map_err(backend)
+}
+
+/// Brings the queue to [`QUEUE_SCHEMA`]. A file from before it has one `queue` table with the body in
+/// each row (and, older still, no `enqueued_at` or `leased_by`: such messages count as put on the queue
+/// at 0, the age of the oldest then unknown, and as held by no one). Its rows move to the new tables in
+/// the migrations' transaction, each keeping its queue, visibility, dequeue count, receipt, holder and
+/// place in line; their ids become their new `seq`.
+fn migrate_queue(conn: &Connection) -> StoreResult<()> {
     let has = |column: &str| {
         conn.prepare("SELECT 1 FROM pragma_table_info('queue') WHERE name = ?1")
             .and_then(|mut s| s.exists(params![column]))
             .map_err(backend)
     };
-    if !has("enqueued_at")? {
-        // Messages of an older file count as put on the queue at 0 (the age of the oldest is then unknown).
-        conn.execute_batch("ALTER TABLE queue ADD COLUMN enqueued_at INTEGER NOT NULL DEFAULT 0").map_err(backend)?;
+    if !has("body")? {
+        return conn.execute_batch(QUEUE_SCHEMA).map_err(backend);
     }
-    if !has("leased_by")? {
-        conn.execute_batch("ALTER TABLE queue ADD COLUMN leased_by TEXT NOT NULL DEFAULT ''").map_err(backend)?;
-    }
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, pid INTEGER NOT NULL, boot TEXT NOT NULL,
-             host TEXT NOT NULL, started TEXT NOT NULL, opened INTEGER NOT NULL)",
-    )
+    let old = "queue_before_issue_17";
+    let column = |name: &str, otherwise: &str| {
+        Ok::<_, StoreError>(if has(name)? { name.to_string() } else { otherwise.to_string() })
+    };
+    let (enqueued_at, leased_by) = (column("enqueued_at", "0")?, column("leased_by", "''")?);
+    // The old table's indexes go with it; `ROW_NUMBER` numbers the messages in their old order (`seq`,
+    // then the unique id should two share a seq), the same in both statements.
+    conn.execute_batch(&format!(
+        "ALTER TABLE queue RENAME TO {old};
+         {QUEUE_SCHEMA}
+         INSERT INTO queue_body (seq, body) SELECT ROW_NUMBER() OVER (ORDER BY seq, id), body FROM {old};
+         INSERT INTO queue (queue, seq, visible_at, dequeue_count, receipt, leased_by, enqueued_at)
+             SELECT queue, ROW_NUMBER() OVER (ORDER BY seq, id), visible_at, dequeue_count, receipt, {leased_by},
+             {enqueued_at} FROM {old};
+         DROP TABLE {old};"
+    ))
     .map_err(backend)
 }
 
@@ -906,13 +950,14 @@ impl super::admin::QueueAdmin for SqliteStore {
         self.read(move |c| {
             let mut stmt = c
                 .prepare(
-                    "SELECT id, body, enqueued_at, dequeue_count FROM queue WHERE queue = ?1 ORDER BY seq LIMIT ?2",
+                    "SELECT q.seq, b.body, q.enqueued_at, q.dequeue_count FROM queue AS q CROSS JOIN queue_body AS b
+                     ON b.seq = q.seq WHERE q.queue = ?1 ORDER BY q.seq LIMIT ?2",
                 )
                 .map_err(backend)?;
             let messages = stmt
                 .query_map(params![queue, max.saturating_add(1) as i64], |r| {
                     Ok(super::admin::Listed {
-                        id: r.get(0)?,
+                        id: r.get::<_, i64>(0)?.to_string(),
                         body: r.get(1)?,
                         enqueued_at: millis(r.get(2)?),
                         dequeue_count: r.get(3)?,
@@ -932,14 +977,22 @@ impl super::admin::QueueAdmin for SqliteStore {
         let (from, id, to) = (from.to_string(), id.to_string(), to.to_string());
         let now = self.now_ms();
         self.write(move |c| {
-            // One statement: the message is on one queue or the other, never both or neither.
+            // One job, so one transaction: the message is on one queue or the other, never both or
+            // neither. It goes to the back of `to` with a new seq (so a new id, as a redriven message
+            // has on Azure).
+            let Some(seq) = seq_of(&id) else { return Ok(false) };
+            let last: i64 =
+                c.query_row("SELECT COALESCE(MAX(seq), 0) FROM queue_body", [], |r| r.get(0)).map_err(backend)?;
             let n = c
                 .execute(
-                    "UPDATE queue SET queue = ?3, visible_at = ?4, dequeue_count = 0, receipt = '', leased_by = '',
-                     seq = (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue) WHERE id = ?1 AND queue = ?2",
-                    params![id, from, to, now],
+                    "UPDATE queue SET queue = ?3, seq = ?5, visible_at = ?4, dequeue_count = 0, receipt = '',
+                     leased_by = '' WHERE queue = ?2 AND seq = ?1",
+                    params![seq, from, to, now, last + 1],
                 )
                 .map_err(backend)?;
+            if n > 0 {
+                c.execute("UPDATE queue_body SET seq = ?2 WHERE seq = ?1", params![seq, last + 1]).map_err(backend)?;
+            }
             Ok(n > 0)
         })
         .await
@@ -948,7 +1001,12 @@ impl super::admin::QueueAdmin for SqliteStore {
     async fn remove(&self, queue: &str, id: &str) -> StoreResult<bool> {
         let (queue, id) = (queue.to_string(), id.to_string());
         self.write(move |c| {
-            let n = c.execute("DELETE FROM queue WHERE id = ?1 AND queue = ?2", params![id, queue]).map_err(backend)?;
+            let Some(seq) = seq_of(&id) else { return Ok(false) };
+            let n =
+                c.execute("DELETE FROM queue WHERE queue = ?1 AND seq = ?2", params![queue, seq]).map_err(backend)?;
+            if n > 0 {
+                delete_body(c, seq).map_err(backend)?;
+            }
             Ok(n > 0)
         })
         .await
@@ -1216,6 +1274,129 @@ mod tests {
         assert_eq!(again[0].body, b"in-flight");
         assert_eq!(again[0].dequeue_count, 2);
         assert_eq!(next.recover_dead_leases().await.unwrap(), 0, "the dead process is forgotten");
+    }
+
+    /// The queue as it was before issue #17: one table, the body in every row.
+    const QUEUE_BEFORE_17: &str = "
+        CREATE TABLE queue (id TEXT PRIMARY KEY, queue TEXT NOT NULL, body BLOB NOT NULL,
+            visible_at INTEGER NOT NULL, dequeue_count INTEGER NOT NULL, receipt TEXT NOT NULL, seq INTEGER NOT NULL,
+            enqueued_at INTEGER NOT NULL DEFAULT 0, leased_by TEXT NOT NULL DEFAULT '');
+        CREATE INDEX queue_seq ON queue (seq);
+        CREATE INDEX queue_order ON queue (queue, seq);";
+
+    /// A file whose queue keeps the body in each row, opened by this version: every message is still
+    /// there, on its queue, with its dequeue count, visibility, holder and place in line (its seq, not
+    /// the order the rows were written in); new messages go after them; the old table and its indexes
+    /// are gone.
+    #[tokio::test]
+    async fn a_queue_from_before_separate_bodies_is_migrated_whole() {
+        use super::super::admin::QueueAdmin;
+        use crate::clock::ManualClock;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let start = chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
+        let (now, later) = (start.timestamp_millis(), start.timestamp_millis() + 60_000);
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(QUEUE_BEFORE_17).unwrap();
+            // (id, queue, body, visible_at, dequeue_count, receipt, seq, enqueued_at, leased_by), written in
+            // another order than their seq.
+            c.execute_batch(&format!(
+                "INSERT INTO queue VALUES
+                   ('u-third', 'alerts', CAST('third' AS BLOB), 0, 1, 'r3', 7, 5, ''),
+                   ('u-first', 'alerts', CAST('first' AS BLOB), 0, 0, '', 2, 3, ''),
+                   ('u-held', 'alerts', CAST('held' AS BLOB), {later}, 2, 'r-held', 5, 4, 'gone-process'),
+                   ('u-job', 'deliveries', CAST('job' AS BLOB), 0, 0, '', 9, 6, ''),
+                   ('u-poison', 'alerts-poison', CAST('poisoned' AS BLOB), 0, 0, '', 3, 0, ''),
+                   ('u-last', 'alerts', CAST('last' AS BLOB), 0, 4, 'r4', 11, 7, '');"
+            ))
+            .unwrap();
+        }
+        let clock = Arc::new(ManualClock::new(start));
+        let s = SqliteStore::open(&path).unwrap().with_clock(clock.clone()).with_max_dequeue(5);
+        {
+            let conn = s.db.conn.lock().unwrap();
+            let body_column: bool = conn
+                .query_row("SELECT COUNT(*) FROM pragma_table_info('queue') WHERE name = 'body'", [], |r| r.get(0))
+                .unwrap();
+            assert!(!body_column, "the message rows hold no body");
+            let old_objects: i64 = conn
+                .query_row("SELECT COUNT(*) FROM sqlite_schema WHERE name LIKE 'queue_before%' OR name IN ('queue_seq', 'queue_order')", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(old_objects, 0, "the old table and its indexes are dropped");
+        }
+        assert_eq!((s.len("alerts").await.unwrap(), s.len("deliveries").await.unwrap()), (4, 1));
+        s.send("alerts", b"new").await.unwrap();
+        let got = s.receive("alerts", 10, Duration::from_secs(30)).await.unwrap();
+        let seen: Vec<_> =
+            got.iter().map(|m| (String::from_utf8_lossy(&m.body).into_owned(), m.dequeue_count)).collect();
+        // The held message stays hidden; "last" had been received 4 times of 5: this receive is its 5th.
+        let expected = [("first", 1), ("third", 2), ("last", 5), ("new", 1)];
+        assert_eq!(seen, expected.map(|(b, n)| (b.to_string(), n)).to_vec());
+        for m in &got {
+            Queue::delete(&s, "alerts", m).await.unwrap();
+        }
+        assert!(s.receive("alerts", 10, Duration::from_secs(30)).await.unwrap().is_empty(), "held until {later}");
+        clock.advance(chrono::Duration::milliseconds(later - now));
+        let held = s.receive("alerts", 10, Duration::from_secs(30)).await.unwrap();
+        assert_eq!((held.len(), held[0].body.as_slice(), held[0].dequeue_count), (1, &b"held"[..], 3));
+        Queue::delete(&s, "alerts", &held[0]).await.unwrap();
+        let poison = s.peek("alerts-poison", 10).await.unwrap();
+        assert_eq!(poison.messages.len(), 1);
+        assert_eq!((poison.messages[0].body.as_slice(), poison.messages[0].enqueued_at), (&b"poisoned"[..], None));
+        let job = s.peek("deliveries", 10).await.unwrap();
+        assert_eq!(job.messages[0].enqueued_at.map(|t| t.timestamp_millis()), Some(6));
+        let bodies: i64 =
+            s.db.conn.lock().unwrap().query_row("SELECT COUNT(*) FROM queue_body", [], |r| r.get(0)).unwrap();
+        assert_eq!(bodies, 2, "a deleted message's body goes with it");
+    }
+
+    /// The same from the oldest queue, before it recorded when a message was put on it and who holds it.
+    #[tokio::test]
+    async fn a_queue_from_before_the_admin_columns_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE queue (id TEXT PRIMARY KEY, queue TEXT NOT NULL, body BLOB NOT NULL,
+                     visible_at INTEGER NOT NULL, dequeue_count INTEGER NOT NULL, receipt TEXT NOT NULL,
+                     seq INTEGER NOT NULL);
+                 INSERT INTO queue VALUES ('b', 'alerts', CAST('second' AS BLOB), 0, 2, 'r', 2),
+                     ('a', 'alerts', CAST('first' AS BLOB), 0, 0, '', 1);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let got = s.receive("alerts", 10, Duration::from_secs(30)).await.unwrap();
+        let seen: Vec<_> = got.iter().map(|m| (m.body.as_slice(), m.dequeue_count)).collect();
+        assert_eq!(seen, [(&b"first"[..], 1), (&b"second"[..], 3)]);
+    }
+
+    /// Receive, delete and a redrive each find their message by its key, never by a scan.
+    #[test]
+    fn the_queues_statements_use_the_keys() {
+        let store = SqliteStore::in_memory().unwrap();
+        let conn = store.db.conn.lock().unwrap();
+        for sql in [
+            RECEIVE,
+            "DELETE FROM queue WHERE queue = ?1 AND seq = ?2 AND receipt = ?3",
+            "DELETE FROM queue_body WHERE seq = ?1",
+            "SELECT COALESCE(MAX(seq), 0) FROM queue_body",
+            "SELECT COUNT(*) FROM queue WHERE queue = ?1",
+        ] {
+            let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let unbound = vec![rusqlite::types::Null; explain.parameter_count()];
+            let plan: Vec<String> = explain
+                .query_map(rusqlite::params_from_iter(unbound), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter().all(|step| !step.starts_with("SCAN") && !step.contains("TEMP B-TREE")),
+                "{sql}: {plan:?}"
+            );
+        }
     }
 
     #[test]

@@ -231,7 +231,7 @@ mod tests {
         let store = hooked(Arc::new(SqliteStore::in_memory().unwrap()));
         let writer = Arc::new(Writer::new(store.clone()));
         store.hook.fail.store(true, Ordering::SeqCst);
-        let failed = at_once(&[writer.clone()], "a", 10).await;
+        let failed = at_once(std::slice::from_ref(&writer), "a", 10).await;
         for r in &failed {
             assert!(matches!(r, Err(AuditError::Store(StoreError::Backend(m))) if m == "disk full"), "{r:?}");
         }

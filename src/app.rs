@@ -27,6 +27,8 @@ pub struct App {
     pub mute: Arc<Mute>,
     /// State, claims and audit.
     pub store: Arc<dyn Store>,
+    /// This process's audit appends to `store`, batched per tenant-day.
+    pub audit: Arc<crate::audit::Writer>,
     /// The alerts queue.
     pub queue: Arc<dyn Queue>,
     /// Microsoft Graph.
@@ -153,6 +155,7 @@ impl AppBuilder {
     pub fn build(self) -> Result<App, BuildError> {
         let (engine, receivers, mute) = compile(&self.config)?;
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let store = self.store.expect("App::builder needs a store");
         Ok(App {
             started: clock.now(),
             health_cache: Arc::default(),
@@ -161,7 +164,8 @@ impl AppBuilder {
             engine,
             receivers,
             mute,
-            store: self.store.expect("App::builder needs a store"),
+            audit: Arc::new(crate::audit::Writer::new(store.clone())),
+            store,
             queue: self.queue.expect("App::builder needs a queue"),
             graph: self.graph.expect("App::builder needs a Graph"),
             http: self.http.unwrap_or_default(),

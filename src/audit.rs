@@ -40,6 +40,9 @@ use sha2::Digest;
 use crate::rules::Mode;
 use crate::store::{Precondition, Store, StoreError, keys};
 
+mod writer;
+pub use writer::Writer;
+
 /// How many times a writer reads the head again after another writer moved it, before it gives up
 /// (the caller retries the message). Every lost round means another record was appended.
 const APPEND_ROUNDS: usize = 64;
@@ -178,7 +181,7 @@ impl Record {
 }
 
 /// Why a record could not be appended. Every variant is worth a retry: the message stays on the queue.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
     /// The store failed.
     #[error("audit store: {0}")]
@@ -258,7 +261,7 @@ impl Head {
 /// Uncontended this is four store operations: read the head, announce (compare-and-swap), write the
 /// record at its number in the open segment, settle the head (compare-and-swap). Nothing else of the
 /// day is read: the head says which segment is open and where its records start. Several records at
-/// once: [`append_all`].
+/// once: [`append_all`]; the records of concurrent callers in one process, batched: [`Writer`].
 pub async fn append(store: &dyn Store, tenant: &str, now: DateTime<Utc>, record: Record) -> Result<Record, AuditError> {
     append_in(store, Segments::default(), tenant, now, record).await
 }
@@ -286,11 +289,27 @@ pub async fn append_all(
     now: DateTime<Utc>,
     records: Vec<Record>,
 ) -> Result<Vec<Record>, AuditError> {
-    let day = keys::audit_stream(tenant, now.date_naive());
-    let key = keys::audit_head(&day);
     let mut out = Vec::with_capacity(records.len());
+    let timed = records.into_iter().map(|r| (now, r)).collect();
+    append_timed(store, segments, tenant, now.date_naive(), timed, &mut out).await?;
+    Ok(out)
+}
+
+/// [`append_all`] of records each made at its own time, all on UTC day `date`: the stored records go
+/// to `out` as they are settled, so after an error `out` holds those that are in the chain.
+async fn append_timed(
+    store: &dyn Store,
+    segments: Segments,
+    tenant: &str,
+    date: NaiveDate,
+    records: Vec<(DateTime<Utc>, Record)>,
+    out: &mut Vec<Record>,
+) -> Result<(), AuditError> {
+    let day = keys::audit_stream(tenant, date);
+    let key = keys::audit_head(&day);
+    let done = out.len();
     let mut rounds = 0;
-    while out.len() < records.len() {
+    while out.len() - done < records.len() {
         rounds += 1;
         if rounds > APPEND_ROUNDS + records.len() {
             return Err(AuditError::Busy(day));
@@ -312,10 +331,11 @@ pub async fn append_all(
         }
         let (segment, first) = head.place(head.seq + 1, segments);
         let room = (segments.records.max(1) - (head.seq + 1 - first)) as usize;
-        let take = (records.len() - out.len()).min(room).min(MOST_ANNOUNCED);
+        let next = out.len() - done;
+        let take = (records.len() - next).min(room).min(MOST_ANNOUNCED);
         let mut prev = head.hash.clone();
         let mut announced = Vec::with_capacity(take);
-        for (i, record) in records[out.len()..out.len() + take].iter().enumerate() {
+        for (i, (now, record)) in records[next..next + take].iter().enumerate() {
             let mut stored = Record {
                 seq: head.seq + 1 + i as u64,
                 time: now.to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -340,7 +360,7 @@ pub async fn append_all(
         finish(store, &day, &key, &announce, Precondition::Matches(etag)).await?;
         out.extend(announced);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Writes the announced records of `head` at their numbers in their segment (unless someone already

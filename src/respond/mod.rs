@@ -166,7 +166,7 @@ fn decide(app: &App, tenant: &str, alert: &Alert, now: DateTime<Utc>) -> Decisio
 async fn record_once(app: &App, tenant: &str, now: DateTime<Utc>, entry: Record) -> Result<(), RespondError> {
     let key = keys::audited(tenant, &entry.alert_id, &entry.alert_version, &entry.action.to_string());
     let store = app.store.as_ref();
-    match once(store, &key, std::time::Duration::from_secs(60), || audit::append(store, tenant, now, entry))
+    match once(store, &key, std::time::Duration::from_secs(60), || app.audit.append(tenant, now, entry))
         .await
         .map_err(retry)?
     {

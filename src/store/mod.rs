@@ -85,7 +85,7 @@ pub enum Claim {
 }
 
 /// What went wrong in a backend.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A conditional write lost: the value changed (or exists) since it was read.
     #[error("conflict: {key} changed since it was read")]

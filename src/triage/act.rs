@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::alert::{Alert, AlertStatus};
 use crate::app::App;
-use crate::audit::{self, Action, Record};
+use crate::audit::{Action, Record};
 use crate::graph::{AlertUpdate, Retry};
 use crate::respond::RespondError;
 use crate::store::{Once, keys, once};
@@ -267,9 +267,7 @@ async fn act_once(app: &App, click: &Click, now: DateTime<Utc>) -> Result<(Acted
             ),
             ..Record::new(&click.alert_id, current.version(), Action::ActionByUser)
         };
-        audit::append(app.store.as_ref(), &click.tenant, now, record)
-            .await
-            .map_err(|e| RespondError::Retry(e.to_string()))?;
+        app.audit.append(&click.tenant, now, record).await.map_err(|e| RespondError::Retry(e.to_string()))?;
         let card = card(&current, &outcome);
         return Ok((Acted::Stale { current_version: current.version().to_string() }, card, outcome));
     }
@@ -306,9 +304,7 @@ async fn act_once(app: &App, click: &Click, now: DateTime<Utc>) -> Result<(Acted
         detail,
         ..Record::new(&click.alert_id, &click.version, Action::ActionByUser)
     };
-    audit::append(app.store.as_ref(), &click.tenant, now, record)
-        .await
-        .map_err(|e| RespondError::Retry(e.to_string()))?;
+    app.audit.append(&click.tenant, now, record).await.map_err(|e| RespondError::Retry(e.to_string()))?;
     let who = if click.actor.name.is_empty() { click.actor.principal() } else { &click.actor.name };
     let outcome = format!("{} by {who}, {}", click.action.done(), now.format("%H:%M UTC"));
     let resolved = after.status() == AlertStatus::Resolved;

@@ -24,7 +24,7 @@ use serde_json::Value;
 use self::act::Cards;
 use self::botauth::{BotAuth, BotAuthSettings};
 use crate::app::App;
-use crate::audit::{self, Action, Record};
+use crate::audit::{Action, Record};
 use crate::config::Config;
 use crate::config::graph::Cloud;
 use crate::config::triage::BotConfig;
@@ -185,7 +185,7 @@ async fn refuse(app: &App, bot: &dyn Cards, click: &act::Click, now: DateTime<Ut
     };
     let store = app.store.as_ref();
     let lease = std::time::Duration::from_secs(60);
-    let appended = crate::store::once(store, &key, lease, || audit::append(store, &click.tenant, now, record))
+    let appended = crate::store::once(store, &key, lease, || app.audit.append(&click.tenant, now, record))
         .await
         .map_err(|e| RespondError::Retry(format!("store: {e}")))?;
     match appended {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::act::{Acted, Click, live_card};
 use crate::alert::{Alert, Evidence};
 use crate::app::App;
-use crate::audit::{self, Action, Record};
+use crate::audit::{Action, Record};
 use crate::graph::Retry;
 use crate::notify::silence::cli::{NewSilence, add};
 use crate::respond::RespondError;
@@ -108,9 +108,7 @@ pub(super) async fn silence_once(
         ),
         ..Record::new(&click.alert_id, &click.version, Action::ActionByUser)
     };
-    audit::append(app.store.as_ref(), &click.tenant, now, record)
-        .await
-        .map_err(|e| RespondError::Retry(e.to_string()))?;
+    app.audit.append(&click.tenant, now, record).await.map_err(|e| RespondError::Retry(e.to_string()))?;
     let who = if click.actor.name.is_empty() { click.actor.principal() } else { &click.actor.name };
     let outcome = format!("Silenced for {hours} by {who}, {}", now.format("%H:%M UTC"));
     tracing::info!(alert = %click.alert_id, silence = %silence.id, "{outcome}");

@@ -15,7 +15,7 @@ use crate::notify::view::{DigestLine, View};
 /// reason to send twice.
 pub(super) async fn append(app: &App, tenant: &str, now: DateTime<Utc>, record: Record) {
     let alert = record.alert_id.clone();
-    if let Err(e) = crate::audit::append(app.store.as_ref(), tenant, now, record).await {
+    if let Err(e) = app.audit.append(tenant, now, record).await {
         tracing::error!("audit record lost for alert {alert} ({e})");
     }
 }

@@ -137,7 +137,7 @@ pub async fn collect(
         detail,
         ..Record::new(&alert.id, alert.version(), Action::NotifyDeferred)
     };
-    if let Err(e) = crate::audit::append(store, tenant, now, record).await {
+    if let Err(e) = app.audit.append(tenant, now, record).await {
         tracing::error!("audit record lost for alert {} ({e})", alert.id);
     }
     Ok(true)
@@ -430,7 +430,7 @@ async fn audit_part(app: &App, kind: &str, part: &Part<'_>, status: Option<u16>,
 
 /// Appends one record to the tenant's audit trail; a lost record is logged.
 async fn append(app: &App, part: &Part<'_>, now: DateTime<Utc>, record: Record) {
-    if let Err(e) = crate::audit::append(app.store.as_ref(), part.tenant, now, record).await {
+    if let Err(e) = app.audit.append(part.tenant, now, record).await {
         tracing::error!("audit record of {} lost ({e})", part.id());
     }
 }

@@ -159,7 +159,7 @@ async fn renotify(
         ..Record::new(&alert.id, alert.version(), action)
     };
     let append = |record: Record| async move {
-        if let Err(e) = crate::audit::append(app.store.as_ref(), tenant, now, record).await {
+        if let Err(e) = app.audit.append(tenant, now, record).await {
             tracing::error!("audit record lost after silence {} ({e})", s.id);
         }
     };

@@ -381,7 +381,7 @@ async fn remember(
 /// Appends `record` to the audit trail of each tenant of `silence`; a lost record is logged.
 async fn audit(app: &App, silence: &Silence, now: DateTime<Utc>, record: Record) {
     for tenant in silence.tenants(&app.config) {
-        if let Err(e) = crate::audit::append(app.store.as_ref(), tenant, now, record.clone()).await {
+        if let Err(e) = app.audit.append(tenant, now, record.clone()).await {
             tracing::error!("audit record of silence {} lost for {tenant}: {e}", silence.id);
         }
     }

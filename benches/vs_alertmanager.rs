@@ -8,10 +8,15 @@
 //!   grouping off — `group_by: ['...']`, `group_wait: 0s`, `group_interval: 1s` — and one webhook
 //!   receiver): the alerts are POSTed to `/api/v2/alerts` in batches of 100; the clock starts before the
 //!   first POST.
-//! - **secmon** (`secmon run`, the standalone pipeline with its SQLite store, polling every second): the
-//!   alerts appear in the emulator's Graph at once; the clock starts then. secmon lists them, queues each,
-//!   evaluates the rules and routes, claims, sends a signed webhook, completes the claim and audits it.
-//!   Up to one second of the figure is the wait for the next poll.
+//! - **secmon** (`secmon run --listen`, the standalone pipeline with its SQLite store and the default
+//!   five-minute poll schedule): the alerts appear in the emulator's Graph at once and the clock starts;
+//!   then a signed doorbell (`POST /api/doorbell`) tells secmon to poll, as a push source would. secmon
+//!   lists them, queues each, evaluates the rules and routes, claims, sends a signed webhook, completes
+//!   the claim and audits it. With `BENCH_SECMON_POLL=1` a second secmon side polls every second and
+//!   rings no doorbell (up to one second of its figure is the wait for the next poll).
+//!
+//! Each side prints when its first, 10 %, 50 % and 90 % notifications arrived. `BENCH_KEEP=1` keeps the
+//! run's directory (secmon's stores, configs and logs; `BENCH_SECMON_LOG=info` for a full log).
 //!
 //! The two do different work per alert (Alertmanager keeps alerts in memory; secmon makes every effect
 //! durable before and after it), which is the point of showing the cost side by side.
@@ -203,7 +208,7 @@ async fn secmon(emu: &Emulator, n: usize, dir: &Path, told: Told) -> Side {
     emu.add_client(TENANT_ID, "bench-app", CLIENT_SECRET);
     emu.clear_alerts(TENANT_ID);
     std::fs::write(dir.join("ca.pem"), emu.ca_pem().unwrap()).unwrap();
-    let sink = format!("secmon-{}", dir.file_name().unwrap().to_string_lossy());
+    let sink = dir.file_name().unwrap().to_string_lossy().into_owned();
     let poll = match told {
         Told::Doorbell => r#"{ overlap: 10m, first_lookback: 24h, page_size: 1000, max_requests_per_minute: 6000 }"#,
         Told::PollEverySecond => {
@@ -334,7 +339,8 @@ fn main() {
         );
     }
     let ratio = match sides.as_slice() {
-        [am, sm] => {
+        // Alertmanager against secmon told by the doorbell (a polling side, when asked for, is printed too).
+        [am, sm, ..] if am.name == "alertmanager" => {
             let r = json!({"seconds": sm.seconds / am.seconds, "cpu_seconds": sm.cpu_seconds / am.cpu_seconds.max(0.01),
                            "peak_rss": sm.peak_kib as f64 / am.peak_kib.max(1) as f64});
             println!(

@@ -115,6 +115,15 @@ async fn wait_for(
     }
 }
 
+/// Waits until `url` answers 2xx, or panics after 30 s.
+async fn ready(http: &reqwest::Client, url: &str, what: &str) {
+    let up = Instant::now();
+    while !http.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(up.elapsed() < Duration::from_secs(30), "{what} did not get ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn alertmanager_binary() -> Option<String> {
     let candidates = [std::env::var("ALERTMANAGER").ok(), Some("/usr/bin/prometheus-alertmanager".into())];
     candidates.into_iter().flatten().find(|p| Path::new(p).exists())
@@ -143,11 +152,7 @@ async fn alertmanager(emu: &Emulator, bin: &str, n: usize, dir: &Path) -> Side {
     let child = Stopped(child);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let up = Instant::now();
-    while !http.get(format!("{base}/-/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
-        assert!(up.elapsed() < Duration::from_secs(30), "alertmanager did not get ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    ready(&http, &format!("{base}/-/ready"), "alertmanager").await;
     let pid = child.0.id();
     let cpu0 = cpu_seconds(pid);
     let now = chrono::Utc::now().to_rfc3339();
@@ -251,11 +256,7 @@ receivers:
     let pid = child.0.id();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let up = Instant::now();
-    while !http.get(format!("{base}/api/health")).send().await.is_ok_and(|r| r.status().is_success()) {
-        assert!(up.elapsed() < Duration::from_secs(30), "secmon did not get ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    ready(&http, &format!("{base}/api/health"), "secmon").await;
     // Let it make its first (empty) poll, as a running instance would have.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     // N alerts updated just now, all open, as Graph would show them.

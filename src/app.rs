@@ -79,6 +79,14 @@ impl App {
         App { graph, ..self.clone() }
     }
 
+    /// The same edges on another backend: its store, its queue, and an audit writer appending to it
+    /// (the writer belongs to the store; setting `store` alone would leave audit records going to the
+    /// old one).
+    pub fn with_backend<B: Store + Queue + 'static>(&self, backend: Arc<B>) -> App {
+        let store: Arc<dyn Store> = backend.clone();
+        App { audit: Arc::new(crate::audit::Writer::new(store.clone())), store, queue: backend, ..self.clone() }
+    }
+
     /// The same state with another HTTP client.
     pub fn with_http(&self, http: reqwest::Client) -> App {
         App { http, ..self.clone() }

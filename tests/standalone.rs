@@ -114,10 +114,7 @@ async fn shutdown_while_a_message_is_in_hand_loses_nothing_and_repeats_nothing()
                 + chrono::Duration::seconds(1),
         ),
     ));
-    let store = Arc::new(store);
-    let mut later = world.app.clone();
-    later.store = store.clone();
-    later.queue = store;
+    let later = world.app.with_backend(Arc::new(store));
     let results = standalone::drain(&later, 100).await;
     assert!(results.iter().all(|r| matches!(r, standalone::WorkResult::Done(_))), "{results:?}");
     assert_eq!(later.queue.len(ALERTS_QUEUE).await.unwrap(), 0);

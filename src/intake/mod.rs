@@ -96,9 +96,16 @@ impl Message {
 
     /// Parses a queue body, the JSON that [`Message::send`] wrote (each host hands it over with its
     /// own encodings undone).
+    ///
+    /// The fields are read into [`Fields`] and then checked for the message's `kind`, rather than by
+    /// the derived `Deserialize`: serde reads an internally tagged enum by first copying the whole
+    /// body into its own buffer (the tag may come last), then reading the variant from that copy, and
+    /// for an alert that copy was 4 % of the standalone pipeline's CPU. Same messages, same refusals
+    /// (a test compares the two).
     pub fn parse(body: &[u8]) -> Result<Message, MessageError> {
         let text = std::str::from_utf8(body).map_err(|e| MessageError::Malformed(format!("not UTF-8: {e}")))?;
-        serde_json::from_str(text.trim()).map_err(|e| MessageError::Malformed(e.to_string()))
+        let fields: Fields = serde_json::from_str(text.trim()).map_err(|e| MessageError::Malformed(e.to_string()))?;
+        fields.into_message().map_err(MessageError::Malformed)
     }
 
     /// Puts the message on the alerts queue; an alert too large for the queue ([`Queue::max_body`]) goes
@@ -137,6 +144,63 @@ impl Message {
     }
 }
 
+/// Every field any [`Message`] has, as read by [`Message::parse`]: `kind` says which must be there.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fields {
+    kind: String,
+    tenant: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    alert: Option<Value>,
+    key: Option<String>,
+    reason: Option<String>,
+    alert_id: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    click: Option<Value>,
+}
+
+/// A field that is there, `null` included (`Option<Value>` alone reads `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+impl Fields {
+    fn into_message(self) -> Result<Message, String> {
+        let Fields { kind, tenant, alert, key, reason, alert_id, click } = self;
+        let own: &str = match kind.as_str() {
+            "alert" => "alert",
+            "alert_ref" => "key",
+            "poll" => "reason",
+            "lookup" => "alert_id",
+            "triage" => "click",
+            other => {
+                return Err(format!(
+                    "unknown variant `{other}`, expected one of `alert`, `alert_ref`, `poll`, `lookup`, `triage`"
+                ));
+            }
+        };
+        let given = [
+            ("alert", alert.is_some()),
+            ("key", key.is_some()),
+            ("reason", reason.is_some()),
+            ("alert_id", alert_id.is_some()),
+            ("click", click.is_some()),
+        ];
+        if let Some((name, _)) = given.iter().find(|(name, set)| *set && *name != own) {
+            return Err(format!("unknown field `{name}`, expected one of `kind`, `tenant`, `{own}`"));
+        }
+        let tenant = tenant.ok_or("missing field `tenant`")?;
+        let missing = || format!("missing field `{own}`");
+        Ok(match own {
+            "alert" => Message::Alert { tenant, alert: alert.ok_or_else(missing)? },
+            "key" => Message::AlertRef { tenant, key: key.ok_or_else(missing)? },
+            "reason" => Message::Poll { tenant, reason: reason.ok_or_else(missing)? },
+            "alert_id" => Message::Lookup { tenant, alert_id: alert_id.ok_or_else(missing)? },
+            _ => Message::Triage { tenant, click: click.ok_or_else(missing)? },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +213,38 @@ mod tests {
         assert_eq!(Message::parse(&serde_json::to_vec(&m).unwrap()).unwrap(), m);
         assert!(matches!(Message::parse(b"{\"kind\":\"nope\"}"), Err(MessageError::Malformed(_))));
         assert!(matches!(Message::parse(&[0xff, 0xfe]), Err(MessageError::Malformed(_))));
+    }
+
+    #[test]
+    fn parse_reads_and_refuses_what_the_derived_reader_does() {
+        let serde = |body: &str| serde_json::from_str::<Message>(body).map_err(|_| ());
+        let ours = |body: &str| Message::parse(body.as_bytes()).map_err(|_| ());
+        let bodies = [
+            r#"{"kind":"alert","tenant":"contoso","alert":{"id":"a1","evidence":[{"n":1}]}}"#,
+            r#"{"tenant":"contoso","alert":{"id":"a1"},"kind":"alert"}"#,
+            r#"{"kind":"alert","tenant":"contoso","alert":null}"#,
+            r#"{"kind":"alert_ref","tenant":"contoso","key":"alerts/contoso/ab"}"#,
+            r#"{"kind":"poll","tenant":"contoso","reason":"doorbell"}"#,
+            r#"{"kind":"lookup","tenant":"contoso","alert_id":"a1"}"#,
+            r#"{"kind":"triage","tenant":"contoso","click":{"verb":"ack"}}"#,
+            // Refused: a field of another kind, a field missing, an unknown kind or field, no kind.
+            r#"{"kind":"poll","tenant":"contoso","reason":"doorbell","key":"k"}"#,
+            r#"{"kind":"alert","tenant":"contoso"}"#,
+            r#"{"kind":"poll","reason":"doorbell"}"#,
+            r#"{"kind":"nope","tenant":"contoso"}"#,
+            r#"{"kind":"poll","tenant":"contoso","reason":"doorbell","extra":1}"#,
+            r#"{"tenant":"contoso","reason":"doorbell"}"#,
+            r#"{"kind":"poll","tenant":7,"reason":"doorbell"}"#,
+            r#"[1,2]"#,
+        ];
+        for body in bodies {
+            assert_eq!(ours(body), serde(body), "{body}");
+        }
+        assert_eq!(bodies.iter().filter(|b| ours(b).is_ok()).count(), 7, "the first seven are messages");
+        let refusal = Message::parse(br#"{"kind":"poll","tenant":"contoso","reason":"r","key":"k"}"#).unwrap_err();
+        assert!(refusal.to_string().contains("unknown field `key`"), "{refusal}");
+        let refusal = Message::parse(br#"{"kind":"lookup","tenant":"contoso"}"#).unwrap_err();
+        assert!(refusal.to_string().contains("missing field `alert_id`"), "{refusal}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Benchmark (not a test): end to end, side by side with Prometheus Alertmanager. The same N alerts go in,
 //! and the clock runs until every notification has reached a local webhook sink (the Graph emulator's
 //! `/sink/…`, in this process, for both). Reported for each: seconds, notifications per second, CPU
-//! seconds (user + system, from `/proc/<pid>/stat`, over the measured window) and peak resident memory
-//! (`VmHWM` of the whole process life); then the ratios secmon / Alertmanager.
+//! seconds (user + system, from `/proc/<pid>/stat`, over the measured window), peak resident memory
+//! (`VmHWM` of the whole process life) and bytes written (`wchar` of `/proc/<pid>/io` over the window:
+//! files and sockets); then the ratios secmon / Alertmanager.
 //!
 //! - **Alertmanager** (`prometheus-alertmanager`, started here on loopback with a generated config:
 //!   grouping off — `group_by: ['...']`, `group_wait: 0s`, `group_interval: 1s` — and one webhook
@@ -16,7 +17,8 @@
 //!   rings no doorbell (up to one second of its figure is the wait for the next poll).
 //!
 //! Each side prints when its first, 10 %, 50 % and 90 % notifications arrived. `BENCH_KEEP=1` keeps the
-//! run's directory (secmon's stores, configs and logs; `BENCH_SECMON_LOG=info` for a full log).
+//! run's directory (secmon's stores, configs and logs; `BENCH_SECMON_LOG=info` for a full log);
+//! `BENCH_SECMON_WORKERS=n` sets secmon's `worker.concurrency`.
 //!
 //! The two do different work per alert (Alertmanager keeps alerts in memory; secmon makes every effect
 //! durable before and after it), which is the point of showing the cost side by side.
@@ -69,6 +71,13 @@ fn peak_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes a process has handed to `write` and its kin so far (`wchar` of `/proc/<pid>/io`: the
+/// store's WAL and checkpoints for secmon, its snapshots for Alertmanager; sockets included).
+fn written_bytes(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("wchar:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
 /// One side's figures.
 struct Side {
     name: &'static str,
@@ -76,13 +85,18 @@ struct Side {
     seconds: f64,
     cpu_seconds: f64,
     peak_kib: u64,
+    written: u64,
+    /// CPU seconds of this process over the same window: the emulator (Graph, the sink) and, for
+    /// Alertmanager, the loop that POSTs the alerts.
+    bench_cpu: f64,
 }
 
 impl Side {
     fn json(&self) -> Value {
         json!({"name": self.name, "alerts": self.alerts, "seconds": self.seconds,
                "notifications_per_second": self.alerts as f64 / self.seconds,
-               "cpu_seconds": self.cpu_seconds, "peak_rss_kib": self.peak_kib})
+               "cpu_seconds": self.cpu_seconds, "peak_rss_kib": self.peak_kib, "written_bytes": self.written,
+               "bench_cpu_seconds": self.bench_cpu})
     }
 }
 
@@ -154,7 +168,7 @@ async fn alertmanager(emu: &Emulator, bin: &str, n: usize, dir: &Path) -> Side {
     let http = reqwest::Client::new();
     ready(&http, &format!("{base}/-/ready"), "alertmanager").await;
     let pid = child.0.id();
-    let cpu0 = cpu_seconds(pid);
+    let (cpu0, written0, bench0) = (cpu_seconds(pid), written_bytes(pid), cpu_seconds(std::process::id()));
     let now = chrono::Utc::now().to_rfc3339();
     let start = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
@@ -179,6 +193,8 @@ async fn alertmanager(emu: &Emulator, bin: &str, n: usize, dir: &Path) -> Side {
         seconds,
         cpu_seconds: cpu_seconds(pid) - cpu0,
         peak_kib: peak_kib(pid),
+        written: written_bytes(pid) - written0,
+        bench_cpu: cpu_seconds(std::process::id()) - bench0,
     };
     drop(child);
     side
@@ -228,7 +244,7 @@ tenants:
   - {{ id: {TENANT_ID}, name: bench, credential: {{ client_id: bench-app, client_secret: "${{BENCH_CLIENT_SECRET}}" }} }}
 poll: {poll}
 webhook: {{ doorbell_secret: "${{BENCH_DOORBELL_KEY}}" }}
-routes:
+{workers}routes:
   - receivers: [tickets]
 receivers:
   tickets: {{ webhook: {{ url: "{sink}", secret: "${{BENCH_HOOK_KEY}}" }} }}
@@ -237,6 +253,10 @@ receivers:
         authority = emu.authority_url(),
         db = dir.join("secmon.db").display(),
         sink = emu.webhook_sink_url(&sink),
+        // BENCH_SECMON_WORKERS=n sets `worker.concurrency` (else secmon's default).
+        workers = std::env::var("BENCH_SECMON_WORKERS")
+            .map(|n| format!("worker: {{ concurrency: {n} }}\n"))
+            .unwrap_or_default(),
     );
     std::fs::write(dir.join("secmon.yaml"), config).unwrap();
     let port = free_port();
@@ -273,7 +293,7 @@ receivers:
             a
         })
         .collect();
-    let cpu0 = cpu_seconds(pid);
+    let (cpu0, written0, bench0) = (cpu_seconds(pid), written_bytes(pid), cpu_seconds(std::process::id()));
     let start = Instant::now();
     emu.seed_alerts(TENANT_ID, fresh);
     if told == Told::Doorbell {
@@ -296,7 +316,15 @@ receivers:
         Told::Doorbell => "secmon",
         Told::PollEverySecond => "secmon (poll)",
     };
-    let side = Side { name, alerts: n, seconds, cpu_seconds: cpu_seconds(pid) - cpu0, peak_kib: peak_kib(pid) };
+    let side = Side {
+        name,
+        alerts: n,
+        seconds,
+        cpu_seconds: cpu_seconds(pid) - cpu0,
+        peak_kib: peak_kib(pid),
+        written: written_bytes(pid) - written0,
+        bench_cpu: cpu_seconds(std::process::id()) - bench0,
+    };
     drop(child);
     side
 }
@@ -328,15 +356,20 @@ fn main() {
         sides
     });
     println!("end to end: {n} alerts in → every notification at a local webhook sink (secmon: {profile} build)");
-    println!("{:<14} {:>9} {:>11} {:>12} {:>14}", "", "seconds", "notif/s", "CPU seconds", "peak RSS MiB");
+    println!(
+        "{:<14} {:>9} {:>11} {:>12} {:>14} {:>12} {:>13}",
+        "", "seconds", "notif/s", "CPU seconds", "peak RSS MiB", "written MiB", "bench CPU"
+    );
     for s in &sides {
         println!(
-            "{:<14} {:>9.2} {:>11.0} {:>12.2} {:>14.1}",
+            "{:<14} {:>9.2} {:>11.0} {:>12.2} {:>14.1} {:>12.1} {:>13.2}",
             s.name,
             s.seconds,
             s.alerts as f64 / s.seconds,
             s.cpu_seconds,
-            s.peak_kib as f64 / 1024.0
+            s.peak_kib as f64 / 1024.0,
+            s.written as f64 / (1024.0 * 1024.0),
+            s.bench_cpu
         );
     }
     let ratio = match sides.as_slice() {

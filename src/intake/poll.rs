@@ -276,7 +276,8 @@ impl Window {
     }
 
     /// Splits a window whose first page (`alerts`) did not hold it all, into two or three windows, oldest
-    /// first. The page only chooses the points: sorted ascending, everything before its last second
+    /// first. The page only chooses the points: all in one second, that second becomes its own window;
+    /// sorted ascending, everything before its last second
     /// fitted; sorted descending (Graph's default), everything after its first second fitted, and the
     /// rest is halved (a walk goes oldest first, so peeling one page at a time off the top would cost a
     /// request per page for every poll of a backlog); in any other order, the middle (of `lo` and `now`,
@@ -299,6 +300,19 @@ impl Window {
         };
         let middle = |lo: DateTime<Utc>, hi: DateTime<Utc>| floor_second(lo + (hi - lo) / 2);
         if let (Some(min), Some(max)) = (times.iter().min(), times.iter().max()) {
+            // The whole page lies in one second, so that second holds a page or more: it becomes a window
+            // of its own at once (walked by `nextLink`), instead of being found by listing again what the
+            // other cuts leave around it, a page of the same alerts each time.
+            let second = floor_second(*min);
+            if floor_second(*max) == second {
+                let points: Vec<DateTime<Utc>> = [second, second + Duration::seconds(1)]
+                    .into_iter()
+                    .filter(|p| inside(*p, self.lo, self.hi))
+                    .collect();
+                if !points.is_empty() {
+                    return Some(cut(&points));
+                }
+            }
             let ascending = times.windows(2).all(|p| p[0] <= p[1]);
             let descending = times.windows(2).all(|p| p[0] >= p[1]);
             let s = floor_second(*max);
@@ -987,6 +1001,14 @@ mod tests {
             parts[0].filter(),
             "lastUpdateDateTime ge 2026-11-26T10:00:00Z and lastUpdateDateTime lt 2026-11-26T11:00:00Z"
         );
+        // A page all in one second, in any order: that second becomes a window of its own.
+        let dense = page(&["2026-11-26T11:00:07.1Z", "2026-11-26T11:00:07.9Z", "2026-11-26T11:00:07.5Z"]);
+        let (second, next) = (Some(t("2026-11-26T11:00:07Z")), Some(t("2026-11-26T11:00:08Z")));
+        assert_eq!(bounds(w.split(&dense, now).unwrap()), [second, next, None]);
+        let from_it = Window { lo: t("2026-11-26T11:00:07Z"), hi: None };
+        assert_eq!(bounds(from_it.split(&dense, now).unwrap()), [next, None], "the window starts at that second");
+        let to_it = Window { lo: w.lo, hi: next };
+        assert_eq!(bounds(to_it.split(&dense, now).unwrap()), [second, next], "the window ends with it");
         let narrow = Window { lo: t("2026-11-26T10:00:00Z"), hi: Some(t("2026-11-26T10:00:01Z")) };
         assert_eq!(narrow.split(&page(&["2026-11-26T10:00:00.5Z"; 3]), now), None, "one second cannot be split");
     }

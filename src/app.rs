@@ -87,6 +87,12 @@ impl App {
         App { audit: Arc::new(crate::audit::Writer::new(store.clone())), store, queue: backend, ..self.clone() }
     }
 
+    /// The same state with another queue on the same store (a wrapper of the queue it has, such as
+    /// the standalone worker's [`crate::host::standalone::Waking`]).
+    pub fn with_queue(&self, queue: Arc<dyn Queue>) -> App {
+        App { queue, ..self.clone() }
+    }
+
     /// The same state with another HTTP client.
     pub fn with_http(&self, http: reqwest::Client) -> App {
         App { http, ..self.clone() }

@@ -14,6 +14,10 @@
 //! one of the tenant with the fewest messages in work ([`Pending`]), so one tenant's burst never takes
 //! every slot while another tenant waits.
 //!
+//! A message sent in this process (a doorbell's poll request, the poll's alerts, a decided alert's
+//! deliveries) wakes the worker at once ([`Waking`]); between messages from elsewhere (another
+//! process on the file, a visibility timeout running out) it looks every half second.
+//!
 //! Shutdown (SIGTERM or Ctrl-C) stops the scheduler and the HTTP server, lets the messages in hand
 //! finish, and exits. A message is deleted only after it was processed, so one in flight when the
 //! process dies (or received and not started) reappears: after its visibility timeout, or at once when
@@ -27,9 +31,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
 use crate::app::App;
 use crate::functions::{self, Function, Outcome, Timer};
-use crate::store::{ALERTS_QUEUE, DELIVERIES_QUEUE, Received};
+use crate::store::{ALERTS_QUEUE, DELIVERIES_QUEUE, Partial, Queue, QueueAdmin, Received, StoreResult};
 
 /// The queue functions the worker serves, in the order [`drain`] empties their queues.
 pub const QUEUE_FUNCTIONS: [Function; 2] = [Function::Respond, Function::Deliver];
@@ -189,12 +198,82 @@ fn tenant_of(body: &[u8]) -> String {
     serde_json::from_slice::<Named>(body).map(|n| n.tenant).unwrap_or_default()
 }
 
+/// How long the [`worker`] waits for a message when both queues had none and nothing woke it.
+pub const IDLE: Duration = Duration::from_millis(500);
+
+/// The queue of the daemon's [`App`]: every send in this process also wakes the [`worker`], so a
+/// message sent while it waits (for [`IDLE`]) is started at once. Before, a doorbell's poll request
+/// waited up to half a second to be picked up, and the alerts that poll queued up to half a second
+/// more. A wake with nothing new to receive costs one empty receive.
+pub struct Waking {
+    inner: Arc<dyn Queue>,
+    wake: Arc<Notify>,
+}
+
+impl Waking {
+    /// `app` with its queue wrapped, and what the worker waits on.
+    pub fn wrap(app: &App) -> (App, Arc<Notify>) {
+        let wake = Arc::new(Notify::new());
+        let queue = Waking { inner: app.queue.clone(), wake: wake.clone() };
+        (app.with_queue(Arc::new(queue)), wake)
+    }
+}
+
+#[async_trait]
+impl Queue for Waking {
+    async fn send(&self, queue: &str, body: &[u8]) -> StoreResult<()> {
+        let sent = self.inner.send(queue, body).await;
+        self.wake.notify_one();
+        sent
+    }
+
+    async fn send_after(&self, queue: &str, body: &[u8], delay: Duration) -> StoreResult<()> {
+        // Not visible yet: the worker finds it on a later look.
+        self.inner.send_after(queue, body, delay).await
+    }
+
+    async fn send_many(&self, queue: &str, bodies: &[Vec<u8>]) -> Result<(), Partial> {
+        let sent = self.inner.send_many(queue, bodies).await;
+        self.wake.notify_one();
+        sent
+    }
+
+    async fn receive(&self, queue: &str, max: usize, visibility: Duration) -> StoreResult<Vec<Received>> {
+        self.inner.receive(queue, max, visibility).await
+    }
+
+    async fn delete(&self, queue: &str, msg: &Received) -> StoreResult<()> {
+        self.inner.delete(queue, msg).await
+    }
+
+    async fn poison(&self, queue: &str, msg: &Received) -> StoreResult<()> {
+        self.inner.poison(queue, msg).await
+    }
+
+    async fn len(&self, queue: &str) -> StoreResult<usize> {
+        self.inner.len(queue).await
+    }
+
+    fn max_dequeue(&self) -> u32 {
+        self.inner.max_dequeue()
+    }
+
+    fn max_body(&self) -> usize {
+        self.inner.max_body()
+    }
+
+    fn admin(&self) -> Option<&dyn QueueAdmin> {
+        self.inner.admin()
+    }
+}
+
 /// The queue worker: a pool of `worker.concurrency` tasks over both queues, fair between tenants
 /// ([`Pending`]), until `shutdown` turns true; then it finishes the messages in hand. Messages received
-/// but not started stay hidden until their visibility timeout, then come back.
-pub async fn worker(app: App, mut shutdown: watch::Receiver<bool>) {
+/// but not started stay hidden until their visibility timeout, then come back. It looks for messages
+/// when a slot frees, when `wake` is notified (see [`Waking`]), and every [`IDLE`] while there are none.
+pub async fn worker(app: App, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     let concurrency = app.config.worker.concurrency.max(1);
-    let idle = Duration::from_millis(500);
+    let idle = IDLE;
     let mut pending: Pending<(Function, Received)> = Pending::default();
     let mut running = tokio::task::JoinSet::new();
     while !*shutdown.borrow() {
@@ -233,6 +312,7 @@ pub async fn worker(app: App, mut shutdown: watch::Receiver<bool>) {
                 }
             }
             _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified(), if !failed => {}
             _ = shutdown.changed() => {}
         }
         while let Some(done) = running.try_join_next() {
@@ -329,6 +409,8 @@ async fn subscriptions_scheduler(app: App, mut shutdown: watch::Receiver<bool>) 
 
 /// Runs the daemon until `shutdown` resolves: scheduler, HTTP server on `listen` (if any), worker.
 pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Everything below sends through this queue, so the worker hears of each message at once.
+    let (app, wake) = Waking::wrap(&app);
     let schedule =
         crate::config::ncrontab::parse(&app.config.poll.schedule).map_err(|e| anyhow::anyhow!("poll.schedule: {e}"))?;
     let reconcile = &app.config.poll.reconcile.schedule;
@@ -372,7 +454,7 @@ pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Out
     let subscriptions = tokio::spawn(subscriptions_scheduler(app.clone(), stop_rx.clone()));
     // Retention: the `sweep` timer on `retention.schedule`.
     let sweeper = tokio::spawn(scheduler(app.clone(), functions::Function::Sweep, sweep, stop_rx.clone()));
-    let worker = tokio::spawn(worker(app.clone(), stop_rx));
+    let worker = tokio::spawn(worker(app.clone(), wake, stop_rx));
 
     shutdown.await;
     tracing::info!("shutting down: finishing the messages in hand");
@@ -657,6 +739,52 @@ mod tests {
         let rest: Vec<String> = std::iter::from_fn(|| p.start().map(|(_, m)| m)).collect();
         assert_eq!(rest, (3..10).map(|i| format!("contoso-{i}")).collect::<Vec<_>>());
         assert!(p.is_empty());
+    }
+
+    /// A worker over an in-memory store, its queue wrapped in [`Waking`]; returns the app whose queue
+    /// wakes it, the unwrapped queue (a sender in another process, as it were) and the stop switch.
+    fn waking_worker() -> (App, Arc<dyn Queue>, watch::Sender<bool>) {
+        let yaml = "tenants:\n  - { id: 11111111-2222-3333-4444-555555555555, name: contoso, \
+                    credential: { client_id: 00000000-0000-0000-0000-000000000001, client_secret: s } }\n";
+        let now = chrono::Utc::now();
+        let loaded = crate::setup::load_str(yaml, std::path::Path::new("t.yaml"), &|_| None, now).unwrap();
+        let store = Arc::new(crate::store::sqlite::SqliteStore::in_memory().unwrap());
+        let app = App::builder(loaded.config)
+            .backend(store)
+            .graph(Arc::new(crate::graph::fake::FakeGraph::new()))
+            .build()
+            .unwrap();
+        let elsewhere = app.queue.clone();
+        let (app, wake) = Waking::wrap(&app);
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(worker(app.clone(), wake, stop_rx));
+        (app, elsewhere, stop)
+    }
+
+    /// How long (on the paused clock) until the message just sent was worked: an unreadable body,
+    /// moved to the poison queue.
+    async fn until_poisoned(app: &App, poisoned: usize) -> Duration {
+        let sent = tokio::time::Instant::now();
+        let poison = crate::store::poison_name(ALERTS_QUEUE);
+        while app.queue.len(&poison).await.unwrap() < poisoned {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        sent.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_sent_in_this_process_is_started_at_once_and_one_from_elsewhere_at_the_next_look() {
+        let (app, elsewhere, _stop) = waking_worker();
+        // Between two of the idle worker's looks (every 500 ms from its start).
+        tokio::time::sleep(IDLE * 4 + IDLE / 2).await;
+        app.queue.send(ALERTS_QUEUE, b"not a message").await.unwrap();
+        let woken = until_poisoned(&app, 1).await;
+        assert!(woken < Duration::from_millis(50), "started {woken:?} after it was sent");
+        // Sent by another process on the store: nothing wakes the worker, its next look finds it.
+        tokio::time::sleep(IDLE * 4 + IDLE / 2).await;
+        elsewhere.send(ALERTS_QUEUE, b"not a message either").await.unwrap();
+        let looked = until_poisoned(&app, 2).await;
+        assert!(looked >= IDLE / 4 && looked <= IDLE, "started {looked:?} after it was sent");
     }
 
     #[test]

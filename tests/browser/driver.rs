@@ -39,10 +39,11 @@ async fn main() -> anyhow::Result<()> {
     let graph = secmon::graph::client::GraphClient::new(&config, http.clone()).map_err(anyhow::Error::msg)?;
     let store = Arc::new(SqliteStore::in_memory()?);
     let app = App::builder(config).backend(store).graph(Arc::new(graph)).http(http).build()?;
+    let (app, wake) = standalone::Waking::wrap(&app);
     let router = standalone::router(&app);
     tokio::spawn(async move { axum::serve(listener, router).await });
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(standalone::worker(app.clone(), stop_rx));
+    tokio::spawn(standalone::worker(app.clone(), wake, stop_rx));
 
     let mut alerts = emu.alerts(TENANT_ID);
     alerts.sort_by_key(|a| a["id"].as_str().unwrap_or_default().to_string());

@@ -312,7 +312,8 @@ pub async fn worker(app: App, wake: Arc<Notify>, mut shutdown: watch::Receiver<b
                 }
             }
             _ = tokio::time::sleep(wait) => {}
-            _ = wake.notified(), if !failed => {}
+            // With every slot busy a new message waits for one anyway: a slot freeing looks again.
+            _ = wake.notified(), if !failed && running.len() < concurrency => {}
             _ = shutdown.changed() => {}
         }
         while let Some(done) = running.try_join_next() {

@@ -91,6 +91,33 @@ struct Side {
     bench_cpu: f64,
 }
 
+/// A process's counters when the clock starts, and this process's CPU.
+struct Start {
+    pid: u32,
+    cpu: f64,
+    written: u64,
+    bench_cpu: f64,
+}
+
+impl Start {
+    fn now(pid: u32) -> Start {
+        Start { pid, cpu: cpu_seconds(pid), written: written_bytes(pid), bench_cpu: cpu_seconds(std::process::id()) }
+    }
+
+    /// The side's figures since then, `seconds` after the clock started.
+    fn side(self, name: &'static str, alerts: usize, seconds: f64) -> Side {
+        Side {
+            name,
+            alerts,
+            seconds,
+            cpu_seconds: cpu_seconds(self.pid) - self.cpu,
+            peak_kib: peak_kib(self.pid),
+            written: written_bytes(self.pid) - self.written,
+            bench_cpu: cpu_seconds(std::process::id()) - self.bench_cpu,
+        }
+    }
+}
+
 impl Side {
     fn json(&self) -> Value {
         json!({"name": self.name, "alerts": self.alerts, "seconds": self.seconds,
@@ -168,7 +195,7 @@ async fn alertmanager(emu: &Emulator, bin: &str, n: usize, dir: &Path) -> Side {
     let http = reqwest::Client::new();
     ready(&http, &format!("{base}/-/ready"), "alertmanager").await;
     let pid = child.0.id();
-    let (cpu0, written0, bench0) = (cpu_seconds(pid), written_bytes(pid), cpu_seconds(std::process::id()));
+    let counters = Start::now(pid);
     let now = chrono::Utc::now().to_rfc3339();
     let start = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
@@ -186,16 +213,7 @@ async fn alertmanager(emu: &Emulator, bin: &str, n: usize, dir: &Path) -> Side {
         serde_json::from_slice::<Value>(body).ok().and_then(|v| v["alerts"].as_array().map(Vec::len)).unwrap_or(0)
     })
     .await;
-    let seconds = start.elapsed().as_secs_f64();
-    let side = Side {
-        name: "alertmanager",
-        alerts: n,
-        seconds,
-        cpu_seconds: cpu_seconds(pid) - cpu0,
-        peak_kib: peak_kib(pid),
-        written: written_bytes(pid) - written0,
-        bench_cpu: cpu_seconds(std::process::id()) - bench0,
-    };
+    let side = counters.side("alertmanager", n, start.elapsed().as_secs_f64());
     drop(child);
     side
 }
@@ -293,7 +311,7 @@ receivers:
             a
         })
         .collect();
-    let (cpu0, written0, bench0) = (cpu_seconds(pid), written_bytes(pid), cpu_seconds(std::process::id()));
+    let counters = Start::now(pid);
     let start = Instant::now();
     emu.seed_alerts(TENANT_ID, fresh);
     if told == Told::Doorbell {
@@ -316,15 +334,7 @@ receivers:
         Told::Doorbell => "secmon",
         Told::PollEverySecond => "secmon (poll)",
     };
-    let side = Side {
-        name,
-        alerts: n,
-        seconds,
-        cpu_seconds: cpu_seconds(pid) - cpu0,
-        peak_kib: peak_kib(pid),
-        written: written_bytes(pid) - written0,
-        bench_cpu: cpu_seconds(std::process::id()) - bench0,
-    };
+    let side = counters.side(name, n, seconds);
     drop(child);
     side
 }

@@ -273,7 +273,6 @@ impl Queue for Waking {
 /// when a slot frees, when `wake` is notified (see [`Waking`]), and every [`IDLE`] while there are none.
 pub async fn worker(app: App, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     let concurrency = app.config.worker.concurrency.max(1);
-    let idle = IDLE;
     let mut pending: Pending<(Function, Received)> = Pending::default();
     let mut running = tokio::task::JoinSet::new();
     while !*shutdown.borrow() {
@@ -301,7 +300,7 @@ pub async fn worker(app: App, wake: Arc<Notify>, mut shutdown: watch::Receiver<b
         let wait = if failed {
             Duration::from_secs(5)
         } else if received == 0 && pending.is_empty() {
-            idle
+            IDLE
         } else {
             Duration::from_millis(50)
         };

@@ -4,7 +4,7 @@
 //! docs promise values. So the model is tolerant by construction:
 //! - every field but `id` is optional;
 //! - every enum has a catch-all variant that keeps the string it did not know;
-//! - evidence is an enum on `@odata.type` with a catch-all that keeps the raw JSON;
+//! - evidence is an enum on `@odata.type` with a catch-all that keeps the raw JSON, typed on first use;
 //! - unknown properties are kept in [`Alert::other`], so an alert round-trips to JSON without loss;
 //! - a property whose JSON type is not the documented one (a number where a string was promised) is
 //!   moved into [`Alert::other`] by [`Alert::from_value`] instead of failing the whole alert.
@@ -380,9 +380,15 @@ pub struct Alert {
     /// Comments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comments: Option<Vec<Comment>>,
-    /// Evidence, polymorphic on `@odata.type`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evidence: Option<Vec<Evidence>>,
+    /// `evidence` is read typed only when asked for ([`Alert::evidence`]), from [`Alert::raw`]: most
+    /// alerts are decided and told without it, and typing it (every item copied, then matched to its
+    /// model) cost more than the rest of the alert, on every one of the pipeline's reads. Here serde
+    /// only passes over it, so it does not land in [`Alert::other`].
+    #[serde(rename = "evidence", default, skip_serializing, deserialize_with = "pass_over")]
+    evidence_seen: (),
+    /// The typed evidence, once asked for.
+    #[serde(skip)]
+    evidence: std::sync::OnceLock<Vec<Evidence>>,
     /// Open dictionary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub additional_data: Option<Map<String, Value>>,
@@ -458,9 +464,18 @@ impl Alert {
         Ok(Alert { id, other, raw: value, ..Default::default() })
     }
 
-    /// The alert as Graph JSON (lossless for what [`Alert::from_value`] read).
+    /// The alert as Graph JSON (lossless for what [`Alert::from_value`] read): the typed fields, and
+    /// `evidence` typed when it is a list (verbatim when it is anything else but `null`).
     pub fn to_value(&self) -> Value {
-        serde_json::to_value(self).expect("an Alert always serializes")
+        let mut value = serde_json::to_value(self).expect("an Alert always serializes");
+        match self.raw.get("evidence") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(_)) => {
+                value["evidence"] = serde_json::to_value(self.evidence()).expect("evidence always serializes");
+            }
+            Some(other) => value["evidence"] = other.clone(),
+        }
+        value
     }
 
     /// The JSON the alert was read from, exactly as Graph sent it: what rules and webhook templates see
@@ -489,10 +504,18 @@ impl Alert {
         self.title.as_deref().unwrap_or(&self.id)
     }
 
-    /// The evidence list, empty when absent.
+    /// The evidence list, typed on first use; empty when absent or not a list.
     pub fn evidence(&self) -> &[Evidence] {
-        self.evidence.as_deref().unwrap_or(&[])
+        self.evidence.get_or_init(|| match self.raw.get("evidence") {
+            Some(Value::Array(items)) => items.iter().cloned().map(Evidence::from_value).collect(),
+            _ => Vec::new(),
+        })
     }
+}
+
+/// Passes over a value without reading it (see `Alert::evidence_seen`).
+fn pass_over<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| ())
 }
 
 /// Fields every evidence type shares (`microsoft.graph.security.alertEvidence`).
@@ -963,6 +986,25 @@ mod tests {
         assert!(matches!(Alert::from_value(json!([1])), Err(AlertError::NotAnObject)));
         assert!(matches!(Alert::from_value(json!({"title": "x"})), Err(AlertError::NoId)));
         assert!(matches!(Alert::from_value(json!({"id": 7})), Err(AlertError::NoId)));
+    }
+
+    #[test]
+    fn evidence_is_typed_on_first_use_and_a_mistyped_one_is_kept_verbatim() {
+        let raw = samples()[0].clone();
+        let alert = Alert::from_value(raw.clone()).unwrap();
+        assert!(alert.evidence.get().is_none(), "reading an alert does not type its evidence");
+        assert_eq!(alert.evidence().len(), raw["evidence"].as_array().unwrap().len());
+        assert!(alert.evidence.get().is_some());
+        assert!(!alert.other.contains_key("evidence"));
+
+        let odd = json!({"id": "a3", "evidence": "not a list", "status": "new"});
+        let alert = Alert::from_value(odd.clone()).unwrap();
+        assert!(alert.evidence().is_empty());
+        assert_eq!(alert.status, Some(AlertStatus::New), "a mistyped evidence sets nothing else aside");
+        assert_eq!(alert.to_value(), odd);
+        let none = json!({"id": "a4", "evidence": null});
+        assert!(Alert::from_value(none.clone()).unwrap().evidence().is_empty());
+        assert_eq!(strip_nulls(&Alert::from_value(none.clone()).unwrap().to_value()), strip_nulls(&none));
     }
 
     #[test]

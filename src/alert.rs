@@ -507,7 +507,7 @@ impl Alert {
     /// The evidence list, typed on first use; empty when absent or not a list.
     pub fn evidence(&self) -> &[Evidence] {
         self.evidence.get_or_init(|| match self.raw.get("evidence") {
-            Some(Value::Array(items)) => items.iter().cloned().map(Evidence::from_value).collect(),
+            Some(Value::Array(items)) => items.iter().map(Evidence::from_ref).collect(),
             _ => Vec::new(),
         })
     }
@@ -806,6 +806,17 @@ impl<'de> Deserialize<'de> for Evidence {
 impl Evidence {
     /// Chooses the variant by `@odata.type` (case-insensitive, with or without the leading `#`).
     pub fn from_value(value: Value) -> Evidence {
+        Evidence::typed(&value).unwrap_or(Evidence::Other(value))
+    }
+
+    /// [`Evidence::from_value`] from a borrowed item: copied only when it falls back to
+    /// [`Evidence::Other`] (the typed models copy what they read).
+    pub fn from_ref(value: &Value) -> Evidence {
+        Evidence::typed(value).unwrap_or_else(|| Evidence::Other(value.clone()))
+    }
+
+    /// The typed variant for `value`'s `@odata.type`, if it has one and the body fits its model.
+    fn typed(value: &Value) -> Option<Evidence> {
         let kind = value
             .get("@odata.type")
             .and_then(Value::as_str)
@@ -814,21 +825,20 @@ impl Evidence {
         fn typed<T: serde::de::DeserializeOwned>(v: &Value, wrap: fn(T) -> Evidence) -> Option<Evidence> {
             T::deserialize(v).ok().map(wrap)
         }
-        let parsed = match kind.as_str() {
-            "deviceevidence" => typed(&value, Evidence::Device),
-            "fileevidence" => typed(&value, Evidence::File),
-            "processevidence" => typed(&value, Evidence::Process),
-            "userevidence" => typed(&value, Evidence::User),
-            "ipevidence" => typed(&value, Evidence::Ip),
-            "urlevidence" => typed(&value, Evidence::Url),
-            "mailboxevidence" => typed(&value, Evidence::Mailbox),
-            "analyzedmessageevidence" => typed(&value, Evidence::AnalyzedMessage),
-            "cloudapplicationevidence" => typed(&value, Evidence::CloudApplication),
-            "registrykeyevidence" => typed(&value, Evidence::RegistryKey),
-            "registryvalueevidence" => typed(&value, Evidence::RegistryValue),
+        match kind.as_str() {
+            "deviceevidence" => typed(value, Evidence::Device),
+            "fileevidence" => typed(value, Evidence::File),
+            "processevidence" => typed(value, Evidence::Process),
+            "userevidence" => typed(value, Evidence::User),
+            "ipevidence" => typed(value, Evidence::Ip),
+            "urlevidence" => typed(value, Evidence::Url),
+            "mailboxevidence" => typed(value, Evidence::Mailbox),
+            "analyzedmessageevidence" => typed(value, Evidence::AnalyzedMessage),
+            "cloudapplicationevidence" => typed(value, Evidence::CloudApplication),
+            "registrykeyevidence" => typed(value, Evidence::RegistryKey),
+            "registryvalueevidence" => typed(value, Evidence::RegistryValue),
             _ => None,
-        };
-        parsed.unwrap_or(Evidence::Other(value))
+        }
     }
 
     /// The short type name, e.g. `ipEvidence` (`unknown` when there is no `@odata.type`).
@@ -1015,6 +1025,7 @@ mod tests {
         let nulls = json!(null);
         for v in [odd.clone(), new_kind.clone(), untyped.clone(), nulls.clone()] {
             let e = Evidence::from_value(v.clone());
+            assert_eq!(Evidence::from_ref(&v), e);
             assert!(matches!(e, Evidence::Other(_)), "{v}");
             assert_eq!(serde_json::to_value(&e).unwrap(), v);
         }

@@ -292,10 +292,12 @@ pub async fn worker(app: App, wake: Arc<Notify>, mut shutdown: watch::Receiver<b
         while running.len() < concurrency {
             let Some((tenant, (function, msg))) = pending.start() else { break };
             let app = app.clone();
-            running.spawn(async move {
+            // Boxed: the task then holds a pointer, not the pipeline's whole state machine (14 KB in a
+            // debug build), which Tokio copied into the task, and again when the task finished.
+            running.spawn(Box::pin(async move {
                 work(&app, function, &msg).await;
                 tenant
-            });
+            }));
         }
         let wait = if failed {
             Duration::from_secs(5)

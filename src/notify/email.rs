@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::budget::Budgeted;
 use super::template::{RenderError, Templates};
 use super::view::{Digest, View, clip};
-use super::{Notifier, NotifyError, SendContext};
+use super::{Notifier, NotifyError, Payload, SendContext};
 use crate::alert::Alert;
 use crate::config::Issue;
 use crate::graph::Retry;
@@ -89,7 +89,7 @@ impl Notifier for Email {
     /// The sendMail body for `view`, as Graph documents it (`saveToSentItems` a JSON bool), with the
     /// evidence cut like the Teams card's until it renders within the template fuel and fits in
     /// [`MAX_MAIL_BYTES`], so an alert with thousands of evidence items is still told.
-    fn render(&self, templates: &Templates, view: &View, _alert: &Alert) -> Result<Value, NotifyError> {
+    fn render(&self, templates: &Templates, view: &View, _alert: &Alert) -> Result<Payload, NotifyError> {
         let fail =
             |what: &str, e: String| NotifyError::new(&self.name, format!("{what} template: {e}"), Retry::Permanent);
         let mut why = String::new();
@@ -113,7 +113,7 @@ impl Notifier for Email {
             let mail = self.mail(&subject, html);
             let size = serde_json::to_vec(&mail).expect("JSON").len();
             if size <= MAX_MAIL_BYTES {
-                return Ok(mail);
+                return Ok(Payload::Json(mail));
             }
             why = format!("is {size} bytes; secmon sends at most {MAX_MAIL_BYTES}");
         }
@@ -144,10 +144,10 @@ impl Notifier for Email {
 
     /// Sends the mail through Graph as [`Email::from`] (the mailbox's sending limit is kept by its
     /// budget before this is called); Graph's 202 is the status.
-    async fn send(&self, cx: &SendContext<'_>, body: &Value) -> Result<u16, NotifyError> {
+    async fn send(&self, cx: &SendContext<'_>, body: &Payload) -> Result<u16, NotifyError> {
         // The sending tenant's identity, when one is configured (an MSSP's SOC tenant), else the alert's own.
         let tenant = self.sender.as_deref().unwrap_or(cx.tenant);
-        let sent = tokio::time::timeout(self.timeout, cx.graph.send_mail(tenant, &self.from, body)).await;
+        let sent = tokio::time::timeout(self.timeout, cx.graph.send_mail(tenant, &self.from, &body.json())).await;
         let Ok(sent) = sent else {
             let message = format!("sendMail as {}: {}", self.from, super::http::timed_out(self.timeout));
             return Err(NotifyError::new(&self.name, message, Retry::Retryable));

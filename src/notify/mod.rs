@@ -103,6 +103,41 @@ impl<'a> SendContext<'a> {
     }
 }
 
+/// What a receiver sends for one alert: JSON its kind wraps further (a Teams card, a Graph mail), or a
+/// body already written to bytes, as sent (the webhook's built-in body, written straight from the
+/// alert: copying the alert into a `Value` and writing that out again cost more than the writing).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// JSON.
+    Json(Value),
+    /// A JSON body, as sent.
+    Body(Vec<u8>),
+}
+
+impl Payload {
+    /// The payload as JSON (a body is read back: for tests and tools, not the delivery path).
+    pub fn json(&self) -> std::borrow::Cow<'_, Value> {
+        match self {
+            Payload::Json(v) => std::borrow::Cow::Borrowed(v),
+            Payload::Body(b) => std::borrow::Cow::Owned(serde_json::from_slice(b).expect("a body is JSON")),
+        }
+    }
+
+    /// The payload as the bytes of its JSON.
+    pub fn bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Payload::Json(v) => std::borrow::Cow::Owned(serde_json::to_vec(v).expect("JSON")),
+            Payload::Body(b) => std::borrow::Cow::Borrowed(b),
+        }
+    }
+}
+
+impl From<Value> for Payload {
+    fn from(v: Value) -> Self {
+        Payload::Json(v)
+    }
+}
+
 /// The one shape of every receiver kind: render an alert into a payload, then send it.
 #[async_trait]
 pub trait Notifier: std::fmt::Debug + Send + Sync {
@@ -110,10 +145,11 @@ pub trait Notifier: std::fmt::Debug + Send + Sync {
     fn kind(&self) -> &'static str;
 
     /// The payload for one alert (what the template sees is `view`; the webhook adds the raw alert).
-    fn render(&self, templates: &Templates, view: &View, alert: &Alert) -> Result<Value, NotifyError>;
+    fn render(&self, templates: &Templates, view: &View, alert: &Alert) -> Result<Payload, NotifyError>;
 
-    /// Sends a rendered payload; returns the receiver's HTTP status (202 for mail Graph accepted).
-    async fn send(&self, cx: &SendContext<'_>, payload: &Value) -> Result<u16, NotifyError>;
+    /// Sends a rendered payload (an alert's, or a digest's); returns the receiver's HTTP status (202 for
+    /// mail Graph accepted).
+    async fn send(&self, cx: &SendContext<'_>, payload: &Payload) -> Result<u16, NotifyError>;
 
     /// The posting budget this receiver sends under, if the service behind it throttles: what finds
     /// the budget spent waits, and goes out in one digest ([`Notifier::render_digest`]).
@@ -205,7 +241,7 @@ impl Receivers {
     }
 
     /// Renders the payload of receiver `name` for one alert.
-    pub fn render(&self, name: &str, view: &View, alert: &Alert) -> Result<Value, NotifyError> {
+    pub fn render(&self, name: &str, view: &View, alert: &Alert) -> Result<Payload, NotifyError> {
         self.get(name)?.render(&self.templates, view, alert)
     }
 }

@@ -11,7 +11,7 @@ use super::cards::{self, Before};
 use super::http::post;
 use super::template::Templates;
 use super::view::{Digest, View};
-use super::{Notifier, NotifyError, SendContext};
+use super::{Notifier, NotifyError, Payload, SendContext};
 use crate::alert::Alert;
 use crate::config::{Cloud, Issue};
 use crate::graph::Retry;
@@ -255,12 +255,12 @@ impl Notifier for Teams {
 
     /// The Workflows message for `view`: the card, with evidence cut ("and N more") until the whole
     /// message fits in [`MAX_MESSAGE_BYTES`].
-    fn render(&self, templates: &Templates, view: &View, alert: &Alert) -> Result<Value, NotifyError> {
+    fn render(&self, templates: &Templates, view: &View, alert: &Alert) -> Result<Payload, NotifyError> {
         if self.bot.is_some() {
             // The triage card, and what the send keeps with the card's location.
             let mut message = message(crate::triage::act::action_card(&view.tenant, alert));
             message["secmon"] = json!({"alert": alert.id, "version": alert.version()});
-            return Ok(message);
+            return Ok(Payload::Json(message));
         }
         let base = view.for_card();
         let mut last = 0;
@@ -272,7 +272,7 @@ impl Notifier for Teams {
             let message = message(card);
             last = serde_json::to_vec(&message).expect("JSON").len();
             if last <= MAX_MESSAGE_BYTES {
-                return Ok(message);
+                return Ok(Payload::Json(message));
             }
         }
         Err(NotifyError::new(
@@ -315,9 +315,9 @@ impl Notifier for Teams {
 
     /// POSTs the message to the Workflows URL (with `Authorization: Bearer` when the receiver names a
     /// credential); 429 waits `Retry-After`, 5xx backs off.
-    async fn send(&self, cx: &SendContext<'_>, message: &Value) -> Result<u16, NotifyError> {
+    async fn send(&self, cx: &SendContext<'_>, message: &Payload) -> Result<u16, NotifyError> {
         if let Some(bot) = &self.bot {
-            return bot.send(cx, &self.name, message).await;
+            return bot.send(cx, &self.name, &message.json()).await;
         }
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -330,8 +330,7 @@ impl Notifier for Teams {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let body = serde_json::to_vec(message).expect("JSON");
-        post(cx.http, &self.name, &self.url, headers, body, &self.retry).await
+        post(cx.http, &self.name, &self.url, headers, message.bytes().into_owned(), &self.retry).await
     }
 }
 

@@ -13,7 +13,7 @@ use sha2::Sha256;
 use super::http::post;
 use super::template::{RenderError, Templates};
 use super::view::{View, clip};
-use super::{Notifier, NotifyError, SendContext};
+use super::{Notifier, NotifyError, Payload, SendContext};
 use crate::alert::Alert;
 use crate::config::Issue;
 use crate::graph::Retry;
@@ -149,8 +149,9 @@ fn cut_alert(alert: &Alert, max: usize) -> (std::borrow::Cow<'_, Value>, usize) 
 /// The built-in body (`templates/webhook.json`) written straight from the view and the alert, with the
 /// same cuts: the same JSON the template writes (a test compares the two; the alert keeps Graph's order
 /// of keys, which the template sorted), without the template's copy of the whole alert and without
-/// parsing its text back, which were most of a delivery's rendering time.
-fn builtin_body(view: &View, alert: &Alert) -> Result<Value, String> {
+/// parsing its text back, which were most of a delivery's rendering time. It is written once, to the
+/// bytes that are sent.
+fn builtin_body(view: &View, alert: &Alert) -> Result<Vec<u8>, String> {
     #[derive(serde::Serialize)]
     struct Decision<'a> {
         action: &'static str,
@@ -184,28 +185,13 @@ fn builtin_body(view: &View, alert: &Alert) -> Result<Value, String> {
             notice: (not_shown > 0).then(|| format!("{not_shown} more evidence items not shown")),
             group: &view.group[..view.group.len().min(group_size(max))],
         };
-        let mut counted = Counted(0);
-        serde_json::to_writer(&mut counted, &body).expect("JSON");
-        size = counted.0;
+        let bytes = serde_json::to_vec(&body).expect("JSON");
+        size = bytes.len();
         if size <= MAX_BODY_BYTES {
-            return Ok(serde_json::to_value(&body).expect("JSON"));
+            return Ok(bytes);
         }
     }
     Err(format!("the body is {size} bytes even without evidence; secmon sends at most {MAX_BODY_BYTES}"))
-}
-
-/// Counts the bytes written to it (the size of a body without keeping a copy).
-struct Counted(usize);
-
-impl std::io::Write for Counted {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -218,17 +204,17 @@ impl Notifier for Webhook {
     /// than the template fuel or is larger than [`MAX_BODY_BYTES`], the alert's evidence (and the
     /// view's lists) are cut further and `evidence_not_shown` counts what was left out; the last cut also
     /// shortens the description and keeps only the newest comments.
-    fn render(&self, templates: &Templates, view: &View, alert: &Alert) -> Result<Value, NotifyError> {
+    fn render(&self, templates: &Templates, view: &View, alert: &Alert) -> Result<Payload, NotifyError> {
         if self.template == BUILTIN {
-            builtin_body(view, alert).map_err(|m| NotifyError::new(&self.name, m, Retry::Permanent))
+            builtin_body(view, alert).map(Payload::Body).map_err(|m| NotifyError::new(&self.name, m, Retry::Permanent))
         } else {
-            self.render_template(templates, view, alert)
+            self.render_template(templates, view, alert).map(Payload::Json)
         }
     }
 
     /// POSTs the body, signed at `cx.now`, with the delivery's id.
-    async fn send(&self, cx: &SendContext<'_>, body: &Value) -> Result<u16, NotifyError> {
-        let body = serde_json::to_vec(body).expect("JSON");
+    async fn send(&self, cx: &SendContext<'_>, body: &Payload) -> Result<u16, NotifyError> {
+        let body = body.bytes().into_owned();
         let timestamp = cx.now.timestamp().to_string();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -310,13 +296,18 @@ mod tests {
                     url: (i % 2 == 0).then(|| format!("https://security.microsoft.com/alerts/da{i}")),
                 })
                 .collect();
-            let direct = builtin_body(&view, &alert).unwrap();
+            let bytes = builtin_body(&view, &alert).unwrap();
+            let direct: Value = serde_json::from_slice(&bytes).unwrap();
             let templated = hook.render_template(&templates, &view, &alert).unwrap();
             assert_eq!(direct, templated);
             let keys = |v: &Value| v["alert"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
             assert_eq!(keys(&direct), alert.raw().as_object().unwrap().keys().cloned().collect::<Vec<_>>());
             cut += usize::from(direct["evidence_not_shown"].as_u64().unwrap() > 0);
-            assert_eq!(hook.render(&templates, &view, &alert).unwrap(), direct, "render takes the direct path");
+            assert_eq!(
+                hook.render(&templates, &view, &alert).unwrap(),
+                Payload::Body(bytes),
+                "render takes the direct path"
+            );
         }
         assert_eq!(cut, 2, "the two large alerts were cut");
     }

@@ -280,7 +280,7 @@ async fn send_digest(
             format!("a digest of {count} alerts no longer fits ({} do)", digest.count),
             Retry::Permanent,
         )),
-        Ok(payload) => send::send(app, notifier, tenant, &payload, now, &digest_key(tenant, receiver, id)).await,
+        Ok(payload) => send::send(app, notifier, tenant, &payload.into(), now, &digest_key(tenant, receiver, id)).await,
         Err(e) => Err(e),
     };
     let ids: Vec<&str> = digest.lines.iter().map(|l| l.id.as_str()).collect();

@@ -2,11 +2,10 @@
 //! the store for sending budgets) and a delivery id that stays the same across retries.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::app::App;
-use crate::notify::{Notifier, NotifyError, SendContext};
+use crate::notify::{Notifier, NotifyError, Payload, SendContext};
 
 /// Sends `payload` to `notifier`; returns the receiver's HTTP status. The delivery id is derived from the
 /// claim key, so every retry of this delivery carries the same one.
@@ -14,7 +13,7 @@ pub(super) async fn send(
     app: &App,
     notifier: &dyn Notifier,
     tenant: &str,
-    payload: &Value,
+    payload: &Payload,
     now: DateTime<Utc>,
     claim_key: &str,
 ) -> Result<u16, NotifyError> {

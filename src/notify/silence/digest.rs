@@ -383,7 +383,7 @@ async fn send_part(
     });
     let delivery = hex::encode(&sha2::Sha256::digest(part.claim.as_bytes())[..16]);
     let result = match rendered {
-        Ok(payload) => notifier.send(&SendContext::new(app, part.tenant, now, &delivery), &payload).await,
+        Ok(payload) => notifier.send(&SendContext::new(app, part.tenant, now, &delivery), &payload.into()).await,
         Err(e) => Err(e),
     };
     if let Err(e) = &result {

@@ -163,6 +163,12 @@ pub trait Notifier: std::fmt::Debug + Send + Sync {
         Err(NotifyError::new(self.kind(), "this receiver kind has no digest", Retry::Permanent))
     }
 
+    /// Whether its payload shows the view's evidence lists ([`View::evidence`]); a receiver that does
+    /// not is given a view without them ([`View::without_evidence`]).
+    fn shows_evidence(&self) -> bool {
+        true
+    }
+
     /// For a receiver that posts through a Teams bot: where and as whom. Its cards are updated in
     /// place by later versions of their alerts ([`cards`]).
     fn bot(&self) -> Option<&teams::BotTarget> {

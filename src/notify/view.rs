@@ -136,30 +136,18 @@ pub struct View {
 }
 
 impl View {
-    /// The facts of `alert` for `receiver`, with evidence lists of at most `max_items` entries.
+    /// The facts of `alert` for `receiver`, with its key evidence.
     pub fn new(tenant: &str, receiver: &str, alert: &Alert) -> View {
+        let evidence = View::evidence_of(alert);
+        View { has_evidence: !evidence.is_empty(), evidence, ..View::without_evidence(tenant, receiver, alert) }
+    }
+
+    /// [`View::new`] without the evidence lists, for a receiver that shows none (the webhook's built-in
+    /// body carries the alert's own `evidence`): reading the evidence typed is most of a view's cost.
+    pub fn without_evidence(tenant: &str, receiver: &str, alert: &Alert) -> View {
         let severity = alert.severity();
         let internal = alert.id.starts_with("secmon-");
         let link = |u: &Option<String>| if internal { None } else { u.clone().filter(|u| is_https(u)) };
-        let mut evidence = EvidenceView::default();
-        // Thousands of evidence items happen (an alert storm on one device): dedupe in linear time.
-        let mut seen = std::collections::HashSet::new();
-        for e in alert.evidence() {
-            let Some((kind, text)) = e.summary() else { continue };
-            // The index into `lists_mut`, which is also what duplicates are judged within.
-            let slot = match kind {
-                "user" | "mailbox" => 0,
-                "device" => 1,
-                "ip" => 2,
-                "file" | "process" => 3,
-                "url" => 4,
-                _ => 5,
-            };
-            let text = clip(&text, ITEM_CHARS);
-            if seen.insert((slot, text.clone())) {
-                evidence.lists_mut()[slot].items.push(text);
-            }
-        }
         let mitre = Cut { items: alert.mitre_techniques.clone().unwrap_or_default(), more: 0 };
         let text = |s: &Option<String>| s.as_deref().map(|s| clip(s, ITEM_CHARS)).unwrap_or_default();
         View {
@@ -183,14 +171,38 @@ impl View {
             alert_url: link(&alert.alert_web_url),
             incident_url: link(&alert.incident_web_url),
             mitre,
-            has_evidence: !evidence.is_empty(),
+            has_evidence: false,
             evidence_not_shown: 0,
-            evidence,
+            evidence: EvidenceView::default(),
             group: Vec::new(),
             why: "new".to_string(),
             routes: Vec::new(),
             triage_url: None,
         }
+    }
+
+    /// The key evidence of `alert`, by kind, each list without duplicates.
+    fn evidence_of(alert: &Alert) -> EvidenceView {
+        let mut evidence = EvidenceView::default();
+        // Thousands of evidence items happen (an alert storm on one device): dedupe in linear time.
+        let mut seen = std::collections::HashSet::new();
+        for e in alert.evidence() {
+            let Some((kind, text)) = e.summary() else { continue };
+            // The index into `lists_mut`, which is also what duplicates are judged within.
+            let slot = match kind {
+                "user" | "mailbox" => 0,
+                "device" => 1,
+                "ip" => 2,
+                "file" | "process" => 3,
+                "url" => 4,
+                _ => 5,
+            };
+            let text = clip(&text, ITEM_CHARS);
+            if seen.insert((slot, text.clone())) {
+                evidence.lists_mut()[slot].items.push(text);
+            }
+        }
+        evidence
     }
 
     /// A member entry for this alert, to be listed in another alert's grouped message.
@@ -580,6 +592,15 @@ mod tests {
         v.cut(5);
         assert_eq!(v.evidence.ips.items.len(), 5);
         assert_eq!(v.evidence.ips.more, 20);
+
+        let (full, bare) = (View::new("t", "r", &alert), View::without_evidence("t", "r", &alert));
+        assert!(full.has_evidence && !bare.has_evidence && bare.evidence.is_empty());
+        let same = View { evidence: EvidenceView::default(), has_evidence: false, ..full };
+        assert_eq!(
+            serde_json::to_value(&same).unwrap(),
+            serde_json::to_value(&bare).unwrap(),
+            "only the evidence differs"
+        );
     }
 
     #[test]

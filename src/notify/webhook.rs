@@ -212,6 +212,11 @@ impl Notifier for Webhook {
         }
     }
 
+    /// The built-in body carries the alert's own `evidence`, not the view's lists; a template may use them.
+    fn shows_evidence(&self) -> bool {
+        self.template != BUILTIN
+    }
+
     /// POSTs the body, signed at `cx.now`, with the delivery's id.
     async fn send(&self, cx: &SendContext<'_>, body: &Payload) -> Result<u16, NotifyError> {
         let body = body.bytes().into_owned();
@@ -297,6 +302,10 @@ mod tests {
                 })
                 .collect();
             let bytes = builtin_body(&view, &alert).unwrap();
+            let bare = View { group: view.group.clone(), ..View::without_evidence("contoso", "tickets", &alert) };
+            let bare = View { why: view.why.clone(), routes: view.routes.clone(), ..bare };
+            assert_eq!(builtin_body(&bare, &alert).unwrap(), bytes, "the built-in body shows no view evidence");
+            assert!(!hook.shows_evidence());
             let direct: Value = serde_json::from_slice(&bytes).unwrap();
             let templated = hook.render_template(&templates, &view, &alert).unwrap();
             assert_eq!(direct, templated);

@@ -371,7 +371,8 @@ async fn notify_one(
             return Ok(Outcome::Suppressed);
         }
     };
-    let mut view = render::view(tenant, alert, target, why);
+    let notifier = receivers.get(name)?;
+    let mut view = render::view(tenant, alert, target, why, notifier.shows_evidence());
     if silence::digest::collect(app, tenant, alert, target, &view, claim_key, now).await.map_err(store_err)? {
         realert::remember(app.store.as_ref(), &last_key, alert, now).await;
         return Ok(Outcome::Deferred);
@@ -390,7 +391,6 @@ async fn notify_one(
         Grouping::Wait(until) => return Err(Stop::Wait(until)),
     };
 
-    let notifier = receivers.get(name)?;
     // --- triage page (issue 22): e-mail and Workflows messages carry a signed, single-use triage link.
     if let Some(page) = app.config.triage.page.as_ref()
         && matches!(notifier.kind(), "email" | "teams")

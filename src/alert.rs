@@ -380,14 +380,12 @@ pub struct Alert {
     /// Comments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comments: Option<Vec<Comment>>,
-    /// `evidence` is read typed only when asked for ([`Alert::evidence`]), from [`Alert::raw`]: most
-    /// alerts are decided and told without it, and typing it (every item copied, then matched to its
-    /// model) cost more than the rest of the alert, on every one of the pipeline's reads. Here serde
-    /// only passes over it, so it does not land in [`Alert::other`].
-    #[serde(rename = "evidence", default, skip_serializing, deserialize_with = "pass_over")]
-    evidence_seen: (),
-    /// The typed evidence, once asked for.
-    #[serde(skip)]
+    /// Evidence, polymorphic on `@odata.type`, typed only when asked for ([`Alert::evidence`]) from
+    /// [`Alert::raw`]: most alerts are decided and told without it, and typing it (every item copied,
+    /// then matched to its model) cost more than the rest of the alert, on every one of the pipeline's
+    /// reads. Serde only passes over it (so it does not land in [`Alert::other`]); [`Alert::to_value`]
+    /// writes it.
+    #[serde(default, skip_serializing, deserialize_with = "pass_over")]
     evidence: Derived<Vec<Evidence>>,
     /// Open dictionary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -525,9 +523,9 @@ impl<T> PartialEq for Derived<T> {
     }
 }
 
-/// Passes over a value without reading it (see `Alert::evidence_seen`).
-fn pass_over<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
-    serde::de::IgnoredAny::deserialize(d).map(|_| ())
+/// Passes over a value without reading it, leaving the field to be derived later (`Alert::evidence`).
+fn pass_over<'de, D: Deserializer<'de>, T: Default>(d: D) -> Result<T, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| T::default())
 }
 
 /// Fields every evidence type shares (`microsoft.graph.security.alertEvidence`).

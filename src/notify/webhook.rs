@@ -302,8 +302,12 @@ mod tests {
                 })
                 .collect();
             let bytes = builtin_body(&view, &alert).unwrap();
-            let bare = View { group: view.group.clone(), ..View::without_evidence("contoso", "tickets", &alert) };
-            let bare = View { why: view.why.clone(), routes: view.routes.clone(), ..bare };
+            let bare = View {
+                group: view.group.clone(),
+                why: view.why.clone(),
+                routes: view.routes.clone(),
+                ..View::without_evidence("contoso", "tickets", &alert)
+            };
             assert_eq!(builtin_body(&bare, &alert).unwrap(), bytes, "the built-in body shows no view evidence");
             assert!(!hook.shows_evidence());
             let direct: Value = serde_json::from_slice(&bytes).unwrap();

@@ -43,6 +43,11 @@ pub struct App {
     pub health_cache: Arc<crate::intake::health::Cache>,
     /// The Teams bots' token checks and the group checks' answers (issue 22).
     pub triage: Arc<crate::triage::Triage>,
+    /// Whether a decided alert's deliveries are tried at once by the worker that decided it, and only
+    /// those not finished become jobs ([`crate::notify::deliver::first_try`]); else every delivery is a
+    /// job on the `deliveries` queue. Off unless the host turns it on ([`App::with_first_try`]):
+    /// `secmon run` does, from `worker.first_try`.
+    pub first_try: bool,
 }
 
 impl std::fmt::Debug for App {
@@ -91,6 +96,11 @@ impl App {
     /// the standalone worker's [`crate::host::standalone::Waking`]).
     pub fn with_queue(&self, queue: Arc<dyn Queue>) -> App {
         App { queue, ..self.clone() }
+    }
+
+    /// The same state, trying deliveries at once (`true`) or queueing every one (`false`).
+    pub fn with_first_try(&self, first_try: bool) -> App {
+        App { first_try, ..self.clone() }
     }
 
     /// The same state with another HTTP client.
@@ -184,6 +194,7 @@ impl AppBuilder {
             graph: self.graph.expect("App::builder needs a Graph"),
             http: self.http.unwrap_or_default(),
             clock,
+            first_try: false,
         })
     }
 }

@@ -300,3 +300,127 @@ async fn a_route_update_is_its_own_job_and_waits_until_every_receiver_was_told()
     assert_eq!(updates[0].1.status.as_deref(), Some("inProgress"));
     assert_eq!(e.app.queue.len(DELIVERIES_QUEUE).await.unwrap(), 0);
 }
+
+// --- First try (`worker.first_try`, what `secmon run` does): the worker that decides an alert tries its
+// deliveries at once, and only the ones that do not finish become jobs.
+
+/// As [`HUNG`], the hung receiver named first: a first try that took the receivers in turn would make
+/// the working one wait for it.
+const HUNG_FIRST: &str = r#"
+routes:
+  - { receivers: [stuck, tickets] }
+receivers:
+  tickets: { webhook: { url: "${HOOK_URL}", secret: "${HOOK_KEY}" } }
+  stuck: { webhook: { url: "${STUCK_URL}", secret: "${HOOK_KEY}", timeout: 1s, breaker: { failures: 3, cool_down: 1m } } }
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn with_a_first_try_a_hung_receiver_still_delays_only_its_own_deliveries() {
+    let stuck = Stuck::start().await;
+    let e = engine(HUNG_FIRST, &stuck.url).await;
+    let app = e.app.with_first_try(true);
+    const N: usize = 10;
+    // The bound, in paused tokio time: each alert's two receivers are tried together, so the working one
+    // is told at once; the hung one costs its timeout (3 attempts of 1 s, 1 s + 2 s of back-off: 6 s)
+    // for the first `failures` (3) alerts only, then its breaker is open and it is not tried.
+    let start = tokio::time::Instant::now();
+    for i in 0..N {
+        let before = tokio::time::Instant::now();
+        let summary = secmon::respond::process_alert(&app, "contoso", alert_n(i, "medium", "")).await.unwrap();
+        assert!(summary.contains("notified tickets"), "{summary}");
+        let hit = e.sink.hits("/hook").last().map(|h| h.at).expect("told");
+        assert!(hit - before <= Duration::from_secs(1), "alert-{i} waited {:?} for the hung receiver", hit - before);
+        if i < 3 {
+            assert!(summary.contains("stuck failed, queued to try again: stuck: timed out after 1s"), "{summary}");
+        } else {
+            assert!(summary.contains("stuck is paused by its breaker until"), "{summary}");
+        }
+        assert!(!summary.contains("HUNGsecret0123456789"), "the signature leaked: {summary}");
+    }
+    assert!(tokio::time::Instant::now() - start <= Duration::from_secs(3 * 6 + 1));
+    each_once(hook_ids(&e.sink), N);
+    assert!(stuck.told().is_empty());
+    // Only the hung receiver's deliveries are jobs, all of them waiting (none due yet), none poisoned.
+    assert_eq!(app.queue.len(DELIVERIES_QUEUE).await.unwrap(), N, "one job per unfinished delivery");
+    assert!(standalone::drain(&app, 100).await.is_empty(), "nothing is due before the retry and the cool-down");
+    assert_eq!(app.queue.len(&poison_name(DELIVERIES_QUEUE)).await.unwrap(), 0);
+    let records = audit(&e.store).await;
+    assert_eq!(records.iter().filter(|r| r["action"] == "receiver_paused").count(), 1);
+
+    // It recovers: after the cool-down the jobs run, a probe closes the breaker, and every alert reaches
+    // it exactly once.
+    stuck.hung.store(false, Ordering::SeqCst);
+    e.clock.advance(chrono::Duration::minutes(2));
+    let results = standalone::drain(&app, 1000).await;
+    assert!(results.iter().all(|r| matches!(r, WorkResult::Done(_))), "{results:?}");
+    each_once(stuck.told(), N);
+    assert_eq!(app.queue.len(DELIVERIES_QUEUE).await.unwrap(), 0);
+
+    // A redelivered alert message tries again and tells nobody twice.
+    for i in 0..N {
+        let summary = secmon::respond::process_alert(&app, "contoso", alert_n(i, "medium", "")).await.unwrap();
+        assert!(
+            summary.contains("tickets was already told") && summary.contains("stuck was already told"),
+            "{summary}"
+        );
+    }
+    assert_eq!(app.queue.len(DELIVERIES_QUEUE).await.unwrap(), 0);
+    each_once(stuck.told(), N);
+    each_once(hook_ids(&e.sink), N);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_first_try_a_delivery_no_retry_can_fix_is_poisoned_at_once() {
+    let e = engine(GROUPED, "http://127.0.0.1:9/unused").await;
+    let app = e.app.with_first_try(true);
+    e.sink.script("/hook", 1, 400, None, "bad payload");
+    let summary = secmon::respond::process_alert(&app, "contoso", alert_n(0, "medium", "")).await.unwrap();
+    assert!(summary.contains("tickets failed for good, poisoned"), "{summary}");
+    assert_eq!(app.queue.len(DELIVERIES_QUEUE).await.unwrap(), 0);
+    // Set aside with the job it would have been, never dropped: an operator can redrive it.
+    let poisoned = app.queue.receive(&poison_name(DELIVERIES_QUEUE), 10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(poisoned.len(), 1);
+    let job = secmon::notify::deliver::Job::parse(&poisoned[0].body).unwrap();
+    assert_eq!((job.target(), job.alert.as_ref().unwrap()["id"].as_str()), ("tickets", Some("alert-0")));
+    let records = audit(&e.store).await;
+    assert_eq!(records.iter().filter(|r| r["action"] == "notify_failed").count(), 1, "{records:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_first_try_grouping_still_waits_on_the_queue() {
+    let e = engine(GROUPED, "http://127.0.0.1:9/unused").await;
+    let app = e.app.with_first_try(true);
+    for i in 0..3 {
+        let summary =
+            secmon::respond::process_alert(&app, "contoso", alert_n(i, "low", &format!("inc-{i}"))).await.unwrap();
+        assert!(summary.contains("leads its incident's group until") && summary.contains("(queued)"), "{summary}");
+    }
+    let summary = secmon::respond::process_alert(&app, "contoso", alert_n(3, "high", "inc-9")).await.unwrap();
+    assert!(summary.contains("notified tickets"), "{summary}");
+    assert_eq!(hook_ids(&e.sink), ["alert-3"], "the critical alert is told at once");
+    assert_eq!(app.queue.len(DELIVERIES_QUEUE).await.unwrap(), 3, "the leaders wait as delayed jobs");
+    assert!(standalone::drain(&app, 100).await.is_empty(), "not before their window closes");
+    e.clock.advance(chrono::Duration::seconds(20));
+    standalone::drain(&app, 100).await;
+    each_once(hook_ids(&e.sink), 4);
+    assert_eq!(app.queue.len(DELIVERIES_QUEUE).await.unwrap(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_first_try_a_route_update_is_still_a_job_applied_once_the_receiver_was_told() {
+    let e = engine(SET, "http://127.0.0.1:9/unused").await;
+    let graph = Arc::new(FakeGraph::default());
+    let mut app = e.app.with_first_try(true);
+    app.graph = graph.clone();
+    let raw = alert_n(0, "medium", "");
+    graph.put_alert(raw.clone());
+    let summary = secmon::respond::process_alert(&app, "contoso", raw).await.unwrap();
+    assert!(summary.contains("notified tickets"), "{summary}");
+    assert!(graph.updates().is_empty(), "the update is a job");
+    assert_eq!(app.queue.len(DELIVERIES_QUEUE).await.unwrap(), 1);
+    standalone::drain(&app, 100).await;
+    let updates = graph.updates();
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    assert_eq!(updates[0].1.status.as_deref(), Some("inProgress"));
+    assert_eq!(app.queue.len(DELIVERIES_QUEUE).await.unwrap(), 0);
+}

@@ -121,11 +121,17 @@ pub struct WorkerConfig {
     /// tenants: a tenant's burst never takes every slot while another tenant waits.
     #[serde(default = "WorkerConfig::default_concurrency")]
     pub concurrency: usize,
+    /// Whether the worker that decides an alert tries its deliveries at once (default true), so that
+    /// only a delivery that does not finish (it failed, its receiver is paused, it waits for its group)
+    /// becomes a job on the `deliveries` queue; `false` queues every delivery as a job, as the
+    /// Functions and Lambda hosts do.
+    #[serde(default = "WorkerConfig::default_first_try")]
+    pub first_try: bool,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self { concurrency: Self::default_concurrency() }
+        Self { concurrency: Self::default_concurrency(), first_try: Self::default_first_try() }
     }
 }
 
@@ -136,6 +142,10 @@ impl WorkerConfig {
     /// smaller share of the slots until its breaker opens.
     fn default_concurrency() -> usize {
         64
+    }
+
+    fn default_first_try() -> bool {
+        true
     }
 }
 

@@ -413,6 +413,8 @@ async fn subscriptions_scheduler(app: App, mut shutdown: watch::Receiver<bool>) 
 pub async fn run(app: App, listen: Option<SocketAddr>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Everything below sends through this queue, so the worker hears of each message at once.
     let (app, wake) = Waking::wrap(&app);
+    // Deliveries are tried by the worker that decides them; only what does not finish is a job.
+    let app = app.with_first_try(app.config.worker.first_try);
     let schedule =
         crate::config::ncrontab::parse(&app.config.poll.schedule).map_err(|e| anyhow::anyhow!("poll.schedule: {e}"))?;
     let reconcile = &app.config.poll.reconcile.schedule;

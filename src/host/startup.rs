@@ -110,8 +110,13 @@ pub fn summary(app: &App, store: &str, now: DateTime<Utc>) -> Vec<String> {
         })
         .collect();
     lines.push(format!("receivers ({}): {}", c.receivers.len(), list(&receivers)));
+    let first = if c.worker.first_try {
+        "each delivery tried at once by the worker that decided it (worker.first_try)"
+    } else {
+        "every delivery queued as a job (worker.first_try: false)"
+    };
     lines.push(format!(
-        "workers: {} over the alerts and deliveries queues (worker.concurrency), fair between tenants",
+        "workers: {} over the alerts and deliveries queues (worker.concurrency), fair between tenants; {first}",
         c.worker.concurrency
     ));
     if !c.subscriptions.is_empty() {

@@ -17,7 +17,7 @@ use crate::app::App;
 use crate::audit::Record;
 use crate::graph::Retry;
 use crate::intake::Message;
-use crate::notify::deliver::{DeliverError, enqueue};
+use crate::notify::deliver::{DeliverError, enqueue, first_try};
 use crate::rules::{Blocked, CloseMatch, Decision};
 use crate::store::{Once, keys, once};
 
@@ -43,7 +43,9 @@ impl From<DeliverError> for RespondError {
 
 /// Decides and acts on one alert version: decide → close? ([`close::settle`]: claim → PATCH → comment)
 /// → record → notify: one job per matched receiver (and per route `set:`) on the `deliveries` queue
-/// ([`enqueue`]), each delivered, retried and poisoned on its own by the `deliver` function.
+/// ([`enqueue`]), each delivered, retried and poisoned on its own by the `deliver` function; with
+/// [`App::first_try`] each receiver is tried at once and only a delivery that does not finish becomes
+/// a job ([`first_try`]).
 ///
 /// - A close rule in enforce mode closes the alert, and a closed alert is not notified (the Defender
 ///   comment and the audit trail say what happened).
@@ -91,11 +93,18 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
     if notify {
         // A redelivered message queues the jobs again: each job's claim makes the copy harmless.
         let store = app.store.as_ref();
-        let queued = enqueue(store, app.queue.as_ref(), tenant, &alert, &decision.deliveries, &decision.updates)
-            .await
-            .map_err(retry)?;
-        if !queued.is_empty() {
-            summary = format!("{summary}; delivering to {}", queued.join(", "));
+        let (deliveries, updates) = (&decision.deliveries, &decision.updates);
+        if app.first_try {
+            let said = first_try(app, tenant, &alert, deliveries, updates).await.map_err(retry)?;
+            if !said.is_empty() {
+                summary = format!("{summary}; {}", said.join("; "));
+            }
+        } else {
+            let queued =
+                enqueue(store, app.queue.as_ref(), tenant, &alert, deliveries, updates).await.map_err(retry)?;
+            if !queued.is_empty() {
+                summary = format!("{summary}; delivering to {}", queued.join(", "));
+            }
         }
     }
     // One line per outcome, naming the alert and what happened to it, for the person following the logs.

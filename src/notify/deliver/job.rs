@@ -90,6 +90,35 @@ pub struct Ready {
 }
 
 impl Job {
+    /// A job telling `d.receiver` about an alert version (the alert is added when it is sent: [`put`]).
+    pub fn notify(tenant: &str, d: &Delivery) -> Job {
+        Job {
+            tenant: tenant.to_string(),
+            alert: None,
+            alert_ref: None,
+            task: Task::Notify {
+                receiver: d.receiver.clone(),
+                routes: d.routes.clone(),
+                realert_secs: d.realert.map(|r| r.as_secs()),
+                group_secs: d.group.map(|g| g.as_secs().max(1)),
+            },
+            not_before: None,
+            waited: 0,
+        }
+    }
+
+    /// A job applying route `u`'s `set:` once every one of `receivers` was told.
+    pub fn update(tenant: &str, u: &Update, receivers: &[String]) -> Job {
+        Job {
+            tenant: tenant.to_string(),
+            alert: None,
+            alert_ref: None,
+            task: Task::Update { route: u.route.clone(), set: u.set.clone(), receivers: receivers.to_vec() },
+            not_before: None,
+            waited: 0,
+        }
+    }
+
     /// Parses a queue body.
     pub fn parse(body: &[u8]) -> Result<Job, BadJob> {
         let text = std::str::from_utf8(body).map_err(|e| BadJob(format!("not UTF-8: {e}")))?;
@@ -184,32 +213,26 @@ pub async fn enqueue(
     deliveries: &[Delivery],
     updates: &[Update],
 ) -> Result<Vec<String>, StoreError> {
-    let mut jobs: Vec<Job> = deliveries
-        .iter()
-        .map(|d| Job {
-            tenant: tenant.to_string(),
-            alert: None,
-            alert_ref: None,
-            task: Task::Notify {
-                receiver: d.receiver.clone(),
-                routes: d.routes.clone(),
-                realert_secs: d.realert.map(|r| r.as_secs()),
-                group_secs: d.group.map(|g| g.as_secs().max(1)),
-            },
-            not_before: None,
-            waited: 0,
-        })
-        .collect();
     let receivers: Vec<String> = deliveries.iter().map(|d| d.receiver.clone()).collect();
-    jobs.extend(updates.iter().map(|u| Job {
-        tenant: tenant.to_string(),
-        alert: None,
-        alert_ref: None,
-        task: Task::Update { route: u.route.clone(), set: u.set.clone(), receivers: receivers.clone() },
-        not_before: None,
-        waited: 0,
-    }));
-    /// A job's body as [`Job::body`] writes it, the alert borrowed rather than copied into each job.
+    let mut jobs: Vec<(Job, Duration)> = deliveries.iter().map(|d| (Job::notify(tenant, d), Duration::ZERO)).collect();
+    jobs.extend(updates.iter().map(|u| (Job::update(tenant, u, &receivers), Duration::ZERO)));
+    put(store, queue, DELIVERIES_QUEUE, alert, &jobs).await?;
+    Ok(receivers)
+}
+
+/// Sends `jobs` about `alert` to `queue`, each visible after its delay: the ones due at once in one
+/// send (SQLite: one transaction), a delayed one on its own. Each job carries the alert, borrowed
+/// rather than copied into it; an alert too large for a message goes into the store first, once, and
+/// every job carries its key. A failure part-way is retried whole, and each job's claim makes a copy
+/// harmless.
+pub(super) async fn put(
+    store: &dyn Store,
+    queue: &dyn Queue,
+    name: &str,
+    alert: &Alert,
+    jobs: &[(Job, Duration)],
+) -> Result<(), StoreError> {
+    /// A job's body as [`Job::body`] writes it, with the alert borrowed.
     #[derive(Serialize)]
     struct Body<'a> {
         tenant: &'a str,
@@ -218,29 +241,43 @@ pub async fn enqueue(
         #[serde(skip_serializing_if = "Option::is_none")]
         alert_ref: Option<&'a str>,
         task: &'a Task,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        not_before: Option<&'a DateTime<Utc>>,
+        #[serde(skip_serializing_if = "is_zero")]
+        waited: u32,
     }
     let body = |job: &Job, alert_ref: Option<&str>| {
-        let alert = alert_ref.is_none().then(|| alert.raw());
-        serde_json::to_vec(&Body { tenant: &job.tenant, alert, alert_ref, task: &job.task }).expect("jobs serialize")
+        let body = Body {
+            tenant: &job.tenant,
+            alert: alert_ref.is_none().then(|| alert.raw()),
+            alert_ref,
+            task: &job.task,
+            not_before: job.not_before.as_ref(),
+            waited: job.waited,
+        };
+        serde_json::to_vec(&body).expect("jobs serialize")
     };
     let mut alert_ref: Option<String> = None;
-    let mut bodies = Vec::with_capacity(jobs.len());
-    for job in &jobs {
+    let (mut now, mut later) = (Vec::with_capacity(jobs.len()), Vec::new());
+    for (job, delay) in jobs {
         let mut bytes = body(job, alert_ref.as_deref());
         if bytes.len() > queue.max_body() && alert_ref.is_none() {
             use sha2::Digest;
             let raw = serde_json::to_vec(alert.raw()).expect("alerts serialize");
-            let key = keys::large_alert(tenant, &hex::encode(sha2::Sha256::digest(&raw)));
+            let key = keys::large_alert(&job.tenant, &hex::encode(sha2::Sha256::digest(&raw)));
             store.put(&key, &raw).await?;
             bytes = body(job, Some(&key));
             alert_ref = Some(key);
         }
-        bodies.push(bytes);
+        if delay.is_zero() { now.push(bytes) } else { later.push((bytes, *delay)) }
     }
-    // One send for the decision's jobs (SQLite: one transaction); a failure part-way is retried whole,
-    // and each job's claim makes a copy harmless.
-    queue.send_many(DELIVERIES_QUEUE, &bodies).await.map_err(|p| p.error)?;
-    Ok(receivers)
+    if !now.is_empty() {
+        queue.send_many(name, &now).await.map_err(|p| p.error)?;
+    }
+    for (bytes, delay) in later {
+        queue.send_after(name, &bytes, delay).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

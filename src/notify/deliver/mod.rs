@@ -17,13 +17,17 @@
 //! none waits in the receiver's pending list and goes out in a digest (`coalesce`, [`drain`], and
 //! [`flush`] from the poll timer).
 //!
-//! Each step is a named function in its own file: `job`, `breaker`, `claim`, [`realert`], `group`,
-//! `coalesce`, `render`, `send`, `record`, and the routes' `update`s.
+//! In `secmon run` the worker that decided the alert gives each receiver a first try at once
+//! ([`first_try`]), and only a delivery that does not finish becomes a job.
+//!
+//! Each step is a named function in its own file: `job`, `first`, `breaker`, `claim`, [`realert`],
+//! `group`, `coalesce`, `render`, `send`, `record`, and the routes' `update`s.
 
 pub mod breaker;
 mod card;
 mod claim;
 mod coalesce;
+mod first;
 mod group;
 mod job;
 mod realert;
@@ -36,6 +40,7 @@ use chrono::{DateTime, Utc};
 
 use self::breaker::{Admit, Transition};
 pub use self::coalesce::{Drained, drain, flush};
+pub use self::first::{RETRY_AFTER, first_try};
 use self::group::Grouping;
 pub use self::job::{BadJob, Job, Ready, Task, enqueue};
 pub use self::realert::{Last, Why, realert};
@@ -231,21 +236,7 @@ pub async fn run(app: &App, ready: &Ready) -> Result<Ran, DeliverError> {
             if step == Step::Sent {
                 crate::metrics::count(crate::metrics::Counter::AlertsNotified, tenant, 1);
             }
-            let (summary, again_at) = match step {
-                Step::Sent => (format!("notified {receiver}"), None),
-                Step::Already => (format!("{receiver} was already told"), None),
-                Step::Suppressed => (format!("{receiver} not told again (realert)"), None),
-                Step::Grouped => (format!("{receiver} told in its incident's message"), None),
-                Step::Deferred => (format!("{receiver} waiting for a digest"), None),
-                Step::Silenced => (format!("{receiver} not told: silenced"), None),
-                Step::CardUpdated => (format!("{receiver}: its card updated in place"), None),
-                // Another worker is at it: look again shortly, it is then done or given back.
-                Step::Held => {
-                    (format!("{receiver} is being told by another worker"), Some(now + chrono::Duration::seconds(5)))
-                }
-                Step::Grouping(t) => (format!("{receiver}: leads its incident's group until {}", stamp(t)), Some(t)),
-                Step::Paused(t) => (format!("{receiver} is paused by its breaker until {}", stamp(t)), Some(t)),
-            };
+            let (summary, again_at) = said(step, receiver, now);
             Ok(Ran { summary: format!("{}: {summary}", alert.id), again_at })
         }
         Task::Update { route, set, receivers } => {
@@ -266,6 +257,24 @@ pub async fn run(app: &App, ready: &Ready) -> Result<Ran, DeliverError> {
             let summary = if applied { "applied" } else { "not needed" };
             Ok(Ran { summary: format!("{}: update by {route} {summary}", alert.id), again_at: None })
         }
+    }
+}
+
+/// What one step of a delivery to `receiver` says in the log, and when to try again if it did not
+/// finish.
+fn said(step: Step, receiver: &str, now: DateTime<Utc>) -> (String, Option<DateTime<Utc>>) {
+    match step {
+        Step::Sent => (format!("notified {receiver}"), None),
+        Step::Already => (format!("{receiver} was already told"), None),
+        Step::Suppressed => (format!("{receiver} not told again (realert)"), None),
+        Step::Grouped => (format!("{receiver} told in its incident's message"), None),
+        Step::Deferred => (format!("{receiver} waiting for a digest"), None),
+        Step::Silenced => (format!("{receiver} not told: silenced"), None),
+        Step::CardUpdated => (format!("{receiver}: its card updated in place"), None),
+        // Another worker is at it: look again shortly, it is then done or given back.
+        Step::Held => (format!("{receiver} is being told by another worker"), Some(now + chrono::Duration::seconds(5))),
+        Step::Grouping(t) => (format!("{receiver}: leads its incident's group until {}", stamp(t)), Some(t)),
+        Step::Paused(t) => (format!("{receiver} is paused by its breaker until {}", stamp(t)), Some(t)),
     }
 }
 

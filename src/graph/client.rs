@@ -213,9 +213,9 @@ impl GraphClient {
         let retry_after = retry_after(status, resp.headers(), chrono::Utc::now());
         let bytes = resp.bytes().await.map_err(|e| Attempt::Transport(transport_message(&e)))?;
         if (200..300).contains(&status) {
-            Ok((status, bytes.to_vec()))
+            Ok((status, Vec::from(bytes)))
         } else {
-            Err(Attempt::Status { status, retry_after, body: bytes.to_vec() })
+            Err(Attempt::Status { status, retry_after, body: Vec::from(bytes) })
         }
     }
 

@@ -304,20 +304,14 @@ async fn a_route_update_is_its_own_job_and_waits_until_every_receiver_was_told()
 // --- First try (`worker.first_try`, what `secmon run` does): the worker that decides an alert tries its
 // deliveries at once, and only the ones that do not finish become jobs.
 
-/// As [`HUNG`], the hung receiver named first: a first try that took the receivers in turn would make
-/// the working one wait for it.
-const HUNG_FIRST: &str = r#"
-routes:
-  - { receivers: [stuck, tickets] }
-receivers:
-  tickets: { webhook: { url: "${HOOK_URL}", secret: "${HOOK_KEY}" } }
-  stuck: { webhook: { url: "${STUCK_URL}", secret: "${HOOK_KEY}", timeout: 1s, breaker: { failures: 3, cool_down: 1m } } }
-"#;
-
 #[tokio::test(start_paused = true)]
 async fn with_a_first_try_a_hung_receiver_still_delays_only_its_own_deliveries() {
     let stuck = Stuck::start().await;
-    let e = engine(HUNG_FIRST, &stuck.url).await;
+    // The hung receiver named first: a first try that took the receivers in turn would make the working
+    // one wait for it.
+    let hung_first = HUNG.replace("[tickets, stuck]", "[stuck, tickets]");
+    assert_ne!(hung_first, HUNG);
+    let e = engine(&hung_first, &stuck.url).await;
     let app = e.app.with_first_try(true);
     const N: usize = 10;
     // The bound, in paused tokio time: each alert's two receivers are tried together, so the working one

@@ -400,8 +400,7 @@ async fn again(
     line: String,
 ) -> Outcome {
     job.not_before = Some(at);
-    let delay = (at - now).to_std().unwrap_or_default().max(std::time::Duration::from_secs(1));
-    match app.queue.send_after(crate::store::DELIVERIES_QUEUE, &job.body(), delay).await {
+    match app.queue.send_after(crate::store::DELIVERIES_QUEUE, &job.body(), job.delay(now)).await {
         Ok(()) => Outcome::done(line),
         Err(e) => Outcome::Retry(format!("{line}; could not put it back on the queue: {e}")),
     }

@@ -101,7 +101,7 @@ pub async fn process_alert(app: &App, tenant: &str, alert: serde_json::Value) ->
             }
         } else {
             let queued =
-                enqueue(store, app.queue.as_ref(), tenant, &alert, deliveries, updates).await.map_err(retry)?;
+                enqueue(store, app.queue.as_ref(), tenant, &alert, deliveries, updates, now).await.map_err(retry)?;
             if !queued.is_empty() {
                 summary = format!("{summary}; delivering to {}", queued.join(", "));
             }

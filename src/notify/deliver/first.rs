@@ -49,43 +49,43 @@ pub async fn first_try(
     for (d, step) in deliveries.iter().zip(steps) {
         let name = d.receiver.as_str();
         let mut job = Job::notify(tenant, d);
-        match step {
+        let (line, again_at) = match step {
             Ok(step) => {
                 if step == Step::Sent {
                     crate::metrics::count(crate::metrics::Counter::AlertsNotified, tenant, 1);
                 }
-                let (line, again_at) = said(step, name, now);
-                if let Some(at) = again_at {
-                    job.not_before = Some(at);
-                    queued.push((job, (at - now).to_std().unwrap_or_default().max(Duration::from_secs(1))));
-                    said_all.push(format!("{line} (queued)"));
-                } else {
-                    said_all.push(line);
+                match said(step, name, now) {
+                    (line, Some(at)) => (format!("{line} (queued)"), Some(at)),
+                    done => done,
                 }
             }
             Err(DeliverError { message, retry }) => {
                 crate::metrics::count(crate::metrics::Counter::AlertsFailed, tenant, 1);
                 tracing::warn!(tenant, alert = %alert.id, version = alert.version(), "{message}");
-                if retry == Retry::Retryable {
-                    job.not_before = Some(now + chrono::Duration::from_std(RETRY_AFTER).expect("a minute"));
-                    queued.push((job, RETRY_AFTER));
-                    said_all.push(format!("{name} failed, queued to try again: {message}"));
-                } else {
+                if retry == Retry::Permanent {
                     tracing::error!(tenant, alert = %alert.id, "{name}: moved to the poison queue: {message}");
-                    poisoned.push((job, Duration::ZERO));
+                    poisoned.push(job);
                     said_all.push(format!("{name} failed for good, poisoned: {message}"));
+                    continue;
                 }
+                let again = now + chrono::Duration::from_std(RETRY_AFTER).expect("a minute");
+                (format!("{name} failed, queued to try again: {message}"), Some(again))
             }
+        };
+        if let Some(at) = again_at {
+            job.not_before = Some(at);
+            queued.push(job);
         }
+        said_all.push(line);
     }
     let receivers: Vec<String> = deliveries.iter().map(|d| d.receiver.clone()).collect();
-    queued.extend(updates.iter().map(|u| (Job::update(tenant, u, &receivers), Duration::ZERO)));
+    queued.extend(updates.iter().map(|u| Job::update(tenant, u, &receivers)));
     let (store, queue) = (app.store.as_ref(), app.queue.as_ref());
     if !queued.is_empty() {
-        job::put(store, queue, DELIVERIES_QUEUE, alert, &queued).await?;
+        job::put(store, queue, DELIVERIES_QUEUE, alert, &queued, now).await?;
     }
     if !poisoned.is_empty() {
-        job::put(store, queue, &poison_name(DELIVERIES_QUEUE), alert, &poisoned).await?;
+        job::put(store, queue, &poison_name(DELIVERIES_QUEUE), alert, &poisoned, now).await?;
     }
     Ok(said_all)
 }

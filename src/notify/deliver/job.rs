@@ -119,6 +119,12 @@ impl Job {
         }
     }
 
+    /// How long the job stays hidden when sent at `now`: none without a `not_before`, else until then
+    /// (at least a second, the finest delay every backend has).
+    pub fn delay(&self, now: DateTime<Utc>) -> Duration {
+        self.not_before.map_or(Duration::ZERO, |at| (at - now).to_std().unwrap_or_default().max(Duration::from_secs(1)))
+    }
+
     /// Parses a queue body.
     pub fn parse(body: &[u8]) -> Result<Job, BadJob> {
         let text = std::str::from_utf8(body).map_err(|e| BadJob(format!("not UTF-8: {e}")))?;
@@ -212,15 +218,16 @@ pub async fn enqueue(
     alert: &Alert,
     deliveries: &[Delivery],
     updates: &[Update],
+    now: DateTime<Utc>,
 ) -> Result<Vec<String>, StoreError> {
     let receivers: Vec<String> = deliveries.iter().map(|d| d.receiver.clone()).collect();
-    let mut jobs: Vec<(Job, Duration)> = deliveries.iter().map(|d| (Job::notify(tenant, d), Duration::ZERO)).collect();
-    jobs.extend(updates.iter().map(|u| (Job::update(tenant, u, &receivers), Duration::ZERO)));
-    put(store, queue, DELIVERIES_QUEUE, alert, &jobs).await?;
+    let mut jobs: Vec<Job> = deliveries.iter().map(|d| Job::notify(tenant, d)).collect();
+    jobs.extend(updates.iter().map(|u| Job::update(tenant, u, &receivers)));
+    put(store, queue, DELIVERIES_QUEUE, alert, &jobs, now).await?;
     Ok(receivers)
 }
 
-/// Sends `jobs` about `alert` to `queue`, each visible after its delay: the ones due at once in one
+/// Sends `jobs` about `alert` to `queue`, each visible after its [`Job::delay`]: the ones due at once in one
 /// send (SQLite: one transaction), a delayed one on its own. Each job carries the alert, borrowed
 /// rather than copied into it; an alert too large for a message goes into the store first, once, and
 /// every job carries its key. A failure part-way is retried whole, and each job's claim makes a copy
@@ -230,7 +237,8 @@ pub(super) async fn put(
     queue: &dyn Queue,
     name: &str,
     alert: &Alert,
-    jobs: &[(Job, Duration)],
+    jobs: &[Job],
+    now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     /// A job's body as [`Job::body`] writes it, with the alert borrowed.
     #[derive(Serialize)]
@@ -258,8 +266,8 @@ pub(super) async fn put(
         serde_json::to_vec(&body).expect("jobs serialize")
     };
     let mut alert_ref: Option<String> = None;
-    let (mut now, mut later) = (Vec::with_capacity(jobs.len()), Vec::new());
-    for (job, delay) in jobs {
+    let (mut due, mut later) = (Vec::with_capacity(jobs.len()), Vec::new());
+    for job in jobs {
         let mut bytes = body(job, alert_ref.as_deref());
         if bytes.len() > queue.max_body() && alert_ref.is_none() {
             use sha2::Digest;
@@ -269,10 +277,13 @@ pub(super) async fn put(
             bytes = body(job, Some(&key));
             alert_ref = Some(key);
         }
-        if delay.is_zero() { now.push(bytes) } else { later.push((bytes, *delay)) }
+        match job.delay(now) {
+            Duration::ZERO => due.push(bytes),
+            delay => later.push((bytes, delay)),
+        }
     }
-    if !now.is_empty() {
-        queue.send_many(name, &now).await.map_err(|p| p.error)?;
+    if !due.is_empty() {
+        queue.send_many(name, &due).await.map_err(|p| p.error)?;
     }
     for (bytes, delay) in later {
         queue.send_after(name, &bytes, delay).await?;
@@ -302,8 +313,8 @@ mod tests {
         let big = Alert::from_value(json!({"id": "a2", "description": "x".repeat(60_000)})).unwrap();
         let mut two = delivery();
         two.receiver = "soc".into();
-        enqueue(&s, &s, "contoso", &small, &[delivery(), two], &[]).await.unwrap();
-        enqueue(&s, &s, "contoso", &big, &[delivery()], &[]).await.unwrap();
+        enqueue(&s, &s, "contoso", &small, &[delivery(), two], &[], Utc::now()).await.unwrap();
+        enqueue(&s, &s, "contoso", &big, &[delivery()], &[], Utc::now()).await.unwrap();
         let got = s.receive(DELIVERIES_QUEUE, 10, Duration::from_secs(30)).await.unwrap();
         let jobs: Vec<Job> = got.iter().map(|m| Job::parse(&m.body).unwrap()).collect();
         assert_eq!(jobs.iter().map(Job::target).collect::<Vec<_>>(), ["tickets", "soc", "tickets"]);

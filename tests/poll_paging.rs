@@ -362,3 +362,58 @@ async fn reconciliation_does_not_count_what_an_older_seen_window_could_not_remem
     assert_eq!(report.queued, 0, "only the overlap is re-listed: {report:?}");
     assert!(drain(&r).await.is_empty());
 }
+
+/// The seen window a poll left in the store.
+async fn seen_window(r: &Rig, tenant: &str) -> poll::SeenWindow {
+    let stored = secmon::store::Store::get(r.sqlite.as_ref(), &secmon::store::keys::seen(tenant)).await.unwrap();
+    serde_json::from_slice(&stored.expect("a seen window").value).unwrap()
+}
+
+/// A rig whose tenant `contoso` holds 500 alerts seven seconds apart, listed 50 a page.
+async fn five_hundred_alerts_in_pages_of_fifty() -> (Rig, Vec<Value>, DateTime<Utc>) {
+    let now = t(NOW);
+    let r = rig(&["contoso"], 50, now, |_| {}).await;
+    let seeded: Vec<Value> =
+        (0..500).map(|i| alert(&format!("w-{i:03}"), now - chrono::Duration::seconds(7 * i))).collect();
+    r.emu.seed_alerts(&tenant_id("contoso"), seeded.clone());
+    (r, seeded, now)
+}
+
+#[tokio::test]
+async fn a_walk_reads_the_seen_window_once_and_writes_it_once_a_page() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (r, seeded, now) = five_hundred_alerts_in_pages_of_fifty().await;
+    let report = poll::poll_tenant(&r.app, "contoso", now).await.unwrap();
+    assert_eq!(report.queued, 500, "{report:?}");
+    let (reads, writes) = (r.store.hook.seen_reads.load(SeqCst), r.store.hook.seen_writes.load(SeqCst));
+    // Each page that queued something wrote its claims together with the previous page's versions,
+    // and the end of the walk wrote the last page's: one write a page plus one, from one read.
+    assert_eq!(reads, 1, "{report:?}");
+    assert!(writes <= report.windows + 1, "{writes} writes for {report:?}");
+    let w = seen_window(&r, "contoso").await;
+    assert_eq!(w.versions.len(), 500);
+    assert!(w.queueing.is_empty(), "every claim given back: {:?}", w.queueing);
+    let c = counts(&drain(&r).await);
+    assert_eq!(c.keys().cloned().collect::<BTreeSet<_>>(), seeded.iter().map(version).collect());
+    assert!(c.values().all(|n| *n == 1), "each version once");
+}
+
+#[tokio::test]
+async fn another_polls_write_between_two_pages_is_kept_and_each_version_queued_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (r, seeded, now) = five_hundred_alerts_in_pages_of_fifty().await;
+    // Another writer changes the window just before this walk's third write, so the copy the walk
+    // kept is out of date: its write must fail, and the window be read and changed again.
+    r.store.hook.interlope_before_write.store(3, SeqCst);
+    let report = poll::poll_tenant(&r.app, "contoso", now).await.unwrap();
+    assert_eq!(report.queued, 500, "{report:?}");
+    assert_eq!(r.store.hook.seen_reads.load(SeqCst), 2, "read again once, after the conflict");
+    let w = seen_window(&r, "contoso").await;
+    assert!(w.versions.contains_key(support::INTERLOPER), "the other writer's version was overwritten");
+    assert_eq!(w.versions.len(), 501);
+    assert!(w.queueing.is_empty(), "{:?}", w.queueing);
+    let c = counts(&drain(&r).await);
+    let want: BTreeSet<_> = seeded.iter().map(version).collect();
+    assert_eq!(c.keys().cloned().collect::<BTreeSet<_>>(), want);
+    assert!(c.values().all(|n| *n == 1), "each version once");
+}

@@ -5,7 +5,9 @@
 //! 1. read the watermark; the walk covers `lastUpdateDateTime ≥ watermark − overlap`;
 //! 2. list that range as **windows that each fit in one page** (below), oldest window first;
 //! 3. for every window, claim its versions in the seen window (compare-and-swap), queue the ones this
-//!    poll claimed, and mark them queued (compare-and-swap again);
+//!    poll claimed, and mark them queued (compare-and-swap again, together with the next window's
+//!    claims, or at the end of the walk: one write of the window a page, from the copy the walk
+//!    wrote last, read again only when another poll changed it);
 //! 4. only then advance the watermark (compare-and-swap, forward only, never past `now`).
 //!
 //! **Why windows.** Offset paging over a set that changes between pages skips items (an update moves an
@@ -17,8 +19,9 @@
 //! sorted descending (Graph's documented default), everything after its first second fits; in any other
 //! order, the middle. A server that refuses `$orderby` (400) is asked again without it, and the refusal
 //! is remembered in `paging/{tenant}` for [`ORDERBY_RETRY_AFTER`]. Only a window one second wide
-//! with more alerts than a page is walked by `nextLink`, then listed again until a pass finds nothing
-//! new; reconciliation (below) covers what that could still miss.
+//! with more alerts than a page is walked by `nextLink` (each next page read while the one before it is
+//! queued), then listed again until a pass finds nothing new; reconciliation (below) covers what that
+//! could still miss.
 //!
 //! **Why claims in the seen window.** Two polls of one tenant (a timer and a doorbell, two instances)
 //! must not both queue a version: each window's versions are claimed in `seen/{tenant}/window` under a
@@ -60,7 +63,7 @@ use serde_json::value::RawValue;
 use crate::app::App;
 use crate::graph::{AlertPage, AlertQuery, GraphError, Retry};
 use crate::intake::Message;
-use crate::store::{self, Change, StoreError, Versioned, keys};
+use crate::store::{self, Change, Etag, Precondition, StoreError, Versioned, keys};
 
 pub use crate::config::intake::{PollConfig, ReconcileConfig};
 
@@ -463,6 +466,8 @@ async fn walk(
         held: None,
         known: std::collections::HashSet::new(),
         learned: false,
+        seen: None,
+        unsettled: Unsettled::default(),
         progress,
         // A backfill skips the versions the polls (or an earlier backfill) have queued for certain.
         covered: match (kind, covered_since, old) {
@@ -541,6 +546,88 @@ struct Lister<'a> {
     known: std::collections::HashSet<String>,
     /// Whether `known` holds the seen window's versions yet (read once per walk).
     learned: bool,
+    /// The seen window as this walk last wrote it, and the version that write carries.
+    seen: Option<(Etag, SeenWindow)>,
+    /// Versions this walk queued and has not yet marked queued in the seen window.
+    unsettled: Unsettled,
+}
+
+/// Versions queued by a walk whose claims are still to be turned into entries of the seen window. The
+/// walk does it in its next change of the window (the next page's claims) or at its end, so a page costs
+/// one write of the window, not two. Until then the claims hold them: another poll skips them and does
+/// not move the watermark past them, and a walk that dies leaves claims that lapse and are taken again.
+#[derive(Debug, Default)]
+struct Unsettled {
+    /// Versions queued, with their instants.
+    sent: Vec<(String, DateTime<Utc>)>,
+    /// Versions claimed (queued or not): their claims are given back.
+    claimed: Vec<String>,
+}
+
+impl Unsettled {
+    fn is_empty(&self) -> bool {
+        self.sent.is_empty() && self.claimed.is_empty()
+    }
+
+    /// Marks the versions queued and gives back `holder`'s claims on them in `w`; says whether `w` changed.
+    fn apply(&self, w: &mut SeenWindow, holder: &str) -> bool {
+        for key in &self.claimed {
+            if w.queueing.get(key).is_some_and(|q| q.by == holder) {
+                w.queueing.remove(key);
+            }
+        }
+        for (key, at) in &self.sent {
+            w.versions.insert(key.clone(), *at);
+        }
+        !self.is_empty()
+    }
+}
+
+/// Changes a tenant's seen window with compare-and-swap. It starts from `cached`, the window as this
+/// walk last wrote it, without reading or parsing it again: the window holds every version of the
+/// overlap (10,000 entries after a burst of 10,000 alerts) and a walk changes it once a page. A write
+/// that finds the window changed by another poll reads it and tries again. `change` says whether it
+/// changed the window; an unchanged one is not written. What `change` decides from a cached copy that
+/// is out of date is safe when it leaves the window as it is: a version in `versions` stays there, and a
+/// claim it sees only makes the walk hold back.
+///
+/// Written here rather than with [`store::update`], which hands its closure the stored bytes and
+/// keeps no version between calls.
+async fn change_seen<R>(
+    app: &App,
+    tenant: &str,
+    cached: &mut Option<(Etag, SeenWindow)>,
+    what: &str,
+    mut change: impl FnMut(&mut SeenWindow) -> (bool, R),
+) -> Result<R, PollError> {
+    let store = app.store.as_ref();
+    let key = keys::seen(tenant);
+    for _ in 0..store::CAS_ATTEMPTS {
+        let (mut window, cond) = match cached.take() {
+            Some((etag, window)) => (window, Precondition::Matches(etag)),
+            None => match store.get(&key).await.map_err(|e| PollError::store(tenant, what, e))? {
+                Some(v) => (parse_window(tenant, Some(&v.value)), Precondition::Matches(v.etag)),
+                None => (SeenWindow::default(), Precondition::Absent),
+            },
+        };
+        let (changed, answer) = change(&mut window);
+        if !changed {
+            if let Precondition::Matches(etag) = cond {
+                *cached = Some((etag, window));
+            }
+            return Ok(answer);
+        }
+        let bytes = serde_json::to_vec(&window).expect("windows serialize");
+        match store.put_if(&key, &bytes, cond).await {
+            Ok(etag) => {
+                *cached = Some((etag, window));
+                return Ok(answer);
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(PollError::store(tenant, what, e)),
+        }
+    }
+    Err(PollError::store(tenant, what, StoreError::Conflict { key }))
 }
 
 /// The `lastUpdateDateTime`s of a page, in its order.
@@ -552,6 +639,19 @@ impl Lister<'_> {
     /// Lists `[lower, ∞)` window by window, oldest first. Returns where it stopped when `cap` new
     /// versions were queued with windows left (everything before that point is listed and queued).
     async fn list(&mut self, lower: DateTime<Utc>, cap: Option<usize>) -> Result<Option<DateTime<Utc>>, PollError> {
+        let listed = self.list_windows(lower, cap).await;
+        // What was queued is marked queued even when the walk failed after it.
+        let settled = self.settle().await;
+        let stopped = listed?;
+        settled?;
+        Ok(stopped)
+    }
+
+    async fn list_windows(
+        &mut self,
+        lower: DateTime<Utc>,
+        cap: Option<usize>,
+    ) -> Result<Option<DateTime<Utc>>, PollError> {
         let mut pending = VecDeque::from([Window { lo: lower, hi: None }]);
         while let Some(window) = pending.pop_front() {
             let page = self.first_page(&window).await?;
@@ -618,19 +718,26 @@ impl Lister<'_> {
             filter = window.filter(),
             "more alerts in one second than fit in a page; walking it by nextLink"
         );
+        let (app, tenant) = (self.app, self.tenant);
         let mut page = first;
         for pass in 0..=DENSE_PASSES {
             let mut found = 0;
             loop {
-                found += self.take(std::mem::take(&mut page.alerts)).await?;
-                let Some(next) = page.next_link.take() else { break };
+                // The next page is read while this one is taken, so Graph's time and the store's overlap.
+                // A take that fails drops the read; a read that fails is reported after the take, whose
+                // versions are queued and marked by then.
+                let next = page.next_link.take();
+                let read = async move {
+                    match next {
+                        Some(link) => Some(app.graph.next_alerts(tenant, &link).await),
+                        None => None,
+                    }
+                };
+                let (taken, read) = tokio::join!(self.take(std::mem::take(&mut page.alerts)), read);
+                found += taken?;
+                let Some(read) = read else { break };
                 self.report.pages += 1;
-                page = self
-                    .app
-                    .graph
-                    .next_alerts(self.tenant, &next)
-                    .await
-                    .map_err(|e| PollError::graph(self.tenant, e))?;
+                page = read.map_err(|e| PollError::graph(tenant, e))?;
             }
             if found == 0 || pass == DENSE_PASSES {
                 if found > 0 {
@@ -676,12 +783,13 @@ impl Lister<'_> {
         let floor = self.floor_base.map_or(newest, |o| o.min(newest)) - self.retention;
         let (holder, lower) = (self.holder.clone(), self.lower);
         let (known, learned) = (&mut self.known, &mut self.learned);
-        let claimed = store::update(app.store.as_ref(), &keys::seen(tenant), |current| {
-            let mut w = parse_window(tenant, current);
+        let unsettled = std::mem::take(&mut self.unsettled);
+        let claimed = change_seen(app, tenant, &mut self.seen, "claim versions in the seen window", |w| {
             if !*learned {
                 known.extend(w.versions.keys().cloned());
                 *learned = true;
             }
+            let settled = unsettled.apply(w, &holder);
             let before = (w.versions.len(), w.queueing.len(), w.since);
             // A window without `since` holds what its polls queued from this walk's lower bound on.
             w.since = Some(w.since.unwrap_or(lower).max(floor));
@@ -702,23 +810,26 @@ impl Lister<'_> {
                     }
                 }
             }
-            if take.is_empty() && before == (w.versions.len(), w.queueing.len(), w.since) {
-                return Change::Keep((take, held));
-            }
-            Change::Put(serde_json::to_vec(&w).expect("windows serialize"), (take, held))
+            let changed = settled || !take.is_empty() || before != (w.versions.len(), w.queueing.len(), w.since);
+            (changed, (take, held))
         })
-        .await
-        .map_err(|e| PollError::store(tenant, "claim versions in the seen window", e))?;
-        let (take, held) = claimed;
+        .await;
+        let (take, held) = match claimed {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                self.unsettled = unsettled;
+                return Err(e);
+            }
+        };
         if let Some(h) = held {
             self.held = Some(self.held.map_or(h, |o| o.min(h)));
         }
         self.report.already_queued += candidates.len() - take.len();
         let (sent, failure) = send_page(app, tenant, take.iter().map(|i| &candidates[*i])).await;
-        self.settle(&sent, &take.iter().map(|i| candidates[*i].0.clone()).collect::<Vec<_>>()).await?;
         let queued = sent.len();
         self.report.queued += queued;
-        self.known.extend(sent.into_iter().map(|(key, _)| key));
+        self.known.extend(sent.iter().map(|(key, _)| key.clone()));
+        self.unsettled = Unsettled { sent, claimed: take.iter().map(|i| candidates[*i].0.clone()).collect() };
         self.report_progress();
         match failure {
             Some(e) => Err(PollError::store(tenant, "queue an alert", e)),
@@ -736,25 +847,19 @@ impl Lister<'_> {
         (self.progress)(&prog);
     }
 
-    /// Marks `sent` queued and gives back the claims of the rest of `claimed`.
-    async fn settle(&self, sent: &[(String, DateTime<Utc>)], claimed: &[String]) -> Result<(), PollError> {
-        if claimed.is_empty() {
+    /// Marks the versions queued so far queued in the seen window, and gives back the claims of the rest.
+    async fn settle(&mut self) -> Result<(), PollError> {
+        if self.unsettled.is_empty() {
             return Ok(());
         }
-        store::update(self.app.store.as_ref(), &keys::seen(self.tenant), |current| {
-            let mut w = parse_window(self.tenant, current);
-            for key in claimed {
-                if w.queueing.get(key).is_some_and(|q| q.by == self.holder) {
-                    w.queueing.remove(key);
-                }
-            }
-            for (key, at) in sent {
-                w.versions.insert(key.clone(), *at);
-            }
-            Change::Put(serde_json::to_vec(&w).expect("windows serialize"), ())
-        })
-        .await
-        .map_err(|e| PollError::store(self.tenant, "mark versions queued in the seen window", e))
+        let (unsettled, holder) = (std::mem::take(&mut self.unsettled), &self.holder);
+        let what = "mark versions queued in the seen window";
+        let settled =
+            change_seen(self.app, self.tenant, &mut self.seen, what, |w| (unsettled.apply(w, holder), ())).await;
+        if settled.is_err() {
+            self.unsettled = unsettled;
+        }
+        settled
     }
 }
 

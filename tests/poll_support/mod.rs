@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,10 +36,24 @@ pub fn t(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }
 
-/// Fails the watermark write on demand, as a crash between enqueue and watermark would.
+/// Fails the watermark write on demand, as a crash between enqueue and watermark would; counts the
+/// reads and writes of the seen windows, and can play another poll writing a tenant's seen window just
+/// before one of this rig's writes.
 pub struct CrashOnWatermark {
     pub crash_on_watermark: AtomicBool,
+    /// Reads of any `seen/…` key.
+    pub seen_reads: AtomicUsize,
+    /// Compare-and-swap writes of any `seen/…` key.
+    pub seen_writes: AtomicUsize,
+    /// When non-zero: just before the seen window's write with this number (1 = the first), another
+    /// writer adds [`INTERLOPER`] to that window's `versions`, directly in the store beneath.
+    pub interlope_before_write: AtomicUsize,
+    /// The store beneath, for the interloper.
+    pub inner: Arc<SqliteStore>,
 }
+
+/// The version key another poll adds to a seen window (see [`CrashOnWatermark::interlope_before_write`]).
+pub const INTERLOPER: &str = "interloper\u{1f}2026-11-26T11:59:00Z";
 
 /// The rig's store: SQLite, with [`CrashOnWatermark`].
 pub type CrashingStore = Hooked<CrashOnWatermark>;
@@ -51,6 +65,25 @@ impl Hook for CrashOnWatermark {
             && self.crash_on_watermark.load(Ordering::SeqCst)
         {
             return Err(StoreError::Backend("injected crash before the watermark write".into()));
+        }
+        match op {
+            Op::Get(key) if key.starts_with("seen/") => {
+                self.seen_reads.fetch_add(1, Ordering::SeqCst);
+            }
+            Op::PutIf(key) if key.starts_with("seen/") => {
+                let n = self.seen_writes.fetch_add(1, Ordering::SeqCst) + 1;
+                if n == self.interlope_before_write.load(Ordering::SeqCst) {
+                    let at: DateTime<Utc> = "2026-11-26T11:59:00Z".parse().unwrap();
+                    secmon::store::update(self.inner.as_ref(), key, |current| {
+                        let mut w: secmon::intake::poll::SeenWindow =
+                            current.map(|b| serde_json::from_slice(b).unwrap()).unwrap_or_default();
+                        w.versions.insert(INTERLOPER.to_string(), at);
+                        secmon::store::Change::Put(serde_json::to_vec(&w).unwrap(), ())
+                    })
+                    .await?;
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -121,7 +154,14 @@ pub fn rig_with(emu: Emulator, config: Config, now: DateTime<Utc>) -> Rig {
         .with_sleeper(sleeper.clone())
         .with_policy(RetryPolicy { timeout: Duration::from_secs(10), ..RetryPolicy::default() });
     let sqlite = Arc::new(SqliteStore::in_memory().unwrap());
-    let store = Arc::new(Hooked::new(sqlite.clone(), CrashOnWatermark { crash_on_watermark: AtomicBool::new(false) }));
+    let hook = CrashOnWatermark {
+        crash_on_watermark: AtomicBool::new(false),
+        seen_reads: AtomicUsize::new(0),
+        seen_writes: AtomicUsize::new(0),
+        interlope_before_write: AtomicUsize::new(0),
+        inner: sqlite.clone(),
+    };
+    let store = Arc::new(Hooked::new(sqlite.clone(), hook));
     let clock = Arc::new(ManualClock::new(now));
     let app = App::builder(config)
         .store(store.clone())

@@ -170,9 +170,10 @@ async fn a_poll_of_many_alerts_costs_one_send_and_the_respond_stage_per_alert() 
     let many = run(n).await;
     eprintln!("{n} alerts: {many:?}");
     // The poll's own bookkeeping (watermark, seen window, health, creating the queue) is paid once per
-    // poll, not per alert: measured n + 16 (n + 17 before the poll kept the seen window it wrote). Respond and its delivery job together: 12.35 per alert
-    // (42 + 205 for 20), + 1 creating the day's audit stream; the job's own queue round trip (send,
-    // receive, delete) is what a delivery of its own costs over the 10 of one message doing both.
+    // poll, not per alert: measured n + 16 (n + 17 before the poll kept the seen window it wrote).
+    // Respond and its delivery job together: 12.35 per alert (42 + 205 for 20), + 1 creating the day's
+    // audit stream; the job's own queue round trip (send, receive, delete) is what a delivery of its own
+    // costs over the 10 of one message doing both.
     assert!(many.poll <= n as u64 + 16, "{many:?}");
     assert!(many.respond + many.deliver <= 25 * n as u64 / 2 + 1, "{many:?}");
 }

@@ -466,8 +466,7 @@ async fn walk(
         held: None,
         known: std::collections::HashSet::new(),
         learned: false,
-        seen: None,
-        unsettled: Unsettled::default(),
+        seen: SeenState::default(),
         progress,
         // A backfill skips the versions the polls (or an earlier backfill) have queued for certain.
         covered: match (kind, covered_since, old) {
@@ -546,10 +545,8 @@ struct Lister<'a> {
     known: std::collections::HashSet<String>,
     /// Whether `known` holds the seen window's versions yet (read once per walk).
     learned: bool,
-    /// The seen window as this walk last wrote it, and the version that write carries.
-    seen: Option<(Etag, SeenWindow)>,
-    /// Versions this walk queued and has not yet marked queued in the seen window.
-    unsettled: Unsettled,
+    /// The seen window as this walk last wrote it, and what it has yet to mark queued there.
+    seen: SeenState,
 }
 
 /// Versions queued by a walk whose claims are still to be turned into entries of the seen window. The
@@ -583,7 +580,17 @@ impl Unsettled {
     }
 }
 
-/// Changes a tenant's seen window with compare-and-swap. It starts from `cached`, the window as this
+/// A walk's own state of the seen window between its writes.
+#[derive(Debug, Default)]
+struct SeenState {
+    /// The window as this walk last wrote it, and the version that write carries.
+    cached: Option<(Etag, SeenWindow)>,
+    /// Versions this walk queued and has not yet marked queued.
+    unsettled: Unsettled,
+}
+
+/// Changes a tenant's seen window with compare-and-swap, marking `seen.unsettled` queued in the same
+/// write (and forgetting them once it is written). It starts from `seen.cached`, the window as this
 /// walk last wrote it, without reading or parsing it again: the window holds every version of the
 /// overlap (10,000 entries after a burst of 10,000 alerts) and a walk changes it once a page. A write
 /// that finds the window changed by another poll reads it and tries again. `change` says whether it
@@ -596,12 +603,14 @@ impl Unsettled {
 async fn change_seen<R>(
     app: &App,
     tenant: &str,
-    cached: &mut Option<(Etag, SeenWindow)>,
+    holder: &str,
+    seen: &mut SeenState,
     what: &str,
     mut change: impl FnMut(&mut SeenWindow) -> (bool, R),
 ) -> Result<R, PollError> {
     let store = app.store.as_ref();
     let key = keys::seen(tenant);
+    let cached = &mut seen.cached;
     for _ in 0..store::CAS_ATTEMPTS {
         let (mut window, cond) = match cached.take() {
             Some((etag, window)) => (window, Precondition::Matches(etag)),
@@ -610,8 +619,9 @@ async fn change_seen<R>(
                 None => (SeenWindow::default(), Precondition::Absent),
             },
         };
+        let settled = seen.unsettled.apply(&mut window, holder);
         let (changed, answer) = change(&mut window);
-        if !changed {
+        if !changed && !settled {
             if let Precondition::Matches(etag) = cond {
                 *cached = Some((etag, window));
             }
@@ -621,6 +631,7 @@ async fn change_seen<R>(
         match store.put_if(&key, &bytes, cond).await {
             Ok(etag) => {
                 *cached = Some((etag, window));
+                seen.unsettled = Unsettled::default();
                 return Ok(answer);
             }
             Err(StoreError::Conflict { .. }) => continue,
@@ -783,13 +794,12 @@ impl Lister<'_> {
         let floor = self.floor_base.map_or(newest, |o| o.min(newest)) - self.retention;
         let (holder, lower) = (self.holder.clone(), self.lower);
         let (known, learned) = (&mut self.known, &mut self.learned);
-        let unsettled = std::mem::take(&mut self.unsettled);
-        let claimed = change_seen(app, tenant, &mut self.seen, "claim versions in the seen window", |w| {
+        let what = "claim versions in the seen window";
+        let (take, held) = change_seen(app, tenant, &holder, &mut self.seen, what, |w| {
             if !*learned {
                 known.extend(w.versions.keys().cloned());
                 *learned = true;
             }
-            let settled = unsettled.apply(w, &holder);
             let before = (w.versions.len(), w.queueing.len(), w.since);
             // A window without `since` holds what its polls queued from this walk's lower bound on.
             w.since = Some(w.since.unwrap_or(lower).max(floor));
@@ -810,17 +820,10 @@ impl Lister<'_> {
                     }
                 }
             }
-            let changed = settled || !take.is_empty() || before != (w.versions.len(), w.queueing.len(), w.since);
+            let changed = !take.is_empty() || before != (w.versions.len(), w.queueing.len(), w.since);
             (changed, (take, held))
         })
-        .await;
-        let (take, held) = match claimed {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                self.unsettled = unsettled;
-                return Err(e);
-            }
-        };
+        .await?;
         if let Some(h) = held {
             self.held = Some(self.held.map_or(h, |o| o.min(h)));
         }
@@ -829,7 +832,7 @@ impl Lister<'_> {
         let queued = sent.len();
         self.report.queued += queued;
         self.known.extend(sent.iter().map(|(key, _)| key.clone()));
-        self.unsettled = Unsettled { sent, claimed: take.iter().map(|i| candidates[*i].0.clone()).collect() };
+        self.seen.unsettled = Unsettled { sent, claimed: take.iter().map(|i| candidates[*i].0.clone()).collect() };
         self.report_progress();
         match failure {
             Some(e) => Err(PollError::store(tenant, "queue an alert", e)),
@@ -849,17 +852,11 @@ impl Lister<'_> {
 
     /// Marks the versions queued so far queued in the seen window, and gives back the claims of the rest.
     async fn settle(&mut self) -> Result<(), PollError> {
-        if self.unsettled.is_empty() {
+        if self.seen.unsettled.is_empty() {
             return Ok(());
         }
-        let (unsettled, holder) = (std::mem::take(&mut self.unsettled), &self.holder);
         let what = "mark versions queued in the seen window";
-        let settled =
-            change_seen(self.app, self.tenant, &mut self.seen, what, |w| (unsettled.apply(w, holder), ())).await;
-        if settled.is_err() {
-            self.unsettled = unsettled;
-        }
-        settled
+        change_seen(self.app, self.tenant, &self.holder, &mut self.seen, what, |_| (false, ())).await
     }
 }
 

@@ -159,6 +159,28 @@ pub async fn fencing_contract(store: &dyn Store) {
     store.complete(&k, &token).await.unwrap();
     assert_eq!(store.claim(&k, lease).await.unwrap(), Claim::Done);
 
+    // A claim taken with a read: the value comes only with an acquired claim, and a completion with
+    // records writes them, even when the claim is no longer the caller's (it then says so).
+    let (k, v) = (format!("{p}/fence/read"), format!("{p}/fence/read-value"));
+    let (claim, value) = store.claim_reading(&k, Duration::from_secs(60), &v).await.unwrap();
+    assert!(value.is_none(), "nothing stored yet");
+    let token = acquired(claim);
+    store.put(&v, b"before").await.unwrap();
+    assert_eq!(store.claim_reading(&k, lease, &v).await.unwrap(), (Claim::Held, None), "held: no read");
+    let puts = [(v.clone(), b"told".to_vec()), (format!("{p}/fence/read-other"), b"2".to_vec())];
+    assert!(not_holder(store.complete_with(&k, &stranger, &puts[..1]).await), "a stranger must not complete");
+    assert_eq!(store.claim(&k, lease).await.unwrap(), Claim::Held, "the holder's claim stays");
+    assert_eq!(store.get(&v).await.unwrap().unwrap().value, b"told", "the records stand all the same");
+    store.put(&v, b"before").await.unwrap();
+    store.complete_with(&k, &token, &puts).await.unwrap();
+    assert_eq!(store.claim_reading(&k, lease, &v).await.unwrap(), (Claim::Done, None), "done: no read");
+    assert_eq!(store.get(&v).await.unwrap().unwrap().value, b"told");
+    assert_eq!(store.get(&puts[1].0).await.unwrap().unwrap().value, b"2");
+    let k = format!("{p}/fence/read-again");
+    let (claim, value) = store.claim_reading(&k, lease, &v).await.unwrap();
+    assert!(matches!(claim, Claim::Acquired(_)));
+    assert_eq!(value.unwrap().value, b"told", "an acquired claim reads the value as it is");
+
     // Two workers race one `once` with an act three leases long: exactly one act runs and completes.
     let k = format!("{p}/fence/race");
     let acts = AtomicUsize::new(0);

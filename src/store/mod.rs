@@ -43,7 +43,7 @@ pub mod sqlite;
 
 pub use admin::QueueAdmin;
 pub use cas::{CAS_ATTEMPTS, Change, update, update_from};
-pub use once::{Once, once};
+pub use once::{Once, Put, once, once_reading};
 
 /// An opaque version tag of a stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +163,27 @@ pub trait Store: Send + Sync {
     /// [`StoreError::NotHolder`] when `token` no longer holds it (the holder's claim is left alone); a
     /// completed claim is never undone.
     async fn release(&self, key: &str, token: &Token) -> StoreResult<()>;
+    /// [`Store::claim`], and when the claim is acquired the value at `read` as well: what the effect
+    /// depends on, read once the claim is held. A backend that can does both in one round trip (SQLite:
+    /// one job); the default calls the two in turn.
+    async fn claim_reading(&self, key: &str, lease: Duration, read: &str) -> StoreResult<(Claim, Option<Versioned>)> {
+        let claim = self.claim(key, lease).await?;
+        let value = match claim {
+            Claim::Acquired(_) => self.get(read).await?,
+            Claim::Done | Claim::Held => None,
+        };
+        Ok((claim, value))
+    }
+    /// Writes each of `puts` unconditionally, then [`Store::complete`]s the claim: the records an effect
+    /// leaves, written with its completion. The puts stand even when the claim is no longer this
+    /// holder's ([`StoreError::NotHolder`]), as they would written one by one before it. A backend that
+    /// can does it all in one round trip (SQLite: one job, one commit); the default calls them in turn.
+    async fn complete_with(&self, key: &str, token: &Token, puts: &[(String, Vec<u8>)]) -> StoreResult<()> {
+        for (k, v) in puts {
+            self.put(k, v).await?;
+        }
+        self.complete(key, token).await
+    }
     /// Writes `record` as number `seq` (from 1) of `stream`. [`StoreError::Conflict`] when the stream
     /// already holds a record numbered `seq`: one conditional write decides between two writers of one
     /// number. Callers append in order (number `seq` after `seq - 1`).

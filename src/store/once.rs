@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Claim, Store, StoreError, StoreResult, Token};
+use super::{Claim, Store, StoreError, StoreResult, Token, Versioned};
 
 /// What [`once`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,27 +48,75 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let mut token = match store.claim(key, lease).await? {
+    let act = move |_: Option<Versioned>| async move { act().await.map(|t| (t, Vec::new())) };
+    run(store, key, lease, None, act).await
+}
+
+/// A record an act leaves, written with its claim's completion: a key and its new value.
+pub type Put = (String, Vec<u8>);
+
+/// [`once`] for an act that depends on the value at `read` and leaves records behind: the claim is
+/// taken together with a read of `read` ([`Store::claim_reading`]), the act gets that value, and the
+/// records it returns with its outcome are written together with the claim's completion
+/// ([`Store::complete_with`]). On a backend that batches, that is two round trips where a claim, a
+/// read, a put and a completion were four.
+pub async fn once_reading<T, E, F, Fut>(
+    store: &dyn Store,
+    key: &str,
+    lease: Duration,
+    read: &str,
+    act: F,
+) -> StoreResult<Once<T, E>>
+where
+    F: FnOnce(Option<Versioned>) -> Fut,
+    Fut: Future<Output = Result<(T, Vec<Put>), E>>,
+{
+    run(store, key, lease, Some(read), act).await
+}
+
+async fn run<T, E, F, Fut>(
+    store: &dyn Store,
+    key: &str,
+    lease: Duration,
+    read: Option<&str>,
+    act: F,
+) -> StoreResult<Once<T, E>>
+where
+    F: FnOnce(Option<Versioned>) -> Fut,
+    Fut: Future<Output = Result<(T, Vec<Put>), E>>,
+{
+    let (claim, value) = match read {
+        Some(read) => store.claim_reading(key, lease, read).await?,
+        None => (store.claim(key, lease).await?, None),
+    };
+    let mut token = match claim {
         Claim::Done => return Ok(Once::AlreadyDone),
         Claim::Held => return Ok(Once::Held),
         Claim::Acquired(token) => token,
     };
-    let Some(outcome) = run_renewing(store, key, lease, &mut token, act()).await else {
+    let Some(outcome) = run_renewing(store, key, lease, &mut token, act(value)).await else {
         return Ok(Once::Held);
     };
     match outcome {
-        Ok(t) => match store.complete(key, &token).await {
-            Ok(()) => Ok(Once::Done(t)),
-            Err(StoreError::NotHolder { .. }) => {
-                tracing::warn!("{key}: the lease ran out as the act finished and another worker holds it now");
-                Ok(Once::Held)
+        Ok((t, puts)) => {
+            let completed = if puts.is_empty() {
+                store.complete(key, &token).await
+            } else {
+                store.complete_with(key, &token, &puts).await
+            };
+            match completed {
+                Ok(()) => Ok(Once::Done(t)),
+                Err(StoreError::NotHolder { .. }) => {
+                    tracing::warn!("{key}: the lease ran out as the act finished and another worker holds it now");
+                    Ok(Once::Held)
+                }
+                Err(e) => {
+                    // The effect happened; until the lease runs out the claim still keeps others from it.
+                    tracing::warn!("could not complete the claim {key}: {e}");
+                    Ok(Once::Done(t))
+                }
             }
-            Err(e) => {
-                // The effect happened; until the lease runs out the claim still keeps others from it.
-                tracing::warn!("could not complete the claim {key}: {e}");
-                Ok(Once::Done(t))
-            }
-        },
+        }
         Err(e) => {
             if let Err(release) = store.release(key, &token).await {
                 tracing::warn!("could not release the claim {key}: {release}; it frees itself when its lease runs out");
@@ -133,6 +181,33 @@ mod tests {
         let done: Once<u8, ()> = once(&s, "k/a", LEASE, || async { Ok(7) }).await.unwrap();
         assert_eq!(done, Once::Done(7), "a failed act gives its claim back");
         let again: Once<u8, ()> = once(&s, "k/a", LEASE, || async { unreachable!("done already") }).await.unwrap();
+        assert_eq!(again, Once::AlreadyDone);
+    }
+
+    #[tokio::test]
+    async fn an_act_reading_gets_the_value_and_its_records_are_written_only_when_it_succeeds() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.put("last/a", b"1").await.unwrap();
+        let put = || vec![("last/a".to_string(), b"2".to_vec())];
+        let failed: Once<(), &str> = once_reading(&s, "k/r", LEASE, "last/a", |v| async move {
+            assert_eq!(v.unwrap().value, b"1");
+            Err("boom")
+        })
+        .await
+        .unwrap();
+        assert_eq!(failed, Once::Failed("boom"));
+        assert_eq!(s.get("last/a").await.unwrap().unwrap().value, b"1", "a failed act writes nothing");
+        let done: Once<u8, ()> = once_reading(&s, "k/r", LEASE, "last/a", |v| async move {
+            assert_eq!(v.unwrap().value, b"1");
+            Ok((7, put()))
+        })
+        .await
+        .unwrap();
+        assert_eq!(done, Once::Done(7));
+        assert_eq!(s.get("last/a").await.unwrap().unwrap().value, b"2");
+        assert!(matches!(s.claim("k/r", LEASE).await.unwrap(), Claim::Done));
+        let again: Once<u8, ()> =
+            once_reading(&s, "k/r", LEASE, "last/a", |_| async { unreachable!("done already") }).await.unwrap();
         assert_eq!(again, Once::AlreadyDone);
     }
 

@@ -29,7 +29,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Claim, Etag, Listed, Precondition, Queue, Received, Space, Store, StoreError, StoreResult, Token, poison_name,
+    Claim, Etag, Listed, Precondition, Queue, Received, Space, Store, StoreError, StoreResult, Token, Versioned,
+    poison_name,
 };
 use crate::clock::{Clock, SystemClock};
 
@@ -380,21 +381,67 @@ fn prefix_pattern(prefix: &str) -> String {
     format!("{escaped}%")
 }
 
+fn get_on(c: &Connection, key: &str) -> StoreResult<Option<Versioned>> {
+    c.prepare_cached("SELECT value, version FROM kv WHERE key = ?1")
+        .and_then(|mut s| {
+            s.query_row(params![key], |r| {
+                Ok(Versioned { value: r.get(0)?, etag: Etag(r.get::<_, i64>(1)?.to_string()) })
+            })
+            .optional()
+        })
+        .map_err(backend)
+}
+
+fn put_on(c: &Connection, key: &str, value: &[u8], now: i64) -> StoreResult<Etag> {
+    let version: i64 = c
+        .prepare_cached(
+            "INSERT INTO kv (key, value, version, written) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
+             written = excluded.written
+             RETURNING version",
+        )
+        .and_then(|mut s| s.query_row(params![key, value, now], |r| r.get(0)))
+        .map_err(backend)?;
+    Ok(Etag(version.to_string()))
+}
+
+/// Takes the claim of `key` unless it is done or held until after `now`; the new lease ends at `until`.
+fn claim_on(c: &Connection, key: String, now: i64, until: i64) -> StoreResult<Claim> {
+    let row: Option<(i64, i64)> = c
+        .prepare_cached("SELECT done, lease_until FROM claims WHERE key = ?1")
+        .and_then(|mut s| s.query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(backend)?;
+    Ok(match row {
+        Some((1, _)) => Claim::Done,
+        Some((_, lease_until)) if lease_until > now => Claim::Held,
+        _ => {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            c.prepare_cached(
+                "INSERT INTO claims (key, done, lease_until, token, written) VALUES (?1, 0, ?2, ?3, ?4)
+                 ON CONFLICT(key) DO UPDATE SET done = 0, lease_until = excluded.lease_until,
+                 token = excluded.token, written = excluded.written",
+            )
+            .and_then(|mut s| s.execute(params![key, until, token, now]))
+            .map_err(backend)?;
+            Claim::Acquired(Token(token))
+        }
+    })
+}
+
+/// Completes the claim of `key` held with `token`; false when `token` does not hold it.
+fn complete_on(c: &Connection, key: &str, token: &str, now: i64) -> StoreResult<bool> {
+    let n = c
+        .prepare_cached("UPDATE claims SET done = 1, written = ?3 WHERE key = ?1 AND token = ?2")
+        .and_then(|mut s| s.execute(params![key, token, now]))
+        .map_err(backend)?;
+    Ok(n > 0)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
-    async fn get(&self, key: &str) -> StoreResult<Option<super::Versioned>> {
+    async fn get(&self, key: &str) -> StoreResult<Option<Versioned>> {
         let key = key.to_string();
-        self.read(move |c| {
-            c.prepare_cached("SELECT value, version FROM kv WHERE key = ?1")
-                .and_then(|mut s| {
-                    s.query_row(params![key], |r| {
-                        Ok(super::Versioned { value: r.get(0)?, etag: Etag(r.get::<_, i64>(1)?.to_string()) })
-                    })
-                    .optional()
-                })
-                .map_err(backend)
-        })
-        .await
+        self.read(move |c| get_on(c, &key)).await
     }
 
     async fn put_if(&self, key: &str, value: &[u8], cond: Precondition) -> StoreResult<Etag> {
@@ -431,19 +478,7 @@ impl Store for SqliteStore {
         check_key(key)?;
         let (key, value) = (key.to_string(), value.to_vec());
         let now = self.now_ms();
-        self.write(move |c| {
-            let version: i64 = c
-                .prepare_cached(
-                    "INSERT INTO kv (key, value, version, written) VALUES (?1, ?2, 1, ?3)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
-                     written = excluded.written
-                     RETURNING version",
-                )
-                .and_then(|mut s| s.query_row(params![key, value, now], |r| r.get(0)))
-                .map_err(backend)?;
-            Ok(Etag(version.to_string()))
-        })
-        .await
+        self.write(move |c| put_on(c, &key, &value, now)).await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
@@ -471,28 +506,21 @@ impl Store for SqliteStore {
     async fn claim(&self, key: &str, lease: Duration) -> StoreResult<Claim> {
         check_key(key)?;
         let key = key.to_string();
-        let now = self.now_ms();
-        let until = now + lease.as_millis() as i64;
+        let (now, until) = (self.now_ms(), self.now_ms() + lease.as_millis() as i64);
+        self.write(move |c| claim_on(c, key, now, until)).await
+    }
+
+    async fn claim_reading(&self, key: &str, lease: Duration, read: &str) -> StoreResult<(Claim, Option<Versioned>)> {
+        check_key(key)?;
+        let (key, read) = (key.to_string(), read.to_string());
+        let (now, until) = (self.now_ms(), self.now_ms() + lease.as_millis() as i64);
         self.write(move |c| {
-            let row: Option<(i64, i64)> = c
-                .prepare_cached("SELECT done, lease_until FROM claims WHERE key = ?1")
-                .and_then(|mut s| s.query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-                .map_err(backend)?;
-            Ok(match row {
-                Some((1, _)) => Claim::Done,
-                Some((_, lease_until)) if lease_until > now => Claim::Held,
-                _ => {
-                    let token = uuid::Uuid::new_v4().simple().to_string();
-                    c.prepare_cached(
-                        "INSERT INTO claims (key, done, lease_until, token, written) VALUES (?1, 0, ?2, ?3, ?4)
-                         ON CONFLICT(key) DO UPDATE SET done = 0, lease_until = excluded.lease_until,
-                         token = excluded.token, written = excluded.written",
-                    )
-                    .and_then(|mut s| s.execute(params![key, until, token, now]))
-                    .map_err(backend)?;
-                    Claim::Acquired(Token(token))
-                }
-            })
+            let claim = claim_on(c, key, now, until)?;
+            let value = match claim {
+                Claim::Acquired(_) => get_on(c, &read)?,
+                Claim::Done | Claim::Held => None,
+            };
+            Ok((claim, value))
         })
         .await
     }
@@ -516,14 +544,29 @@ impl Store for SqliteStore {
     async fn complete(&self, key: &str, token: &Token) -> StoreResult<()> {
         let (key, token) = (key.to_string(), token.0.clone());
         let now = self.now_ms();
-        self.write(move |c| {
-            let n = c
-                .prepare_cached("UPDATE claims SET done = 1, written = ?3 WHERE key = ?1 AND token = ?2")
-                .and_then(|mut s| s.execute(params![key, token, now]))
-                .map_err(backend)?;
-            if n == 0 { Err(not_holder(key)) } else { Ok(()) }
-        })
-        .await
+        self.write(move |c| if complete_on(c, &key, &token, now)? { Ok(()) } else { Err(not_holder(key)) }).await
+    }
+
+    async fn complete_with(&self, key: &str, token: &Token, puts: &[(String, Vec<u8>)]) -> StoreResult<()> {
+        for (k, _) in puts {
+            check_key(k)?;
+        }
+        let (key, token, puts) = (key.to_string(), token.0.clone(), puts.to_vec());
+        let now = self.now_ms();
+        // The puts stand when the claim is no longer this holder's: the job succeeds (its savepoint is
+        // kept) and says so, and the error is made here.
+        let completed = self
+            .write(move |c| {
+                for (k, v) in &puts {
+                    put_on(c, k, v, now)?;
+                }
+                complete_on(c, &key, &token, now).map(|done| (done, key))
+            })
+            .await?;
+        match completed {
+            (true, _) => Ok(()),
+            (false, key) => Err(not_holder(key)),
+        }
     }
 
     async fn release(&self, key: &str, token: &Token) -> StoreResult<()> {

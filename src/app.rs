@@ -29,6 +29,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// This process's audit appends to `store`, batched per tenant-day.
     pub audit: Arc<crate::audit::Writer>,
+    /// What this process last read of the receivers' breakers in `store`, fresh for a second.
+    pub breakers: Arc<crate::notify::deliver::breaker::Seen>,
     /// The alerts queue.
     pub queue: Arc<dyn Queue>,
     /// Microsoft Graph.
@@ -85,11 +87,17 @@ impl App {
     }
 
     /// The same edges on another backend: its store, its queue, and an audit writer appending to it
-    /// (the writer belongs to the store; setting `store` alone would leave audit records going to the
-    /// old one).
+    /// (the writer and the breakers' reads belong to the store; setting `store` alone would leave audit
+    /// records going to the old one).
     pub fn with_backend<B: Store + Queue + 'static>(&self, backend: Arc<B>) -> App {
         let store: Arc<dyn Store> = backend.clone();
-        App { audit: Arc::new(crate::audit::Writer::new(store.clone())), store, queue: backend, ..self.clone() }
+        App {
+            audit: Arc::new(crate::audit::Writer::new(store.clone())),
+            breakers: Arc::default(),
+            store,
+            queue: backend,
+            ..self.clone()
+        }
     }
 
     /// The same state with another queue on the same store (a wrapper of the queue it has, such as
@@ -189,6 +197,7 @@ impl AppBuilder {
             receivers,
             mute,
             audit: Arc::new(crate::audit::Writer::new(store.clone())),
+            breakers: Arc::default(),
             store,
             queue: self.queue.expect("App::builder needs a queue"),
             graph: self.graph.expect("App::builder needs a Graph"),

@@ -49,7 +49,7 @@ use crate::app::App;
 use crate::graph::Retry;
 use crate::notify::{NotifyError, Receivers, silence};
 use crate::rules::{Delivery, Update};
-use crate::store::{Claim, Once, Store, StoreError, keys, once};
+use crate::store::{Claim, Once, Put, Store, StoreError, Versioned, keys, once_reading};
 
 /// What delivery did for one alert version.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -181,17 +181,20 @@ pub async fn deliver(
 pub async fn deliver_one(app: &App, tenant: &str, alert: &Alert, target: &Delivery) -> Result<Step, DeliverError> {
     let name = target.receiver.as_str();
     let now = app.clock.now();
-    let admitted = breaker::admit(app.store.as_ref(), name, now).await.map_err(store)?;
+    let admitted = breaker::admit(app.store.as_ref(), &app.breakers, name, now).await.map_err(store)?;
     if let Admit::Wait(until) = admitted {
         return Ok(Step::Paused(until));
     }
     let claim_key = claim::notify_key(tenant, alert, name);
-    let act = || notify_one(app, &app.receivers, tenant, alert, target, &claim_key, admitted);
-    let done = once(app.store.as_ref(), &claim_key, claim::SEND_LEASE, act).await.map_err(store)?;
+    // What the receiver was last told of the alert is read with the claim, and what it is told now
+    // written with the claim's completion.
+    let last_key = keys::notify_last(tenant, &alert.id, name);
+    let act = |last| notify_one(app, &app.receivers, tenant, alert, target, &claim_key, &last_key, last, admitted);
+    let done = once_reading(app.store.as_ref(), &claim_key, claim::SEND_LEASE, &last_key, act).await.map_err(store)?;
     let sent = matches!(done, Once::Done(Outcome::Sent | Outcome::CardUpdated) | Once::Failed(Stop::Failed(_)));
     if admitted == Admit::Probe && !sent {
         // Nothing was sent: let the next delivery probe at once rather than after the probe's lease.
-        if let Err(e) = breaker::unprobed(app.store.as_ref(), name).await {
+        if let Err(e) = breaker::unprobed(app.store.as_ref(), &app.breakers, name).await {
             tracing::warn!(receiver = name, "breaker probe not given back: {e}");
         }
     }
@@ -331,8 +334,11 @@ enum Outcome {
     CardUpdated,
 }
 
-/// The steps for one claimed receiver: realert → group → render → send → record. The caller completes
-/// the claim on success and releases it on error.
+/// The steps for one claimed receiver: realert → group → render → send → record. `last` is the record
+/// at `last_key` of what the receiver was last told of the alert; an outcome that told it (or holds the
+/// alert for a digest or a group's message) returns the new record, which the caller writes as it
+/// completes the claim on success; it releases the claim on error.
+#[allow(clippy::too_many_arguments)]
 async fn notify_one(
     app: &App,
     receivers: &Receivers,
@@ -340,8 +346,10 @@ async fn notify_one(
     alert: &Alert,
     target: &Delivery,
     claim_key: &str,
+    last_key: &str,
+    last: Option<Versioned>,
     admitted: Admit,
-) -> Result<Outcome, Stop> {
+) -> Result<(Outcome, Vec<Put>), Stop> {
     let now = app.clock.now();
     let name = target.receiver.as_str();
     let store_err = |e: StoreError| NotifyError::new(name, format!("store: {e}"), Retry::Retryable);
@@ -353,12 +361,12 @@ async fn notify_one(
                 health(app, tenant, alert, name, admitted, &Ok(200)).await;
                 record::append(app, tenant, now, record::card_updated(alert, name, &at.activity_id, &target.routes))
                     .await;
-                return Ok(Outcome::CardUpdated);
+                return Ok((Outcome::CardUpdated, Vec::new()));
             }
             Ok(card::Existing::Current(shown)) => {
                 let reason = format!("its card shows version {shown} already");
                 record::append(app, tenant, now, record::suppressed(alert, name, reason)).await;
-                return Ok(Outcome::Suppressed);
+                return Ok((Outcome::Suppressed, Vec::new()));
             }
             Err(e) => {
                 health(app, tenant, alert, name, admitted, &Err(e.clone())).await;
@@ -369,31 +377,29 @@ async fn notify_one(
     }
     if let Some(muted) = silence::muting(app, tenant, alert, target, now).await.map_err(store_err)? {
         record::append(app, tenant, now, muted.record(alert, name, &target.routes)).await;
-        return Ok(Outcome::Silenced);
+        return Ok((Outcome::Silenced, Vec::new()));
     }
-    let last_key = keys::notify_last(tenant, &alert.id, name);
-    let last = realert::last(app.store.as_ref(), &last_key).await.map_err(store_err)?;
-    let why = match realert(last.as_ref(), alert, now, target.realert) {
+    let why = match realert(realert::last(last).as_ref(), alert, now, target.realert) {
         Ok(why) => why,
         Err(reason) => {
             record::append(app, tenant, now, record::suppressed(alert, name, reason)).await;
-            return Ok(Outcome::Suppressed);
+            return Ok((Outcome::Suppressed, Vec::new()));
         }
     };
+    // What it is told now, written as the claim completes: from then on realert knows it was told.
+    let told = || vec![realert::told(last_key, alert, now)];
     let notifier = receivers.get(name)?;
     let mut view = render::view(tenant, alert, target, why, notifier.shows_evidence());
     if silence::digest::collect(app, tenant, alert, target, &view, claim_key, now).await.map_err(store_err)? {
-        realert::remember(app.store.as_ref(), &last_key, alert, now).await;
-        return Ok(Outcome::Deferred);
+        return Ok((Outcome::Deferred, told()));
     }
     let group_key = match group::group(app.store.as_ref(), tenant, name, alert, &mut view, target.group, now)
         .await
         .map_err(store_err)?
     {
         Grouping::Member { leader } => {
-            realert::remember(app.store.as_ref(), &last_key, alert, now).await;
             record::append(app, tenant, now, record::grouped(alert, name, &leader)).await;
-            return Ok(Outcome::Grouped);
+            return Ok((Outcome::Grouped, told()));
         }
         Grouping::Leader { key } => Some(key),
         Grouping::Alone => None,
@@ -420,7 +426,6 @@ async fn notify_one(
         };
         // Its claim is completed by `once` when this returns: from now the list holds it, durably.
         coalesce::wait(app.store.as_ref(), tenant, name, entry).await.map_err(store_err)?;
-        realert::remember(app.store.as_ref(), &last_key, alert, now).await;
         if let Some(gk) = group_key {
             group::mark_sent(app.store.as_ref(), &gk, &alert.id).await;
         }
@@ -430,7 +435,7 @@ async fn notify_one(
         if let Err(e) = coalesce::drain(app, tenant, name).await {
             tracing::warn!(receiver = name, "digest not sent yet: {e}");
         }
-        return Ok(Outcome::Deferred);
+        return Ok((Outcome::Deferred, told()));
     }
     let result = match notifier.render(&receivers.templates, &view, alert) {
         Ok(payload) => {
@@ -442,13 +447,12 @@ async fn notify_one(
     };
     match result {
         Ok(status) => {
-            realert::remember(app.store.as_ref(), &last_key, alert, now).await;
             if let Some(gk) = group_key {
                 group::mark_sent(app.store.as_ref(), &gk, &alert.id).await;
             }
             record::append(app, tenant, now, record::sent(alert, name, notifier.kind(), &view, &target.routes, status))
                 .await;
-            Ok(Outcome::Sent)
+            Ok((Outcome::Sent, told()))
         }
         Err(e) => {
             record::append(app, tenant, now, record::failed(alert, name, notifier.kind(), &e)).await;
@@ -463,10 +467,10 @@ async fn health(app: &App, tenant: &str, alert: &Alert, name: &str, admitted: Ad
     let store = app.store.as_ref();
     let now = app.clock.now();
     let changed = match sent {
-        Ok(_) => breaker::succeeded(store, name, admitted).await,
+        Ok(_) => breaker::succeeded(store, &app.breakers, name, admitted).await,
         Err(e) if e.retry == Retry::Retryable => {
             let config = app.config.receivers.get(name).map(|r| r.breaker()).unwrap_or_default();
-            breaker::failed(store, name, &config, admitted, now).await
+            breaker::failed(store, &app.breakers, name, &config, admitted, now).await
         }
         Err(_) => Ok(None),
     };

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, AlertStatus};
-use crate::store::{Store, StoreError};
+use crate::store::{Put, Versioned};
 
 /// What secmon last told a receiver about an alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,18 +70,17 @@ pub fn realert(
     ))
 }
 
-/// What the receiver was last told about the alert, from `last_key` (nothing when unreadable).
-pub(super) async fn last(store: &dyn Store, last_key: &str) -> Result<Option<Last>, StoreError> {
-    Ok(store.get(last_key).await?.and_then(|v| serde_json::from_slice(&v.value).ok()))
+/// What the receiver was last told about the alert, from its record (nothing when unreadable).
+pub(super) fn last(record: Option<Versioned>) -> Option<Last> {
+    record.and_then(|v| serde_json::from_slice(&v.value).ok())
 }
 
-/// Remembers what the receiver was told now, for the next version's [`realert`].
-pub(super) async fn remember(store: &dyn Store, last_key: &str, alert: &Alert, now: DateTime<Utc>) {
+/// The record of what the receiver is told now, for the next version's [`realert`]: written at
+/// `last_key` with the claim's completion ([`crate::store::once_reading`]). Losing it only means the
+/// next version may be told once more.
+pub(super) fn told(last_key: &str, alert: &Alert, now: DateTime<Utc>) -> Put {
     let last = Last { at: now, severity: alert.severity().rank(), status: alert.status().as_str().to_string() };
-    if let Err(e) = store.put(last_key, &serde_json::to_vec(&last).expect("JSON")).await {
-        // Losing this only means the next version may be told once more; never fail a sent message.
-        tracing::warn!("could not record the realert state at {last_key}: {e}");
-    }
+    (last_key.to_string(), serde_json::to_vec(&last).expect("JSON"))
 }
 
 #[cfg(test)]

@@ -23,7 +23,8 @@
 //! writers never disagree on where record `n + 1` goes). The record is then written at its place in
 //! that segment with one conditional write ([`Store::append`]), which fails for everyone but the first, so it cannot be written twice — by a
 //! writer that stalled, or by the next writer, which finishes a pending record it finds before it
-//! announces its own. A writer that dies at any point leaves either nothing or a pending record that the
+//! announces its own. An announcement of several records writes them in one call
+//! ([`Store::append_new`]: one job on SQLite, in turn elsewhere), each number taken only if free. A writer that dies at any point leaves either nothing or a pending record that the
 //! next one finishes. Streams written before this scheme (under the old `audit-lock/…` claim) keep
 //! their layout and verify as before.
 //!
@@ -368,17 +369,12 @@ async fn append_timed(
 /// without us).
 async fn finish(store: &dyn Store, day: &str, key: &str, head: &Head, cond: Precondition) -> Result<(), AuditError> {
     let stream = keys::audit_segment(day, head.segment);
-    let mut last = None;
-    for pending in head.pending.iter().chain(&head.more) {
-        let bytes = serde_json::to_vec(pending).expect("records serialize");
-        match store.append(&stream, pending.seq + 1 - head.first, &bytes).await {
-            // Conflict: the number is taken, and only this announced record is ever written at it.
-            Ok(()) | Err(StoreError::Conflict { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        last = Some(pending);
-    }
-    let Some(last) = last else { return Ok(()) };
+    let announced: Vec<&Record> = head.pending.iter().chain(&head.more).collect();
+    let Some(last) = announced.last() else { return Ok(()) };
+    let records: Vec<(u64, Vec<u8>)> =
+        announced.iter().map(|r| (r.seq + 1 - head.first, serde_json::to_vec(r).expect("records serialize"))).collect();
+    // A number already taken holds this very record: only the announced record is ever written at it.
+    store.append_new(&stream, &records).await?;
     let done = Head { seq: last.seq, hash: last.hash.clone(), pending: None, more: Vec::new(), ..head.clone() };
     match store.put_if(key, &serde_json::to_vec(&done).expect("heads serialize"), cond).await {
         Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),

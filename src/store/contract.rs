@@ -104,6 +104,20 @@ pub async fn store_contract(store: &dyn Store) {
     let got = store.read_stream(&w).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0], if a.is_ok() { b"a".to_vec() } else { b"b".to_vec() });
+
+    // A batch where one number is already taken: that record stands, the others are written, and
+    // writing the batch again changes nothing.
+    let n = format!("{p}/audit/batch/2026-11-26");
+    store.append(&n, 2, b"first writer").await.unwrap();
+    let batch = [(1, b"r1".to_vec()), (2, b"r2".to_vec()), (3, b"r3".to_vec())];
+    store.append_new(&n, &batch).await.unwrap();
+    store.append_new(&n, &batch).await.unwrap();
+    let want: Vec<Vec<u8>> = vec![b"r1".to_vec(), b"first writer".to_vec(), b"r3".to_vec()];
+    assert_eq!(store.read_stream(&n).await.unwrap(), want, "a number already taken must stand");
+    assert!(
+        matches!(store.append(&n, 3, b"late").await, Err(StoreError::Conflict { .. })),
+        "a number written by a batch must conflict"
+    );
 }
 
 fn acquired(claim: Claim) -> Token {

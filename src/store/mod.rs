@@ -188,6 +188,20 @@ pub trait Store: Send + Sync {
     /// already holds a record numbered `seq`: one conditional write decides between two writers of one
     /// number. Callers append in order (number `seq` after `seq - 1`).
     async fn append(&self, stream: &str, seq: u64, record: &[u8]) -> StoreResult<()>;
+    /// Writes each `(seq, record)` of `records` to `stream` as [`Store::append`] would, in order, where
+    /// the number is still free: a number already taken stands, so writing a batch again after a crash
+    /// or a race is harmless (each number has only one record meant for it). Stops at the first other
+    /// error; the records before it are written. A backend that can does it in one round trip (SQLite:
+    /// one job, one commit); the default appends them in turn.
+    async fn append_new(&self, stream: &str, records: &[(u64, Vec<u8>)]) -> StoreResult<()> {
+        for (seq, record) in records {
+            match self.append(stream, *seq, record).await {
+                Ok(()) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
     /// Every record of a stream, in append order.
     async fn read_stream(&self, stream: &str) -> StoreResult<Vec<Vec<u8>>>;
     /// Stream names that start with `prefix`, sorted.

@@ -603,6 +603,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn append_new(&self, stream: &str, records: &[(u64, Vec<u8>)]) -> StoreResult<()> {
+        check_key(stream)?;
+        let (stream, records) = (stream.to_string(), records.to_vec());
+        self.write(move |c| {
+            let mut insert = c
+                .prepare_cached("INSERT INTO streams (stream, seq, record) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+                .map_err(backend)?;
+            for (seq, record) in &records {
+                insert.execute(params![stream, *seq as i64, record]).map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn read_stream(&self, stream: &str) -> StoreResult<Vec<Vec<u8>>> {
         let stream = stream.to_string();
         self.read(move |c| {

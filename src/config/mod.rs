@@ -117,7 +117,7 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// How many queue messages `secmon run` works on at once (default 64), shared fairly between
+    /// How many queue messages `secmon run` works on at once (default 256), shared fairly between
     /// tenants: a tenant's burst never takes every slot while another tenant waits.
     #[serde(default = "WorkerConfig::default_concurrency")]
     pub concurrency: usize,
@@ -136,12 +136,13 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// 64: a slot mostly waits (on a receiver, on Graph, on the store's commit), so more of them keep
-    /// the two cores of a small machine busy. At 8 the 10,000-alert benchmark took 6.1 s and 5.1 CPU
-    /// seconds, at 64 about 4.3 s and 3.9 (`docs/performance.md`); a receiver that hangs now holds a
-    /// smaller share of the slots until its breaker opens.
+    /// 256: a slot mostly waits (on a receiver, on Graph, on the store's commit), so more of them keep
+    /// the two cores of a small machine busy, and the more store calls wait together the more of them
+    /// share one commit. At 8 the 10,000-alert benchmark took 6.1 s, at 64 4.8 s (median of three),
+    /// at 256 4.3 s with 15 % fewer bytes written, at 512 no better (`docs/performance.md`). A receiver
+    /// that hangs holds at most its own share of the slots until its breaker opens.
     fn default_concurrency() -> usize {
-        64
+        256
     }
 
     fn default_first_try() -> bool {
@@ -244,8 +245,8 @@ impl Config {
         if self.tenants.is_empty() {
             out.push(Issue::error("tenants", "at least one tenant is required"));
         }
-        if !(1..=256).contains(&self.worker.concurrency) {
-            out.push(Issue::error("worker.concurrency", "between 1 and 256 (default 64)"));
+        if !(1..=1024).contains(&self.worker.concurrency) {
+            out.push(Issue::error("worker.concurrency", "between 1 and 1024 (default 256)"));
         }
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {

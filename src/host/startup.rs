@@ -174,7 +174,7 @@ receivers:
         assert!(text.contains("next 2026-11-26T10:05:00Z"), "{text}");
         assert!(text.contains("all → soc-teams") && text.contains("soc-teams (Teams)"), "{text}");
         assert!(text.contains("listening on http://127.0.0.1:7071"), "{text}");
-        assert!(text.contains("workers: 64 over the alerts and deliveries queues"), "{text}");
+        assert!(text.contains("workers: 256 over the alerts and deliveries queues"), "{text}");
         assert!(text.contains("SECMON_CLOSE not set"), "{text}");
         assert!(!text.contains("very-secret") && !text.contains("c2VjcmV0"), "{text}");
         assert!(lines.len() <= 20, "one screen");

@@ -47,7 +47,7 @@ pub use self::realert::{Last, Why, realert};
 use crate::alert::Alert;
 use crate::app::App;
 use crate::graph::Retry;
-use crate::notify::{NotifyError, Receivers, silence};
+use crate::notify::{NotifyError, silence};
 use crate::rules::{Delivery, Update};
 use crate::store::{Claim, Once, Put, Store, StoreError, Versioned, keys, once_reading};
 
@@ -189,7 +189,8 @@ pub async fn deliver_one(app: &App, tenant: &str, alert: &Alert, target: &Delive
     // What the receiver was last told of the alert is read with the claim, and what it is told now
     // written with the claim's completion.
     let last_key = keys::notify_last(tenant, &alert.id, name);
-    let act = |last| notify_one(app, &app.receivers, tenant, alert, target, &claim_key, &last_key, last, admitted);
+    let attempt = Attempt { tenant, alert, target, claim_key: &claim_key, last_key: &last_key, admitted };
+    let act = |last| notify_one(app, &attempt, last);
     let done = once_reading(app.store.as_ref(), &claim_key, claim::SEND_LEASE, &last_key, act).await.map_err(store)?;
     let sent = matches!(done, Once::Done(Outcome::Sent | Outcome::CardUpdated) | Once::Failed(Stop::Failed(_)));
     if admitted == Admit::Probe && !sent {
@@ -334,22 +335,25 @@ enum Outcome {
     CardUpdated,
 }
 
+/// One delivery under its claim: the alert, the receiver, the claim's key and the key of what the
+/// receiver was last told, and what the breaker said.
+#[derive(Clone, Copy)]
+struct Attempt<'a> {
+    tenant: &'a str,
+    alert: &'a Alert,
+    target: &'a Delivery,
+    claim_key: &'a str,
+    last_key: &'a str,
+    admitted: Admit,
+}
+
 /// The steps for one claimed receiver: realert → group → render → send → record. `last` is the record
 /// at `last_key` of what the receiver was last told of the alert; an outcome that told it (or holds the
 /// alert for a digest or a group's message) returns the new record, which the caller writes as it
 /// completes the claim on success; it releases the claim on error.
-#[allow(clippy::too_many_arguments)]
-async fn notify_one(
-    app: &App,
-    receivers: &Receivers,
-    tenant: &str,
-    alert: &Alert,
-    target: &Delivery,
-    claim_key: &str,
-    last_key: &str,
-    last: Option<Versioned>,
-    admitted: Admit,
-) -> Result<(Outcome, Vec<Put>), Stop> {
+async fn notify_one(app: &App, attempt: &Attempt<'_>, last: Option<Versioned>) -> Result<(Outcome, Vec<Put>), Stop> {
+    let Attempt { tenant, alert, target, claim_key, last_key, admitted } = *attempt;
+    let receivers = &app.receivers;
     let now = app.clock.now();
     let name = target.receiver.as_str();
     let store_err = |e: StoreError| NotifyError::new(name, format!("store: {e}"), Retry::Retryable);

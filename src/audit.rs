@@ -21,11 +21,12 @@
 //! from "ends at `n`" to "`n + 1` is pending" wins may announce record `n + 1`, so the chain cannot
 //! fork; the same swap decides the record's segment (a rollover is part of the announcement, so two
 //! writers never disagree on where record `n + 1` goes). The record is then written at its place in
-//! that segment with one conditional write ([`Store::append`]), which fails for everyone but the first, so it cannot be written twice — by a
-//! writer that stalled, or by the next writer, which finishes a pending record it finds before it
-//! announces its own. An announcement of several records writes them in one call
-//! ([`Store::append_new`]: one job on SQLite, in turn elsewhere), each number taken only if free. A writer that dies at any point leaves either nothing or a pending record that the
-//! next one finishes. Streams written before this scheme (under the old `audit-lock/…` claim) keep
+//! that segment with one conditional write ([`Store::append`]), which fails for everyone but the
+//! first, so it cannot be written twice — by a writer that stalled, or by the next writer, which
+//! finishes a pending record it finds before it announces its own. An announcement of several records
+//! writes them in one call ([`Store::append_new`]: one job on SQLite, in turn elsewhere), each number
+//! taken only where it is free. A writer that dies at any point leaves either nothing or a pending
+//! record that the next one finishes. Streams written before this scheme (under the old `audit-lock/…` claim) keep
 //! their layout and verify as before.
 //!
 //! The chain makes edits *evident*, not impossible: someone who can write the store can also rewrite the

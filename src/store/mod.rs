@@ -191,8 +191,9 @@ pub trait Store: Send + Sync {
     /// Writes each `(seq, record)` of `records` to `stream` as [`Store::append`] would, in order, where
     /// the number is still free: a number already taken stands, so writing a batch again after a crash
     /// or a race is harmless (each number has only one record meant for it). Stops at the first other
-    /// error; the records before it are written. A backend that can does it in one round trip (SQLite:
-    /// one job, one commit); the default appends them in turn.
+    /// error, which may leave some of the records written (the default: those before it) or none
+    /// (SQLite); writing the batch again finishes it. A backend that can does it in one round trip
+    /// (SQLite: one job, one commit); the default appends them in turn.
     async fn append_new(&self, stream: &str, records: &[(u64, Vec<u8>)]) -> StoreResult<()> {
         for (seq, record) in records {
             match self.append(stream, *seq, record).await {

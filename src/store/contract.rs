@@ -105,14 +105,15 @@ pub async fn store_contract(store: &dyn Store) {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0], if a.is_ok() { b"a".to_vec() } else { b"b".to_vec() });
 
-    // A batch where one number is already taken: that record stands, the others are written, and
-    // writing the batch again changes nothing.
+    // A batch whose first number is already taken (a writer that finished part of it): that record
+    // stands, the others are written, and writing the batch again changes nothing. Numbers go in order,
+    // as every caller appends (an append blob takes record n only as its nth block).
     let n = format!("{p}/audit/batch/2026-11-26");
-    store.append(&n, 2, b"first writer").await.unwrap();
+    store.append(&n, 1, b"first writer").await.unwrap();
     let batch = [(1, b"r1".to_vec()), (2, b"r2".to_vec()), (3, b"r3".to_vec())];
     store.append_new(&n, &batch).await.unwrap();
     store.append_new(&n, &batch).await.unwrap();
-    let want: Vec<Vec<u8>> = vec![b"r1".to_vec(), b"first writer".to_vec(), b"r3".to_vec()];
+    let want: Vec<Vec<u8>> = vec![b"first writer".to_vec(), b"r2".to_vec(), b"r3".to_vec()];
     assert_eq!(store.read_stream(&n).await.unwrap(), want, "a number already taken must stand");
     assert!(
         matches!(store.append(&n, 3, b"late").await, Err(StoreError::Conflict { .. })),

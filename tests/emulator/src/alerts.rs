@@ -8,6 +8,7 @@
 //! (`$top=100&$skip=200`), under which an update between pages can repeat or skip an alert. The
 //! snapshot is the kind behaviour; clients must still dedupe and rely on their overlap window.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -18,11 +19,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::state::{
     ALERT_READ_ROLES, ALERT_WRITE_ROLES, AppState, CommentShape, Cursor, Inner, OrderBy, Paging, ServerOrder,
-    alert_time, fmt_time, graph_error, json_response, parse_time, random_string,
+    alert_time, fmt_time, graph_error, json_response, json_text_response, parse_time, random_string,
 };
 
 /// Largest `$top` accepted.
@@ -120,13 +122,28 @@ fn mask_evolvable(alert: &mut Value) {
     }
 }
 
-/// Prepares a stored alert for the wire, masking evolvable enums unless the Prefer header asks for them.
-fn present(alert: &Value, headers: &HeaderMap) -> Value {
-    let mut alert = alert.clone();
-    if !wants_unknown_enums(headers) {
-        mask_evolvable(&mut alert);
+/// Prepares a stored alert for the wire, masking evolvable enums unless the Prefer header asks for them
+/// (then the stored alert goes out as it is, borrowed: a page of a thousand alerts is serialized
+/// straight from the store, not copied first).
+fn present<'a>(alert: &'a Value, headers: &HeaderMap) -> Cow<'a, Value> {
+    if wants_unknown_enums(headers) {
+        return Cow::Borrowed(alert);
     }
-    alert
+    let mut alert = alert.clone();
+    mask_evolvable(&mut alert);
+    Cow::Owned(alert)
+}
+
+/// One page of a list, in the order Graph writes its members.
+#[derive(Serialize)]
+struct ListPage<'a> {
+    #[serde(rename = "@odata.context")]
+    context: String,
+    #[serde(rename = "@odata.count", skip_serializing_if = "Option::is_none")]
+    count: Option<usize>,
+    value: Vec<Cow<'a, Value>>,
+    #[serde(rename = "@odata.nextLink", skip_serializing_if = "Option::is_none")]
+    next_link: Option<String>,
 }
 
 /// Adds `Preference-Applied` when the request asked for unknown enum members.
@@ -402,8 +419,7 @@ pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap, RawQ
         );
     }
     let graph = state.graph_url();
-    let mut body = Map::new();
-    body.insert("@odata.context".into(), json!(format!("{graph}/$metadata#security/alerts_v2")));
+    let mut count = None;
 
     let (page_ids, next): (Vec<String>, Option<String>) = if let Some(skiptoken) = params.get("$skiptoken") {
         let mut inner = state.lock();
@@ -446,7 +462,7 @@ pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap, RawQ
         let mut inner = state.lock();
         let ids = matching_ids(&inner, &token.tenant, &clauses, sort.as_ref());
         if params.get("$count").is_some_and(|c| c == "true") {
-            body.insert("@odata.count".into(), json!(ids.len()));
+            count = Some(ids.len());
         }
         let ids: Vec<String> = ids.into_iter().skip(skip).collect();
         if ids.len() <= page {
@@ -470,20 +486,24 @@ pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap, RawQ
         }
     };
 
-    let values: Vec<Value> = {
+    let body = {
         let mut inner = state.lock();
-        let values = {
-            let alerts = inner.alerts.get(&token.tenant);
-            page_ids.iter().filter_map(|id| alerts.and_then(|m| m.get(id))).map(|a| present(a, &headers)).collect()
+        let alerts = inner.alerts.get(&token.tenant);
+        let page = ListPage {
+            context: format!("{graph}/$metadata#security/alerts_v2"),
+            count,
+            value: page_ids
+                .iter()
+                .filter_map(|id| alerts.and_then(|m| m.get(id)))
+                .map(|a| present(a, &headers))
+                .collect(),
+            next_link: next.map(|next| format!("{graph}/security/alerts_v2?$skiptoken={next}")),
         };
+        let body = serde_json::to_string(&page).expect("a page of JSON values serializes");
         change_after_page(&mut inner, &token.tenant);
-        values
+        body
     };
-    body.insert("value".into(), Value::Array(values));
-    if let Some(next) = next {
-        body.insert("@odata.nextLink".into(), json!(format!("{graph}/security/alerts_v2?$skiptoken={next}")));
-    }
-    with_preference(json_response(StatusCode::OK, &Value::Object(body)), &headers)
+    with_preference(json_text_response(StatusCode::OK, body), &headers)
 }
 
 fn not_found(id: &str) -> Response {
@@ -494,7 +514,7 @@ fn not_found(id: &str) -> Response {
 fn entity(state: &AppState, alert: Value, headers: &HeaderMap) -> Response {
     let mut body = Map::new();
     body.insert("@odata.context".into(), json!(format!("{}/$metadata#security/alerts_v2/$entity", state.graph_url())));
-    if let Value::Object(fields) = present(&alert, headers) {
+    if let Value::Object(fields) = present(&alert, headers).into_owned() {
         body.extend(fields);
     }
     with_preference(json_response(StatusCode::OK, &Value::Object(body)), headers)

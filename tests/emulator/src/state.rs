@@ -329,7 +329,12 @@ pub(crate) fn graph_error(status: StatusCode, code: &str, message: &str) -> Resp
 
 /// A JSON response with the content type Graph uses.
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut resp = (status, body.to_string()).into_response();
+    json_text_response(status, body.to_string())
+}
+
+/// A response of JSON already serialized, with Graph's content type.
+pub(crate) fn json_text_response(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(

@@ -279,6 +279,12 @@ async fn evolvable_enums_need_the_prefer_header() {
     assert_eq!(by_id[sentinel]["serviceSource"], "unknownFutureValue");
     assert_eq!(by_id["da637551227677560813_-961444813"]["serviceSource"], "microsoftDefenderForEndpoint");
     assert_eq!(s.emu.alert(TENANT, sentinel).unwrap()["serviceSource"], "microsoftSentinel");
+    // With the header the list sends the stored alerts as they are, and says so.
+    let (_, headers, list) = s.get("/security/alerts_v2", true).await;
+    let by_id: HashMap<&str, &Value> =
+        list["value"].as_array().unwrap().iter().map(|a| (a["id"].as_str().unwrap(), a)).collect();
+    assert_eq!(by_id[sentinel], &s.emu.alert(TENANT, sentinel).unwrap());
+    assert_eq!(headers["preference-applied"], "include-unknown-enum-members");
     // Filtering sees stored values: the documented Sentinel filter finds the alert.
     let (status, _, body) = s.get("/security/alerts_v2?$filter=serviceSource%20eq%20'microsoftSentinel'", false).await;
     assert_eq!(status, 200);

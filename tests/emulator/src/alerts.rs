@@ -511,10 +511,14 @@ fn not_found(id: &str) -> Response {
 }
 
 /// The alert with `@odata.context` first, as Graph writes a single entity.
-fn entity(state: &AppState, alert: Value, headers: &HeaderMap) -> Response {
+fn entity(state: &AppState, mut alert: Value, headers: &HeaderMap) -> Response {
     let mut body = Map::new();
     body.insert("@odata.context".into(), json!(format!("{}/$metadata#security/alerts_v2/$entity", state.graph_url())));
-    if let Value::Object(fields) = present(&alert, headers).into_owned() {
+    // The caller's copy is masked in place: no second copy of the alert.
+    if !wants_unknown_enums(headers) {
+        mask_evolvable(&mut alert);
+    }
+    if let Value::Object(fields) = alert {
         body.extend(fields);
     }
     with_preference(json_response(StatusCode::OK, &Value::Object(body)), headers)
